@@ -1,0 +1,35 @@
+// A Buffer is device memory; on the CPU backend, 64-byte aligned host floats.
+// Streams and kernels hold shared_ptrs so memory outlives queued work.
+#pragma once
+#include <cstddef>
+#include <memory>
+
+namespace stepscope {
+
+class DeviceBuffer {
+ public:
+  explicit DeviceBuffer(size_t count);
+  ~DeviceBuffer();
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+
+  float* data() { return data_; }
+  const float* data() const { return data_; }
+  size_t size() const { return count_; }
+  size_t bytes() const { return count_ * sizeof(float); }
+
+  // Largest buffer we hand out; beyond this a request is surely a bug.
+  static constexpr size_t kMaxCount = size_t(1) << 33;
+
+ private:
+  float* data_ = nullptr;
+  size_t count_ = 0;
+};
+
+using BufferPtr = std::shared_ptr<DeviceBuffer>;
+
+// Fills with uniform values in [lo, hi) from a counter-based generator, so the
+// same seed gives the same data whatever the thread count.
+void fillUniform(DeviceBuffer& buffer, uint64_t seed, float lo, float hi);
+
+}  // namespace stepscope

@@ -1,0 +1,41 @@
+#include "core/event.h"
+
+namespace stepscope {
+
+uint64_t Event::beginRecord() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return ++recorded_;
+}
+
+void Event::fire(uint64_t generation, int64_t timestampNs) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (generation > fired_) {
+      fired_ = generation;
+      timestamp_ = timestampNs;
+    }
+  }
+  cv_.notify_all();
+}
+
+uint64_t Event::latestGeneration() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return recorded_;
+}
+
+void Event::waitFor(uint64_t generation) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  cv_.wait(lock, [&] { return fired_ >= generation; });
+}
+
+bool Event::isComplete() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return fired_ >= recorded_;
+}
+
+int64_t Event::timestampNs() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return timestamp_;
+}
+
+}  // namespace stepscope

@@ -1,0 +1,36 @@
+// An Event is a point on a stream. Recording it enqueues a marker; when the
+// stream reaches the marker the event fires with a timestamp. Other streams
+// (and the host) can wait for it. Semantics follow cudaEvent_t: waiting on an
+// event that was never recorded returns at once.
+#pragma once
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+
+namespace stepscope {
+
+class Event {
+ public:
+  // Called when a record is enqueued; returns the generation to fire.
+  uint64_t beginRecord();
+  // Called by the stream when it reaches the marker.
+  void fire(uint64_t generation, int64_t timestampNs);
+  // The generation a waiter must see fired (0: nothing to wait for).
+  uint64_t latestGeneration();
+  void waitFor(uint64_t generation);
+  bool isComplete();
+  // Timestamp of the latest fired generation, or -1.
+  int64_t timestampNs();
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  uint64_t recorded_ = 0;
+  uint64_t fired_ = 0;
+  int64_t timestamp_ = -1;
+};
+
+using EventPtr = std::shared_ptr<Event>;
+
+}  // namespace stepscope

@@ -1,0 +1,71 @@
+// The table of CPU convolution variants and the factory that picks one.
+#include "cpu/conv_kernel.h"
+
+#include "core/error.h"
+
+namespace stepscope {
+
+KernelInfo ConvKernel::info(const char* op) const {
+  KernelInfo i;
+  i.op = op;
+  i.variant = variant_;
+  i.layer = layer_;
+  i.pass = convPassName(pass_);
+  i.flops = shape_.flops();
+  i.bytes = shape_.bytes();
+  return i;
+}
+
+static bool haveOnednn() {
+#ifdef STEPSCOPE_HAVE_ONEDNN
+  return true;
+#else
+  return false;
+#endif
+}
+
+static bool haveOpenblas() {
+#ifdef STEPSCOPE_HAVE_OPENBLAS
+  return true;
+#else
+  return false;
+#endif
+}
+
+#ifndef STEPSCOPE_ONEDNN_BUILD_STATUS
+#define STEPSCOPE_ONEDNN_BUILD_STATUS "not configured"
+#endif
+#ifndef STEPSCOPE_OPENBLAS_BUILD_STATUS
+#define STEPSCOPE_OPENBLAS_BUILD_STATUS "not configured"
+#endif
+
+std::vector<ConvVariantInfo> cpuConvVariants() {
+  return {
+      {"reference", "plain loops, double accumulation: the test oracle", true, ""},
+      {"direct", "direct loops over the output, vectorized along the row", true, ""},
+      {"im2col-gemm", "im2col/col2im plus our own cache-blocked, vectorized GEMM", true, ""},
+      {"im2col-blas", "im2col/col2im plus OpenBLAS sgemm (library GEMM)", haveOpenblas(),
+       haveOpenblas() ? "" : std::string("OpenBLAS ") + STEPSCOPE_OPENBLAS_BUILD_STATUS},
+      {"onednn", "oneDNN convolution in its preferred blocked layout (reorders timed as kernels of their own)",
+       haveOnednn(), haveOnednn() ? "" : std::string("oneDNN ") + STEPSCOPE_ONEDNN_BUILD_STATUS},
+  };
+}
+
+std::unique_ptr<ConvKernel> makeCpuConvKernel(const ConvShape& shape, ConvPass pass, const std::string& variant,
+                                              const std::string& layer) {
+  shape.validate();
+  std::string names;
+  for (const auto& v : cpuConvVariants()) {
+    names += (names.empty() ? "" : ", ") + v.name;
+    if (v.name != variant) continue;
+    if (!v.available) throw Error("ERR_UNAVAILABLE", "conv variant '" + variant + "' is unavailable: " + v.unavailableReason);
+    if (variant == "reference") return makeReferenceConv(shape, pass, layer);
+    if (variant == "direct") return makeDirectConv(shape, pass, layer);
+    if (variant == "im2col-gemm") return makeIm2colConv(shape, pass, layer, false);
+    if (variant == "im2col-blas") return makeIm2colConv(shape, pass, layer, true);
+    if (variant == "onednn") return makeOnednnConv(shape, pass, layer);
+  }
+  throw Error("ERR_UNKNOWN_VARIANT", "unknown conv variant '" + variant + "' on the cpu backend: allowed " + names);
+}
+
+}  // namespace stepscope

@@ -1,0 +1,248 @@
+#include "cpu/gemm.h"
+
+#include <immintrin.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+
+#include "core/error.h"
+
+namespace stepscope {
+namespace {
+
+// Computes an MR x NR tile from packed panels: Ap holds kc columns of MR
+// values, Bp kc rows of NR values. Writes (or adds to) C with leading dim ldc.
+using MicroKernelFn = void (*)(int kc, const float* Ap, const float* Bp, float* C, int64_t ldc, bool accumulate);
+
+struct MicroKernel {
+  int mr, nr;
+  MicroKernelFn fn;
+  const char* name;
+};
+
+// AVX-512: 8 rows x 2 zmm = 16 accumulators; broadcasts fold into the FMAs.
+__attribute__((target("avx512f,fma"))) void kernelAvx512(int kc, const float* Ap, const float* Bp, float* C,
+                                                          int64_t ldc, bool accumulate) {
+  __m512 c[8][2];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) c[i][0] = c[i][1] = _mm512_setzero_ps();
+  for (int p = 0; p < kc; ++p) {
+    const __m512 b0 = _mm512_loadu_ps(Bp);
+    const __m512 b1 = _mm512_loadu_ps(Bp + 16);
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; ++i) {
+      const __m512 a = _mm512_set1_ps(Ap[i]);
+      c[i][0] = _mm512_fmadd_ps(a, b0, c[i][0]);
+      c[i][1] = _mm512_fmadd_ps(a, b1, c[i][1]);
+    }
+    Ap += 8;
+    Bp += 32;
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) {
+    float* row = C + i * ldc;
+    if (accumulate) {
+      c[i][0] = _mm512_add_ps(c[i][0], _mm512_loadu_ps(row));
+      c[i][1] = _mm512_add_ps(c[i][1], _mm512_loadu_ps(row + 16));
+    }
+    _mm512_storeu_ps(row, c[i][0]);
+    _mm512_storeu_ps(row + 16, c[i][1]);
+  }
+}
+
+// AVX2 + FMA: 6 rows x 2 ymm = 12 accumulators (16 ymm registers in all).
+__attribute__((target("avx2,fma"))) void kernelAvx2(int kc, const float* Ap, const float* Bp, float* C, int64_t ldc,
+                                                     bool accumulate) {
+  __m256 c[6][2];
+#pragma GCC unroll 6
+  for (int i = 0; i < 6; ++i) c[i][0] = c[i][1] = _mm256_setzero_ps();
+  for (int p = 0; p < kc; ++p) {
+    const __m256 b0 = _mm256_loadu_ps(Bp);
+    const __m256 b1 = _mm256_loadu_ps(Bp + 8);
+#pragma GCC unroll 6
+    for (int i = 0; i < 6; ++i) {
+      const __m256 a = _mm256_broadcast_ss(Ap + i);
+      c[i][0] = _mm256_fmadd_ps(a, b0, c[i][0]);
+      c[i][1] = _mm256_fmadd_ps(a, b1, c[i][1]);
+    }
+    Ap += 6;
+    Bp += 16;
+  }
+#pragma GCC unroll 6
+  for (int i = 0; i < 6; ++i) {
+    float* row = C + i * ldc;
+    if (accumulate) {
+      c[i][0] = _mm256_add_ps(c[i][0], _mm256_loadu_ps(row));
+      c[i][1] = _mm256_add_ps(c[i][1], _mm256_loadu_ps(row + 8));
+    }
+    _mm256_storeu_ps(row, c[i][0]);
+    _mm256_storeu_ps(row + 8, c[i][1]);
+  }
+}
+
+// Portable fallback for CPUs without AVX2.
+void kernelGeneric(int kc, const float* Ap, const float* Bp, float* C, int64_t ldc, bool accumulate) {
+  float c[4][16] = {};
+  for (int p = 0; p < kc; ++p, Ap += 4, Bp += 16)
+    for (int i = 0; i < 4; ++i)
+      for (int j = 0; j < 16; ++j) c[i][j] += Ap[i] * Bp[j];
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 16; ++j) C[i * ldc + j] = accumulate ? C[i * ldc + j] + c[i][j] : c[i][j];
+}
+
+const MicroKernel& microKernel() {
+  static const MicroKernel chosen = [] {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) return MicroKernel{8, 32, kernelAvx512, "avx512 8x32"};
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return MicroKernel{6, 16, kernelAvx2, "avx2 6x16"};
+    return MicroKernel{4, 16, kernelGeneric, "generic 4x16"};
+  }();
+  return chosen;
+}
+
+constexpr int kKC = 256;   // packed panels of 256 x NR floats stay in L1 beside A
+constexpr int kMC = 120;   // 120 x 256 floats of A (120 KB) stay in L2; a multiple of 8, 6 and 4
+constexpr int kNC = 3072;  // 256 x 3072 floats of B (3 MB) stay in L3
+
+struct AlignedFree {
+  void operator()(float* p) const { std::free(p); }
+};
+
+// A per-thread scratch area that grows as needed and is reused across calls.
+float* scratch(std::unique_ptr<float, AlignedFree>& slot, size_t& capacity, size_t count) {
+  if (count > capacity) {
+    slot.reset(static_cast<float*>(std::aligned_alloc(64, (count * sizeof(float) + 63) / 64 * 64)));
+    if (!slot) throw Error("ERR_OUT_OF_MEMORY", "sgemm: could not allocate packing buffers");
+    capacity = count;
+  }
+  return slot.get();
+}
+
+// Packs rows [i0, i0+mc) and columns [p0, p0+kc) of A into MR-row panels,
+// zero-padding the last panel.
+void packA(const MicroKernel& mk, int mc, int kc, const float* A, int64_t rsA, int64_t csA, float* Ap) {
+  for (int ib = 0; ib < mc; ib += mk.mr) {
+    const int rows = std::min(mk.mr, mc - ib);
+    for (int p = 0; p < kc; ++p) {
+      const float* src = A + ib * rsA + p * csA;
+      for (int i = 0; i < rows; ++i) Ap[i] = src[i * rsA];
+      for (int i = rows; i < mk.mr; ++i) Ap[i] = 0.0f;
+      Ap += mk.mr;
+    }
+  }
+}
+
+// Packs one NR-column panel of B (kc rows), zero-padding missing columns.
+void packBPanel(const MicroKernel& mk, int cols, int kc, const float* B, int64_t rsB, int64_t csB, float* Bp) {
+  if (csB == 1) {
+    for (int p = 0; p < kc; ++p, Bp += mk.nr) {
+      std::memcpy(Bp, B + p * rsB, sizeof(float) * cols);
+      for (int j = cols; j < mk.nr; ++j) Bp[j] = 0.0f;
+    }
+  } else {
+    for (int j = 0; j < mk.nr; ++j) {
+      if (j < cols) {
+        const float* src = B + j * csB;
+        for (int p = 0; p < kc; ++p) Bp[p * mk.nr + j] = src[p * rsB];
+      } else {
+        for (int p = 0; p < kc; ++p) Bp[p * mk.nr + j] = 0.0f;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+const char* sgemmKernelName() { return microKernel().name; }
+
+void sgemm(int M, int N, int K, const float* A, int64_t rsA, int64_t csA, const float* B, int64_t rsB, int64_t csB,
+           float beta, float* C, int64_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) {
+    if (beta == 0.0f)
+      for (int i = 0; i < M; ++i) std::memset(C + i * ldc, 0, sizeof(float) * N);
+    return;
+  }
+  const MicroKernel& mk = microKernel();
+  const int threads = omp_get_max_threads();
+  const int nc = std::min(kNC, (N + mk.nr - 1) / mk.nr * mk.nr);
+
+  static thread_local std::unique_ptr<float, AlignedFree> bSlot;
+  static thread_local size_t bCapacity = 0;
+  float* Bp = scratch(bSlot, bCapacity, size_t(kKC) * nc);
+
+  const int icBlocks = (M + kMC - 1) / kMC;
+  bool failed = false;
+
+#pragma omp parallel num_threads(threads)
+  {
+    static thread_local std::unique_ptr<float, AlignedFree> aSlot;
+    static thread_local size_t aCapacity = 0;
+    static thread_local std::unique_ptr<float, AlignedFree> tileSlot;
+    static thread_local size_t tileCapacity = 0;
+    float* Ap = nullptr;
+    float* tile = nullptr;
+    try {
+      Ap = scratch(aSlot, aCapacity, size_t(kMC) * kKC);
+      tile = scratch(tileSlot, tileCapacity, size_t(mk.mr) * mk.nr);
+    } catch (...) {
+#pragma omp atomic write
+      failed = true;
+    }
+#pragma omp barrier
+    if (!failed) {
+      for (int jc = 0; jc < N; jc += kNC) {
+        const int ncCur = std::min(kNC, N - jc);
+        const int nPanels = (ncCur + mk.nr - 1) / mk.nr;
+        // Split columns so that every thread has work even when M is small.
+        const int jChunks = std::max(1, std::min(nPanels, (2 * threads + icBlocks - 1) / icBlocks));
+        for (int pc = 0; pc < K; pc += kKC) {
+          const int kc = std::min(kKC, K - pc);
+          const bool accumulate = pc > 0 || beta != 0.0f;
+#pragma omp for schedule(static)
+          for (int jp = 0; jp < nPanels; ++jp) {
+            const int j0 = jp * mk.nr;
+            packBPanel(mk, std::min(mk.nr, ncCur - j0), kc, B + pc * rsB + (jc + j0) * csB, rsB, csB,
+                       Bp + size_t(jp) * kc * mk.nr);
+          }
+          int packedIc = -1;
+#pragma omp for schedule(static)
+          for (int item = 0; item < icBlocks * jChunks; ++item) {
+            const int ib = item / jChunks, chunk = item % jChunks;
+            const int ic = ib * kMC;
+            const int mc = std::min(kMC, M - ic);
+            if (packedIc != ic) {
+              packA(mk, mc, kc, A + ic * rsA + pc * csA, rsA, csA, Ap);
+              packedIc = ic;
+            }
+            const int pBegin = nPanels * chunk / jChunks, pEnd = nPanels * (chunk + 1) / jChunks;
+            for (int jp = pBegin; jp < pEnd; ++jp) {
+              const int j0 = jp * mk.nr;
+              const int cols = std::min(mk.nr, ncCur - j0);
+              const float* bPanel = Bp + size_t(jp) * kc * mk.nr;
+              for (int ir = 0; ir < mc; ir += mk.mr) {
+                const int rows = std::min(mk.mr, mc - ir);
+                const float* aPanel = Ap + size_t(ir) * kc;
+                float* c = C + (ic + ir) * ldc + jc + j0;
+                if (rows == mk.mr && cols == mk.nr) {
+                  mk.fn(kc, aPanel, bPanel, c, ldc, accumulate);
+                } else {  // edge tile: compute in scratch, copy the valid part
+                  mk.fn(kc, aPanel, bPanel, tile, mk.nr, false);
+                  for (int i = 0; i < rows; ++i)
+                    for (int j = 0; j < cols; ++j)
+                      c[i * ldc + j] = accumulate ? c[i * ldc + j] + tile[i * mk.nr + j] : tile[i * mk.nr + j];
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  if (failed) throw Error("ERR_OUT_OF_MEMORY", "sgemm: could not allocate packing buffers");
+}
+
+}  // namespace stepscope

@@ -1,0 +1,21 @@
+// Our own single-precision GEMM: the hand-written kernel path under the
+// `im2col-gemm` convolution. Goto/BLIS structure: B is packed into
+// KC x NC blocks (L3), A into MC x KC blocks (L2), and a register-blocked
+// micro-kernel computes MR x NR tiles from packed panels (L1). The
+// micro-kernel is picked once at run time from the CPU's ISA.
+#pragma once
+#include <cstdint>
+
+namespace stepscope {
+
+// C[M x N] (row-major, leading dimension ldc) = beta * C + A * B, with
+// A(i, p) = A[i * rsA + p * csA] and B(p, j) = B[p * rsB + j * csB], so a
+// transposed operand is just a different pair of strides. beta is 0 or 1.
+// Parallel over the calling thread's OpenMP team.
+void sgemm(int M, int N, int K, const float* A, int64_t rsA, int64_t csA, const float* B, int64_t rsB, int64_t csB,
+           float beta, float* C, int64_t ldc);
+
+// Name of the micro-kernel in use, e.g. "avx512 8x32".
+const char* sgemmKernelName();
+
+}  // namespace stepscope

@@ -1,0 +1,148 @@
+// Module init: the classes (Buffer, Stream, Event, ConvKernel) and the
+// functions (timeline, variants, peak, build info) of the CPU addon.
+#include <napi.h>
+#include <omp.h>
+
+#include "core/timeline.h"
+#include "cpu/conv_kernel.h"
+#include "cpu/gemm.h"
+#include "cpu/peak.h"
+#include "napi/addon_data.h"
+#include "napi/buffer_wrap.h"
+#include "napi/conv_wrap.h"
+#include "napi/stream_wrap.h"
+#include "napi/util.h"
+
+#ifdef STEPSCOPE_HAVE_OPENBLAS
+#include <cblas.h>
+#endif
+
+namespace stepscope {
+namespace {
+
+Napi::Value timelineDrain(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::vector<KernelRecord> records = Timeline::global().drain();
+  Napi::Array out = Napi::Array::New(env, records.size());
+  for (size_t i = 0; i < records.size(); ++i) {
+    const KernelRecord& r = records[i];
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("op", r.info.op);
+    o.Set("variant", r.info.variant);
+    o.Set("layer", r.info.layer);
+    o.Set("pass", r.info.pass);
+    o.Set("stream", r.streamId);
+    o.Set("streamName", r.streamName);
+    o.Set("startNs", double(r.startNs));
+    o.Set("endNs", double(r.endNs));
+    o.Set("flops", r.info.flops);
+    o.Set("bytes", r.info.bytes);
+    out.Set(uint32_t(i), o);
+  }
+  return out;
+}
+
+Napi::Value timelineClear(const Napi::CallbackInfo& info) {
+  Timeline::global().clear();
+  return info.Env().Undefined();
+}
+
+Napi::Value nowNsValue(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(nowNs())); }
+
+Napi::Value convVariants(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::vector<ConvVariantInfo> variants = cpuConvVariants();
+  Napi::Array out = Napi::Array::New(env, variants.size());
+  for (size_t i = 0; i < variants.size(); ++i) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("name", variants[i].name);
+    o.Set("description", variants[i].description);
+    o.Set("available", variants[i].available);
+    if (!variants[i].available) o.Set("unavailableReason", variants[i].unavailableReason);
+    out.Set(uint32_t(i), o);
+  }
+  return out;
+}
+
+Napi::Value measurePeakAsync(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    int trials = info.Length() > 0 && !info[0].IsUndefined() ? intArg(info, 0, "trials") : 3;
+    if (trials < 1 || trials > 100) throw Error("ERR_INVALID_ARG", "measurePeak(trials): trials " + std::to_string(trials) + " is out of range 1..100");
+    auto result = std::make_shared<PeakResult>();
+    return runAsync(
+        info.Env(), [result, trials] { *result = measurePeak(trials); },
+        [result](Napi::Env env) -> Napi::Value {
+          Napi::Object o = Napi::Object::New(env);
+          o.Set("fmaGflops", result->fmaGflops);
+          o.Set("bandwidthGBs", result->bandwidthGBs);
+          o.Set("threads", result->threads);
+          o.Set("fmaKernel", result->fmaKernel);
+          return o;
+        });
+  });
+}
+
+Napi::Value buildInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("backend", "cpu");
+  o.Set("compiler", "g++ " __VERSION__);
+  o.Set("threads", omp_get_max_threads());
+  o.Set("openmp", _OPENMP);
+  o.Set("sgemmKernel", sgemmKernelName());
+#ifdef STEPSCOPE_SANITIZE_BUILD
+  o.Set("sanitize", true);
+#else
+  o.Set("sanitize", false);
+#endif
+  Napi::Object onednn = Napi::Object::New(env);
+#ifdef STEPSCOPE_HAVE_ONEDNN
+  onednn.Set("found", true);
+  onednn.Set("version", onednnVersion());
+#else
+  onednn.Set("found", false);
+  onednn.Set("reason", STEPSCOPE_ONEDNN_BUILD_STATUS);
+#endif
+  o.Set("onednn", onednn);
+  Napi::Object openblas = Napi::Object::New(env);
+#ifdef STEPSCOPE_HAVE_OPENBLAS
+  openblas.Set("found", true);
+  openblas.Set("version", openblas_get_config());
+  openblas.Set("threads", openblas_get_num_threads());
+#else
+  openblas.Set("found", false);
+  openblas.Set("reason", STEPSCOPE_OPENBLAS_BUILD_STATUS);
+#endif
+  o.Set("openblas", openblas);
+  return o;
+}
+
+}  // namespace
+
+Napi::Object init(Napi::Env env, Napi::Object exports) {
+  auto* data = new AddonData();
+  env.SetInstanceData<AddonData>(data);
+  Napi::Function buffer = BufferWrap::define(env), stream = StreamWrap::define(env), event = EventWrap::define(env),
+                 conv = ConvKernelWrap::define(env);
+  data->buffer = Napi::Persistent(buffer);
+  data->stream = Napi::Persistent(stream);
+  data->event = Napi::Persistent(event);
+  data->convKernel = Napi::Persistent(conv);
+  exports.Set("Buffer", buffer);
+  exports.Set("Stream", stream);
+  exports.Set("Event", event);
+  exports.Set("ConvKernel", conv);
+  exports.Set("timelineDrain", Napi::Function::New(env, timelineDrain));
+  exports.Set("timelineClear", Napi::Function::New(env, timelineClear));
+  exports.Set("nowNs", Napi::Function::New(env, nowNsValue));
+  exports.Set("convVariants", Napi::Function::New(env, convVariants));
+  exports.Set("measurePeak", Napi::Function::New(env, measurePeakAsync));
+  exports.Set("buildInfo", Napi::Function::New(env, buildInfo));
+  return exports;
+}
+
+}  // namespace stepscope
+
+static Napi::Object InitStepscope(Napi::Env env, Napi::Object exports) { return stepscope::init(env, exports); }
+
+NODE_API_MODULE(stepscope, InitStepscope)

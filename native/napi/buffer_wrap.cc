@@ -1,0 +1,92 @@
+#include "napi/buffer_wrap.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "napi/util.h"
+
+namespace stepscope {
+
+Napi::Function BufferWrap::define(Napi::Env env) {
+  return DefineClass(env, kClassName,
+                     {InstanceAccessor<&BufferWrap::length>("length"), InstanceMethod<&BufferWrap::write>("write"),
+                      InstanceMethod<&BufferWrap::read>("read"), InstanceMethod<&BufferWrap::fill>("fill"),
+                      InstanceMethod<&BufferWrap::fillUniform>("fillUniform")});
+}
+
+BufferWrap::BufferWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<BufferWrap>(info) {
+  guarded(info.Env(), [&] {
+    if (!info[0].IsNumber()) throw Error("ERR_INVALID_ARG", "Buffer(length): length must be a positive integer");
+    double length = info[0].As<Napi::Number>().DoubleValue();
+    if (!(length >= 1) || length != double(size_t(length)) || length > double(DeviceBuffer::kMaxCount)) {
+      throw Error("ERR_INVALID_ARG", "Buffer(length): length " + std::to_string(length) +
+                                         " is not allowed: an integer from 1 to " + std::to_string(DeviceBuffer::kMaxCount));
+    }
+    buffer_ = std::make_shared<DeviceBuffer>(size_t(length));
+  });
+}
+
+Napi::Value BufferWrap::length(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), double(buffer_->size()));
+}
+
+static size_t offsetArg(const Napi::CallbackInfo& info, size_t index, size_t limit) {
+  if (info.Length() <= index || info[index].IsUndefined()) return 0;
+  if (!info[index].IsNumber()) throw Error("ERR_INVALID_ARG", "offset and count must be non-negative integers");
+  double v = info[index].As<Napi::Number>().DoubleValue();
+  if (v < 0 || v != double(size_t(v)) || v > double(limit)) {
+    throw Error("ERR_INVALID_ARG", "offset " + std::to_string(v) + " is out of range 0.." + std::to_string(limit));
+  }
+  return size_t(v);
+}
+
+Napi::Value BufferWrap::write(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
+      throw Error("ERR_INVALID_ARG", "Buffer.write(data, offset?): data must be a Float32Array");
+    }
+    auto data = info[0].As<Napi::Float32Array>();
+    size_t offset = offsetArg(info, 1, buffer_->size());
+    if (data.ElementLength() > buffer_->size() - offset) {
+      throw Error("ERR_INVALID_ARG", "Buffer.write: " + std::to_string(data.ElementLength()) + " values at offset " +
+                                         std::to_string(offset) + " overrun the buffer of " +
+                                         std::to_string(buffer_->size()));
+    }
+    std::memcpy(buffer_->data() + offset, data.Data(), data.ElementLength() * sizeof(float));
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value BufferWrap::read(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    size_t offset = offsetArg(info, 0, buffer_->size());
+    size_t count = buffer_->size() - offset;
+    if (info.Length() > 1 && !info[1].IsUndefined()) count = std::min(count, offsetArg(info, 1, count));
+    auto out = Napi::Float32Array::New(info.Env(), count);
+    std::memcpy(out.Data(), buffer_->data() + offset, count * sizeof(float));
+    return out;
+  });
+}
+
+Napi::Value BufferWrap::fill(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    if (!info[0].IsNumber()) throw Error("ERR_INVALID_ARG", "Buffer.fill(value): value must be a number (NaN allowed)");
+    std::fill_n(buffer_->data(), buffer_->size(), info[0].As<Napi::Number>().FloatValue());
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value BufferWrap::fillUniform(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    if (!info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsNumber()) {
+      throw Error("ERR_INVALID_ARG", "Buffer.fillUniform(seed, lo, hi): all three must be numbers");
+    }
+    double seed = info[0].As<Napi::Number>().DoubleValue();
+    float lo = info[1].As<Napi::Number>().FloatValue(), hi = info[2].As<Napi::Number>().FloatValue();
+    if (!(hi > lo)) throw Error("ERR_INVALID_ARG", "Buffer.fillUniform: hi must be greater than lo");
+    ::stepscope::fillUniform(*buffer_, uint64_t(int64_t(seed)), lo, hi);
+    return info.Env().Undefined();
+  });
+}
+
+}  // namespace stepscope

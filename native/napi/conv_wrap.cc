@@ -1,0 +1,81 @@
+#include "napi/conv_wrap.h"
+
+#include "napi/buffer_wrap.h"
+#include "napi/stream_wrap.h"
+#include "napi/util.h"
+
+namespace stepscope {
+
+Napi::Function ConvKernelWrap::define(Napi::Env env) {
+  return DefineClass(env, kClassName,
+                     {InstanceMethod<&ConvKernelWrap::enqueue>("enqueue"),
+                      InstanceMethod<&ConvKernelWrap::describe>("describe")});
+}
+
+// new ConvKernel({n,c,h,w,k,r,s,stride,pad}, pass, variant, layer?)
+ConvKernelWrap::ConvKernelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ConvKernelWrap>(info) {
+  guarded(info.Env(), [&] {
+    if (!info[0].IsObject()) throw Error("ERR_INVALID_ARG", "ConvKernel(shape, ...): shape must be an object");
+    Napi::Object o = info[0].As<Napi::Object>();
+    ConvShape shape;
+    shape.n = intProp(o, "n", "shape");
+    shape.c = intProp(o, "c", "shape");
+    shape.h = intProp(o, "h", "shape");
+    shape.w = intProp(o, "w", "shape");
+    shape.k = intProp(o, "k", "shape");
+    shape.r = intProp(o, "r", "shape");
+    shape.s = intProp(o, "s", "shape");
+    shape.stride = intProp(o, "stride", "shape");
+    shape.pad = intProp(o, "pad", "shape");
+    ConvPass pass = parseConvPass(stringArg(info, 1, "pass"));
+    std::string variant = stringArg(info, 2, "variant");
+    std::string layer = info.Length() > 3 && !info[3].IsUndefined() ? stringArg(info, 3, "layer") : "";
+    kernel_ = makeCpuConvKernel(shape, pass, variant, layer);
+  });
+}
+
+Napi::Value ConvKernelWrap::describe(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  const ConvShape& sh = kernel_->shape();
+  o.Set("variant", kernel_->variant());
+  o.Set("pass", convPassName(kernel_->pass()));
+  o.Set("layer", kernel_->layer());
+  o.Set("implementation", kernel_->implementation());
+  o.Set("flops", sh.flops());
+  o.Set("bytes", sh.bytes());
+  o.Set("workspaceBytes", double(kernel_->workspaceBytes()));
+  o.Set("xLength", double(sh.xSize()));
+  o.Set("wLength", double(sh.wSize()));
+  o.Set("yLength", double(sh.ySize()));
+  return o;
+}
+
+// enqueue(stream, x, w, y): roles per pass as in conv_shape.h.
+Napi::Value ConvKernelWrap::enqueue(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    StreamWrap* stream = unwrapArg<StreamWrap>(info, 0, "stream");
+    BufferPtr x = unwrapArg<BufferWrap>(info, 1, "x")->buffer();
+    BufferPtr w = unwrapArg<BufferWrap>(info, 2, "w")->buffer();
+    BufferPtr y = unwrapArg<BufferWrap>(info, 3, "y")->buffer();
+    const ConvShape& sh = kernel_->shape();
+    auto check = [&](const BufferPtr& b, int64_t need, const char* role) {
+      if (int64_t(b->size()) != need) {
+        throw Error("ERR_INVALID_ARG", std::string("conv ") + convPassName(kernel_->pass()) + " " + sh.describe() +
+                                           ": buffer '" + role + "' holds " + std::to_string(b->size()) +
+                                           " values, the shape needs " + std::to_string(need));
+      }
+    };
+    check(x, sh.xSize(), "x");
+    check(w, sh.wSize(), "w");
+    check(y, sh.ySize(), "y");
+    std::shared_ptr<ConvKernel> kernel = kernel_;
+    stream->stream()->enqueue([kernel, x, w, y](KernelRecorder& recorder) {
+      std::lock_guard<std::mutex> lock(kernel->executionMutex());
+      kernel->execute({x->data(), w->data(), y->data()}, recorder);
+    });
+    return info.Env().Undefined();
+  });
+}
+
+}  // namespace stepscope
