@@ -65,9 +65,19 @@ Napi::Value convVariants(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value measurePeakAsync(const Napi::CallbackInfo& info) {
+  int trials = 3;
+  try {  // a promise-returning function reports bad arguments by rejecting
+    trials = info.Length() > 0 && !info[0].IsUndefined() ? intArg(info, 0, "trials") : 3;
+    if (trials < 1 || trials > 100) {
+      throw makeError(info.Env(), "ERR_INVALID_ARG",
+                      "measurePeak(trials): trials " + std::to_string(trials) + " is out of range 1..100");
+    }
+  } catch (const Napi::Error& e) {
+    auto deferred = Napi::Promise::Deferred::New(info.Env());
+    deferred.Reject(e.Value());
+    return deferred.Promise();
+  }
   return guarded(info.Env(), [&]() -> Napi::Value {
-    int trials = info.Length() > 0 && !info[0].IsUndefined() ? intArg(info, 0, "trials") : 3;
-    if (trials < 1 || trials > 100) throw Error("ERR_INVALID_ARG", "measurePeak(trials): trials " + std::to_string(trials) + " is out of range 1..100");
     auto result = std::make_shared<PeakResult>();
     return runAsync(
         info.Env(), [result, trials] { *result = measurePeak(trials); },

@@ -1,0 +1,134 @@
+// The typed surface of the native addon (build/Release/stepscope.node).
+// Hand-written, checked by the TypeScript compiler in the test run, and the
+// only door between the TypeScript library and native code.
+
+/** Native errors carry a stable code, e.g. ERR_BAD_SHAPE, ERR_UNKNOWN_VARIANT. */
+export interface NativeError extends Error {
+  code: string;
+}
+
+/** Device memory of fp32 elements (host memory on the CPU backend). */
+export declare class Buffer {
+  constructor(length: number);
+  readonly length: number;
+  /** Copies data in at `offset` (elements). Not stream-ordered: synchronize first. */
+  write(data: Float32Array, offset?: number): void;
+  /** Copies `count` elements out from `offset`. Not stream-ordered: synchronize first. */
+  read(offset?: number, count?: number): Float32Array;
+  /** Sets every element (NaN poisons an output before a correctness check). */
+  fill(value: number): void;
+  /** Uniform values in [lo, hi) from a counter-based generator keyed by seed. */
+  fillUniform(seed: number, lo: number, hi: number): void;
+}
+
+/** A point on a stream; fires with a timestamp when the stream reaches it. */
+export declare class Event {
+  constructor();
+  /** True when the latest record has fired (or the event was never recorded). */
+  readonly complete: boolean;
+  /** Nanoseconds on the timeline clock when the latest record fired, or null. */
+  readonly timestampNs: number | null;
+  synchronize(): Promise<void>;
+}
+
+/** An ordered queue of work run by its own worker thread. */
+export declare class Stream {
+  constructor(name?: string);
+  readonly id: number;
+  readonly name: string;
+  /** Tasks queued or running. */
+  readonly pending: number;
+  record(event: Event): this;
+  /** Later work on this stream waits until the event's latest record fires. */
+  wait(event: Event): this;
+  /** Resolves when all work enqueued so far has run; rejects with the stream's first error. */
+  synchronize(): Promise<void>;
+}
+
+export interface ConvShape {
+  n: number; c: number; h: number; w: number;
+  k: number; r: number; s: number;
+  stride: number; pad: number;
+}
+
+export type ConvPass = 'fwd' | 'bwd-data' | 'bwd-filter';
+
+export interface ConvKernelDescription {
+  variant: string;
+  pass: ConvPass;
+  layer: string;
+  /** What really runs, e.g. "jit:avx512_core" or "own sgemm, avx512 8x32, ...". */
+  implementation: string;
+  flops: number;
+  bytes: number;
+  workspaceBytes: number;
+  xLength: number;
+  wLength: number;
+  yLength: number;
+}
+
+/**
+ * One prepared convolution variant for one pass and shape.
+ * enqueue(stream, x, w, y): fwd reads x, w and writes y; bwd-data reads w and
+ * y (= dy) and writes x (= dx); bwd-filter reads x and y (= dy) and writes w (= dw).
+ */
+export declare class ConvKernel {
+  constructor(shape: ConvShape, pass: ConvPass, variant: string, layer?: string);
+  enqueue(stream: Stream, x: Buffer, w: Buffer, y: Buffer): void;
+  describe(): ConvKernelDescription;
+}
+
+/** One executed kernel. */
+export interface KernelRecord {
+  op: string;
+  variant: string;
+  layer: string;
+  pass: string;
+  stream: number;
+  streamName: string;
+  startNs: number;
+  endNs: number;
+  flops: number;
+  bytes: number;
+}
+
+export interface VariantInfo {
+  name: string;
+  description: string;
+  available: boolean;
+  unavailableReason?: string;
+}
+
+export interface PeakMeasurement {
+  fmaGflops: number;
+  bandwidthGBs: number;
+  threads: number;
+  fmaKernel: string;
+}
+
+export interface LibraryInfo {
+  found: boolean;
+  version?: string;
+  reason?: string;
+  threads?: number;
+}
+
+export interface BuildInfo {
+  backend: 'cpu';
+  compiler: string;
+  threads: number;
+  openmp: number;
+  sgemmKernel: string;
+  sanitize: boolean;
+  onednn: LibraryInfo;
+  openblas: LibraryInfo;
+}
+
+/** Removes and returns every kernel record so far. */
+export declare function timelineDrain(): KernelRecord[];
+export declare function timelineClear(): void;
+/** The timeline clock, in nanoseconds. */
+export declare function nowNs(): number;
+export declare function convVariants(): VariantInfo[];
+export declare function measurePeak(trials?: number): Promise<PeakMeasurement>;
+export declare function buildInfo(): BuildInfo;

@@ -1,0 +1,146 @@
+// The convolution microbenchmark: for each selected ResNet-50 layer, pass and
+// variant, check against the reference first (at a small batch, same layer
+// shape), then time at the requested batch. Times come from the kernel
+// timeline (the convolution alone); a oneDNN variant's reorders are timed as
+// kernels of their own and reported beside it. Layers with identical shapes
+// are measured once and shown for each of them.
+import type { ConvPass, ConvShape, KernelRecord } from '../../binding';
+import { describeShape, type ConvLayer } from '../model/resnet50';
+import { addon } from '../native';
+import { checkConvVariants, randomConvTensors } from '../ops/conv';
+import { summarize } from './stats';
+
+export interface ConvBenchOptions {
+  layers: ConvLayer[];
+  passes: readonly ConvPass[];
+  variants: readonly string[];
+  repeat: number;
+  warmup: number;
+  /** Batch for the correctness check (the layer's shape otherwise). */
+  checkBatch: number;
+  peakGflops: number;
+  seed?: number;
+  onProgress?: (done: number, total: number, what: string) => void;
+}
+
+export interface ConvBenchRow {
+  layer: string;
+  /** Set when this layer's shape was measured under another layer's name. */
+  sameShapeAs?: string;
+  shape: ConvShape;
+  shapeText: string;
+  pass: ConvPass;
+  variant: string;
+  implementation: string;
+  /** 'ok', or 'failed-check' (then it was not timed). */
+  status: 'ok' | 'failed-check';
+  medianMs: number | null;
+  minMs: number | null;
+  maxMs: number | null;
+  gflops: number | null;
+  pctPeak: number | null;
+  maxRelErr: number;
+  tolerance: number;
+  /** Median per-call time of the layout reorders around the kernel (oneDNN), 0 if none. */
+  reorderMs: number;
+}
+
+function shapeKey(shape: ConvShape): string {
+  return [shape.c, shape.h, shape.w, shape.k, shape.r, shape.s, shape.stride, shape.pad].join(',');
+}
+
+/** Groups layers by shape, keeping model order; the first layer names the group. */
+export function uniqueShapes(layers: ConvLayer[]): { first: ConvLayer; all: ConvLayer[] }[] {
+  const groups = new Map<string, { first: ConvLayer; all: ConvLayer[] }>();
+  for (const layer of layers) {
+    const key = shapeKey(layer.shape);
+    const group = groups.get(key);
+    if (group) group.all.push(layer);
+    else groups.set(key, { first: layer, all: [layer] });
+  }
+  return [...groups.values()];
+}
+
+const ms = (r: KernelRecord) => (r.endNs - r.startNs) / 1e6;
+
+export async function benchConv(options: ConvBenchOptions): Promise<ConvBenchRow[]> {
+  const native = addon();
+  const stream = new native.Stream('bench');
+  const groups = uniqueShapes(options.layers);
+  const rows: ConvBenchRow[] = [];
+  const total = groups.length * options.passes.length * options.variants.length;
+  let done = 0;
+  const seed = options.seed ?? 1;
+
+  for (const group of groups) {
+    const shape = group.first.shape;
+    const checkShape = { ...shape, n: Math.min(shape.n, options.checkBatch) };
+    const tensors = randomConvTensors(shape, seed);
+    for (const pass of options.passes) {
+      const checks = await checkConvVariants(stream, checkShape, pass, options.variants, seed + 7);
+      for (const check of checks) {
+        const variant = check.variant;
+        options.onProgress?.(done++, total, `${group.first.name} ${pass} ${variant}`);
+        const kernel = new native.ConvKernel(shape, pass, variant, group.first.name);
+        const base = {
+          shape,
+          shapeText: describeShape(shape),
+          pass,
+          variant,
+          implementation: kernel.describe().implementation,
+          maxRelErr: check.maxRelErr,
+          tolerance: check.tolerance,
+        };
+        if (!check.ok) {
+          const failed = { ...base, status: 'failed-check' as const, medianMs: null, minMs: null, maxMs: null };
+          for (const layer of group.all) {
+            rows.push({ ...failed, layer: layer.name, gflops: null, pctPeak: null, reorderMs: 0, ...sameAs(layer, group.first) });
+          }
+          continue;
+        }
+        native.timelineDrain();
+        const convTimes: number[] = [];
+        const reorderTimes: number[] = [];
+        for (let i = 0; i < options.warmup + options.repeat; i++) {
+          kernel.enqueue(stream, tensors.x, tensors.w, tensors.y);
+          await stream.synchronize();
+          const records = native.timelineDrain();
+          if (i < options.warmup) continue;
+          convTimes.push(records.filter((r) => r.op === 'conv').reduce((sum, r) => sum + ms(r), 0));
+          reorderTimes.push(records.filter((r) => r.op === 'reorder').reduce((sum, r) => sum + ms(r), 0));
+        }
+        const time = summarize(convTimes);
+        const gflops = kernel.describe().flops / (time.median * 1e6);
+        for (const layer of group.all) {
+          rows.push({
+            ...base,
+            layer: layer.name,
+            ...sameAs(layer, group.first),
+            status: 'ok',
+            medianMs: time.median,
+            minMs: time.min,
+            maxMs: time.max,
+            gflops,
+            pctPeak: (100 * gflops) / options.peakGflops,
+            reorderMs: summarize(reorderTimes).median,
+          });
+        }
+      }
+    }
+  }
+  // Model order, then pass, then variant, as a reader scans the table.
+  const order = new Map(options.layers.map((l, i) => [l.name, i]));
+  const passOrder = new Map(options.passes.map((p, i) => [p, i]));
+  const variantOrder = new Map(options.variants.map((v, i) => [v, i]));
+  rows.sort(
+    (a, b) =>
+      order.get(a.layer)! - order.get(b.layer)! ||
+      passOrder.get(a.pass)! - passOrder.get(b.pass)! ||
+      variantOrder.get(a.variant)! - variantOrder.get(b.variant)!,
+  );
+  return rows;
+}
+
+function sameAs(layer: ConvLayer, first: ConvLayer): { sameShapeAs?: string } {
+  return layer.name === first.name ? {} : { sameShapeAs: first.name };
+}

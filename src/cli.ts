@@ -1,0 +1,207 @@
+// The stepscope command line: parses, validates, prints. No logic of its own.
+import { Command, CommanderError, Option } from 'commander';
+import { benchConv, type ConvBenchRow } from './bench/conv-bench';
+import { doctor, formatDoctor } from './doctor';
+import { UsageError } from './errors';
+import { resnet50Convs } from './model/resnet50';
+import { addon } from './native';
+import { CONV_PASSES } from './ops/conv';
+import { parseChoiceList, parseInteger } from './options';
+import { formatTable } from './report/table';
+import { availableConvVariants, listVariants } from './variants';
+import type { ConvPass } from '../binding';
+
+function print(text: string): void {
+  process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
+}
+
+function progress(enabled: boolean) {
+  if (!enabled) return undefined;
+  return (done: number, total: number, what: string) => {
+    process.stderr.write(`\r[${done + 1}/${total}] ${what}`.padEnd(70).slice(0, 100));
+    if (done + 1 === total) process.stderr.write('\n');
+  };
+}
+
+async function runDoctor(opts: { json?: boolean; trials: string }) {
+  const report = await doctor(parseInteger('--trials', opts.trials, 1, 100));
+  print(opts.json ? JSON.stringify(report, null, 2) : formatDoctor(report));
+}
+
+function runVariants(opts: { json?: boolean }) {
+  const rows = listVariants();
+  if (opts.json) return print(JSON.stringify(rows, null, 2));
+  print(
+    formatTable(rows, [
+      { header: 'op', value: (r) => r.op },
+      { header: 'variant', value: (r) => r.variant },
+      {
+        header: 'backends',
+        value: (r) => r.backends.map((b) => (b.available ? b.backend : `${b.backend} (unavailable: ${b.reason})`)).join(', '),
+      },
+      { header: 'description', value: (r) => r.description },
+    ]),
+  );
+}
+
+interface BenchConvOpts {
+  layer: string;
+  pass: string;
+  variant: string;
+  batch: string;
+  resolution: string;
+  repeat: string;
+  warmup: string;
+  checkBatch: string;
+  json?: boolean;
+}
+
+async function runBenchConv(opts: BenchConvOpts) {
+  const batch = parseInteger('--batch', opts.batch, 1, 1024);
+  const resolution = parseInteger('--resolution', opts.resolution, 32, 1024);
+  const repeat = parseInteger('--repeat', opts.repeat, 1, 10000);
+  const warmup = parseInteger('--warmup', opts.warmup, 0, 1000);
+  const checkBatch = parseInteger('--check-batch', opts.checkBatch, 1, 1024);
+  const allLayers = resnet50Convs({ batch, resolution });
+  const names = parseChoiceList('--layer', opts.layer, allLayers.map((l) => l.name));
+  const layers = allLayers.filter((l) => names.includes(l.name));
+  const passes = parseChoiceList('--pass', opts.pass, CONV_PASSES) as ConvPass[];
+  const allVariants = addon().convVariants();
+  const { timedByDefault } = availableConvVariants();
+  const variants = parseChoiceList('--variant', opts.variant, allVariants.map((v) => v.name), timedByDefault);
+  for (const v of allVariants) {
+    if (variants.includes(v.name) && !v.available) {
+      throw new UsageError(`--variant '${v.name}' is unavailable on this build: ${v.unavailableReason}`);
+    }
+  }
+  const peak = await addon().measurePeak(3);
+  const rows = await benchConv({
+    layers,
+    passes,
+    variants,
+    repeat,
+    warmup,
+    checkBatch,
+    peakGflops: peak.fmaGflops,
+    onProgress: progress(!opts.json && process.stderr.isTTY === true),
+  });
+  if (opts.json) {
+    const os = await import('node:os');
+    print(
+      JSON.stringify(
+        {
+          machine: { cpuModel: os.cpus()[0]?.model, threads: peak.threads, peak },
+          backend: 'cpu',
+          dtype: 'fp32',
+          batch,
+          resolution,
+          repeat,
+          warmup,
+          rows,
+        },
+        null,
+        2,
+      ),
+    );
+  } else {
+    print(
+      `conv benchmark: cpu backend, fp32, batch ${batch}, ${resolution}x${resolution}, ${warmup} warm-up + ${repeat} timed runs; ` +
+        `peak ${peak.fmaGflops.toFixed(1)} GFLOP/s fp32 FMA, ${peak.bandwidthGBs.toFixed(1)} GB/s (${peak.threads} threads)`,
+    );
+    print(formatBenchRows(rows));
+  }
+  const failed = rows.filter((r) => r.status !== 'ok');
+  if (failed.length > 0) {
+    process.stderr.write(
+      `stepscope: ${failed.length} row(s) failed the reference check and were not timed: ` +
+        failed.map((r) => `${r.layer} ${r.pass} ${r.variant} (error ${r.maxRelErr.toExponential(2)} > ${r.tolerance.toExponential(2)})`).join('; ') +
+        '\n',
+    );
+    process.exitCode = 1;
+  }
+}
+
+export function formatBenchRows(rows: ConvBenchRow[]): string {
+  return formatTable(rows, [
+    { header: 'layer', value: (r) => r.layer + (r.sameShapeAs ? ` (=${r.sameShapeAs})` : '') },
+    { header: 'shape', value: (r) => r.shapeText },
+    { header: 'pass', value: (r) => r.pass },
+    { header: 'variant', value: (r) => r.variant },
+    { header: 'median ms', value: (r) => r.medianMs, digits: 3 },
+    { header: 'min ms', value: (r) => r.minMs, digits: 3 },
+    { header: 'max ms', value: (r) => r.maxMs, digits: 3 },
+    { header: 'GFLOP/s', value: (r) => r.gflops, digits: 1 },
+    { header: '% peak', value: (r) => r.pctPeak, digits: 1 },
+    { header: 'max rel err', value: (r) => (r.status === 'ok' ? r.maxRelErr.toExponential(1) : `FAIL ${r.maxRelErr.toExponential(1)}`) },
+    { header: 'reorder ms', value: (r) => (r.reorderMs > 0 ? r.reorderMs : null), digits: 3 },
+  ]);
+}
+
+export function buildProgram(): Command {
+  const program = new Command();
+  program
+    .name('stepscope')
+    .description('A kernel-level lab for the ResNet-50 training step')
+    .exitOverride()
+    .showHelpAfterError(false);
+
+  program
+    .command('doctor')
+    .description('backends, libraries and the measured peak of this machine')
+    .option('--json', 'print JSON')
+    .option('--trials <n>', 'peak measurement trials (best is kept)', '3')
+    .action(runDoctor);
+
+  program
+    .command('variants')
+    .description("every op's variants and the backends that have them")
+    .option('--json', 'print JSON')
+    .action(runVariants);
+
+  const bench = program.command('bench').description('kernel microbenchmarks');
+  bench
+    .command('conv')
+    .description('time the ResNet-50 convolutions per layer, pass and variant, each checked against the reference first')
+    .option('--layer <names>', "a layer name (conv1, res2a_branch2a, ...), a comma list, or 'all'", 'all')
+    .addOption(new Option('--pass <pass>', "fwd, bwd-data, bwd-filter, a comma list, or 'all'").default('all'))
+    .option('--variant <names>', "a variant, a comma list, or 'all' (every available variant but the reference)", 'all')
+    .option('--batch <n>', 'batch size', '8')
+    .option('--resolution <px>', 'input resolution of the network', '224')
+    .option('--repeat <n>', 'timed runs per row', '5')
+    .option('--warmup <n>', 'untimed runs first', '1')
+    .option('--check-batch <n>', 'batch of the reference check (same layer shape otherwise)', '2')
+    .option('--json', 'print the rows as JSON')
+    .action(runBenchConv);
+
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return typeof process.exitCode === 'number' ? process.exitCode : 0;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // Help and version exit 0; every parse error is a usage error (2).
+      return err.exitCode === 0 ? 0 : 2;
+    }
+    if (err instanceof UsageError) {
+      process.stderr.write(`stepscope: ${err.message}\n`);
+      return 2;
+    }
+    const e = err as Error & { code?: string };
+    if (e.code === 'ERR_INVALID_ARG' || e.code === 'ERR_BAD_SHAPE' || e.code === 'ERR_UNKNOWN_VARIANT') {
+      process.stderr.write(`stepscope: ${e.message}\n`);
+      return 2;
+    }
+    process.stderr.write(`stepscope: ${e.stack ?? e.message}\n`);
+    return 1;
+  }
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then((code) => {
+    process.exitCode = code;
+  });
+}

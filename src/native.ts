@@ -1,0 +1,22 @@
+// Loads the CPU addon. STEPSCOPE_ADDON names an explicit .node file (the
+// sanitizer build uses it); otherwise node-gyp-build finds build/Release.
+import * as path from 'node:path';
+import type * as Binding from '../binding';
+
+export type Addon = typeof Binding;
+
+let cached: Addon | undefined;
+
+export function addon(): Addon {
+  if (cached) return cached;
+  const explicit = process.env.STEPSCOPE_ADDON;
+  const root = path.resolve(__dirname, '..', '..');
+  if (explicit) {
+    cached = require(path.resolve(explicit)) as Addon;
+  } else {
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    const load = require('node-gyp-build') as (dir: string) => unknown;
+    cached = load(root) as Addon;
+  }
+  return cached;
+}

@@ -1,0 +1,33 @@
+// Parsing and validation of user options. Every error names the bad value
+// and what is allowed (UsageError: exit code 2 from the CLI).
+import { UsageError } from './errors';
+
+export function parseInteger(option: string, value: string, min: number, max: number): number {
+  const n = Number(value);
+  if (!/^\s*-?\d+\s*$/.test(value) || !Number.isSafeInteger(n) || n < min || n > max) {
+    throw new UsageError(`${option} '${value}' is not allowed: an integer from ${min} to ${max}`);
+  }
+  return n;
+}
+
+/**
+ * A comma-separated choice from `allowed`, or `all` (which means `allForAll`).
+ * Duplicates are dropped; order follows the user's list.
+ */
+export function parseChoiceList(
+  option: string,
+  value: string,
+  allowed: readonly string[],
+  allForAll: readonly string[] = allowed,
+): string[] {
+  const items = value.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+  if (items.length === 0) throw new UsageError(`${option} is empty: allowed all, or one or more of ${allowed.join(', ')}`);
+  if (items.length === 1 && items[0] === 'all') return [...allForAll];
+  const bad = items.filter((i) => !allowed.includes(i));
+  if (bad.length > 0) {
+    throw new UsageError(
+      `${option}: unknown ${bad.map((b) => `'${b}'`).join(', ')}; allowed: all, ${allowed.join(', ')}`,
+    );
+  }
+  return [...new Set(items)];
+}

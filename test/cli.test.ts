@@ -1,0 +1,67 @@
+// The CLI as a user runs it: commands work, and bad input exits with code 2
+// and a message naming the bad value and what is allowed.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { cli } from './helpers';
+
+test('variants lists every conv variant with its backends', () => {
+  const r = cli(['variants', '--json']);
+  assert.equal(r.status, 0, r.stderr);
+  const rows = JSON.parse(r.stdout) as { op: string; variant: string; backends: { backend: string }[] }[];
+  assert.deepEqual(
+    rows.map((x) => x.variant),
+    ['reference', 'direct', 'im2col-gemm', 'im2col-blas', 'onednn'],
+  );
+  assert.ok(rows.every((x) => x.op === 'conv' && x.backends[0].backend === 'cpu'));
+});
+
+test('doctor reports backends, libraries and the measured peak', () => {
+  const r = cli(['doctor', '--json', '--trials', '1']);
+  assert.equal(r.status, 0, r.stderr);
+  const d = JSON.parse(r.stdout);
+  assert.equal(d.backends[0].name, 'cpu');
+  assert.equal(d.backends[1].available, false);
+  assert.match(d.backends[1].reason, /CUDA/);
+  assert.ok(d.peak.fmaGflops > 0 && d.peak.bandwidthGBs > 0);
+  assert.ok('found' in d.build.onednn && 'found' in d.build.openblas);
+  const text = cli(['doctor', '--trials', '1']);
+  assert.match(text.stdout, /fp32 FMA\s+[\d.]+ GFLOP\/s/);
+});
+
+test('bench conv times checked rows and writes them as JSON', () => {
+  const r = cli(['bench', 'conv', '--layer', 'res2a_branch2b,res2b_branch2b', '--batch', '1', '--resolution', '64',
+    '--repeat', '2', '--warmup', '0', '--variant', 'im2col-gemm,direct', '--pass', 'fwd,bwd-filter', '--json']);
+  assert.equal(r.status, 0, r.stderr);
+  const out = JSON.parse(r.stdout);
+  assert.equal(out.rows.length, 2 * 2 * 2);
+  for (const row of out.rows) {
+    assert.equal(row.status, 'ok');
+    assert.ok(row.medianMs > 0 && row.minMs <= row.medianMs && row.medianMs <= row.maxMs);
+    assert.ok(row.gflops > 0 && row.pctPeak > 0);
+    assert.ok(row.maxRelErr < 1e-4);
+  }
+  assert.ok(out.rows.some((x: { layer: string; sameShapeAs?: string }) => x.layer === 'res2b_branch2b' && x.sameShapeAs === 'res2a_branch2b'));
+  const text = cli(['bench', 'conv', '--layer', 'conv1', '--batch', '1', '--resolution', '32', '--repeat', '1', '--variant', 'onednn', '--pass', 'fwd']);
+  assert.equal(text.status, 0, text.stderr);
+  assert.match(text.stdout, /conv1\s+c3 32x32 k64 7x7\/2\s+fwd\s+onednn/);
+  assert.match(text.stdout, /median ms.*% peak.*max rel err/);
+});
+
+test('bad input exits 2 with a message naming the value and what is allowed', () => {
+  const cases: [string[], RegExp][] = [
+    [['bench', 'conv', '--layer', 'res9z_branch2b'], /unknown 'res9z_branch2b'; allowed: all, conv1, res2a_branch1, .*res5c_branch2c/],
+    [['bench', 'conv', '--variant', 'winograd'], /unknown 'winograd'; allowed: all, reference, direct, im2col-gemm/],
+    [['bench', 'conv', '--pass', 'backward'], /--pass: unknown 'backward'; allowed: all, fwd, bwd-data, bwd-filter/],
+    [['bench', 'conv', '--batch', '0'], /--batch '0' is not allowed: an integer from 1 to 1024/],
+    [['bench', 'conv', '--repeat', 'many'], /--repeat 'many' is not allowed/],
+    [['bench', 'conv', '--resolution', '16'], /--resolution '16' is not allowed: an integer from 32/],
+    [['bench', 'conv', '--no-such-option'], /unknown option '--no-such-option'/],
+    [['frobnicate'], /unknown command 'frobnicate'/],
+    [['doctor', '--trials', '0'], /--trials '0'/],
+  ];
+  for (const [args, message] of cases) {
+    const r = cli(args);
+    assert.equal(r.status, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, message, args.join(' '));
+  }
+});
