@@ -103,9 +103,12 @@ const MicroKernel& microKernel() {
   return chosen;
 }
 
-constexpr int kKC = 256;   // packed panels of 256 x NR floats stay in L1 beside A
-constexpr int kMC = 120;   // 120 x 256 floats of A (120 KB) stay in L2; a multiple of 8, 6 and 4
-constexpr int kNC = 3072;  // 256 x 3072 floats of B (3 MB) stay in L3
+// Block sizes (see docs/perf-notes.md, v2): a KC x NR micro-panel of B must
+// stay in L1 (32 KB) while MR x KC panels of A stream past it: 128 x 32 x 4 B
+// = 16 KB. At KC = 256 the B panel filled L1 and the GEMM ran ~15% slower.
+constexpr int kKC = 128;
+constexpr int kMC = 96;    // 96 x 128 floats of A (48 KB) stay in L2; a multiple of 8, 6 and 4
+constexpr int kNC = 3072;  // 128 x 3072 floats of B (1.5 MB) stay in L3
 
 struct AlignedFree {
   void operator()(float* p) const { std::free(p); }
@@ -159,7 +162,7 @@ void packBPanel(const MicroKernel& mk, int cols, int kc, const float* B, int64_t
 const char* sgemmKernelName() { return microKernel().name; }
 
 void sgemm(int M, int N, int K, const float* A, int64_t rsA, int64_t csA, const float* B, int64_t rsB, int64_t csB,
-           float beta, float* C, int64_t ldc) {
+           float beta, float* C, int64_t ldc, int requestedThreads) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0) {
     if (beta == 0.0f)
@@ -167,7 +170,7 @@ void sgemm(int M, int N, int K, const float* A, int64_t rsA, int64_t csA, const 
     return;
   }
   const MicroKernel& mk = microKernel();
-  const int threads = omp_get_max_threads();
+  const int threads = requestedThreads > 0 ? requestedThreads : omp_get_max_threads();
   const int nc = std::min(kNC, (N + mk.nr - 1) / mk.nr * mk.nr);
 
   static thread_local std::unique_ptr<float, AlignedFree> bSlot;

@@ -11,9 +11,10 @@ namespace stepscope {
 // C[M x N] (row-major, leading dimension ldc) = beta * C + A * B, with
 // A(i, p) = A[i * rsA + p * csA] and B(p, j) = B[p * rsB + j * csB], so a
 // transposed operand is just a different pair of strides. beta is 0 or 1.
-// Parallel over the calling thread's OpenMP team.
+// Runs on `threads` OpenMP threads (0: all); 1 when called per image from
+// inside a parallel region.
 void sgemm(int M, int N, int K, const float* A, int64_t rsA, int64_t csA, const float* B, int64_t rsB, int64_t csB,
-           float beta, float* C, int64_t ldc);
+           float beta, float* C, int64_t ldc, int threads = 0);
 
 // Name of the micro-kernel in use, e.g. "avx512 8x32".
 const char* sgemmKernelName();
