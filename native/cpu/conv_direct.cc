@@ -11,15 +11,9 @@
 namespace stepscope {
 namespace {
 
-// Valid q range for a filter column s: 0 <= q*stride - pad + s < W.
-inline void qRange(const ConvShape& sh, int s, int Q, int* q0, int* q1) {
-  int lo = sh.pad - s;  // need q*stride >= lo
-  *q0 = lo <= 0 ? 0 : (lo + sh.stride - 1) / sh.stride;
-  int hi = sh.w + sh.pad - s;  // need q*stride < hi
-  *q1 = hi <= 0 ? 0 : std::min(Q, (hi + sh.stride - 1) / sh.stride);
-}
-
-void forward(const ConvShape& sh, const float* x, const float* w, float* y) {
+void forward(const ConvShape& sh, const ConvTensors& t) {
+  const float *x = t.x, *w = t.w;
+  float* y = t.y;
   const int P = sh.p(), Q = sh.q(), st = sh.stride;
 #pragma omp parallel for collapse(2) schedule(static)
   for (int n = 0; n < sh.n; ++n)
@@ -32,7 +26,7 @@ void forward(const ConvShape& sh, const float* x, const float* w, float* y) {
           for (int s = 0; s < sh.s; ++s) {
             const float wv = w[((int64_t(k) * sh.c + c) * sh.r + r) * sh.s + s];
             int q0, q1;
-            qRange(sh, s, Q, &q0, &q1);
+            validOutputColumns(sh, s, &q0, &q1);
             for (int p = 0; p < P; ++p) {
               int h = p * st - sh.pad + r;
               if (h < 0 || h >= sh.h) continue;
@@ -46,7 +40,9 @@ void forward(const ConvShape& sh, const float* x, const float* w, float* y) {
     }
 }
 
-void backwardData(const ConvShape& sh, float* dx, const float* w, const float* dy) {
+void backwardData(const ConvShape& sh, const ConvTensors& t) {
+  float* dx = t.x;
+  const float *w = t.w, *dy = t.y;
   const int P = sh.p(), Q = sh.q(), st = sh.stride;
 #pragma omp parallel for collapse(2) schedule(static)
   for (int n = 0; n < sh.n; ++n)
@@ -59,7 +55,7 @@ void backwardData(const ConvShape& sh, float* dx, const float* w, const float* d
           for (int s = 0; s < sh.s; ++s) {
             const float wv = w[((int64_t(k) * sh.c + c) * sh.r + r) * sh.s + s];
             int q0, q1;
-            qRange(sh, s, Q, &q0, &q1);
+            validOutputColumns(sh, s, &q0, &q1);
             for (int p = 0; p < P; ++p) {
               int h = p * st - sh.pad + r;
               if (h < 0 || h >= sh.h) continue;
@@ -73,7 +69,9 @@ void backwardData(const ConvShape& sh, float* dx, const float* w, const float* d
     }
 }
 
-void backwardFilter(const ConvShape& sh, const float* x, float* dw, const float* dy) {
+void backwardFilter(const ConvShape& sh, const ConvTensors& t) {
+  const float *x = t.x, *dy = t.y;
+  float* dw = t.w;
   const int P = sh.p(), Q = sh.q(), st = sh.stride;
 #pragma omp parallel for collapse(2) schedule(static)
   for (int k = 0; k < sh.k; ++k)
@@ -81,7 +79,7 @@ void backwardFilter(const ConvShape& sh, const float* x, float* dw, const float*
       for (int r = 0; r < sh.r; ++r)
         for (int s = 0; s < sh.s; ++s) {
           int q0, q1;
-          qRange(sh, s, Q, &q0, &q1);
+          validOutputColumns(sh, s, &q0, &q1);
           double total = 0;  // float partials per row, summed in double across rows
           for (int n = 0; n < sh.n; ++n) {
             const float* xPlane = x + (int64_t(n) * sh.c + c) * sh.h * sh.w;
@@ -101,24 +99,10 @@ void backwardFilter(const ConvShape& sh, const float* x, float* dw, const float*
         }
 }
 
-class DirectConv : public ConvKernel {
- public:
-  using ConvKernel::ConvKernel;
-  void execute(const ConvTensors& t, KernelRecorder& recorder) override {
-    recorder.run(info(), [&] {
-      switch (pass_) {
-        case ConvPass::Forward: forward(shape_, t.x, t.w, t.y); break;
-        case ConvPass::BackwardData: backwardData(shape_, t.x, t.w, t.y); break;
-        case ConvPass::BackwardFilter: backwardFilter(shape_, t.x, t.w, t.y); break;
-      }
-    });
-  }
-};
-
 }  // namespace
 
 std::unique_ptr<ConvKernel> makeDirectConv(const ConvShape& shape, ConvPass pass, const std::string& layer) {
-  return std::make_unique<DirectConv>(shape, pass, "direct", layer);
+  return makeFunctionConv(shape, pass, "direct", layer, {forward, backwardData, backwardFilter});
 }
 
 }  // namespace stepscope

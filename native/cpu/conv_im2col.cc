@@ -27,15 +27,6 @@ namespace {
 
 constexpr int kMinGemmColumns = 768;
 
-// Columns q of output row p whose input column q*stride - pad + s lies
-// inside the image: [q0, q1). Outside it the im2col value is zero padding.
-inline void validColumns(const ConvShape& sh, int s, int Q, int* q0, int* q1) {
-  const int lo = sh.pad - s;  // need q*stride >= lo
-  *q0 = lo <= 0 ? 0 : std::min(Q, (lo + sh.stride - 1) / sh.stride);
-  const int hi = sh.w + sh.pad - s;  // need q*stride < hi
-  *q1 = hi <= 0 ? 0 : std::max(*q0, std::min(Q, (hi + sh.stride - 1) / sh.stride));
-}
-
 // Branch-free inner loops: zero the padded ends, copy (stride 1) or gather
 // (stride 2) the valid middle of each row.
 void im2col(const ConvShape& sh, const float* xImg, float* col, int64_t ldcol) {
@@ -47,7 +38,7 @@ void im2col(const ConvShape& sh, const float* xImg, float* col, int64_t ldcol) {
         float* row = col + (int64_t(c * sh.r + r) * sh.s + s) * ldcol;
         const float* plane = xImg + int64_t(c) * sh.h * sh.w;
         int q0, q1;
-        validColumns(sh, s, Q, &q0, &q1);
+        validOutputColumns(sh, s, &q0, &q1);
         for (int p = 0; p < P; ++p) {
           const int h = p * st - sh.pad + r;
           float* out = row + p * Q;
@@ -77,7 +68,7 @@ void col2im(const ConvShape& sh, const float* col, int64_t ldcol, float* dxImg) 
       for (int s = 0; s < sh.s; ++s) {
         const float* row = col + (int64_t(c * sh.r + r) * sh.s + s) * ldcol;
         int q0, q1;
-        validColumns(sh, s, Q, &q0, &q1);
+        validOutputColumns(sh, s, &q0, &q1);
         for (int p = 0; p < P; ++p) {
           const int h = p * st - sh.pad + r;
           if (h < 0 || h >= sh.h) continue;

@@ -16,6 +16,31 @@ KernelInfo ConvKernel::info(const char* op) const {
   return i;
 }
 
+namespace {
+
+class FunctionConv : public ConvKernel {
+ public:
+  FunctionConv(const ConvShape& shape, ConvPass pass, const std::string& variant, const std::string& layer,
+               const ConvPassFunctions& functions)
+      : ConvKernel(shape, pass, variant, layer),
+        fn_(pass == ConvPass::Forward        ? functions.forward
+            : pass == ConvPass::BackwardData ? functions.backwardData
+                                             : functions.backwardFilter) {}
+  void execute(const ConvTensors& t, KernelRecorder& recorder) override {
+    recorder.run(info(), [&] { fn_(shape_, t); });
+  }
+
+ private:
+  ConvPassFn fn_;
+};
+
+}  // namespace
+
+std::unique_ptr<ConvKernel> makeFunctionConv(const ConvShape& shape, ConvPass pass, const std::string& variant,
+                                             const std::string& layer, const ConvPassFunctions& functions) {
+  return std::make_unique<FunctionConv>(shape, pass, variant, layer, functions);
+}
+
 static bool haveOnednn() {
 #ifdef STEPSCOPE_HAVE_ONEDNN
   return true;

@@ -61,6 +61,14 @@ std::vector<ConvVariantInfo> cpuConvVariants();
 std::unique_ptr<ConvKernel> makeCpuConvKernel(const ConvShape& shape, ConvPass pass, const std::string& variant,
                                               const std::string& layer);
 
+// A variant made of one plain function per pass, timed as one kernel.
+using ConvPassFn = void (*)(const ConvShape&, const ConvTensors&);
+struct ConvPassFunctions {
+  ConvPassFn forward, backwardData, backwardFilter;
+};
+std::unique_ptr<ConvKernel> makeFunctionConv(const ConvShape& shape, ConvPass pass, const std::string& variant,
+                                             const std::string& layer, const ConvPassFunctions& functions);
+
 // Factories, one per variant family (one file each).
 std::unique_ptr<ConvKernel> makeReferenceConv(const ConvShape&, ConvPass, const std::string& layer);
 std::unique_ptr<ConvKernel> makeDirectConv(const ConvShape&, ConvPass, const std::string& layer);

@@ -8,7 +8,9 @@
 namespace stepscope {
 namespace {
 
-void forward(const ConvShape& sh, const float* x, const float* w, float* y) {
+void forward(const ConvShape& sh, const ConvTensors& t) {
+  const float *x = t.x, *w = t.w;
+  float* y = t.y;
   const int P = sh.p(), Q = sh.q();
 #pragma omp parallel for collapse(2) schedule(static)
   for (int n = 0; n < sh.n; ++n)
@@ -31,7 +33,9 @@ void forward(const ConvShape& sh, const float* x, const float* w, float* y) {
         }
 }
 
-void backwardData(const ConvShape& sh, float* dx, const float* w, const float* dy) {
+void backwardData(const ConvShape& sh, const ConvTensors& t) {
+  float* dx = t.x;
+  const float *w = t.w, *dy = t.y;
   const int P = sh.p(), Q = sh.q();
 #pragma omp parallel for collapse(2) schedule(static)
   for (int n = 0; n < sh.n; ++n)
@@ -56,7 +60,9 @@ void backwardData(const ConvShape& sh, float* dx, const float* w, const float* d
         }
 }
 
-void backwardFilter(const ConvShape& sh, const float* x, float* dw, const float* dy) {
+void backwardFilter(const ConvShape& sh, const ConvTensors& t) {
+  const float *x = t.x, *dy = t.y;
+  float* dw = t.w;
   const int P = sh.p(), Q = sh.q();
 #pragma omp parallel for collapse(2) schedule(static)
   for (int k = 0; k < sh.k; ++k)
@@ -79,24 +85,10 @@ void backwardFilter(const ConvShape& sh, const float* x, float* dw, const float*
         }
 }
 
-class ReferenceConv : public ConvKernel {
- public:
-  using ConvKernel::ConvKernel;
-  void execute(const ConvTensors& t, KernelRecorder& recorder) override {
-    recorder.run(info(), [&] {
-      switch (pass_) {
-        case ConvPass::Forward: forward(shape_, t.x, t.w, t.y); break;
-        case ConvPass::BackwardData: backwardData(shape_, t.x, t.w, t.y); break;
-        case ConvPass::BackwardFilter: backwardFilter(shape_, t.x, t.w, t.y); break;
-      }
-    });
-  }
-};
-
 }  // namespace
 
 std::unique_ptr<ConvKernel> makeReferenceConv(const ConvShape& shape, ConvPass pass, const std::string& layer) {
-  return std::make_unique<ReferenceConv>(shape, pass, "reference", layer);
+  return makeFunctionConv(shape, pass, "reference", layer, {forward, backwardData, backwardFilter});
 }
 
 }  // namespace stepscope

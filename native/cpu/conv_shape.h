@@ -6,6 +6,7 @@
 //   bwd-data:   dx[n,c,h,w] = sum_{k,r,s} dy[n,k,p,q] * w[k,c,r,s]
 //   bwd-filter: dw[k,c,r,s] = sum_{n,p,q} dy[n,k,p,q] * x[n,c,h,w]
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <string>
 
@@ -34,5 +35,15 @@ struct ConvShape {
   void validate() const;
   std::string describe() const;
 };
+
+// Output columns q whose input column q*stride - pad + s lies inside the
+// image: [*q0, *q1). Outside that range the filter tap s reads padding.
+inline void validOutputColumns(const ConvShape& sh, int s, int* q0, int* q1) {
+  const int Q = sh.q();
+  const int lo = sh.pad - s;  // need q*stride >= lo
+  *q0 = lo <= 0 ? 0 : std::min(Q, (lo + sh.stride - 1) / sh.stride);
+  const int hi = sh.w + sh.pad - s;  // need q*stride < hi
+  *q1 = hi <= 0 ? *q0 : std::max(*q0, std::min(Q, (hi + sh.stride - 1) / sh.stride));
+}
 
 }  // namespace stepscope
