@@ -66,6 +66,75 @@ def out_size(size, kernel, stride, pad):
     return (size + 2 * pad - kernel) // stride + 1
 
 
+def validate_shape(item, where, error=None):
+    """Checks one shape object; returns it with p and q added. Calls `error`
+    (default: fail, exit 2) with a message naming the bad field."""
+    error = error or fail
+    if not isinstance(item, dict):
+        return error(f"{where} is {type(item).__name__}; allowed: an object with "
+                     f"'key' and {', '.join(INT_FIELDS)}")
+    key = item.get("key")
+    if not isinstance(key, str) or not key:
+        return error(f"{where}: 'key' is {key!r}; allowed: a non-empty string")
+    where = f"{where} (key {key!r})"
+    shape = {"key": key}
+    for field in INT_FIELDS:
+        if field not in item:
+            return error(f"{where}: missing field {field!r}; required: key, {', '.join(INT_FIELDS)}")
+        v = item[field]
+        if isinstance(v, bool) or not isinstance(v, int):
+            return error(f"{where}: {field}={v!r}; allowed: an integer")
+        lo = 0 if field == "pad" else 1
+        if v < lo:
+            allowed = "an integer >= 0" if lo == 0 else "a positive integer"
+            return error(f"{where}: {field}={v}; allowed: {allowed}")
+        shape[field] = v
+    p = out_size(shape["h"], shape["r"], shape["stride"], shape["pad"])
+    q = out_size(shape["w"], shape["s"], shape["stride"], shape["pad"])
+    if p < 1 or q < 1:
+        return error(f"{where}: output would be {p}x{q}; need r <= h+2*pad and s <= w+2*pad")
+    shape["p"], shape["q"] = p, q
+    return shape
+
+
+def serve():
+    """Serve mode: one JSON request per stdin line, {key, n..pad, pass, runs,
+    warmup}; one JSON answer per stdout line, {"ms": [...]} or {"error": ...}.
+    Lets a driver interleave PyTorch's runs with its own, so both see the same
+    machine state (this benchmark's VM is noisy)."""
+    print(json.dumps({"ready": True, "peer": "pytorch", "version": torch.__version__,
+                      "threads": torch.get_num_threads(),
+                      "mkldnn": torch.backends.mkldnn.is_available()}), flush=True)
+    cached_id, cached_fn = None, None
+
+    class BadRequest(Exception):
+        pass
+
+    def reject(msg):
+        raise BadRequest(msg)
+
+    with torch.no_grad():
+        for line in sys.stdin:
+            if not line.strip():
+                continue
+            try:
+                req = json.loads(line)
+                shape = validate_shape(req, "request", reject)
+                pass_name = req.get("pass")
+                if pass_name not in PASSES:
+                    reject(f"pass {pass_name!r}; allowed: {', '.join(PASSES)}")
+                runs, warmup = req.get("runs", 1), req.get("warmup", 0)
+                if not isinstance(runs, int) or runs < 1 or not isinstance(warmup, int) or warmup < 0:
+                    reject(f"runs={runs!r}, warmup={warmup!r}; allowed: runs >= 1, warmup >= 0")
+                ident = (json.dumps(shape, sort_keys=True), pass_name)
+                if ident != cached_id:
+                    cached_id, cached_fn = ident, make_call(shape, pass_name)
+                answer = {"ms": time_call(cached_fn, warmup, runs)}
+            except (BadRequest, json.JSONDecodeError) as e:
+                answer = {"error": str(e)}
+            print(json.dumps(answer), flush=True)
+
+
 def load_shapes(path):
     try:
         with open(path, "r", encoding="utf-8") as f:
@@ -82,34 +151,10 @@ def load_shapes(path):
 
     shapes, seen = [], set()
     for i, item in enumerate(data):
-        where = f"shape #{i}"
-        if not isinstance(item, dict):
-            fail(f"{where} is {type(item).__name__}; allowed: an object with "
-                 f"'key' and {', '.join(INT_FIELDS)}")
-        key = item.get("key")
-        if not isinstance(key, str) or not key:
-            fail(f"{where}: 'key' is {key!r}; allowed: a non-empty string")
-        where = f"shape #{i} (key {key!r})"
-        if key in seen:
-            fail(f"{where}: duplicate key; keys must be unique")
-        seen.add(key)
-        shape = {"key": key}
-        for field in INT_FIELDS:
-            if field not in item:
-                fail(f"{where}: missing field {field!r}; required: key, {', '.join(INT_FIELDS)}")
-            v = item[field]
-            if isinstance(v, bool) or not isinstance(v, int):
-                fail(f"{where}: {field}={v!r}; allowed: an integer")
-            lo = 0 if field == "pad" else 1
-            if v < lo:
-                allowed = "an integer >= 0" if lo == 0 else "a positive integer"
-                fail(f"{where}: {field}={v}; allowed: {allowed}")
-            shape[field] = v
-        p = out_size(shape["h"], shape["r"], shape["stride"], shape["pad"])
-        q = out_size(shape["w"], shape["s"], shape["stride"], shape["pad"])
-        if p < 1 or q < 1:
-            fail(f"{where}: output would be {p}x{q}; need r <= h+2*pad and s <= w+2*pad")
-        shape["p"], shape["q"] = p, q
+        shape = validate_shape(item, f"shape #{i}")
+        if shape["key"] in seen:
+            fail(f"shape #{i} (key {shape['key']!r}): duplicate key; keys must be unique")
+        seen.add(shape["key"])
         shapes.append(shape)
     return shapes
 
@@ -148,7 +193,8 @@ def time_call(fn, warmup, repeat):
 
 def main():
     ap = argparse.ArgumentParser(description="Time PyTorch CPU conv2d (fp32, NCHW) per shape and pass.")
-    ap.add_argument("--shapes", required=True, help="JSON array of shape objects")
+    ap.add_argument("--shapes", help="JSON array of shape objects (required unless --serve)")
+    ap.add_argument("--serve", action="store_true", help="answer timing requests on stdin (JSON lines)")
     ap.add_argument("--repeat", type=int, default=5, help="timed runs per shape and pass (>= 1)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed runs first (>= 0)")
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads value (>= 1)")
@@ -162,10 +208,14 @@ def main():
         fail(f"--warmup {args.warmup}; allowed: an integer >= 0")
     if args.threads < 1:
         fail(f"--threads {args.threads}; allowed: an integer >= 1")
+    torch.set_num_threads(args.threads)
+    if args.serve:
+        return serve()
+    if not args.shapes:
+        fail("--shapes is required unless --serve is given")
     passes = parse_passes(args.passes)
     shapes = load_shapes(args.shapes)
 
-    torch.set_num_threads(args.threads)
     log(f"pytorch {torch.__version__}, threads={torch.get_num_threads()}, "
         f"mkldnn={torch.backends.mkldnn.is_available()}, "
         f"{len(shapes)} shape(s) x {len(passes)} pass(es), warmup={args.warmup}, repeat={args.repeat}")

@@ -2,7 +2,7 @@
 export { addon } from './native';
 export { resnet50Convs, shapeClass, describeShape, convFlops, type ConvLayer, type ResNetScale } from './model/resnet50';
 export * from './ops/conv';
-export { benchConv, uniqueShapes, type ConvBenchOptions, type ConvBenchRow } from './bench/conv-bench';
+export { benchConv, timeConvOnce, uniqueShapes, type ConvBenchOptions, type ConvBenchRow } from './bench/conv-bench';
 export { summarize, type Summary } from './bench/stats';
 export { doctor, formatDoctor, type DoctorReport } from './doctor';
 export { listVariants, availableConvVariants } from './variants';

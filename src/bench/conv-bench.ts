@@ -4,10 +4,10 @@
 // timeline (the convolution alone); a oneDNN variant's reorders are timed as
 // kernels of their own and reported beside it. Layers with identical shapes
 // are measured once and shown for each of them.
-import type { ConvPass, ConvShape, KernelRecord } from '../../binding';
+import type { ConvKernel, ConvPass, ConvShape, KernelRecord, Stream } from '../../binding';
 import { describeShape, type ConvLayer } from '../model/resnet50';
 import { addon } from '../native';
-import { checkConvVariants, randomConvTensors } from '../ops/conv';
+import { checkConvVariants, randomConvTensors, type ConvTensors } from '../ops/conv';
 import { summarize } from './stats';
 
 export interface ConvBenchOptions {
@@ -63,6 +63,26 @@ export function uniqueShapes(layers: ConvLayer[]): { first: ConvLayer; all: Conv
 
 const ms = (r: KernelRecord) => (r.endNs - r.startNs) / 1e6;
 
+/**
+ * Runs a prepared kernel once to completion and returns its times from the
+ * timeline: the convolution itself and any layout reorders around it.
+ */
+export async function timeConvOnce(
+  kernel: ConvKernel,
+  stream: Stream,
+  t: ConvTensors,
+): Promise<{ convMs: number; reorderMs: number }> {
+  const native = addon();
+  native.timelineDrain();
+  kernel.enqueue(stream, t.x, t.w, t.y);
+  await stream.synchronize();
+  const records = native.timelineDrain();
+  return {
+    convMs: records.filter((r) => r.op === 'conv').reduce((sum, r) => sum + ms(r), 0),
+    reorderMs: records.filter((r) => r.op === 'reorder').reduce((sum, r) => sum + ms(r), 0),
+  };
+}
+
 export async function benchConv(options: ConvBenchOptions): Promise<ConvBenchRow[]> {
   const native = addon();
   const stream = new native.Stream('bench');
@@ -98,16 +118,13 @@ export async function benchConv(options: ConvBenchOptions): Promise<ConvBenchRow
           }
           continue;
         }
-        native.timelineDrain();
         const convTimes: number[] = [];
         const reorderTimes: number[] = [];
         for (let i = 0; i < options.warmup + options.repeat; i++) {
-          kernel.enqueue(stream, tensors.x, tensors.w, tensors.y);
-          await stream.synchronize();
-          const records = native.timelineDrain();
+          const run = await timeConvOnce(kernel, stream, tensors);
           if (i < options.warmup) continue;
-          convTimes.push(records.filter((r) => r.op === 'conv').reduce((sum, r) => sum + ms(r), 0));
-          reorderTimes.push(records.filter((r) => r.op === 'reorder').reduce((sum, r) => sum + ms(r), 0));
+          convTimes.push(run.convMs);
+          reorderTimes.push(run.reorderMs);
         }
         const time = summarize(convTimes);
         const gflops = kernel.describe().flops / (time.median * 1e6);
