@@ -1,11 +1,16 @@
 // Conv variants `im2col-gemm` (our own GEMM, gemm.cc) and `im2col-blas`
 // (OpenBLAS sgemm): each pass becomes one matrix product per group of images.
-//   fwd:        Y[K x G*PQ]    = W[K x CRS]   * col[CRS x G*PQ]
+//   fwd:        Y[K x G*PQ]      = W[K x CRS] * col[CRS x G*PQ]
 //   bwd-data:   dcol[CRS x G*PQ] = W^T[CRS x K] * dY[K x G*PQ], then col2im
-//   bwd-filter: dW[K x CRS]   += dY[K x G*PQ] * col^T[G*PQ x CRS]
+//   bwd-filter: dW^T[CRS x K]   += col[CRS x G*PQ] * dY^T[G*PQ x K]   (own GEMM)
+//               dW[K x CRS]     += dY[K x G*PQ] * col^T[G*PQ x CRS]   (OpenBLAS)
+// With our GEMM, col is implicit in fwd and bwd-filter: the GEMM's packing
+// gathers it from the activations (im2colSegment), so it is never written
+// out. bwd-filter puts col on the A side so that its packing reads rows
+// contiguously; each thread's dW^T is transposed and summed at the end.
 // Images are grouped (G > 1) when one image's PQ is too narrow for the GEMM
 // to run well (the 7x7 and 14x14 layers); 1x1 stride-1 layers with G = 1 use
-// the activations in place, without im2col.
+// the activations in place.
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -17,6 +22,7 @@
 #include "core/error.h"
 #include "cpu/conv_kernel.h"
 #include "cpu/gemm.h"
+#include "cpu/im2col.h"
 
 #ifdef STEPSCOPE_HAVE_OPENBLAS
 #include <cblas.h>
@@ -26,60 +32,6 @@ namespace stepscope {
 namespace {
 
 constexpr int kMinGemmColumns = 768;
-
-// Branch-free inner loops: zero the padded ends, copy (stride 1) or gather
-// (stride 2) the valid middle of each row.
-void im2col(const ConvShape& sh, const float* xImg, float* col, int64_t ldcol) {
-  const int P = sh.p(), Q = sh.q(), st = sh.stride;
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int c = 0; c < sh.c; ++c)
-    for (int r = 0; r < sh.r; ++r)
-      for (int s = 0; s < sh.s; ++s) {
-        float* row = col + (int64_t(c * sh.r + r) * sh.s + s) * ldcol;
-        const float* plane = xImg + int64_t(c) * sh.h * sh.w;
-        int q0, q1;
-        validOutputColumns(sh, s, &q0, &q1);
-        for (int p = 0; p < P; ++p) {
-          const int h = p * st - sh.pad + r;
-          float* out = row + p * Q;
-          if (h < 0 || h >= sh.h) {
-            std::memset(out, 0, sizeof(float) * Q);
-            continue;
-          }
-          std::memset(out, 0, sizeof(float) * q0);
-          std::memset(out + q1, 0, sizeof(float) * (Q - q1));
-          const float* in = plane + h * sh.w - sh.pad + s;
-          if (st == 1) {
-            std::memcpy(out + q0, in + q0, sizeof(float) * (q1 - q0));
-          } else {
-            for (int q = q0; q < q1; ++q) out[q] = in[q * st];
-          }
-        }
-      }
-}
-
-// Adds col's contributions into dxImg (which the caller has zeroed).
-void col2im(const ConvShape& sh, const float* col, int64_t ldcol, float* dxImg) {
-  const int P = sh.p(), Q = sh.q(), st = sh.stride;
-#pragma omp parallel for schedule(static)
-  for (int c = 0; c < sh.c; ++c) {  // each thread owns whole planes: no races
-    float* plane = dxImg + int64_t(c) * sh.h * sh.w;
-    for (int r = 0; r < sh.r; ++r)
-      for (int s = 0; s < sh.s; ++s) {
-        const float* row = col + (int64_t(c * sh.r + r) * sh.s + s) * ldcol;
-        int q0, q1;
-        validOutputColumns(sh, s, &q0, &q1);
-        for (int p = 0; p < P; ++p) {
-          const int h = p * st - sh.pad + r;
-          if (h < 0 || h >= sh.h) continue;
-          float* out = plane + h * sh.w - sh.pad + s;
-          const float* in = row + p * Q;
-#pragma omp simd
-          for (int q = q0; q < q1; ++q) out[q * st] += in[q];
-        }
-      }
-  }
-}
 
 struct AlignedFree {
   void operator()(float* p) const { std::free(p); }
@@ -109,15 +61,22 @@ class Im2colConv : public ConvKernel {
     workers_ = (!useBlas && groups_ >= threads) ? threads : 1;
     const bool direct1x1 = shape.r == 1 && shape.s == 1 && shape.stride == 1 && shape.pad == 0;
     colInPlace_ = direct1x1 && group_ == 1;
+    // Implicit col pays in fwd, and in bwd-filter unless output rows are so
+    // short (7x7) that gathering A row segments costs more than im2col
+    // (measured, docs/perf-notes.md v4).
+    implicitCol_ = !useBlas && (pass == ConvPass::Forward || (pass == ConvPass::BackwardFilter && shape.q() >= 14));
+    const bool needsCol = !colInPlace_ && !implicitCol_;
+    const bool transposedPartials = implicitCol_ && pass == ConvPass::BackwardFilter;
     scratch_.resize(workers_);
+    auto take = [&](Workspace& slot, size_t count) {
+      slot = allocate(count);
+      workspace_ += count;
+    };
     for (int t = 0; t < workers_; ++t) {
       Scratch& sc = scratch_[t];
-      if (!colInPlace_) sc.col = allocate(size_t(crs()) * group_ * PQ), workspace_ += size_t(crs()) * group_ * PQ;
-      if (group_ > 1) sc.tmp = allocate(size_t(shape.k) * group_ * PQ), workspace_ += size_t(shape.k) * group_ * PQ;
-      if (t > 0 && pass == ConvPass::BackwardFilter) {
-        sc.partial = allocate(size_t(shape.k) * crs());
-        workspace_ += size_t(shape.k) * crs();
-      }
+      if (needsCol) take(sc.col, size_t(crs()) * group_ * PQ);
+      if (group_ > 1) take(sc.tmp, size_t(shape.k) * group_ * PQ);
+      if (transposedPartials || (t > 0 && pass == ConvPass::BackwardFilter)) take(sc.partial, size_t(shape.k) * crs());
     }
   }
 
@@ -126,7 +85,7 @@ class Im2colConv : public ConvKernel {
     return std::string(useBlas_ ? "OpenBLAS sgemm" : std::string("own sgemm, ") + sgemmKernelName()) + ", " +
            std::to_string(group_) + " image(s) per GEMM, " +
            (workers_ > 1 ? std::to_string(workers_) + " threads on separate groups" : "threaded GEMM") +
-           (colInPlace_ ? ", no im2col" : "");
+           (colInPlace_ ? ", no im2col" : implicitCol_ ? ", implicit im2col in the GEMM's packing" : "");
   }
 
   void execute(const ConvTensors& t, KernelRecorder& recorder) override {
@@ -144,18 +103,17 @@ class Im2colConv : public ConvKernel {
     Workspace col, tmp, partial;
   };
 
-  void gemm(int M, int N, int K, const float* A, int64_t rsA, int64_t csA, const float* B, int64_t rsB, int64_t csB,
-            float beta, float* C, int64_t ldc) {
+  void gemm(int M, int N, int K, const GemmOperand& A, const GemmOperand& B, float beta, float* C, int64_t ldc) {
 #ifdef STEPSCOPE_HAVE_OPENBLAS
     if (useBlas_) {
       // A row-major operand with unit column stride is "no transpose".
-      const bool transA = csA != 1, transB = csB != 1;
+      const bool transA = A.cs != 1, transB = B.cs != 1;
       cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans, M, N, K, 1.0f,
-                  A, int(transA ? csA : rsA), B, int(transB ? csB : rsB), beta, C, int(ldc));
+                  A.data, int(transA ? A.cs : A.rs), B.data, int(transB ? B.cs : B.rs), beta, C, int(ldc));
       return;
     }
 #endif
-    sgemm(M, N, K, A, rsA, csA, B, rsB, csB, beta, C, ldc, workers_ > 1 ? 1 : 0);
+    sgemm(M, N, K, A, B, beta, C, ldc, workers_ > 1 ? 1 : 0);
   }
 
   // Calls body(worker, n0, g) for every group of images: on one thread
@@ -181,18 +139,6 @@ class Im2colConv : public ConvKernel {
   int64_t xImage() const { return int64_t(shape_.c) * shape_.h * shape_.w; }
   int64_t yImage() const { return int64_t(shape_.k) * pq(); }
 
-  // Builds col for images [n0, n0+g) (columns img*PQ + pq); returns the matrix and its leading dim.
-  const float* buildCol(Scratch& sc, const float* x, int n0, int g, int64_t* ld) {
-    const int64_t PQ = pq();
-    if (colInPlace_) {
-      *ld = PQ;
-      return x + n0 * xImage();
-    }
-    *ld = g * PQ;
-    for (int i = 0; i < g; ++i) im2col(shape_, x + (n0 + i) * xImage(), sc.col.get() + i * PQ, *ld);
-    return sc.col.get();
-  }
-
   // dy of images [n0, n0+g) as one K x g*PQ matrix (gathered when g > 1).
   const float* dyMatrix(Scratch& sc, const float* dy, int n0, int g, int64_t* ld) {
     if (group_ == 1) {
@@ -204,18 +150,28 @@ class Im2colConv : public ConvKernel {
     return sc.tmp.get();
   }
 
+  // The column matrix of images [n0, n0+g): in place (1x1/1, one image),
+  // implicit (our GEMM gathers it while packing) or written by im2col (OpenBLAS).
+  GemmOperand colOperand(Scratch& sc, const float* x, int n0, int g, Im2colView* view) {
+    const int64_t PQ = pq();
+    if (colInPlace_) return GemmOperand::strided(x + n0 * xImage(), PQ, 1);
+    if (implicitCol_) {
+      *view = Im2colView{&shape_, x + n0 * xImage()};
+      return GemmOperand::implicit(view);
+    }
+    for (int i = 0; i < g; ++i) im2col(shape_, x + (n0 + i) * xImage(), sc.col.get() + i * PQ, g * PQ);
+    return GemmOperand::strided(sc.col.get(), g * PQ, 1);
+  }
+
   void forward(const float* x, const float* w, float* y) {
     const int64_t PQ = pq();
     forEachGroup([&](int t, int n0, int g) {
       Scratch& sc = scratch_[t];
-      int64_t ld;
-      const float* col = buildCol(sc, x, n0, g, &ld);
-      if (group_ == 1) {
-        gemm(shape_.k, int(PQ), int(crs()), w, crs(), 1, col, ld, 1, 0.0f, y + n0 * yImage(), PQ);
-        return;
-      }
-      gemm(shape_.k, int(g * PQ), int(crs()), w, crs(), 1, col, ld, 1, 0.0f, sc.tmp.get(), g * PQ);
-      scatterImages(sc.tmp.get(), y, n0, g);
+      Im2colView view;
+      const GemmOperand col = colOperand(sc, x, n0, g, &view);
+      float* out = group_ == 1 ? y + n0 * yImage() : sc.tmp.get();
+      gemm(shape_.k, int(g * PQ), int(crs()), GemmOperand::strided(w, crs(), 1), col, 0.0f, out, g * PQ);
+      if (group_ > 1) scatterImages(sc.tmp.get(), y, n0, g);
     });
   }
 
@@ -226,11 +182,13 @@ class Im2colConv : public ConvKernel {
       int64_t ldDy;
       const float* dyGroup = dyMatrix(sc, dy, n0, g, &ldDy);
       if (colInPlace_) {  // dx is dcol itself
-        gemm(int(crs()), int(PQ), shape_.k, w, 1, crs(), dyGroup, ldDy, 1, 0.0f, dx + n0 * xImage(), PQ);
+        gemm(int(crs()), int(PQ), shape_.k, GemmOperand::strided(w, 1, crs()), GemmOperand::strided(dyGroup, ldDy, 1),
+             0.0f, dx + n0 * xImage(), PQ);
         return;
       }
       const int64_t ld = g * PQ;
-      gemm(int(crs()), int(ld), shape_.k, w, 1, crs(), dyGroup, ldDy, 1, 0.0f, sc.col.get(), ld);
+      gemm(int(crs()), int(ld), shape_.k, GemmOperand::strided(w, 1, crs()), GemmOperand::strided(dyGroup, ldDy, 1),
+           0.0f, sc.col.get(), ld);
       for (int i = 0; i < g; ++i) {
         float* dxImg = dx + (n0 + i) * xImage();
         std::memset(dxImg, 0, sizeof(float) * xImage());
@@ -239,20 +197,43 @@ class Im2colConv : public ConvKernel {
     });
   }
 
-  // Each worker sums its groups into its own partial dW (worker 0 into dw),
-  // then the partials are added: a fixed order, so results are reproducible.
+  // Each worker sums its groups into its own partial (dW^T with our GEMM,
+  // dW with OpenBLAS, where worker 0 writes dw itself); the partials are then
+  // added in a fixed order, so results are reproducible.
   void backwardFilter(const float* x, float* dw, const float* dy) {
     std::vector<char> started(workers_, 0);
+    const int64_t CRS = crs(), K = shape_.k;
     forEachGroup([&](int t, int n0, int g) {
       Scratch& sc = scratch_[t];
-      float* partial = t == 0 ? dw : sc.partial.get();
-      int64_t ldDy, ld;
+      int64_t ldDy;
       const float* dyGroup = dyMatrix(sc, dy, n0, g, &ldDy);
-      const float* col = buildCol(sc, x, n0, g, &ld);
-      gemm(shape_.k, int(crs()), int(g * pq()), dyGroup, ldDy, 1, col, 1, ld, started[t] ? 1.0f : 0.0f, partial, crs());
+      Im2colView view;
+      const GemmOperand col = colOperand(sc, x, n0, g, &view);
+      const float beta = started[t] ? 1.0f : 0.0f;
+      if (implicitCol_) {
+        gemm(int(CRS), int(K), int(g * pq()), col, GemmOperand::strided(dyGroup, 1, ldDy), beta, sc.partial.get(), K);
+      } else {
+        float* partial = t == 0 ? dw : sc.partial.get();
+        gemm(int(K), int(CRS), int(g * pq()), GemmOperand::strided(dyGroup, ldDy, 1),
+             GemmOperand::strided(col.data, col.cs, col.rs), beta, partial, CRS);
+      }
       started[t] = 1;
     });
-    const int64_t count = int64_t(shape_.k) * crs();
+    if (implicitCol_) {  // dw = sum of the dW^T partials, transposed in cache-sized tiles
+      constexpr int64_t kTile = 64;
+#pragma omp parallel for collapse(2) schedule(static)
+      for (int64_t k0 = 0; k0 < K; k0 += kTile)
+        for (int64_t i0 = 0; i0 < CRS; i0 += kTile)
+          for (int64_t k = k0; k < std::min(K, k0 + kTile); ++k)
+            for (int64_t i = i0; i < std::min(CRS, i0 + kTile); ++i) {
+              float sum = 0.0f;
+              for (int t = 0; t < workers_; ++t)
+                if (started[t]) sum += scratch_[t].partial.get()[i * K + k];
+              dw[k * CRS + i] = sum;
+            }
+      return;
+    }
+    const int64_t count = K * CRS;
     for (int t = 1; t < workers_; ++t) {
       if (!started[t]) continue;
       const float* partial = scratch_[t].partial.get();
@@ -282,6 +263,7 @@ class Im2colConv : public ConvKernel {
   int groups_ = 1;
   int workers_ = 1;
   bool colInPlace_ = false;
+  bool implicitCol_ = false;  // our GEMM gathers col while packing (fwd, bwd-filter)
   size_t workspace_ = 0;
   std::vector<Scratch> scratch_;
 };

@@ -126,30 +126,52 @@ float* scratch(std::unique_ptr<float, AlignedFree>& slot, size_t& capacity, size
 
 // Packs rows [i0, i0+mc) and columns [p0, p0+kc) of A into MR-row panels,
 // zero-padding the last panel.
-void packA(const MicroKernel& mk, int mc, int kc, const float* A, int64_t rsA, int64_t csA, float* Ap) {
-  for (int ib = 0; ib < mc; ib += mk.mr) {
+void packA(const MicroKernel& mk, const GemmOperand& A, int i0, int mc, int p0, int kc, float* Ap) {
+  for (int ib = 0; ib < mc; ib += mk.mr, Ap += size_t(mk.mr) * kc) {
     const int rows = std::min(mk.mr, mc - ib);
+    if (A.im2col) {  // gather each row's segment straight from the activations
+      for (int i = 0; i < rows; ++i) im2colSegment(*A.im2col, i0 + ib + i, p0, kc, Ap + i, mk.mr);
+      for (int i = rows; i < mk.mr; ++i)
+        for (int p = 0; p < kc; ++p) Ap[p * mk.mr + i] = 0.0f;
+      continue;
+    }
+    float* out = Ap;
     for (int p = 0; p < kc; ++p) {
-      const float* src = A + ib * rsA + p * csA;
-      for (int i = 0; i < rows; ++i) Ap[i] = src[i * rsA];
-      for (int i = rows; i < mk.mr; ++i) Ap[i] = 0.0f;
-      Ap += mk.mr;
+      const float* src = A.data + (i0 + ib) * A.rs + (p0 + p) * A.cs;
+      for (int i = 0; i < rows; ++i) out[i] = src[i * A.rs];
+      for (int i = rows; i < mk.mr; ++i) out[i] = 0.0f;
+      out += mk.mr;
     }
   }
 }
 
-// Packs one NR-column panel of B (kc rows), zero-padding missing columns.
-void packBPanel(const MicroKernel& mk, int cols, int kc, const float* B, int64_t rsB, int64_t csB, float* Bp) {
-  if (csB == 1) {
+// Packs row `row` (columns [j0, j0+nc)) of an implicit im2col B into its
+// place (local row p of kc) in every panel: one gather for the whole row into
+// an L1-resident scratch row, then NR-wide copies.
+void packImplicitBRow(const MicroKernel& mk, const GemmOperand& B, int row, int p, int kc, int j0, int nc, float* Bp,
+                      float* rowScratch) {
+  im2colSegment(*B.im2col, row, j0, nc, rowScratch, 1);
+  for (int jp = 0, j = 0; j < nc; ++jp, j += mk.nr) {
+    const int cols = std::min(mk.nr, nc - j);
+    float* dst = Bp + (size_t(jp) * kc + p) * mk.nr;
+    std::memcpy(dst, rowScratch + j, sizeof(float) * cols);
+    for (int jj = cols; jj < mk.nr; ++jj) dst[jj] = 0.0f;
+  }
+}
+
+// Packs one NR-column panel of a strided B (rows [p0, p0+kc), columns
+// [j0, j0+cols)), zero-padding missing columns.
+void packBPanel(const MicroKernel& mk, const GemmOperand& B, int p0, int kc, int j0, int cols, float* Bp) {
+  if (B.cs == 1) {
     for (int p = 0; p < kc; ++p, Bp += mk.nr) {
-      std::memcpy(Bp, B + p * rsB, sizeof(float) * cols);
+      std::memcpy(Bp, B.data + (p0 + p) * B.rs + j0, sizeof(float) * cols);
       for (int j = cols; j < mk.nr; ++j) Bp[j] = 0.0f;
     }
   } else {
     for (int j = 0; j < mk.nr; ++j) {
       if (j < cols) {
-        const float* src = B + j * csB;
-        for (int p = 0; p < kc; ++p) Bp[p * mk.nr + j] = src[p * rsB];
+        const float* src = B.data + p0 * B.rs + (j0 + j) * B.cs;
+        for (int p = 0; p < kc; ++p) Bp[p * mk.nr + j] = src[p * B.rs];
       } else {
         for (int p = 0; p < kc; ++p) Bp[p * mk.nr + j] = 0.0f;
       }
@@ -162,7 +184,12 @@ void packBPanel(const MicroKernel& mk, int cols, int kc, const float* B, int64_t
 const char* sgemmKernelName() { return microKernel().name; }
 
 void sgemm(int M, int N, int K, const float* A, int64_t rsA, int64_t csA, const float* B, int64_t rsB, int64_t csB,
-           float beta, float* C, int64_t ldc, int requestedThreads) {
+           float beta, float* C, int64_t ldc, int threads) {
+  sgemm(M, N, K, GemmOperand::strided(A, rsA, csA), GemmOperand::strided(B, rsB, csB), beta, C, ldc, threads);
+}
+
+void sgemm(int M, int N, int K, const GemmOperand& A, const GemmOperand& B, float beta, float* C, int64_t ldc,
+           int requestedThreads) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0) {
     if (beta == 0.0f)
@@ -186,11 +213,15 @@ void sgemm(int M, int N, int K, const float* A, int64_t rsA, int64_t csA, const 
     static thread_local size_t aCapacity = 0;
     static thread_local std::unique_ptr<float, AlignedFree> tileSlot;
     static thread_local size_t tileCapacity = 0;
+    static thread_local std::unique_ptr<float, AlignedFree> rowSlot;
+    static thread_local size_t rowCapacity = 0;
     float* Ap = nullptr;
     float* tile = nullptr;
+    float* rowScratch = nullptr;
     try {
       Ap = scratch(aSlot, aCapacity, size_t(kMC) * kKC);
       tile = scratch(tileSlot, tileCapacity, size_t(mk.mr) * mk.nr);
+      rowScratch = scratch(rowSlot, rowCapacity, size_t(kNC));
     } catch (...) {
 #pragma omp atomic write
       failed = true;
@@ -205,11 +236,15 @@ void sgemm(int M, int N, int K, const float* A, int64_t rsA, int64_t csA, const 
         for (int pc = 0; pc < K; pc += kKC) {
           const int kc = std::min(kKC, K - pc);
           const bool accumulate = pc > 0 || beta != 0.0f;
+          if (B.im2col) {
 #pragma omp for schedule(static)
-          for (int jp = 0; jp < nPanels; ++jp) {
-            const int j0 = jp * mk.nr;
-            packBPanel(mk, std::min(mk.nr, ncCur - j0), kc, B + pc * rsB + (jc + j0) * csB, rsB, csB,
-                       Bp + size_t(jp) * kc * mk.nr);
+            for (int p = 0; p < kc; ++p) packImplicitBRow(mk, B, pc + p, p, kc, jc, ncCur, Bp, rowScratch);
+          } else {
+#pragma omp for schedule(static)
+            for (int jp = 0; jp < nPanels; ++jp) {
+              const int j0 = jp * mk.nr;
+              packBPanel(mk, B, pc, kc, jc + j0, std::min(mk.nr, ncCur - j0), Bp + size_t(jp) * kc * mk.nr);
+            }
           }
           int packedIc = -1;
 #pragma omp for schedule(static)
@@ -218,7 +253,7 @@ void sgemm(int M, int N, int K, const float* A, int64_t rsA, int64_t csA, const 
             const int ic = ib * kMC;
             const int mc = std::min(kMC, M - ic);
             if (packedIc != ic) {
-              packA(mk, mc, kc, A + ic * rsA + pc * csA, rsA, csA, Ap);
+              packA(mk, A, ic, mc, pc, kc, Ap);
               packedIc = ic;
             }
             const int pBegin = nPanels * chunk / jChunks, pEnd = nPanels * (chunk + 1) / jChunks;

@@ -6,7 +6,25 @@
 #pragma once
 #include <cstdint>
 
+#include "cpu/im2col.h"
+
 namespace stepscope {
+
+// An operand as the GEMM reads it while packing: a strided matrix, element
+// (i, j) = data[i * rs + j * cs], or an implicit im2col matrix (rows are
+// filter taps c*R*S + r*S + s, columns output positions of consecutive images).
+struct GemmOperand {
+  const float* data = nullptr;
+  int64_t rs = 0, cs = 0;
+  const Im2colView* im2col = nullptr;
+
+  static GemmOperand strided(const float* data, int64_t rs, int64_t cs) { return {data, rs, cs, nullptr}; }
+  static GemmOperand implicit(const Im2colView* view) { return {nullptr, 0, 0, view}; }
+};
+
+// C[M x N] (row-major, leading dimension ldc) = beta * C + A * B; beta is 0 or 1.
+void sgemm(int M, int N, int K, const GemmOperand& A, const GemmOperand& B, float beta, float* C, int64_t ldc,
+           int threads = 0);
 
 // C[M x N] (row-major, leading dimension ldc) = beta * C + A * B, with
 // A(i, p) = A[i * rsA + p * csA] and B(p, j) = B[p * rsB + j * csB], so a
