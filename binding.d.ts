@@ -19,6 +19,9 @@ export declare class Buffer {
   fill(value: number): void;
   /** Uniform values in [lo, hi) from a counter-based generator keyed by seed. */
   fillUniform(seed: number, lo: number, hi: number): void;
+  /** Frees the memory now (queued work keeps it until it has run); later use throws. */
+  release(): void;
+  readonly released: boolean;
 }
 
 /** A point on a stream; fires with a timestamp when the stream reaches it. */
@@ -78,6 +81,48 @@ export declare class ConvKernel {
   describe(): ConvKernelDescription;
 }
 
+/** The ops of the step other than convolution, and their buffers in order. */
+export type OpName =
+  | 'batchnorm-fwd' | 'batchnorm-bwd' | 'relu-fwd' | 'relu-bwd' | 'add'
+  | 'maxpool-fwd' | 'maxpool-bwd' | 'avgpool-fwd' | 'avgpool-bwd'
+  | 'fc-fwd' | 'fc-bwd' | 'softmax-xent' | 'sgd';
+
+export interface OpKernelDescription {
+  op: string;
+  variant: string;
+  pass: string;
+  layer: string;
+  flops: number;
+  bytes: number;
+  /** The buffers enqueue() takes, in order, with their exact lengths. */
+  buffers: { name: string; length: number }[];
+}
+
+/**
+ * One prepared op. Parameters (numbers or booleans) per op:
+ * batchnorm-*: n, c, hw, eps?, momentum?, relu?; relu-*: size; add: size, relu?;
+ * maxpool-*: n, c, h, w, k?, stride?, pad?; avgpool-*: n, c, hw;
+ * fc-*: n, in, out; softmax-xent: n, classes; sgd: size, lr, momentum?, weightDecay?.
+ */
+export declare class OpKernel {
+  constructor(op: OpName, variant: string, params: Record<string, number | boolean>, layer?: string);
+  enqueue(stream: Stream, buffers: Buffer[]): void;
+  describe(): OpKernelDescription;
+}
+
+export interface OpVariantInfo {
+  op: string;
+  name: string;
+  description: string;
+}
+
+export interface MemoryStats {
+  /** Bytes held by live buffers. */
+  bytesInUse: number;
+  /** Most bytes held at once since the last resetPeakMemory(). */
+  peakBytes: number;
+}
+
 /** One executed kernel. */
 export interface KernelRecord {
   op: string;
@@ -130,5 +175,8 @@ export declare function timelineClear(): void;
 /** The timeline clock, in nanoseconds. */
 export declare function nowNs(): number;
 export declare function convVariants(): VariantInfo[];
+export declare function opVariants(): OpVariantInfo[];
+export declare function memoryStats(): MemoryStats;
+export declare function resetPeakMemory(): void;
 export declare function measurePeak(trials?: number): Promise<PeakMeasurement>;
 export declare function buildInfo(): BuildInfo;

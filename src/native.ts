@@ -9,6 +9,10 @@ let cached: Addon | undefined;
 
 export function addon(): Addon {
   if (cached) return cached;
+  // OpenBLAS's worker threads otherwise spin for ~0.1 s after each call,
+  // taking a core from whatever kernel runs next (seen as 2x outliers in the
+  // benchmarks). Must be set before the library loads; a user's value wins.
+  process.env.OPENBLAS_THREAD_TIMEOUT ??= '4';
   const explicit = process.env.STEPSCOPE_ADDON;
   const root = path.resolve(__dirname, '..', '..');
   if (explicit) {

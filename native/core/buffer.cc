@@ -6,7 +6,22 @@
 
 #include "core/error.h"
 
+#include <atomic>
+
 namespace stepscope {
+
+static std::atomic<int64_t> bytesInUse{0};
+static std::atomic<int64_t> peakBytes{0};
+
+static void account(int64_t delta) {
+  const int64_t now = bytesInUse.fetch_add(delta) + delta;
+  int64_t peak = peakBytes.load();
+  while (now > peak && !peakBytes.compare_exchange_weak(peak, now)) {
+  }
+}
+
+MemoryStats memoryStats() { return {bytesInUse.load(), peakBytes.load()}; }
+void resetPeakMemory() { peakBytes.store(bytesInUse.load()); }
 
 DeviceBuffer::DeviceBuffer(size_t count) : count_(count) {
   if (count == 0 || count > kMaxCount) {
@@ -18,9 +33,13 @@ DeviceBuffer::DeviceBuffer(size_t count) : count_(count) {
   if (!data_) {
     throw Error("ERR_OUT_OF_MEMORY", "could not allocate " + std::to_string(bytes) + " bytes");
   }
+  account(int64_t(count_ * sizeof(float)));
 }
 
-DeviceBuffer::~DeviceBuffer() { std::free(data_); }
+DeviceBuffer::~DeviceBuffer() {
+  std::free(data_);
+  account(-int64_t(count_ * sizeof(float)));
+}
 
 static inline uint64_t splitmix64(uint64_t x) {
   x += 0x9e3779b97f4a7c15ull;

@@ -2,6 +2,7 @@
 // Streams and kernels hold shared_ptrs so memory outlives queued work.
 #pragma once
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 
 namespace stepscope {
@@ -27,6 +28,15 @@ class DeviceBuffer {
 };
 
 using BufferPtr = std::shared_ptr<DeviceBuffer>;
+
+// Device memory held by live buffers, and the most held at once since the
+// last reset: the step's peak memory.
+struct MemoryStats {
+  int64_t bytesInUse;
+  int64_t peakBytes;
+};
+MemoryStats memoryStats();
+void resetPeakMemory();
 
 // Fills with uniform values in [lo, hi) from a counter-based generator, so the
 // same seed gives the same data whatever the thread count.

@@ -10,6 +10,9 @@
 #include "napi/addon_data.h"
 #include "napi/buffer_wrap.h"
 #include "napi/conv_wrap.h"
+#include "napi/op_wrap.h"
+#include "cpu/op_kernel.h"
+#include "core/buffer.h"
 #include "napi/stream_wrap.h"
 #include "napi/util.h"
 
@@ -62,6 +65,33 @@ Napi::Value convVariants(const Napi::CallbackInfo& info) {
     out.Set(uint32_t(i), o);
   }
   return out;
+}
+
+Napi::Value opVariants(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::vector<OpVariantInfo> variants = cpuOpVariants();
+  Napi::Array out = Napi::Array::New(env, variants.size());
+  for (size_t i = 0; i < variants.size(); ++i) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("op", variants[i].op);
+    o.Set("name", variants[i].variant);
+    o.Set("description", variants[i].description);
+    out.Set(uint32_t(i), o);
+  }
+  return out;
+}
+
+Napi::Value memoryStatsValue(const Napi::CallbackInfo& info) {
+  MemoryStats m = memoryStats();
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("bytesInUse", double(m.bytesInUse));
+  o.Set("peakBytes", double(m.peakBytes));
+  return o;
+}
+
+Napi::Value resetPeakMemoryValue(const Napi::CallbackInfo& info) {
+  resetPeakMemory();
+  return info.Env().Undefined();
 }
 
 Napi::Value measurePeakAsync(const Napi::CallbackInfo& info) {
@@ -133,15 +163,20 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   auto* data = new AddonData();
   env.SetInstanceData<AddonData>(data);
   Napi::Function buffer = BufferWrap::define(env), stream = StreamWrap::define(env), event = EventWrap::define(env),
-                 conv = ConvKernelWrap::define(env);
+                 conv = ConvKernelWrap::define(env), op = OpKernelWrap::define(env);
   data->buffer = Napi::Persistent(buffer);
   data->stream = Napi::Persistent(stream);
   data->event = Napi::Persistent(event);
   data->convKernel = Napi::Persistent(conv);
+  data->opKernel = Napi::Persistent(op);
   exports.Set("Buffer", buffer);
   exports.Set("Stream", stream);
   exports.Set("Event", event);
   exports.Set("ConvKernel", conv);
+  exports.Set("OpKernel", op);
+  exports.Set("opVariants", Napi::Function::New(env, opVariants));
+  exports.Set("memoryStats", Napi::Function::New(env, memoryStatsValue));
+  exports.Set("resetPeakMemory", Napi::Function::New(env, resetPeakMemoryValue));
   exports.Set("timelineDrain", Napi::Function::New(env, timelineDrain));
   exports.Set("timelineClear", Napi::Function::New(env, timelineClear));
   exports.Set("nowNs", Napi::Function::New(env, nowNsValue));

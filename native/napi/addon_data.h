@@ -10,6 +10,7 @@ struct AddonData {
   Napi::FunctionReference stream;
   Napi::FunctionReference event;
   Napi::FunctionReference convKernel;
+  Napi::FunctionReference opKernel;
 };
 
 inline AddonData& addonData(Napi::Env env) { return *env.GetInstanceData<AddonData>(); }

@@ -11,7 +11,9 @@ Napi::Function BufferWrap::define(Napi::Env env) {
   return DefineClass(env, kClassName,
                      {InstanceAccessor<&BufferWrap::length>("length"), InstanceMethod<&BufferWrap::write>("write"),
                       InstanceMethod<&BufferWrap::read>("read"), InstanceMethod<&BufferWrap::fill>("fill"),
-                      InstanceMethod<&BufferWrap::fillUniform>("fillUniform")});
+                      InstanceMethod<&BufferWrap::fillUniform>("fillUniform"),
+                      InstanceMethod<&BufferWrap::release>("release"),
+                      InstanceAccessor<&BufferWrap::released>("released")});
 }
 
 BufferWrap::BufferWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<BufferWrap>(info) {
@@ -26,9 +28,23 @@ BufferWrap::BufferWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Buffer
   });
 }
 
-Napi::Value BufferWrap::length(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), double(buffer_->size()));
+DeviceBuffer& BufferWrap::live() {
+  if (!buffer_) throw Error("ERR_INVALID_ARG", "the buffer was released");
+  return *buffer_;
 }
+
+Napi::Value BufferWrap::length(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), buffer_ ? double(buffer_->size()) : 0.0);
+}
+
+// Drops this handle's memory now instead of at garbage collection; work
+// already queued keeps it alive until it has run.
+Napi::Value BufferWrap::release(const Napi::CallbackInfo& info) {
+  buffer_.reset();
+  return info.Env().Undefined();
+}
+
+Napi::Value BufferWrap::released(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !buffer_); }
 
 static size_t offsetArg(const Napi::CallbackInfo& info, size_t index, size_t limit) {
   if (info.Length() <= index || info[index].IsUndefined()) return 0;
@@ -46,24 +62,24 @@ Napi::Value BufferWrap::write(const Napi::CallbackInfo& info) {
       throw Error("ERR_INVALID_ARG", "Buffer.write(data, offset?): data must be a Float32Array");
     }
     auto data = info[0].As<Napi::Float32Array>();
-    size_t offset = offsetArg(info, 1, buffer_->size());
-    if (data.ElementLength() > buffer_->size() - offset) {
+    size_t offset = offsetArg(info, 1, live().size());
+    if (data.ElementLength() > live().size() - offset) {
       throw Error("ERR_INVALID_ARG", "Buffer.write: " + std::to_string(data.ElementLength()) + " values at offset " +
                                          std::to_string(offset) + " overrun the buffer of " +
-                                         std::to_string(buffer_->size()));
+                                         std::to_string(live().size()));
     }
-    std::memcpy(buffer_->data() + offset, data.Data(), data.ElementLength() * sizeof(float));
+    std::memcpy(live().data() + offset, data.Data(), data.ElementLength() * sizeof(float));
     return info.Env().Undefined();
   });
 }
 
 Napi::Value BufferWrap::read(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
-    size_t offset = offsetArg(info, 0, buffer_->size());
-    size_t count = buffer_->size() - offset;
+    size_t offset = offsetArg(info, 0, live().size());
+    size_t count = live().size() - offset;
     if (info.Length() > 1 && !info[1].IsUndefined()) count = std::min(count, offsetArg(info, 1, count));
     auto out = Napi::Float32Array::New(info.Env(), count);
-    std::memcpy(out.Data(), buffer_->data() + offset, count * sizeof(float));
+    std::memcpy(out.Data(), live().data() + offset, count * sizeof(float));
     return out;
   });
 }
@@ -71,7 +87,7 @@ Napi::Value BufferWrap::read(const Napi::CallbackInfo& info) {
 Napi::Value BufferWrap::fill(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     if (!info[0].IsNumber()) throw Error("ERR_INVALID_ARG", "Buffer.fill(value): value must be a number (NaN allowed)");
-    std::fill_n(buffer_->data(), buffer_->size(), info[0].As<Napi::Number>().FloatValue());
+    std::fill_n(live().data(), live().size(), info[0].As<Napi::Number>().FloatValue());
     return info.Env().Undefined();
   });
 }
@@ -84,7 +100,7 @@ Napi::Value BufferWrap::fillUniform(const Napi::CallbackInfo& info) {
     double seed = info[0].As<Napi::Number>().DoubleValue();
     float lo = info[1].As<Napi::Number>().FloatValue(), hi = info[2].As<Napi::Number>().FloatValue();
     if (!(hi > lo)) throw Error("ERR_INVALID_ARG", "Buffer.fillUniform: hi must be greater than lo");
-    ::stepscope::fillUniform(*buffer_, uint64_t(int64_t(seed)), lo, hi);
+    ::stepscope::fillUniform(live(), uint64_t(int64_t(seed)), lo, hi);
     return info.Env().Undefined();
   });
 }

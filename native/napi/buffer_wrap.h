@@ -15,6 +15,7 @@ class BufferWrap : public Napi::ObjectWrap<BufferWrap> {
   static Napi::Function constructor(Napi::Env env) { return addonData(env).buffer.Value(); }
 
   explicit BufferWrap(const Napi::CallbackInfo& info);
+  // Null once released.
   const BufferPtr& buffer() const { return buffer_; }
 
  private:
@@ -23,6 +24,9 @@ class BufferWrap : public Napi::ObjectWrap<BufferWrap> {
   Napi::Value read(const Napi::CallbackInfo& info);
   Napi::Value fill(const Napi::CallbackInfo& info);
   Napi::Value fillUniform(const Napi::CallbackInfo& info);
+  Napi::Value release(const Napi::CallbackInfo& info);
+  Napi::Value released(const Napi::CallbackInfo& info);
+  DeviceBuffer& live();  // throws once released
 
   BufferPtr buffer_;
 };

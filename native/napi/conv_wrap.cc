@@ -60,6 +60,7 @@ Napi::Value ConvKernelWrap::enqueue(const Napi::CallbackInfo& info) {
     BufferPtr y = unwrapArg<BufferWrap>(info, 3, "y")->buffer();
     const ConvShape& sh = kernel_->shape();
     auto check = [&](const BufferPtr& b, int64_t need, const char* role) {
+      if (!b) throw Error("ERR_INVALID_ARG", std::string("conv: buffer '") + role + "' was released");
       if (int64_t(b->size()) != need) {
         throw Error("ERR_INVALID_ARG", std::string("conv ") + convPassName(kernel_->pass()) + " " + sh.describe() +
                                            ": buffer '" + role + "' holds " + std::to_string(b->size()) +

@@ -1,0 +1,97 @@
+#include "napi/op_wrap.h"
+
+#include <mutex>
+
+#include "napi/buffer_wrap.h"
+#include "napi/stream_wrap.h"
+#include "napi/util.h"
+
+namespace stepscope {
+
+Napi::Function OpKernelWrap::define(Napi::Env env) {
+  return DefineClass(env, kClassName,
+                     {InstanceMethod<&OpKernelWrap::enqueue>("enqueue"),
+                      InstanceMethod<&OpKernelWrap::describe>("describe")});
+}
+
+// new OpKernel(op, variant, params: {name: number}, layer?)
+OpKernelWrap::OpKernelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<OpKernelWrap>(info) {
+  guarded(info.Env(), [&] {
+    std::string op = stringArg(info, 0, "op");
+    std::string variant = stringArg(info, 1, "variant");
+    if (!info[2].IsObject()) throw Error("ERR_INVALID_ARG", "OpKernel(op, variant, params): params must be an object");
+    Napi::Object o = info[2].As<Napi::Object>();
+    std::map<std::string, double> values;
+    Napi::Array keys = o.GetPropertyNames();
+    for (uint32_t i = 0; i < keys.Length(); ++i) {
+      std::string key = keys.Get(i).ToString().Utf8Value();
+      Napi::Value v = o.Get(key);
+      if (v.IsBoolean()) values[key] = v.As<Napi::Boolean>().Value() ? 1 : 0;
+      else if (v.IsNumber()) values[key] = v.As<Napi::Number>().DoubleValue();
+      else throw Error("ERR_INVALID_ARG", op + ": parameter '" + key + "' must be a number or a boolean");
+    }
+    std::string layer = info.Length() > 3 && !info[3].IsUndefined() ? stringArg(info, 3, "layer") : "";
+    kernel_ = makeCpuOpKernel(op, variant, OpParams(values, op), layer);
+  });
+}
+
+Napi::Value OpKernelWrap::describe(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("op", kernel_->op());
+  o.Set("variant", kernel_->variant());
+  o.Set("pass", kernel_->pass());
+  o.Set("layer", kernel_->layer());
+  o.Set("flops", kernel_->flops());
+  o.Set("bytes", kernel_->bytes());
+  Napi::Array buffers = Napi::Array::New(env, kernel_->buffers().size());
+  for (size_t i = 0; i < kernel_->buffers().size(); ++i) {
+    Napi::Object b = Napi::Object::New(env);
+    b.Set("name", kernel_->buffers()[i].name);
+    b.Set("length", double(kernel_->buffers()[i].length));
+    buffers.Set(uint32_t(i), b);
+  }
+  o.Set("buffers", buffers);
+  return o;
+}
+
+// enqueue(stream, buffers[]): lengths must match describe().buffers exactly.
+Napi::Value OpKernelWrap::enqueue(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    StreamWrap* stream = unwrapArg<StreamWrap>(info, 0, "stream");
+    if (!info[1].IsArray()) throw Error("ERR_INVALID_ARG", kernel_->op() + ".enqueue(stream, buffers): buffers must be an array");
+    Napi::Array arr = info[1].As<Napi::Array>();
+    const auto& spec = kernel_->buffers();
+    if (arr.Length() != spec.size()) {
+      std::string names;
+      for (const auto& s : spec) names += (names.empty() ? "" : ", ") + s.name;
+      throw Error("ERR_INVALID_ARG", kernel_->op() + " " + kernel_->pass() + ": got " + std::to_string(arr.Length()) +
+                                         " buffers, needs " + std::to_string(spec.size()) + " (" + names + ")");
+    }
+    std::vector<BufferPtr> buffers;
+    for (uint32_t i = 0; i < arr.Length(); ++i) {
+      Napi::Value v = arr.Get(i);
+      if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(BufferWrap::constructor(info.Env()))) {
+        throw Error("ERR_INVALID_ARG", kernel_->op() + ": buffer '" + spec[i].name + "' must be a Buffer");
+      }
+      BufferPtr b = BufferWrap::Unwrap(v.As<Napi::Object>())->buffer();
+      if (!b) throw Error("ERR_INVALID_ARG", kernel_->op() + ": buffer '" + spec[i].name + "' was released");
+      if (int64_t(b->size()) != spec[i].length) {
+        throw Error("ERR_INVALID_ARG", kernel_->op() + " " + kernel_->pass() + (kernel_->layer().empty() ? "" : " " + kernel_->layer()) +
+                                           ": buffer '" + spec[i].name + "' holds " + std::to_string(b->size()) +
+                                           " values, needs " + std::to_string(spec[i].length));
+      }
+      buffers.push_back(std::move(b));
+    }
+    std::shared_ptr<OpKernel> kernel = kernel_;
+    stream->stream()->enqueue([kernel, buffers](KernelRecorder& recorder) {
+      std::vector<float*> ptrs;
+      ptrs.reserve(buffers.size());
+      for (const auto& b : buffers) ptrs.push_back(b->data());
+      kernel->execute(ptrs, recorder);
+    });
+    return info.Env().Undefined();
+  });
+}
+
+}  // namespace stepscope
