@@ -121,6 +121,8 @@ export interface MemoryStats {
   bytesInUse: number;
   /** Most bytes held at once since the last resetPeakMemory(). */
   peakBytes: number;
+  /** Freed blocks the caching allocator keeps for reuse (not in bytesInUse). */
+  cachedBytes: number;
 }
 
 /** One executed kernel. */
@@ -178,5 +180,7 @@ export declare function convVariants(): VariantInfo[];
 export declare function opVariants(): OpVariantInfo[];
 export declare function memoryStats(): MemoryStats;
 export declare function resetPeakMemory(): void;
+/** Frees the caching allocator's kept blocks; returns the bytes freed. */
+export declare function emptyCache(): number;
 export declare function measurePeak(trials?: number): Promise<PeakMeasurement>;
 export declare function buildInfo(): BuildInfo;

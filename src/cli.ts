@@ -9,6 +9,10 @@ import { CONV_PASSES } from './ops/conv';
 import { parseChoiceList, parseInteger } from './options';
 import { formatTable } from './report/table';
 import { availableConvVariants, listVariants } from './variants';
+import { writeJsonAtomic } from './io/json-file';
+import { resnet50Graph } from './model/graph';
+import { parsePlan } from './plan/plan';
+import { runTraining, type Run } from './run/training';
 import type { ConvPass } from '../binding';
 
 function print(text: string): void {
@@ -121,6 +125,94 @@ async function runBenchConv(opts: BenchConvOpts) {
   }
 }
 
+interface StepOpts {
+  batch: string;
+  iterations: string;
+  warmup: string;
+  resolution: string;
+  classes: string;
+  width: string;
+  kernels?: string;
+  weights?: string;
+  saveWeights?: string;
+  input?: string;
+  lr: string;
+  momentum: string;
+  weightDecay: string;
+  seed: string;
+  save?: string;
+  json?: boolean;
+}
+
+function parseNumber(option: string, value: string, min: number, max: number): number {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n) || n < min || n > max) {
+    throw new UsageError(`${option} '${value}' is not allowed: a number from ${min} to ${max}`);
+  }
+  return n;
+}
+
+async function runStep(opts: StepOpts) {
+  const batch = parseInteger('--batch', opts.batch, 1, 4096);
+  const resolution = parseInteger('--resolution', opts.resolution, 32, 1024);
+  const classes = parseInteger('--classes', opts.classes, 2, 100000);
+  const width = parseInteger('--width', opts.width, 1, 1024);
+  const graph = resnet50Graph({ batch, resolution, width, classes });
+  const config = {
+    batch, resolution, classes, width,
+    iterations: parseInteger('--iterations', opts.iterations, 1, 100000),
+    warmup: parseInteger('--warmup', opts.warmup, 0, 1000),
+    lr: parseNumber('--lr', opts.lr, 0, 100),
+    momentum: parseNumber('--momentum', opts.momentum, 0, 1),
+    weightDecay: parseNumber('--weight-decay', opts.weightDecay, 0, 1),
+    seed: parseInteger('--seed', opts.seed, 0, 2 ** 31 - 1),
+    plan: parsePlan(opts.kernels ?? '', graph),
+    weights: opts.weights,
+    input: opts.input,
+    saveWeights: opts.saveWeights,
+  };
+  const tty = !opts.json && process.stderr.isTTY === true;
+  const run = await runTraining(config, (f) => {
+    if (tty) process.stderr.write(`\riteration ${f.index + 1}/${config.warmup + config.iterations}${f.warmup ? ' (warm-up)' : ''}: ${f.totalMs.toFixed(0)} ms, loss ${f.loss.toFixed(4)}   `);
+  });
+  if (tty) process.stderr.write('\n');
+  if (opts.save) writeJsonAtomic(opts.save, run);
+  if (opts.json) {
+    const { timeline: _t, ...rest } = run;
+    return print(JSON.stringify(rest, null, 2));
+  }
+  print(formatRun(run));
+}
+
+export function formatRun(run: Run): string {
+  const s = run.summary;
+  const c = run.config;
+  const rows = (['totalMs', 'dataMs', 'forwardMs', 'backwardMs', 'optimizerMs'] as const).map((k) => ({
+    phase: k.replace('Ms', ''), median: s[k].median, min: s[k].min, max: s[k].max,
+  }));
+  return [
+    `ResNet-50 v1.5 training step: cpu backend, fp32, batch ${c.batch}, ${c.resolution}x${c.resolution}, width ${c.width}, ${c.classes} classes, ` +
+      `${run.environment.parameters.toLocaleString('en-US')} parameters; ${c.warmup} warm-up + ${c.iterations} measured iterations; ${run.environment.threads} threads`,
+    `conv ${c.plan.ops.conv}, batchnorm ${c.plan.ops.batchnorm}` + (Object.keys(c.plan.layers).length ? `, ${Object.keys(c.plan.layers).length} layer override(s)` : ''),
+    formatTable(rows, [
+      { header: 'phase', value: (r) => r.phase },
+      { header: 'median ms', value: (r) => r.median, digits: 1 },
+      { header: 'min ms', value: (r) => r.min, digits: 1 },
+      { header: 'max ms', value: (r) => r.max, digits: 1 },
+    ]),
+    `loss ${s.loss.median.toFixed(4)} (median; last ${run.iterations.at(-1)!.loss.toFixed(4)}), ${s.gflops.toFixed(1)} GFLOP/s for the whole step, peak memory ${(s.peakBytes / 2 ** 20).toFixed(0)} MiB`,
+    '',
+    'top kernels (median per iteration)',
+    formatTable(run.topKernels.slice(0, 10), [
+      { header: 'op', value: (k) => k.op },
+      { header: 'pass', value: (k) => k.pass },
+      { header: 'layer', value: (k) => k.layer },
+      { header: 'variant', value: (k) => k.variant },
+      { header: 'ms', value: (k) => k.medianMs, digits: 2 },
+    ]),
+  ].join('\n');
+}
+
 export function formatBenchRows(rows: ConvBenchRow[]): string {
   return formatTable(rows, [
     { header: 'layer', value: (r) => r.layer + (r.sameShapeAs ? ` (=${r.sameShapeAs})` : '') },
@@ -172,6 +264,27 @@ export function buildProgram(): Command {
     .option('--check-batch <n>', 'batch of the reference check (same layer shape otherwise)', '2')
     .option('--json', 'print the rows as JSON')
     .action(runBenchConv);
+
+  program
+    .command('step')
+    .description('run real ResNet-50 v1.5 training iterations and print the per-phase times and top kernels')
+    .option('--batch <n>', 'batch size', '32')
+    .option('--iterations <n>', 'measured iterations', '10')
+    .option('--warmup <n>', 'warm-up iterations first', '1')
+    .option('--resolution <px>', 'input resolution', '224')
+    .option('--classes <n>', 'classes of the fc layer', '1000')
+    .option('--width <n>', 'base width (64 in ResNet-50); smaller scales the network down', '64')
+    .option('--kernels <plan>', "variants per op and layer: 'conv=onednn,res2a_branch2b=im2col-gemm,batchnorm=fused-relu' or a plan JSON file")
+    .option('--weights <file>', 'load parameters and running statistics from safetensors (torchvision names)')
+    .option('--save-weights <file>', 'write the parameters after the run as safetensors')
+    .option('--input <file>', "a fixed batch from safetensors ('input' NCHW float32, 'labels' int64) for every iteration")
+    .option('--lr <x>', 'learning rate', '0.1')
+    .option('--momentum <x>', 'SGD momentum', '0.9')
+    .option('--weight-decay <x>', 'SGD weight decay', '0.0001')
+    .option('--seed <n>', 'seed of the initial weights and synthetic data', '1')
+    .option('--save <file>', 'save the run (configuration, environment, figures, timeline) as JSON')
+    .option('--json', 'print the run as JSON (without the timeline)')
+    .action(runStep);
 
   return program;
 }

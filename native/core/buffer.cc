@@ -7,8 +7,62 @@
 #include "core/error.h"
 
 #include <atomic>
+#include <map>
+#include <mutex>
 
 namespace stepscope {
+
+// A caching allocator, as the frameworks have: freed blocks are kept by size
+// and handed out again, so a training step that allocates the same tensors
+// every iteration does not pay the kernel's page faults (mmap, first touch,
+// munmap) each time. Memory statistics count blocks in use, not the cache.
+namespace {
+std::mutex cacheMutex;
+std::multimap<size_t, float*>& cache() {
+  static auto* blocks = new std::multimap<size_t, float*>();  // never destroyed: buffers may outlive statics
+  return *blocks;
+}
+size_t cachedBytes = 0;
+
+size_t blockBytes(size_t count) {
+  const size_t bytes = count * sizeof(float);
+  return bytes < (1 << 20) ? (bytes + 63) / 64 * 64 : (bytes + 4095) / 4096 * 4096;
+}
+
+float* takeBlock(size_t bytes) {
+  {
+    std::lock_guard<std::mutex> lock(cacheMutex);
+    auto it = cache().find(bytes);
+    if (it != cache().end()) {
+      float* p = it->second;
+      cache().erase(it);
+      cachedBytes -= bytes;
+      return p;
+    }
+  }
+  return static_cast<float*>(std::aligned_alloc(bytes < (1 << 20) ? 64 : 4096, bytes));
+}
+
+void returnBlock(float* p, size_t bytes) {
+  std::lock_guard<std::mutex> lock(cacheMutex);
+  cache().emplace(bytes, p);
+  cachedBytes += bytes;
+}
+}  // namespace
+
+size_t emptyBufferCache() {
+  std::lock_guard<std::mutex> lock(cacheMutex);
+  size_t freed = cachedBytes;
+  for (auto& [bytes, p] : cache()) std::free(p);
+  cache().clear();
+  cachedBytes = 0;
+  return freed;
+}
+
+size_t bufferCacheBytes() {
+  std::lock_guard<std::mutex> lock(cacheMutex);
+  return cachedBytes;
+}
 
 static std::atomic<int64_t> bytesInUse{0};
 static std::atomic<int64_t> peakBytes{0};
@@ -28,8 +82,8 @@ DeviceBuffer::DeviceBuffer(size_t count) : count_(count) {
     throw Error("ERR_INVALID_ARG", "buffer length " + std::to_string(count) +
                                        " is out of range: allowed 1 to " + std::to_string(kMaxCount) + " floats");
   }
-  size_t bytes = (count * sizeof(float) + 63) / 64 * 64;
-  data_ = static_cast<float*>(std::aligned_alloc(64, bytes));
+  const size_t bytes = blockBytes(count);
+  data_ = takeBlock(bytes);
   if (!data_) {
     throw Error("ERR_OUT_OF_MEMORY", "could not allocate " + std::to_string(bytes) + " bytes");
   }
@@ -37,7 +91,7 @@ DeviceBuffer::DeviceBuffer(size_t count) : count_(count) {
 }
 
 DeviceBuffer::~DeviceBuffer() {
-  std::free(data_);
+  returnBlock(data_, blockBytes(count_));
   account(-int64_t(count_ * sizeof(float)));
 }
 

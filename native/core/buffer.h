@@ -37,6 +37,9 @@ struct MemoryStats {
 };
 MemoryStats memoryStats();
 void resetPeakMemory();
+// Blocks kept for reuse by the caching allocator; emptyBufferCache frees them.
+size_t bufferCacheBytes();
+size_t emptyBufferCache();
 
 // Fills with uniform values in [lo, hi) from a counter-based generator, so the
 // same seed gives the same data whatever the thread count.

@@ -86,7 +86,12 @@ Napi::Value memoryStatsValue(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(info.Env());
   o.Set("bytesInUse", double(m.bytesInUse));
   o.Set("peakBytes", double(m.peakBytes));
+  o.Set("cachedBytes", double(bufferCacheBytes()));
   return o;
+}
+
+Napi::Value emptyCacheValue(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), double(emptyBufferCache()));
 }
 
 Napi::Value resetPeakMemoryValue(const Napi::CallbackInfo& info) {
@@ -177,6 +182,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("opVariants", Napi::Function::New(env, opVariants));
   exports.Set("memoryStats", Napi::Function::New(env, memoryStatsValue));
   exports.Set("resetPeakMemory", Napi::Function::New(env, resetPeakMemoryValue));
+  exports.Set("emptyCache", Napi::Function::New(env, emptyCacheValue));
   exports.Set("timelineDrain", Napi::Function::New(env, timelineDrain));
   exports.Set("timelineClear", Napi::Function::New(env, timelineClear));
   exports.Set("nowNs", Napi::Function::New(env, nowNsValue));

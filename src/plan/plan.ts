@@ -1,0 +1,83 @@
+// A plan says which variant runs for each op and layer: defaults per op
+// kind, overrides per layer (node name). It is plain JSON a user can save,
+// edit and replay, or the `--kernels conv=onednn,res2a_branch2b=im2col-gemm`
+// shorthand. `batchnorm=fused-relu` fuses each batch norm with the ReLU after it.
+import * as fs from 'node:fs';
+import { UsageError } from '../errors';
+import type { NodeKind, ResNetGraph } from '../model/graph';
+import { availableConvVariants } from '../variants';
+
+/** Op kinds a plan names: the graph's node kinds, plus the loss and the optimizer. */
+export const PLAN_OPS = ['conv', 'batchnorm', 'relu', 'maxpool', 'add', 'avgpool', 'fc', 'loss', 'sgd'] as const;
+export type PlanOp = (typeof PLAN_OPS)[number];
+
+export interface Plan {
+  ops: Record<PlanOp, string>;
+  /** Per-layer overrides, by node name (res2a_branch2b, bn2a_branch2a, pool1, res2a, fc1000, ...). */
+  layers: Record<string, string>;
+}
+
+export function allowedVariants(op: PlanOp): string[] {
+  if (op === 'conv') return availableConvVariants().all;
+  if (op === 'batchnorm') return ['reference', 'fast', 'fused-relu'];
+  return ['reference', 'fast'];
+}
+
+export function defaultPlan(): Plan {
+  const conv = availableConvVariants().all.includes('onednn') ? 'onednn' : 'im2col-gemm';
+  return {
+    ops: { conv, batchnorm: 'fused-relu', relu: 'fast', maxpool: 'fast', add: 'fast', avgpool: 'fast', fc: 'fast', loss: 'fast', sgd: 'fast' },
+    layers: {},
+  };
+}
+
+function checkVariant(what: string, op: PlanOp, variant: string): void {
+  const allowed = allowedVariants(op);
+  if (!allowed.includes(variant)) {
+    throw new UsageError(`${what}: variant '${variant}' is not allowed for ${op}; allowed: ${allowed.join(', ')}`);
+  }
+}
+
+/**
+ * Applies `op=variant` and `layer=variant` pairs (comma separated) or a plan
+ * JSON file ({"ops": {...}, "layers": {...}}) on top of the default plan.
+ */
+export function parsePlan(text: string, graph: ResNetGraph): Plan {
+  const plan = defaultPlan();
+  const kindOf = new Map<string, NodeKind>(graph.nodes.map((n) => [n.name, n.kind]));
+  let pairs: [string, string][];
+  if (text.endsWith('.json') || fs.existsSync(text)) {
+    let json: { ops?: Record<string, string>; layers?: Record<string, string> };
+    try {
+      json = JSON.parse(fs.readFileSync(text, 'utf8'));
+    } catch (err) {
+      throw new UsageError(`--kernels: cannot read plan file '${text}': ${(err as Error).message}`);
+    }
+    if (typeof json !== 'object' || json === null) throw new UsageError(`--kernels: plan file '${text}' must hold an object with "ops" and "layers"`);
+    pairs = [...Object.entries(json.ops ?? {}), ...Object.entries(json.layers ?? {})];
+  } else {
+    pairs = text.split(',').filter((s) => s.trim()).map((item) => {
+      const [key, value, extra] = item.split('=').map((s) => s.trim());
+      if (!key || !value || extra !== undefined) throw new UsageError(`--kernels: '${item}' is not of the form op=variant or layer=variant`);
+      return [key, value];
+    });
+  }
+  for (const [key, variant] of pairs) {
+    if ((PLAN_OPS as readonly string[]).includes(key)) {
+      checkVariant(`--kernels ${key}`, key as PlanOp, variant);
+      plan.ops[key as PlanOp] = variant;
+    } else if (kindOf.has(key)) {
+      checkVariant(`--kernels ${key}`, kindOf.get(key)!, variant);
+      plan.layers[key] = variant;
+    } else {
+      throw new UsageError(
+        `--kernels: '${key}' is neither an op (${PLAN_OPS.join(', ')}) nor a layer of this network (e.g. conv1, res2a_branch2b, bn2a_branch2a, pool1, res2a, fc${graph.classes})`,
+      );
+    }
+  }
+  return plan;
+}
+
+export function variantFor(plan: Plan, op: PlanOp, layer?: string): string {
+  return (layer !== undefined ? plan.layers[layer] : undefined) ?? plan.ops[op];
+}

@@ -1,0 +1,414 @@
+// The training step on one stream: forward, loss, backward and the SGD
+// update, enqueued kernel by kernel from the model graph and the plan.
+//
+// Memory: an activation lives only while a later forward op or a backward
+// op still needs it; gradients of activations are freed once consumed. So
+// the peak is what backward really needs, as in the frameworks.
+// Events: after the backward kernels that produce a parameter's gradient,
+// an event is recorded; `gradientEvents` lists them in the order they fire
+// (reverse layer order), for the schedules that overlap reduction with backward.
+import type { Buffer, ConvKernel, Event, OpKernel, Stream } from '../../binding';
+import type { GraphNode, ResNetGraph } from '../model/graph';
+import { addon } from '../native';
+import { variantFor, type Plan, type PlanOp } from '../plan/plan';
+
+export interface OptimizerOptions {
+  lr: number;
+  momentum: number;
+  weightDecay: number;
+}
+
+export interface IterationResult {
+  loss: number;
+  /** Wall-clock phase boundaries on the timeline clock (ns). */
+  startNs: number;
+  forwardEndNs: number;
+  backwardEndNs: number;
+  endNs: number;
+  peakBytes: number;
+}
+
+type Kernel = ConvKernel | OpKernel;
+
+/** What each node runs, prepared once. */
+interface Prepared {
+  node: GraphNode;
+  forward: Kernel[];
+  backward: Kernel[];
+  /** bn fused with the ReLU that followed it. */
+  fusedRelu: boolean;
+}
+
+// Reference-counted device buffers, so a buffer shared by two consumers is
+// freed when the last one is done.
+class Pool {
+  private counts = new Map<Buffer, number>();
+  constructor(private native = addon()) {}
+  make(length: number): Buffer {
+    const b = new this.native.Buffer(length);
+    this.counts.set(b, 1);
+    return b;
+  }
+  retain(b: Buffer): Buffer {
+    this.counts.set(b, (this.counts.get(b) ?? 0) + 1);
+    return b;
+  }
+  drop(b: Buffer | undefined): void {
+    if (!b) return;
+    const c = (this.counts.get(b) ?? 1) - 1;
+    if (c > 0) return void this.counts.set(b, c);
+    this.counts.delete(b);
+    b.release();
+  }
+}
+
+export class TrainingStep {
+  readonly params = new Map<string, Buffer>();
+  readonly grads = new Map<string, Buffer>();
+  readonly momentum = new Map<string, Buffer>();
+  readonly input: Buffer;
+  readonly labels: Buffer;
+  readonly loss: Buffer;
+  gradientEvents: { param: string; event: Event }[] = [];
+  readonly stream: Stream;
+
+  private native = addon();
+  private prepared: Prepared[] = [];
+  private lossKernel: OpKernel;
+  private sgd: { param: string; kernel: OpKernel }[] = [];
+  /** Nodes after fusion, and the tensor each fused-away ReLU output stands for. */
+  private alias = new Map<string, string>();
+
+  constructor(
+    readonly graph: ResNetGraph,
+    readonly plan: Plan,
+    readonly optimizer: OptimizerOptions,
+  ) {
+    const native = this.native;
+    this.stream = new native.Stream('compute');
+    for (const p of graph.params) {
+      const length = p.shape.reduce((a, b) => a * b, 1);
+      this.params.set(p.name, new native.Buffer(length));
+      if (p.trainable) {
+        this.grads.set(p.name, new native.Buffer(length));
+        const m = new native.Buffer(length);
+        m.fill(0);
+        this.momentum.set(p.name, m);
+      }
+    }
+    this.input = new native.Buffer(graph.tensors.get(graph.input)!);
+    this.labels = new native.Buffer(graph.batch);
+    this.loss = new native.Buffer(1);
+    this.prepare();
+    this.lossKernel = new native.OpKernel('softmax-xent', this.opVariant('loss'), { n: graph.batch, classes: graph.classes }, 'loss');
+    for (const p of graph.params) {
+      if (!p.trainable) continue;
+      this.sgd.push({
+        param: p.name,
+        kernel: new native.OpKernel(
+          'sgd',
+          this.opVariant('sgd'),
+          { size: p.shape.reduce((a, b) => a * b, 1), lr: optimizer.lr, momentum: optimizer.momentum, weightDecay: optimizer.weightDecay },
+          p.name,
+        ),
+      });
+    }
+  }
+
+  private opVariant(op: PlanOp, layer?: string): string {
+    const v = variantFor(this.plan, op, layer);
+    return v === 'fused-relu' ? 'fast' : v;
+  }
+
+  private prepare(): void {
+    const { ConvKernel, OpKernel } = this.native;
+    const nodes = this.graph.nodes;
+    for (let i = 0; i < nodes.length; i++) {
+      const node = nodes[i];
+      const v = (op: PlanOp) => this.opVariant(op, node.name);
+      switch (node.kind) {
+        case 'conv': {
+          const variant = v('conv');
+          const backward: Kernel[] = [new ConvKernel(node.shape, 'bwd-filter', variant, node.name)];
+          if (node.inputs[0] !== this.graph.input) backward.push(new ConvKernel(node.shape, 'bwd-data', variant, node.name));
+          this.prepared.push({ node, forward: [new ConvKernel(node.shape, 'fwd', variant, node.name)], backward, fusedRelu: false });
+          break;
+        }
+        case 'batchnorm': {
+          const next = nodes[i + 1];
+          const fused = variantFor(this.plan, 'batchnorm', node.name) === 'fused-relu' && next?.kind === 'relu' && next.inputs[0] === node.output;
+          const p = { n: node.n, c: node.c, hw: node.hw, relu: fused };
+          this.prepared.push({
+            node,
+            forward: [new OpKernel('batchnorm-fwd', v('batchnorm'), p, node.name)],
+            backward: [new OpKernel('batchnorm-bwd', v('batchnorm'), p, node.name)],
+            fusedRelu: fused,
+          });
+          if (fused) {
+            this.alias.set(next.output, node.output);
+            i++; // the ReLU runs inside the batch norm
+          }
+          break;
+        }
+        case 'relu':
+          this.prepared.push({
+            node,
+            forward: [new OpKernel('relu-fwd', v('relu'), { size: node.size }, node.name)],
+            backward: [new OpKernel('relu-bwd', v('relu'), { size: node.size }, node.name)],
+            fusedRelu: false,
+          });
+          break;
+        case 'add':
+          this.prepared.push({
+            node,
+            forward: [new OpKernel('add', v('add'), { size: node.size, relu: node.relu }, node.name)],
+            // The fused ReLU's backward; the sum's gradient then goes to both inputs as is.
+            backward: node.relu ? [new OpKernel('relu-bwd', v('add'), { size: node.size }, node.name)] : [],
+            fusedRelu: false,
+          });
+          break;
+        case 'maxpool': {
+          const p = { n: node.n, c: node.c, h: node.h, w: node.w, k: 3, stride: 2, pad: 1 };
+          this.prepared.push({
+            node,
+            forward: [new OpKernel('maxpool-fwd', v('maxpool'), p, node.name)],
+            backward: [new OpKernel('maxpool-bwd', v('maxpool'), p, node.name)],
+            fusedRelu: false,
+          });
+          break;
+        }
+        case 'avgpool': {
+          const p = { n: node.n, c: node.c, hw: node.hw };
+          this.prepared.push({
+            node,
+            forward: [new OpKernel('avgpool-fwd', v('avgpool'), p, node.name)],
+            backward: [new OpKernel('avgpool-bwd', v('avgpool'), p, node.name)],
+            fusedRelu: false,
+          });
+          break;
+        }
+        case 'fc': {
+          const p = { n: node.n, in: node.in, out: node.out };
+          this.prepared.push({
+            node,
+            forward: [new OpKernel('fc-fwd', v('fc'), p, node.name)],
+            backward: [new OpKernel('fc-bwd', v('fc'), p, node.name)],
+            fusedRelu: false,
+          });
+          break;
+        }
+      }
+    }
+  }
+
+  private resolve(name: string): string {
+    return this.alias.get(name) ?? name;
+  }
+
+  /** Which activations backward reads (beyond the gradients it is handed). */
+  private savedFor(p: Prepared): string[] {
+    const n = p.node;
+    switch (n.kind) {
+      case 'conv':
+        return [this.resolve(n.inputs[0])];
+      case 'batchnorm':
+        return p.fusedRelu ? [n.inputs[0], n.output] : [n.inputs[0]];
+      case 'relu':
+      case 'add':
+        return [n.output];
+      case 'fc':
+        return [this.resolve(n.inputs[0])];
+      default:
+        return [];
+    }
+  }
+
+  /**
+   * One iteration: forward, loss, backward, SGD. Resolves when the stream has
+   * run it all; throws if the loss is not finite.
+   */
+  async iteration(step: number): Promise<IterationResult> {
+    const native = this.native;
+    const pool = new Pool(native);
+    const stream = this.stream;
+    const acts = new Map<string, Buffer>([[this.graph.input, this.input]]);
+    const saved = new Map<string, Buffer[]>(); // per node: mean/invstd or argmax
+    const prepared = this.prepared;
+
+    // Remaining uses of each activation: forward consumers, plus backward readers.
+    const uses = new Map<string, number>();
+    const bump = (t: string) => uses.set(t, (uses.get(t) ?? 0) + 1);
+    for (const p of prepared) {
+      for (const t of p.node.inputs) bump(this.resolve(t));
+      for (const t of this.savedFor(p)) bump(t);
+    }
+    const use = (t: string) => {
+      const left = (uses.get(t) ?? 0) - 1;
+      uses.set(t, left);
+      if (left <= 0 && t !== this.graph.input) {
+        pool.drop(acts.get(t));
+        acts.delete(t);
+      }
+    };
+
+    native.resetPeakMemory();
+    const marks = { start: new native.Event(), forward: new native.Event(), backward: new native.Event(), end: new native.Event() };
+    stream.record(marks.start);
+
+    // Forward.
+    for (const p of prepared) {
+      const n = p.node;
+      const x = acts.get(this.resolve(n.inputs[0]))!;
+      const out = pool.make(this.graph.tensors.get(n.output)!);
+      acts.set(n.output, out);
+      switch (n.kind) {
+        case 'conv':
+          (p.forward[0] as ConvKernel).enqueue(stream, x, this.params.get(n.weight)!, out);
+          break;
+        case 'batchnorm': {
+          const stats = [pool.make(n.c), pool.make(n.c)];
+          saved.set(n.name, stats);
+          (p.forward[0] as OpKernel).enqueue(stream, [
+            x, this.params.get(n.weight)!, this.params.get(n.bias)!, this.params.get(n.runningMean)!, this.params.get(n.runningVar)!,
+            out, stats[0], stats[1],
+          ]);
+          break;
+        }
+        case 'maxpool': {
+          const argmax = pool.make(this.graph.tensors.get(n.output)!);
+          saved.set(n.name, [argmax]);
+          (p.forward[0] as OpKernel).enqueue(stream, [x, out, argmax]);
+          break;
+        }
+        case 'add':
+          (p.forward[0] as OpKernel).enqueue(stream, [x, acts.get(this.resolve(n.inputs[1]))!, out]);
+          break;
+        case 'fc':
+          (p.forward[0] as OpKernel).enqueue(stream, [x, this.params.get(n.weight)!, this.params.get(n.bias)!, out]);
+          break;
+        default:
+          (p.forward[0] as OpKernel).enqueue(stream, [x, out]);
+      }
+      for (const t of n.inputs) use(this.resolve(t));
+    }
+    const logits = acts.get(this.graph.logits)!;
+    const dlogits = pool.make(this.graph.tensors.get(this.graph.logits)!);
+    this.lossKernel.enqueue(stream, [logits, this.labels, this.loss, dlogits]);
+    stream.record(marks.forward);
+
+    // Backward, in reverse; gradients of activations accumulate where a tensor feeds two ops.
+    const grads = new Map<string, Buffer>([[this.graph.logits, dlogits]]);
+    const contribute = (t: string, g: Buffer) => {
+      t = this.resolve(t);
+      if (t === this.graph.input) return pool.drop(g);
+      const prev = grads.get(t);
+      if (!prev) return void grads.set(t, g);
+      const sum = pool.make(this.graph.tensors.get(t)!);
+      new native.OpKernel('add', this.opVariant('add'), { size: this.graph.tensors.get(t)! }, `grad:${t}`).enqueue(stream, [prev, g, sum]);
+      pool.drop(prev);
+      pool.drop(g);
+      grads.set(t, sum);
+    };
+    this.gradientEvents = [];
+    const ready = (...names: string[]) => {
+      const event = new native.Event();
+      stream.record(event);
+      for (const param of names) this.gradientEvents.push({ param, event });
+    };
+
+    for (let i = prepared.length - 1; i >= 0; i--) {
+      const p = prepared[i];
+      const n = p.node;
+      const dy = grads.get(n.output)!;
+      grads.delete(n.output);
+      const x = acts.get(this.resolve(n.inputs[0]));
+      switch (n.kind) {
+        case 'fc': {
+          const dx = pool.make(this.graph.tensors.get(this.resolve(n.inputs[0]))!);
+          (p.backward[0] as OpKernel).enqueue(stream, [x!, this.params.get(n.weight)!, dy, dx, this.grads.get(n.weight)!, this.grads.get(n.bias)!]);
+          ready(n.weight, n.bias);
+          contribute(n.inputs[0], dx);
+          break;
+        }
+        case 'avgpool':
+        case 'relu': {
+          const dx = pool.make(this.graph.tensors.get(this.resolve(n.inputs[0]))!);
+          (p.backward[0] as OpKernel).enqueue(stream, n.kind === 'relu' ? [acts.get(n.output)!, dy, dx] : [dy, dx]);
+          contribute(n.inputs[0], dx);
+          break;
+        }
+        case 'maxpool': {
+          const dx = pool.make(this.graph.tensors.get(this.resolve(n.inputs[0]))!);
+          (p.backward[0] as OpKernel).enqueue(stream, [dy, saved.get(n.name)![0], dx]);
+          contribute(n.inputs[0], dx);
+          break;
+        }
+        case 'add': {
+          let g = dy;
+          if (n.relu) {
+            g = pool.make(n.size);
+            (p.backward[0] as OpKernel).enqueue(stream, [acts.get(n.output)!, dy, g]);
+          } else {
+            pool.retain(g); // dy's own reference is dropped below, like every node's
+          }
+          pool.retain(g); // one reference for each of the two inputs
+          contribute(n.inputs[0], g);
+          contribute(n.inputs[1], g);
+          break;
+        }
+        case 'batchnorm': {
+          const dx = pool.make(this.graph.tensors.get(n.inputs[0])!);
+          const [mean, invstd] = saved.get(n.name)!;
+          const buffers = [x!, this.params.get(n.weight)!, mean, invstd, dy, dx, this.grads.get(n.weight)!, this.grads.get(n.bias)!];
+          if (p.fusedRelu) buffers.push(acts.get(n.output)!);
+          (p.backward[0] as OpKernel).enqueue(stream, buffers);
+          ready(n.weight, n.bias);
+          contribute(n.inputs[0], dx);
+          break;
+        }
+        case 'conv': {
+          (p.backward[0] as ConvKernel).enqueue(stream, x!, this.grads.get(n.weight)!, dy);
+          ready(n.weight);
+          if (p.backward[1]) {
+            const dx = pool.make(this.graph.tensors.get(this.resolve(n.inputs[0]))!);
+            (p.backward[1] as ConvKernel).enqueue(stream, dx, this.params.get(n.weight)!, dy);
+            contribute(n.inputs[0], dx);
+          }
+          break;
+        }
+      }
+      pool.drop(dy);
+      for (const b of saved.get(n.name) ?? []) pool.drop(b);
+      saved.delete(n.name);
+      for (const t of this.savedFor(p)) use(t);
+    }
+    stream.record(marks.backward);
+
+    for (const { param, kernel } of this.sgd) {
+      kernel.enqueue(stream, [this.params.get(param)!, this.grads.get(param)!, this.momentum.get(param)!]);
+    }
+    stream.record(marks.end);
+    await stream.synchronize();
+    this.lastLogits = logits; // kept (not pooled) until the next iteration
+    const loss = this.loss.read()[0];
+    if (!Number.isFinite(loss)) {
+      throw new Error(`the loss of step ${step} is ${loss}: training diverged (lower --lr?) or the input holds non-finite values`);
+    }
+    return {
+      loss,
+      startNs: marks.start.timestampNs!,
+      forwardEndNs: marks.forward.timestampNs!,
+      backwardEndNs: marks.backward.timestampNs!,
+      endNs: marks.end.timestampNs!,
+      peakBytes: native.memoryStats().peakBytes,
+    };
+  }
+
+  private lastLogits: Buffer | undefined;
+
+  /** Logits of the last iteration, as computed in its forward pass. */
+  readLogits(): Float32Array {
+    if (!this.lastLogits) throw new Error('no iteration has run yet');
+    return this.lastLogits.read();
+  }
+}

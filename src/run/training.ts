@@ -1,0 +1,163 @@
+// The iteration loop behind `stepscope step`: builds the network and the
+// step, feeds synthetic or fixed data, runs warm-up and measured iterations,
+// and returns a Run: configuration, environment, per-iteration phases, the
+// top kernels, and the last iteration's timeline (savable as JSON).
+import * as os from 'node:os';
+import type { KernelRecord } from '../../binding';
+import { summarize, type Summary } from '../bench/stats';
+import { paramCount, resnet50Graph, type ResNetGraph } from '../model/graph';
+import { addon } from '../native';
+import type { Plan } from '../plan/plan';
+import { TrainingStep } from './executor';
+import { initWeights, loadBatch, loadWeights, saveWeights } from './weights';
+
+export interface TrainingConfig {
+  batch: number;
+  resolution: number;
+  classes: number;
+  width: number;
+  iterations: number;
+  warmup: number;
+  lr: number;
+  momentum: number;
+  weightDecay: number;
+  seed: number;
+  plan: Plan;
+  weights?: string;
+  input?: string;
+  saveWeights?: string;
+}
+
+export interface IterationFigures {
+  index: number;
+  warmup: boolean;
+  totalMs: number;
+  dataMs: number;
+  forwardMs: number;
+  backwardMs: number;
+  optimizerMs: number;
+  loss: number;
+  peakBytes: number;
+  flops: number;
+}
+
+export interface KernelSummary {
+  op: string;
+  pass: string;
+  layer: string;
+  variant: string;
+  medianMs: number;
+  calls: number;
+}
+
+export interface Run {
+  format: 'stepscope-run';
+  version: 1;
+  createdAt: string;
+  config: Omit<TrainingConfig, 'plan'> & { plan: Plan };
+  environment: { cpuModel: string; threads: number; node: string; backend: 'cpu'; dtype: 'fp32'; parameters: number };
+  iterations: IterationFigures[];
+  /** Median, min, max over the measured (non-warm-up) iterations. */
+  summary: Record<'totalMs' | 'dataMs' | 'forwardMs' | 'backwardMs' | 'optimizerMs' | 'loss', Summary> & {
+    peakBytes: number;
+    gflops: number;
+  };
+  topKernels: KernelSummary[];
+  /** The last iteration's kernels, times relative to its start. */
+  timeline: KernelRecord[];
+}
+
+/** Inputs and labels for iteration `i` of a synthetic run, reproducible from the seed. */
+export function syntheticBatch(step: TrainingStep, seed: number, i: number): void {
+  step.input.fillUniform(seed * 7919 + i, -2, 2);
+  const labels = new Float32Array(step.graph.batch);
+  let state = (seed * 2654435761 + i * 40503) >>> 0;
+  for (let k = 0; k < labels.length; k++) {
+    state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
+    labels[k] = state % step.graph.classes;
+  }
+  step.labels.write(labels);
+}
+
+export async function runTraining(config: TrainingConfig, onIteration?: (f: IterationFigures) => void): Promise<Run> {
+  const native = addon();
+  const graph: ResNetGraph = resnet50Graph({ batch: config.batch, resolution: config.resolution, width: config.width, classes: config.classes });
+  const fixed = config.input ? loadBatch(graph, config.input) : undefined;
+  const step = new TrainingStep(graph, config.plan, { lr: config.lr, momentum: config.momentum, weightDecay: config.weightDecay });
+  if (config.weights) loadWeights(step, config.weights);
+  else initWeights(step, config.seed);
+  if (fixed) {
+    step.input.write(fixed.input);
+    step.labels.write(fixed.labels);
+  }
+
+  const iterations: IterationFigures[] = [];
+  let timeline: KernelRecord[] = [];
+  const perKernel = new Map<string, { k: Omit<KernelSummary, 'medianMs' | 'calls'>; times: number[] }>();
+  native.timelineDrain();
+  for (let i = 0; i < config.warmup + config.iterations; i++) {
+    const dataStart = native.nowNs();
+    if (!fixed) syntheticBatch(step, config.seed, i);
+    const dataMs = (native.nowNs() - dataStart) / 1e6;
+    const r = await step.iteration(i);
+    const records = native.timelineDrain();
+    const figures: IterationFigures = {
+      index: i,
+      warmup: i < config.warmup,
+      dataMs,
+      forwardMs: (r.forwardEndNs - r.startNs) / 1e6,
+      backwardMs: (r.backwardEndNs - r.forwardEndNs) / 1e6,
+      optimizerMs: (r.endNs - r.backwardEndNs) / 1e6,
+      totalMs: dataMs + (r.endNs - r.startNs) / 1e6,
+      loss: r.loss,
+      peakBytes: r.peakBytes,
+      flops: records.reduce((s, k) => s + k.flops, 0),
+    };
+    iterations.push(figures);
+    onIteration?.(figures);
+    if (figures.warmup) continue;
+    timeline = records.map((k) => ({ ...k, startNs: k.startNs - r.startNs, endNs: k.endNs - r.startNs }));
+    const perIteration = new Map<string, number>();
+    for (const k of records) {
+      const key = [k.op, k.pass, k.layer, k.variant].join('|');
+      perIteration.set(key, (perIteration.get(key) ?? 0) + (k.endNs - k.startNs) / 1e6);
+      if (!perKernel.has(key)) perKernel.set(key, { k: { op: k.op, pass: k.pass, layer: k.layer, variant: k.variant }, times: [] });
+    }
+    for (const [key, ms] of perIteration) perKernel.get(key)!.times.push(ms);
+  }
+  if (config.saveWeights) saveWeights(step, config.saveWeights);
+
+  const measured = iterations.filter((f) => !f.warmup);
+  const pick = (k: keyof IterationFigures) => summarize(measured.map((f) => f[k] as number));
+  const total = pick('totalMs');
+  const topKernels = [...perKernel.values()]
+    .map(({ k, times }) => ({ ...k, medianMs: summarize(times).median, calls: times.length }))
+    .sort((a, b) => b.medianMs - a.medianMs);
+  return {
+    format: 'stepscope-run',
+    version: 1,
+    createdAt: new Date().toISOString(),
+    config,
+    environment: {
+      cpuModel: os.cpus()[0]?.model ?? 'unknown',
+      threads: native.buildInfo().threads,
+      node: process.version,
+      backend: 'cpu',
+      dtype: 'fp32',
+      parameters: paramCount(graph),
+    },
+    iterations,
+    summary: {
+      totalMs: total,
+      dataMs: pick('dataMs'),
+      forwardMs: pick('forwardMs'),
+      backwardMs: pick('backwardMs'),
+      optimizerMs: pick('optimizerMs'),
+      loss: pick('loss'),
+      peakBytes: Math.max(...measured.map((f) => f.peakBytes)),
+      gflops: summarize(measured.map((f) => f.flops / (f.totalMs * 1e6))).median,
+    },
+    topKernels,
+    timeline,
+  };
+}
