@@ -9,7 +9,11 @@ export interface NativeError extends Error {
 
 /** Device memory of fp32 elements (host memory on the CPU backend). */
 export declare class Buffer {
-  constructor(length: number);
+  /**
+   * With a stream, the buffer is meant for work in order on that stream and
+   * may reuse memory freed there by release(stream) at once.
+   */
+  constructor(length: number, stream?: Stream);
   readonly length: number;
   /** Copies data in at `offset` (elements). Not stream-ordered: synchronize first. */
   write(data: Float32Array, offset?: number): void;
@@ -19,8 +23,14 @@ export declare class Buffer {
   fill(value: number): void;
   /** Uniform values in [lo, hi) from a counter-based generator keyed by seed. */
   fillUniform(seed: number, lo: number, hi: number): void;
-  /** Frees the memory now (queued work keeps it until it has run); later use throws. */
-  release(): void;
+  /**
+   * Frees the memory now; later use of this handle throws. With a stream: a
+   * stream-ordered free (like cudaFreeAsync): work already queued still sees
+   * the data, later work on that stream may reuse the memory at once, other
+   * users once the stream has passed this point. Without: the memory returns
+   * when queued work holding the buffer has run.
+   */
+  release(stream?: Stream): void;
   readonly released: boolean;
 }
 

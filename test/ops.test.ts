@@ -224,6 +224,19 @@ test('op errors name the op, the parameter or buffer, and what is allowed', asyn
   await stream.synchronize(); // the error was reported once and cleared
 });
 
+test('NaN propagates through ReLU, fused batch norm + ReLU, add + ReLU and max-pool (never silently dropped)', async () => {
+  for (const variant of VARIANTS) {
+    const x = new Float32Array([1, Number.NaN, -1, 2]);
+    assert.ok(Number.isNaN((await runOp(stream, 'relu-fwd', variant, { size: 4 }, { x })).y[1]));
+    assert.ok(Number.isNaN((await runOp(stream, 'add', variant, { size: 4, relu: true }, { a: x, b: x })).y[1]));
+    const pooled = await runOp(stream, 'maxpool-fwd', variant, { n: 1, c: 1, h: 2, w: 2, k: 3, stride: 2, pad: 1 }, { x });
+    assert.ok(Number.isNaN(pooled.y[0]));
+    const bn = await runOp(stream, 'batchnorm-fwd', variant, { n: 1, c: 1, hw: 4, relu: true },
+      { x, gamma: new Float32Array([1]), beta: new Float32Array([0]), running_mean: new Float32Array(1), running_var: new Float32Array([1]) });
+    assert.ok(bn.y.every(Number.isNaN));
+  }
+});
+
 test('memory statistics follow allocation and release', () => {
   const before = native.memoryStats().bytesInUse;
   native.resetPeakMemory();

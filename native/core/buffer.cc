@@ -12,14 +12,19 @@
 
 namespace stepscope {
 
-// A caching allocator, as the frameworks have: freed blocks are kept by size
-// and handed out again, so a training step that allocates the same tensors
-// every iteration does not pay the kernel's page faults (mmap, first touch,
-// munmap) each time. Memory statistics count blocks in use, not the cache.
 namespace {
+
+struct CachedBlock {
+  float* data;
+  int streamId;  // -1: free everywhere
+  EventPtr event;
+  uint64_t generation;
+  bool freeEverywhere() const { return !event || event->hasFired(generation); }
+};
+
 std::mutex cacheMutex;
-std::multimap<size_t, float*>& cache() {
-  static auto* blocks = new std::multimap<size_t, float*>();  // never destroyed: buffers may outlive statics
+std::multimap<size_t, CachedBlock>& cache() {
+  static auto* blocks = new std::multimap<size_t, CachedBlock>();  // never destroyed: buffers may outlive statics
   return *blocks;
 }
 size_t cachedBytes = 0;
@@ -29,34 +34,45 @@ size_t blockBytes(size_t count) {
   return bytes < (1 << 20) ? (bytes + 63) / 64 * 64 : (bytes + 4095) / 4096 * 4096;
 }
 
-float* takeBlock(size_t bytes) {
+// A cached block of exactly `bytes` that may be used on `streamId`, or a new one.
+CachedBlock takeBlock(size_t bytes, int streamId) {
   {
     std::lock_guard<std::mutex> lock(cacheMutex);
-    auto it = cache().find(bytes);
-    if (it != cache().end()) {
-      float* p = it->second;
-      cache().erase(it);
-      cachedBytes -= bytes;
-      return p;
+    auto range = cache().equal_range(bytes);
+    for (auto it = range.first; it != range.second; ++it) {
+      const CachedBlock& b = it->second;
+      if ((streamId >= 0 && b.streamId == streamId) || b.freeEverywhere()) {
+        CachedBlock out = b;
+        cache().erase(it);
+        cachedBytes -= bytes;
+        return out;
+      }
     }
   }
-  return static_cast<float*>(std::aligned_alloc(bytes < (1 << 20) ? 64 : 4096, bytes));
+  return {static_cast<float*>(std::aligned_alloc(bytes < (1 << 20) ? 64 : 4096, bytes)), -1, nullptr, 0};
 }
 
-void returnBlock(float* p, size_t bytes) {
+void returnBlock(size_t bytes, CachedBlock block) {
   std::lock_guard<std::mutex> lock(cacheMutex);
-  cache().emplace(bytes, p);
+  cache().emplace(bytes, std::move(block));
   cachedBytes += bytes;
 }
+
 }  // namespace
 
 size_t emptyBufferCache() {
   std::lock_guard<std::mutex> lock(cacheMutex);
   size_t freed = cachedBytes;
-  for (auto& [bytes, p] : cache()) std::free(p);
-  cache().clear();
-  cachedBytes = 0;
-  return freed;
+  for (auto it = cache().begin(); it != cache().end();) {
+    if (it->second.freeEverywhere()) {  // blocks still in flight on a stream stay
+      std::free(it->second.data);
+      cachedBytes -= it->first;
+      it = cache().erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return freed - cachedBytes;
 }
 
 size_t bufferCacheBytes() {
@@ -77,13 +93,16 @@ static void account(int64_t delta) {
 MemoryStats memoryStats() { return {bytesInUse.load(), peakBytes.load()}; }
 void resetPeakMemory() { peakBytes.store(bytesInUse.load()); }
 
-DeviceBuffer::DeviceBuffer(size_t count) : count_(count) {
+DeviceBuffer::DeviceBuffer(size_t count, int streamId) : count_(count) {
   if (count == 0 || count > kMaxCount) {
     throw Error("ERR_INVALID_ARG", "buffer length " + std::to_string(count) +
                                        " is out of range: allowed 1 to " + std::to_string(kMaxCount) + " floats");
   }
   const size_t bytes = blockBytes(count);
-  data_ = takeBlock(bytes);
+  CachedBlock block = takeBlock(bytes, streamId);
+  data_ = block.data;
+  hostReady_ = block.event;
+  hostReadyGeneration_ = block.generation;
   if (!data_) {
     throw Error("ERR_OUT_OF_MEMORY", "could not allocate " + std::to_string(bytes) + " bytes");
   }
@@ -91,7 +110,19 @@ DeviceBuffer::DeviceBuffer(size_t count) : count_(count) {
 }
 
 DeviceBuffer::~DeviceBuffer() {
-  returnBlock(data_, blockBytes(count_));
+  if (!owned_) return;
+  returnBlock(blockBytes(count_), {data_, -1, hostReady_, hostReadyGeneration_});
+  account(-int64_t(count_ * sizeof(float)));
+}
+
+void DeviceBuffer::waitUntilHostSafe() {
+  if (hostReady_) hostReady_->waitFor(hostReadyGeneration_);
+}
+
+void DeviceBuffer::freeAsync(int streamId, const EventPtr& event, uint64_t generation) {
+  if (!owned_) return;
+  owned_ = false;
+  returnBlock(blockBytes(count_), {data_, streamId, event, generation});
   account(-int64_t(count_ * sizeof(float)));
 }
 

@@ -33,6 +33,11 @@ bool Event::isComplete() {
   return fired_ >= recorded_;
 }
 
+bool Event::hasFired(uint64_t generation) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return fired_ >= generation;
+}
+
 int64_t Event::timestampNs() {
   std::lock_guard<std::mutex> lock(mutex_);
   return timestamp_;

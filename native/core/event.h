@@ -20,6 +20,7 @@ class Event {
   uint64_t latestGeneration();
   void waitFor(uint64_t generation);
   bool isComplete();
+  bool hasFired(uint64_t generation);
   // Timestamp of the latest fired generation, or -1.
   int64_t timestampNs();
 

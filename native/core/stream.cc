@@ -42,9 +42,10 @@ void Stream::push(Task task) {
 
 void Stream::enqueue(std::function<void(KernelRecorder&)> work) { push({std::move(work), false}); }
 
-void Stream::record(const EventPtr& event) {
+uint64_t Stream::record(const EventPtr& event) {
   uint64_t generation = event->beginRecord();
   push({[event, generation](KernelRecorder&) { event->fire(generation, nowNs()); }, true});
+  return generation;
 }
 
 void Stream::wait(const EventPtr& event) {

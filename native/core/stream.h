@@ -43,7 +43,8 @@ class Stream {
 
   // Work that records its kernels through the recorder. Skipped after an error.
   void enqueue(std::function<void(KernelRecorder&)> work);
-  void record(const EventPtr& event);
+  // Returns the generation the event will fire with.
+  uint64_t record(const EventPtr& event);
   void wait(const EventPtr& event);
   // Blocks until everything enqueued so far has run; throws the stream's error.
   void synchronize();

@@ -94,7 +94,10 @@ class BatchNormForward : public OpKernel {
         float* out = y + (int64_t(n) * s_.c + c) * s_.hw;
         if (s_.relu) {
 #pragma omp simd
-          for (int64_t i = 0; i < s_.hw; ++i) out[i] = std::fmax(in[i] * scale + shift, 0.0f);
+          for (int64_t i = 0; i < s_.hw; ++i) {
+            const float v = in[i] * scale + shift;
+            out[i] = v < 0.0f ? 0.0f : v;  // NaN passes, as in PyTorch
+          }
         } else {
 #pragma omp simd
           for (int64_t i = 0; i < s_.hw; ++i) out[i] = in[i] * scale + shift;

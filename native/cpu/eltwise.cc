@@ -28,7 +28,7 @@ class Eltwise : public OpKernel {
       const float* x = b[0];
       float* y = b[1];
 #pragma omp parallel for simd schedule(static) if (fast_)
-      for (int64_t i = 0; i < n; ++i) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+      for (int64_t i = 0; i < n; ++i) y[i] = x[i] < 0.0f ? 0.0f : x[i];  // NaN passes, as in PyTorch
     } else if (kind_ == "relu-bwd") {
       const float *y = b[0], *dy = b[1];
       float* dx = b[2];
@@ -39,7 +39,10 @@ class Eltwise : public OpKernel {
       float* y = b[2];
       if (relu_) {
 #pragma omp parallel for simd schedule(static) if (fast_)
-        for (int64_t i = 0; i < n; ++i) y[i] = std::fmax(a[i] + c[i], 0.0f);
+        for (int64_t i = 0; i < n; ++i) {
+          const float v = a[i] + c[i];
+          y[i] = v < 0.0f ? 0.0f : v;  // NaN passes (fmax would hide it)
+        }
       } else {
 #pragma omp parallel for simd schedule(static) if (fast_)
         for (int64_t i = 0; i < n; ++i) y[i] = a[i] + c[i];

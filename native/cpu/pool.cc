@@ -51,7 +51,8 @@ class MaxPool : public OpKernel {
                 const int w = q * s_.stride - s_.pad + t;
                 if (w < 0 || w >= s_.w) continue;
                 const float v = x[pl * inPlane + h * s_.w + w];
-                if (v > best || bestIndex < 0) best = v, bestIndex = h * s_.w + w;
+                // A NaN wins and stays, as in PyTorch: bad values must not vanish.
+                if (bestIndex < 0 || v > best || (v != v && best == best)) best = v, bestIndex = h * s_.w + w;
               }
             }
             y[pl * outPlane + p * Q + q] = best;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "napi/stream_wrap.h"
 #include "napi/util.h"
 
 namespace stepscope {
@@ -24,12 +25,15 @@ BufferWrap::BufferWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Buffer
       throw Error("ERR_INVALID_ARG", "Buffer(length): length " + std::to_string(length) +
                                          " is not allowed: an integer from 1 to " + std::to_string(DeviceBuffer::kMaxCount));
     }
-    buffer_ = std::make_shared<DeviceBuffer>(size_t(length));
+    int streamId = -1;
+    if (info.Length() > 1 && !info[1].IsUndefined()) streamId = unwrapArg<StreamWrap>(info, 1, "stream")->stream()->id();
+    buffer_ = std::make_shared<DeviceBuffer>(size_t(length), streamId);
   });
 }
 
 DeviceBuffer& BufferWrap::live() {
   if (!buffer_) throw Error("ERR_INVALID_ARG", "the buffer was released");
+  buffer_->waitUntilHostSafe();
   return *buffer_;
 }
 
@@ -37,11 +41,20 @@ Napi::Value BufferWrap::length(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), buffer_ ? double(buffer_->size()) : 0.0);
 }
 
-// Drops this handle's memory now instead of at garbage collection; work
-// already queued keeps it alive until it has run.
+// Drops this handle's memory now instead of at garbage collection. With a
+// stream: a stream-ordered free (see core/buffer.h); without: the memory
+// returns when queued work that holds the buffer has run.
 Napi::Value BufferWrap::release(const Napi::CallbackInfo& info) {
-  buffer_.reset();
-  return info.Env().Undefined();
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    if (buffer_ && info.Length() > 0 && !info[0].IsUndefined()) {
+      const StreamPtr& stream = unwrapArg<StreamWrap>(info, 0, "stream")->stream();
+      auto event = std::make_shared<Event>();
+      const uint64_t generation = stream->record(event);
+      buffer_->freeAsync(stream->id(), event, generation);
+    }
+    buffer_.reset();
+    return info.Env().Undefined();
+  });
 }
 
 Napi::Value BufferWrap::released(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !buffer_); }

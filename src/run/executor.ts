@@ -43,9 +43,12 @@ interface Prepared {
 // freed when the last one is done.
 class Pool {
   private counts = new Map<Buffer, number>();
-  constructor(private native = addon()) {}
+  constructor(
+    private stream: Stream,
+    private native = addon(),
+  ) {}
   make(length: number): Buffer {
-    const b = new this.native.Buffer(length);
+    const b = new this.native.Buffer(length, this.stream);
     this.counts.set(b, 1);
     return b;
   }
@@ -58,7 +61,7 @@ class Pool {
     const c = (this.counts.get(b) ?? 1) - 1;
     if (c > 0) return void this.counts.set(b, c);
     this.counts.delete(b);
-    b.release();
+    b.release(this.stream); // stream-ordered: later kernels on the stream may reuse it at once
   }
 }
 
@@ -229,7 +232,7 @@ export class TrainingStep {
    */
   async iteration(step: number): Promise<IterationResult> {
     const native = this.native;
-    const pool = new Pool(native);
+    const pool = new Pool(this.stream, native);
     const stream = this.stream;
     const acts = new Map<string, Buffer>([[this.graph.input, this.input]]);
     const saved = new Map<string, Buffer[]>(); // per node: mean/invstd or argmax
@@ -251,6 +254,8 @@ export class TrainingStep {
       }
     };
 
+    this.lastLogits?.release(this.stream); // the previous iteration's logits
+    this.lastLogits = undefined;
     native.resetPeakMemory();
     const marks = { start: new native.Event(), forward: new native.Event(), backward: new native.Event(), end: new native.Event() };
     stream.record(marks.start);
