@@ -33,7 +33,10 @@ class Eltwise : public OpKernel {
       const float *y = b[0], *dy = b[1];
       float* dx = b[2];
 #pragma omp parallel for simd schedule(static) if (fast_)
-      for (int64_t i = 0; i < n; ++i) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+      for (int64_t i = 0; i < n; ++i) {
+        const float g = dy[i];  // loaded unconditionally, so the loop vectorizes (a blend, no branch)
+        dx[i] = y[i] > 0.0f ? g : 0.0f;
+      }
     } else {
       const float *a = b[0], *c = b[1];
       float* y = b[2];
