@@ -9,14 +9,27 @@ export interface VariantRow {
 }
 
 export function listVariants(): VariantRow[] {
-  return addon()
-    .convVariants()
-    .map((v) => ({
-      op: 'conv',
-      variant: v.name,
-      backends: [{ backend: 'cpu', available: v.available, ...(v.unavailableReason ? { reason: v.unavailableReason } : {}) }],
-      description: v.description,
-    }));
+  const native = addon();
+  const conv = native.convVariants().map((v) => ({
+    op: 'conv',
+    variant: v.name,
+    backends: [{ backend: 'cpu', available: v.available, ...(v.unavailableReason ? { reason: v.unavailableReason } : {}) }],
+    description: v.description,
+  }));
+  const ops = native.opVariants().map((v) => ({
+    op: v.op,
+    variant: v.name,
+    backends: [{ backend: 'cpu', available: true }],
+    description: v.description,
+  }));
+  // A plan's batchnorm=fused-relu runs batchnorm-fwd/-bwd with the ReLU fused in.
+  const fused = {
+    op: 'batchnorm',
+    variant: 'fused-relu',
+    backends: [{ backend: 'cpu', available: true }],
+    description: 'plan choice: batch norm and the ReLU after it in one pass (fast kernels with relu=1)',
+  };
+  return [...conv, ...ops, fused];
 }
 
 /** Conv variants that can run here. `reference` is the oracle and is timed only when named. */

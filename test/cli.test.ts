@@ -9,10 +9,14 @@ test('variants lists every conv variant with its backends', () => {
   assert.equal(r.status, 0, r.stderr);
   const rows = JSON.parse(r.stdout) as { op: string; variant: string; backends: { backend: string }[] }[];
   assert.deepEqual(
-    rows.map((x) => x.variant),
+    rows.filter((x) => x.op === 'conv').map((x) => x.variant),
     ['reference', 'direct', 'im2col-gemm', 'im2col-blas', 'onednn'],
   );
-  assert.ok(rows.every((x) => x.op === 'conv' && x.backends[0].backend === 'cpu'));
+  assert.ok(rows.every((x) => x.backends[0].backend === 'cpu'));
+  for (const op of ['batchnorm-fwd', 'batchnorm-bwd', 'relu-fwd', 'maxpool-bwd', 'fc-bwd', 'softmax-xent', 'sgd']) {
+    assert.deepEqual(rows.filter((x) => x.op === op).map((x) => x.variant), ['reference', 'fast'], op);
+  }
+  assert.ok(rows.some((x) => x.op === 'batchnorm' && x.variant === 'fused-relu'));
 });
 
 test('doctor reports backends, libraries and the measured peak', () => {
