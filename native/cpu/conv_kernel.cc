@@ -73,6 +73,8 @@ std::vector<ConvVariantInfo> cpuConvVariants() {
        haveOpenblas() ? "" : std::string("OpenBLAS ") + STEPSCOPE_OPENBLAS_BUILD_STATUS},
       {"onednn", "oneDNN convolution in its preferred blocked layout (reorders timed as kernels of their own)",
        haveOnednn(), haveOnednn() ? "" : std::string("oneDNN ") + STEPSCOPE_ONEDNN_BUILD_STATUS},
+      {"onednn-nchw", "oneDNN convolution on plain NCHW activations (no activation reorders; weights reordered)",
+       haveOnednn(), haveOnednn() ? "" : std::string("oneDNN ") + STEPSCOPE_ONEDNN_BUILD_STATUS},
   };
 }
 
@@ -88,7 +90,8 @@ std::unique_ptr<ConvKernel> makeCpuConvKernel(const ConvShape& shape, ConvPass p
     if (variant == "direct") return makeDirectConv(shape, pass, layer);
     if (variant == "im2col-gemm") return makeIm2colConv(shape, pass, layer, false);
     if (variant == "im2col-blas") return makeIm2colConv(shape, pass, layer, true);
-    if (variant == "onednn") return makeOnednnConv(shape, pass, layer);
+    if (variant == "onednn") return makeOnednnConv(shape, pass, layer, false);
+    if (variant == "onednn-nchw") return makeOnednnConv(shape, pass, layer, true);
   }
   throw Error("ERR_UNKNOWN_VARIANT", "unknown conv variant '" + variant + "' on the cpu backend: allowed " + names);
 }

@@ -73,7 +73,7 @@ std::unique_ptr<ConvKernel> makeFunctionConv(const ConvShape& shape, ConvPass pa
 std::unique_ptr<ConvKernel> makeReferenceConv(const ConvShape&, ConvPass, const std::string& layer);
 std::unique_ptr<ConvKernel> makeDirectConv(const ConvShape&, ConvPass, const std::string& layer);
 std::unique_ptr<ConvKernel> makeIm2colConv(const ConvShape&, ConvPass, const std::string& layer, bool useBlas);
-std::unique_ptr<ConvKernel> makeOnednnConv(const ConvShape&, ConvPass, const std::string& layer);
+std::unique_ptr<ConvKernel> makeOnednnConv(const ConvShape&, ConvPass, const std::string& layer, bool plainActivations);
 std::string onednnVersion();  // "" when built without oneDNN
 
 }  // namespace stepscope

@@ -33,7 +33,10 @@ struct Operand {
 
 class OnednnConv : public ConvKernel {
  public:
-  OnednnConv(const ConvShape& sh, ConvPass pass, const std::string& layer) : ConvKernel(sh, pass, "onednn", layer) {
+  // plainActivations: x and y stay NCHW (oneDNN picks an implementation for
+  // that layout); only the weights use oneDNN's preferred layout.
+  OnednnConv(const ConvShape& sh, ConvPass pass, const std::string& layer, bool plainActivations)
+      : ConvKernel(sh, pass, plainActivations ? "onednn-nchw" : "onednn", layer), plainActivations_(plainActivations) {
     try {
       build();
     } catch (const dnnl::error& e) {
@@ -60,43 +63,49 @@ class OnednnConv : public ConvKernel {
     memory::dims strides = {sh.stride, sh.stride}, padL = {sh.pad, sh.pad};
     // Right padding that makes (H + padL + padR - R) / stride + 1 == P exactly.
     memory::dims padR = {(sh.p() - 1) * sh.stride + sh.r - sh.h - sh.pad, (sh.q() - 1) * sh.stride + sh.s - sh.w - sh.pad};
-    memory::desc xAny(xDims, dt::f32, tag::any), wAny(wDims, dt::f32, tag::any), yAny(yDims, dt::f32, tag::any);
+    const tag activations = plainActivations_ ? tag::nchw : tag::any;
+    memory::desc xAny(xDims, dt::f32, activations), wAny(wDims, dt::f32, tag::any), yAny(yDims, dt::f32, activations);
     x_.plain = memory::desc(xDims, dt::f32, tag::nchw);
     w_.plain = memory::desc(wDims, dt::f32, tag::oihw);
     y_.plain = memory::desc(yDims, dt::f32, tag::nchw);
 
     auto& eng = cpuEngine();
+    // Our own scratchpad per kernel (not the library's shared one): its size
+    // shows in workspaceBytes and executions never share it.
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     dnnl::convolution_forward::desc fwdDesc(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
                                             xAny, wAny, yAny, strides, padL, padR);
-    dnnl::convolution_forward::primitive_desc fwdPd(fwdDesc, eng);
+    dnnl::convolution_forward::primitive_desc fwdPd(fwdDesc, attr, eng);
     switch (pass_) {
       case ConvPass::Forward: {
         prim_ = dnnl::convolution_forward(fwdPd);
         setPreferred(fwdPd.src_desc(), fwdPd.weights_desc(), fwdPd.dst_desc());
         impl_ = fwdPd.impl_info_str();
-        workspace_ = fwdPd.scratchpad_desc().get_size();
+        scratchpad_ = memory(fwdPd.scratchpad_desc(), eng);
         break;
       }
       case ConvPass::BackwardData: {
         dnnl::convolution_backward_data::desc d(dnnl::algorithm::convolution_direct, xAny, wAny, yAny, strides, padL, padR);
-        dnnl::convolution_backward_data::primitive_desc pd(d, eng, fwdPd);
+        dnnl::convolution_backward_data::primitive_desc pd(d, attr, eng, fwdPd);
         prim_ = dnnl::convolution_backward_data(pd);
         setPreferred(pd.diff_src_desc(), pd.weights_desc(), pd.diff_dst_desc());
         impl_ = pd.impl_info_str();
-        workspace_ = pd.scratchpad_desc().get_size();
+        scratchpad_ = memory(pd.scratchpad_desc(), eng);
         break;
       }
       case ConvPass::BackwardFilter: {
         dnnl::convolution_backward_weights::desc d(dnnl::algorithm::convolution_direct, xAny, wAny, yAny, strides, padL,
                                                    padR);
-        dnnl::convolution_backward_weights::primitive_desc pd(d, eng, fwdPd);
+        dnnl::convolution_backward_weights::primitive_desc pd(d, attr, eng, fwdPd);
         prim_ = dnnl::convolution_backward_weights(pd);
         setPreferred(pd.src_desc(), pd.diff_weights_desc(), pd.diff_dst_desc());
         impl_ = pd.impl_info_str();
-        workspace_ = pd.scratchpad_desc().get_size();
+        scratchpad_ = memory(pd.scratchpad_desc(), eng);
         break;
       }
     }
+    workspace_ = scratchpad_.get_desc().get_size();
     for (Operand* o : {&x_, &w_, &y_}) {
       if (o->needsReorder()) {
         o->blocked = memory(o->preferred, eng);
@@ -132,13 +141,13 @@ class OnednnConv : public ConvKernel {
     recorder.run(info(), [&] {
       switch (pass_) {
         case ConvPass::Forward:
-          prim_.execute(strm, {{DNNL_ARG_SRC, x}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DST, y}});
+          prim_.execute(strm, {{DNNL_ARG_SRC, x}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DST, y}, {DNNL_ARG_SCRATCHPAD, scratchpad_}});
           break;
         case ConvPass::BackwardData:
-          prim_.execute(strm, {{DNNL_ARG_DIFF_SRC, x}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DIFF_DST, y}});
+          prim_.execute(strm, {{DNNL_ARG_DIFF_SRC, x}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DIFF_DST, y}, {DNNL_ARG_SCRATCHPAD, scratchpad_}});
           break;
         case ConvPass::BackwardFilter:
-          prim_.execute(strm, {{DNNL_ARG_SRC, x}, {DNNL_ARG_DIFF_WEIGHTS, w}, {DNNL_ARG_DIFF_DST, y}});
+          prim_.execute(strm, {{DNNL_ARG_SRC, x}, {DNNL_ARG_DIFF_WEIGHTS, w}, {DNNL_ARG_DIFF_DST, y}, {DNNL_ARG_SCRATCHPAD, scratchpad_}});
           break;
       }
       strm.wait();
@@ -163,16 +172,19 @@ class OnednnConv : public ConvKernel {
     });
   }
 
+  bool plainActivations_;
   Operand x_, w_, y_;
   dnnl::primitive prim_;
+  memory scratchpad_;
   std::string impl_;
   size_t workspace_ = 0;
 };
 
 }  // namespace
 
-std::unique_ptr<ConvKernel> makeOnednnConv(const ConvShape& shape, ConvPass pass, const std::string& layer) {
-  return std::make_unique<OnednnConv>(shape, pass, layer);
+std::unique_ptr<ConvKernel> makeOnednnConv(const ConvShape& shape, ConvPass pass, const std::string& layer,
+                                           bool plainActivations) {
+  return std::make_unique<OnednnConv>(shape, pass, layer, plainActivations);
 }
 
 std::string onednnVersion() {
@@ -185,7 +197,7 @@ std::string onednnVersion() {
 #else  // !STEPSCOPE_HAVE_ONEDNN
 
 namespace stepscope {
-std::unique_ptr<ConvKernel> makeOnednnConv(const ConvShape&, ConvPass, const std::string&) {
+std::unique_ptr<ConvKernel> makeOnednnConv(const ConvShape&, ConvPass, const std::string&, bool) {
   throw Error("ERR_UNAVAILABLE", "conv variant 'onednn' is unavailable: the addon was built without oneDNN");
 }
 std::string onednnVersion() { return ""; }
