@@ -10,7 +10,7 @@ test('variants lists every conv variant with its backends', () => {
   const rows = JSON.parse(r.stdout) as { op: string; variant: string; backends: { backend: string }[] }[];
   assert.deepEqual(
     rows.filter((x) => x.op === 'conv').map((x) => x.variant),
-    ['reference', 'direct', 'im2col-gemm', 'im2col-blas', 'onednn'],
+    ['reference', 'direct', 'im2col-gemm', 'im2col-blas', 'onednn', 'onednn-nchw'],
   );
   assert.ok(rows.every((x) => x.backends[0].backend === 'cpu'));
   for (const op of ['batchnorm-fwd', 'batchnorm-bwd', 'relu-fwd', 'maxpool-bwd', 'fc-bwd', 'softmax-xent', 'sgd']) {
