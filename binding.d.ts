@@ -85,8 +85,12 @@ export interface ConvKernelDescription {
  * enqueue(stream, x, w, y): fwd reads x, w and writes y; bwd-data reads w and
  * y (= dy) and writes x (= dx); bwd-filter reads x and y (= dy) and writes w (= dw).
  */
+/** How activations are held: plain NCHW, or oneDNN's nChw16c blocks of 16 channels. */
+export type ActivationLayout = 'nchw' | 'nChw16c';
+
 export declare class ConvKernel {
-  constructor(shape: ConvShape, pass: ConvPass, variant: string, layer?: string);
+  /** layouts: of x (or dx) and y (or dy); nChw16c only with the `onednn` variant. */
+  constructor(shape: ConvShape, pass: ConvPass, variant: string, layer?: string, layouts?: { x?: ActivationLayout; y?: ActivationLayout });
   enqueue(stream: Stream, x: Buffer, w: Buffer, y: Buffer): void;
   describe(): ConvKernelDescription;
 }
@@ -110,8 +114,9 @@ export interface OpKernelDescription {
 
 /**
  * One prepared op. Parameters (numbers or booleans) per op:
- * batchnorm-*: n, c, hw, eps?, momentum?, relu?; relu-*: size; add: size, relu?;
- * maxpool-*: n, c, h, w, k?, stride?, pad?; avgpool-*: n, c, hw;
+ * batchnorm-*: n, c, hw, eps?, momentum?, relu?, blocked?; relu-*: size; add: size, relu?;
+ * maxpool-*: n, c, h, w, k?, stride?, pad?, blocked?; avgpool-*: n, c, hw, blocked?;
+ * (blocked: activations in nChw16c; the avg-pool's output stays [n, c]);
  * fc-*: n, in, out; softmax-xent: n, classes; sgd: size, lr, momentum?, weightDecay?.
  */
 export declare class OpKernel {

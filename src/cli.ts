@@ -142,6 +142,7 @@ interface StepOpts {
   seed: string;
   save?: string;
   json?: boolean;
+  layout: string;
 }
 
 function parseNumber(option: string, value: string, min: number, max: number): number {
@@ -170,6 +171,7 @@ async function runStep(opts: StepOpts) {
     weights: opts.weights,
     input: opts.input,
     saveWeights: opts.saveWeights,
+    layout: parseChoiceList('--layout', opts.layout, ['auto', 'nchw', 'nChw16c']).at(0) as 'auto' | 'nchw' | 'nChw16c',
   };
   const tty = !opts.json && process.stderr.isTTY === true;
   const run = await runTraining(config, (f) => {
@@ -193,7 +195,7 @@ export function formatRun(run: Run): string {
   return [
     `ResNet-50 v1.5 training step: cpu backend, fp32, batch ${c.batch}, ${c.resolution}x${c.resolution}, width ${c.width}, ${c.classes} classes, ` +
       `${run.environment.parameters.toLocaleString('en-US')} parameters; ${c.warmup} warm-up + ${c.iterations} measured iterations; ${run.environment.threads} threads`,
-    `conv ${c.plan.ops.conv}, batchnorm ${c.plan.ops.batchnorm}` + (Object.keys(c.plan.layers).length ? `, ${Object.keys(c.plan.layers).length} layer override(s)` : ''),
+    `conv ${c.plan.ops.conv}, batchnorm ${c.plan.ops.batchnorm}, activations ${run.environment.layout}` + (Object.keys(c.plan.layers).length ? `, ${Object.keys(c.plan.layers).length} layer override(s)` : ''),
     formatTable(rows, [
       { header: 'phase', value: (r) => r.phase },
       { header: 'median ms', value: (r) => r.median, digits: 1 },
@@ -282,6 +284,7 @@ export function buildProgram(): Command {
     .option('--momentum <x>', 'SGD momentum', '0.9')
     .option('--weight-decay <x>', 'SGD weight decay', '0.0001')
     .option('--seed <n>', 'seed of the initial weights and synthetic data', '1')
+    .option('--layout <layout>', "activations: 'nChw16c' (oneDNN's blocked layout kept between layers, no reorders), 'nchw', or 'auto' (nChw16c when every conv is onednn)", 'auto')
     .option('--save <file>', 'save the run (configuration, environment, figures, timeline) as JSON')
     .option('--json', 'print the run as JSON (without the timeline)')
     .action(runStep);

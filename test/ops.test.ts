@@ -165,6 +165,55 @@ for (const variant of VARIANTS) {
   });
 }
 
+// NCHW <-> nChw16c, to check the blocked kernels against the plain ones.
+function toBlocked(x: Float32Array, n: number, c: number, hw: number): Float32Array {
+  const out = new Float32Array(x.length);
+  for (let i = 0; i < n; i++)
+    for (let ch = 0; ch < c; ch++)
+      for (let k = 0; k < hw; k++) out[((i * (c / 16) + Math.floor(ch / 16)) * hw + k) * 16 + (ch % 16)] = x[(i * c + ch) * hw + k];
+  return out;
+}
+
+for (const variant of VARIANTS) {
+  test(`blocked (nChw16c) batch norm and pooling match the NCHW kernels (${variant})`, async () => {
+    const [n, c, h, w] = [2, 32, 6, 5];
+    const hw = h * w;
+    const x = random(n * c * hw, -2, 2), dy = random(n * c * hw);
+    const stats = { gamma: random(c, 0.5, 1.5), beta: random(c), running_mean: random(c), running_var: random(c, 0.5, 1) };
+    for (const relu of [false, true]) {
+      const p = { n, c, hw, relu };
+      const plain = await runOp(stream, 'batchnorm-fwd', variant, p, { x, ...stats });
+      const blocked = await runOp(stream, 'batchnorm-fwd', variant, { ...p, blocked: true }, { x: toBlocked(x, n, c, hw), ...stats });
+      assert.ok(relativeError(blocked.y, toBlocked(plain.y, n, c, hw)) < 1e-5);
+      assert.ok(relativeError(blocked.running_var, plain.running_var) < 1e-6);
+      const bw = { gamma: stats.gamma, save_mean: plain.save_mean, save_invstd: plain.save_invstd };
+      const pb = await runOp(stream, 'batchnorm-bwd', variant, p, { x, dy, ...bw, ...(relu ? { y: plain.y } : {}) });
+      const bb = await runOp(stream, 'batchnorm-bwd', variant, { ...p, blocked: true }, {
+        x: toBlocked(x, n, c, hw), dy: toBlocked(dy, n, c, hw), ...bw, ...(relu ? { y: toBlocked(plain.y, n, c, hw) } : {}),
+      });
+      assert.ok(relativeError(bb.dx, toBlocked(pb.dx, n, c, hw)) < 1e-5);
+      assert.ok(relativeError(bb.dgamma, pb.dgamma) < 1e-5 && relativeError(bb.dbeta, pb.dbeta) < 1e-5);
+    }
+    const mp = { n, c, h, w, k: 3, stride: 2, pad: 1 };
+    const pf = await runOp(stream, 'maxpool-fwd', variant, mp, { x });
+    const bf = await runOp(stream, 'maxpool-fwd', variant, { ...mp, blocked: true }, { x: toBlocked(x, n, c, hw) });
+    assert.deepEqual(bf.y, toBlocked(pf.y, n, c, 3 * 3));
+    const g = random(n * c * 9);
+    const pbw = await runOp(stream, 'maxpool-bwd', variant, mp, { dy: g, argmax: pf.argmax });
+    const bbw = await runOp(stream, 'maxpool-bwd', variant, { ...mp, blocked: true }, { dy: toBlocked(g, n, c, 9), argmax: bf.argmax });
+    assert.deepEqual(bbw.dx, toBlocked(pbw.dx, n, c, hw));
+    const ap = { n, c, hw };
+    const pa = await runOp(stream, 'avgpool-fwd', variant, ap, { x });
+    const ba = await runOp(stream, 'avgpool-fwd', variant, { ...ap, blocked: true }, { x: toBlocked(x, n, c, hw) });
+    assert.ok(relativeError(ba.y, pa.y) < 1e-6);
+    const gy = random(n * c);
+    const pab = await runOp(stream, 'avgpool-bwd', variant, ap, { dy: gy });
+    const bab = await runOp(stream, 'avgpool-bwd', variant, { ...ap, blocked: true }, { dy: gy });
+    assert.deepEqual(bab.dx, toBlocked(pab.dx, n, c, hw));
+    assert.throws(() => new native.OpKernel('batchnorm-fwd', variant, { n: 1, c: 20, hw: 4, blocked: true }), /divisible by 16, got c=20/);
+  });
+}
+
 test('fast variants agree with the reference on larger shapes', async () => {
   const cases: [OpName, OpParams, Record<string, Float32Array>, string][] = [
     ['batchnorm-fwd', { n: 4, c: 16, hw: 49 }, { x: random(3136, -3, 3), gamma: random(16), beta: random(16), running_mean: random(16), running_var: random(16, 0.5, 1) }, 'y'],

@@ -192,3 +192,44 @@ test('bad step input: clear errors naming the tensor, option or step; exit 2 (1 
     assert.match(r.stderr, message, args.join(' '));
   }
 });
+
+test("oneDNN's blocked layout kept between layers gives the NCHW step's results", async () => {
+  // Resolution 64, not 32: at 32 the last stage is 1x1, its batch norm sees 2
+  // values per channel, and any two correct implementations drift apart.
+  const graph = resnet50Graph({ batch: 2, resolution: 64, width: 16, classes: 10 });
+  const results = [];
+  for (const layout of ['nchw', 'nChw16c'] as const) {
+    const step = new TrainingStep(graph, parsePlan('conv=onednn', graph), { lr: 0.1, momentum: 0.9, weightDecay: 1e-4 }, layout);
+    assert.equal(step.layout, layout);
+    initWeights(step, 4);
+    step.input.fillUniform(9, -2, 2);
+    step.labels.write(new Float32Array([1, 7]));
+    const r = await step.iteration(0);
+    results.push({ loss: r.loss, logits: step.readLogits(), step });
+  }
+  const [plain, blocked] = results;
+  assert.ok(Math.abs(plain.loss - blocked.loss) / plain.loss < 1e-5);
+  assert.ok(relativeError(blocked.logits, plain.logits) < 1e-4);
+  for (const p of graph.params) {
+    if (!p.trainable) continue;
+    const e = relativeError(blocked.step.grads.get(p.name)!.read(), plain.step.grads.get(p.name)!.read());
+    assert.ok(e < 2e-3, `grad of ${p.name}: ${e}`);
+  }
+  for (const name of ['layer3.1.bn2.running_var', 'layer1.0.downsample.1.running_mean']) {
+    assert.ok(relativeError(blocked.step.params.get(name)!.read(), plain.step.params.get(name)!.read()) < 1e-4, name);
+  }
+});
+
+test('the blocked layout is taken only where it can be, and refused with a reason when forced', () => {
+  const narrow = resnet50Graph({ batch: 2, resolution: 32, width: 4, classes: 10 });
+  assert.equal(new TrainingStep(narrow, defaultPlan(), { lr: 0.1, momentum: 0, weightDecay: 0 }).layout, 'nchw');
+  assert.throws(
+    () => new TrainingStep(narrow, defaultPlan(), { lr: 0.1, momentum: 0, weightDecay: 0 }, 'nChw16c'),
+    /--layout nChw16c: conv .* not divisible by 16/,
+  );
+  const wide = resnet50Graph({ batch: 2, resolution: 32, width: 16, classes: 10 });
+  assert.throws(
+    () => new TrainingStep(wide, parsePlan('res3a_branch2b=im2col-gemm', wide), { lr: 0.1, momentum: 0, weightDecay: 0 }, 'nChw16c'),
+    /conv res3a_branch2b runs 'im2col-gemm', which takes NCHW only/,
+  );
+});

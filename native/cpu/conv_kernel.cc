@@ -79,8 +79,15 @@ std::vector<ConvVariantInfo> cpuConvVariants() {
 }
 
 std::unique_ptr<ConvKernel> makeCpuConvKernel(const ConvShape& shape, ConvPass pass, const std::string& variant,
-                                              const std::string& layer) {
+                                              const std::string& layer, ConvLayouts layouts) {
   shape.validate();
+  const bool blocked = layouts.x == ActivationLayout::NChw16c || layouts.y == ActivationLayout::NChw16c;
+  if (blocked && variant != "onednn") {
+    throw Error("ERR_UNAVAILABLE", "conv variant '" + variant + "' takes NCHW activations only; nChw16c needs 'onednn'");
+  }
+  if ((layouts.x == ActivationLayout::NChw16c && shape.c % 16) || (layouts.y == ActivationLayout::NChw16c && shape.k % 16)) {
+    throw Error("ERR_INVALID_ARG", "conv " + shape.describe() + ": nChw16c needs channels divisible by 16");
+  }
   std::string names;
   for (const auto& v : cpuConvVariants()) {
     names += (names.empty() ? "" : ", ") + v.name;
@@ -90,7 +97,7 @@ std::unique_ptr<ConvKernel> makeCpuConvKernel(const ConvShape& shape, ConvPass p
     if (variant == "direct") return makeDirectConv(shape, pass, layer);
     if (variant == "im2col-gemm") return makeIm2colConv(shape, pass, layer, false);
     if (variant == "im2col-blas") return makeIm2colConv(shape, pass, layer, true);
-    if (variant == "onednn") return makeOnednnConv(shape, pass, layer, false);
+    if (variant == "onednn") return makeOnednnConv(shape, pass, layer, false, layouts);
     if (variant == "onednn-nchw") return makeOnednnConv(shape, pass, layer, true);
   }
   throw Error("ERR_UNKNOWN_VARIANT", "unknown conv variant '" + variant + "' on the cpu backend: allowed " + names);

@@ -49,6 +49,13 @@ class ConvKernel {
 };
 
 // One entry in the table of CPU convolution variants.
+// The layout of the activation tensors a kernel reads and writes.
+enum class ActivationLayout { NCHW, NChw16c };
+struct ConvLayouts {
+  ActivationLayout x = ActivationLayout::NCHW;  // x or dx
+  ActivationLayout y = ActivationLayout::NCHW;  // y or dy
+};
+
 struct ConvVariantInfo {
   std::string name;
   std::string description;
@@ -58,8 +65,10 @@ struct ConvVariantInfo {
 
 std::vector<ConvVariantInfo> cpuConvVariants();
 // Throws ERR_UNKNOWN_VARIANT (listing valid names) or ERR_UNAVAILABLE.
+// Only `onednn` takes nChw16c activations (oneDNN's own blocked layout);
+// the others throw ERR_UNAVAILABLE for them.
 std::unique_ptr<ConvKernel> makeCpuConvKernel(const ConvShape& shape, ConvPass pass, const std::string& variant,
-                                              const std::string& layer);
+                                              const std::string& layer, ConvLayouts layouts = {});
 
 // A variant made of one plain function per pass, timed as one kernel.
 using ConvPassFn = void (*)(const ConvShape&, const ConvTensors&);
@@ -73,7 +82,8 @@ std::unique_ptr<ConvKernel> makeFunctionConv(const ConvShape& shape, ConvPass pa
 std::unique_ptr<ConvKernel> makeReferenceConv(const ConvShape&, ConvPass, const std::string& layer);
 std::unique_ptr<ConvKernel> makeDirectConv(const ConvShape&, ConvPass, const std::string& layer);
 std::unique_ptr<ConvKernel> makeIm2colConv(const ConvShape&, ConvPass, const std::string& layer, bool useBlas);
-std::unique_ptr<ConvKernel> makeOnednnConv(const ConvShape&, ConvPass, const std::string& layer, bool plainActivations);
+std::unique_ptr<ConvKernel> makeOnednnConv(const ConvShape&, ConvPass, const std::string& layer, bool plainActivations,
+                                           ConvLayouts layouts = {});
 std::string onednnVersion();  // "" when built without oneDNN
 
 }  // namespace stepscope

@@ -35,8 +35,11 @@ class OnednnConv : public ConvKernel {
  public:
   // plainActivations: x and y stay NCHW (oneDNN picks an implementation for
   // that layout); only the weights use oneDNN's preferred layout.
-  OnednnConv(const ConvShape& sh, ConvPass pass, const std::string& layer, bool plainActivations)
-      : ConvKernel(sh, pass, plainActivations ? "onednn-nchw" : "onednn", layer), plainActivations_(plainActivations) {
+  // layouts: how the caller holds x and y (NCHW, or nChw16c when the step
+  // keeps oneDNN's layout between layers, so no reorder is needed).
+  OnednnConv(const ConvShape& sh, ConvPass pass, const std::string& layer, bool plainActivations, ConvLayouts layouts)
+      : ConvKernel(sh, pass, plainActivations ? "onednn-nchw" : "onednn", layer), plainActivations_(plainActivations),
+        layouts_(layouts) {
     try {
       build();
     } catch (const dnnl::error& e) {
@@ -65,9 +68,10 @@ class OnednnConv : public ConvKernel {
     memory::dims padR = {(sh.p() - 1) * sh.stride + sh.r - sh.h - sh.pad, (sh.q() - 1) * sh.stride + sh.s - sh.w - sh.pad};
     const tag activations = plainActivations_ ? tag::nchw : tag::any;
     memory::desc xAny(xDims, dt::f32, activations), wAny(wDims, dt::f32, tag::any), yAny(yDims, dt::f32, activations);
-    x_.plain = memory::desc(xDims, dt::f32, tag::nchw);
+    auto user = [](ActivationLayout l) { return l == ActivationLayout::NChw16c ? tag::nChw16c : tag::nchw; };
+    x_.plain = memory::desc(xDims, dt::f32, user(layouts_.x));
     w_.plain = memory::desc(wDims, dt::f32, tag::oihw);
-    y_.plain = memory::desc(yDims, dt::f32, tag::nchw);
+    y_.plain = memory::desc(yDims, dt::f32, user(layouts_.y));
 
     auto& eng = cpuEngine();
     // Our own scratchpad per kernel (not the library's shared one): its size
@@ -173,6 +177,7 @@ class OnednnConv : public ConvKernel {
   }
 
   bool plainActivations_;
+  ConvLayouts layouts_;
   Operand x_, w_, y_;
   dnnl::primitive prim_;
   memory scratchpad_;
@@ -183,8 +188,8 @@ class OnednnConv : public ConvKernel {
 }  // namespace
 
 std::unique_ptr<ConvKernel> makeOnednnConv(const ConvShape& shape, ConvPass pass, const std::string& layer,
-                                           bool plainActivations) {
-  return std::make_unique<OnednnConv>(shape, pass, layer, plainActivations);
+                                           bool plainActivations, ConvLayouts layouts) {
+  return std::make_unique<OnednnConv>(shape, pass, layer, plainActivations, layouts);
 }
 
 std::string onednnVersion() {
@@ -197,7 +202,7 @@ std::string onednnVersion() {
 #else  // !STEPSCOPE_HAVE_ONEDNN
 
 namespace stepscope {
-std::unique_ptr<ConvKernel> makeOnednnConv(const ConvShape&, ConvPass, const std::string&, bool) {
+std::unique_ptr<ConvKernel> makeOnednnConv(const ConvShape&, ConvPass, const std::string&, bool, ConvLayouts) {
   throw Error("ERR_UNAVAILABLE", "conv variant 'onednn' is unavailable: the addon was built without oneDNN");
 }
 std::string onednnVersion() { return ""; }

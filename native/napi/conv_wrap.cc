@@ -30,7 +30,21 @@ ConvKernelWrap::ConvKernelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWra
     ConvPass pass = parseConvPass(stringArg(info, 1, "pass"));
     std::string variant = stringArg(info, 2, "variant");
     std::string layer = info.Length() > 3 && !info[3].IsUndefined() ? stringArg(info, 3, "layer") : "";
-    kernel_ = makeCpuConvKernel(shape, pass, variant, layer);
+    ConvLayouts layouts;
+    if (info.Length() > 4 && !info[4].IsUndefined()) {
+      if (!info[4].IsObject()) throw Error("ERR_INVALID_ARG", "ConvKernel: layouts must be an object {x?, y?}");
+      Napi::Object l = info[4].As<Napi::Object>();
+      auto parse = [&](const char* key) {
+        if (!l.Has(key) || l.Get(key).IsUndefined()) return ActivationLayout::NCHW;
+        std::string v = l.Get(key).ToString().Utf8Value();
+        if (v == "nchw") return ActivationLayout::NCHW;
+        if (v == "nChw16c") return ActivationLayout::NChw16c;
+        throw Error("ERR_INVALID_ARG", std::string("ConvKernel: layout of ") + key + " is '" + v + "': allowed nchw, nChw16c");
+      };
+      layouts.x = parse("x");
+      layouts.y = parse("y");
+    }
+    kernel_ = makeCpuConvKernel(shape, pass, variant, layer, layouts);
   });
 }
 

@@ -11,11 +11,30 @@ import type { Buffer, ConvKernel, Event, OpKernel, Stream } from '../../binding'
 import type { GraphNode, ResNetGraph } from '../model/graph';
 import { addon } from '../native';
 import { variantFor, type Plan, type PlanOp } from '../plan/plan';
+import { UsageError } from '../errors';
 
 export interface OptimizerOptions {
   lr: number;
   momentum: number;
   weightDecay: number;
+}
+
+/**
+ * How the step holds activations. `nChw16c` keeps oneDNN's blocked layout
+ * from layer to layer (batch norm and pooling work on it directly), so no
+ * convolution pays a reorder of its activations; it needs every conv to be
+ * `onednn` and channel counts divisible by 16. `auto` takes it when it can.
+ */
+export type StepLayout = 'auto' | 'nchw' | 'nChw16c';
+
+export function canUseBlocked(graph: ResNetGraph, plan: Plan): string | null {
+  for (const n of graph.nodes) {
+    if (n.kind !== 'conv') continue;
+    const v = variantFor(plan, 'conv', n.name);
+    if (v !== 'onednn') return `conv ${n.name} runs '${v}', which takes NCHW only`;
+    if (n.shape.k % 16 || (n.inputs[0] !== graph.input && n.shape.c % 16)) return `conv ${n.name} has channels not divisible by 16`;
+  }
+  return null;
 }
 
 export interface IterationResult {
@@ -82,12 +101,19 @@ export class TrainingStep {
   /** Nodes after fusion, and the tensor each fused-away ReLU output stands for. */
   private alias = new Map<string, string>();
 
+  /** The layout activations are held in (never 'auto'). */
+  readonly layout: 'nchw' | 'nChw16c';
+
   constructor(
     readonly graph: ResNetGraph,
     readonly plan: Plan,
     readonly optimizer: OptimizerOptions,
+    layout: StepLayout = 'auto',
   ) {
     const native = this.native;
+    const blockedProblem = canUseBlocked(graph, plan);
+    if (layout === 'nChw16c' && blockedProblem) throw new UsageError(`--layout nChw16c: ${blockedProblem}`);
+    this.layout = layout === 'nchw' || blockedProblem ? 'nchw' : 'nChw16c';
     this.stream = new native.Stream('compute');
     for (const p of graph.params) {
       const length = p.shape.reduce((a, b) => a * b, 1);
@@ -126,21 +152,24 @@ export class TrainingStep {
   private prepare(): void {
     const { ConvKernel, OpKernel } = this.native;
     const nodes = this.graph.nodes;
+    const blocked = this.layout === 'nChw16c';
+    const act = (tensor: string) => (blocked && tensor !== this.graph.input ? 'nChw16c' : 'nchw');
     for (let i = 0; i < nodes.length; i++) {
       const node = nodes[i];
       const v = (op: PlanOp) => this.opVariant(op, node.name);
       switch (node.kind) {
         case 'conv': {
           const variant = v('conv');
-          const backward: Kernel[] = [new ConvKernel(node.shape, 'bwd-filter', variant, node.name)];
-          if (node.inputs[0] !== this.graph.input) backward.push(new ConvKernel(node.shape, 'bwd-data', variant, node.name));
-          this.prepared.push({ node, forward: [new ConvKernel(node.shape, 'fwd', variant, node.name)], backward, fusedRelu: false });
+          const layouts = { x: act(node.inputs[0]), y: act(node.output) } as const;
+          const backward: Kernel[] = [new ConvKernel(node.shape, 'bwd-filter', variant, node.name, layouts)];
+          if (node.inputs[0] !== this.graph.input) backward.push(new ConvKernel(node.shape, 'bwd-data', variant, node.name, layouts));
+          this.prepared.push({ node, forward: [new ConvKernel(node.shape, 'fwd', variant, node.name, layouts)], backward, fusedRelu: false });
           break;
         }
         case 'batchnorm': {
           const next = nodes[i + 1];
           const fused = variantFor(this.plan, 'batchnorm', node.name) === 'fused-relu' && next?.kind === 'relu' && next.inputs[0] === node.output;
-          const p = { n: node.n, c: node.c, hw: node.hw, relu: fused };
+          const p = { n: node.n, c: node.c, hw: node.hw, relu: fused, blocked };
           this.prepared.push({
             node,
             forward: [new OpKernel('batchnorm-fwd', v('batchnorm'), p, node.name)],
@@ -171,7 +200,7 @@ export class TrainingStep {
           });
           break;
         case 'maxpool': {
-          const p = { n: node.n, c: node.c, h: node.h, w: node.w, k: 3, stride: 2, pad: 1 };
+          const p = { n: node.n, c: node.c, h: node.h, w: node.w, k: 3, stride: 2, pad: 1, blocked };
           this.prepared.push({
             node,
             forward: [new OpKernel('maxpool-fwd', v('maxpool'), p, node.name)],
@@ -181,7 +210,7 @@ export class TrainingStep {
           break;
         }
         case 'avgpool': {
-          const p = { n: node.n, c: node.c, hw: node.hw };
+          const p = { n: node.n, c: node.c, hw: node.hw, blocked };
           this.prepared.push({
             node,
             forward: [new OpKernel('avgpool-fwd', v('avgpool'), p, node.name)],

@@ -8,7 +8,7 @@ import { summarize, type Summary } from '../bench/stats';
 import { paramCount, resnet50Graph, type ResNetGraph } from '../model/graph';
 import { addon } from '../native';
 import type { Plan } from '../plan/plan';
-import { TrainingStep } from './executor';
+import { TrainingStep, type StepLayout } from './executor';
 import { initWeights, loadBatch, loadWeights, saveWeights } from './weights';
 
 export interface TrainingConfig {
@@ -26,6 +26,7 @@ export interface TrainingConfig {
   weights?: string;
   input?: string;
   saveWeights?: string;
+  layout?: StepLayout;
 }
 
 export interface IterationFigures {
@@ -55,7 +56,7 @@ export interface Run {
   version: 1;
   createdAt: string;
   config: Omit<TrainingConfig, 'plan'> & { plan: Plan };
-  environment: { cpuModel: string; threads: number; node: string; backend: 'cpu'; dtype: 'fp32'; parameters: number };
+  environment: { cpuModel: string; threads: number; node: string; backend: 'cpu'; dtype: 'fp32'; parameters: number; layout: 'nchw' | 'nChw16c' };
   iterations: IterationFigures[];
   /** Median, min, max over the measured (non-warm-up) iterations. */
   summary: Record<'totalMs' | 'dataMs' | 'forwardMs' | 'backwardMs' | 'optimizerMs' | 'loss', Summary> & {
@@ -83,7 +84,7 @@ export async function runTraining(config: TrainingConfig, onIteration?: (f: Iter
   const native = addon();
   const graph: ResNetGraph = resnet50Graph({ batch: config.batch, resolution: config.resolution, width: config.width, classes: config.classes });
   const fixed = config.input ? loadBatch(graph, config.input) : undefined;
-  const step = new TrainingStep(graph, config.plan, { lr: config.lr, momentum: config.momentum, weightDecay: config.weightDecay });
+  const step = new TrainingStep(graph, config.plan, { lr: config.lr, momentum: config.momentum, weightDecay: config.weightDecay }, config.layout);
   if (config.weights) loadWeights(step, config.weights);
   else initWeights(step, config.seed);
   if (fixed) {
@@ -145,6 +146,7 @@ export async function runTraining(config: TrainingConfig, onIteration?: (f: Iter
       backend: 'cpu',
       dtype: 'fp32',
       parameters: paramCount(graph),
+      layout: step.layout,
     },
     iterations,
     summary: {
