@@ -34,9 +34,18 @@ size_t blockBytes(size_t count) {
   return bytes < (1 << 20) ? (bytes + 63) / 64 * 64 : (bytes + 4095) / 4096 * 4096;
 }
 
+// Under the sanitizers blocks are never reused, so that AddressSanitizer sees
+// every free and reports a use after it; blocks still in flight on a stream
+// wait in the cache until their event has fired.
+#ifdef STEPSCOPE_SANITIZE_BUILD
+constexpr bool kReuseBlocks = false;
+#else
+constexpr bool kReuseBlocks = true;
+#endif
+
 // A cached block of exactly `bytes` that may be used on `streamId`, or a new one.
 CachedBlock takeBlock(size_t bytes, int streamId) {
-  {
+  if (kReuseBlocks) {
     std::lock_guard<std::mutex> lock(cacheMutex);
     auto range = cache().equal_range(bytes);
     for (auto it = range.first; it != range.second; ++it) {
@@ -54,6 +63,18 @@ CachedBlock takeBlock(size_t bytes, int streamId) {
 
 void returnBlock(size_t bytes, CachedBlock block) {
   std::lock_guard<std::mutex> lock(cacheMutex);
+  if (!kReuseBlocks) {
+    for (auto it = cache().begin(); it != cache().end();) {
+      if (it->second.freeEverywhere()) {
+        std::free(it->second.data);
+        cachedBytes -= it->first;
+        it = cache().erase(it);
+      } else {
+        ++it;
+      }
+    }
+    if (block.freeEverywhere()) return std::free(block.data);
+  }
   cache().emplace(bytes, std::move(block));
   cachedBytes += bytes;
 }
