@@ -126,13 +126,17 @@ float* scratch(std::unique_ptr<float, AlignedFree>& slot, size_t& capacity, size
 
 // Packs rows [i0, i0+mc) and columns [p0, p0+kc) of A into MR-row panels,
 // zero-padding the last panel.
-void packA(const MicroKernel& mk, const GemmOperand& A, int i0, int mc, int p0, int kc, float* Ap) {
+void packA(const MicroKernel& mk, const GemmOperand& A, int i0, int mc, int p0, int kc, float* Ap, float* rowScratch) {
   for (int ib = 0; ib < mc; ib += mk.mr, Ap += size_t(mk.mr) * kc) {
     const int rows = std::min(mk.mr, mc - ib);
-    if (A.im2col) {  // gather each row's segment straight from the activations
-      for (int i = 0; i < rows; ++i) im2colSegment(*A.im2col, i0 + ib + i, p0, kc, Ap + i, mk.mr);
-      for (int i = rows; i < mk.mr; ++i)
-        for (int p = 0; p < kc; ++p) Ap[p * mk.mr + i] = 0.0f;
+    if (A.im2col) {
+      // Gather each row contiguously (copies, not strided stores), then
+      // interleave the MR rows into the panel.
+      float* gathered = rowScratch;
+      for (int i = 0; i < rows; ++i) im2colSegment(*A.im2col, i0 + ib + i, p0, kc, gathered + i * kc, 1);
+      for (int i = rows; i < mk.mr; ++i) std::memset(gathered + i * kc, 0, sizeof(float) * kc);
+      for (int p = 0; p < kc; ++p)
+        for (int i = 0; i < mk.mr; ++i) Ap[p * mk.mr + i] = gathered[i * kc + p];
       continue;
     }
     float* out = Ap;
@@ -221,7 +225,7 @@ void sgemm(int M, int N, int K, const GemmOperand& A, const GemmOperand& B, floa
     try {
       Ap = scratch(aSlot, aCapacity, size_t(kMC) * kKC);
       tile = scratch(tileSlot, tileCapacity, size_t(mk.mr) * mk.nr);
-      rowScratch = scratch(rowSlot, rowCapacity, size_t(kNC));
+      rowScratch = scratch(rowSlot, rowCapacity, std::max(size_t(kNC), size_t(mk.mr) * kKC));
     } catch (...) {
 #pragma omp atomic write
       failed = true;
@@ -253,7 +257,7 @@ void sgemm(int M, int N, int K, const GemmOperand& A, const GemmOperand& B, floa
             const int ic = ib * kMC;
             const int mc = std::min(kMC, M - ic);
             if (packedIc != ic) {
-              packA(mk, A, ic, mc, pc, kc, Ap);
+              packA(mk, A, ic, mc, pc, kc, Ap, rowScratch);
               packedIc = ic;
             }
             const int pBegin = nPanels * chunk / jChunks, pEnd = nPanels * (chunk + 1) / jChunks;
