@@ -99,7 +99,7 @@ export declare class ConvKernel {
 export type OpName =
   | 'batchnorm-fwd' | 'batchnorm-bwd' | 'relu-fwd' | 'relu-bwd' | 'add'
   | 'maxpool-fwd' | 'maxpool-bwd' | 'avgpool-fwd' | 'avgpool-bwd'
-  | 'fc-fwd' | 'fc-bwd' | 'softmax-xent' | 'sgd';
+  | 'fc-fwd' | 'fc-bwd' | 'softmax-xent' | 'sgd' | 'allreduce-local' | 'link-hold';
 
 export interface OpKernelDescription {
   op: string;
@@ -117,7 +117,8 @@ export interface OpKernelDescription {
  * batchnorm-*: n, c, hw, eps?, momentum?, relu?, blocked?; relu-*: size; add: size, relu?;
  * maxpool-*: n, c, h, w, k?, stride?, pad?, blocked?; avgpool-*: n, c, hw, blocked?;
  * (blocked: activations in nChw16c; the avg-pool's output stays [n, c]);
- * fc-*: n, in, out; softmax-xent: n, classes; sgd: size, lr, momentum?, weightDecay?.
+ * fc-*: n, in, out; softmax-xent: n, classes; sgd: size, lr, momentum?, weightDecay?;
+ * allreduce-local: size, workers (buffers grad, replicas); link-hold: bytes, workers, gbps, latencyUs? (no buffers).
  */
 export declare class OpKernel {
   constructor(op: OpName, variant: string, params: Record<string, number | boolean>, layer?: string);

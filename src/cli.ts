@@ -12,7 +12,9 @@ import { availableConvVariants, listVariants } from './variants';
 import { writeJsonAtomic } from './io/json-file';
 import { resnet50Graph } from './model/graph';
 import { parsePlan } from './plan/plan';
-import { runTraining, type Run } from './run/training';
+import { runTraining, PHASES, type Run } from './run/training';
+import type { ReductionOptions } from './run/executor';
+import { chromeTrace } from './report/trace';
 import type { ConvPass } from '../binding';
 
 function print(text: string): void {
@@ -143,6 +145,26 @@ interface StepOpts {
   save?: string;
   json?: boolean;
   layout: string;
+  workers: string;
+  schedule: string;
+  comm: string;
+  link?: string;
+  latency: string;
+  bucketMb: string;
+  firstBucketMb: string;
+  compare?: boolean;
+  trace?: string;
+}
+
+function parseReduction(opts: StepOpts, schedule: 'serialized' | 'overlapped'): ReductionOptions | undefined {
+  const workers = parseInteger('--workers', opts.workers, 1, 16);
+  const comm = parseChoiceList('--comm', opts.comm, ['local', 'gloo'])[0];
+  if (comm === 'gloo') throw new UsageError("--comm gloo is not built yet (issue #4): use --comm local, optionally with --link and --latency");
+  const bucketMb = parseNumber('--bucket-mb', opts.bucketMb, 0.001, 4096);
+  const firstBucketMb = parseNumber('--first-bucket-mb', opts.firstBucketMb, 0.001, 4096);
+  const link = opts.link === undefined ? undefined : { gbps: parseNumber('--link', opts.link, 0.001, 10000), latencyUs: parseNumber('--latency', opts.latency, 0, 1e6) };
+  if (workers === 1) return undefined;
+  return { workers, schedule, comm: 'local', bucketBytes: bucketMb * 2 ** 20, firstBucketBytes: firstBucketMb * 2 ** 20, link };
 }
 
 function parseNumber(option: string, value: string, min: number, max: number): number {
@@ -173,28 +195,62 @@ async function runStep(opts: StepOpts) {
     saveWeights: opts.saveWeights,
     layout: parseChoiceList('--layout', opts.layout, ['auto', 'nchw', 'nChw16c']).at(0) as 'auto' | 'nchw' | 'nChw16c',
   };
+  const schedules = opts.compare
+    ? (['serialized', 'overlapped'] as const)
+    : ([parseChoiceList('--schedule', opts.schedule, ['serialized', 'overlapped'])[0] as 'serialized' | 'overlapped'] as const);
+  if (opts.compare && parseInteger('--workers', opts.workers, 1, 16) < 2) throw new UsageError('--compare needs --workers 2 or more');
   const tty = !opts.json && process.stderr.isTTY === true;
-  const run = await runTraining(config, (f) => {
-    if (tty) process.stderr.write(`\riteration ${f.index + 1}/${config.warmup + config.iterations}${f.warmup ? ' (warm-up)' : ''}: ${f.totalMs.toFixed(0)} ms, loss ${f.loss.toFixed(4)}   `);
-  });
-  if (tty) process.stderr.write('\n');
-  if (opts.save) writeJsonAtomic(opts.save, run);
-  if (opts.json) {
-    const { timeline: _t, ...rest } = run;
-    return print(JSON.stringify(rest, null, 2));
+  const runs: Run[] = [];
+  for (const schedule of schedules) {
+    const run = await runTraining({ ...config, reduction: parseReduction(opts, schedule) }, (f) => {
+      if (tty) process.stderr.write(`\r${schedule}: iteration ${f.index + 1}/${config.warmup + config.iterations}${f.warmup ? ' (warm-up)' : ''}: ${f.totalMs.toFixed(0)} ms, loss ${f.loss.toFixed(4)}   `);
+    });
+    runs.push(run);
   }
-  print(formatRun(run));
+  if (tty) process.stderr.write('\n');
+  if (opts.save) writeJsonAtomic(opts.save, runs.length === 1 ? runs[0] : runs);
+  if (opts.trace) {
+    writeJsonAtomic(opts.trace, chromeTrace(runs.map((r, i) => ({ rank: i, label: `rank 0 (${r.config.reduction?.schedule ?? 'single worker'})`, records: r.timeline }))));
+  }
+  if (opts.json) {
+    const strip = ({ timeline: _t, ...rest }: Run) => rest;
+    return print(JSON.stringify(runs.length === 1 ? strip(runs[0]) : runs.map(strip), null, 2));
+  }
+  if (runs.length === 1) return print(formatRun(runs[0]));
+  print(formatComparison(runs[0], runs[1]));
+}
+
+const PHASE_LABELS: Record<(typeof PHASES)[number], string> = {
+  totalMs: 'total', dataMs: 'data', forwardMs: 'forward', backwardMs: 'backward', reductionMs: 'reduction',
+  reductionExposedMs: 'reduction exposed', overlap: 'overlap %', optimizerMs: 'optimizer', idleMs: 'idle',
+};
+const phaseValue = (run: Run, k: (typeof PHASES)[number], stat: 'median' | 'min' | 'max') =>
+  k === 'overlap' ? 100 * run.summary[k][stat] : run.summary[k][stat];
+
+export function formatComparison(a: Run, b: Run): string {
+  const r = a.config.reduction!;
+  return [
+    `serialized vs overlapped gradient reduction: ${r.workers} workers (--comm local${r.link ? `, modeled link ${r.link.gbps} GB/s, ${r.link.latencyUs} us` : ''}), ` +
+      `buckets ${b.config.reduction!.bucketBytes / 2 ** 20} MB (first ${r.firstBucketBytes / 2 ** 20} MB); batch ${a.config.batch} per worker; medians over ${a.config.iterations} iterations`,
+    formatTable(PHASES.map((k) => ({ k })), [
+      { header: 'phase', value: ({ k }) => PHASE_LABELS[k] },
+      { header: 'serialized ms', value: ({ k }) => phaseValue(a, k, 'median'), digits: 1 },
+      { header: 'overlapped ms', value: ({ k }) => phaseValue(b, k, 'median'), digits: 1 },
+      { header: 'difference', value: ({ k }) => phaseValue(b, k, 'median') - phaseValue(a, k, 'median'), digits: 1 },
+    ]),
+  ].join('\n');
 }
 
 export function formatRun(run: Run): string {
   const s = run.summary;
   const c = run.config;
-  const rows = (['totalMs', 'dataMs', 'forwardMs', 'backwardMs', 'optimizerMs'] as const).map((k) => ({
-    phase: k.replace('Ms', ''), median: s[k].median, min: s[k].min, max: s[k].max,
+  const rows = PHASES.filter((k) => c.reduction || !['reductionMs', 'reductionExposedMs', 'overlap'].includes(k)).map((k) => ({
+    phase: PHASE_LABELS[k], median: phaseValue(run, k, 'median'), min: phaseValue(run, k, 'min'), max: phaseValue(run, k, 'max'),
   }));
   return [
     `ResNet-50 v1.5 training step: cpu backend, fp32, batch ${c.batch}, ${c.resolution}x${c.resolution}, width ${c.width}, ${c.classes} classes, ` +
       `${run.environment.parameters.toLocaleString('en-US')} parameters; ${c.warmup} warm-up + ${c.iterations} measured iterations; ${run.environment.threads} threads`,
+    (c.reduction ? `${c.reduction.workers} workers, ${c.reduction.schedule} reduction (--comm local${c.reduction.link ? `, link ${c.reduction.link.gbps} GB/s` : ''}), ` : '') +
     `conv ${c.plan.ops.conv}, batchnorm ${c.plan.ops.batchnorm}, activations ${run.environment.layout}` + (Object.keys(c.plan.layers).length ? `, ${Object.keys(c.plan.layers).length} layer override(s)` : ''),
     formatTable(rows, [
       { header: 'phase', value: (r) => r.phase },
@@ -285,6 +341,15 @@ export function buildProgram(): Command {
     .option('--weight-decay <x>', 'SGD weight decay', '0.0001')
     .option('--seed <n>', 'seed of the initial weights and synthetic data', '1')
     .option('--layout <layout>', "activations: 'nChw16c' (oneDNN's blocked layout kept between layers, no reorders), 'nchw', or 'auto' (nChw16c when every conv is onednn)", 'auto')
+    .option('--workers <n>', 'data-parallel workers (batch is per worker); 1: no reduction', '1')
+    .option('--schedule <s>', "gradient reduction: 'serialized' (after backward, exclusively) or 'overlapped' (buckets on a comm stream during backward)", 'overlapped')
+    .option('--comm <c>', "communicator: 'local' (this process computes one worker; the others' gradients are stood in by copies)", 'local')
+    .option('--link <GB/s>', 'model a link: hold the comm stream for the ring all-reduce time of each bucket')
+    .option('--latency <us>', 'per-hop latency of the modeled link', '5')
+    .option('--bucket-mb <mb>', 'gradient bucket size', '25')
+    .option('--first-bucket-mb <mb>', 'size of the first bucket', '1')
+    .option('--compare', 'run both schedules and print them side by side')
+    .option('--trace <file>', 'write a Chrome trace (Perfetto) of the last iteration: one track per stream')
     .option('--save <file>', 'save the run (configuration, environment, figures, timeline) as JSON')
     .option('--json', 'print the run as JSON (without the timeline)')
     .action(runStep);

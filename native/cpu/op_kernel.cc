@@ -72,6 +72,8 @@ const OpEntry kOps[] = {
     {"fc-bwd", "linear", "dx = dy w, dw = dy^T x, db = sum dy"},
     {"softmax-xent", "loss", "mean softmax cross-entropy over the batch and its gradient"},
     {"sgd", "sgd", "SGD with momentum and weight decay (PyTorch semantics)"},
+    {"allreduce-local", "comm", "local communicator: W-1 stand-in gradients copied in, all W summed and averaged"},
+    {"link-hold", "comm", "holds the stream for the modeled ring all-reduce transfer time of a bucket"},
 };
 
 }  // namespace
@@ -101,6 +103,7 @@ std::unique_ptr<OpKernel> makeCpuOpKernel(const std::string& op, const std::stri
     if (family == "pool") return makePool(op, fast, params, layer);
     if (family == "linear") return makeLinear(op, fast, params, layer);
     if (family == "loss") return makeLoss(op, fast, params, layer);
+    if (family == "comm") return makeComm(op, fast, params, layer);
     return makeSgd(op, fast, params, layer);
   }
   throw Error("ERR_UNKNOWN_OP", "unknown op '" + op + "': allowed conv (ConvKernel), " + names);

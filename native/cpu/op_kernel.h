@@ -83,5 +83,6 @@ std::unique_ptr<OpKernel> makePool(const std::string& op, bool fast, const OpPar
 std::unique_ptr<OpKernel> makeLinear(const std::string& op, bool fast, const OpParams& p, const std::string& layer);
 std::unique_ptr<OpKernel> makeLoss(const std::string& op, bool fast, const OpParams& p, const std::string& layer);
 std::unique_ptr<OpKernel> makeSgd(const std::string& op, bool fast, const OpParams& p, const std::string& layer);
+std::unique_ptr<OpKernel> makeComm(const std::string& op, bool fast, const OpParams& p, const std::string& layer);
 
 }  // namespace stepscope

@@ -12,6 +12,7 @@ import type { GraphNode, ResNetGraph } from '../model/graph';
 import { addon } from '../native';
 import { variantFor, type Plan, type PlanOp } from '../plan/plan';
 import { UsageError } from '../errors';
+import { assignBuckets, type Bucket } from '../schedule/buckets';
 
 export interface OptimizerOptions {
   lr: number;
@@ -26,6 +27,22 @@ export interface OptimizerOptions {
  * `onednn` and channel counts divisible by 16. `auto` takes it when it can.
  */
 export type StepLayout = 'auto' | 'nchw' | 'nChw16c';
+
+/**
+ * Data-parallel gradient reduction (issue #4): `serialized` reduces every
+ * gradient after backward on the compute stream, exclusively; `overlapped`
+ * reduces each bucket on a communication stream as soon as the event of its
+ * last gradient has fired, while backward goes on. The optimizer waits for all.
+ */
+export interface ReductionOptions {
+  workers: number;
+  schedule: 'serialized' | 'overlapped';
+  comm: 'local';
+  bucketBytes: number;
+  firstBucketBytes: number;
+  /** A modeled link: the stream is held for the ring all-reduce transfer time of each bucket. */
+  link?: { gbps: number; latencyUs: number };
+}
 
 export function canUseBlocked(graph: ResNetGraph, plan: Plan): string | null {
   for (const n of graph.nodes) {
@@ -43,6 +60,8 @@ export interface IterationResult {
   startNs: number;
   forwardEndNs: number;
   backwardEndNs: number;
+  /** When the optimizer could start: all reductions done (= backwardEndNs without reduction). */
+  reducedNs: number;
   endNs: number;
   peakBytes: number;
 }
@@ -104,11 +123,17 @@ export class TrainingStep {
   /** The layout activations are held in (never 'auto'). */
   readonly layout: 'nchw' | 'nChw16c';
 
+  readonly buckets: Bucket[] = [];
+  readonly commStream: Stream | undefined;
+  private reduceKernels = new Map<string, { kernel: OpKernel; replicas: Buffer }>();
+  private linkKernels: (OpKernel | undefined)[] = [];
+
   constructor(
     readonly graph: ResNetGraph,
     readonly plan: Plan,
     readonly optimizer: OptimizerOptions,
     layout: StepLayout = 'auto',
+    readonly reduction?: ReductionOptions,
   ) {
     const native = this.native;
     const blockedProblem = canUseBlocked(graph, plan);
@@ -129,6 +154,7 @@ export class TrainingStep {
     this.labels = new native.Buffer(graph.batch);
     this.loss = new native.Buffer(1);
     this.prepare();
+    if (reduction && reduction.workers > 1) this.prepareReduction(reduction);
     this.lossKernel = new native.OpKernel('softmax-xent', this.opVariant('loss'), { n: graph.batch, classes: graph.classes }, 'loss');
     for (const p of graph.params) {
       if (!p.trainable) continue;
@@ -142,6 +168,33 @@ export class TrainingStep {
         ),
       });
     }
+  }
+
+  private prepareReduction(r: ReductionOptions): void {
+    const native = this.native;
+    // Gradients become ready in reverse parameter order (as DDP assumes).
+    const order = this.graph.params.filter((p) => p.trainable).reverse();
+    this.buckets.push(...assignBuckets(order.map((p) => ({ name: p.name, size: p.shape.reduce((a, b) => a * b, 1) })), r));
+    for (const p of order) {
+      const size = p.shape.reduce((a, b) => a * b, 1);
+      this.reduceKernels.set(p.name, {
+        kernel: new native.OpKernel('allreduce-local', 'fast', { size, workers: r.workers }, p.name),
+        replicas: new native.Buffer(size * (r.workers - 1)),
+      });
+    }
+    this.linkKernels = this.buckets.map((b) =>
+      r.link ? new native.OpKernel('link-hold', 'fast', { bytes: b.bytes, workers: r.workers, gbps: r.link.gbps, latencyUs: r.link.latencyUs }, `bucket${b.index}`) : undefined,
+    );
+    (this as { commStream: Stream | undefined }).commStream = r.schedule === 'overlapped' ? new native.Stream('comm') : undefined;
+  }
+
+  /** Enqueues the reduction of one bucket on `stream`. */
+  private enqueueBucket(b: Bucket, stream: Stream): void {
+    for (const name of b.params) {
+      const { kernel, replicas } = this.reduceKernels.get(name)!;
+      kernel.enqueue(stream, [this.grads.get(name)!, replicas]);
+    }
+    this.linkKernels[b.index]?.enqueue(stream, []);
   }
 
   private opVariant(op: PlanOp, layer?: string): string {
@@ -286,7 +339,9 @@ export class TrainingStep {
     this.lastLogits?.release(this.stream); // the previous iteration's logits
     this.lastLogits = undefined;
     native.resetPeakMemory();
-    const marks = { start: new native.Event(), forward: new native.Event(), backward: new native.Event(), end: new native.Event() };
+    const marks = {
+      start: new native.Event(), forward: new native.Event(), backward: new native.Event(), reduced: new native.Event(), end: new native.Event(),
+    };
     stream.record(marks.start);
 
     // Forward.
@@ -344,10 +399,20 @@ export class TrainingStep {
       grads.set(t, sum);
     };
     this.gradientEvents = [];
+    const overlapped = this.commStream !== undefined;
+    const pendingInBucket = this.buckets.map((b) => b.params.length);
+    const bucketOf = new Map(this.buckets.flatMap((b) => b.params.map((p) => [p, b] as const)));
     const ready = (...names: string[]) => {
       const event = new native.Event();
       stream.record(event);
-      for (const param of names) this.gradientEvents.push({ param, event });
+      for (const param of names) {
+        this.gradientEvents.push({ param, event });
+        const b = bucketOf.get(param);
+        if (!overlapped || !b || --pendingInBucket[b.index] > 0) continue;
+        // The bucket's last gradient: reduce it on the comm stream once this event fires.
+        this.commStream!.wait(event);
+        this.enqueueBucket(b, this.commStream!);
+      }
     };
 
     for (let i = prepared.length - 1; i >= 0; i--) {
@@ -417,12 +482,23 @@ export class TrainingStep {
       for (const t of this.savedFor(p)) use(t);
     }
     stream.record(marks.backward);
+    if (this.buckets.length > 0) {
+      if (overlapped) {
+        const reduced = new native.Event();
+        this.commStream!.record(reduced);
+        stream.wait(reduced);
+      } else {
+        for (const b of this.buckets) this.enqueueBucket(b, stream);
+      }
+    }
+    stream.record(marks.reduced);
 
     for (const { param, kernel } of this.sgd) {
       kernel.enqueue(stream, [this.params.get(param)!, this.grads.get(param)!, this.momentum.get(param)!]);
     }
     stream.record(marks.end);
     await stream.synchronize();
+    if (this.commStream) await this.commStream.synchronize();
     this.lastLogits = logits; // kept (not pooled) until the next iteration
     const loss = this.loss.read()[0];
     if (!Number.isFinite(loss)) {
@@ -433,6 +509,7 @@ export class TrainingStep {
       startNs: marks.start.timestampNs!,
       forwardEndNs: marks.forward.timestampNs!,
       backwardEndNs: marks.backward.timestampNs!,
+      reducedNs: marks.reduced.timestampNs!,
       endNs: marks.end.timestampNs!,
       peakBytes: native.memoryStats().peakBytes,
     };

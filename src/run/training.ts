@@ -8,7 +8,8 @@ import { summarize, type Summary } from '../bench/stats';
 import { paramCount, resnet50Graph, type ResNetGraph } from '../model/graph';
 import { addon } from '../native';
 import type { Plan } from '../plan/plan';
-import { TrainingStep, type StepLayout } from './executor';
+import { TrainingStep, type ReductionOptions, type StepLayout } from './executor';
+import { breakdown } from '../analysis/breakdown';
 import { initWeights, loadBatch, loadWeights, saveWeights } from './weights';
 
 export interface TrainingConfig {
@@ -27,6 +28,8 @@ export interface TrainingConfig {
   input?: string;
   saveWeights?: string;
   layout?: StepLayout;
+  /** Data-parallel reduction (workers > 1), issue #4. */
+  reduction?: ReductionOptions;
 }
 
 export interface IterationFigures {
@@ -37,6 +40,10 @@ export interface IterationFigures {
   forwardMs: number;
   backwardMs: number;
   optimizerMs: number;
+  reductionMs: number;
+  reductionExposedMs: number;
+  overlap: number;
+  idleMs: number;
   loss: number;
   peakBytes: number;
   flops: number;
@@ -51,6 +58,9 @@ export interface KernelSummary {
   calls: number;
 }
 
+export const PHASES = ['totalMs', 'dataMs', 'forwardMs', 'backwardMs', 'reductionMs', 'reductionExposedMs', 'overlap', 'optimizerMs', 'idleMs'] as const;
+export type PhaseKey = (typeof PHASES)[number];
+
 export interface Run {
   format: 'stepscope-run';
   version: 1;
@@ -59,7 +69,7 @@ export interface Run {
   environment: { cpuModel: string; threads: number; node: string; backend: 'cpu'; dtype: 'fp32'; parameters: number; layout: 'nchw' | 'nChw16c' };
   iterations: IterationFigures[];
   /** Median, min, max over the measured (non-warm-up) iterations. */
-  summary: Record<'totalMs' | 'dataMs' | 'forwardMs' | 'backwardMs' | 'optimizerMs' | 'loss', Summary> & {
+  summary: Record<PhaseKey | 'loss', Summary> & {
     peakBytes: number;
     gflops: number;
   };
@@ -84,7 +94,7 @@ export async function runTraining(config: TrainingConfig, onIteration?: (f: Iter
   const native = addon();
   const graph: ResNetGraph = resnet50Graph({ batch: config.batch, resolution: config.resolution, width: config.width, classes: config.classes });
   const fixed = config.input ? loadBatch(graph, config.input) : undefined;
-  const step = new TrainingStep(graph, config.plan, { lr: config.lr, momentum: config.momentum, weightDecay: config.weightDecay }, config.layout);
+  const step = new TrainingStep(graph, config.plan, { lr: config.lr, momentum: config.momentum, weightDecay: config.weightDecay }, config.layout, config.reduction);
   if (config.weights) loadWeights(step, config.weights);
   else initWeights(step, config.seed);
   if (fixed) {
@@ -105,11 +115,7 @@ export async function runTraining(config: TrainingConfig, onIteration?: (f: Iter
     const figures: IterationFigures = {
       index: i,
       warmup: i < config.warmup,
-      dataMs,
-      forwardMs: (r.forwardEndNs - r.startNs) / 1e6,
-      backwardMs: (r.backwardEndNs - r.forwardEndNs) / 1e6,
-      optimizerMs: (r.endNs - r.backwardEndNs) / 1e6,
-      totalMs: dataMs + (r.endNs - r.startNs) / 1e6,
+      ...breakdown(records, r, dataMs),
       loss: r.loss,
       peakBytes: r.peakBytes,
       flops: records.reduce((s, k) => s + k.flops, 0),
@@ -130,7 +136,7 @@ export async function runTraining(config: TrainingConfig, onIteration?: (f: Iter
 
   const measured = iterations.filter((f) => !f.warmup);
   const pick = (k: keyof IterationFigures) => summarize(measured.map((f) => f[k] as number));
-  const total = pick('totalMs');
+  const phases = Object.fromEntries(PHASES.map((k) => [k, pick(k)])) as Record<PhaseKey, Summary>;
   const topKernels = [...perKernel.values()]
     .map(({ k, times }) => ({ ...k, medianMs: summarize(times).median, calls: times.length }))
     .sort((a, b) => b.medianMs - a.medianMs);
@@ -150,11 +156,7 @@ export async function runTraining(config: TrainingConfig, onIteration?: (f: Iter
     },
     iterations,
     summary: {
-      totalMs: total,
-      dataMs: pick('dataMs'),
-      forwardMs: pick('forwardMs'),
-      backwardMs: pick('backwardMs'),
-      optimizerMs: pick('optimizerMs'),
+      ...phases,
       loss: pick('loss'),
       peakBytes: Math.max(...measured.map((f) => f.peakBytes)),
       gflops: summarize(measured.map((f) => f.flops / (f.totalMs * 1e6))).median,

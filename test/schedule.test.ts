@@ -1,0 +1,134 @@
+// Gradient reduction schedules (issue #4, local communicator): buckets,
+// breakdown arithmetic on hand-built timelines, identical results under
+// both schedules, the events that gate buckets, and the trace format.
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { test } from 'node:test';
+import type { KernelRecord } from '../binding';
+import { breakdown, intersect, measure, union } from '../src/analysis/breakdown';
+import { resnet50Graph } from '../src/model/graph';
+import { defaultPlan } from '../src/plan/plan';
+import { chromeTrace } from '../src/report/trace';
+import { TrainingStep, type ReductionOptions } from '../src/run/executor';
+import { initWeights } from '../src/run/weights';
+import { assignBuckets } from '../src/schedule/buckets';
+import { relativeError } from '../src/ops/conv';
+import { cli } from './helpers';
+
+const MB = 2 ** 20;
+
+test('buckets: reverse order kept, a small first bucket, then up to the cap; an oversized parameter alone', () => {
+  const params = [
+    { name: 'fc.bias', size: 1000 }, { name: 'fc.weight', size: 2_048_000 }, { name: 'a', size: 100_000 },
+    { name: 'b', size: 3_000_000 }, { name: 'c', size: 10_000_000 }, { name: 'd', size: 50 },
+  ];
+  const buckets = assignBuckets(params, { bucketBytes: 25 * MB, firstBucketBytes: 1 * MB });
+  assert.deepEqual(buckets.map((b) => b.params), [['fc.bias'], ['fc.weight', 'a', 'b'], ['c'], ['d']]);
+  assert.deepEqual(buckets.map((b) => b.bytes), [4000, 4 * 5_148_000, 40_000_000, 200]);
+  assert.ok(buckets.slice(1, 2).every((b) => b.bytes <= 25 * MB));
+  const resnet = resnet50Graph({ batch: 1 }).params.filter((p) => p.trainable).reverse()
+    .map((p) => ({ name: p.name, size: p.shape.reduce((a, b) => a * b, 1) }));
+  const rb = assignBuckets(resnet, { bucketBytes: 25 * MB, firstBucketBytes: 1 * MB });
+  assert.equal(rb[0].params[0], 'fc.bias');
+  assert.ok(rb[0].bytes <= 1 * MB);
+  assert.equal(rb.flatMap((b) => b.params).length, resnet.length);
+  assert.ok(rb.length >= 5 && rb.length <= 8, `${rb.length} buckets`);
+});
+
+test('interval arithmetic and the breakdown on a hand-built timeline', () => {
+  assert.deepEqual(union([{ start: 5, end: 8 }, { start: 0, end: 2 }, { start: 1, end: 3 }]), [{ start: 0, end: 3 }, { start: 5, end: 8 }]);
+  assert.equal(measure([{ start: 0, end: 10 }, { start: 5, end: 15 }]), 15);
+  assert.deepEqual(intersect([{ start: 0, end: 10 }], [{ start: 2, end: 4 }, { start: 8, end: 12 }]), [{ start: 2, end: 4 }, { start: 8, end: 10 }]);
+  const k = (pass: string, start: number, end: number): KernelRecord => ({
+    op: pass === 'comm' ? 'allreduce' : 'conv', variant: 'x', layer: 'l', pass, stream: pass === 'comm' ? 1 : 0,
+    streamName: pass === 'comm' ? 'comm' : 'compute', startNs: start * 1e6, endNs: end * 1e6, flops: 0, bytes: 0,
+  });
+  // Compute: forward 0-10, backward 10-30, optimizer 40-45. Comm: 20-40 (half hidden under backward).
+  const records = [k('fwd', 0, 10), k('bwd-data', 10, 30), k('comm', 20, 40), k('update', 40, 45)];
+  const b = breakdown(records, { startNs: 0, forwardEndNs: 10e6, backwardEndNs: 30e6, reducedNs: 40e6, endNs: 50e6 }, 2);
+  assert.equal(b.totalMs, 52);
+  assert.equal(b.forwardMs, 10);
+  assert.equal(b.backwardMs, 20);
+  assert.equal(b.reductionMs, 20);
+  assert.equal(b.reductionExposedMs, 10);
+  assert.equal(b.overlap, 0.5);
+  assert.equal(b.optimizerMs, 10);
+  assert.equal(b.idleMs, 5); // 45-50: nothing ran
+});
+
+async function stepWith(reduction: ReductionOptions | undefined) {
+  const graph = resnet50Graph({ batch: 2, resolution: 32, width: 4, classes: 10 });
+  const step = new TrainingStep(graph, defaultPlan(), { lr: 0.1, momentum: 0.9, weightDecay: 1e-4 }, 'auto', reduction);
+  initWeights(step, 2);
+  step.input.fillUniform(3, -1, 1);
+  step.labels.write(new Float32Array([2, 5]));
+  const r = await step.iteration(0);
+  return { step, r, graph };
+}
+
+test('both schedules give the parameters of a single worker (local communicator)', async () => {
+  const single = await stepWith(undefined);
+  const base = { workers: 4, comm: 'local' as const, bucketBytes: 64 * 1024, firstBucketBytes: 4096 };
+  const serialized = await stepWith({ ...base, schedule: 'serialized' });
+  const overlapped = await stepWith({ ...base, schedule: 'overlapped' });
+  assert.ok(overlapped.step.buckets.length > 3);
+  for (const p of single.graph.params) {
+    const a = single.step.params.get(p.name)!.read();
+    for (const other of [serialized, overlapped]) {
+      assert.ok(relativeError(other.step.params.get(p.name)!.read(), a) < 1e-5, p.name);
+    }
+  }
+});
+
+test('overlapped: each bucket starts after the event of its last gradient, on the comm stream', async () => {
+  const native = (await import('../src/native')).addon();
+  native.timelineDrain();
+  const { step, r } = await stepWith({ workers: 2, comm: 'local', schedule: 'overlapped', bucketBytes: 64 * 1024, firstBucketBytes: 4096, link: { gbps: 1, latencyUs: 50 } });
+  const records = native.timelineDrain();
+  const fired = new Map(step.gradientEvents.map((e) => [e.param, e.event.timestampNs!]));
+  for (const b of step.buckets) {
+    const lastReady = Math.max(...b.params.map((p) => fired.get(p)!));
+    const kernels = records.filter((k) => k.pass === 'comm' && (b.params.includes(k.layer) || k.layer === `bucket${b.index}`));
+    assert.ok(kernels.length === b.params.length + 1, `bucket ${b.index}`);
+    for (const k of kernels) {
+      assert.equal(k.streamName, 'comm');
+      assert.ok(k.startNs >= lastReady, `bucket ${b.index} started before its gradients were ready`);
+    }
+  }
+  const sgd = records.filter((k) => k.op === 'sgd');
+  const lastComm = Math.max(...records.filter((k) => k.pass === 'comm').map((k) => k.endNs));
+  assert.ok(sgd.every((k) => k.startNs >= lastComm), 'the optimizer waits for every bucket');
+  assert.ok(r.reducedNs >= lastComm);
+});
+
+test('step --compare prints both schedules; --trace writes a Perfetto-loadable trace; bad values exit 2', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stepscope-sched-'));
+  const trace = path.join(dir, 'trace.json');
+  const small = ['step', '--batch', '2', '--resolution', '32', '--width', '4', '--classes', '10', '--iterations', '1', '--warmup', '0'];
+  const r = cli([...small, '--workers', '2', '--compare', '--link', '10', '--trace', trace]);
+  assert.equal(r.status, 0, r.stderr);
+  for (const label of ['reduction exposed', 'overlap %', 'serialized ms', 'overlapped ms', 'idle']) assert.match(r.stdout, new RegExp(label));
+  const t = JSON.parse(fs.readFileSync(trace, 'utf8'));
+  const x = t.traceEvents.filter((e: { ph: string }) => e.ph === 'X');
+  assert.ok(x.length > 100 && x.every((e: { ts: number; dur: number; args: { op: string } }) => e.ts >= 0 && e.dur >= 0 && e.args.op));
+  const threads = t.traceEvents.filter((e: { name: string }) => e.name === 'thread_name').map((e: { args: { name: string } }) => e.args.name);
+  assert.ok(threads.includes('compute') && threads.includes('comm'));
+  assert.deepEqual(new Set(x.map((e: { pid: number }) => e.pid)), new Set([0, 1]));
+  const chrome = chromeTrace([{ rank: 3, label: 'r', records: [] }]);
+  assert.equal(chrome.traceEvents[0].pid, 3);
+  const bad: [string[], RegExp][] = [
+    [['--workers', '0'], /--workers '0' is not allowed/],
+    [['--workers', '2', '--bucket-mb', '0'], /--bucket-mb '0' is not allowed/],
+    [['--workers', '2', '--link', 'fast'], /--link 'fast' is not allowed/],
+    [['--workers', '2', '--schedule', 'eager'], /--schedule: unknown 'eager'; allowed: all, serialized, overlapped/],
+    [['--workers', '2', '--comm', 'gloo'], /--comm gloo is not built yet/],
+    [['--compare'], /--compare needs --workers 2 or more/],
+  ];
+  for (const [args, message] of bad) {
+    const res = cli([...small, ...args]);
+    assert.equal(res.status, 2, `${args.join(' ')}: ${res.stderr}`);
+    assert.match(res.stderr, message);
+  }
+});
