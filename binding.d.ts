@@ -176,6 +176,15 @@ export interface LibraryInfo {
   threads?: number;
 }
 
+/** Real multi-process all-reduce with Gloo (TCP), rendezvous through a shared FileStore directory. */
+export declare class GlooCommunicator {
+  constructor(options: { rank: number; size: number; storePath: string; hostname?: string; timeoutMs?: number });
+  /** Rendezvous with the other ranks; rejects (ERR_COMM) after timeoutMs. */
+  connect(): Promise<void>;
+  /** Enqueues an in-place all-reduce on the stream: buffer = scale * sum over ranks. */
+  allreduce(stream: Stream, buffer: Buffer, scale: number, layer?: string): void;
+}
+
 export interface BuildInfo {
   backend: 'cpu';
   compiler: string;
@@ -185,6 +194,7 @@ export interface BuildInfo {
   sanitize: boolean;
   onednn: LibraryInfo;
   openblas: LibraryInfo;
+  gloo: LibraryInfo;
 }
 
 /** Removes and returns every kernel record so far. */

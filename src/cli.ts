@@ -15,6 +15,8 @@ import { parsePlan } from './plan/plan';
 import { runTraining, PHASES, type Run } from './run/training';
 import type { ReductionOptions } from './run/executor';
 import { chromeTrace } from './report/trace';
+import { launch } from './launch';
+import * as fs from 'node:fs';
 import type { ConvPass } from '../binding';
 
 function print(text: string): void {
@@ -154,17 +156,27 @@ interface StepOpts {
   firstBucketMb: string;
   compare?: boolean;
   trace?: string;
+  commTimeoutMs: string;
+}
+
+/** With --comm gloo: this process's place among the ranks, from the launcher's (torchrun-style) variables. */
+function glooRank(): { rank: number; size: number; store: string } {
+  const { RANK, WORLD_SIZE, STEPSCOPE_GLOO_STORE } = process.env;
+  if (RANK === undefined || WORLD_SIZE === undefined || !STEPSCOPE_GLOO_STORE) {
+    throw new UsageError('--comm gloo needs RANK, WORLD_SIZE and STEPSCOPE_GLOO_STORE (a directory all ranks share): start the ranks with `stepscope launch -n N -- step ...`');
+  }
+  const size = parseInteger('WORLD_SIZE', WORLD_SIZE, 1, 1024);
+  return { rank: parseInteger('RANK', RANK, 0, size - 1), size, store: STEPSCOPE_GLOO_STORE };
 }
 
 function parseReduction(opts: StepOpts, schedule: 'serialized' | 'overlapped'): ReductionOptions | undefined {
-  const workers = parseInteger('--workers', opts.workers, 1, 16);
-  const comm = parseChoiceList('--comm', opts.comm, ['local', 'gloo'])[0];
-  if (comm === 'gloo') throw new UsageError("--comm gloo is not built yet (issue #4): use --comm local, optionally with --link and --latency");
+  const comm = parseChoiceList('--comm', opts.comm, ['local', 'gloo'])[0] as 'local' | 'gloo';
+  const workers = comm === 'gloo' ? glooRank().size : parseInteger('--workers', opts.workers, 1, 16);
   const bucketMb = parseNumber('--bucket-mb', opts.bucketMb, 0.001, 4096);
   const firstBucketMb = parseNumber('--first-bucket-mb', opts.firstBucketMb, 0.001, 4096);
   const link = opts.link === undefined ? undefined : { gbps: parseNumber('--link', opts.link, 0.001, 10000), latencyUs: parseNumber('--latency', opts.latency, 0, 1e6) };
   if (workers === 1) return undefined;
-  return { workers, schedule, comm: 'local', bucketBytes: bucketMb * 2 ** 20, firstBucketBytes: firstBucketMb * 2 ** 20, link };
+  return { workers, schedule, comm, bucketBytes: bucketMb * 2 ** 20, firstBucketBytes: firstBucketMb * 2 ** 20, link };
 }
 
 function parseNumber(option: string, value: string, min: number, max: number): number {
@@ -198,16 +210,30 @@ async function runStep(opts: StepOpts) {
   const schedules = opts.compare
     ? (['serialized', 'overlapped'] as const)
     : ([parseChoiceList('--schedule', opts.schedule, ['serialized', 'overlapped'])[0] as 'serialized' | 'overlapped'] as const);
-  if (opts.compare && parseInteger('--workers', opts.workers, 1, 16) < 2) throw new UsageError('--compare needs --workers 2 or more');
+  if (opts.compare && opts.comm !== 'gloo' && parseInteger('--workers', opts.workers, 1, 16) < 2) throw new UsageError('--compare needs --workers 2 or more');
   const tty = !opts.json && process.stderr.isTTY === true;
   const runs: Run[] = [];
+  const comm = parseChoiceList('--comm', opts.comm, ['local', 'gloo'])[0];
+  const place = comm === 'gloo' ? glooRank() : undefined;
+  const timeoutMs = parseInteger('--comm-timeout-ms', opts.commTimeoutMs, 100, 3_600_000);
   for (const schedule of schedules) {
-    const run = await runTraining({ ...config, reduction: parseReduction(opts, schedule) }, (f) => {
+    const reduction = parseReduction(opts, schedule);
+    if (reduction && place) {
+      // One rendezvous per schedule: a fresh store prefix keeps runs apart.
+      const native = addon();
+      const storePath = `${place.store}/${schedule}`;
+      fs.mkdirSync(storePath, { recursive: true });
+      reduction.gloo = new native.GlooCommunicator({ rank: place.rank, size: place.size, storePath, timeoutMs, hostname: process.env.STEPSCOPE_GLOO_HOST ?? '127.0.0.1' });
+      await reduction.gloo.connect();
+    }
+    const run = await runTraining({ ...config, reduction, rank: place?.rank ?? 0, saveWeights: place && place.rank > 0 && config.saveWeights ? `${config.saveWeights}.rank${place.rank}` : config.saveWeights }, (f) => {
       if (tty) process.stderr.write(`\r${schedule}: iteration ${f.index + 1}/${config.warmup + config.iterations}${f.warmup ? ' (warm-up)' : ''}: ${f.totalMs.toFixed(0)} ms, loss ${f.loss.toFixed(4)}   `);
     });
     runs.push(run);
   }
   if (tty) process.stderr.write('\n');
+  for (const r of runs) if (r.config.reduction) delete r.config.reduction.gloo; // a native handle, not data
+  if (place && place.rank > 0) return; // rank 0 reports for all
   if (opts.save) writeJsonAtomic(opts.save, runs.length === 1 ? runs[0] : runs);
   if (opts.trace) {
     writeJsonAtomic(opts.trace, chromeTrace(runs.map((r, i) => ({ rank: i, label: `rank 0 (${r.config.reduction?.schedule ?? 'single worker'})`, records: r.timeline }))));
@@ -230,7 +256,7 @@ const phaseValue = (run: Run, k: (typeof PHASES)[number], stat: 'median' | 'min'
 export function formatComparison(a: Run, b: Run): string {
   const r = a.config.reduction!;
   return [
-    `serialized vs overlapped gradient reduction: ${r.workers} workers (--comm local${r.link ? `, modeled link ${r.link.gbps} GB/s, ${r.link.latencyUs} us` : ''}), ` +
+    `serialized vs overlapped gradient reduction: ${r.workers} workers (--comm ${r.comm}${r.link ? `, modeled link ${r.link.gbps} GB/s, ${r.link.latencyUs} us` : ''}), ` +
       `buckets ${b.config.reduction!.bucketBytes / 2 ** 20} MB (first ${r.firstBucketBytes / 2 ** 20} MB); batch ${a.config.batch} per worker; medians over ${a.config.iterations} iterations`,
     formatTable(PHASES.map((k) => ({ k })), [
       { header: 'phase', value: ({ k }) => PHASE_LABELS[k] },
@@ -250,7 +276,7 @@ export function formatRun(run: Run): string {
   return [
     `ResNet-50 v1.5 training step: cpu backend, fp32, batch ${c.batch}, ${c.resolution}x${c.resolution}, width ${c.width}, ${c.classes} classes, ` +
       `${run.environment.parameters.toLocaleString('en-US')} parameters; ${c.warmup} warm-up + ${c.iterations} measured iterations; ${run.environment.threads} threads`,
-    (c.reduction ? `${c.reduction.workers} workers, ${c.reduction.schedule} reduction (--comm local${c.reduction.link ? `, link ${c.reduction.link.gbps} GB/s` : ''}), ` : '') +
+    (c.reduction ? `${c.reduction.workers} workers, ${c.reduction.schedule} reduction (--comm ${c.reduction.comm}${c.reduction.link ? `, link ${c.reduction.link.gbps} GB/s` : ''}), ` : '') +
     `conv ${c.plan.ops.conv}, batchnorm ${c.plan.ops.batchnorm}, activations ${run.environment.layout}` + (Object.keys(c.plan.layers).length ? `, ${Object.keys(c.plan.layers).length} layer override(s)` : ''),
     formatTable(rows, [
       { header: 'phase', value: (r) => r.phase },
@@ -293,6 +319,7 @@ export function buildProgram(): Command {
     .name('stepscope')
     .description('A kernel-level lab for the ResNet-50 training step')
     .exitOverride()
+    .enablePositionalOptions()
     .showHelpAfterError(false);
 
   program
@@ -343,16 +370,27 @@ export function buildProgram(): Command {
     .option('--layout <layout>', "activations: 'nChw16c' (oneDNN's blocked layout kept between layers, no reorders), 'nchw', or 'auto' (nChw16c when every conv is onednn)", 'auto')
     .option('--workers <n>', 'data-parallel workers (batch is per worker); 1: no reduction', '1')
     .option('--schedule <s>', "gradient reduction: 'serialized' (after backward, exclusively) or 'overlapped' (buckets on a comm stream during backward)", 'overlapped')
-    .option('--comm <c>', "communicator: 'local' (this process computes one worker; the others' gradients are stood in by copies)", 'local')
+    .option('--comm <c>', "communicator: 'local' (this process computes one worker; the others' gradients are stood in by copies) or 'gloo' (real all-reduce across processes; start them with launch)", 'local')
     .option('--link <GB/s>', 'model a link: hold the comm stream for the ring all-reduce time of each bucket')
     .option('--latency <us>', 'per-hop latency of the modeled link', '5')
     .option('--bucket-mb <mb>', 'gradient bucket size', '25')
     .option('--first-bucket-mb <mb>', 'size of the first bucket', '1')
+    .option('--comm-timeout-ms <ms>', 'with --comm gloo: how long to wait for a peer (rendezvous and each all-reduce)', '30000')
     .option('--compare', 'run both schedules and print them side by side')
     .option('--trace <file>', 'write a Chrome trace (Perfetto) of the last iteration: one track per stream')
     .option('--save <file>', 'save the run (configuration, environment, figures, timeline) as JSON')
     .option('--json', 'print the run as JSON (without the timeline)')
     .action(runStep);
+
+  program
+    .command('launch')
+    .description('start N ranks of a stepscope command on this machine (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT, a shared Gloo store), e.g. launch -n 2 -- step --comm gloo')
+    .requiredOption('-n, --nprocs <n>', 'number of ranks')
+    .argument('<command...>', 'the stepscope command each rank runs')
+    .passThroughOptions()
+    .action(async (command: string[], opts: { nprocs: string }) => {
+      process.exitCode = await launch(parseInteger('-n', opts.nprocs, 1, 64), command);
+    });
 
   return program;
 }

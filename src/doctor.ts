@@ -47,6 +47,7 @@ export function formatDoctor(r: DoctorReport): string {
     `libraries (cpu addon, ${r.build.compiler}${r.build.sanitize ? ', sanitizer build' : ''})`,
     lib('oneDNN', r.build.onednn),
     lib('OpenBLAS', r.build.openblas),
+    lib('Gloo', r.build.gloo),
     `  OpenMP    ${r.build.openmp}, ${r.build.threads} threads`,
     `  sgemm     own micro-kernel ${r.build.sgemmKernel}`,
     `measured peak (${r.peak.threads} threads)`,

@@ -123,7 +123,6 @@ test('step --compare prints both schedules; --trace writes a Perfetto-loadable t
     [['--workers', '2', '--bucket-mb', '0'], /--bucket-mb '0' is not allowed/],
     [['--workers', '2', '--link', 'fast'], /--link 'fast' is not allowed/],
     [['--workers', '2', '--schedule', 'eager'], /--schedule: unknown 'eager'; allowed: all, serialized, overlapped/],
-    [['--workers', '2', '--comm', 'gloo'], /--comm gloo is not built yet/],
     [['--compare'], /--compare needs --workers 2 or more/],
   ];
   for (const [args, message] of bad) {
@@ -131,4 +130,54 @@ test('step --compare prints both schedules; --trace writes a Perfetto-loadable t
     assert.equal(res.status, 2, `${args.join(' ')}: ${res.stderr}`);
     assert.match(res.stderr, message);
   }
+});
+
+test('gloo, 2 processes: parameters after a step equal one process averaging both workers\' gradients', async () => {
+  const { addon } = await import('../src/native');
+  if (!addon().buildInfo().gloo.found) return; // built without libgloo-dev: nothing to run
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stepscope-gloo-test-'));
+  const weights = path.join(__dirname, '..', '..', 'test', 'fixtures', 'step-small', 'weights.safetensors');
+  const { readSafetensors } = await import('../src/io/safetensors');
+  const { loadWeights } = await import('../src/run/weights');
+  const { syntheticBatch } = await import('../src/run/training');
+  const graph = resnet50Graph({ batch: 2, resolution: 64, width: 4, classes: 10 });
+  // One process: each worker's gradient in turn (lr 0 leaves the weights), then the averaged SGD step.
+  const grads: Map<string, Float32Array>[] = [];
+  for (const rank of [0, 1]) {
+    const step = new TrainingStep(graph, defaultPlan(), { lr: 0, momentum: 0.9, weightDecay: 0 });
+    loadWeights(step, weights);
+    syntheticBatch(step, 1, 0, rank);
+    await step.iteration(0);
+    grads.push(new Map([...step.grads].map(([k, b]) => [k, b.read()])));
+  }
+  const initial = readSafetensors(weights).tensors;
+  for (const schedule of ['serialized', 'overlapped']) {
+    const out = path.join(dir, `${schedule}.safetensors`);
+    const r = cli(['launch', '-n', '2', '--', 'step', '--batch', '2', '--resolution', '64', '--width', '4', '--classes', '10',
+      '--iterations', '1', '--warmup', '0', '--comm', 'gloo', '--schedule', schedule, '--weights', weights, '--save-weights', out,
+      '--lr', '0.1', '--momentum', '0.9', '--weight-decay', '0.0001', '--bucket-mb', '0.05', '--first-bucket-mb', '0.01']);
+    assert.equal(r.status, 0, r.stderr);
+    for (const file of [out, `${out}.rank1`]) {
+      const got = readSafetensors(file).tensors;
+      for (const p of graph.params.filter((q) => q.trainable)) {
+        const p0 = initial.get(p.name)!.data as Float32Array;
+        const expected = p0.map((v, i) => v - 0.1 * ((grads[0].get(p.name)![i] + grads[1].get(p.name)![i]) / 2 + 1e-4 * v));
+        const e = relativeError(got.get(p.name)!.data as Float32Array, expected);
+        assert.ok(e < 1e-5, `${schedule} ${path.basename(file)} ${p.name}: ${e}`);
+      }
+    }
+  }
+});
+
+test('gloo: a peer that never arrives gives a clear error within the timeout, no hang', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stepscope-gloo-alone-'));
+  const start = Date.now();
+  const r = cli(['step', '--batch', '2', '--resolution', '32', '--width', '4', '--classes', '10', '--iterations', '1',
+    '--comm', 'gloo', '--comm-timeout-ms', '800'], { RANK: '0', WORLD_SIZE: '2', STEPSCOPE_GLOO_STORE: dir });
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr, /gloo rank 0 of 2: rendezvous failed within 800 ms/);
+  assert.ok(Date.now() - start < 20_000);
+  const noEnv = cli(['step', '--comm', 'gloo']);
+  assert.equal(noEnv.status, 2);
+  assert.match(noEnv.stderr, /start the ranks with `stepscope launch -n N -- step/);
 });

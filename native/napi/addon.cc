@@ -11,6 +11,8 @@
 #include "napi/buffer_wrap.h"
 #include "napi/conv_wrap.h"
 #include "napi/op_wrap.h"
+#include "napi/gloo_wrap.h"
+#include "comm/gloo_comm.h"
 #include "cpu/op_kernel.h"
 #include "core/buffer.h"
 #include "napi/stream_wrap.h"
@@ -159,6 +161,10 @@ Napi::Value buildInfo(const Napi::CallbackInfo& info) {
   openblas.Set("reason", STEPSCOPE_OPENBLAS_BUILD_STATUS);
 #endif
   o.Set("openblas", openblas);
+  Napi::Object gloo = Napi::Object::New(env);
+  gloo.Set("found", GlooCommunicator::available());
+  if (!GlooCommunicator::available()) gloo.Set("reason", STEPSCOPE_GLOO_BUILD_STATUS);
+  o.Set("gloo", gloo);
   return o;
 }
 
@@ -179,6 +185,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("Event", event);
   exports.Set("ConvKernel", conv);
   exports.Set("OpKernel", op);
+  exports.Set("GlooCommunicator", GlooWrap::define(env));
   exports.Set("opVariants", Napi::Function::New(env, opVariants));
   exports.Set("memoryStats", Napi::Function::New(env, memoryStatsValue));
   exports.Set("resetPeakMemory", Napi::Function::New(env, resetPeakMemoryValue));

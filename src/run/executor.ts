@@ -7,7 +7,7 @@
 // Events: after the backward kernels that produce a parameter's gradient,
 // an event is recorded; `gradientEvents` lists them in the order they fire
 // (reverse layer order), for the schedules that overlap reduction with backward.
-import type { Buffer, ConvKernel, Event, OpKernel, Stream } from '../../binding';
+import type { Buffer, ConvKernel, Event, GlooCommunicator, OpKernel, Stream } from '../../binding';
 import type { GraphNode, ResNetGraph } from '../model/graph';
 import { addon } from '../native';
 import { variantFor, type Plan, type PlanOp } from '../plan/plan';
@@ -37,7 +37,9 @@ export type StepLayout = 'auto' | 'nchw' | 'nChw16c';
 export interface ReductionOptions {
   workers: number;
   schedule: 'serialized' | 'overlapped';
-  comm: 'local';
+  comm: 'local' | 'gloo';
+  /** The connected communicator, with comm 'gloo' (workers = its size). */
+  gloo?: GlooCommunicator;
   bucketBytes: number;
   firstBucketBytes: number;
   /** A modeled link: the stream is held for the ring all-reduce transfer time of each bucket. */
@@ -177,6 +179,7 @@ export class TrainingStep {
     this.buckets.push(...assignBuckets(order.map((p) => ({ name: p.name, size: p.shape.reduce((a, b) => a * b, 1) })), r));
     for (const p of order) {
       const size = p.shape.reduce((a, b) => a * b, 1);
+      if (r.comm === 'gloo') continue; // Gloo reduces in place across processes
       this.reduceKernels.set(p.name, {
         kernel: new native.OpKernel('allreduce-local', 'fast', { size, workers: r.workers }, p.name),
         replicas: new native.Buffer(size * (r.workers - 1)),
@@ -190,7 +193,12 @@ export class TrainingStep {
 
   /** Enqueues the reduction of one bucket on `stream`. */
   private enqueueBucket(b: Bucket, stream: Stream): void {
+    const gloo = this.reduction?.gloo;
     for (const name of b.params) {
+      if (gloo) {
+        gloo.allreduce(stream, this.grads.get(name)!, 1 / this.reduction!.workers, name);
+        continue;
+      }
       const { kernel, replicas } = this.reduceKernels.get(name)!;
       kernel.enqueue(stream, [this.grads.get(name)!, replicas]);
     }

@@ -30,6 +30,8 @@ export interface TrainingConfig {
   layout?: StepLayout;
   /** Data-parallel reduction (workers > 1), issue #4. */
   reduction?: ReductionOptions;
+  /** This process's rank (with --comm gloo); picks its synthetic batch. */
+  rank?: number;
 }
 
 export interface IterationFigures {
@@ -78,11 +80,14 @@ export interface Run {
   timeline: KernelRecord[];
 }
 
-/** Inputs and labels for iteration `i` of a synthetic run, reproducible from the seed. */
-export function syntheticBatch(step: TrainingStep, seed: number, i: number): void {
-  step.input.fillUniform(seed * 7919 + i, -2, 2);
+/**
+ * Inputs and labels for iteration `i` of a synthetic run, reproducible from
+ * the seed; each data-parallel rank gets its own batch.
+ */
+export function syntheticBatch(step: TrainingStep, seed: number, i: number, rank = 0): void {
+  step.input.fillUniform(seed * 7919 + i + rank * 1_000_003, -2, 2);
   const labels = new Float32Array(step.graph.batch);
-  let state = (seed * 2654435761 + i * 40503) >>> 0;
+  let state = (seed * 2654435761 + i * 40503 + rank * 97) >>> 0;
   for (let k = 0; k < labels.length; k++) {
     state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
     labels[k] = state % step.graph.classes;
@@ -108,7 +113,7 @@ export async function runTraining(config: TrainingConfig, onIteration?: (f: Iter
   native.timelineDrain();
   for (let i = 0; i < config.warmup + config.iterations; i++) {
     const dataStart = native.nowNs();
-    if (!fixed) syntheticBatch(step, config.seed, i);
+    if (!fixed) syntheticBatch(step, config.seed, i, config.rank ?? 0);
     const dataMs = (native.nowNs() - dataStart) / 1e6;
     const r = await step.iteration(i);
     const records = native.timelineDrain();

@@ -1,0 +1,65 @@
+#include "comm/gloo_comm.h"
+
+#include "core/error.h"
+
+#ifdef STEPSCOPE_HAVE_GLOO
+#include <gloo/allreduce.h>
+#include <gloo/common/error.h>
+#include <gloo/math.h>
+#include <gloo/rendezvous/context.h>
+#include <gloo/rendezvous/file_store.h>
+#include <gloo/transport/tcp/device.h>
+#endif
+
+namespace stepscope {
+
+#ifdef STEPSCOPE_HAVE_GLOO
+
+bool GlooCommunicator::available() { return true; }
+
+void GlooCommunicator::connect() {
+  const auto& o = options_;
+  try {
+    gloo::transport::tcp::attr attr(o.hostname.c_str());
+    auto device = gloo::transport::tcp::CreateDevice(attr);
+    gloo::rendezvous::FileStore store(o.storePath);
+    auto context = std::make_shared<gloo::rendezvous::Context>(o.rank, o.size);
+    context->setTimeout(std::chrono::milliseconds(o.timeoutMs));
+    context->connectFullMesh(store, device);
+    context_ = context;
+  } catch (const std::exception& e) {
+    throw Error("ERR_COMM", "gloo rank " + std::to_string(o.rank) + " of " + std::to_string(o.size) +
+                                ": rendezvous failed within " + std::to_string(o.timeoutMs) + " ms (store " + o.storePath +
+                                "): " + e.what());
+  }
+}
+
+void GlooCommunicator::allreduce(float* data, size_t count, float scale) {
+  if (!context_) throw Error("ERR_COMM", "gloo: allreduce before connect()");
+  try {
+    gloo::AllreduceOptions opts(context_);
+    opts.setInput(data, count);
+    opts.setOutput(data, count);
+    opts.setReduceFunction(static_cast<void (*)(void*, const void*, const void*, size_t)>(&gloo::sum<float>));
+    opts.setTag(tag_++);
+    opts.setTimeout(std::chrono::milliseconds(options_.timeoutMs));
+    gloo::allreduce(opts);
+  } catch (const std::exception& e) {
+    throw Error("ERR_COMM", "gloo rank " + std::to_string(options_.rank) + ": all-reduce of " + std::to_string(count) +
+                                " values failed (a peer died or timed out after " + std::to_string(options_.timeoutMs) +
+                                " ms): " + e.what());
+  }
+  for (size_t i = 0; i < count; ++i) data[i] *= scale;
+}
+
+#else
+
+bool GlooCommunicator::available() { return false; }
+void GlooCommunicator::connect() {
+  throw Error("ERR_UNAVAILABLE", "the gloo communicator is unavailable: the addon was built without Gloo (apt-get install libgloo-dev)");
+}
+void GlooCommunicator::allreduce(float*, size_t, float) { connect(); }
+
+#endif
+
+}  // namespace stepscope
