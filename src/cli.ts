@@ -246,6 +246,58 @@ async function runStep(opts: StepOpts) {
   print(formatComparison(runs[0], runs[1]));
 }
 
+interface SweepOpts {
+  workers: string; link: string; latency: string; schedule: string; batch: string; resolution: string; width: string;
+  iterations: string; warmup: string; bucketMb: string; firstBucketMb: string; save?: string; json?: boolean;
+}
+
+async function runSweep(opts: SweepOpts) {
+  const list = (option: string, text: string, min: number, max: number) =>
+    text.split(',').map((v) => parseNumber(option, v.trim(), min, max));
+  const workers = list('--workers', opts.workers, 2, 100000).map((w) => {
+    if (!Number.isInteger(w)) throw new UsageError(`--workers '${w}' is not allowed: integers of 2 or more`);
+    return w;
+  });
+  const links = list('--link', opts.link, 0.001, 10000);
+  const schedules = opts.schedule === 'both' ? ['serialized', 'overlapped'] as const
+    : [parseChoiceList('--schedule', opts.schedule, ['serialized', 'overlapped'])[0] as 'serialized' | 'overlapped'];
+  const batch = parseInteger('--batch', opts.batch, 1, 4096);
+  const resolution = parseInteger('--resolution', opts.resolution, 32, 1024);
+  const width = parseInteger('--width', opts.width, 1, 1024);
+  const graph = resnet50Graph({ batch, resolution, width, classes: 1000 });
+  const base = {
+    batch, resolution, width, classes: 1000, lr: 0.1, momentum: 0.9, weightDecay: 1e-4, seed: 1,
+    iterations: parseInteger('--iterations', opts.iterations, 1, 1000), warmup: parseInteger('--warmup', opts.warmup, 0, 100),
+    plan: parsePlan('', graph),
+  };
+  const latencyUs = parseNumber('--latency', opts.latency, 0, 1e6);
+  const bucketBytes = parseNumber('--bucket-mb', opts.bucketMb, 0.001, 4096) * 2 ** 20;
+  const firstBucketBytes = parseNumber('--first-bucket-mb', opts.firstBucketMb, 0.001, 4096) * 2 ** 20;
+  const points: { workers: number; gbps: number; schedule: string; totalMs: number; reductionMs: number; exposedMs: number; overlap: number }[] = [];
+  const tty = !opts.json && process.stderr.isTTY === true;
+  for (const w of workers)
+    for (const gbps of links)
+      for (const schedule of schedules) {
+        if (tty) process.stderr.write(`\rsweep: ${w} workers, ${gbps} GB/s, ${schedule}          `);
+        const run = await runTraining({ ...base, reduction: { workers: w, schedule, comm: 'local', bucketBytes, firstBucketBytes, link: { gbps, latencyUs } } });
+        const m = run.summary;
+        points.push({ workers: w, gbps, schedule, totalMs: m.totalMs.median, reductionMs: m.reductionMs.median, exposedMs: m.reductionExposedMs.median, overlap: m.overlap.median });
+      }
+  if (tty) process.stderr.write('\n');
+  if (opts.save) writeJsonAtomic(opts.save, { format: 'stepscope-sweep', version: 1, batch, resolution, width, latencyUs, points });
+  if (opts.json) return print(JSON.stringify(points, null, 2));
+  print(`sweep: batch ${batch} per worker, ${resolution}x${resolution}, width ${width}, --comm local with a modeled ring all-reduce (latency ${latencyUs} us); medians of ${base.iterations} iterations`);
+  print(formatTable(points, [
+    { header: 'workers', value: (p) => String(p.workers) },
+    { header: 'link GB/s', value: (p) => String(p.gbps) },
+    { header: 'schedule', value: (p) => p.schedule },
+    { header: 'iteration ms', value: (p) => p.totalMs, digits: 0 },
+    { header: 'reduction ms', value: (p) => p.reductionMs, digits: 0 },
+    { header: 'exposed ms', value: (p) => p.exposedMs, digits: 0 },
+    { header: 'overlap %', value: (p) => 100 * p.overlap, digits: 0 },
+  ]));
+}
+
 const PHASE_LABELS: Record<(typeof PHASES)[number], string> = {
   totalMs: 'total', dataMs: 'data', forwardMs: 'forward', backwardMs: 'backward', reductionMs: 'reduction',
   reductionExposedMs: 'reduction exposed', overlap: 'overlap %', optimizerMs: 'optimizer', idleMs: 'idle',
@@ -284,7 +336,8 @@ export function formatRun(run: Run): string {
       { header: 'min ms', value: (r) => r.min, digits: 1 },
       { header: 'max ms', value: (r) => r.max, digits: 1 },
     ]),
-    `loss ${s.loss.median.toFixed(4)} (median; last ${run.iterations.at(-1)!.loss.toFixed(4)}), ${s.gflops.toFixed(1)} GFLOP/s for the whole step, peak memory ${(s.peakBytes / 2 ** 20).toFixed(0)} MiB`,
+    `loss ${s.loss.median.toFixed(4)} (median; last ${run.iterations.at(-1)!.loss.toFixed(4)}), ${s.gflops.toFixed(1)} GFLOP/s for the whole step, peak memory ${(s.peakBytes / 2 ** 20).toFixed(0)} MiB, ` +
+      `enqueue ${s.enqueueUsPerKernel.toFixed(2)} us per kernel (${run.iterations.at(-1)!.kernels} kernels)`,
     '',
     'top kernels (median per iteration)',
     formatTable(run.topKernels.slice(0, 10), [
@@ -381,6 +434,24 @@ export function buildProgram(): Command {
     .option('--save <file>', 'save the run (configuration, environment, figures, timeline) as JSON')
     .option('--json', 'print the run as JSON (without the timeline)')
     .action(runStep);
+
+  program
+    .command('sweep')
+    .description('iteration time against workers and a modeled link for both schedules (--comm local): where overlap pays and where it does not')
+    .option('--workers <list>', 'comma list of worker counts', '2,8,64')
+    .option('--link <list>', 'comma list of link bandwidths in GB/s', '1,10,25,100')
+    .option('--latency <us>', 'per-hop latency of the modeled link', '5')
+    .option('--schedule <s>', "'serialized', 'overlapped' or 'both'", 'both')
+    .option('--batch <n>', 'batch per worker', '8')
+    .option('--resolution <px>', 'input resolution', '224')
+    .option('--width <n>', 'base width', '64')
+    .option('--iterations <n>', 'measured iterations per point', '2')
+    .option('--warmup <n>', 'warm-up iterations per point', '1')
+    .option('--bucket-mb <mb>', 'gradient bucket size', '25')
+    .option('--first-bucket-mb <mb>', 'size of the first bucket', '1')
+    .option('--save <file>', 'save the points as JSON')
+    .option('--json', 'print the points as JSON')
+    .action(runSweep);
 
   program
     .command('launch')

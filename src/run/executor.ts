@@ -46,6 +46,9 @@ export interface ReductionOptions {
   link?: { gbps: number; latencyUs: number };
 }
 
+/** Workers whose gradients the `local` communicator really sums (the rest only on the modeled link). */
+export const LOCAL_STAND_IN_LIMIT = 16;
+
 export function canUseBlocked(graph: ResNetGraph, plan: Plan): string | null {
   for (const n of graph.nodes) {
     if (n.kind !== 'conv') continue;
@@ -66,6 +69,8 @@ export interface IterationResult {
   reducedNs: number;
   endNs: number;
   peakBytes: number;
+  /** Host time spent enqueueing the whole iteration (TypeScript driving the addon). */
+  enqueueNs: number;
 }
 
 type Kernel = ConvKernel | OpKernel;
@@ -180,9 +185,12 @@ export class TrainingStep {
     for (const p of order) {
       const size = p.shape.reduce((a, b) => a * b, 1);
       if (r.comm === 'gloo') continue; // Gloo reduces in place across processes
+      // Stand-ins for at most 15 other workers: past 16 the local work would
+      // only grow memory; the modeled link still uses the true worker count.
+      const local = Math.min(r.workers, LOCAL_STAND_IN_LIMIT);
       this.reduceKernels.set(p.name, {
-        kernel: new native.OpKernel('allreduce-local', 'fast', { size, workers: r.workers }, p.name),
-        replicas: new native.Buffer(size * (r.workers - 1)),
+        kernel: new native.OpKernel('allreduce-local', 'fast', { size, workers: local }, p.name),
+        replicas: new native.Buffer(size * (local - 1)),
       });
     }
     this.linkKernels = this.buckets.map((b) =>
@@ -203,6 +211,17 @@ export class TrainingStep {
       kernel.enqueue(stream, [this.grads.get(name)!, replicas]);
     }
     this.linkKernels[b.index]?.enqueue(stream, []);
+  }
+
+  private gradSums = new Map<string, OpKernel>();
+  /** The add that sums two gradients of tensor t (prepared once, reused every iteration). */
+  private gradSumKernel(t: string): OpKernel {
+    let k = this.gradSums.get(t);
+    if (!k) {
+      k = new this.native.OpKernel('add', this.opVariant('add'), { size: this.graph.tensors.get(t)! }, `grad:${t}`);
+      this.gradSums.set(t, k);
+    }
+    return k;
   }
 
   private opVariant(op: PlanOp, layer?: string): string {
@@ -347,6 +366,7 @@ export class TrainingStep {
     this.lastLogits?.release(this.stream); // the previous iteration's logits
     this.lastLogits = undefined;
     native.resetPeakMemory();
+    const enqueueStart = native.nowNs();
     const marks = {
       start: new native.Event(), forward: new native.Event(), backward: new native.Event(), reduced: new native.Event(), end: new native.Event(),
     };
@@ -401,7 +421,7 @@ export class TrainingStep {
       const prev = grads.get(t);
       if (!prev) return void grads.set(t, g);
       const sum = pool.make(this.graph.tensors.get(t)!);
-      new native.OpKernel('add', this.opVariant('add'), { size: this.graph.tensors.get(t)! }, `grad:${t}`).enqueue(stream, [prev, g, sum]);
+      this.gradSumKernel(t).enqueue(stream, [prev, g, sum]);
       pool.drop(prev);
       pool.drop(g);
       grads.set(t, sum);
@@ -505,6 +525,7 @@ export class TrainingStep {
       kernel.enqueue(stream, [this.params.get(param)!, this.grads.get(param)!, this.momentum.get(param)!]);
     }
     stream.record(marks.end);
+    const enqueueNs = native.nowNs() - enqueueStart;
     await stream.synchronize();
     if (this.commStream) await this.commStream.synchronize();
     this.lastLogits = logits; // kept (not pooled) until the next iteration
@@ -520,6 +541,7 @@ export class TrainingStep {
       reducedNs: marks.reduced.timestampNs!,
       endNs: marks.end.timestampNs!,
       peakBytes: native.memoryStats().peakBytes,
+      enqueueNs,
     };
   }
 

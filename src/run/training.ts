@@ -49,6 +49,9 @@ export interface IterationFigures {
   loss: number;
   peakBytes: number;
   flops: number;
+  /** Kernels this iteration ran, and the host time per kernel spent enqueueing them. */
+  kernels: number;
+  enqueueUsPerKernel: number;
 }
 
 export interface KernelSummary {
@@ -74,6 +77,7 @@ export interface Run {
   summary: Record<PhaseKey | 'loss', Summary> & {
     peakBytes: number;
     gflops: number;
+    enqueueUsPerKernel: number;
   };
   topKernels: KernelSummary[];
   /** The last iteration's kernels, times relative to its start. */
@@ -123,6 +127,8 @@ export async function runTraining(config: TrainingConfig, onIteration?: (f: Iter
       ...breakdown(records, r, dataMs),
       loss: r.loss,
       peakBytes: r.peakBytes,
+      kernels: records.length,
+      enqueueUsPerKernel: r.enqueueNs / 1e3 / Math.max(1, records.length),
       flops: records.reduce((s, k) => s + k.flops, 0),
     };
     iterations.push(figures);
@@ -165,6 +171,7 @@ export async function runTraining(config: TrainingConfig, onIteration?: (f: Iter
       loss: pick('loss'),
       peakBytes: Math.max(...measured.map((f) => f.peakBytes)),
       gflops: summarize(measured.map((f) => f.flops / (f.totalMs * 1e6))).median,
+      enqueueUsPerKernel: summarize(measured.map((f) => f.enqueueUsPerKernel)).median,
     },
     topKernels,
     timeline,
