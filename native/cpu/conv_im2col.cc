@@ -88,6 +88,9 @@ class Im2colConv : public ConvKernel {
            (colInPlace_ ? ", no im2col" : implicitCol_ ? ", implicit im2col in the GEMM's packing" : "");
   }
 
+  // The forward product alone, untimed (used by the transposed bwd-data below).
+  void forwardUntimed(const float* x, const float* w, float* y) { forward(x, w, y); }
+
   void execute(const ConvTensors& t, KernelRecorder& recorder) override {
     recorder.run(info(), [&] {
       switch (pass_) {
@@ -270,8 +273,55 @@ class Im2colConv : public ConvKernel {
 
 }  // namespace
 
+namespace {
+
+// bwd-data of a stride-1 convolution is itself a stride-1 convolution: dy
+// (K channels) convolved with the weights flipped in r and s and with c and k
+// swapped, padded by R-1-pad. Running it through the forward path uses the
+// implicit im2col (no column matrix, no col2im), which a direct bwd-data GEMM
+// cannot: there the K-deep product writes a CRS x PQ matrix per image.
+class TransposedBackwardData : public ConvKernel {
+ public:
+  TransposedBackwardData(const ConvShape& shape, const std::string& layer)
+      : ConvKernel(shape, ConvPass::BackwardData, "im2col-gemm", layer),
+        flipped_(static_cast<size_t>(shape.wSize())) {
+    ConvShape t;
+    t.n = shape.n, t.c = shape.k, t.h = shape.p(), t.w = shape.q();
+    t.k = shape.c, t.r = shape.r, t.s = shape.s, t.stride = 1, t.pad = shape.r - 1 - shape.pad;
+    forward_ = std::make_unique<Im2colConv>(t, ConvPass::Forward, layer, false);
+  }
+  size_t workspaceBytes() const override { return forward_->workspaceBytes() + flipped_.size() * sizeof(float); }
+  std::string implementation() const override {
+    return "bwd-data as a forward convolution of dy with flipped, transposed weights; " + forward_->implementation();
+  }
+  void execute(const ConvTensors& t, KernelRecorder& recorder) override {
+    recorder.run(info(), [&] {
+      const auto& sh = shape_;
+      // flipped[c][k][r][s] = w[k][c][R-1-r][S-1-s]
+      for (int k = 0; k < sh.k; ++k)
+        for (int c = 0; c < sh.c; ++c)
+          for (int r = 0; r < sh.r; ++r)
+            for (int s = 0; s < sh.s; ++s)
+              flipped_[((size_t(c) * sh.k + k) * sh.r + r) * sh.s + s] =
+                  t.w[((size_t(k) * sh.c + c) * sh.r + (sh.r - 1 - r)) * sh.s + (sh.s - 1 - s)];
+      forward_->forwardUntimed(t.y, flipped_.data(), t.x);
+    });
+  }
+
+ private:
+  std::vector<float> flipped_;
+  std::unique_ptr<Im2colConv> forward_;
+};
+
+}  // namespace
+
 std::unique_ptr<ConvKernel> makeIm2colConv(const ConvShape& shape, ConvPass pass, const std::string& layer,
                                            bool useBlas) {
+  // Stride-1 layers with a real filter (1x1 has no im2col to save).
+  if (!useBlas && pass == ConvPass::BackwardData && shape.stride == 1 && (shape.r > 1 || shape.s > 1) &&
+      2 * shape.pad == shape.r - 1 && shape.r == shape.s) {
+    return std::make_unique<TransposedBackwardData>(shape, layer);
+  }
   return std::make_unique<Im2colConv>(shape, pass, layer, useBlas);
 }
 
