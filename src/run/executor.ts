@@ -7,7 +7,7 @@
 // Events: after the backward kernels that produce a parameter's gradient,
 // an event is recorded; `gradientEvents` lists them in the order they fire
 // (reverse layer order), for the schedules that overlap reduction with backward.
-import type { Buffer, ConvKernel, Event, GlooCommunicator, OpKernel, Stream } from '../../binding';
+import type { Buffer, ConvKernel, Event, GlooCommunicator, OpKernel, OpName, Stream } from '../../binding';
 import type { GraphNode, ResNetGraph } from '../model/graph';
 import { addon } from '../native';
 import { variantFor, type Plan, type PlanOp } from '../plan/plan';
@@ -237,6 +237,14 @@ export class TrainingStep {
     for (let i = 0; i < nodes.length; i++) {
       const node = nodes[i];
       const v = (op: PlanOp) => this.opVariant(op, node.name);
+      // An op with one forward and one backward kernel of the same parameters.
+      const pair = (op: PlanOp, fwd: OpName, bwd: OpName, p: Record<string, number | boolean>) =>
+        this.prepared.push({
+          node,
+          forward: [new OpKernel(fwd, v(op), p, node.name)],
+          backward: [new OpKernel(bwd, v(op), p, node.name)],
+          fusedRelu: false,
+        });
       switch (node.kind) {
         case 'conv': {
           const variant = v('conv');
@@ -263,12 +271,7 @@ export class TrainingStep {
           break;
         }
         case 'relu':
-          this.prepared.push({
-            node,
-            forward: [new OpKernel('relu-fwd', v('relu'), { size: node.size }, node.name)],
-            backward: [new OpKernel('relu-bwd', v('relu'), { size: node.size }, node.name)],
-            fusedRelu: false,
-          });
+          pair('relu', 'relu-fwd', 'relu-bwd', { size: node.size });
           break;
         case 'add':
           this.prepared.push({
@@ -279,36 +282,15 @@ export class TrainingStep {
             fusedRelu: false,
           });
           break;
-        case 'maxpool': {
-          const p = { n: node.n, c: node.c, h: node.h, w: node.w, k: 3, stride: 2, pad: 1, blocked };
-          this.prepared.push({
-            node,
-            forward: [new OpKernel('maxpool-fwd', v('maxpool'), p, node.name)],
-            backward: [new OpKernel('maxpool-bwd', v('maxpool'), p, node.name)],
-            fusedRelu: false,
-          });
+        case 'maxpool':
+          pair('maxpool', 'maxpool-fwd', 'maxpool-bwd', { n: node.n, c: node.c, h: node.h, w: node.w, k: 3, stride: 2, pad: 1, blocked });
           break;
-        }
-        case 'avgpool': {
-          const p = { n: node.n, c: node.c, hw: node.hw, blocked };
-          this.prepared.push({
-            node,
-            forward: [new OpKernel('avgpool-fwd', v('avgpool'), p, node.name)],
-            backward: [new OpKernel('avgpool-bwd', v('avgpool'), p, node.name)],
-            fusedRelu: false,
-          });
+        case 'avgpool':
+          pair('avgpool', 'avgpool-fwd', 'avgpool-bwd', { n: node.n, c: node.c, hw: node.hw, blocked });
           break;
-        }
-        case 'fc': {
-          const p = { n: node.n, in: node.in, out: node.out };
-          this.prepared.push({
-            node,
-            forward: [new OpKernel('fc-fwd', v('fc'), p, node.name)],
-            backward: [new OpKernel('fc-bwd', v('fc'), p, node.name)],
-            fusedRelu: false,
-          });
+        case 'fc':
+          pair('fc', 'fc-fwd', 'fc-bwd', { n: node.n, in: node.in, out: node.out });
           break;
-        }
       }
     }
   }
