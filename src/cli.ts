@@ -157,6 +157,7 @@ interface StepOpts {
   compare?: boolean;
   trace?: string;
   commTimeoutMs: string;
+  enqueueProbe?: boolean;
 }
 
 /** With --comm gloo: this process's place among the ranks, from the launcher's (torchrun-style) variables. */
@@ -206,6 +207,7 @@ async function runStep(opts: StepOpts) {
     input: opts.input,
     saveWeights: opts.saveWeights,
     layout: parseChoiceList('--layout', opts.layout, ['auto', 'nchw', 'nChw16c']).at(0) as 'auto' | 'nchw' | 'nChw16c',
+    enqueueProbeMs: opts.enqueueProbe ? 500 : 0,
   };
   const schedules = opts.compare
     ? (['serialized', 'overlapped'] as const)
@@ -337,7 +339,7 @@ export function formatRun(run: Run): string {
       { header: 'max ms', value: (r) => r.max, digits: 1 },
     ]),
     `loss ${s.loss.median.toFixed(4)} (median; last ${run.iterations.at(-1)!.loss.toFixed(4)}), ${s.gflops.toFixed(1)} GFLOP/s for the whole step, peak memory ${(s.peakBytes / 2 ** 20).toFixed(0)} MiB, ` +
-      `enqueue ${s.enqueueUsPerKernel.toFixed(2)} us per kernel (${run.iterations.at(-1)!.kernels} kernels)`,
+      `enqueue ${s.enqueueUsPerKernel.toFixed(2)} us per kernel (${run.iterations.at(-1)!.kernels} kernels${c.enqueueProbeMs ? ', stream gated' : ', while kernels run'})`,
     '',
     'top kernels (median per iteration)',
     formatTable(run.topKernels.slice(0, 10), [
@@ -429,6 +431,7 @@ export function buildProgram(): Command {
     .option('--bucket-mb <mb>', 'gradient bucket size', '25')
     .option('--first-bucket-mb <mb>', 'size of the first bucket', '1')
     .option('--comm-timeout-ms <ms>', 'with --comm gloo: how long to wait for a peer (rendezvous and each all-reduce)', '30000')
+    .option('--enqueue-probe', 'enqueue each iteration behind a 0.5 s gate so the enqueue cost per kernel is the host\'s alone (phases unaffected)')
     .option('--compare', 'run both schedules and print them side by side')
     .option('--trace <file>', 'write a Chrome trace (Perfetto) of the last iteration: one track per stream')
     .option('--save <file>', 'save the run (configuration, environment, figures, timeline) as JSON')

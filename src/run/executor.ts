@@ -213,6 +213,10 @@ export class TrainingStep {
     this.linkKernels[b.index]?.enqueue(stream, []);
   }
 
+  /** With > 0, each iteration is enqueued behind a gate of this many ms (see iteration()). */
+  enqueueProbeMs = 0;
+  private gateStream: Stream | undefined;
+  private gateKernel: OpKernel | undefined;
   private gradSums = new Map<string, OpKernel>();
   /** The add that sums two gradients of tensor t (prepared once, reused every iteration). */
   private gradSumKernel(t: string): OpKernel {
@@ -348,6 +352,17 @@ export class TrainingStep {
     this.lastLogits?.release(this.stream); // the previous iteration's logits
     this.lastLogits = undefined;
     native.resetPeakMemory();
+    if (this.enqueueProbeMs > 0) {
+      // Hold the stream so the whole iteration is enqueued before any kernel
+      // runs: the enqueue time is then the host's cost alone, as with a GPU,
+      // not a share of cores busy with the previous kernels.
+      const gate = new native.Event();
+      this.gateStream ??= new native.Stream('gate');
+      this.gateKernel ??= new native.OpKernel('link-hold', 'fast', { bytes: this.enqueueProbeMs * 1e6, workers: 2, gbps: 1 }, 'enqueue-probe');
+      this.gateKernel.enqueue(this.gateStream, []);
+      this.gateStream.record(gate);
+      stream.wait(gate);
+    }
     const enqueueStart = native.nowNs();
     const marks = {
       start: new native.Event(), forward: new native.Event(), backward: new native.Event(), reduced: new native.Event(), end: new native.Event(),

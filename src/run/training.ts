@@ -32,6 +32,8 @@ export interface TrainingConfig {
   reduction?: ReductionOptions;
   /** This process's rank (with --comm gloo); picks its synthetic batch. */
   rank?: number;
+  /** Enqueue each iteration behind a gate of this many ms, to measure the pure host enqueue cost. */
+  enqueueProbeMs?: number;
 }
 
 export interface IterationFigures {
@@ -104,6 +106,7 @@ export async function runTraining(config: TrainingConfig, onIteration?: (f: Iter
   const graph: ResNetGraph = resnet50Graph({ batch: config.batch, resolution: config.resolution, width: config.width, classes: config.classes });
   const fixed = config.input ? loadBatch(graph, config.input) : undefined;
   const step = new TrainingStep(graph, config.plan, { lr: config.lr, momentum: config.momentum, weightDecay: config.weightDecay }, config.layout, config.reduction);
+  step.enqueueProbeMs = config.enqueueProbeMs ?? 0;
   if (config.weights) loadWeights(step, config.weights);
   else initWeights(step, config.seed);
   if (fixed) {
@@ -120,7 +123,7 @@ export async function runTraining(config: TrainingConfig, onIteration?: (f: Iter
     if (!fixed) syntheticBatch(step, config.seed, i, config.rank ?? 0);
     const dataMs = (native.nowNs() - dataStart) / 1e6;
     const r = await step.iteration(i);
-    const records = native.timelineDrain();
+    const records = native.timelineDrain().filter((k) => k.layer !== 'enqueue-probe'); // the gate is not part of the step
     const figures: IterationFigures = {
       index: i,
       warmup: i < config.warmup,
