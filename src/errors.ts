@@ -3,7 +3,3 @@
 export class UsageError extends Error {
   override name = 'UsageError';
 }
-
-export function listAllowed(values: readonly string[]): string {
-  return values.join(', ');
-}

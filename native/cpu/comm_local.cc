@@ -53,7 +53,6 @@ class LinkHold : public OpKernel {
       : OpKernel("link", "modeled", "comm", layer) {
     const double w = workers;
     seconds_ = workers > 1 ? 2 * (w - 1) * latencyUs * 1e-6 + 2 * (w - 1) / w * bytes / (gbps * 1e9) : 0.0;
-    bytes_ = bytes;
   }
 
   void run(const std::vector<float*>&) override {
@@ -61,7 +60,7 @@ class LinkHold : public OpKernel {
   }
 
  private:
-  double seconds_ = 0, bytes_ = 0;
+  double seconds_ = 0;
 };
 
 }  // namespace
