@@ -132,9 +132,9 @@ test('step --compare prints both schedules; --trace writes a Perfetto-loadable t
   }
 });
 
-test('gloo, 2 processes: parameters after a step equal one process averaging both workers\' gradients', async () => {
+test('gloo, 2 processes: parameters after a step equal one process averaging both workers\' gradients', async (t) => {
   const { addon } = await import('../src/native');
-  if (!addon().buildInfo().gloo.found) return; // built without libgloo-dev: nothing to run
+  if (!addon().buildInfo().gloo.found) return t.skip('built without libgloo-dev');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stepscope-gloo-test-'));
   const weights = path.join(__dirname, '..', '..', 'test', 'fixtures', 'step-small', 'weights.safetensors');
   const { readSafetensors } = await import('../src/io/safetensors');
@@ -169,7 +169,9 @@ test('gloo, 2 processes: parameters after a step equal one process averaging bot
   }
 });
 
-test('gloo: a peer that never arrives gives a clear error within the timeout, no hang', () => {
+test('gloo: a peer that never arrives gives a clear error within the timeout, no hang', async (t) => {
+  const { addon } = await import('../src/native');
+  if (!addon().buildInfo().gloo.found) return t.skip('built without libgloo-dev');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stepscope-gloo-alone-'));
   const start = Date.now();
   const r = cli(['step', '--batch', '2', '--resolution', '32', '--width', '4', '--classes', '10', '--iterations', '1',
