@@ -1,18 +1,20 @@
 // The stepscope command line: parses, validates, prints. No logic of its own.
 import { Command, CommanderError, Option } from 'commander';
-import { benchConv, type ConvBenchRow } from './bench/conv-bench';
+import { benchConv } from './bench/conv-bench';
 import { doctor, formatDoctor } from './doctor';
 import { UsageError } from './errors';
 import { resnet50Convs } from './model/resnet50';
 import { addon } from './native';
 import { CONV_PASSES } from './ops/conv';
-import { parseChoiceList, parseInteger } from './options';
+import { parseBuckets, parseChoiceList, parseInteger, parseNumber } from './options';
 import { formatTable } from './report/table';
 import { availableConvVariants, listVariants } from './variants';
 import { writeJsonAtomic } from './io/json-file';
 import { resnet50Graph } from './model/graph';
 import { parsePlan } from './plan/plan';
-import { runTraining, PHASES, type Run } from './run/training';
+import { runTraining, type Run } from './run/training';
+import { formatComparison, formatRun } from './report/run-report';
+import { formatBenchRows } from './report/bench-report';
 import type { ReductionOptions } from './run/executor';
 import { chromeTrace } from './report/trace';
 import { launch } from './launch';
@@ -173,20 +175,12 @@ function glooRank(): { rank: number; size: number; store: string } {
 function parseReduction(opts: StepOpts, schedule: 'serialized' | 'overlapped'): ReductionOptions | undefined {
   const comm = parseChoiceList('--comm', opts.comm, ['local', 'gloo'])[0] as 'local' | 'gloo';
   const workers = comm === 'gloo' ? glooRank().size : parseInteger('--workers', opts.workers, 1, 16);
-  const bucketMb = parseNumber('--bucket-mb', opts.bucketMb, 0.001, 4096);
-  const firstBucketMb = parseNumber('--first-bucket-mb', opts.firstBucketMb, 0.001, 4096);
+  const buckets = parseBuckets(opts);
   const link = opts.link === undefined ? undefined : { gbps: parseNumber('--link', opts.link, 0.001, 10000), latencyUs: parseNumber('--latency', opts.latency, 0, 1e6) };
   if (workers === 1) return undefined;
-  return { workers, schedule, comm, bucketBytes: bucketMb * 2 ** 20, firstBucketBytes: firstBucketMb * 2 ** 20, link };
+  return { workers, schedule, comm, ...buckets, link };
 }
 
-function parseNumber(option: string, value: string, min: number, max: number): number {
-  const n = Number(value);
-  if (value.trim() === '' || !Number.isFinite(n) || n < min || n > max) {
-    throw new UsageError(`${option} '${value}' is not allowed: a number from ${min} to ${max}`);
-  }
-  return n;
-}
 
 async function runStep(opts: StepOpts) {
   const batch = parseInteger('--batch', opts.batch, 1, 4096);
@@ -273,15 +267,14 @@ async function runSweep(opts: SweepOpts) {
     plan: parsePlan('', graph),
   };
   const latencyUs = parseNumber('--latency', opts.latency, 0, 1e6);
-  const bucketBytes = parseNumber('--bucket-mb', opts.bucketMb, 0.001, 4096) * 2 ** 20;
-  const firstBucketBytes = parseNumber('--first-bucket-mb', opts.firstBucketMb, 0.001, 4096) * 2 ** 20;
+  const buckets = parseBuckets(opts);
   const points: { workers: number; gbps: number; schedule: string; totalMs: number; reductionMs: number; exposedMs: number; overlap: number }[] = [];
   const tty = !opts.json && process.stderr.isTTY === true;
   for (const w of workers)
     for (const gbps of links)
       for (const schedule of schedules) {
         if (tty) process.stderr.write(`\rsweep: ${w} workers, ${gbps} GB/s, ${schedule}          `);
-        const run = await runTraining({ ...base, reduction: { workers: w, schedule, comm: 'local', bucketBytes, firstBucketBytes, link: { gbps, latencyUs } } });
+        const run = await runTraining({ ...base, reduction: { workers: w, schedule, comm: 'local', ...buckets, link: { gbps, latencyUs } } });
         const m = run.summary;
         points.push({ workers: w, gbps, schedule, totalMs: m.totalMs.median, reductionMs: m.reductionMs.median, exposedMs: m.reductionExposedMs.median, overlap: m.overlap.median });
       }
@@ -298,74 +291,6 @@ async function runSweep(opts: SweepOpts) {
     { header: 'exposed ms', value: (p) => p.exposedMs, digits: 0 },
     { header: 'overlap %', value: (p) => 100 * p.overlap, digits: 0 },
   ]));
-}
-
-const PHASE_LABELS: Record<(typeof PHASES)[number], string> = {
-  totalMs: 'total', dataMs: 'data', forwardMs: 'forward', backwardMs: 'backward', reductionMs: 'reduction',
-  reductionExposedMs: 'reduction exposed', overlap: 'overlap %', optimizerMs: 'optimizer', idleMs: 'idle',
-};
-const phaseValue = (run: Run, k: (typeof PHASES)[number], stat: 'median' | 'min' | 'max') =>
-  k === 'overlap' ? 100 * run.summary[k][stat] : run.summary[k][stat];
-
-export function formatComparison(a: Run, b: Run): string {
-  const r = a.config.reduction!;
-  return [
-    `serialized vs overlapped gradient reduction: ${r.workers} workers (--comm ${r.comm}${r.link ? `, modeled link ${r.link.gbps} GB/s, ${r.link.latencyUs} us` : ''}), ` +
-      `buckets ${b.config.reduction!.bucketBytes / 2 ** 20} MB (first ${r.firstBucketBytes / 2 ** 20} MB); batch ${a.config.batch} per worker; medians over ${a.config.iterations} iterations`,
-    formatTable(PHASES.map((k) => ({ k })), [
-      { header: 'phase', value: ({ k }) => PHASE_LABELS[k] },
-      { header: 'serialized ms', value: ({ k }) => phaseValue(a, k, 'median'), digits: 1 },
-      { header: 'overlapped ms', value: ({ k }) => phaseValue(b, k, 'median'), digits: 1 },
-      { header: 'difference', value: ({ k }) => phaseValue(b, k, 'median') - phaseValue(a, k, 'median'), digits: 1 },
-    ]),
-  ].join('\n');
-}
-
-export function formatRun(run: Run): string {
-  const s = run.summary;
-  const c = run.config;
-  const rows = PHASES.filter((k) => c.reduction || !['reductionMs', 'reductionExposedMs', 'overlap'].includes(k)).map((k) => ({
-    phase: PHASE_LABELS[k], median: phaseValue(run, k, 'median'), min: phaseValue(run, k, 'min'), max: phaseValue(run, k, 'max'),
-  }));
-  return [
-    `ResNet-50 v1.5 training step: cpu backend, fp32, batch ${c.batch}, ${c.resolution}x${c.resolution}, width ${c.width}, ${c.classes} classes, ` +
-      `${run.environment.parameters.toLocaleString('en-US')} parameters; ${c.warmup} warm-up + ${c.iterations} measured iterations; ${run.environment.threads} threads`,
-    (c.reduction ? `${c.reduction.workers} workers, ${c.reduction.schedule} reduction (--comm ${c.reduction.comm}${c.reduction.link ? `, link ${c.reduction.link.gbps} GB/s` : ''}), ` : '') +
-    `conv ${c.plan.ops.conv}, batchnorm ${c.plan.ops.batchnorm}, activations ${run.environment.layout}` + (Object.keys(c.plan.layers).length ? `, ${Object.keys(c.plan.layers).length} layer override(s)` : ''),
-    formatTable(rows, [
-      { header: 'phase', value: (r) => r.phase },
-      { header: 'median ms', value: (r) => r.median, digits: 1 },
-      { header: 'min ms', value: (r) => r.min, digits: 1 },
-      { header: 'max ms', value: (r) => r.max, digits: 1 },
-    ]),
-    `loss ${s.loss.median.toFixed(4)} (median; last ${run.iterations.at(-1)!.loss.toFixed(4)}), ${s.gflops.toFixed(1)} GFLOP/s for the whole step, peak memory ${(s.peakBytes / 2 ** 20).toFixed(0)} MiB, ` +
-      `enqueue ${s.enqueueUsPerKernel.toFixed(2)} us per kernel (${run.iterations.at(-1)!.kernels} kernels${c.enqueueProbeMs ? ', stream gated' : ', while kernels run'})`,
-    '',
-    'top kernels (median per iteration)',
-    formatTable(run.topKernels.slice(0, 10), [
-      { header: 'op', value: (k) => k.op },
-      { header: 'pass', value: (k) => k.pass },
-      { header: 'layer', value: (k) => k.layer },
-      { header: 'variant', value: (k) => k.variant },
-      { header: 'ms', value: (k) => k.medianMs, digits: 2 },
-    ]),
-  ].join('\n');
-}
-
-export function formatBenchRows(rows: ConvBenchRow[]): string {
-  return formatTable(rows, [
-    { header: 'layer', value: (r) => r.layer + (r.sameShapeAs ? ` (=${r.sameShapeAs})` : '') },
-    { header: 'shape', value: (r) => r.shapeText },
-    { header: 'pass', value: (r) => r.pass },
-    { header: 'variant', value: (r) => r.variant },
-    { header: 'median ms', value: (r) => r.medianMs, digits: 3 },
-    { header: 'min ms', value: (r) => r.minMs, digits: 3 },
-    { header: 'max ms', value: (r) => r.maxMs, digits: 3 },
-    { header: 'GFLOP/s', value: (r) => r.gflops, digits: 1 },
-    { header: '% peak', value: (r) => r.pctPeak, digits: 1 },
-    { header: 'max rel err', value: (r) => (r.status === 'ok' ? r.maxRelErr.toExponential(1) : `FAIL ${r.maxRelErr.toExponential(1)}`) },
-    { header: 'reorder ms', value: (r) => (r.reorderMs > 0 ? r.reorderMs : null), digits: 3 },
-  ]);
 }
 
 export function buildProgram(): Command {

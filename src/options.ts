@@ -10,6 +10,14 @@ export function parseInteger(option: string, value: string, min: number, max: nu
   return n;
 }
 
+export function parseNumber(option: string, value: string, min: number, max: number): number {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n) || n < min || n > max) {
+    throw new UsageError(`${option} '${value}' is not allowed: a number from ${min} to ${max}`);
+  }
+  return n;
+}
+
 /**
  * A comma-separated choice from `allowed`, or `all` (which means `allForAll`).
  * Duplicates are dropped; order follows the user's list.
@@ -30,4 +38,12 @@ export function parseChoiceList(
     );
   }
   return [...new Set(items)];
+}
+
+/** DDP-style bucket sizes from --bucket-mb and --first-bucket-mb, in bytes. */
+export function parseBuckets(opts: { bucketMb: string; firstBucketMb: string }): { bucketBytes: number; firstBucketBytes: number } {
+  return {
+    bucketBytes: parseNumber('--bucket-mb', opts.bucketMb, 0.001, 4096) * 2 ** 20,
+    firstBucketBytes: parseNumber('--first-bucket-mb', opts.firstBucketMb, 0.001, 4096) * 2 ** 20,
+  };
 }

@@ -299,6 +299,24 @@ export class TrainingStep {
     }
   }
 
+  private uses: Map<string, number> | undefined;
+  /** Uses of each activation in an iteration: forward consumers plus backward readers (the same every iteration). */
+  private activationUses(): Map<string, number> {
+    if (this.uses) return this.uses;
+    const uses = new Map<string, number>();
+    const bump = (t: string) => uses.set(t, (uses.get(t) ?? 0) + 1);
+    for (const p of this.prepared) {
+      for (const t of p.node.inputs) bump(this.resolve(t));
+      for (const t of this.savedFor(p)) bump(t);
+    }
+    return (this.uses = uses);
+  }
+
+  private get bucketOf(): Map<string, Bucket> {
+    return (this.bucketIndex ??= new Map(this.buckets.flatMap((b) => b.params.map((p) => [p, b] as const))));
+  }
+  private bucketIndex: Map<string, Bucket> | undefined;
+
   private resolve(name: string): string {
     return this.alias.get(name) ?? name;
   }
@@ -333,13 +351,7 @@ export class TrainingStep {
     const saved = new Map<string, Buffer[]>(); // per node: mean/invstd or argmax
     const prepared = this.prepared;
 
-    // Remaining uses of each activation: forward consumers, plus backward readers.
-    const uses = new Map<string, number>();
-    const bump = (t: string) => uses.set(t, (uses.get(t) ?? 0) + 1);
-    for (const p of prepared) {
-      for (const t of p.node.inputs) bump(this.resolve(t));
-      for (const t of this.savedFor(p)) bump(t);
-    }
+    const uses = new Map(this.activationUses());
     const use = (t: string) => {
       const left = (uses.get(t) ?? 0) - 1;
       uses.set(t, left);
@@ -426,7 +438,7 @@ export class TrainingStep {
     this.gradientEvents = [];
     const overlapped = this.commStream !== undefined;
     const pendingInBucket = this.buckets.map((b) => b.params.length);
-    const bucketOf = new Map(this.buckets.flatMap((b) => b.params.map((p) => [p, b] as const)));
+    const bucketOf = this.bucketOf;
     const ready = (...names: string[]) => {
       const event = new native.Event();
       stream.record(event);
