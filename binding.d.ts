@@ -176,9 +176,13 @@ export interface LibraryInfo {
   threads?: number;
 }
 
-/** Real multi-process all-reduce with Gloo (TCP), rendezvous through a shared FileStore directory. */
+/** Where the ranks meet: a FileStore directory they share, or rank 0's TCP store (MASTER_ADDR:MASTER_PORT). */
+export type GlooStore = { storePath: string } | { storeHost: string; storePort: number };
+
+/** Real multi-process all-reduce with Gloo (TCP transport). */
 export declare class GlooCommunicator {
-  constructor(options: { rank: number; size: number; storePath: string; hostname?: string; timeoutMs?: number });
+  /** hostname: the address this rank's Gloo pairs listen on (reachable by the other ranks). storePrefix keeps several rendezvous of one process apart. */
+  constructor(options: GlooStore & { rank: number; size: number; storePrefix?: string; hostname?: string; timeoutMs?: number });
   /** Rendezvous with the other ranks; rejects (ERR_COMM) after timeoutMs. */
   connect(): Promise<void>;
   /** Enqueues an in-place all-reduce on the stream: buffer = scale * sum over ranks. */

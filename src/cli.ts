@@ -19,7 +19,15 @@ import type { ReductionOptions } from './run/executor';
 import { chromeTrace } from './report/trace';
 import { launch } from './launch';
 import * as fs from 'node:fs';
-import type { ConvPass } from '../binding';
+import * as os from 'node:os';
+import type { ConvPass, GlooStore } from '../binding';
+
+/** This process among the gloo ranks, and where the ranks meet. */
+interface GlooPlace {
+  rank: number;
+  size: number;
+  store: GlooStore;
+}
 
 function print(text: string): void {
   process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
@@ -162,14 +170,27 @@ interface StepOpts {
   enqueueProbe?: boolean;
 }
 
-/** With --comm gloo: this process's place among the ranks, from the launcher's (torchrun-style) variables. */
-function glooRank(): { rank: number; size: number; store: string } {
-  const { RANK, WORLD_SIZE, STEPSCOPE_GLOO_STORE } = process.env;
-  if (RANK === undefined || WORLD_SIZE === undefined || !STEPSCOPE_GLOO_STORE) {
-    throw new UsageError('--comm gloo needs RANK, WORLD_SIZE and STEPSCOPE_GLOO_STORE (a directory all ranks share): start the ranks with `stepscope launch -n N -- step ...`');
+/**
+ * With --comm gloo: this process's place among the ranks, from the torchrun-style
+ * variables. The ranks meet in STEPSCOPE_GLOO_STORE (a directory, set by launch)
+ * or, without it, in a TCP store that rank 0 serves at MASTER_ADDR:MASTER_PORT.
+ */
+function glooRank(): GlooPlace {
+  const { RANK, WORLD_SIZE, STEPSCOPE_GLOO_STORE, MASTER_ADDR, MASTER_PORT } = process.env;
+  if (RANK === undefined || WORLD_SIZE === undefined || (!STEPSCOPE_GLOO_STORE && (!MASTER_ADDR || !MASTER_PORT))) {
+    throw new UsageError('--comm gloo needs RANK and WORLD_SIZE, and MASTER_ADDR and MASTER_PORT (rank 0 serves the rendezvous store there) or STEPSCOPE_GLOO_STORE (a directory all ranks share): on one machine, start the ranks with `stepscope launch -n N -- step ...`');
   }
   const size = parseInteger('WORLD_SIZE', WORLD_SIZE, 1, 1024);
-  return { rank: parseInteger('RANK', RANK, 0, size - 1), size, store: STEPSCOPE_GLOO_STORE };
+  const rank = parseInteger('RANK', RANK, 0, size - 1);
+  if (STEPSCOPE_GLOO_STORE) return { rank, size, store: { storePath: STEPSCOPE_GLOO_STORE } };
+  return { rank, size, store: { storeHost: MASTER_ADDR!, storePort: parseInteger('MASTER_PORT', MASTER_PORT!, 1, 65535) } };
+}
+
+/** The address this rank's Gloo pairs listen on: loopback when the store is local, else this host's name. */
+function glooHostname(place: GlooPlace): string {
+  if (process.env.STEPSCOPE_GLOO_HOST) return process.env.STEPSCOPE_GLOO_HOST;
+  const host = 'storeHost' in place.store ? place.store.storeHost : '127.0.0.1';
+  return ['127.0.0.1', 'localhost', '::1'].includes(host) ? '127.0.0.1' : os.hostname();
 }
 
 function parseReduction(opts: StepOpts, schedule: 'serialized' | 'overlapped'): ReductionOptions | undefined {
@@ -217,9 +238,7 @@ async function runStep(opts: StepOpts) {
     if (reduction && place) {
       // One rendezvous per schedule: a fresh store prefix keeps runs apart.
       const native = addon();
-      const storePath = `${place.store}/${schedule}`;
-      fs.mkdirSync(storePath, { recursive: true });
-      reduction.gloo = new native.GlooCommunicator({ rank: place.rank, size: place.size, storePath, timeoutMs, hostname: process.env.STEPSCOPE_GLOO_HOST ?? '127.0.0.1' });
+      reduction.gloo = new native.GlooCommunicator({ ...place.store, storePrefix: schedule, rank: place.rank, size: place.size, timeoutMs, hostname: glooHostname(place) });
       await reduction.gloo.connect();
     }
     const run = await runTraining({ ...config, reduction, rank: place?.rank ?? 0, saveWeights: place && place.rank > 0 && config.saveWeights ? `${config.saveWeights}.rank${place.rank}` : config.saveWeights }, (f) => {
@@ -383,12 +402,25 @@ export function buildProgram(): Command {
 
   program
     .command('launch')
-    .description('start N ranks of a stepscope command on this machine (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT, a shared Gloo store), e.g. launch -n 2 -- step --comm gloo')
-    .requiredOption('-n, --nprocs <n>', 'number of ranks')
+    .description('start N ranks of a stepscope command on this machine with the torchrun variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), e.g. launch -n 2 -- step --comm gloo; across machines, run it on each with --nnodes and --node-rank')
+    .requiredOption('-n, --nprocs <n>', 'number of ranks on this machine')
+    .option('--nnodes <m>', 'number of machines (each runs launch with the same -n); more than 1 rendezvous through the TCP store of global rank 0', '1')
+    .option('--node-rank <r>', "this machine's index, 0..nnodes-1 (node 0 holds global rank 0)", '0')
+    .option('--master-addr <host>', 'where global rank 0 serves the rendezvous store (default: $MASTER_ADDR or 127.0.0.1)')
+    .option('--master-port <port>', 'its port (default: $MASTER_PORT or 29500); given on one machine, the ranks use the TCP store instead of a shared directory')
     .argument('<command...>', 'the stepscope command each rank runs')
     .passThroughOptions()
-    .action(async (command: string[], opts: { nprocs: string }) => {
-      process.exitCode = await launch(parseInteger('-n', opts.nprocs, 1, 64), command);
+    .action(async (command: string[], opts: { nprocs: string; nnodes: string; nodeRank: string; masterAddr?: string; masterPort?: string }) => {
+      const nnodes = parseInteger('--nnodes', opts.nnodes, 1, 1024);
+      const masterPort = opts.masterPort ?? process.env.MASTER_PORT ?? '29500';
+      process.exitCode = await launch({
+        nprocs: parseInteger('-n', opts.nprocs, 1, 64),
+        nnodes,
+        nodeRank: parseInteger('--node-rank', opts.nodeRank, 0, nnodes - 1),
+        masterAddr: opts.masterAddr ?? process.env.MASTER_ADDR ?? '127.0.0.1',
+        masterPort: parseInteger('--master-port', masterPort, 1, 65535),
+        tcpStore: nnodes > 1 || opts.masterPort !== undefined,
+      }, command);
     });
 
   return program;
@@ -413,7 +445,9 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`stepscope: ${e.message}\n`);
       return 2;
     }
-    process.stderr.write(`stepscope: ${e.stack ?? e.message}\n`);
+    // A typed failure of the native side (a peer died, a kernel failed) is
+    // explained by its message; anything else is a bug, so show the stack.
+    process.stderr.write(`stepscope: ${e.code?.startsWith('ERR_') ? e.message : e.stack ?? e.message}\n`);
     return 1;
   }
 }

@@ -15,7 +15,21 @@ import { TrainingStep, type ReductionOptions } from '../src/run/executor';
 import { initWeights } from '../src/run/weights';
 import { assignBuckets } from '../src/schedule/buckets';
 import { relativeError } from '../src/ops/conv';
-import { cli } from './helpers';
+import { cli, ROOT } from './helpers';
+import { spawn } from 'node:child_process';
+import * as net from 'node:net';
+
+/** A TCP port nobody listens on now (for rank 0's rendezvous store). */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.listen(0, '127.0.0.1', () => {
+      const port = (server.address() as net.AddressInfo).port;
+      server.close(() => resolve(port));
+    });
+    server.on('error', reject);
+  });
+}
 
 const MB = 2 ** 20;
 
@@ -151,9 +165,10 @@ test('gloo, 2 processes: parameters after a step equal one process averaging bot
     grads.push(new Map([...step.grads].map(([k, b]) => [k, b.read()])));
   }
   const initial = readSafetensors(weights).tensors;
-  for (const schedule of ['serialized', 'overlapped']) {
+  // Serialized meets in a store directory (one machine); overlapped in rank 0's TCP store (as across machines).
+  for (const [schedule, store] of [['serialized', []], ['overlapped', ['--master-port', String(await freePort())]]] as const) {
     const out = path.join(dir, `${schedule}.safetensors`);
-    const r = cli(['launch', '-n', '2', '--', 'step', '--batch', '2', '--resolution', '64', '--width', '4', '--classes', '10',
+    const r = cli(['launch', '-n', '2', ...store, '--', 'step', '--batch', '2', '--resolution', '64', '--width', '4', '--classes', '10',
       '--iterations', '1', '--warmup', '0', '--comm', 'gloo', '--schedule', schedule, '--weights', weights, '--save-weights', out,
       '--lr', '0.1', '--momentum', '0.9', '--weight-decay', '0.0001', '--bucket-mb', '0.05', '--first-bucket-mb', '0.01']);
     assert.equal(r.status, 0, r.stderr);
@@ -182,6 +197,50 @@ test('gloo: a peer that never arrives gives a clear error within the timeout, no
   const noEnv = cli(['step', '--comm', 'gloo']);
   assert.equal(noEnv.status, 2);
   assert.match(noEnv.stderr, /start the ranks with `stepscope launch -n N -- step/);
+});
+
+test('gloo: a peer that dies mid-run, or stops answering, gives a clear error on the other rank, no hang', async (t) => {
+  const { addon } = await import('../src/native');
+  if (!addon().buildInfo().gloo.found) return t.skip('built without libgloo-dev');
+  for (const fate of ['SIGKILL', 'SIGSTOP'] as const) {
+    const port = await freePort();
+    const env = { WORLD_SIZE: '2', MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), OMP_NUM_THREADS: '1' };
+    const args = ['step', '--comm', 'gloo', '--batch', '2', '--resolution', '32', '--width', '4', '--classes', '10',
+      '--iterations', '100000', '--warmup', '0', '--comm-timeout-ms', '1500', '--json'];
+    const ranks = [0, 1].map((rank) => spawn(process.execPath, [path.join(ROOT, 'bin', 'stepscope.js'), ...args], {
+      env: { ...process.env, ...env, RANK: String(rank) }, stdio: ['ignore', 'pipe', 'pipe'],
+    }));
+    let stderr0 = '';
+    ranks[0].stderr!.on('data', (c: Buffer) => (stderr0 += c.toString()));
+    const exit0 = new Promise<number | null>((resolve) => ranks[0].on('close', (code) => resolve(code)));
+    // Let the ranks meet and run some iterations (each all-reduces every gradient bucket), then fail rank 1.
+    await new Promise((r) => setTimeout(r, 2500));
+    assert.equal(ranks[0].exitCode, null, `rank 0 ended before the fault: ${stderr0}`);
+    const faultAt = Date.now();
+    ranks[1].kill(fate);
+    const code = await Promise.race([exit0, new Promise<'hang'>((r) => setTimeout(() => r('hang'), 20_000))]);
+    ranks[1].kill('SIGKILL');
+    ranks[0].kill('SIGKILL');
+    assert.notEqual(code, 'hang', `${fate}: rank 0 still running 20 s after the fault`);
+    assert.equal(code, 1, `${fate}: ${stderr0}`);
+    assert.match(stderr0, /gloo rank 0: all-reduce of \d+ values failed/, fate);
+    assert.doesNotMatch(stderr0, /\n\s+at /, 'a communication error is reported without a JS stack');
+    // A dead peer is noticed at once; a silent one after the timeout (1.5 s).
+    if (fate === 'SIGSTOP') assert.ok(Date.now() - faultAt >= 1400, `${fate}: gave up before the timeout`);
+  }
+});
+
+test('gloo: a TCP store that is never served, or a bad MASTER_PORT, gives a clear error', async (t) => {
+  const { addon } = await import('../src/native');
+  if (!addon().buildInfo().gloo.found) return t.skip('built without libgloo-dev');
+  const port = await freePort();
+  const args = ['step', '--batch', '2', '--resolution', '32', '--width', '4', '--classes', '10', '--iterations', '1', '--comm', 'gloo', '--comm-timeout-ms', '800'];
+  const r = cli(args, { RANK: '1', WORLD_SIZE: '2', MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port) });
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, new RegExp(`gloo rank 1 of 2: rendezvous failed within 800 ms \\(tcp store 127.0.0.1:${port}\\).*not reachable`));
+  const bad = cli(args, { RANK: '0', WORLD_SIZE: '2', MASTER_ADDR: '127.0.0.1', MASTER_PORT: '70000' });
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /MASTER_PORT.*70000/);
 });
 
 test('sweep prints and saves iteration time per workers x link x schedule', () => {

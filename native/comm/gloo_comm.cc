@@ -8,6 +8,11 @@
 #include <gloo/math.h>
 #include <gloo/rendezvous/context.h>
 #include <gloo/rendezvous/file_store.h>
+#include <gloo/rendezvous/prefix_store.h>
+
+#include <memory>
+
+#include "comm/tcp_store.h"
 #include <gloo/transport/tcp/device.h>
 #endif
 
@@ -22,14 +27,24 @@ void GlooCommunicator::connect() {
   try {
     gloo::transport::tcp::attr attr(o.hostname.c_str());
     auto device = gloo::transport::tcp::CreateDevice(attr);
-    gloo::rendezvous::FileStore store(o.storePath);
+    std::unique_ptr<gloo::rendezvous::Store> base;
+    if (!o.storePath.empty()) {
+      base = std::make_unique<gloo::rendezvous::FileStore>(o.storePath);
+    } else {
+      if (o.rank == 0) startTcpStoreServer(o.storePort);
+      base = std::make_unique<TcpStoreClient>(o.storeHost, o.storePort, std::chrono::milliseconds(o.timeoutMs));
+    }
+    gloo::rendezvous::PrefixStore store(o.storePrefix, *base);
     auto context = std::make_shared<gloo::rendezvous::Context>(o.rank, o.size);
     context->setTimeout(std::chrono::milliseconds(o.timeoutMs));
     context->connectFullMesh(store, device);
     context_ = context;
+  } catch (const Error&) {
+    throw;
   } catch (const std::exception& e) {
+    const std::string where = o.storePath.empty() ? "tcp store " + o.storeHost + ":" + std::to_string(o.storePort) : "store " + o.storePath;
     throw Error("ERR_COMM", "gloo rank " + std::to_string(o.rank) + " of " + std::to_string(o.size) +
-                                ": rendezvous failed within " + std::to_string(o.timeoutMs) + " ms (store " + o.storePath +
+                                ": rendezvous failed within " + std::to_string(o.timeoutMs) + " ms (" + where +
                                 "): " + e.what());
   }
 }

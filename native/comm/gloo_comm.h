@@ -1,6 +1,8 @@
 // The `gloo` communicator: real multi-process all-reduce across CPU processes
-// with Gloo (Debian's libgloo-dev), TCP transport, rendezvous through a
-// FileStore directory shared by the ranks (stepscope launch makes one).
+// with Gloo (Debian's libgloo-dev), TCP transport. Rendezvous through a
+// FileStore directory shared by the ranks (what stepscope launch makes on one
+// machine) or through a TCP store served by rank 0 at MASTER_ADDR:MASTER_PORT
+// (across machines, as torchrun does).
 #pragma once
 #include <chrono>
 #include <cstdint>
@@ -16,7 +18,10 @@ namespace stepscope {
 struct GlooOptions {
   int rank = 0;
   int size = 1;
-  std::string storePath;      // FileStore directory
+  std::string storePath;      // FileStore directory; empty: the TCP store
+  std::string storeHost;      // TCP store: MASTER_ADDR
+  int storePort = 0;          // TCP store: MASTER_PORT (rank 0 serves it)
+  std::string storePrefix;    // keeps rendezvous of one process apart
   std::string hostname = "127.0.0.1";
   int timeoutMs = 30000;      // rendezvous and every collective
 };
