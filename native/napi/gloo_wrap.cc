@@ -11,7 +11,7 @@ Napi::Function GlooWrap::define(Napi::Env env) {
                      {InstanceMethod<&GlooWrap::connect>("connect"), InstanceMethod<&GlooWrap::allreduce>("allreduce")});
 }
 
-// new GlooCommunicator({rank, size, storePath, hostname?, timeoutMs?})
+// new GlooCommunicator({rank, size, storePath | storeHost+storePort, storePrefix?, hostname?, timeoutMs?})
 GlooWrap::GlooWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<GlooWrap>(info) {
   guarded(info.Env(), [&] {
     if (!info[0].IsObject()) throw Error("ERR_INVALID_ARG", "GlooCommunicator(options): options must be an object");
@@ -22,8 +22,18 @@ GlooWrap::GlooWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<GlooWrap>(
     if (g.size < 1 || g.rank < 0 || g.rank >= g.size) {
       throw Error("ERR_INVALID_ARG", "gloo: rank " + std::to_string(g.rank) + " is not in 0.." + std::to_string(g.size - 1));
     }
-    if (!o.Get("storePath").IsString()) throw Error("ERR_INVALID_ARG", "gloo: options.storePath must be a directory path");
-    g.storePath = o.Get("storePath").As<Napi::String>().Utf8Value();
+    if (o.Get("storePath").IsString()) {
+      g.storePath = o.Get("storePath").As<Napi::String>().Utf8Value();
+    } else if (o.Get("storeHost").IsString()) {
+      g.storeHost = o.Get("storeHost").As<Napi::String>().Utf8Value();
+      g.storePort = intProp(o, "storePort", "options");
+      if (g.storePort < 1 || g.storePort > 65535) {
+        throw Error("ERR_INVALID_ARG", "gloo: storePort " + std::to_string(g.storePort) + " is not in 1..65535");
+      }
+    } else {
+      throw Error("ERR_INVALID_ARG", "gloo: options need storePath (a directory all ranks share) or storeHost and storePort (rank 0's TCP store)");
+    }
+    if (o.Get("storePrefix").IsString()) g.storePrefix = o.Get("storePrefix").As<Napi::String>().Utf8Value();
     if (o.Get("hostname").IsString()) g.hostname = o.Get("hostname").As<Napi::String>().Utf8Value();
     if (!o.Get("timeoutMs").IsUndefined()) g.timeoutMs = intProp(o, "timeoutMs", "options");
     comm_ = std::make_shared<GlooCommunicator>(g);

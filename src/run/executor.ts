@@ -84,16 +84,26 @@ interface Prepared {
   fusedRelu: boolean;
 }
 
-// Reference-counted device buffers, so a buffer shared by two consumers is
-// freed when the last one is done.
+// Reference-counted activation buffers, so a buffer shared by two consumers is
+// given back when the last one is done. Given-back buffers wait in free lists
+// (by length) for the next make() of the same length: kernels run in stream
+// order, so a later kernel may reuse a buffer whose last reader was enqueued
+// before it. After the first iteration no Buffer object is created at all,
+// which keeps the host's enqueue cost per kernel low (issue #4: < 5 us).
 class Pool {
   private counts = new Map<Buffer, number>();
+  private lengths = new Map<Buffer, number>(); // kept here: asking the native side costs a call
+  private free = new Map<number, Buffer[]>();
   constructor(
     private stream: Stream,
     private native = addon(),
   ) {}
   make(length: number): Buffer {
-    const b = new this.native.Buffer(length, this.stream);
+    let b = this.free.get(length)?.pop();
+    if (!b) {
+      b = new this.native.Buffer(length, this.stream);
+      this.lengths.set(b, length);
+    }
     this.counts.set(b, 1);
     return b;
   }
@@ -106,7 +116,29 @@ class Pool {
     const c = (this.counts.get(b) ?? 1) - 1;
     if (c > 0) return void this.counts.set(b, c);
     this.counts.delete(b);
-    b.release(this.stream); // stream-ordered: later kernels on the stream may reuse it at once
+    const length = this.lengths.get(b)!;
+    const list = this.free.get(length);
+    if (list) list.push(b);
+    else this.free.set(length, [b]);
+  }
+  /** Gives every waiting buffer back to the allocator (stream-ordered). */
+  releaseAll(): void {
+    for (const list of this.free.values()) for (const b of list) b.release(this.stream);
+    this.free.clear();
+    this.lengths.clear();
+  }
+}
+
+/** Events reused from iteration to iteration (an event may be recorded again once waited on). */
+class EventRing {
+  private events: Event[] = [];
+  private next = 0;
+  constructor(private native = addon()) {}
+  take(): Event {
+    return (this.events[this.next++] ??= new this.native.Event());
+  }
+  rewind(): void {
+    this.next = 0;
   }
 }
 
@@ -345,7 +377,9 @@ export class TrainingStep {
    */
   async iteration(step: number): Promise<IterationResult> {
     const native = this.native;
-    const pool = new Pool(this.stream, native);
+    const pool = (this.pool ??= new Pool(this.stream, native));
+    const events = this.events;
+    events.rewind();
     const stream = this.stream;
     const acts = new Map<string, Buffer>([[this.graph.input, this.input]]);
     const saved = new Map<string, Buffer[]>(); // per node: mean/invstd or argmax
@@ -361,14 +395,14 @@ export class TrainingStep {
       }
     };
 
-    this.lastLogits?.release(this.stream); // the previous iteration's logits
+    pool.drop(this.lastLogits); // the previous iteration's logits
     this.lastLogits = undefined;
     native.resetPeakMemory();
     if (this.enqueueProbeMs > 0) {
       // Hold the stream so the whole iteration is enqueued before any kernel
       // runs: the enqueue time is then the host's cost alone, as with a GPU,
       // not a share of cores busy with the previous kernels.
-      const gate = new native.Event();
+      const gate = events.take();
       this.gateStream ??= new native.Stream('gate');
       this.gateKernel ??= new native.OpKernel('link-hold', 'fast', { bytes: this.enqueueProbeMs * 1e6, workers: 2, gbps: 1 }, 'enqueue-probe');
       this.gateKernel.enqueue(this.gateStream, []);
@@ -376,9 +410,7 @@ export class TrainingStep {
       stream.wait(gate);
     }
     const enqueueStart = native.nowNs();
-    const marks = {
-      start: new native.Event(), forward: new native.Event(), backward: new native.Event(), reduced: new native.Event(), end: new native.Event(),
-    };
+    const marks = { start: events.take(), forward: events.take(), backward: events.take(), reduced: events.take(), end: events.take() };
     stream.record(marks.start);
 
     // Forward.
@@ -440,7 +472,7 @@ export class TrainingStep {
     const pendingInBucket = this.buckets.map((b) => b.params.length);
     const bucketOf = this.bucketOf;
     const ready = (...names: string[]) => {
-      const event = new native.Event();
+      const event = events.take();
       stream.record(event);
       for (const param of names) {
         this.gradientEvents.push({ param, event });
@@ -521,7 +553,7 @@ export class TrainingStep {
     stream.record(marks.backward);
     if (this.buckets.length > 0) {
       if (overlapped) {
-        const reduced = new native.Event();
+        const reduced = events.take();
         this.commStream!.record(reduced);
         stream.wait(reduced);
       } else {
@@ -555,6 +587,15 @@ export class TrainingStep {
   }
 
   private lastLogits: Buffer | undefined;
+  private pool: Pool | undefined;
+  private events = new EventRing();
+
+  /** Gives the activation buffers this step holds between iterations back to the allocator. */
+  releaseActivations(): void {
+    if (this.lastLogits) this.pool?.drop(this.lastLogits);
+    this.lastLogits = undefined;
+    this.pool?.releaseAll();
+  }
 
   /** Logits of the last iteration, as computed in its forward pass. */
   readLogits(): Float32Array {

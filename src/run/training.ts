@@ -147,6 +147,7 @@ export async function runTraining(config: TrainingConfig, onIteration?: (f: Iter
     for (const [key, ms] of perIteration) perKernel.get(key)!.times.push(ms);
   }
   if (config.saveWeights) saveWeights(step, config.saveWeights);
+  step.releaseActivations();
 
   const measured = iterations.filter((f) => !f.warmup);
   const pick = (k: keyof IterationFigures) => summarize(measured.map((f) => f[k] as number));
