@@ -590,6 +590,34 @@ export class TrainingStep {
   private pool: Pool | undefined;
   private events = new EventRing();
 
+  /**
+   * Kernels for the contention probe (src/run/contention.ts): this step's
+   * heaviest convolution (backward-filter) and, with the local communicator,
+   * the reduction of its largest gradient, each on scratch buffers of random data.
+   */
+  contentionKernels(): { compute: (s: Stream) => void; comm?: (s: Stream) => void; release: () => void } {
+    const native = this.native;
+    const convs = this.prepared.filter((p) => p.node.kind === 'conv');
+    const heaviest = convs.reduce((a, b) => ((a.backward[0] as ConvKernel).describe().flops >= (b.backward[0] as ConvKernel).describe().flops ? a : b));
+    const kernel = heaviest.backward[0] as ConvKernel;
+    const d = kernel.describe();
+    const scratch = [d.xLength, d.wLength, d.yLength].map((length) => new native.Buffer(length));
+    scratch.forEach((b, i) => b.fillUniform(11 + i, -1, 1));
+    let comm: ((s: Stream) => void) | undefined;
+    if (this.reduceKernels.size > 0) {
+      const [name, r] = [...this.reduceKernels].reduce((a, b) => (this.grads.get(a[0])!.length >= this.grads.get(b[0])!.length ? a : b));
+      const sum = new native.Buffer(this.grads.get(name)!.length);
+      sum.fillUniform(3, -1, 1);
+      scratch.push(sum);
+      comm = (s) => r.kernel.enqueue(s, [sum, r.replicas]);
+    }
+    return {
+      compute: (s) => kernel.enqueue(s, scratch[0], scratch[1], scratch[2]),
+      comm,
+      release: () => scratch.forEach((b) => b.release()),
+    };
+  }
+
   /** Gives the activation buffers this step holds between iterations back to the allocator. */
   releaseActivations(): void {
     if (this.lastLogits) this.pool?.drop(this.lastLogits);

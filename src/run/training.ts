@@ -11,6 +11,8 @@ import type { Plan } from '../plan/plan';
 import { TrainingStep, type ReductionOptions, type StepLayout } from './executor';
 import { breakdown } from '../analysis/breakdown';
 import { initWeights, loadBatch, loadWeights, saveWeights } from './weights';
+import { kernelStats, type IterationMarks, type KernelStat } from './kernel-stats';
+import { measureContention, type Contention } from './contention';
 
 export interface TrainingConfig {
   batch: number;
@@ -68,9 +70,12 @@ export interface KernelSummary {
 export const PHASES = ['totalMs', 'dataMs', 'forwardMs', 'backwardMs', 'reductionMs', 'reductionExposedMs', 'overlap', 'optimizerMs', 'idleMs'] as const;
 export type PhaseKey = (typeof PHASES)[number];
 
+/** The version of the saved Run format this build writes and reads. */
+export const RUN_FORMAT_VERSION = 2;
+
 export interface Run {
   format: 'stepscope-run';
-  version: 1;
+  version: typeof RUN_FORMAT_VERSION;
   createdAt: string;
   config: Omit<TrainingConfig, 'plan'> & { plan: Plan };
   environment: { cpuModel: string; threads: number; node: string; backend: 'cpu'; dtype: 'fp32'; parameters: number; layout: 'nchw' | 'nChw16c' };
@@ -82,8 +87,15 @@ export interface Run {
     enqueueUsPerKernel: number;
   };
   topKernels: KernelSummary[];
-  /** The last iteration's kernels, times relative to its start. */
+  /** The kernels of the measured iteration whose total was the median, times relative to its start. */
   timeline: KernelRecord[];
+  /** That iteration's index, and its phase marks (ns relative to its start). */
+  timelineIteration: number;
+  marks: IterationMarks;
+  /** Per kernel of the iteration, in order per stream: medians over the measured iterations. */
+  kernels: KernelStat[];
+  /** How compute and communication slow each other on this machine (runs with a local reduction). */
+  contention?: Contention;
 }
 
 /**
@@ -114,8 +126,9 @@ export async function runTraining(config: TrainingConfig, onIteration?: (f: Iter
     step.labels.write(fixed.labels);
   }
 
+  const contention = config.reduction && config.reduction.comm === 'local' ? await measureContention(step) : undefined;
   const iterations: IterationFigures[] = [];
-  let timeline: KernelRecord[] = [];
+  const recorded: { index: number; records: KernelRecord[]; marks: IterationMarks }[] = [];
   const perKernel = new Map<string, { k: Omit<KernelSummary, 'medianMs' | 'calls'>; times: number[] }>();
   native.timelineDrain();
   for (let i = 0; i < config.warmup + config.iterations; i++) {
@@ -137,7 +150,7 @@ export async function runTraining(config: TrainingConfig, onIteration?: (f: Iter
     iterations.push(figures);
     onIteration?.(figures);
     if (figures.warmup) continue;
-    timeline = records.map((k) => ({ ...k, startNs: k.startNs - r.startNs, endNs: k.endNs - r.startNs }));
+    recorded.push({ index: i, records, marks: r });
     const perIteration = new Map<string, number>();
     for (const k of records) {
       const key = [k.op, k.pass, k.layer, k.variant].join('|');
@@ -150,6 +163,13 @@ export async function runTraining(config: TrainingConfig, onIteration?: (f: Iter
   step.releaseActivations();
 
   const measured = iterations.filter((f) => !f.warmup);
+  // The timeline shown and saved: the measured iteration with the median total.
+  const byTotal = [...measured].sort((a, b) => a.totalMs - b.totalMs);
+  const median = recorded.find((it) => it.index === byTotal[Math.floor((byTotal.length - 1) / 2)].index)!;
+  const t0 = median.marks.startNs;
+  const timeline = median.records.map((k) => ({ ...k, startNs: k.startNs - t0, endNs: k.endNs - t0 }));
+  const m = median.marks;
+  const marks: IterationMarks = { startNs: 0, forwardEndNs: m.forwardEndNs - t0, backwardEndNs: m.backwardEndNs - t0, reducedNs: m.reducedNs - t0, endNs: m.endNs - t0 };
   const pick = (k: keyof IterationFigures) => summarize(measured.map((f) => f[k] as number));
   const phases = Object.fromEntries(PHASES.map((k) => [k, pick(k)])) as Record<PhaseKey, Summary>;
   const topKernels = [...perKernel.values()]
@@ -157,7 +177,7 @@ export async function runTraining(config: TrainingConfig, onIteration?: (f: Iter
     .sort((a, b) => b.medianMs - a.medianMs);
   return {
     format: 'stepscope-run',
-    version: 1,
+    version: RUN_FORMAT_VERSION,
     createdAt: new Date().toISOString(),
     config,
     environment: {
@@ -179,5 +199,9 @@ export async function runTraining(config: TrainingConfig, onIteration?: (f: Iter
     },
     topKernels,
     timeline,
+    timelineIteration: median.index,
+    marks,
+    kernels: kernelStats(recorded),
+    contention,
   };
 }

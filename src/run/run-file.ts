@@ -1,0 +1,57 @@
+// Reading saved runs (`step --save`, `reproduce --save-dir`): a file holds one
+// Run or an array of them (`step --compare`). Anything else (not JSON, another
+// format, another version, missing parts) is a clear error naming the file.
+import * as fs from 'node:fs';
+import { UsageError } from '../errors';
+import { RUN_FORMAT_VERSION, type Run } from './training';
+
+const REQUIRED: (keyof Run)[] = ['config', 'environment', 'iterations', 'summary', 'timeline', 'marks', 'kernels'];
+
+function checkRun(value: unknown, where: string): Run {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new UsageError(`${where}: not a stepscope run (expected a JSON object)`);
+  const r = value as Partial<Run> & { format?: unknown; version?: unknown };
+  if (r.format !== 'stepscope-run') throw new UsageError(`${where}: not a stepscope run (format is ${JSON.stringify(r.format)}, expected "stepscope-run")`);
+  if (r.version !== RUN_FORMAT_VERSION) {
+    throw new UsageError(`${where}: run format version ${JSON.stringify(r.version)} is not supported; this stepscope reads version ${RUN_FORMAT_VERSION} (record the run again with this version)`);
+  }
+  for (const key of REQUIRED) {
+    if (r[key] === undefined) throw new UsageError(`${where}: damaged run: "${key}" is missing`);
+  }
+  if (!Array.isArray(r.kernels) || !Array.isArray(r.timeline) || !Array.isArray(r.iterations)) throw new UsageError(`${where}: damaged run: kernels, timeline and iterations must be arrays`);
+  return r as Run;
+}
+
+/** Every run in the file, in order. */
+export function readRuns(file: string): Run[] {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new UsageError(`cannot read run file '${file}': ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new UsageError(`run file '${file}' is damaged (not valid JSON: ${(err as Error).message})`);
+  }
+  if (Array.isArray(json)) {
+    if (json.length === 0) throw new UsageError(`run file '${file}' holds no runs`);
+    return json.map((r, i) => checkRun(r, `run file '${file}' [${i}]`));
+  }
+  return [checkRun(json, `run file '${file}'`)];
+}
+
+/** The single run in the file (or the one picked by a `file.json:N` suffix). */
+export function readRun(spec: string): Run {
+  const m = /^(.*):(\d+)$/.exec(spec);
+  const file = m && !fs.existsSync(spec) ? m[1] : spec;
+  const runs = readRuns(file);
+  if (m && file !== spec) {
+    const i = Number(m[2]);
+    if (i >= runs.length) throw new UsageError(`run file '${file}' holds ${runs.length} runs; index ${i} is past the end (0..${runs.length - 1})`);
+    return runs[i];
+  }
+  if (runs.length > 1) throw new UsageError(`run file '${file}' holds ${runs.length} runs; pick one as ${file}:0 .. ${file}:${runs.length - 1}`);
+  return runs[0];
+}

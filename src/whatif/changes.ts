@@ -1,0 +1,105 @@
+// The changes a what-if applies to a StepModel: kernel durations from another
+// run or from a conv benchmark, and the reduction's schedule, buckets,
+// workers and modeled link.
+import * as fs from 'node:fs';
+import { UsageError } from '../errors';
+import type { Run } from '../run/training';
+import { aloneDurations, type StepModel } from './step-model';
+
+export interface KernelChange {
+  /** Tasks whose duration changed, and those the source had no figure for. */
+  replaced: number;
+  unmatched: string[];
+  source: string;
+}
+
+const taskKey = (t: { op: string; pass: string; layer: string }) => `${t.op}|${t.pass}|${t.layer}`;
+
+/** Takes every compute kernel's alone duration (and host gap) from another run of the same network. */
+export function kernelsFromRun(model: StepModel, source: Run, label: string): { model: StepModel; change: KernelChange } {
+  const a = model, b = source.config;
+  const alone = aloneDurations(source.kernels, source.contention?.compute ?? 0, source.contention?.comm ?? 0);
+  const byKey = new Map<string, { ms: number; gapMs: number; variant: string }>();
+  for (const k of source.kernels) {
+    if (k.pass === 'comm' || k.phase === 'reduction') continue;
+    byKey.set(taskKey(k), { ms: alone.get(k)!, gapMs: k.gapMs, variant: k.variant });
+  }
+  const unmatched: string[] = [];
+  let replaced = 0;
+  const compute = a.compute.map((t) => {
+    const s = byKey.get(taskKey(t));
+    if (!s) {
+      unmatched.push(taskKey(t));
+      return t;
+    }
+    replaced++;
+    return { ...t, ms: s.ms, variant: s.variant };
+  });
+  const note = `kernel durations from ${label} (batch ${b.batch}, ${b.resolution}x${b.resolution}); ${replaced} of ${a.compute.length} kernels matched`;
+  return { model: { ...a, compute, notes: [...a.notes, note] }, change: { replaced, unmatched, source: label } };
+}
+
+interface BenchFile {
+  batch: number;
+  resolution?: number;
+  rows: { layer: string; pass: string; variant: string; status: string; medianMs: number | null }[];
+}
+
+/**
+ * Takes convolution durations from `stepscope bench conv --json` output, for
+ * one variant or the fastest per layer and pass (`best`).
+ */
+export function kernelsFromBench(model: StepModel, file: string, variant: string, run: Run): { model: StepModel; change: KernelChange } {
+  let bench: BenchFile;
+  try {
+    bench = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new UsageError(`--kernels: cannot read conv benchmark '${file}': ${(err as Error).message}`);
+  }
+  if (!Array.isArray(bench.rows)) throw new UsageError(`--kernels: '${file}' is not the JSON of \`stepscope bench conv --json\` (no "rows")`);
+  if (bench.batch !== run.config.batch || (bench.resolution !== undefined && bench.resolution !== run.config.resolution)) {
+    throw new UsageError(`--kernels: '${file}' was measured at batch ${bench.batch}${bench.resolution ? `, ${bench.resolution}x${bench.resolution}` : ''}; the run is batch ${run.config.batch}, ${run.config.resolution}x${run.config.resolution}`);
+  }
+  const variants = [...new Set(bench.rows.map((r) => r.variant))];
+  if (variant !== 'best' && !variants.includes(variant)) throw new UsageError(`--variant '${variant}' is not in '${file}'; it holds: ${variants.join(', ')}, or best`);
+  const best = new Map<string, { ms: number; variant: string }>();
+  for (const r of bench.rows) {
+    if (r.status !== 'ok' || r.medianMs === null || (variant !== 'best' && r.variant !== variant)) continue;
+    const key = `conv|${r.pass}|${r.layer}`;
+    const prev = best.get(key);
+    if (!prev || r.medianMs < prev.ms) best.set(key, { ms: r.medianMs, variant: r.variant });
+  }
+  const unmatched: string[] = [];
+  let replaced = 0;
+  const compute = model.compute.map((t) => {
+    if (t.op !== 'conv') return t;
+    const s = best.get(taskKey(t));
+    if (!s) {
+      unmatched.push(taskKey(t));
+      return t;
+    }
+    replaced++;
+    return { ...t, ms: s.ms, variant: s.variant };
+  });
+  const note = `convolution durations from the benchmark ${file} (${variant}); ${replaced} convolution kernels matched`;
+  return { model: { ...model, compute, notes: [...model.notes, note] }, change: { replaced, unmatched, source: file } };
+}
+
+export interface CommChange {
+  schedule?: 'serialized' | 'overlapped';
+  bucketMb?: number;
+  firstBucketMb?: number;
+  workers?: number;
+  link?: { gbps: number; latencyUs: number };
+}
+
+export function withComm(model: StepModel, change: CommChange): StepModel {
+  const comm = { ...model.comm };
+  if (change.schedule) comm.schedule = change.schedule;
+  if (change.bucketMb !== undefined) comm.bucketMb = change.bucketMb;
+  if (change.firstBucketMb !== undefined) comm.firstBucketMb = change.firstBucketMb;
+  if (change.workers !== undefined) comm.workers = change.workers;
+  if (change.link) comm.link = change.link;
+  if (comm.workers > 1 && comm.comm === 'none' && !comm.link) throw new UsageError('the run had no reduction: give --link (and --latency) to model one');
+  return { ...model, comm };
+}

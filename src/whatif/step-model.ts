@@ -1,0 +1,148 @@
+// The dependency graph of one iteration, as the what-if replay uses it, built
+// from a saved run: the compute stream's kernels in order (each with its
+// duration when running alone and the host gap before it), the gradients with
+// the kernel after which each is ready, and a model of the communication
+// (a fit of the run's own all-reduce kernels, the modeled link's formula).
+import { UsageError } from '../errors';
+import { resnet50Graph } from '../model/graph';
+import type { KernelStat, Phase } from '../run/kernel-stats';
+import type { Run } from '../run/training';
+import { summarize } from '../bench/stats';
+
+export interface ComputeTask {
+  op: string;
+  pass: string;
+  layer: string;
+  variant: string;
+  phase: Exclude<Phase, 'reduction'>;
+  /** Duration with nothing running beside it. */
+  ms: number;
+  /** Host time before it (launch, events). */
+  gapMs: number;
+}
+
+export interface GradientReady {
+  param: string;
+  bytes: number;
+  /** Index of the compute task after which the gradient is ready. */
+  after: number;
+}
+
+export interface CommModel {
+  comm: 'local' | 'gloo' | 'none';
+  workers: number;
+  schedule: 'serialized' | 'overlapped';
+  bucketMb: number;
+  firstBucketMb: number;
+  link?: { gbps: number; latencyUs: number };
+  /** All-reduce of one gradient, alone: fixedMs + bytes * msPerByte (at `fitWorkers` workers). */
+  allreduce: { fixedMs: number; msPerByte: number; fitWorkers: number; samples: number };
+}
+
+export interface StepModel {
+  dataMs: number;
+  compute: ComputeTask[];
+  gradients: GradientReady[];
+  comm: CommModel;
+  contention: { compute: number; comm: number };
+  /** Notes on what the model assumed (shown with predictions). */
+  notes: string[];
+}
+
+/** Fraction of [start, end) covered by the intervals. */
+function coveredFraction(start: number, end: number, intervals: { start: number; end: number }[]): number {
+  if (end <= start) return 0;
+  let covered = 0;
+  for (const i of intervals) covered += Math.max(0, Math.min(end, i.end) - Math.max(start, i.start));
+  return Math.min(1, covered / (end - start));
+}
+
+/**
+ * Mean kernel durations with the contention taken out: a kernel that overlapped
+ * communication for a fraction f of its time ran (1 + kappa * f) slower.
+ */
+export function aloneDurations(kernels: KernelStat[], kappaCompute: number, kappaComm: number): Map<KernelStat, number> {
+  const commIv = kernels.filter((k) => k.pass === 'comm' && k.op === 'allreduce').map((k) => ({ start: k.startMs, end: k.startMs + k.meanMs }));
+  const computeIv = kernels.filter((k) => k.pass !== 'comm').map((k) => ({ start: k.startMs, end: k.startMs + k.meanMs }));
+  const out = new Map<KernelStat, number>();
+  for (const k of kernels) {
+    const isComm = k.pass === 'comm';
+    const other = isComm ? computeIv : commIv;
+    const kappa = isComm ? (k.op === 'allreduce' ? kappaComm : 0) : kappaCompute;
+    const f = kappa > 0 ? coveredFraction(k.startMs, k.startMs + k.meanMs, other) : 0;
+    out.set(k, k.meanMs / (1 + kappa * f));
+  }
+  return out;
+}
+
+/** Least-squares line through (bytes, ms). */
+function fitLine(points: { bytes: number; ms: number }[]): { fixedMs: number; msPerByte: number } {
+  if (points.length === 0) return { fixedMs: 0, msPerByte: 0 };
+  const n = points.length;
+  const mx = points.reduce((s, p) => s + p.bytes, 0) / n;
+  const my = points.reduce((s, p) => s + p.ms, 0) / n;
+  const sxx = points.reduce((s, p) => s + (p.bytes - mx) ** 2, 0);
+  const sxy = points.reduce((s, p) => s + (p.bytes - mx) * (p.ms - my), 0);
+  const slope = sxx > 0 ? Math.max(0, sxy / sxx) : 0;
+  return { fixedMs: Math.max(0, my - slope * mx), msPerByte: slope };
+}
+
+export function modelFromRun(run: Run): StepModel {
+  const notes: string[] = [];
+  const contention = { compute: run.contention?.compute ?? 0, comm: run.contention?.comm ?? 0 };
+  if (!run.contention && run.config.reduction) notes.push('no contention probe in this run (gloo or single worker): compute and communication assumed not to slow each other');
+  const alone = aloneDurations(run.kernels, contention.compute, contention.comm);
+
+  const compute: ComputeTask[] = [];
+  const computeKernels = run.kernels.filter((k) => k.stream === 'compute' && k.pass !== 'comm' && k.phase !== 'reduction');
+  const typicalGap = summarize(computeKernels.map((k) => k.gapMs)).median;
+  let sawOptimizer = false;
+  for (const k of computeKernels) {
+    const phase = k.phase as ComputeTask['phase'];
+    // The first optimizer kernel's gap holds the wait for the reduction: not host time.
+    const gapMs = phase === 'optimizer' && !sawOptimizer ? typicalGap : k.gapMs;
+    if (phase === 'optimizer') sawOptimizer = true;
+    compute.push({ op: k.op, pass: k.pass, layer: k.layer, variant: k.variant, phase, ms: alone.get(k)!, gapMs });
+  }
+
+  // Where each gradient becomes ready: after its producing kernel (executor.ts records the event there).
+  const c = run.config;
+  const graph = resnet50Graph({ batch: c.batch, resolution: c.resolution, width: c.width, classes: c.classes });
+  // Keyed by pass and layer: a convolution's backward-filter may end with a
+  // reorder of the gradient, and the gradient is ready after the last of them.
+  const producer = new Map<string, string>();
+  for (const n of graph.nodes) {
+    if (n.kind === 'conv') producer.set(n.weight, `bwd-filter|${n.name}`);
+    if (n.kind === 'batchnorm' || n.kind === 'fc') {
+      producer.set(n.weight, `bwd|${n.name}`);
+      producer.set(n.bias, `bwd|${n.name}`);
+    }
+  }
+  const indexOf = new Map<string, number>();
+  compute.forEach((t, i) => indexOf.set(`${t.pass}|${t.layer}`, i)); // the last kernel of each wins
+  const gradients: GradientReady[] = [];
+  for (const p of [...graph.params].reverse()) {
+    if (!p.trainable) continue;
+    const after = indexOf.get(producer.get(p.name) ?? '');
+    if (after === undefined) throw new UsageError(`this run's kernels do not include the backward kernel of ${p.name}: the run is damaged or from another network`);
+    gradients.push({ param: p.name, bytes: 4 * p.shape.reduce((a, b) => a * b, 1), after });
+  }
+  gradients.sort((a, b) => a.after - b.after); // the order backward produces them
+
+  const r = c.reduction;
+  const reduceKernels = run.kernels.filter((k) => k.op === 'allreduce');
+  const fit = fitLine(reduceKernels.map((k) => ({ bytes: k.bytes, ms: alone.get(k)! })));
+  const comm: CommModel = {
+    comm: r ? r.comm : 'none',
+    workers: r?.workers ?? 1,
+    schedule: r?.schedule ?? 'serialized',
+    bucketMb: r ? r.bucketBytes / 2 ** 20 : 25,
+    firstBucketMb: r ? r.firstBucketBytes / 2 ** 20 : 1,
+    link: r?.link,
+    allreduce: { ...fit, fitWorkers: r?.workers ?? 1, samples: reduceKernels.length },
+  };
+  if (!r) notes.push('the run had no reduction: communication is modeled by the link alone (no reduction compute)');
+  const measured = run.iterations.filter((f) => !f.warmup);
+  const dataMs = measured.reduce((a, f) => a + f.dataMs, 0) / Math.max(1, measured.length);
+  return { dataMs, compute, gradients, comm, contention, notes };
+}
