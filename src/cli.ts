@@ -9,7 +9,10 @@ import { CONV_PASSES } from './ops/conv';
 import { parseBuckets, parseChoiceList, parseInteger, parseNumber } from './options';
 import { formatTable } from './report/table';
 import { availableConvVariants, listVariants } from './variants';
-import { writeJsonAtomic } from './io/json-file';
+import { writeJsonAtomic, writeTextAtomic } from './io/json-file';
+import { explain, formatExplained, pathOf } from './commands/explain';
+import { formatWhatIf, whatIf, type WhatIfOpts } from './commands/whatif';
+import { htmlReport } from './report/html-report';
 import { resnet50Graph } from './model/graph';
 import { parsePlan } from './plan/plan';
 import { runTraining, type Run } from './run/training';
@@ -399,6 +402,58 @@ export function buildProgram(): Command {
     .option('--save <file>', 'save the points as JSON')
     .option('--json', 'print the points as JSON')
     .action(runSweep);
+
+  program
+    .command('explain')
+    .description('attribute the difference in iteration time between two saved runs (step --save) to data wait, forward and backward kernels, contention, exposed reduction, optimizer and idle gaps; with the critical path of each. One run: its parts and critical path')
+    .argument('<runs...>', 'one or two run files (a file saved by step --compare holds two; pick one as file.json:N)')
+    .option('--top <n>', 'kernels that differ most to list', '10')
+    .option('--json', 'print JSON')
+    .option('--report <file>', 'write a self-contained HTML report')
+    .action((files: string[], opts: { top: string; json?: boolean; report?: string }) => {
+      if (files.length > 2) throw new UsageError(`explain takes one or two run files; got ${files.length}`);
+      const e = explain(files, parseInteger('--top', opts.top, 1, 1000));
+      if (opts.report) {
+        writeTextAtomic(opts.report, htmlReport({ title: `stepscope explain: ${files.join(' vs ')}`, runs: e.runs, attribution: e.attribution }));
+      }
+      if (opts.json) return print(JSON.stringify({ runs: e.runs.map((r) => ({ name: r.name, criticalPath: r.path })), attribution: e.attribution }, null, 2));
+      print(formatExplained(e));
+    });
+
+  program
+    .command('whatif')
+    .description("predict a saved run's iteration time and breakdown under changed kernels, schedule, buckets, workers or link, by replaying its dependency graph; --scale-out projects both schedules over worker counts")
+    .argument('<run>', 'a run saved by step --save (file.json:N for one of several)')
+    .option('--kernels <file>', 'kernel durations from another saved run, or convolution durations from `bench conv --json` output')
+    .option('--variant <name>', "with a conv benchmark: the variant whose times to take, or 'best' (fastest per layer and pass)", 'best')
+    .option('--schedule <s>', 'serialized or overlapped')
+    .option('--bucket-mb <mb>', 'gradient bucket size')
+    .option('--first-bucket-mb <mb>', 'size of the first bucket')
+    .option('--workers <n>', 'data-parallel workers')
+    .option('--link <GB/s>', 'a modeled link: ring all-reduce at this bandwidth')
+    .option('--latency <us>', 'the link latency per step of the ring')
+    .option('--scale-out <list>', 'worker counts for a scale-out projection of both schedules, e.g. 1,2,4,8,16,32,64')
+    .option('--json', 'print JSON')
+    .option('--report <file>', 'write a self-contained HTML report')
+    .action((file: string, opts: WhatIfOpts) => {
+      const r = whatIf(file, opts);
+      if (opts.report) {
+        const rows = [{ label: 'unchanged (replay)', predictedMs: r.prediction.baseline.replayMs * r.prediction.calibration, measuredMs: r.prediction.baseline.measuredMs },
+          { label: r.changes.join('; ') || 'unchanged', predictedMs: r.prediction.totalMs }];
+        const scale = (r.scaleOut ?? []).flatMap((p) => [{ label: `${p.workers} workers, serialized`, predictedMs: p.serializedMs }, { label: `${p.workers} workers, overlapped`, predictedMs: p.overlappedMs }]);
+        writeTextAtomic(opts.report, htmlReport({
+          title: `stepscope whatif: ${file}`,
+          runs: [{ name: file, run: r.base, path: pathOf(r.base) }],
+          whatif: [{ title: 'What-if prediction', rows, notes: r.prediction.notes }, ...(scale.length ? [{ title: 'Scale-out projection', rows: scale }] : [])],
+        }));
+      }
+      if (opts.json) {
+        const { base: _b, prediction, ...rest } = r;
+        const { timeline: _t, ...p } = prediction;
+        return print(JSON.stringify({ ...rest, prediction: p }, null, 2));
+      }
+      print(formatWhatIf(r));
+    });
 
   program
     .command('launch')

@@ -1,0 +1,122 @@
+// `stepscope whatif run.json [changes]`: predicts the iteration time and its
+// breakdown of a recorded run under changed kernels, schedule, buckets,
+// workers or link, and projects scale-out for both schedules.
+import * as fs from 'node:fs';
+import { UsageError } from '../errors';
+import { parseChoiceList, parseInteger, parseNumber } from '../options';
+import { readRun, readRuns } from '../run/run-file';
+import type { Run } from '../run/training';
+import { kernelsFromBench, kernelsFromRun, withComm, type CommChange } from '../whatif/changes';
+import { calibrated, predict, type CalibratedPrediction } from '../whatif/predict';
+import type { StepModel } from '../whatif/step-model';
+import { PHASE_LABELS } from '../report/run-report';
+import { formatTable } from '../report/table';
+import type { Breakdown } from '../analysis/breakdown';
+
+export interface WhatIfOpts {
+  kernels?: string;
+  variant: string;
+  schedule?: string;
+  bucketMb?: string;
+  firstBucketMb?: string;
+  workers?: string;
+  link?: string;
+  latency?: string;
+  scaleOut?: string;
+  json?: boolean;
+  report?: string;
+}
+
+export interface ScalePoint {
+  workers: number;
+  serializedMs: number;
+  overlappedMs: number;
+  serializedEfficiency: number;
+  overlappedEfficiency: number;
+}
+
+export interface WhatIfResult {
+  base: Run;
+  baseFile: string;
+  changes: string[];
+  prediction: CalibratedPrediction;
+  scaleOut?: ScalePoint[];
+}
+
+/** The changes given on the command line, as one function on the model. */
+export function parseChanges(opts: WhatIfOpts, base: Run): { apply: (m: StepModel) => StepModel; described: string[]; comm: CommChange } {
+  const described: string[] = [];
+  const comm: CommChange = {};
+  if (opts.schedule) comm.schedule = parseChoiceList('--schedule', opts.schedule, ['serialized', 'overlapped'])[0] as 'serialized' | 'overlapped';
+  if (opts.bucketMb) comm.bucketMb = parseNumber('--bucket-mb', opts.bucketMb, 0.001, 10000);
+  if (opts.firstBucketMb) comm.firstBucketMb = parseNumber('--first-bucket-mb', opts.firstBucketMb, 0.001, 10000);
+  if (opts.workers) comm.workers = parseInteger('--workers', opts.workers, 1, 100000);
+  if (opts.link) comm.link = { gbps: parseNumber('--link', opts.link, 0.001, 100000), latencyUs: parseNumber('--latency', opts.latency ?? '0', 0, 1e6) };
+  else if (opts.latency) throw new UsageError('--latency needs --link <GB/s>');
+  for (const [k, v] of Object.entries(comm)) described.push(`${k} ${typeof v === 'object' ? `${v.gbps} GB/s, ${v.latencyUs} us` : v}`);
+  let kernelSource: ((m: StepModel) => StepModel) | undefined;
+  if (opts.kernels) {
+    const file = opts.kernels;
+    if (!fs.existsSync(file.replace(/:\d+$/, ''))) throw new UsageError(`--kernels: '${file}' does not exist (give a saved run or the JSON of bench conv --json)`);
+    const head = fs.readFileSync(file.replace(/:\d+$/, ''), 'utf8').slice(0, 4000);
+    if (/"rows"\s*:/.test(head) && !/"stepscope-run"/.test(head)) {
+      kernelSource = (m) => kernelsFromBench(m, file, opts.variant, base).model;
+      described.push(`conv kernels from ${file} (${opts.variant})`);
+    } else {
+      const runs = /:\d+$/.test(file) ? [readRun(file)] : readRuns(file);
+      if (runs.length > 1) throw new UsageError(`--kernels: '${file}' holds ${runs.length} runs; pick one as ${file}:0 .. ${file}:${runs.length - 1}`);
+      kernelSource = (m) => kernelsFromRun(m, runs[0], file).model;
+      described.push(`kernels from ${file}`);
+    }
+  }
+  return { apply: (m) => withComm(kernelSource ? kernelSource(m) : m, comm), described, comm };
+}
+
+export function whatIf(file: string, opts: WhatIfOpts): WhatIfResult {
+  const base = readRun(file);
+  const { apply, described } = parseChanges(opts, base);
+  const prediction = predict(base, apply);
+  let scaleOut: ScalePoint[] | undefined;
+  if (opts.scaleOut) {
+    const list = opts.scaleOut.split(',').map((w) => parseInteger('--scale-out', w.trim(), 1, 100000));
+    const at = (workers: number, schedule: 'serialized' | 'overlapped') => predict(base, (m) => withComm(apply(m), { workers, schedule })).totalMs;
+    const single = predict(base, (m) => withComm(apply(m), { workers: 1 })).totalMs;
+    scaleOut = list.map((workers) => {
+      const s = at(workers, 'serialized'), o = at(workers, 'overlapped');
+      return { workers, serializedMs: s, overlappedMs: o, serializedEfficiency: single / s, overlappedEfficiency: single / o };
+    });
+  }
+  return { base, baseFile: file, changes: described, prediction, scaleOut };
+}
+
+const PHASE_KEYS = ['totalMs', 'dataMs', 'forwardMs', 'backwardMs', 'reductionMs', 'reductionExposedMs', 'overlap', 'optimizerMs', 'idleMs'] as const;
+
+export function formatWhatIf(r: WhatIfResult): string {
+  const p = r.prediction;
+  const predicted: Breakdown = calibrated(p.breakdown, p.calibration);
+  const measured = r.base.summary;
+  const value = (b: Breakdown | undefined, k: (typeof PHASE_KEYS)[number]) => (b ? (k === 'overlap' ? 100 * b[k] : b[k]) : undefined);
+  const rows = PHASE_KEYS.map((k) => ({ k, recorded: k === 'overlap' ? 100 * measured[k].median : measured[k].median, predicted: value(predicted, k) }));
+  const out = [
+    `what if ${r.changes.length ? r.changes.join('; ') : 'nothing changed (the replay of the run itself)'} — from ${r.baseFile}`,
+    formatTable(rows, [
+      { header: 'phase', value: (x) => PHASE_LABELS[x.k] },
+      { header: 'recorded ms', value: (x) => x.recorded, digits: 1 },
+      { header: 'predicted ms', value: (x) => x.predicted, digits: 1 },
+      { header: 'difference', value: (x) => (x.predicted ?? 0) - x.recorded, digits: 1 },
+    ]),
+    `model: the replay of the unchanged run gives ${p.baseline.replayMs.toFixed(1)} ms against ${p.baseline.measuredMs.toFixed(1)} ms measured (median); predictions are scaled by ${p.calibration.toFixed(3)}`,
+    ...p.notes.map((n) => `note: ${n}`),
+  ];
+  if (r.scaleOut) {
+    out.push('', 'scale-out projection (iteration time per worker count; efficiency = single-worker time / time)');
+    out.push(formatTable(r.scaleOut, [
+      { header: 'workers', value: (s) => String(s.workers) },
+      { header: 'serialized ms', value: (s) => s.serializedMs, digits: 1 },
+      { header: 'overlapped ms', value: (s) => s.overlappedMs, digits: 1 },
+      { header: 'serialized eff %', value: (s) => 100 * s.serializedEfficiency, digits: 1 },
+      { header: 'overlapped eff %', value: (s) => 100 * s.overlappedEfficiency, digits: 1 },
+    ]));
+  }
+  return out.join('\n');
+}
