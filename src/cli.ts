@@ -13,6 +13,8 @@ import { writeJsonAtomic, writeTextAtomic } from './io/json-file';
 import { explain, formatExplained, pathOf } from './commands/explain';
 import { formatWhatIf, whatIf, type WhatIfOpts } from './commands/whatif';
 import { htmlReport } from './report/html-report';
+import { formatPeers, runPeers, type PeersOptions } from './commands/peers';
+import { progressBar } from './report/progress';
 import { resnet50Graph } from './model/graph';
 import { parsePlan } from './plan/plan';
 import { runTraining, type Run } from './run/training';
@@ -453,6 +455,38 @@ export function buildProgram(): Command {
         return print(JSON.stringify({ ...rest, prediction: p }, null, 2));
       }
       print(formatWhatIf(r));
+    });
+
+  program
+    .command('peers')
+    .description("the same ResNet-50 step in stepscope and, when the user's Python has them, PyTorch and TensorFlow, in the same breakdown")
+    .option('--batch <n>', 'batch size', '8')
+    .option('--resolution <px>', 'image size', '224')
+    .option('--iterations <n>', 'measured iterations', '3')
+    .option('--warmup <n>', 'warm-up iterations', '1')
+    .option('--framework <list>', 'pytorch, tensorflow or both', 'both')
+    .option('--python <exe>', 'the Python that has the frameworks', 'python3')
+    .option('--json', 'print JSON')
+    .action(async (opts: { batch: string; resolution: string; iterations: string; warmup: string; framework: string; python: string; json?: boolean }) => {
+      const fw = parseChoiceList('--framework', opts.framework, ['pytorch', 'tensorflow', 'both']);
+      const o: PeersOptions = {
+        batch: parseInteger('--batch', opts.batch, 1, 4096),
+        resolution: parseInteger('--resolution', opts.resolution, 32, 1024),
+        iterations: parseInteger('--iterations', opts.iterations, 1, 1000),
+        warmup: parseInteger('--warmup', opts.warmup, 0, 100),
+        python: opts.python,
+        frameworks: fw.includes('both') ? ['pytorch', 'tensorflow'] : (fw as ('pytorch' | 'tensorflow')[]),
+      };
+      const bar = progressBar(!opts.json);
+      const steps = 1 + o.frameworks.length;
+      let at = 0;
+      const r = await runPeers(o, (what) => bar.update(at++ / steps, what));
+      bar.done();
+      if (opts.json) {
+        const { timeline: _t, kernels: _k, ...run } = r.stepscope;
+        return print(JSON.stringify({ stepscope: run, peers: r.peers }, null, 2));
+      }
+      print(formatPeers(r, o));
     });
 
   program
