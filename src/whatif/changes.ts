@@ -35,6 +35,20 @@ export function kernelsFromRun(model: StepModel, source: Run, label: string): { 
     replaced++;
     return { ...t, ms: s.ms, variant: s.variant };
   });
+  // A convolution's layout reorders come and go with its variant: reorders
+  // the source lacks take no time; the source's reorders the base lacks go
+  // into the convolution's own time.
+  const sourceReorders = new Map<string, number>();
+  for (const [k, v] of byKey) if (k.startsWith('reorder|')) sourceReorders.set(k, v.ms);
+  const baseKeys = new Set(a.compute.map(taskKey));
+  for (let i = 0; i < compute.length; i++) {
+    const t = compute[i];
+    if (t.op === 'reorder' && !byKey.has(taskKey(t)) && byKey.has(`conv|${t.pass}|${t.layer}`)) compute[i] = { ...t, ms: 0, gapMs: 0 };
+    if (t.op === 'conv') {
+      const extra = sourceReorders.get(`reorder|${t.pass}|${t.layer}`);
+      if (extra !== undefined && !baseKeys.has(`reorder|${t.pass}|${t.layer}`)) compute[i] = { ...t, ms: t.ms + extra };
+    }
+  }
   const note = `kernel durations from ${label} (batch ${b.batch}, ${b.resolution}x${b.resolution}); ${replaced} of ${a.compute.length} kernels matched`;
   return { model: { ...a, compute, notes: [...a.notes, note] }, change: { replaced, unmatched, source: label } };
 }
@@ -42,7 +56,7 @@ export function kernelsFromRun(model: StepModel, source: Run, label: string): { 
 interface BenchFile {
   batch: number;
   resolution?: number;
-  rows: { layer: string; pass: string; variant: string; status: string; medianMs: number | null }[];
+  rows: { layer: string; pass: string; variant: string; status: string; medianMs: number | null; reorderMs?: number }[];
 }
 
 /**
@@ -62,24 +76,31 @@ export function kernelsFromBench(model: StepModel, file: string, variant: string
   }
   const variants = [...new Set(bench.rows.map((r) => r.variant))];
   if (variant !== 'best' && !variants.includes(variant)) throw new UsageError(`--variant '${variant}' is not in '${file}'; it holds: ${variants.join(', ')}, or best`);
-  const best = new Map<string, { ms: number; variant: string }>();
+  const best = new Map<string, { ms: number; reorderMs: number; variant: string }>();
   for (const r of bench.rows) {
     if (r.status !== 'ok' || r.medianMs === null || (variant !== 'best' && r.variant !== variant)) continue;
     const key = `conv|${r.pass}|${r.layer}`;
     const prev = best.get(key);
-    if (!prev || r.medianMs < prev.ms) best.set(key, { ms: r.medianMs, variant: r.variant });
+    const reorderMs = r.reorderMs ?? 0;
+    if (!prev || r.medianMs + reorderMs < prev.ms + prev.reorderMs) best.set(key, { ms: r.medianMs, reorderMs, variant: r.variant });
   }
   const unmatched: string[] = [];
   let replaced = 0;
+  // The benchmark's reorders (per call, around the convolution) replace the run's.
+  const hasReorder = new Set(model.compute.filter((t) => t.op === 'reorder').map((t) => `conv|${t.pass}|${t.layer}`));
+  const reordersOf = new Map<string, number>();
+  for (const t of model.compute) if (t.op === 'reorder') reordersOf.set(`conv|${t.pass}|${t.layer}`, (reordersOf.get(`conv|${t.pass}|${t.layer}`) ?? 0) + 1);
   const compute = model.compute.map((t) => {
+    const key = `conv|${t.pass}|${t.layer}`;
+    const s = best.get(key);
+    if (t.op === 'reorder') return s ? { ...t, ms: s.reorderMs / reordersOf.get(key)!, gapMs: s.reorderMs > 0 ? t.gapMs : 0 } : t;
     if (t.op !== 'conv') return t;
-    const s = best.get(taskKey(t));
     if (!s) {
       unmatched.push(taskKey(t));
       return t;
     }
     replaced++;
-    return { ...t, ms: s.ms, variant: s.variant };
+    return { ...t, ms: s.ms + (hasReorder.has(key) ? 0 : s.reorderMs), variant: s.variant };
   });
   const note = `convolution durations from the benchmark ${file} (${variant}); ${replaced} convolution kernels matched`;
   return { model: { ...model, compute, notes: [...model.notes, note] }, change: { replaced, unmatched, source: file } };

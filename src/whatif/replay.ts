@@ -43,7 +43,9 @@ function bucketTasks(model: StepModel, b: Bucket, bytesOf: Map<string, number>):
     const scale = c.comm === 'local' ? Math.min(c.workers, LOCAL_STAND_IN_LIMIT) / Math.max(1, Math.min(c.allreduce.fitWorkers, LOCAL_STAND_IN_LIMIT)) : 1;
     for (const p of b.params) {
       const bytes = bytesOf.get(p)!;
-      tasks.push({ op: 'allreduce', pass: 'comm', layer: p, variant: c.comm, ms: c.allreduce.fixedMs + bytes * c.allreduce.msPerByte * scale, gapMs: 0, cpu: true });
+      const own = c.measuredMs?.[p];
+      const ms = own !== undefined ? own * scale : c.allreduce.fixedMs + bytes * c.allreduce.msPerByte * scale;
+      tasks.push({ op: 'allreduce', pass: 'comm', layer: p, variant: c.comm, ms, gapMs: 0, cpu: true });
     }
   }
   if (c.link && c.workers > 1) {

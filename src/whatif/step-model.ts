@@ -37,6 +37,8 @@ export interface CommModel {
   link?: { gbps: number; latencyUs: number };
   /** All-reduce of one gradient, alone: fixedMs + bytes * msPerByte (at `fitWorkers` workers). */
   allreduce: { fixedMs: number; msPerByte: number; fitWorkers: number; samples: number };
+  /** The run's own all-reduce time of each gradient, alone (at `fitWorkers`); the fit covers the others. */
+  measuredMs?: Record<string, number>;
 }
 
 export interface StepModel {
@@ -140,6 +142,7 @@ export function modelFromRun(run: Run): StepModel {
     firstBucketMb: r ? r.firstBucketBytes / 2 ** 20 : 1,
     link: r?.link,
     allreduce: { ...fit, fitWorkers: r?.workers ?? 1, samples: reduceKernels.length },
+    measuredMs: Object.fromEntries(reduceKernels.map((k) => [k.layer, alone.get(k)!])),
   };
   if (!r) notes.push('the run had no reduction: communication is modeled by the link alone (no reduction compute)');
   const measured = run.iterations.filter((f) => !f.warmup);

@@ -1,0 +1,86 @@
+#!/usr/bin/env node
+'use strict';
+// How good are what-if predictions? Three kinds of change, each both ways:
+// a run is recorded, the change is predicted from it (`stepscope whatif`),
+// then the changed setup is measured; the error is predicted vs measured
+// median iteration time.
+//   schedule:  serialized <-> overlapped
+//   kernels:   conv onednn-nchw <-> im2col-gemm, durations from `bench conv --json`
+//   buckets:   25 MB <-> 2 MB (overlapped)
+//
+//   node bench/whatif-accuracy.js [--batch 4] [--resolution 96] [--iterations 6] [--out file.json]
+const { spawnSync } = require('node:child_process');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+
+const args = { batch: '4', resolution: '96', iterations: '6', warmup: '2', workers: '2', link: '2', out: '' };
+const argv = process.argv.slice(2);
+for (let i = 0; i < argv.length; i += 2) {
+  const key = argv[i].replace(/^--/, '');
+  if (!(key in args) || argv[i + 1] === undefined) {
+    console.error(`whatif-accuracy: unknown or incomplete option '${argv[i]}'; allowed: ${Object.keys(args).map((k) => `--${k}`).join(', ')}`);
+    process.exit(2);
+  }
+  args[key] = argv[i + 1];
+}
+const root = path.resolve(__dirname, '..');
+const bin = path.join(root, 'bin', 'stepscope.js');
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stepscope-whatif-'));
+
+function stepscope(cmdArgs) {
+  const r = spawnSync(process.execPath, [bin, ...cmdArgs], { cwd: root, encoding: 'utf8', maxBuffer: 256 << 20 });
+  if (r.status !== 0) throw new Error(`stepscope ${cmdArgs.join(' ')} exited with ${r.status}: ${r.stderr}`);
+  return r.stdout;
+}
+
+const common = ['--batch', args.batch, '--resolution', args.resolution, '--iterations', args.iterations, '--warmup', args.warmup,
+  '--workers', args.workers, '--link', args.link, '--latency', '5', '--layout', 'nchw'];
+const setups = {
+  serialized: ['--schedule', 'serialized', '--kernels', 'conv=onednn-nchw'],
+  overlapped: ['--schedule', 'overlapped', '--kernels', 'conv=onednn-nchw'],
+  'im2col-gemm': ['--schedule', 'overlapped', '--kernels', 'conv=im2col-gemm'],
+  'buckets-2mb': ['--schedule', 'overlapped', '--kernels', 'conv=onednn-nchw', '--bucket-mb', '2'],
+};
+const runs = {};
+function record(name) {
+  const file = path.join(dir, `${name}.json`);
+  process.stderr.write(`recording ${name}\n`);
+  stepscope(['step', ...common, ...setups[name], '--save', file]);
+  runs[name] = { file, run: JSON.parse(fs.readFileSync(file, 'utf8')) };
+}
+const benchFile = (variant) => {
+  const file = path.join(dir, `bench-${variant}.json`);
+  process.stderr.write(`benchmarking convolutions: ${variant}\n`);
+  fs.writeFileSync(file, stepscope(['bench', 'conv', '--variant', variant, '--batch', args.batch, '--resolution', args.resolution, '--repeat', '3', '--json']));
+  return file;
+};
+
+for (const name of Object.keys(setups)) record(name);
+const benches = { 'onednn-nchw': benchFile('onednn-nchw'), 'im2col-gemm': benchFile('im2col-gemm') };
+
+const cases = [
+  { kind: 'schedule', from: 'serialized', to: 'overlapped', change: ['--schedule', 'overlapped'] },
+  { kind: 'schedule', from: 'overlapped', to: 'serialized', change: ['--schedule', 'serialized'] },
+  { kind: 'kernels', from: 'overlapped', to: 'im2col-gemm', change: ['--kernels', benches['im2col-gemm'], '--variant', 'im2col-gemm'] },
+  { kind: 'kernels', from: 'im2col-gemm', to: 'overlapped', change: ['--kernels', benches['onednn-nchw'], '--variant', 'onednn-nchw'] },
+  { kind: 'buckets', from: 'overlapped', to: 'buckets-2mb', change: ['--bucket-mb', '2'] },
+  { kind: 'buckets', from: 'buckets-2mb', to: 'overlapped', change: ['--bucket-mb', '25'] },
+];
+const rows = cases.map((c) => {
+  const out = JSON.parse(stepscope(['whatif', runs[c.from].file, ...c.change, '--json']));
+  const measured = runs[c.to].run.summary.totalMs.median;
+  const predicted = out.prediction.totalMs;
+  return { ...c, baseMs: runs[c.from].run.summary.totalMs.median, predictedMs: predicted, measuredMs: measured, errorPct: (100 * (predicted - measured)) / measured, calibration: out.prediction.calibration };
+});
+
+const cpu = os.cpus()[0]?.model ?? 'unknown';
+const lines = [
+  `what-if accuracy: ${cpu}, ${os.cpus().length} cores; cpu backend, fp32, batch ${args.batch}, ${args.resolution}x${args.resolution}, ` +
+    `${args.workers} workers (local), link ${args.link} GB/s; medians over ${args.iterations} iterations after ${args.warmup} warm-up`,
+  'kind      from          to            base ms  predicted ms  measured ms  error %',
+  ...rows.map((r) => `${r.kind.padEnd(9)} ${r.from.padEnd(13)} ${r.to.padEnd(13)} ${r.baseMs.toFixed(1).padStart(7)}  ${r.predictedMs.toFixed(1).padStart(12)}  ${r.measuredMs.toFixed(1).padStart(11)}  ${r.errorPct.toFixed(1).padStart(7)}`),
+  `mean |error| ${(rows.reduce((s, r) => s + Math.abs(r.errorPct), 0) / rows.length).toFixed(1)} %, max |error| ${Math.max(...rows.map((r) => Math.abs(r.errorPct))).toFixed(1)} %`,
+];
+console.log(lines.join('\n'));
+if (args.out) fs.writeFileSync(args.out, JSON.stringify({ machine: cpu, args, rows }, null, 1));
