@@ -28,6 +28,7 @@ BufferWrap::BufferWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Buffer
     int streamId = -1;
     if (info.Length() > 1 && !info[1].IsUndefined()) streamId = unwrapArg<StreamWrap>(info, 1, "stream")->stream()->id();
     buffer_ = std::make_shared<DeviceBuffer>(size_t(length), streamId);
+    tagObject<BufferWrap>(info.Env(), info.This().As<Napi::Object>());
   });
 }
 

@@ -11,6 +11,7 @@ namespace stepscope {
 class BufferWrap : public Napi::ObjectWrap<BufferWrap> {
  public:
   static constexpr const char* kClassName = "Buffer";
+  static constexpr napi_type_tag kTypeTag = {0x73746570736370ULL, 0x42756666ULL};
   static Napi::Function define(Napi::Env env);
   static Napi::Function constructor(Napi::Env env) { return addonData(env).buffer.Value(); }
 

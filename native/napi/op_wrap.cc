@@ -71,7 +71,7 @@ Napi::Value OpKernelWrap::enqueue(const Napi::CallbackInfo& info) {
     std::vector<BufferPtr> buffers;
     for (uint32_t i = 0; i < arr.Length(); ++i) {
       Napi::Value v = arr.Get(i);
-      if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(BufferWrap::constructor(info.Env()))) {
+      if (!isInstance<BufferWrap>(info.Env(), v)) {
         throw Error("ERR_INVALID_ARG", kernel_->op() + ": buffer '" + spec[i].name + "' must be a Buffer");
       }
       BufferPtr b = BufferWrap::Unwrap(v.As<Napi::Object>())->buffer();

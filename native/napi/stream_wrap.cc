@@ -41,6 +41,7 @@ StreamWrap::StreamWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Stream
   guarded(info.Env(), [&] {
     std::string name = info.Length() > 0 && !info[0].IsUndefined() ? stringArg(info, 0, "name") : "stream";
     stream_ = std::make_shared<Stream>(name);
+    tagObject<StreamWrap>(info.Env(), info.This().As<Napi::Object>());
   });
 }
 

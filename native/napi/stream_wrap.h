@@ -27,6 +27,7 @@ class EventWrap : public Napi::ObjectWrap<EventWrap> {
 class StreamWrap : public Napi::ObjectWrap<StreamWrap> {
  public:
   static constexpr const char* kClassName = "Stream";
+  static constexpr napi_type_tag kTypeTag = {0x73746570736370ULL, 0x53747265ULL};
   static Napi::Function define(Napi::Env env);
   static Napi::Function constructor(Napi::Env env) { return addonData(env).stream.Value(); }
 

@@ -4,6 +4,7 @@
 #include <napi.h>
 
 #include <functional>
+#include <type_traits>
 #include <string>
 
 #include "core/error.h"
@@ -37,11 +38,37 @@ std::string stringArg(const Napi::CallbackInfo& info, size_t index, const char* 
 Napi::Promise runAsync(Napi::Env env, std::function<void()> work,
                        std::function<Napi::Value(Napi::Env)> result = nullptr);
 
+// Classes on the enqueue path (Buffer, Stream) carry a type tag, set in their
+// constructor: checking it is one N-API call, where InstanceOf walks the
+// prototype chain (a host cost paid for every buffer of every kernel).
+template <typename T, typename = void>
+struct HasTypeTag : std::false_type {};
+template <typename T>
+struct HasTypeTag<T, std::void_t<decltype(T::kTypeTag)>> : std::true_type {};
+
+template <typename T>
+void tagObject(Napi::Env env, Napi::Object object) {
+  napi_status status = napi_type_tag_object(env, object, &T::kTypeTag);
+  if (status != napi_ok) throw Error("ERR_NATIVE", std::string("cannot tag a new ") + T::kClassName);
+}
+
+// True when v is an object of class T.
+template <typename T>
+bool isInstance(Napi::Env env, const Napi::Value& v) {
+  if (!v.IsObject()) return false;
+  if constexpr (HasTypeTag<T>::value) {
+    bool tagged = false;
+    return napi_check_object_type_tag(env, v, &T::kTypeTag, &tagged) == napi_ok && tagged;
+  } else {
+    return v.As<Napi::Object>().InstanceOf(T::constructor(env));
+  }
+}
+
 // Unwraps an ObjectWrap argument after checking that it is one.
 template <typename T>
 T* unwrapArg(const Napi::CallbackInfo& info, size_t index, const char* name) {
   Napi::Value v = info[index];
-  if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(T::constructor(info.Env()))) {
+  if (!isInstance<T>(info.Env(), v)) {
     throw makeError(info.Env(), "ERR_INVALID_ARG", std::string("argument '") + name + "' must be a " + T::kClassName);
   }
   return T::Unwrap(v.As<Napi::Object>());
