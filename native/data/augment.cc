@@ -71,29 +71,54 @@ Taps taps(double start, double length, int out, int limit) {
 
 }  // namespace
 
+// Separable: each source row the crop touches is interpolated horizontally
+// once (normalized, mirrored by reversing the taps) into three float rows,
+// kept while consecutive output rows share it (crops smaller than the output
+// reuse each row several times); the vertical blend is then contiguous and
+// vectorizes.
 void resampleNormalize(const RgbView& src, double y0, double x0, double boxH, double boxW, int out, bool flip, float* dst) {
-  const Taps ty = taps(y0, boxH, out, src.rows), tx = taps(x0, boxW, out, src.cols);
+  const Taps ty = taps(y0, boxH, out, src.rows);
+  Taps tx = taps(x0, boxW, out, src.cols);
+  if (flip) {
+    std::reverse(tx.i0.begin(), tx.i0.end());
+    std::reverse(tx.i1.begin(), tx.i1.end());
+    std::reverse(tx.w1.begin(), tx.w1.end());
+  }
   float scale[3], bias[3];
   for (int c = 0; c < 3; ++c) {  // (v/255 - mean)/std as one multiply-add
     scale[c] = 1.0f / (255.0f * kImageNetStd[c]);
     bias[c] = -kImageNetMean[c] / kImageNetStd[c];
   }
   const size_t plane = size_t(out) * out;
-  std::vector<float> row0(size_t(out) * 3), row1(size_t(out) * 3);
-  for (int oy = 0; oy < out; ++oy) {
-    const uint8_t* r0 = src.data + size_t(ty.i0[oy]) * src.stride;
-    const uint8_t* r1 = src.data + size_t(ty.i1[oy]) * src.stride;
-    const float wy = ty.w1[oy];
-    float* d[3] = {dst + size_t(oy) * out, dst + plane + size_t(oy) * out, dst + 2 * plane + size_t(oy) * out};
+  std::vector<float> cache(size_t(out) * 6);
+  float* rows[2] = {cache.data(), cache.data() + size_t(out) * 3};  // each: 3 channel rows of `out`
+  int cached[2] = {-1, -1};
+  auto horizontal = [&](int sy, float* h) {
+    const uint8_t* r = src.data + size_t(sy) * src.stride;
     for (int ox = 0; ox < out; ++ox) {
       const int a = tx.i0[ox] * 3, b = tx.i1[ox] * 3;
       const float wx = tx.w1[ox];
-      const int o = flip ? out - 1 - ox : ox;
-      for (int c = 0; c < 3; ++c) {
-        const float top = r0[a + c] + wx * (float(r0[b + c]) - float(r0[a + c]));
-        const float bot = r1[a + c] + wx * (float(r1[b + c]) - float(r1[a + c]));
-        d[c][o] = (top + wy * (bot - top)) * scale[c] + bias[c];
-      }
+      for (int c = 0; c < 3; ++c) h[c * out + ox] = (r[a + c] + wx * (float(r[b + c]) - float(r[a + c]))) * scale[c] + bias[c];
+    }
+  };
+  auto row = [&](int sy) -> const float* {
+    for (int k = 0; k < 2; ++k)
+      if (cached[k] == sy) return rows[k];
+    // Replace the slot not holding the other row this output row needs.
+    const int k = cached[0] == -1 ? 0 : cached[1] == -1 ? 1 : (cached[0] < cached[1] ? 0 : 1);
+    horizontal(sy, rows[k]);
+    cached[k] = sy;
+    return rows[k];
+  };
+  for (int oy = 0; oy < out; ++oy) {
+    const float* top = row(ty.i0[oy]);
+    const float* bot = row(ty.i1[oy]);
+    const float wy = ty.w1[oy];
+    for (int c = 0; c < 3; ++c) {
+      const float* t = top + c * out;
+      const float* b = bot + c * out;
+      float* d = dst + c * plane + size_t(oy) * out;
+      for (int ox = 0; ox < out; ++ox) d[ox] = t[ox] + wy * (b[ox] - t[ox]);
     }
   }
 }
