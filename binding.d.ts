@@ -230,8 +230,8 @@ export interface SkippedSample {
 }
 
 export interface LoadedBatch {
-  /** batch x 3 x size x size, normalized with ImageNet's mean and std (NCHW float32). */
-  input: Float32Array;
+  /** batch x 3 x size x size, normalized with ImageNet's mean and std (NCHW float32); absent when loaded into a Buffer. */
+  input?: Float32Array;
   labels: Float32Array;
   /** Bad samples replaced by the next ones in the dataset (onBadImage 'skip'). */
   skipped: SkippedSample[];
@@ -262,7 +262,12 @@ export declare class DataLoader {
    * ERR_BAD_RECORDS (naming the file or record) when a sample is bad and
    * onBadImage is 'fail', or when 32 samples in a row are bad.
    */
-  load(indices: number[], epoch: number, seed: number): Promise<LoadedBatch>;
+  load(indices: number[], epoch: number, seed: number): Promise<LoadedBatch & { input: Float32Array }>;
+  /**
+   * The same written into `into` (exactly indices.length * 3 * size * size
+   * values; it must not be in use by queued work until this resolves).
+   */
+  load(indices: number[], epoch: number, seed: number, into: Buffer): Promise<LoadedBatch>;
   /** Sample i before augmentation: the decoded JPEG, or the stored record. */
   sample(index: number): RgbImage & { label: number };
 }

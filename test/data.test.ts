@@ -165,6 +165,14 @@ test('determinism: the same batch with 1 and 3 threads; another seed, another ba
     const c = await open(3).load(indices, epoch, 12);
     assert.notDeepEqual(a.input, c.input);
   }
+  // Into a Buffer (the step's input ring): the same values, no copy.
+  const loader = rawLoader(root, 2, 24);
+  const target = new native.Buffer(6 * 3 * 24 * 24);
+  const { epoch, indices } = batchSamples(9, 6, 3, 11);
+  const direct = await loader.load(indices, epoch, 11, target);
+  assert.equal(direct.input, undefined);
+  assert.deepEqual(target.read(), (await loader.load(indices, epoch, 11)).input);
+  await assert.rejects(loader.load(indices, epoch, 11, new native.Buffer(10)), /the target buffer holds 10 values, the batch 10368/);
   assert.deepEqual(batchSamples(9, 4, 5, 1), batchSamples(9, 4, 5, 1));
   const epoch0 = [0, 1].flatMap((i) => batchSamples(9, 4, i, 1).indices);
   assert.equal(new Set(epoch0).size, 8, 'an epoch does not repeat a sample');

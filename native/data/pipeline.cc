@@ -86,13 +86,16 @@ DataLoader::DataLoader(std::unique_ptr<SampleSource> source, int threads, int si
   if (source_->size() == 0) throw Error("ERR_INVALID_ARG", "the dataset is empty");
 }
 
-Batch DataLoader::load(const std::vector<int64_t>& indices, uint64_t epoch, uint64_t seed) {
+Batch DataLoader::load(const std::vector<int64_t>& indices, uint64_t epoch, uint64_t seed, float* into) {
   for (int64_t i : indices) source_->checkIndex(i);
   const uint64_t start = nowNs();
   const size_t plane = size_t(3) * size_ * size_, n = source_->size();
   Batch batch;
   batch.inputLength = indices.size() * plane;
-  batch.input.reset(new float[batch.inputLength]);
+  if (!into) {
+    batch.input.reset(new float[batch.inputLength]);
+    into = batch.input.get();
+  }
   batch.labels.resize(indices.size());
   // Per slot: what went wrong (in try order); the first error of a slot when not skipping.
   std::vector<std::vector<SkippedSample>> skipped(indices.size());
@@ -104,7 +107,7 @@ Batch DataLoader::load(const std::vector<int64_t>& indices, uint64_t epoch, uint
     for (size_t k = 0; k < tries; ++k) {
       const size_t index = size_t(indices[slot] + int64_t(k)) % n;
       try {
-        source_->prepare(index, seed, epoch, size_, batch.input.get() + slot * plane);
+        source_->prepare(index, seed, epoch, size_, into + slot * plane);
         batch.labels[slot] = float(source_->label(index));
         break;
       } catch (const Error& e) {

@@ -55,7 +55,10 @@ class DataLoader {
   int threads() const { return pool_.threads(); }
   const SampleSource& source() const { return *source_; }
   // Thread-safe; blocks the calling (libuv) thread while the pool works.
-  Batch load(const std::vector<int64_t>& indices, uint64_t epoch, uint64_t seed);
+  // With `into` (indices.size() * 3 * size * size floats), the batch is
+  // written there and Batch::input stays empty.
+  Batch load(const std::vector<int64_t>& indices, uint64_t epoch, uint64_t seed, float* into = nullptr);
+  size_t sampleLength() const { return size_t(3) * size_ * size_; }
 
  private:
   std::unique_ptr<SampleSource> source_;

@@ -4,6 +4,7 @@
 
 #include "data/augment.h"
 #include "data/jpeg_codec.h"
+#include "napi/buffer_wrap.h"
 #include "napi/util.h"
 
 namespace stepscope {
@@ -138,7 +139,7 @@ Napi::Value DataLoaderWrap::labels(const Napi::CallbackInfo& info) {
   return a;
 }
 
-// load(indices, epoch, seed): a promise of { input, labels, skipped, busyNs, threadNs }.
+// load(indices, epoch, seed, into?): a promise of { input (unless into), labels, skipped, busyNs, threadNs }.
 Napi::Value DataLoaderWrap::load(const Napi::CallbackInfo& info) {
   return promising(info.Env(), [&]() -> Napi::Value {
     if (!info[0].IsArray()) throw Error("ERR_INVALID_ARG", "load(indices, epoch, seed): indices must be an array");
@@ -152,17 +153,33 @@ Napi::Value DataLoaderWrap::load(const Napi::CallbackInfo& info) {
     }
     if (indices.empty()) throw Error("ERR_INVALID_ARG", "load: indices is empty");
     const int epoch = intArg(info, 1, "epoch"), seed = intArg(info, 2, "seed");
+    // Optionally into a Buffer (the step's input of a later iteration): no copy at all.
+    BufferPtr target;
+    if (info.Length() > 3 && !info[3].IsUndefined()) {
+      target = unwrapArg<BufferWrap>(info, 3, "into")->buffer();
+      if (!target) throw Error("ERR_INVALID_ARG", "load: the target buffer was released");
+      if (target->size() != indices.size() * loader_->sampleLength()) {
+        throw Error("ERR_INVALID_ARG", "load: the target buffer holds " + std::to_string(target->size()) + " values, the batch " +
+                                           std::to_string(indices.size() * loader_->sampleLength()));
+      }
+    }
     auto loader = loader_;
     auto batch = std::make_shared<Batch>();
     return runAsync(
-        info.Env(), [loader, batch, indices, epoch, seed] { *batch = loader->load(indices, uint64_t(epoch), uint64_t(seed)); },
+        info.Env(),
+        [loader, batch, indices, epoch, seed, target] {
+          if (target) target->waitUntilHostSafe();
+          *batch = loader->load(indices, uint64_t(epoch), uint64_t(seed), target ? target->data() : nullptr);
+        },
         [batch](Napi::Env env) -> Napi::Value {
           Napi::Object o = Napi::Object::New(env);
-          // The batch's memory becomes the ArrayBuffer's, without a copy.
-          float* data = batch->input.release();
-          Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, data, batch->inputLength * sizeof(float),
-                                                        [](Napi::Env, void* p) { delete[] static_cast<float*>(p); });
-          o.Set("input", Napi::Float32Array::New(env, batch->inputLength, ab, 0));
+          if (batch->input) {
+            // The batch's memory becomes the ArrayBuffer's, without a copy.
+            float* data = batch->input.release();
+            Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, data, batch->inputLength * sizeof(float),
+                                                          [](Napi::Env, void* p) { delete[] static_cast<float*>(p); });
+            o.Set("input", Napi::Float32Array::New(env, batch->inputLength, ab, 0));
+          }
           Napi::Float32Array labels = Napi::Float32Array::New(env, batch->labels.size());
           std::copy(batch->labels.begin(), batch->labels.end(), labels.Data());
           o.Set("labels", labels);

@@ -3,8 +3,10 @@
 // prepared when the step asks for it (as in the published comparison); with
 // K > 0 up to K later batches are being prepared while the step computes.
 // The step's data time is what it waited; the pipeline's own busy time is
-// reported beside it.
-import type { DataLoader, LoadedBatch, SkippedSample } from '../../binding';
+// reported beside it. Batches are written straight into a ring of K+1 input
+// buffers that the step reads in turn (batch i and the K in flight after it
+// never share one), so handing a batch over copies nothing.
+import type { Buffer, DataLoader, LoadedBatch, SkippedSample } from '../../binding';
 import { addon } from '../native';
 import { UsageError } from '../errors';
 import { scanImageFolder } from './imagefolder';
@@ -22,7 +24,8 @@ export interface DataOptions {
 }
 
 export interface PreparedBatch {
-  input: Float32Array;
+  /** The step's input for this iteration: free again once the iteration has run. */
+  input: Buffer;
   labels: Float32Array;
   /** Wall time the pipeline spent preparing this batch (not necessarily waited for). */
   busyMs: number;
@@ -44,6 +47,7 @@ export class DataPipeline {
   readonly loader: DataLoader;
   readonly classes: number;
   private queue = new Map<number, Promise<LoadedBatch>>();
+  private ring: Buffer[];
   /** Distinct samples skipped as bad, by source. */
   readonly skipped = new Map<string, string>();
 
@@ -56,17 +60,22 @@ export class DataPipeline {
     readonly total: number,
   ) {
     ({ loader: this.loader, classes: this.classes } = openLoader(options.kind, options.dataset, options.threads, size, options.onBadImage));
+    const native = addon();
+    this.ring = Array.from({ length: options.prefetch + 1 }, () => new native.Buffer(batch * 3 * size * size));
   }
 
   private start(i: number): void {
     if (i >= this.total || this.queue.has(i)) return;
     const { epoch, indices } = batchSamples(this.loader.length, this.batch, i, this.seed);
-    const p = this.loader.load(indices, epoch, this.seed);
+    const p = this.loader.load(indices, epoch, this.seed, this.ring[i % this.ring.length]);
     p.catch(() => undefined); // observed when taken; not an unhandled rejection meanwhile
     this.queue.set(i, p);
   }
 
-  /** Batch i; starts it if needed, and the next `prefetch` ones behind it. */
+  /**
+   * Batch i; starts it if needed, and the next `prefetch` ones behind it.
+   * Call only once the iteration that used batch i-1 has run (its buffer is reused).
+   */
   async take(i: number): Promise<PreparedBatch> {
     this.start(i);
     for (let k = 1; k <= this.options.prefetch; k++) this.start(i + k);
@@ -74,13 +83,14 @@ export class DataPipeline {
     this.queue.delete(i);
     const b = await p;
     for (const s of b.skipped) this.skipped.set(s.source, s.message);
-    return { input: b.input, labels: b.labels, busyMs: b.busyNs / 1e6, skipped: b.skipped };
+    return { input: this.ring[i % this.ring.length], labels: b.labels, busyMs: b.busyNs / 1e6, skipped: b.skipped };
   }
 
   /** Waits for batches still in flight (so no native work outlives the run). */
   async close(): Promise<void> {
     await Promise.allSettled([...this.queue.values()]);
     this.queue.clear();
+    for (const b of this.ring) b.release();
   }
 }
 
