@@ -470,7 +470,7 @@ export function buildProgram(): Command {
     .option('--lr <x>', 'learning rate', '0.1')
     .option('--momentum <x>', 'SGD momentum', '0.9')
     .option('--weight-decay <x>', 'SGD weight decay', '0.0001')
-    .option('--seed <n>', 'seed of the initial weights and synthetic data', '1')
+    .option('--seed <n>', 'seed of the initial weights, the synthetic data, and with --data raw|records the image order, crops and flips', '1')
     .option('--layout <layout>', "activations: 'nChw16c' (oneDNN's blocked layout kept between layers, no reorders), 'nchw', or 'auto' (nChw16c when every conv is onednn)", 'auto')
     .option('--workers <n>', 'data-parallel workers (batch is per worker); 1: no reduction', '1')
     .option('--schedule <s>', "gradient reduction: 'serialized' (after backward, exclusively) or 'overlapped' (buckets on a comm stream during backward)", 'overlapped')
