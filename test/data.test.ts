@@ -182,11 +182,21 @@ test('bad JPEGs: truncated, not a JPEG, corrupt header: errors name the file; sk
   const good = fs.readFileSync(path.join(tmp, 'made', 'class0', 'img000000.jpg'));
   const corrupt = Buffer.from(good);
   corrupt.fill(0x55, 2, 200); // the header's markers overwritten
+  // Entropy-coded data damaged by a stray marker in the middle (corruption that
+  // leaves a valid bitstream cannot be seen by any decoder: records carry checksums).
+  const garbled = Buffer.from(good);
+  const mid = good.length >> 1;
+  garbled.fill(0xd4, mid, mid + 256);
+  garbled[mid + 100] = 0xff;
+  garbled[mid + 101] = 0x01;
   const root = folder('bad', {
     a: { 'good1.jpg': good, 'good2.jpg': good, 'random.jpg': Buffer.from(Array.from({ length: 5000 }, (_, i) => (i * 7919) & 255)) },
     b: { 'good3.jpg': good, 'truncated.jpg': good.subarray(0, good.length >> 1), 'corrupt.jpg': corrupt },
+    c: { 'garbled.jpg': garbled, 'good4.jpg': good },
   });
-  const cases: [string, RegExp][] = [['random.jpg', /not a JPEG/], ['truncated.jpg', /truncated/], ['corrupt.jpg', /not a readable JPEG/]];
+  const cases: [string, RegExp][] = [
+    ['random.jpg', /not a JPEG/], ['truncated.jpg', /truncated/], ['corrupt.jpg', /not a readable JPEG/], ['garbled.jpg', /Corrupt JPEG data/],
+  ];
   const f = scanImageFolder(root);
   for (const [name, message] of cases) {
     const file = f.files.find((p) => p.endsWith(name))!;
@@ -197,15 +207,16 @@ test('bad JPEGs: truncated, not a JPEG, corrupt header: errors name the file; sk
   }
   const all = f.files.map((_, i) => i);
   const skipping = await rawLoader(root, 2, 16, 'skip').load(all, 0, 1);
-  // random.jpg's replacement is the next file, corrupt.jpg: bad too, so counted again.
-  assert.equal(skipping.skipped.length, 4);
-  assert.deepEqual([...new Set(skipping.skipped.map((s) => path.basename(s.source.replace(/'$/, ''))))].sort(), ['corrupt.jpg', 'random.jpg', 'truncated.jpg']);
+  // random.jpg's replacement is the next file, corrupt.jpg, and truncated.jpg's
+  // is garbled.jpg: bad too, so each is counted again.
+  assert.equal(skipping.skipped.length, 6);
+  assert.deepEqual([...new Set(skipping.skipped.map((s) => path.basename(s.source.replace(/'$/, ''))))].sort(), ['corrupt.jpg', 'garbled.jpg', 'random.jpg', 'truncated.jpg']);
   assert.ok(skipping.skipped.every((s) => s.message.includes(root)), 'messages name the files');
   assert.ok([...skipping.input].every(Number.isFinite));
-  const packed = await native.packRecords({ files: f.files, labels: f.labels, classes: 2, out: path.join(tmp, 'bad.records'), onBadImage: 'skip' });
-  assert.equal(packed.records, 3);
-  assert.equal(packed.skipped.length, 3);
-  await assert.rejects(native.packRecords({ files: f.files, labels: f.labels, classes: 2, out: path.join(tmp, 'bad2.records') }), /random\.jpg.*not a JPEG/);
+  const packed = await native.packRecords({ files: f.files, labels: f.labels, classes: 3, out: path.join(tmp, 'bad.records'), onBadImage: 'skip' });
+  assert.equal(packed.records, 4);
+  assert.equal(packed.skipped.length, 4);
+  await assert.rejects(native.packRecords({ files: f.files, labels: f.labels, classes: 3, out: path.join(tmp, 'bad2.records') }), /random\.jpg.*not a JPEG/);
   assert.ok(!fs.existsSync(path.join(tmp, 'bad2.records')) && !fs.existsSync(path.join(tmp, 'bad2.records.tmp')), 'a failed pack leaves no file');
 });
 

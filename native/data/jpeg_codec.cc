@@ -69,9 +69,23 @@ void onError(j_common_ptr cinfo) {
 }
 
 void onMessage(j_common_ptr cinfo, int level) {
-  // level -1: a warning about corrupt data. A truncated stream is an error
-  // for us; other warnings (extraneous bytes before a marker) are harmless.
-  if (level == -1 && (cinfo->err->msg_code == JWRN_JPEG_EOF || cinfo->err->msg_code == JWRN_HIT_MARKER)) onError(cinfo);
+  // level -1: a warning about corrupt data. Damaged entropy-coded data (a bad
+  // Huffman or arithmetic code, a lost restart marker, a premature end) means
+  // garbage pixels: an error for us. Harmless ones pass: extraneous bytes
+  // before a marker, an unknown JFIF revision or Adobe transform, a bad ICC profile.
+  if (level != -1) return;
+  switch (cinfo->err->msg_code) {
+    case JWRN_JPEG_EOF:
+    case JWRN_HIT_MARKER:
+    case JWRN_HUFF_BAD_CODE:
+    case JWRN_ARITH_BAD_CODE:
+    case JWRN_MUST_RESYNC:
+    case JWRN_BOGUS_PROGRESSION:
+      onError(cinfo);
+      break;
+    default:
+      break;
+  }
 }
 
 void install(ErrorManager& mgr, j_common_ptr cinfo) {
