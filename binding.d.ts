@@ -199,6 +199,8 @@ export interface BuildInfo {
   onednn: LibraryInfo;
   openblas: LibraryInfo;
   gloo: LibraryInfo;
+  /** libjpeg(-turbo), for the raw JPEG input pipeline. */
+  jpeg: LibraryInfo;
 }
 
 /** Removes and returns every kernel record so far. */
@@ -214,3 +216,79 @@ export declare function resetPeakMemory(): void;
 export declare function emptyCache(): number;
 export declare function measurePeak(trials?: number): Promise<PeakMeasurement>;
 export declare function buildInfo(): BuildInfo;
+
+// ---- Input pipeline (issue #6) ----
+
+/** An 8-bit RGB image, rows of width*3 bytes (HWC). */
+export interface RgbImage {
+  height: number;
+  width: number;
+  pixels: Uint8Array;
+}
+
+/** A sample that could not be used: `index` in the dataset, `source` names the file or record. */
+export interface SkippedSample {
+  index: number;
+  source: string;
+  message: string;
+}
+
+export interface LoadedBatch {
+  /** batch x 3 x size x size, normalized with ImageNet's mean and std (NCHW float32); absent when loaded into a Buffer. */
+  input?: Float32Array;
+  labels: Float32Array;
+  /** Bad samples replaced by the next ones in the dataset (onBadImage 'skip'). */
+  skipped: SkippedSample[];
+  /** Wall time the pool spent on this batch, and the per-sample times summed over its threads. */
+  busyNs: number;
+  threadNs: number;
+}
+
+export type DataSource = { kind: 'raw'; files: string[]; labels: number[] } | { kind: 'records'; path: string };
+
+/**
+ * Prepares batches on its own pool of `threads` native threads: per sample a
+ * RandomResizedCrop (scale 0.08-1, ratio 3/4-4/3) to `size`, a horizontal
+ * flip, normalization. Raw JPEGs decode only the crop (DCT scaling when it is
+ * much larger than `size`). Crops and flips depend on (seed, epoch, index)
+ * only. Opening records validates magic, version, header and index checksums
+ * (throws ERR_BAD_RECORDS naming the file).
+ */
+export declare class DataLoader {
+  constructor(source: DataSource, options: { threads?: number; size?: number; onBadImage?: 'skip' | 'fail' });
+  readonly length: number;
+  readonly threads: number;
+  /** Classes recorded in a records file; 0 for raw sources. */
+  readonly classes: number;
+  labels(): number[];
+  /**
+   * Rejects with ERR_DATA_INDEX (an index past the end), ERR_BAD_IMAGE or
+   * ERR_BAD_RECORDS (naming the file or record) when a sample is bad and
+   * onBadImage is 'fail', or when 32 samples in a row are bad.
+   */
+  load(indices: number[], epoch: number, seed: number): Promise<LoadedBatch & { input: Float32Array }>;
+  /**
+   * The same written into `into` (exactly indices.length * 3 * size * size
+   * values; it must not be in use by queued work until this resolves).
+   */
+  load(indices: number[], epoch: number, seed: number, into: Buffer): Promise<LoadedBatch>;
+  /** Sample i before augmentation: the decoded JPEG, or the stored record. */
+  sample(index: number): RgbImage & { label: number };
+}
+
+/** Decodes a JPEG file; with `shorter`, resized so its shorter side is that (as `data pack` stores it). */
+export declare function jpegDecode(path: string, shorter?: number): RgbImage;
+/** Writes an image as a JPEG file; returns its size in bytes. */
+export declare function jpegEncode(path: string, image: RgbImage, quality: number): number;
+/** The crop box (source pixels) and flip of a sample. */
+export declare function augmentParams(seed: number, epoch: number, index: number, height: number, width: number): {
+  top: number; left: number; height: number; width: number; flip: boolean;
+};
+/** Decodes, resizes (shorter side `size`, default 256) and writes records; files in order, bad ones skipped or fatal. */
+export declare function packRecords(options: {
+  files: string[]; labels: number[]; classes: number; out: string; size?: number; threads?: number; onBadImage?: 'skip' | 'fail';
+}): Promise<{ records: number; bytes: number; skipped: SkippedSample[] }>;
+/** Writes synthetic photographs (JPEG) of the given classes. */
+export declare function makeImages(options: {
+  files: string[]; labels: number[]; classes: number; seed?: number; threads?: number; quality?: number;
+}): Promise<void>;

@@ -2,7 +2,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { benchConv } from './bench/conv-bench';
 import { doctor, formatDoctor } from './doctor';
-import { UsageError } from './errors';
+import { DATA_ERROR_CODES, DataError, UsageError } from './errors';
 import { resnet50Convs } from './model/resnet50';
 import { addon } from './native';
 import { CONV_PASSES } from './ops/conv';
@@ -26,6 +26,10 @@ import { launch } from './launch';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import type { ConvPass, GlooStore } from '../binding';
+import { checkDataOptions, type DataKind, type DataOptions } from './data/pipeline';
+import { makeImageFolder } from './data/make';
+import { packImageFolder } from './data/pack';
+import { benchData } from './bench/data-bench';
 
 /** This process among the gloo ranks, and where the ranks meet. */
 interface GlooPlace {
@@ -173,6 +177,32 @@ interface StepOpts {
   trace?: string;
   commTimeoutMs: string;
   enqueueProbe?: boolean;
+  data: string;
+  dataset?: string;
+  dataThreads: string;
+  prefetch: string;
+  onBadImage: string;
+}
+
+const DEFAULT_DATA_THREADS = String(Math.min(8, os.availableParallelism()));
+
+function parseOnBadImage(value: string): 'skip' | 'fail' {
+  return parseChoiceList('--on-bad-image', value, ['skip', 'fail'])[0] as 'skip' | 'fail';
+}
+
+function parseDataOptions(opts: StepOpts): DataOptions {
+  const kinds = parseChoiceList('--data', opts.data, ['synthetic', 'raw', 'records']);
+  if (kinds.length !== 1) throw new UsageError(`--data '${opts.data}' is not allowed: one of synthetic, raw, records`);
+  const data: DataOptions = {
+    kind: kinds[0] as DataKind,
+    dataset: opts.dataset,
+    threads: parseInteger('--data-threads', opts.dataThreads, 1, 256),
+    prefetch: parseInteger('--prefetch', opts.prefetch, 0, 64),
+    onBadImage: parseOnBadImage(opts.onBadImage),
+  };
+  checkDataOptions(data);
+  if (data.kind !== 'synthetic' && opts.input) throw new UsageError(`--input '${opts.input}' is not allowed with --data ${data.kind}: a fixed batch replaces the dataset`);
+  return data;
 }
 
 /**
@@ -228,6 +258,7 @@ async function runStep(opts: StepOpts) {
     saveWeights: opts.saveWeights,
     layout: parseChoiceList('--layout', opts.layout, ['auto', 'nchw', 'nChw16c']).at(0) as 'auto' | 'nchw' | 'nChw16c',
     enqueueProbeMs: opts.enqueueProbe ? 500 : 0,
+    data: parseDataOptions(opts),
   };
   const schedules = opts.compare
     ? (['serialized', 'overlapped'] as const)
@@ -264,6 +295,61 @@ async function runStep(opts: StepOpts) {
   }
   if (runs.length === 1) return print(formatRun(runs[0]));
   print(formatComparison(runs[0], runs[1]));
+}
+
+async function runDataMake(dir: string, opts: { images: string; classes: string; seed: string; threads: string; quality: string }) {
+  const images = parseInteger('--images', opts.images, 1, 10_000_000);
+  const classes = parseInteger('--classes', opts.classes, 1, 100_000);
+  if (classes > images) throw new UsageError(`--classes ${classes} is not allowed with --images ${images}: every class needs an image (at most ${images} classes)`);
+  const t0 = Date.now();
+  await makeImageFolder(dir, images, classes, parseInteger('--seed', opts.seed, 0, 2 ** 31 - 1), parseInteger('--threads', opts.threads, 1, 256), parseInteger('--quality', opts.quality, 1, 100));
+  print(`wrote ${images} JPEG images in ${classes} class folders under ${dir} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+}
+
+async function runDataPack(folder: string, out: string, opts: { size: string; threads: string; onBadImage: string; json?: boolean }) {
+  const r = await packImageFolder(folder, out, parseInteger('--size', opts.size, 8, 4096), parseInteger('--threads', opts.threads, 1, 256), parseOnBadImage(opts.onBadImage));
+  if (opts.json) return print(JSON.stringify(r, null, 2));
+  print(`packed ${r.records} of ${r.images} images (${r.classes} classes) into ${out}: ${(r.bytes / 2 ** 20).toFixed(1)} MiB, shorter side ${opts.size}, ${r.seconds.toFixed(1)} s`);
+  if (r.skipped.length) print(`skipped ${r.skipped.length} bad image(s):\n${r.skipped.map((x) => `  ${x.message}`).join('\n')}`);
+}
+
+interface BenchDataOpts { dataset?: string; images: string; threads: string; batch: string; batches: string; warmup: string; size: string; packSize: string; kind: string; json?: boolean }
+
+async function runBenchData(opts: BenchDataOpts) {
+  const threads = opts.threads.split(',').map((t) => parseInteger('--threads', t.trim(), 1, 256));
+  const batch = parseInteger('--batch', opts.batch, 1, 4096);
+  const options = {
+    threads, batch,
+    batches: parseInteger('--batches', opts.batches, 1, 10000),
+    warmup: parseInteger('--warmup', opts.warmup, 0, 1000),
+    size: parseInteger('--size', opts.size, 8, 4096),
+    packSize: parseInteger('--pack-size', opts.packSize, 8, 4096),
+    kinds: parseChoiceList('--kind', opts.kind, ['raw', 'records']) as ('raw' | 'records')[],
+  };
+  let dataset = opts.dataset;
+  let tmp: string | undefined;
+  if (!dataset) {  // a generated ImageFolder, removed afterwards
+    tmp = fs.mkdtempSync(`${os.tmpdir()}/stepscope-bench-images-`);
+    dataset = tmp;
+    await makeImageFolder(dataset, parseInteger('--images', opts.images, 1, 1_000_000), 4, 1, Math.max(...threads));
+  }
+  try {
+    const r = await benchData({ ...options, dataset });
+    if (opts.json) return print(JSON.stringify({ machine: { cpuModel: os.cpus()[0]?.model, cores: os.availableParallelism() }, dataset: opts.dataset ?? 'generated', ...options, ...r }, null, 2));
+    print(`data pipeline benchmark: ${r.images} images (${opts.dataset ?? 'generated by data make'}, mean JPEG ${(r.meanJpegBytes / 1024).toFixed(0)} KiB), ` +
+      `crop ${options.size}x${options.size}, records shorter side ${options.packSize}; batch ${batch}, ${options.warmup} warm-up + ${options.batches} timed batches; files in the page cache`);
+    print(formatTable(r.rows, [
+      { header: 'kind', value: (x) => x.kind === 'raw' ? 'raw (decode+augment)' : 'records (read+augment)' },
+      { header: 'threads', value: (x) => String(x.threads) },
+      { header: 'images/s', value: (x) => x.imagesPerSec.median, digits: 0 },
+      { header: 'min', value: (x) => x.imagesPerSec.min, digits: 0 },
+      { header: 'max', value: (x) => x.imagesPerSec.max, digits: 0 },
+      { header: 'per thread', value: (x) => x.perThread, digits: 0 },
+      { header: 'scaling', value: (x) => x.scaling, digits: 2 },
+    ]));
+  } finally {
+    if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+  }
 }
 
 interface SweepOpts {
@@ -339,7 +425,7 @@ export function buildProgram(): Command {
     .option('--json', 'print JSON')
     .action(runVariants);
 
-  const bench = program.command('bench').description('kernel microbenchmarks');
+  const bench = program.command('bench').description('kernel and input pipeline microbenchmarks');
   bench
     .command('conv')
     .description('time the ResNet-50 convolutions per layer, pass and variant, each checked against the reference first')
@@ -353,6 +439,43 @@ export function buildProgram(): Command {
     .option('--check-batch <n>', 'batch of the reference check (same layer shape otherwise)', '2')
     .option('--json', 'print the rows as JSON')
     .action(runBenchConv);
+
+  bench
+    .command('data')
+    .description('images per second of the input pipeline per thread: raw (decode+augment) and records (read+augment), and the scaling with threads')
+    .option('--dataset <dir>', 'an ImageFolder (default: a generated one of --images images)')
+    .option('--images <n>', 'images of the generated ImageFolder', '128')
+    .option('--kind <kinds>', "'raw', 'records', a comma list, or 'all'", 'all')
+    .option('--threads <list>', 'comma list of thread counts', [...new Set(['1', DEFAULT_DATA_THREADS])].join(','))
+    .option('--batch <n>', 'images per batch', '32')
+    .option('--batches <n>', 'timed batches per row', '5')
+    .option('--warmup <n>', 'untimed batches first', '1')
+    .option('--size <px>', 'crop size', '224')
+    .option('--pack-size <px>', 'shorter side of the records', '256')
+    .option('--json', 'print the rows as JSON')
+    .action(runBenchData);
+
+  const data = program.command('data').description('datasets for the input pipeline: make a synthetic ImageFolder, pack records');
+  data
+    .command('make')
+    .description('write an ImageFolder of synthetic photographs (JPEG, around 500x375, natural-image statistics)')
+    .argument('<dir>', 'output directory (class subfolders are created in it)')
+    .option('--images <n>', 'number of images', '64')
+    .option('--classes <k>', 'number of class folders', '4')
+    .option('--seed <n>', 'seed: the same seed writes the same images', '1')
+    .option('--threads <n>', 'threads', DEFAULT_DATA_THREADS)
+    .option('--quality <q>', 'JPEG quality', '90')
+    .action(runDataMake);
+  data
+    .command('pack')
+    .description('decode an ImageFolder once into records (shorter side resized to --size, uint8, index, checksums, versioned header)')
+    .argument('<imagefolder>', 'ImageFolder directory')
+    .argument('<out>', 'records file to write (atomically)')
+    .option('--size <px>', 'shorter side of the stored images', '256')
+    .option('--threads <n>', 'decoding threads', DEFAULT_DATA_THREADS)
+    .option('--on-bad-image <mode>', "'fail' (stop, naming the file) or 'skip' (leave it out and report it)", 'fail')
+    .option('--json', 'print the summary as JSON')
+    .action(runDataPack);
 
   program
     .command('step')
@@ -370,7 +493,7 @@ export function buildProgram(): Command {
     .option('--lr <x>', 'learning rate', '0.1')
     .option('--momentum <x>', 'SGD momentum', '0.9')
     .option('--weight-decay <x>', 'SGD weight decay', '0.0001')
-    .option('--seed <n>', 'seed of the initial weights and synthetic data', '1')
+    .option('--seed <n>', 'seed of the initial weights, the synthetic data, and with --data raw|records the image order, crops and flips', '1')
     .option('--layout <layout>', "activations: 'nChw16c' (oneDNN's blocked layout kept between layers, no reorders), 'nchw', or 'auto' (nChw16c when every conv is onednn)", 'auto')
     .option('--workers <n>', 'data-parallel workers (batch is per worker); 1: no reduction', '1')
     .option('--schedule <s>', "gradient reduction: 'serialized' (after backward, exclusively) or 'overlapped' (buckets on a comm stream during backward)", 'overlapped')
@@ -380,6 +503,11 @@ export function buildProgram(): Command {
     .option('--bucket-mb <mb>', 'gradient bucket size', '25')
     .option('--first-bucket-mb <mb>', 'size of the first bucket', '1')
     .option('--comm-timeout-ms <ms>', 'with --comm gloo: how long to wait for a peer (rendezvous and each all-reduce)', '30000')
+    .option('--data <kind>', "input: 'synthetic' (random tensors, no dataset), 'raw' (decode an ImageFolder's JPEGs each step) or 'records' (read records made by data pack)", 'synthetic')
+    .option('--dataset <path>', 'with --data raw: an ImageFolder directory; with --data records: a records file')
+    .option('--data-threads <n>', 'native threads that decode and augment', DEFAULT_DATA_THREADS)
+    .option('--prefetch <k>', '0: prepare each batch when the step needs it; K: prepare up to K batches ahead, overlapped with compute', '2')
+    .option('--on-bad-image <mode>', "a corrupt or unreadable image: 'fail' (stop, naming the file) or 'skip' (use the next image; the run reports how many)", 'fail')
     .option('--enqueue-probe', 'enqueue each iteration behind a 0.5 s gate so the enqueue cost per kernel is the host\'s alone (phases unaffected)')
     .option('--compare', 'run both schedules and print them side by side')
     .option('--trace <file>', 'write a Chrome trace (Perfetto) of the last iteration: one track per stream')
@@ -530,6 +658,10 @@ export async function main(argv: string[]): Promise<number> {
       return 2;
     }
     const e = err as Error & { code?: string };
+    if (err instanceof DataError || (e.code !== undefined && DATA_ERROR_CODES.includes(e.code))) {
+      process.stderr.write(`stepscope: ${e.message}\n`); // names the file or record: no stack needed
+      return 1;
+    }
     if (e.code === 'ERR_INVALID_ARG' || e.code === 'ERR_BAD_SHAPE' || e.code === 'ERR_UNKNOWN_VARIANT') {
       process.stderr.write(`stepscope: ${e.message}\n`);
       return 2;

@@ -48,6 +48,7 @@ export function formatDoctor(r: DoctorReport): string {
     lib('oneDNN', r.build.onednn),
     lib('OpenBLAS', r.build.openblas),
     lib('Gloo', r.build.gloo),
+    lib('libjpeg', r.build.jpeg),
     `  OpenMP    ${r.build.openmp}, ${r.build.threads} threads`,
     `  sgemm     own micro-kernel ${r.build.sgemmKernel}`,
     `measured peak (${r.peak.threads} threads)`,

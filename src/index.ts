@@ -6,4 +6,10 @@ export { benchConv, timeConvOnce, uniqueShapes, type ConvBenchOptions, type Conv
 export { summarize, type Summary } from './bench/stats';
 export { doctor, formatDoctor, type DoctorReport } from './doctor';
 export { listVariants, availableConvVariants } from './variants';
-export { UsageError } from './errors';
+export { UsageError, DataError } from './errors';
+export { scanImageFolder, type ImageFolder } from './data/imagefolder';
+export { batchSamples, epochPermutation } from './data/sampler';
+export { DataPipeline, openLoader, type DataOptions, type DataKind } from './data/pipeline';
+export { makeImageFolder } from './data/make';
+export { packImageFolder, type PackSummary } from './data/pack';
+export { benchData, type DataBenchRow } from './bench/data-bench';

@@ -13,6 +13,11 @@ export function addon(): Addon {
   // taking a core from whatever kernel runs next (seen as 2x outliers in the
   // benchmarks). Must be set before the library loads; a user's value wins.
   process.env.OPENBLAS_THREAD_TIMEOUT ??= '4';
+  // Promise-returning native calls (stream synchronize, each batch in flight
+  // with --prefetch) each wait on a libuv pool thread; libuv's default of 4
+  // would queue a stream's synchronize behind prefetched batches. Read by
+  // libuv when its pool first starts; a user's value wins.
+  process.env.UV_THREADPOOL_SIZE ??= '16';
   const explicit = process.env.STEPSCOPE_ADDON;
   const root = path.resolve(__dirname, '..', '..');
   if (explicit) {

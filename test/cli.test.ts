@@ -27,7 +27,7 @@ test('doctor reports backends, libraries and the measured peak', () => {
   assert.equal(d.backends[1].available, false);
   assert.match(d.backends[1].reason, /CUDA/);
   assert.ok(d.peak.fmaGflops > 0 && d.peak.bandwidthGBs > 0);
-  assert.ok('found' in d.build.onednn && 'found' in d.build.openblas);
+  assert.ok('found' in d.build.onednn && 'found' in d.build.openblas && 'found' in d.build.jpeg);
   const text = cli(['doctor', '--trials', '1']);
   assert.match(text.stdout, /fp32 FMA\s+[\d.]+ GFLOP\/s/);
 });

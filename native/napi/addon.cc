@@ -1,5 +1,6 @@
 // Module init: the classes (Buffer, Stream, Event, ConvKernel) and the
-// functions (timeline, variants, peak, build info) of the CPU addon.
+// functions (timeline, variants, peak, build info) of the CPU addon; the
+// input pipeline's (DataLoader, ...) come from napi/data_wrap.
 #include <napi.h>
 #include <omp.h>
 
@@ -10,6 +11,8 @@
 #include "napi/addon_data.h"
 #include "napi/buffer_wrap.h"
 #include "napi/conv_wrap.h"
+#include "napi/data_wrap.h"
+#include "data/jpeg_codec.h"
 #include "napi/op_wrap.h"
 #include "napi/gloo_wrap.h"
 #include "comm/gloo_comm.h"
@@ -165,6 +168,11 @@ Napi::Value buildInfo(const Napi::CallbackInfo& info) {
   gloo.Set("found", GlooCommunicator::available());
   if (!GlooCommunicator::available()) gloo.Set("reason", STEPSCOPE_GLOO_BUILD_STATUS);
   o.Set("gloo", gloo);
+  Napi::Object jpeg = Napi::Object::New(env);
+  jpeg.Set("found", jpegAvailable());
+  if (jpegAvailable()) jpeg.Set("version", jpegVersion());
+  else jpeg.Set("reason", STEPSCOPE_JPEG_BUILD_STATUS);
+  o.Set("jpeg", jpeg);
   return o;
 }
 
@@ -196,6 +204,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("convVariants", Napi::Function::New(env, convVariants));
   exports.Set("measurePeak", Napi::Function::New(env, measurePeakAsync));
   exports.Set("buildInfo", Napi::Function::New(env, buildInfo));
+  defineDataFunctions(env, exports);
   return exports;
 }
 

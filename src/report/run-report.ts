@@ -5,7 +5,7 @@ import { PHASES } from '../run/training';
 import { formatTable } from './table';
 
 export const PHASE_LABELS: Record<(typeof PHASES)[number], string> = {
-  totalMs: 'total', dataMs: 'data', forwardMs: 'forward', backwardMs: 'backward', reductionMs: 'reduction',
+  totalMs: 'total', dataMs: 'data (wait)', forwardMs: 'forward', backwardMs: 'backward', reductionMs: 'reduction',
   reductionExposedMs: 'reduction exposed', overlap: 'overlap %', optimizerMs: 'optimizer', idleMs: 'idle',
 };
 const phaseValue = (run: Run, k: (typeof PHASES)[number], stat: 'median' | 'min' | 'max') =>
@@ -31,11 +31,16 @@ export function formatRun(run: Run): string {
   const rows = PHASES.filter((k) => c.reduction || !['reductionMs', 'reductionExposedMs', 'overlap'].includes(k)).map((k) => ({
     phase: PHASE_LABELS[k], median: phaseValue(run, k, 'median'), min: phaseValue(run, k, 'min'), max: phaseValue(run, k, 'max'),
   }));
+  // The pipeline's own time beside the wait: with prefetch it is mostly hidden under compute.
+  if (s.dataBusyMs) rows.splice(2, 0, { phase: '  data pipeline busy', ...s.dataBusyMs });
+  const d = run.data;
   return [
     `ResNet-50 v1.5 training step: cpu backend, fp32, batch ${c.batch}, ${c.resolution}x${c.resolution}, width ${c.width}, ${c.classes} classes, ` +
       `${run.environment.parameters.toLocaleString('en-US')} parameters; ${c.warmup} warm-up + ${c.iterations} measured iterations; ${run.environment.threads} threads`,
     (c.reduction ? `${c.reduction.workers} workers, ${c.reduction.schedule} reduction (--comm ${c.reduction.comm}${c.reduction.link ? `, link ${c.reduction.link.gbps} GB/s` : ''}), ` : '') +
     `conv ${c.plan.ops.conv}, batchnorm ${c.plan.ops.batchnorm}, activations ${run.environment.layout}` + (Object.keys(c.plan.layers).length ? `, ${Object.keys(c.plan.layers).length} layer override(s)` : ''),
+    ...(d ? [`data: ${d.kind} ${d.dataset} (${d.images} images, ${d.classes} classes), ${d.threads} data thread${d.threads === 1 ? '' : 's'}, prefetch ${d.prefetch}` +
+      (d.skipped.length ? `; skipped ${d.skipped.length} bad image(s), e.g. ${d.skipped[0].message}` : '')] : []),
     formatTable(rows, [
       { header: 'phase', value: (r) => r.phase },
       { header: 'median ms', value: (r) => r.median, digits: 1 },

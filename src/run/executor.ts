@@ -373,15 +373,16 @@ export class TrainingStep {
 
   /**
    * One iteration: forward, loss, backward, SGD. Resolves when the stream has
-   * run it all; throws if the loss is not finite.
+   * run it all; throws if the loss is not finite. `input` (default: this.input)
+   * lets the input pipeline hand over a batch buffer it filled, without a copy.
    */
-  async iteration(step: number): Promise<IterationResult> {
+  async iteration(step: number, input: Buffer = this.input): Promise<IterationResult> {
     const native = this.native;
     const pool = (this.pool ??= new Pool(this.stream, native));
     const events = this.events;
     events.rewind();
     const stream = this.stream;
-    const acts = new Map<string, Buffer>([[this.graph.input, this.input]]);
+    const acts = new Map<string, Buffer>([[this.graph.input, input]]);
     const saved = new Map<string, Buffer[]>(); // per node: mean/invstd or argmax
     const prepared = this.prepared;
 

@@ -1,5 +1,6 @@
 // The iteration loop behind `stepscope step`: builds the network and the
-// step, feeds synthetic or fixed data, runs warm-up and measured iterations,
+// step, feeds synthetic, fixed or real data (raw JPEGs or records through the
+// input pipeline, src/data/pipeline.ts), runs warm-up and measured iterations,
 // and returns a Run: configuration, environment, per-iteration phases, the
 // top kernels, and the last iteration's timeline (savable as JSON).
 import * as os from 'node:os';
@@ -13,6 +14,8 @@ import { breakdown } from '../analysis/breakdown';
 import { initWeights, loadBatch, loadWeights, saveWeights } from './weights';
 import { kernelStats, type IterationMarks, type KernelStat } from './kernel-stats';
 import { measureContention, type Contention } from './contention';
+import { DataPipeline, type DataOptions } from '../data/pipeline';
+import { UsageError } from '../errors';
 
 export interface TrainingConfig {
   batch: number;
@@ -36,13 +39,20 @@ export interface TrainingConfig {
   rank?: number;
   /** Enqueue each iteration behind a gate of this many ms, to measure the pure host enqueue cost. */
   enqueueProbeMs?: number;
+  /** The input pipeline (issue #6); absent: synthetic data. */
+  data?: DataOptions;
 }
 
 export interface IterationFigures {
   index: number;
   warmup: boolean;
   totalMs: number;
+  /** Time the step waited for its batch. */
   dataMs: number;
+  /** With --data raw|records: the pipeline's wall time preparing this batch, waited for or not. */
+  dataBusyMs?: number;
+  /** Bad images replaced in this batch (--on-bad-image skip). */
+  skippedImages?: number;
   forwardMs: number;
   backwardMs: number;
   optimizerMs: number;
@@ -85,7 +95,11 @@ export interface Run {
     peakBytes: number;
     gflops: number;
     enqueueUsPerKernel: number;
+    /** With --data raw|records. */
+    dataBusyMs?: Summary;
   };
+  /** With --data raw|records: the dataset and the samples skipped as bad (each once). */
+  data?: { kind: 'raw' | 'records'; dataset: string; images: number; classes: number; threads: number; prefetch: number; skipped: { source: string; message: string }[] };
   topKernels: KernelSummary[];
   /** The kernels of the measured iteration whose total was the median, times relative to its start. */
   timeline: KernelRecord[];
@@ -114,9 +128,16 @@ export function syntheticBatch(step: TrainingStep, seed: number, i: number, rank
 }
 
 export async function runTraining(config: TrainingConfig, onIteration?: (f: IterationFigures) => void): Promise<Run> {
-  const native = addon();
   const graph: ResNetGraph = resnet50Graph({ batch: config.batch, resolution: config.resolution, width: config.width, classes: config.classes });
   const fixed = config.input ? loadBatch(graph, config.input) : undefined;
+  // The dataset is opened (and checked) before the model is built.
+  const d = config.data;
+  const pipeline = d && d.kind !== 'synthetic' && !fixed
+    ? new DataPipeline({ ...d, kind: d.kind, dataset: d.dataset! }, config.batch, config.resolution, config.seed, config.warmup + config.iterations)
+    : undefined;
+  if (pipeline && pipeline.classes > config.classes) {
+    throw new UsageError(`--classes ${config.classes} is not allowed with this dataset: it has ${pipeline.classes} classes (give --classes ${pipeline.classes} or more)`);
+  }
   const step = new TrainingStep(graph, config.plan, { lr: config.lr, momentum: config.momentum, weightDecay: config.weightDecay }, config.layout, config.reduction);
   step.enqueueProbeMs = config.enqueueProbeMs ?? 0;
   if (config.weights) loadWeights(step, config.weights);
@@ -125,6 +146,18 @@ export async function runTraining(config: TrainingConfig, onIteration?: (f: Iter
     step.input.write(fixed.input);
     step.labels.write(fixed.labels);
   }
+  try {
+    return await iterate(config, step, graph, fixed !== undefined, pipeline, onIteration);
+  } finally {
+    await pipeline?.close();
+  }
+}
+
+async function iterate(
+  config: TrainingConfig, step: TrainingStep, graph: ResNetGraph, fixed: boolean, pipeline: DataPipeline | undefined,
+  onIteration?: (f: IterationFigures) => void,
+): Promise<Run> {
+  const native = addon();
 
   const contention = config.reduction && config.reduction.comm === 'local' ? await measureContention(step) : undefined;
   const iterations: IterationFigures[] = [];
@@ -133,14 +166,23 @@ export async function runTraining(config: TrainingConfig, onIteration?: (f: Iter
   native.timelineDrain();
   for (let i = 0; i < config.warmup + config.iterations; i++) {
     const dataStart = native.nowNs();
-    if (!fixed) syntheticBatch(step, config.seed, i, config.rank ?? 0);
+    let dataBusyMs: number | undefined, skippedImages: number | undefined;
+    let input = step.input;
+    if (pipeline) {
+      const b = await pipeline.take(i); // with prefetch: usually ready already
+      input = b.input; // filled in place by the pipeline: nothing to copy
+      step.labels.write(b.labels);
+      dataBusyMs = b.busyMs;
+      skippedImages = b.skipped.length;
+    } else if (!fixed) syntheticBatch(step, config.seed, i, config.rank ?? 0);
     const dataMs = (native.nowNs() - dataStart) / 1e6;
-    const r = await step.iteration(i);
+    const r = await step.iteration(i, input);
     const records = native.timelineDrain().filter((k) => k.layer !== 'enqueue-probe'); // the gate is not part of the step
     const figures: IterationFigures = {
       index: i,
       warmup: i < config.warmup,
       ...breakdown(records, r, dataMs),
+      ...(pipeline ? { dataBusyMs, skippedImages } : {}),
       loss: r.loss,
       peakBytes: r.peakBytes,
       kernels: records.length,
@@ -196,7 +238,15 @@ export async function runTraining(config: TrainingConfig, onIteration?: (f: Iter
       peakBytes: Math.max(...measured.map((f) => f.peakBytes)),
       gflops: summarize(measured.map((f) => f.flops / (f.totalMs * 1e6))).median,
       enqueueUsPerKernel: summarize(measured.map((f) => f.enqueueUsPerKernel)).median,
+      ...(pipeline ? { dataBusyMs: summarize(measured.map((f) => f.dataBusyMs ?? 0)) } : {}),
     },
+    ...(pipeline ? {
+      data: {
+        kind: pipeline.options.kind, dataset: pipeline.options.dataset, images: pipeline.loader.length, classes: pipeline.classes,
+        threads: pipeline.loader.threads, prefetch: pipeline.options.prefetch,
+        skipped: [...pipeline.skipped].map(([source, message]) => ({ source, message })),
+      },
+    } : {}),
     topKernels,
     timeline,
     timelineIteration: median.index,

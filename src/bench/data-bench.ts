@@ -1,0 +1,68 @@
+// `stepscope bench data`: images per second of the input pipeline, raw
+// (decode + augment) and records (read + augment), per thread count, on one
+// ImageFolder and the records packed from it. Timed per batch after warm-up;
+// files are in the page cache after the first pass (this measures CPU work,
+// not the disk).
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { addon } from '../native';
+import { scanImageFolder } from '../data/imagefolder';
+import { packImageFolder } from '../data/pack';
+import { batchSamples } from '../data/sampler';
+import { summarize, type Summary } from './stats';
+
+export interface DataBenchOptions {
+  dataset: string;
+  threads: number[];
+  batch: number;
+  batches: number;
+  warmup: number;
+  size: number;
+  packSize: number;
+  kinds: ('raw' | 'records')[];
+}
+
+export interface DataBenchRow {
+  kind: 'raw' | 'records';
+  threads: number;
+  /** Images per second over the batch (median, min, max over timed batches). */
+  imagesPerSec: Summary;
+  /** Median images per second divided by the threads. */
+  perThread: number;
+  /** Median images per second against the same kind on the fewest threads. */
+  scaling: number;
+}
+
+export async function benchData(o: DataBenchOptions): Promise<{ rows: DataBenchRow[]; images: number; meanJpegBytes: number; recordsBytes: number }> {
+  const native = addon();
+  const folder = scanImageFolder(o.dataset);
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'stepscope-bench-data-'));
+  const recordsPath = path.join(tmp, 'bench.records');
+  let recordsBytes = 0;
+  try {
+    if (o.kinds.includes('records')) recordsBytes = (await packImageFolder(o.dataset, recordsPath, o.packSize, Math.max(...o.threads), 'fail')).bytes;
+    const rows: DataBenchRow[] = [];
+    for (const kind of o.kinds) {
+      for (const threads of o.threads) {
+        const source = kind === 'raw' ? { kind, files: folder.files, labels: folder.labels } as const : { kind, path: recordsPath } as const;
+        const loader = new native.DataLoader(source, { threads, size: o.size, onBadImage: 'fail' });
+        const rates: number[] = [];
+        for (let i = 0; i < o.warmup + o.batches; i++) {
+          const { epoch, indices } = batchSamples(loader.length, o.batch, i, 1);
+          const t0 = process.hrtime.bigint();
+          await loader.load(indices, epoch, 1);
+          const s = Number(process.hrtime.bigint() - t0) / 1e9;
+          if (i >= o.warmup) rates.push(o.batch / s);
+        }
+        const imagesPerSec = summarize(rates);
+        const base = rows.find((r) => r.kind === kind);
+        rows.push({ kind, threads, imagesPerSec, perThread: imagesPerSec.median / threads, scaling: base ? imagesPerSec.median / base.imagesPerSec.median : 1 });
+      }
+    }
+    const meanJpegBytes = folder.files.reduce((s, f) => s + fs.statSync(f).size, 0) / folder.files.length;
+    return { rows, images: folder.files.length, meanJpegBytes, recordsBytes };
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+}
