@@ -15,6 +15,9 @@ import { formatWhatIf, whatIf, type WhatIfOpts } from './commands/whatif';
 import { htmlReport } from './report/html-report';
 import { formatPeers, runPeers, type PeersOptions } from './commands/peers';
 import { progressBar } from './report/progress';
+import { formatReproduce, reproduce, reproduceReport, type ReproduceOptions } from './commands/reproduce';
+import { loadProfile } from './run/profile';
+import * as path from 'node:path';
 import { resnet50Graph } from './model/graph';
 import { parsePlan } from './plan/plan';
 import { runTraining, type Run } from './run/training';
@@ -532,6 +535,55 @@ export function buildProgram(): Command {
     .option('--save <file>', 'save the points as JSON')
     .option('--json', 'print the points as JSON')
     .action(runSweep);
+
+  program
+    .command('reproduce')
+    .description("the main job: run the published comparison's two profiles (pytorch-like, tf-like) on this machine with generated data, print its table side by side, explain the difference, then predict and measure the hypothesis (the second profile with the first one's kernels)")
+    .option('--batch <n>', 'batch per worker (the comparison: 32)', '4')
+    .option('--resolution <px>', 'image size (the comparison: 224)', '112')
+    .option('--width <n>', 'base width of the network (64 is ResNet-50)', '64')
+    .option('--iterations <n>', 'measured iterations per run', '3')
+    .option('--warmup <n>', 'warm-up iterations per run', '1')
+    .option('--workers <n>', 'data-parallel workers (local communicator)', '2')
+    .option('--link <GB/s>', 'modeled link for the all-reduce', '2')
+    .option('--latency <us>', 'link latency', '5')
+    .option('--images <n>', 'generated JPEGs', '64')
+    .option('--classes <k>', 'their classes', '4')
+    .option('--profiles <a,b>', 'two profiles: shipped names or JSON files', 'pytorch-like,tf-like')
+    .option('--data-dir <dir>', 'where generated data is kept (reused between runs)')
+    .option('--save-dir <dir>', 'where the runs and the autotuned plan are saved', 'stepscope-reproduce')
+    .option('--seed <n>', 'seed of data, weights and augmentation', '1')
+    .option('--report <file>', 'write a self-contained HTML report')
+    .option('--json', 'print JSON')
+    .action(async (opts: Record<string, string | boolean | undefined>) => {
+      const str = (k: string) => opts[k] as string;
+      const profiles = str('profiles').split(',').map((x) => x.trim()).filter(Boolean);
+      if (profiles.length !== 2) throw new UsageError(`--profiles takes two profiles separated by a comma; got '${str('profiles')}'`);
+      const o: ReproduceOptions = {
+        batch: parseInteger('--batch', str('batch'), 1, 4096),
+        resolution: parseInteger('--resolution', str('resolution'), 32, 1024),
+        width: parseInteger('--width', str('width'), 1, 1024),
+        iterations: parseInteger('--iterations', str('iterations'), 1, 100000),
+        warmup: parseInteger('--warmup', str('warmup'), 0, 1000),
+        workers: parseInteger('--workers', str('workers'), 1, 16),
+        link: { gbps: parseNumber('--link', str('link'), 0.001, 10000), latencyUs: parseNumber('--latency', str('latency'), 0, 1e6) },
+        images: parseInteger('--images', str('images'), 1, 10_000_000),
+        classes: parseInteger('--classes', str('classes'), 2, 100000),
+        dataDir: (opts.dataDir as string | undefined) ?? path.join(os.tmpdir(), 'stepscope-data'),
+        saveDir: str('saveDir'),
+        profiles: [profiles[0], profiles[1]],
+        seed: parseInteger('--seed', str('seed'), 0, 2 ** 31 - 1),
+      };
+      for (const p of profiles) loadProfile(p); // bad profiles fail before any work
+      if (o.images < o.batch) throw new UsageError(`--images ${o.images} is fewer than one batch (--batch ${o.batch})`);
+      const r = await reproduce(o, progressBar(!opts.json));
+      if (opts.report) writeTextAtomic(opts.report as string, reproduceReport(r));
+      if (opts.json) {
+        const strip = ({ timeline: _t, kernels: _k, ...rest }: Run) => rest;
+        return print(JSON.stringify({ profiles: r.profiles, runs: r.runs.map(strip), attribution: r.attribution, hypothesis: { ...r.hypothesis, run: strip(r.hypothesis.run) }, files: r.files }, null, 2));
+      }
+      print(formatReproduce(r, o));
+    });
 
   program
     .command('explain')
