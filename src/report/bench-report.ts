@@ -13,7 +13,11 @@ export function formatBenchRows(rows: ConvBenchRow[]): string {
     { header: 'max ms', value: (r) => r.maxMs, digits: 3 },
     { header: 'GFLOP/s', value: (r) => r.gflops, digits: 1 },
     { header: '% peak', value: (r) => r.pctPeak, digits: 1 },
-    { header: 'max rel err', value: (r) => (r.status === 'ok' ? r.maxRelErr.toExponential(1) : `FAIL ${r.maxRelErr.toExponential(1)}`) },
+    {
+      header: 'max rel err',
+      value: (r) =>
+        r.status === 'ok' ? r.maxRelErr.toExponential(1) : r.status === 'unsupported' ? 'unsupported' : `FAIL ${r.maxRelErr.toExponential(1)}`,
+    },
     { header: 'reorder ms', value: (r) => (r.reorderMs > 0 ? r.reorderMs : null), digits: 3 },
   ]);
 }
