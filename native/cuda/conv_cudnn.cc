@@ -33,6 +33,19 @@ std::vector<std::string> cudnnAlgorithmNames(ConvPass pass) {
 
 namespace {
 
+// The descriptors, destroyed even when the kernel's constructor throws.
+struct CudnnDescriptors {
+  cudnnTensorDescriptor_t x = nullptr, y = nullptr;
+  cudnnFilterDescriptor_t w = nullptr;
+  cudnnConvolutionDescriptor_t conv = nullptr;
+  ~CudnnDescriptors() {
+    if (conv) cudnnDestroyConvolutionDescriptor(conv);
+    if (w) cudnnDestroyFilterDescriptor(w);
+    if (y) cudnnDestroyTensorDescriptor(y);
+    if (x) cudnnDestroyTensorDescriptor(x);
+  }
+};
+
 class CudnnConv : public CudaConvKernel {
  public:
   CudnnConv(const ConvShape& shape, ConvPass pass, const std::string& variant, const std::string& layer, ConvMath math)
@@ -63,13 +76,6 @@ class CudnnConv : public CudaConvKernel {
     }
     chooseAlgorithm();
     workspace_ = std::make_unique<DeviceScratch>(workspaceBytes_);
-  }
-
-  ~CudnnConv() override {
-    if (convDesc_) cudnnDestroyConvolutionDescriptor(convDesc_);
-    if (wDesc_) cudnnDestroyFilterDescriptor(wDesc_);
-    if (yDesc_) cudnnDestroyTensorDescriptor(yDesc_);
-    if (xDesc_) cudnnDestroyTensorDescriptor(xDesc_);
   }
 
   void launch(float* x, float* w, float* y, cudaStream_t stream) override {
@@ -194,6 +200,9 @@ class CudnnConv : public CudaConvKernel {
         if (algo_ >= 0) continue;
         algo_ = c.algo;
         workspaceBytes_ = c.memory;
+        // tf32: run the algorithm with the math it was found with (as PyTorch does).
+        if (math_ == ConvMath::Tf32)
+          checkCudnn(cudnnSetConvolutionMathType(convDesc_, c.mathType), "cudnnSetConvolutionMathType", context());
         if (timed) note_ = " (fastest in cudnnFind: " + std::to_string(c.timeMs) + " ms)";
       }
       if (algo_ < 0) {
@@ -213,9 +222,11 @@ class CudnnConv : public CudaConvKernel {
 
   ConvMath math_;
   cudnnHandle_t handle_ = nullptr;
-  cudnnTensorDescriptor_t xDesc_ = nullptr, yDesc_ = nullptr;
-  cudnnFilterDescriptor_t wDesc_ = nullptr;
-  cudnnConvolutionDescriptor_t convDesc_ = nullptr;
+  CudnnDescriptors desc_;
+  cudnnTensorDescriptor_t& xDesc_ = desc_.x;
+  cudnnTensorDescriptor_t& yDesc_ = desc_.y;
+  cudnnFilterDescriptor_t& wDesc_ = desc_.w;
+  cudnnConvolutionDescriptor_t& convDesc_ = desc_.conv;
   int algo_ = -1;
   std::string algoName_;
   std::string note_;
