@@ -6,6 +6,7 @@
 // every variant against the CPU reference on each ResNet-50 shape class at a
 // reduced size; those tests skip here with the reason.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -44,6 +45,18 @@ test('the CUDA addon, once built, loads', { skip: noNvcc }, () => {
   assert.ok(fs.existsSync(path.join(ROOT, 'build', 'stepscope_cuda.node')));
   // The CPU addon stays the only .node that node-gyp-build can find.
   assert.deepEqual(fs.readdirSync(path.join(ROOT, 'build', 'Release')).filter((f) => f.endsWith('.node')), ['stepscope.node']);
+});
+
+test('the kernels\' index arithmetic and cuBLAS operand layouts match a reference on the host (no GPU needed)', { skip: noNvcc }, () => {
+  // native/cuda/check/host_check.cc runs cuda/conv_index.h (direct, im2col/col2im + the
+  // exact cuBLAS calls, the implicit GEMM's gathers and scatters) for every pass and shape class.
+  const exe = path.join(ROOT, 'build-cuda', 'stepscope_cuda_host_check');
+  const r = spawnSync(exe, { encoding: 'utf8' });
+  assert.equal(r.error, undefined, `${exe}: ${r.error?.message}`);
+  const out = JSON.parse(r.stdout) as { worst: number; rows: { shape: string; pass: string; variant: string; maxRelErr: number }[] };
+  assert.equal(out.rows.length, 7 * 3 * 3);
+  for (const row of out.rows) assert.ok(row.maxRelErr <= 1e-5, `${row.variant} ${row.pass} ${row.shape}: ${row.maxRelErr}`);
+  assert.equal(r.status, 0);
 });
 
 test('cudaInfo gives the library versions, and the device or the reason there is none', { skip: needsAddon }, () => {

@@ -4,64 +4,27 @@
 #include <cuda_runtime.h>
 
 #include "cuda/conv_cuda.h"
+#include "cuda/conv_index.h"
 #include "cuda/cuda_error.h"
 
 namespace stepscope {
 
 namespace {
 
-struct Dims {
-  int n, c, h, w, k, r, s, stride, pad, p, q;
-};
+using namespace cudaconv;
 
 Dims dims(const ConvShape& sh) { return {sh.n, sh.c, sh.h, sh.w, sh.k, sh.r, sh.s, sh.stride, sh.pad, sh.p(), sh.q()}; }
 
 __global__ void directForward(Dims d, const float* __restrict__ x, const float* __restrict__ w, float* __restrict__ y) {
   const long long total = (long long)d.n * d.k * d.p * d.q;
-  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x) {
-    const int q = int(i % d.q), p = int(i / d.q % d.p), k = int(i / ((long long)d.q * d.p) % d.k);
-    const int n = int(i / ((long long)d.q * d.p * d.k));
-    float acc = 0.f;
-    for (int c = 0; c < d.c; ++c) {
-      const float* xc = x + ((long long)n * d.c + c) * d.h * d.w;
-      const float* wc = w + ((long long)k * d.c + c) * d.r * d.s;
-      for (int r = 0; r < d.r; ++r) {
-        const int h = p * d.stride - d.pad + r;
-        if (h < 0 || h >= d.h) continue;
-        for (int s = 0; s < d.s; ++s) {
-          const int ww = q * d.stride - d.pad + s;
-          if (ww < 0 || ww >= d.w) continue;
-          acc += xc[h * d.w + ww] * wc[r * d.s + s];
-        }
-      }
-    }
-    y[i] = acc;
-  }
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x)
+    y[i] = directForwardAt(d, x, w, i);
 }
 
 __global__ void directBackwardData(Dims d, float* __restrict__ dx, const float* __restrict__ w, const float* __restrict__ dy) {
   const long long total = (long long)d.n * d.c * d.h * d.w;
-  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x) {
-    const int ww = int(i % d.w), h = int(i / d.w % d.h), c = int(i / ((long long)d.w * d.h) % d.c);
-    const int n = int(i / ((long long)d.w * d.h * d.c));
-    float acc = 0.f;
-    for (int r = 0; r < d.r; ++r) {
-      const int ph = h + d.pad - r;  // = p * stride
-      if (ph < 0 || ph % d.stride) continue;
-      const int p = ph / d.stride;
-      if (p >= d.p) continue;
-      for (int s = 0; s < d.s; ++s) {
-        const int qw = ww + d.pad - s;
-        if (qw < 0 || qw % d.stride) continue;
-        const int q = qw / d.stride;
-        if (q >= d.q) continue;
-        for (int k = 0; k < d.k; ++k) {
-          acc += dy[(((long long)n * d.k + k) * d.p + p) * d.q + q] * w[(((long long)k * d.c + c) * d.r + r) * d.s + s];
-        }
-      }
-    }
-    dx[i] = acc;
-  }
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x)
+    dx[i] = directBackwardDataAt(d, w, dy, i);
 }
 
 constexpr int kFilterThreads = 256;
@@ -69,16 +32,9 @@ constexpr int kFilterThreads = 256;
 // One block per dw element: the block sums dy * x over n, p, q.
 __global__ void directBackwardFilter(Dims d, const float* __restrict__ x, float* __restrict__ dw, const float* __restrict__ dy) {
   const long long e = blockIdx.x;
-  const int s = int(e % d.s), r = int(e / d.s % d.r), c = int(e / (d.s * d.r) % d.c), k = int(e / ((long long)d.s * d.r * d.c));
-  const int pq = d.p * d.q;
-  const long long terms = (long long)d.n * pq;
+  const long long terms = (long long)d.n * d.p * d.q;
   float acc = 0.f;
-  for (long long t = threadIdx.x; t < terms; t += blockDim.x) {
-    const int n = int(t / pq), p = int(t % pq) / d.q, q = int(t % pq) % d.q;
-    const int h = p * d.stride - d.pad + r, ww = q * d.stride - d.pad + s;
-    if (h < 0 || h >= d.h || ww < 0 || ww >= d.w) continue;
-    acc += dy[(((long long)n * d.k + k) * d.p + p) * d.q + q] * x[(((long long)n * d.c + c) * d.h + h) * d.w + ww];
-  }
+  for (long long t = threadIdx.x; t < terms; t += blockDim.x) acc += directBackwardFilterTerm(d, x, dy, e, t);
   __shared__ float partial[kFilterThreads];
   partial[threadIdx.x] = acc;
   __syncthreads();

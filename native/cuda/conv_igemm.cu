@@ -16,6 +16,7 @@
 #include <algorithm>
 
 #include "cuda/conv_cuda.h"
+#include "cuda/conv_index.h"
 #include "cuda/cuda_error.h"
 #include "cuda/device.h"
 
@@ -25,80 +26,7 @@ namespace {
 
 using namespace nvcuda;
 
-struct Dims {
-  int n, c, h, w, k, r, s, stride, pad, p, q;
-};
-
-struct ForwardProblem {
-  Dims d;
-  const float* x;
-  const float* w;
-  float* y;
-  __device__ int M() const { return d.n * d.p * d.q; }
-  __device__ int N() const { return d.k; }
-  __device__ int K() const { return d.c * d.r * d.s; }
-  __device__ float a(int m, int kk) const {
-    const int q = m % d.q, p = m / d.q % d.p, n = m / (d.q * d.p);
-    const int s = kk % d.s, r = kk / d.s % d.r, c = kk / (d.s * d.r);
-    const int h = p * d.stride - d.pad + r, ww = q * d.stride - d.pad + s;
-    if (h < 0 || h >= d.h || ww < 0 || ww >= d.w) return 0.f;
-    return x[(((long long)n * d.c + c) * d.h + h) * d.w + ww];
-  }
-  __device__ float b(int kk, int col) const { return w[(long long)col * K() + kk]; }
-  __device__ void store(int m, int col, float v) const {
-    const int pq = d.p * d.q;
-    y[((long long)(m / pq) * d.k + col) * pq + m % pq] = v;
-  }
-};
-
-struct BackwardDataProblem {
-  Dims d;
-  float* dx;
-  const float* w;
-  const float* dy;
-  __device__ int M() const { return d.n * d.h * d.w; }
-  __device__ int N() const { return d.c; }
-  __device__ int K() const { return d.k * d.r * d.s; }
-  __device__ float a(int m, int kk) const {
-    const int ww = m % d.w, h = m / d.w % d.h, n = m / (d.w * d.h);
-    const int s = kk % d.s, r = kk / d.s % d.r, k = kk / (d.s * d.r);
-    const int ph = h + d.pad - r, qw = ww + d.pad - s;
-    if (ph < 0 || qw < 0 || ph % d.stride || qw % d.stride) return 0.f;
-    const int p = ph / d.stride, q = qw / d.stride;
-    if (p >= d.p || q >= d.q) return 0.f;
-    return dy[(((long long)n * d.k + k) * d.p + p) * d.q + q];
-  }
-  __device__ float b(int kk, int col) const {
-    const int s = kk % d.s, r = kk / d.s % d.r, k = kk / (d.s * d.r);
-    return w[(((long long)k * d.c + col) * d.r + r) * d.s + s];
-  }
-  __device__ void store(int m, int col, float v) const {
-    const int hw = d.h * d.w;
-    dx[((long long)(m / hw) * d.c + col) * hw + m % hw] = v;
-  }
-};
-
-struct BackwardFilterProblem {
-  Dims d;
-  const float* x;
-  float* dw;
-  const float* dy;
-  __device__ int M() const { return d.k; }
-  __device__ int N() const { return d.c * d.r * d.s; }
-  __device__ int K() const { return d.n * d.p * d.q; }
-  __device__ float a(int m, int kk) const {
-    const int pq = d.p * d.q;
-    return dy[((long long)(kk / pq) * d.k + m) * pq + kk % pq];
-  }
-  __device__ float b(int kk, int col) const {
-    const int q = kk % d.q, p = kk / d.q % d.p, n = kk / (d.q * d.p);
-    const int s = col % d.s, r = col / d.s % d.r, c = col / (d.s * d.r);
-    const int h = p * d.stride - d.pad + r, ww = q * d.stride - d.pad + s;
-    if (h < 0 || h >= d.h || ww < 0 || ww >= d.w) return 0.f;
-    return x[(((long long)n * d.c + c) * d.h + h) * d.w + ww];
-  }
-  __device__ void store(int m, int col, float v) const { dw[(long long)m * N() + col] = v; }
-};
+using namespace cudaconv;
 
 constexpr int kTile = 64, kStep = 16, kThreads = 128;
 

@@ -9,6 +9,7 @@
 #include <cuda_runtime.h>
 
 #include "cuda/conv_cuda.h"
+#include "cuda/conv_index.h"
 #include "cuda/cuda_buffer.h"
 #include "cuda/cuda_error.h"
 #include "cuda/device.h"
@@ -17,43 +18,18 @@ namespace stepscope {
 
 namespace {
 
-struct Dims {
-  int n, c, h, w, k, r, s, stride, pad, p, q;
-};
+using namespace cudaconv;
 
 __global__ void im2colKernel(Dims d, const float* __restrict__ x, float* __restrict__ col) {
-  const long long pq = (long long)d.p * d.q, crs = (long long)d.c * d.r * d.s;
-  const long long total = d.n * crs * pq;
-  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x) {
-    const int q = int(i % d.q), p = int(i / d.q % d.p);
-    const long long row = i / pq % crs;
-    const int n = int(i / (pq * crs));
-    const int s = int(row % d.s), r = int(row / d.s % d.r), c = int(row / (d.s * d.r));
-    const int h = p * d.stride - d.pad + r, ww = q * d.stride - d.pad + s;
-    col[i] = (h >= 0 && h < d.h && ww >= 0 && ww < d.w) ? x[(((long long)n * d.c + c) * d.h + h) * d.w + ww] : 0.f;
-  }
+  const long long total = (long long)d.n * d.c * d.r * d.s * d.p * d.q;
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x)
+    col[i] = im2colAt(d, x, i);
 }
 
-// Gathers (no atomics): each dx element sums the column entries that read it.
 __global__ void col2imKernel(Dims d, const float* __restrict__ col, float* __restrict__ dx) {
-  const long long pq = (long long)d.p * d.q, crs = (long long)d.c * d.r * d.s;
   const long long total = (long long)d.n * d.c * d.h * d.w;
-  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x) {
-    const int ww = int(i % d.w), h = int(i / d.w % d.h), c = int(i / ((long long)d.w * d.h) % d.c);
-    const int n = int(i / ((long long)d.w * d.h * d.c));
-    float acc = 0.f;
-    for (int r = 0; r < d.r; ++r) {
-      const int ph = h + d.pad - r;
-      if (ph < 0 || ph % d.stride || ph / d.stride >= d.p) continue;
-      for (int s = 0; s < d.s; ++s) {
-        const int qw = ww + d.pad - s;
-        if (qw < 0 || qw % d.stride || qw / d.stride >= d.q) continue;
-        const long long row = ((long long)c * d.r + r) * d.s + s;
-        acc += col[(n * crs + row) * pq + (ph / d.stride) * d.q + qw / d.stride];
-      }
-    }
-    dx[i] = acc;
-  }
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x)
+    dx[i] = col2imAt(d, col, i);
 }
 
 int gridFor(long long total) {
@@ -73,40 +49,35 @@ class Im2colCublasConv : public CudaConvKernel {
   void launch(float* x, float* w, float* y, cudaStream_t stream) override {
     const ConvShape& sh = shape_;
     const Dims d{sh.n, sh.c, sh.h, sh.w, sh.k, sh.r, sh.s, sh.stride, sh.pad, sh.p(), sh.q()};
-    const int PQ = d.p * d.q, CRS = d.c * d.r * d.s, K = d.k;
     float* col = static_cast<float*>(col_->get());
     const std::string ctx = context();
     checkCublas(cublasSetStream(handle_, stream), "cublasSetStream", ctx);
     const cublasComputeType_t compute = math_ == ConvMath::Tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
     const float one = 1.f, zero = 0.f;
-    const long long colStride = (long long)CRS * PQ, yStride = (long long)K * PQ;
-    switch (pass_) {
-      case ConvPass::Forward:
-        im2colKernel<<<gridFor(sh.n * colStride), 256, 0, stream>>>(d, x, col);
-        checkCuda(cudaGetLastError(), "im2col launch", ctx);
-        checkCublas(cublasGemmStridedBatchedEx(handle_, CUBLAS_OP_N, CUBLAS_OP_N, PQ, K, CRS, &one,
-                                               col, CUDA_R_32F, PQ, colStride, w, CUDA_R_32F, CRS, 0, &zero,
-                                               y, CUDA_R_32F, PQ, yStride, d.n, compute, CUBLAS_GEMM_DEFAULT),
-                    "cublasGemmStridedBatchedEx", ctx);
-        break;
-      case ConvPass::BackwardData:
-        checkCublas(cublasGemmStridedBatchedEx(handle_, CUBLAS_OP_N, CUBLAS_OP_T, PQ, CRS, K, &one,
-                                               y, CUDA_R_32F, PQ, yStride, w, CUDA_R_32F, CRS, 0, &zero,
-                                               col, CUDA_R_32F, PQ, colStride, d.n, compute, CUBLAS_GEMM_DEFAULT),
-                    "cublasGemmStridedBatchedEx", ctx);
-        col2imKernel<<<gridFor(sh.xSize()), 256, 0, stream>>>(d, col, x);
-        checkCuda(cudaGetLastError(), "col2im launch", ctx);
-        break;
-      case ConvPass::BackwardFilter:
-        im2colKernel<<<gridFor(sh.n * colStride), 256, 0, stream>>>(d, x, col);
-        checkCuda(cudaGetLastError(), "im2col launch", ctx);
-        for (int n = 0; n < d.n; ++n) {
-          checkCublas(cublasGemmEx(handle_, CUBLAS_OP_T, CUBLAS_OP_N, CRS, K, PQ, &one,
-                                   col + n * colStride, CUDA_R_32F, PQ, y + n * yStride, CUDA_R_32F, PQ,
-                                   n == 0 ? &zero : &one, w, CUDA_R_32F, CRS, compute, CUBLAS_GEMM_DEFAULT),
-                      "cublasGemmEx", ctx);
-        }
-        break;
+    const int pass = pass_ == ConvPass::Forward ? 0 : pass_ == ConvPass::BackwardData ? 1 : 2;
+    const GemmCall g = im2colGemm(pass, d);
+    auto ptr = [&](Operand o) { return o == Operand::X ? x : o == Operand::W ? w : o == Operand::Y ? y : col; };
+    const cublasOperation_t ta = g.transA ? CUBLAS_OP_T : CUBLAS_OP_N, tb = g.transB ? CUBLAS_OP_T : CUBLAS_OP_N;
+    if (pass != 1) {
+      im2colKernel<<<gridFor((long long)sh.n * sh.c * sh.r * sh.s * sh.p() * sh.q()), 256, 0, stream>>>(d, x, col);
+      checkCuda(cudaGetLastError(), "im2col launch", ctx);
+    }
+    if (!g.perImageAccumulate) {
+      checkCublas(cublasGemmStridedBatchedEx(handle_, ta, tb, g.m, g.n, g.k, &one, ptr(g.a), CUDA_R_32F, g.lda, g.strideA,
+                                             ptr(g.b), CUDA_R_32F, g.ldb, g.strideB, &zero, ptr(g.c), CUDA_R_32F, g.ldc,
+                                             g.strideC, g.batch, compute, CUBLAS_GEMM_DEFAULT),
+                  "cublasGemmStridedBatchedEx", ctx);
+    } else {
+      for (int n = 0; n < g.batch; ++n) {
+        checkCublas(cublasGemmEx(handle_, ta, tb, g.m, g.n, g.k, &one, ptr(g.a) + n * g.strideA, CUDA_R_32F, g.lda,
+                                 ptr(g.b) + n * g.strideB, CUDA_R_32F, g.ldb, n == 0 ? &zero : &one, ptr(g.c), CUDA_R_32F,
+                                 g.ldc, compute, CUBLAS_GEMM_DEFAULT),
+                    "cublasGemmEx", ctx);
+      }
+    }
+    if (pass == 1) {
+      col2imKernel<<<gridFor(sh.xSize()), 256, 0, stream>>>(d, col, x);
+      checkCuda(cudaGetLastError(), "col2im launch", ctx);
     }
   }
 
