@@ -162,7 +162,7 @@ async function runBenchConvCuda(
   const cuda = cudaAddon();
   const names = cuda.convVariants().map((v) => v.name);
   const variants = parseChoiceList('--variant', opts.variant, names);
-  const rows = await benchConvCuda({ ...o, variants, onProgress: progress(!opts.json && process.stderr.isTTY === true) });
+  const rows = await benchConvCuda({ ...o, variants, onlyWithPass: opts.variant.trim() === 'all', onProgress: progress(!opts.json && process.stderr.isTTY === true) });
   const info = cuda.cudaInfo();
   if (opts.json) {
     print(

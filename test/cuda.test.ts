@@ -178,6 +178,51 @@ test('a missing or broken CUDA addon never breaks the CPU path', () => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
+test('bench conv --backend cuda runs end to end on a CPU stand-in of the CUDA addon', { skip: needsAddon }, () => {
+  // The JS side (checks, unsupported rows, timing, reports) without a GPU: test/fixtures/fake-cuda-addon.js.
+  const env = { STEPSCOPE_CUDA_ADDON: path.join(ROOT, 'test', 'fixtures', 'fake-cuda-addon.js') };
+  const args = ['bench', 'conv', '--backend', 'cuda', '--layer', 'res2a_branch2b,res3a_branch1,res2b_branch2b', '--batch', '1', '--resolution', '32', '--repeat', '2', '--warmup', '0'];
+  const r = cli([...args, '--json'], env);
+  assert.equal(r.status, 0, r.stderr);
+  const out = JSON.parse(r.stdout);
+  assert.equal(out.backend, 'cuda');
+  assert.equal(out.machine.gpu.name, 'stand-in GPU (CPU)');
+  const table = cuda!.convVariants();
+  const expected = 3 * table.reduce((n, v) => n + v.passes.length, 0); // 3 layers, every variant's passes
+  const rows = out.rows as { layer: string; pass: string; variant: string; status: string; reason?: string; medianMs: number | null; maxRelErr: number; sameShapeAs?: string; precision?: string }[];
+  assert.equal(rows.length, expected); // --variant all: per pass, the variants that have it
+  assert.ok(!rows.some((x) => /has no .* pass/.test(x.reason ?? '')));
+  const row = (layer: string, pass: string, variant: string) => rows.find((x) => x.layer === layer && x.pass === pass && x.variant === variant)!;
+  assert.equal(row('res2a_branch2b', 'fwd', 'cudnn:winograd').status, 'ok');
+  const wino = row('res3a_branch1', 'fwd', 'cudnn:winograd');
+  assert.equal(wino.status, 'unsupported');
+  assert.match(wino.reason!, /CUDNN_STATUS_NOT_SUPPORTED/);
+  assert.equal(wino.medianMs, null);
+  assert.equal(row('res2b_branch2b', 'bwd-filter', 'cudnn:algo-3').sameShapeAs, 'res2a_branch2b');
+  for (const x of rows.filter((x) => x.status === 'ok')) {
+    assert.ok(x.medianMs! > 0 && x.maxRelErr < 1e-4, `${x.layer} ${x.pass} ${x.variant}`);
+  }
+  assert.equal(row('res2a_branch2b', 'bwd-data', 'implicit-gemm-bf16').precision, 'bf16');
+  const text = cli(args, env);
+  assert.equal(text.status, 0, text.stderr);
+  assert.match(text.stdout, /conv benchmark: cuda backend on stand-in GPU \(CPU\)/);
+  assert.match(text.stdout, /res3a_branch1 .* fwd\s+cudnn:winograd .* unsupported/);
+  const named = JSON.parse(cli(['bench', 'conv', '--backend', 'cuda', '--layer', 'conv1', '--batch', '1', '--resolution', '32', '--repeat', '1', '--pass', 'bwd-data', '--variant', 'cudnn:gemm', '--json'], env).stdout);
+  assert.equal(named.rows[0].status, 'unsupported'); // named explicitly: a row saying why
+  assert.match(named.rows[0].reason, /'cudnn:gemm' has no bwd-data pass/);
+  const bad = cli(['bench', 'conv', '--backend', 'cuda', '--variant', 'onednn'], env);
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /--variant: unknown 'onednn'; allowed: all, cudnn:implicit-gemm/);
+  const step = cli(['step', '--backend', 'cuda'], env);
+  assert.equal(step.status, 2);
+  assert.match(step.stderr, /--backend cuda is unavailable: the training step is not implemented on the CUDA backend yet/);
+  const auto = cli(['step', '--backend', 'auto', '--batch', '1', '--resolution', '32', '--width', '4', '--classes', '10', '--iterations', '1', '--warmup', '0', '--json'], env);
+  assert.equal(auto.status, 0, auto.stderr);
+  assert.match(auto.stderr, /--backend auto: using cpu \(the training step is not implemented on the CUDA backend yet/);
+  const doctor = cli(['doctor', '--trials', '1'], env);
+  assert.match(doctor.stdout, /GPU\s+stand-in GPU \(CPU\), compute capability 9.0/);
+});
+
 // ---- With a device: every variant against the CPU reference, on each shape
 // class of ResNet-50 (7x7/2, 1x1/1, 1x1/2, 3x3/1, 3x3/2) at batch 2, 64x64,
 // width 16. Named cuDNN algorithms may be unsupported for a layer (reported,

@@ -21,6 +21,8 @@ export interface CudaConvBenchOptions {
   warmup: number;
   checkBatch: number;
   dtype: CudaConvDtype;
+  /** `--variant all`: per pass, only the variants that have the pass (a named one without it is an unsupported row). */
+  onlyWithPass?: boolean;
   seed?: number;
   onProgress?: (done: number, total: number, what: string) => void;
 }
@@ -30,7 +32,9 @@ export async function benchConvCuda(options: CudaConvBenchOptions): Promise<Conv
   const stream = new cuda.Stream('bench');
   const groups = uniqueShapes(options.layers);
   const rows: ConvBenchRow[] = [];
-  const total = groups.length * options.passes.length * options.variants.length;
+  const table = new Map(cuda.convVariants().map((v) => [v.name, v.passes]));
+  const variantsOf = (pass: ConvPass) => options.variants.filter((v) => !options.onlyWithPass || table.get(v)?.includes(pass));
+  const total = groups.length * options.passes.reduce((n, p) => n + variantsOf(p).length, 0);
   let done = 0;
   const seed = options.seed ?? 1;
 
@@ -41,7 +45,7 @@ export async function benchConvCuda(options: CudaConvBenchOptions): Promise<Conv
     const device = toDevice(host);
     try {
       for (const pass of options.passes) {
-        const checks = await checkCudaConvVariants(stream, checkShape, pass, options.variants, options.dtype, seed + 7);
+        const checks = await checkCudaConvVariants(stream, checkShape, pass, variantsOf(pass), options.dtype, seed + 7);
         for (const check of checks) {
           const variant = check.variant;
           options.onProgress?.(done++, total, `${group.first.name} ${pass} ${variant}`);

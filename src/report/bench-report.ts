@@ -3,11 +3,14 @@ import type { ConvBenchRow } from '../bench/conv-bench';
 import { formatTable } from './table';
 
 export function formatBenchRows(rows: ConvBenchRow[]): string {
+  // CUDA rows carry the precision of their products (our tensor-core kernels differ from --dtype).
+  const precision = rows.some((r) => r.precision) ? [{ header: 'precision', value: (r: ConvBenchRow) => r.precision ?? '-' }] : [];
   return formatTable(rows, [
     { header: 'layer', value: (r) => r.layer + (r.sameShapeAs ? ` (=${r.sameShapeAs})` : '') },
     { header: 'shape', value: (r) => r.shapeText },
     { header: 'pass', value: (r) => r.pass },
     { header: 'variant', value: (r) => r.variant },
+    ...precision,
     { header: 'median ms', value: (r) => r.medianMs, digits: 3 },
     { header: 'min ms', value: (r) => r.minMs, digits: 3 },
     { header: 'max ms', value: (r) => r.maxMs, digits: 3 },
