@@ -56,7 +56,14 @@ function runVariants(opts: { json?: boolean }) {
       { header: 'variant', value: (r) => r.variant },
       {
         header: 'backends',
-        value: (r) => r.backends.map((b) => (b.available ? b.backend : `${b.backend} (unavailable ${note(b.reason ?? '')})`)).join(', '),
+        value: (r) =>
+          r.backends
+            .map((b) => {
+              // A CUDA variant that lacks some passes (a cuDNN algorithm of one pass) names those it has.
+              const name = b.passes && b.passes.length < 3 ? `${b.backend} [${b.passes.join(', ')}]` : b.backend;
+              return b.available ? name : `${name} (unavailable ${note(b.reason ?? '')})`;
+            })
+            .join(', '),
       },
       { header: 'description', value: (r) => r.description },
     ]),

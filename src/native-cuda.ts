@@ -5,7 +5,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type * as CudaBinding from '../binding-cuda';
+import type { KernelRecord } from '../binding';
 import type { CudaInfo } from '../binding-cuda';
+import { addon } from './native';
 
 export type CudaAddon = typeof CudaBinding;
 
@@ -77,4 +79,21 @@ export function cudaAddon(): CudaAddon {
     throw Object.assign(new Error(`the CUDA backend is unavailable: ${status.reason}`), { code: 'ERR_NO_DEVICE' });
   }
   return load().addon!;
+}
+
+let clockOffset: number | undefined;
+
+/**
+ * Drains the CUDA timeline onto the CPU addon's clock, so CUDA and CPU
+ * records share one time axis. Both addons count steady-clock nanoseconds
+ * from their own load; the offset between them is measured once.
+ */
+export function cudaTimelineDrain(): KernelRecord[] {
+  const cuda = cudaAddon();
+  if (clockOffset === undefined) {
+    const cpu = addon();
+    clockOffset = cpu.nowNs() - cuda.nowNs();
+  }
+  const offset = clockOffset;
+  return cuda.timelineDrain().map((r) => ({ ...r, startNs: r.startNs + offset, endNs: r.endNs + offset }));
 }

@@ -7,7 +7,7 @@
 import type { ConvPass } from '../../binding';
 import type { CudaConvDtype } from '../../binding-cuda';
 import { describeShape, type ConvLayer } from '../model/resnet50';
-import { cudaAddon } from '../native-cuda';
+import { cudaAddon, cudaTimelineDrain } from '../native-cuda';
 import { randomConvTensors } from '../ops/conv';
 import { checkCudaConvVariants, isUnsupported, releaseDevice, toDevice } from '../ops/conv-cuda';
 import { uniqueShapes, type ConvBenchRow } from './conv-bench';
@@ -77,7 +77,7 @@ export async function benchConvCuda(options: CudaConvBenchOptions): Promise<Conv
             cuda.timelineClear();
             kernel.enqueue(stream, device.x, device.w, device.y);
             await stream.synchronize();
-            const ms = cuda.timelineDrain().filter((r) => r.op === 'conv').reduce((sum, r) => sum + (r.endNs - r.startNs) / 1e6, 0);
+            const ms = cudaTimelineDrain().filter((r) => r.op === 'conv').reduce((sum, r) => sum + (r.endNs - r.startNs) / 1e6, 0);
             if (i >= options.warmup) times.push(ms);
           }
           const time = summarize(times);
