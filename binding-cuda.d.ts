@@ -19,9 +19,8 @@ export interface CudaInfo {
   /** null without a driver. */
   driverVersion: string | null;
   runtimeVersion: string;
-  cudnn: string;
-  /** The CUDA runtime cuDNN was built for. */
-  cudnnCudart: string;
+  /** cuDNN's version and the CUDA runtime it was built for, or why it cannot be used (no cuDNN call is made then). */
+  cudnn: { found: boolean; version?: string; cudart?: string; reason?: string };
   cublas: string;
   nccl: { found: boolean; version?: string; reason?: string };
   compiler: string;

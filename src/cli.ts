@@ -175,7 +175,7 @@ async function runBenchConvCuda(
     print(
       JSON.stringify(
         {
-          machine: { gpu: info.device, driver: info.driverVersion, runtime: info.runtimeVersion, cudnn: info.cudnn, cublas: info.cublas },
+          machine: { gpu: info.device, driver: info.driverVersion, runtime: info.runtimeVersion, cudnn: info.cudnn.version, cublas: info.cublas },
           backend: 'cuda',
           dtype: o.dtype,
           batch: o.batch,
@@ -190,7 +190,7 @@ async function runBenchConvCuda(
     );
   } else {
     print(
-      `conv benchmark: cuda backend on ${info.device?.name} (driver ${info.driverVersion}, cuDNN ${info.cudnn}, cuBLAS ${info.cublas}), ` +
+      `conv benchmark: cuda backend on ${info.device?.name} (driver ${info.driverVersion}, cuDNN ${info.cudnn.version ?? 'unusable'}, cuBLAS ${info.cublas}), ` +
         `${o.dtype}, batch ${o.batch}, ${o.resolution}x${o.resolution}, ${o.warmup} warm-up + ${o.repeat} timed runs (CUDA events)`,
     );
     print(formatBenchRows(rows));

@@ -74,7 +74,7 @@ function formatCuda(c: CudaStatus): string[] {
     `  GPU       ${gpu}`,
     `  driver    ${i.driverVersion ?? 'none'}`,
     `  runtime   CUDA ${i.runtimeVersion}`,
-    `  cuDNN     ${i.cudnn} (built for CUDA ${i.cudnnCudart})`,
+    `  cuDNN     ${i.cudnn.found ? `${i.cudnn.version} (built for CUDA ${i.cudnn.cudart})` : `unusable: ${i.cudnn.reason}`}`,
     `  cuBLAS    ${i.cublas}`,
     `  NCCL      ${i.nccl.found ? i.nccl.version : `missing: ${i.nccl.reason}`}`,
   ];

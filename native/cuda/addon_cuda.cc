@@ -31,8 +31,15 @@ Napi::Value cudaInfo(const Napi::CallbackInfo& info) {
   }
   o.Set("driverVersion", d.driverVersion > 0 ? Napi::Value(Napi::String::New(env, cudaVersionText(d.driverVersion))) : env.Null());
   o.Set("runtimeVersion", cudaVersionText(d.runtimeVersion));
-  o.Set("cudnn", v.cudnn);
-  o.Set("cudnnCudart", v.cudnnCudart);
+  Napi::Object cudnn = Napi::Object::New(env);
+  cudnn.Set("found", v.cudnnReason.empty());
+  if (v.cudnnReason.empty()) {
+    cudnn.Set("version", v.cudnn);
+    cudnn.Set("cudart", v.cudnnCudart);
+  } else {
+    cudnn.Set("reason", v.cudnnReason);
+  }
+  o.Set("cudnn", cudnn);
   o.Set("cublas", v.cublas);
   Napi::Object nccl = Napi::Object::New(env);
   nccl.Set("found", v.ncclReason.empty());

@@ -1,6 +1,7 @@
 #include "cuda/device.h"
 
 #include <cuda_runtime_api.h>
+#include <dlfcn.h>
 
 #include <mutex>
 
@@ -55,10 +56,29 @@ static std::string dotted(size_t v, size_t major, size_t minor) {
   return std::to_string(v / major) + "." + std::to_string((v % major) / minor) + "." + std::to_string(v % minor);
 }
 
+const std::string& cudnnUnusableReason() {
+  static const std::string reason = [] {
+    // The sanitizer runtime rejects the loader's dlopen flags (RTLD_DEEPBIND).
+    if (dlsym(RTLD_DEFAULT, "__asan_init")) return std::string("not used under AddressSanitizer (cuDNN's loader aborts there)");
+    // dlopen searches this addon's RUNPATH, which holds cuDNN's folder.
+    for (const char* lib : {"libcudnn_graph.so.9", "libcudnn_ops.so.9", "libcudnn_cnn.so.9"}) {
+      if (!dlopen(lib, RTLD_LAZY | RTLD_LOCAL)) {
+        const char* e = dlerror();
+        return std::string("cuDNN sub-library missing: ") + (e ? e : lib);
+      }
+    }
+    return std::string();
+  }();
+  return reason;
+}
+
 LibraryVersions libraryVersions() {
   LibraryVersions v;
-  v.cudnn = dotted(cudnnGetVersion(), 10000, 100);          // 9.24.0 is 92400
-  v.cudnnCudart = dotted(cudnnGetCudartVersion(), 1000, 10); // 13.0.0 is 13000
+  v.cudnnReason = cudnnUnusableReason();
+  if (v.cudnnReason.empty()) {
+    v.cudnn = dotted(cudnnGetVersion(), 10000, 100);          // 9.24.0 is 92400
+    v.cudnnCudart = dotted(cudnnGetCudartVersion(), 1000, 10); // 13.0.0 is 13000
+  }
   int major = 0, minor = 0, patch = 0;
   cublasGetProperty(MAJOR_VERSION, &major);
   cublasGetProperty(MINOR_VERSION, &minor);
@@ -87,6 +107,7 @@ thread_local ThreadHandles handles;
 
 cudnnHandle_t cudnnHandle() {
   if (!handles.cudnn) {
+    if (!cudnnUnusableReason().empty()) throw CudaError("ERR_UNAVAILABLE", "cuDNN is unavailable: " + cudnnUnusableReason(), "", "");
     requireDevice("cuDNN");
     checkCudnn(cudnnCreate(&handles.cudnn), "cudnnCreate");
   }

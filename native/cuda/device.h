@@ -28,8 +28,15 @@ void requireDevice(const char* what);
 
 struct LibraryVersions {
   std::string cudnn, cudnnCudart, cublas, nccl;
-  std::string ncclReason;  // when NCCL was not built in
+  std::string cudnnReason;  // when cuDNN cannot be used (see cudnnUsable)
+  std::string ncclReason;   // when NCCL was not built in
 };
+
+// cuDNN 9's libcudnn.so.9 is a loader that aborts the process when a
+// sub-library (graph, ops, cnn) cannot be loaded, as under AddressSanitizer.
+// This checks first, so that no cuDNN call is ever made when it would abort:
+// empty when usable, else the reason.
+const std::string& cudnnUnusableReason();
 LibraryVersions libraryVersions();  // needs no device
 
 // Handles of the current thread, created on first use (they are not
