@@ -94,13 +94,11 @@ LibraryVersions libraryVersions() {
 }
 
 namespace {
+// Never destroyed, as in PyTorch: at process exit the CUDA runtime may be
+// torn down before thread-local destructors would run.
 struct ThreadHandles {
   cudnnHandle_t cudnn = nullptr;
   cublasHandle_t cublas = nullptr;
-  ~ThreadHandles() {
-    if (cudnn) cudnnDestroy(cudnn);
-    if (cublas) cublasDestroy(cublas);
-  }
 };
 thread_local ThreadHandles handles;
 }  // namespace
