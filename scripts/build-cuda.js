@@ -61,7 +61,11 @@ if (r.status === 0 && fs.existsSync(path.join(root, 'build', 'stepscope_cuda.nod
   finish(true, '', seconds);
 } else {
   // Our CMake project says why in lines starting "stepscope-cuda:"; else the last error line.
-  const ours = log.split('\n').filter((l) => /stepscope-cuda: .*(not found|no CUDA)/.test(l)).map((l) => l.replace(/^.*stepscope-cuda: /, ''));
+  // CMake wraps a FATAL_ERROR message over indented lines: join them back.
+  const ours = [...log.matchAll(/CMake Error[^\n]*\n((?:  .*\n?)+)/g)]
+    .map((m) => m[1].split('\n').map((l) => l.trim()).join(' ').trim())
+    .filter((m) => m.startsWith('stepscope-cuda: '))
+    .map((m) => m.replace('stepscope-cuda: ', ''));
   const errors = log.split('\n').filter((l) => /error:|CMake Error|FAILED/.test(l));
   const why = ours[0] ?? errors.at(-1)?.trim() ?? `cmake-js exited with ${r.status}`;
   finish(false, `build failed: ${why} (log: build-cuda/build.log)`);
