@@ -54,7 +54,7 @@ test('the kernels\' index arithmetic and cuBLAS operand layouts match a referenc
   const r = spawnSync(exe, { encoding: 'utf8' });
   assert.equal(r.error, undefined, `${exe}: ${r.error?.message}`);
   const out = JSON.parse(r.stdout) as { worst: number; rows: { shape: string; pass: string; variant: string; maxRelErr: number }[] };
-  assert.equal(out.rows.length, 7 * 3 * 3);
+  assert.equal(out.rows.length, 7 * 3 * 4); // shapes x passes x (direct, im2col-cublas, implicit GEMM, with split-K)
   for (const row of out.rows) assert.ok(row.maxRelErr <= 1e-5, `${row.variant} ${row.pass} ${row.shape}: ${row.maxRelErr}`);
   assert.equal(r.status, 0);
 });

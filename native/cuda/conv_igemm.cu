@@ -5,7 +5,8 @@
 //   fwd:        M = N*P*Q, N = K, K = C*R*S   A = x gathered, B = w^T,   C -> y
 //   bwd-data:   M = N*H*W, N = C, K = K*R*S   A = dy gathered, B = w,    C -> dx
 //   bwd-filter: M = K,     N = C*R*S, K = N*P*Q   A = dy, B = x gathered, C -> dw
-// A 64x64 block tile, 4 warps of 32x32, K steps of 16 through shared memory;
+// A 64x64 block tile, 4 warps of 32x32, K steps of 16 through shared memory,
+// split-K (atomicAdd into a zeroed output) when the tiles cannot fill the GPU;
 // tensor cores through WMMA (wmma.mma.sync: m16n16k8 tf32, m16n16k16 bf16),
 // fp32 accumulation. Needs sm_80 or newer. A first version meant to be right:
 // element-wise gathers, no double buffering (tuning needs a device).
@@ -57,21 +58,23 @@ __global__ void __launch_bounds__(kThreads) implicitGemm(Problem prob) {
   __shared__ __align__(128) float Cs[kTile * LDC];
   const int M = prob.M(), N = prob.N(), K = prob.K();
   const int m0 = blockIdx.x * kTile, n0 = blockIdx.y * kTile;
+  int kBegin, kEnd;  // this block's share of the reduction (split-K along z)
+  splitRange(K, gridDim.z, kStep, blockIdx.z, &kBegin, &kEnd);
   const int warp = threadIdx.x / 32, wm = warp / 2, wn = warp % 2;
 
   wmma::fragment<wmma::accumulator, 16, 16, P::kMmaK, float> acc[2][2];
   for (int i = 0; i < 2; ++i)
     for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.f);
 
-  for (int k0 = 0; k0 < K; k0 += kStep) {
+  for (int k0 = kBegin; k0 < kEnd; k0 += kStep) {
     // Gather the A tile (64 x 16) and the B tile (16 x 64); zeros outside the problem.
     for (int e = threadIdx.x; e < kTile * kStep; e += kThreads) {
       const int i = e / kStep, j = e % kStep;  // A: row i, column j
       const int m = m0 + i, kk = k0 + j;
-      As[i * LDA + j] = P::convert(m < M && kk < K ? prob.a(m, kk) : 0.f);
+      As[i * LDA + j] = P::convert(m < M && kk < kEnd ? prob.a(m, kk) : 0.f);
       const int bj = e / kTile, bi = e % kTile;  // B: row bj, column bi (consecutive threads, consecutive columns)
       const int kb = k0 + bj, n = n0 + bi;
-      Bs[bj * LDB + bi] = P::convert(kb < K && n < N ? prob.b(kb, n) : 0.f);
+      Bs[bj * LDB + bi] = P::convert(kb < kEnd && n < N ? prob.b(kb, n) : 0.f);
     }
     __syncthreads();
     for (int kk = 0; kk < kStep; kk += P::kMmaK) {
@@ -97,16 +100,29 @@ __global__ void __launch_bounds__(kThreads) implicitGemm(Problem prob) {
   for (int e = threadIdx.x; e < kTile * kTile; e += kThreads) {
     const int i = e % kTile, j = e / kTile;  // consecutive threads, consecutive m (contiguous in NCHW outputs)
     const int m = m0 + i, n = n0 + j;
-    if (m < M && n < N) prob.store(m, n, Cs[i * LDC + j]);
+    if (m >= M || n >= N) continue;
+    float* o = prob.out() + prob.outIndex(m, n);
+    if (gridDim.z > 1) atomicAdd(o, Cs[i * LDC + j]);  // partial sums of a split-K
+    else *o = Cs[i * LDC + j];
   }
 #endif
 }
 
+// Split-K when the output tiles alone cannot fill the GPU (bwd-filter: M x N
+// is the filter, K the whole batch): aim at two blocks per SM, each split
+// keeping at least 1024 of K.
+int splitsFor(int M, int N, int K, int smCount) {
+  const long long tiles = (long long)((M + kTile - 1) / kTile) * ((N + kTile - 1) / kTile);
+  const long long want = (2LL * smCount + tiles - 1) / tiles;
+  const long long most = (K + 1023) / 1024;
+  return int(std::max(1LL, std::min({want, most, 65535LL})));
+}
+
 template <typename T, typename Problem>
-void launchGemm(const Problem& prob, int M, int N, cudaStream_t stream, const std::string& ctx) {
+void launchGemm(const Problem& prob, int M, int N, int splits, cudaStream_t stream, const std::string& ctx) {
   const unsigned gx = unsigned((M + kTile - 1) / kTile), gy = unsigned((N + kTile - 1) / kTile);
   if (gy > 65535) throw CudaError("ERR_UNSUPPORTED", ctx + ": N = " + std::to_string(N) + " needs more than 65535 block rows", "grid too large", "");
-  implicitGemm<T, Problem><<<dim3(gx, gy), kThreads, 0, stream>>>(prob);
+  implicitGemm<T, Problem><<<dim3(gx, gy, unsigned(splits)), kThreads, 0, stream>>>(prob);
   checkCuda(cudaGetLastError(), "implicit GEMM launch", ctx);
 }
 
@@ -133,19 +149,21 @@ class ImplicitGemmConv : public CudaConvKernel {
       case ConvPass::Forward: {
         ForwardProblem prob{d, x, w, y};
         const int M = d.n * d.p * d.q, N = d.k;
-        bf16_ ? launchGemm<__nv_bfloat16>(prob, M, N, stream, ctx) : launchGemm<float>(prob, M, N, stream, ctx);
+        bf16_ ? launchGemm<__nv_bfloat16>(prob, M, N, 1, stream, ctx) : launchGemm<float>(prob, M, N, 1, stream, ctx);
         break;
       }
       case ConvPass::BackwardData: {
         BackwardDataProblem prob{d, x, w, y};
         const int M = d.n * d.h * d.w, N = d.c;
-        bf16_ ? launchGemm<__nv_bfloat16>(prob, M, N, stream, ctx) : launchGemm<float>(prob, M, N, stream, ctx);
+        bf16_ ? launchGemm<__nv_bfloat16>(prob, M, N, 1, stream, ctx) : launchGemm<float>(prob, M, N, 1, stream, ctx);
         break;
       }
       case ConvPass::BackwardFilter: {
         BackwardFilterProblem prob{d, x, w, y};
         const int M = d.k, N = d.c * d.r * d.s;
-        bf16_ ? launchGemm<__nv_bfloat16>(prob, M, N, stream, ctx) : launchGemm<float>(prob, M, N, stream, ctx);
+        const int splits = splitsFor(M, N, d.n * d.p * d.q, deviceStatus().smCount);
+        if (splits > 1) checkCuda(cudaMemsetAsync(w, 0, size_t(sh.wSize()) * sizeof(float), stream), "cudaMemsetAsync", ctx);
+        bf16_ ? launchGemm<__nv_bfloat16>(prob, M, N, splits, stream, ctx) : launchGemm<float>(prob, M, N, splits, stream, ctx);
         break;
       }
     }

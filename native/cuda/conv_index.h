@@ -129,7 +129,17 @@ inline GemmCall im2colGemm(int pass, const Dims& d) {
   return {true, false, CRS, K, PQ, Operand::Col, Operand::Y, Operand::W, PQ, PQ, CRS, colStride, yStride, 0, d.n, true};
 }
 
-// ---- implicit GEMM: C[M][N] = sum_k A[m][k] B[k][n], operands gathered.
+// ---- implicit GEMM: C[M][N] = sum_k A[m][k] B[k][n], operands gathered;
+// C[m][n] is out()[outIndex(m, n)]. With split-K, each of `splits` blocks
+// along z sums its chunk of k and adds it into a zeroed output.
+
+// The k range [begin, end) of split z: chunks a multiple of `step` long.
+SS_HD inline void splitRange(int K, int splits, int step, int z, int* begin, int* end) {
+  int chunk = (K + splits - 1) / splits;
+  chunk = (chunk + step - 1) / step * step;
+  *begin = z * chunk < K ? z * chunk : K;
+  *end = *begin + chunk < K ? *begin + chunk : K;
+}
 
 struct ForwardProblem {  // M = N*P*Q, N = K, K = C*R*S
   Dims d;
@@ -147,9 +157,10 @@ struct ForwardProblem {  // M = N*P*Q, N = K, K = C*R*S
     return x[(((long long)n * d.c + c) * d.h + h) * d.w + ww];
   }
   SS_HD float b(int kk, int col) const { return w[(long long)col * K() + kk]; }
-  SS_HD void store(int m, int col, float v) const {
+  SS_HD float* out() const { return y; }
+  SS_HD long long outIndex(int m, int col) const {
     const int pq = d.p * d.q;
-    y[((long long)(m / pq) * d.k + col) * pq + m % pq] = v;
+    return ((long long)(m / pq) * d.k + col) * pq + m % pq;
   }
 };
 
@@ -174,9 +185,10 @@ struct BackwardDataProblem {  // M = N*H*W, N = C, K = K*R*S
     const int s = kk % d.s, r = kk / d.s % d.r, k = kk / (d.s * d.r);
     return w[(((long long)k * d.c + col) * d.r + r) * d.s + s];
   }
-  SS_HD void store(int m, int col, float v) const {
+  SS_HD float* out() const { return dx; }
+  SS_HD long long outIndex(int m, int col) const {
     const int hw = d.h * d.w;
-    dx[((long long)(m / hw) * d.c + col) * hw + m % hw] = v;
+    return ((long long)(m / hw) * d.c + col) * hw + m % hw;
   }
 };
 
@@ -199,7 +211,8 @@ struct BackwardFilterProblem {  // M = K, N = C*R*S, K = N*P*Q
     if (h < 0 || h >= d.h || ww < 0 || ww >= d.w) return 0.f;
     return x[(((long long)n * d.c + c) * d.h + h) * d.w + ww];
   }
-  SS_HD void store(int m, int col, float v) const { dw[(long long)m * N() + col] = v; }
+  SS_HD float* out() const { return dw; }
+  SS_HD long long outIndex(int m, int col) const { return (long long)m * N() + col; }
 };
 
 }  // namespace cudaconv

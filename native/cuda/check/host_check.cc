@@ -3,7 +3,7 @@
 // (scatter loops), for every pass on small shapes of each ResNet-50 shape
 // class plus odd ones: direct, im2col + the exact cuBLAS calls of
 // im2col-cublas (emulated column-major GEMMs), and the implicit GEMM's
-// gathers and scatters (the WMMA tiles themselves need a device).
+// gathers, scatters and split-K ranges (the WMMA tiles themselves need a device).
 // Prints one JSON object; exit 1 if any error exceeds 1e-5. No GPU needed.
 #include <cmath>
 #include <cstdint>
@@ -113,20 +113,28 @@ void runIm2col(const Dims& d, int pass, Tensors& t) {
     for (size_t i = 0; i < t.x.size(); ++i) t.x[i] = col2imAt(d, col.data(), (long long)i);
 }
 
+// As the kernel does it: `splits` chunks of k (multiples of 16), each added into a zeroed output.
 template <typename Problem>
-void runGemmProblem(const Problem& prob) {
+void runGemmProblem(const Problem& prob, int splits) {
   for (int m = 0; m < prob.M(); ++m)
-    for (int n = 0; n < prob.N(); ++n) {
-      double acc = 0;
-      for (int k = 0; k < prob.K(); ++k) acc += double(prob.a(m, k)) * prob.b(k, n);
-      prob.store(m, n, float(acc));
-    }
+    for (int n = 0; n < prob.N(); ++n) prob.out()[prob.outIndex(m, n)] = splits > 1 ? 0.f : NAN;
+  for (int z = 0; z < splits; ++z) {
+    int begin, end;
+    splitRange(prob.K(), splits, 16, z, &begin, &end);
+    for (int m = 0; m < prob.M(); ++m)
+      for (int n = 0; n < prob.N(); ++n) {
+        double acc = 0;
+        for (int k = begin; k < end; ++k) acc += double(prob.a(m, k)) * prob.b(k, n);
+        float& o = prob.out()[prob.outIndex(m, n)];
+        o = splits > 1 ? o + float(acc) : float(acc);
+      }
+  }
 }
 
-void runImplicitGemm(const Dims& d, int pass, Tensors& t) {
-  if (pass == 0) runGemmProblem(ForwardProblem{d, t.x.data(), t.w.data(), t.y.data()});
-  if (pass == 1) runGemmProblem(BackwardDataProblem{d, t.x.data(), t.w.data(), t.y.data()});
-  if (pass == 2) runGemmProblem(BackwardFilterProblem{d, t.x.data(), t.w.data(), t.y.data()});
+void runImplicitGemm(const Dims& d, int pass, Tensors& t, int splits) {
+  if (pass == 0) runGemmProblem(ForwardProblem{d, t.x.data(), t.w.data(), t.y.data()}, splits);
+  if (pass == 1) runGemmProblem(BackwardDataProblem{d, t.x.data(), t.w.data(), t.y.data()}, splits);
+  if (pass == 2) runGemmProblem(BackwardFilterProblem{d, t.x.data(), t.w.data(), t.y.data()}, splits);
 }
 
 }  // namespace
@@ -137,7 +145,7 @@ int main() {
                            {2, 8, 9, 9, 8, 3, 3, 1, 1},  {2, 8, 10, 10, 8, 3, 3, 2, 1}, {1, 5, 7, 11, 6, 3, 3, 2, 1},
                            {3, 4, 6, 5, 7, 3, 3, 1, 1}};
   const char* passes[] = {"fwd", "bwd-data", "bwd-filter"};
-  const char* variants[] = {"direct", "im2col-cublas", "implicit-gemm"};
+  const char* variants[] = {"direct", "im2col-cublas", "implicit-gemm", "implicit-gemm split-K 3"};
   double worst = 0;
   std::string rows;
   for (const auto& sh : shapes) {
@@ -148,12 +156,13 @@ int main() {
       Tensors base{randomVector(xLen(d), 1), randomVector(wLen(d), 2), randomVector(yLen(d), 3)};
       std::vector<double> ref;
       reference(d, pass, base, ref);
-      for (int v = 0; v < 3; ++v) {
+      for (int v = 0; v < 4; ++v) {
         Tensors t = base;
         std::fill(output(t, pass).begin(), output(t, pass).end(), NAN);
         if (v == 0) runDirect(d, pass, t);
         if (v == 1) runIm2col(d, pass, t);
-        if (v == 2) runImplicitGemm(d, pass, t);
+        if (v == 2) runImplicitGemm(d, pass, t, 1);
+        if (v == 3) runImplicitGemm(d, pass, t, 3);
         const double err = relErr(output(t, pass), ref);
         worst = std::fmax(worst, err);
         char row[256];
