@@ -489,6 +489,12 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`stepscope: ${e.message}\n`);
       return 2;
     }
+    // A CUDA/cuDNN/cuBLAS failure is typed: its code, the library's status and the layer say it all.
+    if (e.code && /^ERR_(NO_DEVICE|CUDA|CUDNN|CUBLAS|OUT_OF_MEMORY|UNSUPPORTED|UNAVAILABLE)$/.test(e.code)) {
+      const status = (e as { status?: string }).status;
+      process.stderr.write(`stepscope: ${e.code}: ${e.message}${status && !e.message.includes(status) ? ` (${status})` : ''}\n`);
+      return 1;
+    }
     process.stderr.write(`stepscope: ${e.stack ?? e.message}\n`);
     return 1;
   }

@@ -7,3 +7,7 @@ export { summarize, type Summary } from './bench/stats';
 export { doctor, formatDoctor, type DoctorReport } from './doctor';
 export { listVariants, availableConvVariants } from './variants';
 export { UsageError } from './errors';
+export { cudaStatus, cudaAddon, cudaAddonIfLoaded, cudaTimelineDrain, type CudaStatus } from './native-cuda';
+export { resolveBackend, type Backend, type BackendChoice } from './backend';
+export { benchConvCuda, type CudaConvBenchOptions } from './bench/conv-bench-cuda';
+export { checkCudaConvVariants, cudaConvTolerance, type CudaCheck, type Precision } from './ops/conv-cuda';

@@ -221,6 +221,11 @@ test('bench conv --backend cuda runs end to end on a CPU stand-in of the CUDA ad
   const auto = cli(['step', '--backend', 'auto', '--batch', '1', '--resolution', '32', '--width', '4', '--classes', '10', '--iterations', '1', '--warmup', '0', '--json'], env);
   assert.equal(auto.status, 0, auto.stderr);
   assert.match(auto.stderr, /--backend auto: using cpu \(the training step is not implemented on the CUDA backend yet/);
+  // A CUDA failure is a typed error: code, status and layer on one line, exit 1, no stack trace.
+  const oom = cli(['bench', 'conv', '--backend', 'cuda', '--layer', 'conv1', '--batch', '1', '--resolution', '32', '--pass', 'fwd', '--variant', 'direct'], { ...env, FAKE_CUDA_OOM: 'direct' });
+  assert.equal(oom.status, 1);
+  assert.match(oom.stderr, /^stepscope: ERR_OUT_OF_MEMORY: conv1 fwd direct: cudaMalloc failed: out of memory \(cudaErrorMemoryAllocation\)\n$/m);
+  assert.doesNotMatch(oom.stderr, /\n\s+at /);
   const doctor = cli(['doctor', '--trials', '1'], env);
   assert.match(doctor.stdout, /GPU\s+stand-in GPU \(CPU\), compute capability 9.0/);
 });

@@ -45,7 +45,7 @@ export async function benchConvCuda(options: CudaConvBenchOptions): Promise<Conv
     const device = toDevice(host);
     try {
       for (const pass of options.passes) {
-        const checks = await checkCudaConvVariants(stream, checkShape, pass, variantsOf(pass), options.dtype, seed + 7);
+        const checks = await checkCudaConvVariants(stream, checkShape, pass, variantsOf(pass), options.dtype, seed + 7, group.first.name);
         for (const check of checks) {
           const variant = check.variant;
           options.onProgress?.(done++, total, `${group.first.name} ${pass} ${variant}`);

@@ -62,6 +62,8 @@ export async function checkCudaConvVariants(
   variants: readonly string[],
   dtype: CudaConvDtype,
   seed: number,
+  /** Named in errors (a check's shape is the layer's at a smaller batch). */
+  layer = '',
 ): Promise<CudaCheck[]> {
   const cpu = addon();
   const cuda = cudaAddon();
@@ -77,7 +79,7 @@ export async function checkCudaConvVariants(
       const out = pass === 'fwd' ? device.y : pass === 'bwd-data' ? device.x : device.w;
       out.fill(Number.NaN);
       try {
-        const kernel = new cuda.ConvKernel(shape, pass, variant, '', { dtype });
+        const kernel = new cuda.ConvKernel(shape, pass, variant, layer, { dtype });
         kernel.enqueue(cudaStream, device.x, device.w, device.y);
         await cudaStream.synchronize();
         cuda.timelineClear();
