@@ -84,7 +84,8 @@ fi
 node -e "
 const { resnet50Convs } = require('./dist/src/model/resnet50');
 const { uniqueShapes } = require('./dist/src/bench/conv-bench');
-const layers = resnet50Convs({ batch: $CONV_BATCH });
+const wanted = '$CONV_LAYERS' === 'all' ? null : '$CONV_LAYERS'.split(',');  // the same groups as the bench's
+const layers = resnet50Convs({ batch: $CONV_BATCH }).filter((l) => !wanted || wanted.includes(l.name));
 console.log(JSON.stringify(uniqueShapes(layers).map((g) => ({ key: g.first.name, ...g.first.shape }))));" > "$OUT/shapes.json"
 for dtype in fp32 tf32; do
   step "pytorch-conv-$dtype" 180 python3 bench/pytorch_gpu.py conv --shapes "$OUT/shapes.json" --dtype "$dtype"
