@@ -1,6 +1,9 @@
 // The stepscope command line: parses, validates, prints. No logic of its own.
 import { Command, CommanderError, Option } from 'commander';
-import { benchConv } from './bench/conv-bench';
+import { benchConv, type ConvBenchRow } from './bench/conv-bench';
+import { benchConvCuda } from './bench/conv-bench-cuda';
+import { resolveBackend } from './backend';
+import { cudaAddon, cudaStatus } from './native-cuda';
 import { doctor, formatDoctor } from './doctor';
 import { DATA_ERROR_CODES, DataError, UsageError } from './errors';
 import { resnet50Convs } from './model/resnet50';
@@ -61,20 +64,38 @@ async function runDoctor(opts: { json?: boolean; trials: string }) {
 function runVariants(opts: { json?: boolean }) {
   const rows = listVariants();
   if (opts.json) return print(JSON.stringify(rows, null, 2));
+  // A backend-wide reason (no GPU) would repeat on every row: numbered notes instead.
+  const notes: string[] = [];
+  const note = (reason: string) => {
+    if (!notes.includes(reason)) notes.push(reason);
+    return `[${notes.indexOf(reason) + 1}]`;
+  };
   print(
     formatTable(rows, [
       { header: 'op', value: (r) => r.op },
       { header: 'variant', value: (r) => r.variant },
       {
         header: 'backends',
-        value: (r) => r.backends.map((b) => (b.available ? b.backend : `${b.backend} (unavailable: ${b.reason})`)).join(', '),
+        value: (r) =>
+          r.backends
+            .map((b) => {
+              // A CUDA variant that lacks some passes (a cuDNN algorithm of one pass) names those it has.
+              const name = b.passes && b.passes.length < 3 ? `${b.backend} [${b.passes.join(', ')}]` : b.backend;
+              return b.available ? name : `${name} (unavailable ${note(b.reason ?? '')})`;
+            })
+            .join(', '),
       },
       { header: 'description', value: (r) => r.description },
     ]),
   );
+  notes.forEach((n, i) => print(`[${i + 1}] ${n}`));
+  const cuda = cudaStatus();
+  if (!cuda.loaded) print(`cuda variants not listed: ${cuda.reason}`);
 }
 
 interface BenchConvOpts {
+  backend: string;
+  dtype: string;
   layer: string;
   pass: string;
   variant: string;
@@ -96,6 +117,12 @@ async function runBenchConv(opts: BenchConvOpts) {
   const names = parseChoiceList('--layer', opts.layer, allLayers.map((l) => l.name));
   const layers = allLayers.filter((l) => names.includes(l.name));
   const passes = parseChoiceList('--pass', opts.pass, CONV_PASSES) as ConvPass[];
+  const { backend, fallback } = resolveBackend(opts.backend);
+  if (fallback) process.stderr.write(`stepscope: ${fallback}\n`);
+  const dtypes = backend === 'cuda' ? ['fp32', 'tf32'] : ['fp32'];
+  if (!dtypes.includes(opts.dtype)) throw new UsageError(`--dtype '${opts.dtype}' is not allowed on the ${backend} backend: allowed ${dtypes.join(', ')}`);
+  const dtype = opts.dtype as 'fp32' | 'tf32';
+  if (backend === 'cuda') return runBenchConvCuda(opts, { batch, resolution, repeat, warmup, checkBatch, layers, passes, dtype });
   const allVariants = addon().convVariants();
   const { timedByDefault } = availableConvVariants();
   const variants = parseChoiceList('--variant', opts.variant, allVariants.map((v) => v.name), timedByDefault);
@@ -140,7 +167,11 @@ async function runBenchConv(opts: BenchConvOpts) {
     );
     print(formatBenchRows(rows));
   }
-  const failed = rows.filter((r) => r.status !== 'ok');
+  reportFailedChecks(rows);
+}
+
+function reportFailedChecks(rows: ConvBenchRow[]) {
+  const failed = rows.filter((r) => r.status === 'failed-check');
   if (failed.length > 0) {
     process.stderr.write(
       `stepscope: ${failed.length} row(s) failed the reference check and were not timed: ` +
@@ -151,7 +182,46 @@ async function runBenchConv(opts: BenchConvOpts) {
   }
 }
 
+async function runBenchConvCuda(
+  opts: BenchConvOpts,
+  o: { batch: number; resolution: number; repeat: number; warmup: number; checkBatch: number; layers: ReturnType<typeof resnet50Convs>; passes: ConvPass[]; dtype: 'fp32' | 'tf32' },
+) {
+  const cuda = cudaAddon();
+  const names = cuda.convVariants().map((v) => v.name);
+  const variants = parseChoiceList('--variant', opts.variant, names);
+  const rows = await benchConvCuda({ ...o, variants, onlyWithPass: opts.variant.trim() === 'all', onProgress: progress(!opts.json && process.stderr.isTTY === true) });
+  const info = cuda.cudaInfo();
+  if (opts.json) {
+    print(
+      JSON.stringify(
+        {
+          machine: { gpu: info.device, driver: info.driverVersion, runtime: info.runtimeVersion, cudnn: info.cudnn.version, cublas: info.cublas },
+          backend: 'cuda',
+          dtype: o.dtype,
+          batch: o.batch,
+          resolution: o.resolution,
+          repeat: o.repeat,
+          warmup: o.warmup,
+          rows,
+        },
+        null,
+        2,
+      ),
+    );
+  } else {
+    print(
+      `conv benchmark: cuda backend on ${info.device?.name} (driver ${info.driverVersion}, cuDNN ${info.cudnn.version ?? 'unusable'}, cuBLAS ${info.cublas}), ` +
+        `${o.dtype}, batch ${o.batch}, ${o.resolution}x${o.resolution}, ${o.warmup} warm-up + ${o.repeat} timed runs (CUDA events)`,
+    );
+    print(formatBenchRows(rows));
+    const unsupported = rows.filter((r) => r.status === 'unsupported' && !r.sameShapeAs).length;
+    if (unsupported > 0) print(`${unsupported} row(s) unsupported by their variant (the reason is in --json)`);
+  }
+  reportFailedChecks(rows);
+}
+
 interface StepOpts {
+  backend: string;
   batch: string;
   iterations: string;
   warmup: string;
@@ -242,6 +312,9 @@ function parseReduction(opts: StepOpts, schedule: 'serialized' | 'overlapped'): 
 
 
 async function runStep(opts: StepOpts) {
+  // The step's kernels exist on the CPU only so far (issue #5): cuda is refused with that reason, auto runs the CPU.
+  const { fallback } = resolveBackend(opts.backend, 'the training step is not implemented on the CUDA backend yet (issue #5)');
+  if (fallback) process.stderr.write(`stepscope: ${fallback}\n`);
   const batch = parseInteger('--batch', opts.batch, 1, 4096);
   const resolution = parseInteger('--resolution', opts.resolution, 32, 1024);
   const classes = parseInteger('--classes', opts.classes, 2, 100000);
@@ -432,6 +505,8 @@ export function buildProgram(): Command {
   bench
     .command('conv')
     .description('time the ResNet-50 convolutions per layer, pass and variant, each checked against the reference first')
+    .option('--backend <b>', "cpu, cuda, or auto (cuda when a GPU is usable, else cpu, saying why)", 'cpu')
+    .option('--dtype <d>', "fp32, or tf32 (cuda: cuDNN and cuBLAS may use TF32 tensor cores)", 'fp32')
     .option('--layer <names>', "a layer name (conv1, res2a_branch2a, ...), a comma list, or 'all'", 'all')
     .addOption(new Option('--pass <pass>', "fwd, bwd-data, bwd-filter, a comma list, or 'all'").default('all'))
     .option('--variant <names>', "a variant, a comma list, or 'all' (every available variant but the reference)", 'all')
@@ -483,6 +558,7 @@ export function buildProgram(): Command {
   program
     .command('step')
     .description('run real ResNet-50 v1.5 training iterations and print the per-phase times and top kernels')
+    .option('--backend <b>', 'cpu, cuda (not implemented for the step yet), or auto (falls back to cpu, saying why)', 'cpu')
     .option('--batch <n>', 'batch size', '32')
     .option('--iterations <n>', 'measured iterations', '10')
     .option('--warmup <n>', 'warm-up iterations first', '1')
@@ -717,6 +793,12 @@ export async function main(argv: string[]): Promise<number> {
     if (e.code === 'ERR_INVALID_ARG' || e.code === 'ERR_BAD_SHAPE' || e.code === 'ERR_UNKNOWN_VARIANT') {
       process.stderr.write(`stepscope: ${e.message}\n`);
       return 2;
+    }
+    // A CUDA/cuDNN/cuBLAS failure is typed: its code, the library's status and the layer say it all.
+    if (e.code && /^ERR_(NO_DEVICE|CUDA|CUDNN|CUBLAS|OUT_OF_MEMORY|UNSUPPORTED|UNAVAILABLE)$/.test(e.code)) {
+      const status = (e as { status?: string }).status;
+      process.stderr.write(`stepscope: ${e.code}: ${e.message}${status && !e.message.includes(status) ? ` (${status})` : ''}\n`);
+      return 1;
     }
     // A typed failure of the native side (a peer died, a kernel failed) is
     // explained by its message; anything else is a bug, so show the stack.

@@ -2,6 +2,7 @@
 // they are missing) and the measured peak that every % of peak refers to.
 import type { BuildInfo, PeakMeasurement } from '../binding';
 import { addon } from './native';
+import { cudaStatus, type CudaStatus } from './native-cuda';
 
 export interface BackendStatus {
   name: 'cpu' | 'cuda';
@@ -16,6 +17,8 @@ export interface DoctorReport {
   backends: BackendStatus[];
   build: BuildInfo;
   peak: PeakMeasurement;
+  /** The CUDA addon: versions when it loaded, and why the backend is unavailable if it is. */
+  cuda: CudaStatus;
 }
 
 export async function doctor(trials = 3): Promise<DoctorReport> {
@@ -23,16 +26,18 @@ export async function doctor(trials = 3): Promise<DoctorReport> {
   const native = addon();
   const build = native.buildInfo();
   const peak = await native.measurePeak(trials);
+  const cuda = cudaStatus();
   return {
     node: process.version,
     platform: `${process.platform}-${process.arch}`,
     cpuModel: os.cpus()[0]?.model ?? 'unknown',
     backends: [
       { name: 'cpu', available: true },
-      { name: 'cuda', available: false, reason: 'the CUDA backend is not built yet (issue #5): no CUDA addon was found' },
+      cuda.available ? { name: 'cuda', available: true } : { name: 'cuda', available: false, reason: cuda.reason },
     ],
     build,
     peak,
+    cuda,
   };
 }
 
@@ -51,8 +56,27 @@ export function formatDoctor(r: DoctorReport): string {
     lib('libjpeg', r.build.jpeg),
     `  OpenMP    ${r.build.openmp}, ${r.build.threads} threads`,
     `  sgemm     own micro-kernel ${r.build.sgemmKernel}`,
+    ...formatCuda(r.cuda),
     `measured peak (${r.peak.threads} threads)`,
     `  fp32 FMA  ${r.peak.fmaGflops.toFixed(1)} GFLOP/s (${r.peak.fmaKernel} kernel)`,
     `  memory    ${r.peak.bandwidthGBs.toFixed(1)} GB/s (triad, read + write)`,
   ].join('\n');
+}
+
+function formatCuda(c: CudaStatus): string[] {
+  if (!c.info) return [`cuda addon (${c.addonPath})`, `  ${c.reason}`];
+  const i = c.info;
+  const gpu = i.device
+    ? `${i.device.name}, compute capability ${i.device.computeCapability}, ${(i.device.memoryBytes / 2 ** 30).toFixed(1)} GiB, ${i.device.multiprocessors} SMs` +
+      (i.deviceCount > 1 ? ` (device 0 of ${i.deviceCount})` : '')
+    : `none: ${i.reason}`;
+  return [
+    `cuda addon (${i.compiler}, architectures ${i.architectures})`,
+    `  GPU       ${gpu}`,
+    `  driver    ${i.driverVersion ?? 'none'}`,
+    `  runtime   CUDA ${i.runtimeVersion}`,
+    `  cuDNN     ${i.cudnn.found ? `${i.cudnn.version} (built for CUDA ${i.cudnn.cudart})` : `unusable: ${i.cudnn.reason}`}`,
+    `  cuBLAS    ${i.cublas}`,
+    `  NCCL      ${i.nccl.found ? i.nccl.version : `missing: ${i.nccl.reason}`}`,
+  ];
 }

@@ -13,3 +13,7 @@ export { DataPipeline, openLoader, type DataOptions, type DataKind } from './dat
 export { makeImageFolder } from './data/make';
 export { packImageFolder, type PackSummary } from './data/pack';
 export { benchData, type DataBenchRow } from './bench/data-bench';
+export { cudaStatus, cudaAddon, cudaAddonIfLoaded, cudaTimelineDrain, type CudaStatus } from './native-cuda';
+export { resolveBackend, type Backend, type BackendChoice } from './backend';
+export { benchConvCuda, type CudaConvBenchOptions } from './bench/conv-bench-cuda';
+export { checkCudaConvVariants, cudaConvTolerance, type CudaCheck, type Precision } from './ops/conv-cuda';

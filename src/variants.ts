@@ -1,10 +1,12 @@
 // The table of op variants across backends, as `stepscope variants` prints it.
 import { addon } from './native';
+import { cudaAddonIfLoaded, cudaStatus } from './native-cuda';
 
 export interface VariantRow {
   op: string;
   variant: string;
-  backends: { backend: string; available: boolean; reason?: string }[];
+  /** passes: for CUDA variants, the conv passes the variant has. */
+  backends: { backend: string; available: boolean; reason?: string; passes?: string[] }[];
   description: string;
 }
 
@@ -29,7 +31,37 @@ export function listVariants(): VariantRow[] {
     backends: [{ backend: 'cpu', available: true }],
     description: 'plan choice: batch norm and the ReLU after it in one pass (fast kernels with relu=1)',
   };
-  return [...conv, ...ops, fused];
+  return [...mergeCudaConv(conv), ...ops, fused];
+}
+
+/**
+ * Adds the CUDA addon's conv variants: a name both backends have (direct)
+ * gets both backends; the others are rows of their own. Without a usable
+ * device they are listed as unavailable with the reason; without the addon
+ * they are not listed (cudaStatus says why).
+ */
+function mergeCudaConv(conv: VariantRow[]): VariantRow[] {
+  const cuda = cudaAddonIfLoaded();
+  if (!cuda) return conv;
+  const status = cudaStatus();
+  const rows = [...conv];
+  for (const v of cuda.convVariants()) {
+    const backend = {
+      backend: 'cuda',
+      available: status.available,
+      ...(status.available ? {} : { reason: status.reason }),
+      passes: v.passes,
+    };
+    const same = rows.find((r) => r.variant === v.name);
+    if (same) same.backends.push(backend);
+    else rows.push({ op: 'conv', variant: v.name, backends: [backend], description: v.description });
+  }
+  return rows;
+}
+
+/** The CUDA conv variant names (the CUDA addon's table), or [] without the addon. */
+export function cudaConvVariantNames(): string[] {
+  return cudaAddonIfLoaded()?.convVariants().map((v) => v.name) ?? [];
 }
 
 /** Conv variants that can run here. `reference` is the oracle and is timed only when named. */

@@ -32,8 +32,12 @@ export interface ConvBenchRow {
   pass: ConvPass;
   variant: string;
   implementation: string;
-  /** 'ok', or 'failed-check' (then it was not timed). */
-  status: 'ok' | 'failed-check';
+  /** 'ok'; 'failed-check' (then it was not timed); 'unsupported' (CUDA: the variant cannot run this layer and pass; see reason). */
+  status: 'ok' | 'failed-check' | 'unsupported';
+  /** Why a row is unsupported, in the library's words. */
+  reason?: string;
+  /** Precision of the products (CUDA rows): fp32, tf32 or bf16. */
+  precision?: string;
   medianMs: number | null;
   minMs: number | null;
   maxMs: number | null;

@@ -1,0 +1,93 @@
+// The typed surface of the CUDA addon (build/stepscope_cuda.node), loaded
+// lazily by src/native-cuda.ts. Hand-written like binding.d.ts. Errors carry
+// `code` (ERR_NO_DEVICE, ERR_OUT_OF_MEMORY, ERR_UNSUPPORTED, ERR_CUDA,
+// ERR_CUDNN, ERR_CUBLAS, ERR_UNKNOWN_VARIANT, ERR_INVALID_ARG, ERR_BAD_SHAPE)
+// and, for library failures, `status` (e.g. CUDNN_STATUS_NOT_SUPPORTED) and `layer`.
+import type { ConvPass, ConvShape, KernelRecord, NativeError } from './binding';
+
+export interface CudaError extends NativeError {
+  status?: string;
+  layer?: string;
+}
+
+export interface CudaInfo {
+  available: boolean;
+  /** Why there is no usable device, in CUDA's words. */
+  reason?: string;
+  deviceCount: number;
+  device?: { name: string; computeCapability: string; memoryBytes: number; multiprocessors: number };
+  /** null without a driver. */
+  driverVersion: string | null;
+  runtimeVersion: string;
+  /** cuDNN's version and the CUDA runtime it was built for, or why it cannot be used (no cuDNN call is made then). */
+  cudnn: { found: boolean; version?: string; cudart?: string; reason?: string };
+  cublas: string;
+  nccl: { found: boolean; version?: string; reason?: string };
+  compiler: string;
+  /** CMake's CUDA architectures, e.g. "80-real,90". */
+  architectures: string;
+}
+
+/** Device memory of fp32 elements. Copies are synchronous: synchronize streams first. */
+export declare class Buffer {
+  constructor(length: number);
+  readonly length: number;
+  readonly released: boolean;
+  write(data: Float32Array, offset?: number): void;
+  read(offset?: number, count?: number): Float32Array;
+  /** NaN poisons (all-ones bytes). */
+  fill(value: number): void;
+  release(): void;
+}
+
+/** A cudaStream_t. Kernels enqueued on it are timed with CUDA events. */
+export declare class Stream {
+  constructor(name?: string);
+  readonly id: number;
+  readonly name: string;
+  /** Resolves when the stream is idle; rejects with the first asynchronous CUDA error. */
+  synchronize(): Promise<void>;
+}
+
+export type CudaConvDtype = 'fp32' | 'tf32';
+
+export interface CudaConvKernelDescription {
+  variant: string;
+  pass: ConvPass;
+  layer: string;
+  /** What really runs, e.g. "cudnn:autotune -> cudnn:fft-tiling (...)". */
+  implementation: string;
+  /** Precision of the products: sets the tolerance of the reference check. */
+  precision: 'fp32' | 'tf32' | 'bf16';
+  flops: number;
+  bytes: number;
+  workspaceBytes: number;
+  xLength: number;
+  wLength: number;
+  yLength: number;
+}
+
+/**
+ * One prepared CUDA convolution variant for one pass and shape; roles of x,
+ * w, y per pass as in binding.d.ts. The name and pass are checked before the
+ * device: ERR_UNKNOWN_VARIANT lists the valid names, ERR_UNSUPPORTED says
+ * the variant has no such pass (or cuDNN cannot run the layer with it).
+ */
+export declare class ConvKernel {
+  constructor(shape: ConvShape, pass: ConvPass, variant: string, layer?: string, options?: { dtype?: CudaConvDtype });
+  enqueue(stream: Stream, x: Buffer, w: Buffer, y: Buffer): void;
+  describe(): CudaConvKernelDescription;
+}
+
+export interface CudaConvVariantInfo {
+  name: string;
+  description: string;
+  passes: ConvPass[];
+}
+
+export declare function cudaInfo(): CudaInfo;
+export declare function convVariants(): CudaConvVariantInfo[];
+/** Waits for the recorded kernels and returns them, on this addon's nowNs() clock. */
+export declare function timelineDrain(): KernelRecord[];
+export declare function timelineClear(): void;
+export declare function nowNs(): number;

@@ -1,0 +1,126 @@
+// Module init of the CUDA addon (stepscope_cuda.node): cudaInfo (device,
+// driver, libraries, or why there is no device), the conv variant table,
+// the timeline, and the classes of wrap_cuda.cc. Loading needs no driver.
+#include <napi.h>
+
+#include "cuda/addon_cuda.h"
+#include "cuda/device.h"
+
+namespace stepscope {
+namespace {
+
+std::string cudaVersionText(int v) {  // 13000 -> "13.0"
+  return std::to_string(v / 1000) + "." + std::to_string((v % 1000) / 10);
+}
+
+Napi::Value cudaInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  DeviceStatus d = deviceStatus();
+  LibraryVersions v = libraryVersions();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("available", d.available);
+  if (!d.available) o.Set("reason", d.reason);
+  o.Set("deviceCount", d.count);
+  if (d.available) {
+    Napi::Object dev = Napi::Object::New(env);
+    dev.Set("name", d.name);
+    dev.Set("computeCapability", std::to_string(d.ccMajor) + "." + std::to_string(d.ccMinor));
+    dev.Set("memoryBytes", d.memoryBytes);
+    dev.Set("multiprocessors", d.smCount);
+    o.Set("device", dev);
+  }
+  o.Set("driverVersion", d.driverVersion > 0 ? Napi::Value(Napi::String::New(env, cudaVersionText(d.driverVersion))) : env.Null());
+  o.Set("runtimeVersion", cudaVersionText(d.runtimeVersion));
+  Napi::Object cudnn = Napi::Object::New(env);
+  cudnn.Set("found", v.cudnnReason.empty());
+  if (v.cudnnReason.empty()) {
+    cudnn.Set("version", v.cudnn);
+    cudnn.Set("cudart", v.cudnnCudart);
+  } else {
+    cudnn.Set("reason", v.cudnnReason);
+  }
+  o.Set("cudnn", cudnn);
+  o.Set("cublas", v.cublas);
+  Napi::Object nccl = Napi::Object::New(env);
+  nccl.Set("found", v.ncclReason.empty());
+  if (v.ncclReason.empty()) nccl.Set("version", v.nccl);
+  else nccl.Set("reason", v.ncclReason);
+  o.Set("nccl", nccl);
+  o.Set("compiler", STEPSCOPE_CUDA_COMPILER);
+  o.Set("architectures", STEPSCOPE_CUDA_ARCHS);
+  return o;
+}
+
+Napi::Value convVariants(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto variants = cudaConvVariants();
+  Napi::Array out = Napi::Array::New(env, variants.size());
+  for (size_t i = 0; i < variants.size(); ++i) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("name", variants[i].name);
+    o.Set("description", variants[i].description);
+    Napi::Array passes = Napi::Array::New(env, variants[i].passes.size());
+    for (size_t j = 0; j < variants[i].passes.size(); ++j) passes.Set(uint32_t(j), variants[i].passes[j]);
+    o.Set("passes", passes);
+    out.Set(uint32_t(i), o);
+  }
+  return out;
+}
+
+Napi::Value timelineDrain(const Napi::CallbackInfo& info) {
+  return cudaGuarded(info.Env(), [&]() -> Napi::Value {
+    Napi::Env env = info.Env();
+    std::vector<KernelRecord> records = drainTimeline();
+    Napi::Array out = Napi::Array::New(env, records.size());
+    for (size_t i = 0; i < records.size(); ++i) {
+      const KernelRecord& r = records[i];
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("op", r.info.op);
+      o.Set("variant", r.info.variant);
+      o.Set("layer", r.info.layer);
+      o.Set("pass", r.info.pass);
+      o.Set("stream", r.streamId);
+      o.Set("streamName", r.streamName);
+      o.Set("startNs", double(r.startNs));
+      o.Set("endNs", double(r.endNs));
+      o.Set("flops", r.info.flops);
+      o.Set("bytes", r.info.bytes);
+      out.Set(uint32_t(i), o);
+    }
+    return out;
+  });
+}
+
+Napi::Value timelineClearValue(const Napi::CallbackInfo& info) {
+  clearTimeline();
+  return info.Env().Undefined();
+}
+
+Napi::Value nowNsValue(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(nowNs())); }
+
+}  // namespace
+
+Napi::Object initCuda(Napi::Env env, Napi::Object exports) {
+  auto* data = new CudaAddonData();
+  env.SetInstanceData<CudaAddonData>(data);
+  Napi::Function buffer = CudaBufferWrap::define(env), stream = CudaStreamWrap::define(env),
+                 conv = CudaConvKernelWrap::define(env);
+  data->buffer = Napi::Persistent(buffer);
+  data->stream = Napi::Persistent(stream);
+  data->convKernel = Napi::Persistent(conv);
+  exports.Set("Buffer", buffer);
+  exports.Set("Stream", stream);
+  exports.Set("ConvKernel", conv);
+  exports.Set("cudaInfo", Napi::Function::New(env, cudaInfo));
+  exports.Set("convVariants", Napi::Function::New(env, convVariants));
+  exports.Set("timelineDrain", Napi::Function::New(env, timelineDrain));
+  exports.Set("timelineClear", Napi::Function::New(env, timelineClearValue));
+  exports.Set("nowNs", Napi::Function::New(env, nowNsValue));
+  return exports;
+}
+
+}  // namespace stepscope
+
+static Napi::Object InitStepscopeCuda(Napi::Env env, Napi::Object exports) { return stepscope::initCuda(env, exports); }
+
+NODE_API_MODULE(stepscope_cuda, InitStepscopeCuda)

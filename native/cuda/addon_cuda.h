@@ -1,0 +1,88 @@
+// N-API classes of the CUDA addon (Buffer, Stream, ConvKernel over
+// cuda_buffer.h, cuda_stream.h, conv_cuda.h) and the error conversion that
+// keeps a CudaError's status and layer on the JS error.
+#pragma once
+#include <napi.h>
+
+#include "cuda/conv_cuda.h"
+#include "cuda/cuda_buffer.h"
+#include "cuda/cuda_error.h"
+#include "cuda/cuda_stream.h"
+#include "napi/util.h"
+
+namespace stepscope {
+
+struct CudaAddonData {
+  Napi::FunctionReference buffer, stream, convKernel;
+};
+inline CudaAddonData& cudaAddonData(Napi::Env env) { return *env.GetInstanceData<CudaAddonData>(); }
+
+// guarded() (napi/util.h) plus `status` and `layer` from a CudaError.
+template <typename F>
+auto cudaGuarded(Napi::Env env, F&& body) -> decltype(body()) {
+  try {
+    return body();
+  } catch (const CudaError& e) {
+    Napi::Error error = makeError(env, e.code(), e.what());
+    error.Value().Set("status", e.status());
+    error.Value().Set("layer", e.layer());
+    throw error;
+  } catch (const Error& e) {
+    throw makeError(env, e.code(), e.what());
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::bad_alloc&) {
+    throw makeError(env, "ERR_OUT_OF_MEMORY", "out of host memory");
+  } catch (const std::exception& e) {
+    throw makeError(env, "ERR_NATIVE", e.what());
+  }
+}
+
+class CudaBufferWrap : public Napi::ObjectWrap<CudaBufferWrap> {
+ public:
+  static constexpr const char* kClassName = "Buffer";
+  static Napi::Function define(Napi::Env env);
+  static Napi::Function constructor(Napi::Env env) { return cudaAddonData(env).buffer.Value(); }
+  explicit CudaBufferWrap(const Napi::CallbackInfo& info);
+  CudaMemoryPtr memory(Napi::Env env) const;
+
+ private:
+  Napi::Value length(const Napi::CallbackInfo& info);
+  Napi::Value write(const Napi::CallbackInfo& info);
+  Napi::Value read(const Napi::CallbackInfo& info);
+  Napi::Value fill(const Napi::CallbackInfo& info);
+  Napi::Value release(const Napi::CallbackInfo& info);
+  Napi::Value released(const Napi::CallbackInfo& info);
+  CudaMemoryPtr memory_;
+  size_t length_ = 0;
+};
+
+class CudaStreamWrap : public Napi::ObjectWrap<CudaStreamWrap> {
+ public:
+  static constexpr const char* kClassName = "Stream";
+  static Napi::Function define(Napi::Env env);
+  static Napi::Function constructor(Napi::Env env) { return cudaAddonData(env).stream.Value(); }
+  explicit CudaStreamWrap(const Napi::CallbackInfo& info);
+  const CudaStreamPtr& stream() const { return stream_; }
+
+ private:
+  Napi::Value id(const Napi::CallbackInfo& info);
+  Napi::Value name(const Napi::CallbackInfo& info);
+  Napi::Value synchronize(const Napi::CallbackInfo& info);
+  CudaStreamPtr stream_;
+};
+
+class CudaConvKernelWrap : public Napi::ObjectWrap<CudaConvKernelWrap> {
+ public:
+  static constexpr const char* kClassName = "ConvKernel";
+  static Napi::Function define(Napi::Env env);
+  static Napi::Function constructor(Napi::Env env) { return cudaAddonData(env).convKernel.Value(); }
+  explicit CudaConvKernelWrap(const Napi::CallbackInfo& info);
+
+ private:
+  Napi::Value enqueue(const Napi::CallbackInfo& info);
+  Napi::Value describe(const Napi::CallbackInfo& info);
+  std::shared_ptr<CudaConvKernel> kernel_;
+};
+
+}  // namespace stepscope

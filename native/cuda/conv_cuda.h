@@ -1,0 +1,86 @@
+// Convolution variants on the CUDA backend. Like cpu/conv_kernel.h: one
+// prepared kernel per (shape, pass, variant), tensors NCHW / KCRS fp32 with
+// the roles of cpu/conv_shape.h (x, w, y; dx, dw, dy for the backward passes).
+//
+// Variants (the table is cudaConvVariants() in conv_cuda.cc):
+//   cudnn:<algo>        one legacy cuDNN algorithm by name, per pass:
+//                       fwd        implicit-gemm implicit-precomp-gemm gemm direct fft fft-tiling winograd winograd-nonfused
+//                       bwd-data   algo-0 algo-1 fft fft-tiling winograd winograd-nonfused
+//                       bwd-filter algo-0 algo-1 fft algo-3 winograd-nonfused fft-tiling
+//                       (conv_cudnn.cc; what cuDNN rejects is ERR_UNSUPPORTED, never replaced)
+//   cudnn:heuristic     cuDNN's pick without timing (cudnnGet*Algorithm_v7)
+//   cudnn:autotune      every algorithm timed (cudnnFind*), the fastest kept in the kernel
+//   direct              our kernel, one thread per output element (conv_direct.cu)
+//   im2col-cublas       our im2col/col2im kernels + cublasSgemm (conv_im2col.cu)
+//   implicit-gemm-tf32  our implicit GEMM on tensor cores, tf32 inputs, fp32 accumulation (conv_igemm.cu)
+//   implicit-gemm-bf16  the same with bf16 inputs
+// Options: dtype "fp32" (cuDNN FMA math, plain cuBLAS) or "tf32" (cuDNN
+// default math, cuBLAS TF32 tensor ops); our own kernels have a fixed precision.
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/timeline.h"
+#include "cpu/conv_shape.h"
+
+namespace stepscope {
+
+enum class ConvMath { Fp32, Tf32 };
+
+class CudaConvKernel {
+ public:
+  CudaConvKernel(const ConvShape& shape, ConvPass pass, std::string variant, std::string layer)
+      : shape_(shape), pass_(pass), variant_(std::move(variant)), layer_(std::move(layer)) {}
+  virtual ~CudaConvKernel() = default;
+
+  // Enqueues the pass on `stream` (asynchronous). Errors of the launch throw.
+  virtual void launch(float* x, float* w, float* y, cudaStream_t stream) = 0;
+  virtual size_t workspaceBytes() const { return 0; }
+  // What really runs, e.g. "cudnn:heuristic -> implicit-precomp-gemm".
+  virtual std::string implementation() const { return variant_; }
+  // "fp32", "tf32" or "bf16": the precision of the products, for the check's tolerance.
+  virtual std::string precision() const { return "fp32"; }
+
+  const ConvShape& shape() const { return shape_; }
+  ConvPass pass() const { return pass_; }
+  const std::string& variant() const { return variant_; }
+  const std::string& layer() const { return layer_; }
+  // "res2a_branch2b fwd cudnn:fft": the context of every error message.
+  std::string context() const;
+  KernelInfo info() const;
+
+ protected:
+  ConvShape shape_;
+  ConvPass pass_;
+  std::string variant_;
+  std::string layer_;
+};
+
+struct CudaConvVariantInfo {
+  std::string name;
+  std::string description;
+  std::vector<std::string> passes;  // the passes it has
+};
+
+std::vector<CudaConvVariantInfo> cudaConvVariants();
+
+// Checks the name and pass first (ERR_UNKNOWN_VARIANT listing the valid
+// names; ERR_UNSUPPORTED when the variant has no such pass), then needs a
+// device (ERR_NO_DEVICE). Library statuses become CudaErrors.
+std::unique_ptr<CudaConvKernel> makeCudaConvKernel(const ConvShape& shape, ConvPass pass, const std::string& variant,
+                                                   const std::string& layer, ConvMath math);
+
+// Factories, one per file.
+std::unique_ptr<CudaConvKernel> makeCudnnConv(const ConvShape&, ConvPass, const std::string& variant,
+                                              const std::string& layer, ConvMath math);
+std::unique_ptr<CudaConvKernel> makeDirectCudaConv(const ConvShape&, ConvPass, const std::string& layer);
+std::unique_ptr<CudaConvKernel> makeIm2colCublasConv(const ConvShape&, ConvPass, const std::string& layer, ConvMath math);
+std::unique_ptr<CudaConvKernel> makeImplicitGemmConv(const ConvShape&, ConvPass, const std::string& layer, bool bf16);
+
+// cuDNN algorithm names of a pass, in cuDNN's enum order (conv_cudnn.cc).
+std::vector<std::string> cudnnAlgorithmNames(ConvPass pass);
+
+}  // namespace stepscope

@@ -1,0 +1,244 @@
+// cuDNN convolutions through the legacy API (cudnnConvolution{Forward,
+// BackwardData,BackwardFilter}), which cuDNN 9 still has. Variants:
+//   cudnn:<algo>     one algorithm enum by name; a workspace query that says
+//                    NOT_SUPPORTED becomes ERR_UNSUPPORTED (never a substitute)
+//   cudnn:heuristic  the first supported result of cudnnGet*Algorithm_v7
+//   cudnn:autotune   cudnnFind*: every algorithm run and timed, the fastest
+//                    kept in the prepared kernel (the plan's cache)
+// fp32 tensors; math FMA-only for dtype fp32, cuDNN's default (TF32 tensor
+// cores allowed) for tf32.
+#include <cudnn.h>
+
+#include <string>
+#include <vector>
+
+#include "cuda/conv_cuda.h"
+#include "cuda/cuda_buffer.h"
+#include "cuda/cuda_error.h"
+#include "cuda/device.h"
+
+namespace stepscope {
+
+std::vector<std::string> cudnnAlgorithmNames(ConvPass pass) {
+  switch (pass) {  // index = the cuDNN enum value
+    case ConvPass::Forward:
+      return {"implicit-gemm", "implicit-precomp-gemm", "gemm", "direct", "fft", "fft-tiling", "winograd", "winograd-nonfused"};
+    case ConvPass::BackwardData:
+      return {"algo-0", "algo-1", "fft", "fft-tiling", "winograd", "winograd-nonfused"};
+    case ConvPass::BackwardFilter:
+      return {"algo-0", "algo-1", "fft", "algo-3", "winograd-nonfused", "fft-tiling"};
+  }
+  return {};
+}
+
+namespace {
+
+// The descriptors, destroyed even when the kernel's constructor throws.
+struct CudnnDescriptors {
+  cudnnTensorDescriptor_t x = nullptr, y = nullptr;
+  cudnnFilterDescriptor_t w = nullptr;
+  cudnnConvolutionDescriptor_t conv = nullptr;
+  ~CudnnDescriptors() {
+    if (conv) cudnnDestroyConvolutionDescriptor(conv);
+    if (w) cudnnDestroyFilterDescriptor(w);
+    if (y) cudnnDestroyTensorDescriptor(y);
+    if (x) cudnnDestroyTensorDescriptor(x);
+  }
+};
+
+class CudnnConv : public CudaConvKernel {
+ public:
+  CudnnConv(const ConvShape& shape, ConvPass pass, const std::string& variant, const std::string& layer, ConvMath math)
+      : CudaConvKernel(shape, pass, variant, layer), math_(math) {
+    const std::string ctx = context();
+    handle_ = cudnnHandle();
+    checkCudnn(cudnnCreateTensorDescriptor(&xDesc_), "cudnnCreateTensorDescriptor", ctx);
+    checkCudnn(cudnnCreateTensorDescriptor(&yDesc_), "cudnnCreateTensorDescriptor", ctx);
+    checkCudnn(cudnnCreateFilterDescriptor(&wDesc_), "cudnnCreateFilterDescriptor", ctx);
+    checkCudnn(cudnnCreateConvolutionDescriptor(&convDesc_), "cudnnCreateConvolutionDescriptor", ctx);
+    const ConvShape& s = shape_;
+    checkCudnn(cudnnSetTensor4dDescriptor(xDesc_, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, s.n, s.c, s.h, s.w),
+               "cudnnSetTensor4dDescriptor (x)", ctx);
+    checkCudnn(cudnnSetTensor4dDescriptor(yDesc_, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, s.n, s.k, s.p(), s.q()),
+               "cudnnSetTensor4dDescriptor (y)", ctx);
+    checkCudnn(cudnnSetFilter4dDescriptor(wDesc_, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, s.k, s.c, s.r, s.s),
+               "cudnnSetFilter4dDescriptor", ctx);
+    checkCudnn(cudnnSetConvolution2dDescriptor(convDesc_, s.pad, s.pad, s.stride, s.stride, 1, 1,
+                                               CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
+               "cudnnSetConvolution2dDescriptor", ctx);
+    checkCudnn(cudnnSetConvolutionMathType(convDesc_, math == ConvMath::Tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH),
+               "cudnnSetConvolutionMathType", ctx);
+    int n, c, h, w;
+    checkCudnn(cudnnGetConvolution2dForwardOutputDim(convDesc_, xDesc_, wDesc_, &n, &c, &h, &w),
+               "cudnnGetConvolution2dForwardOutputDim", ctx);
+    if (n != s.n || c != s.k || h != s.p() || w != s.q()) {
+      throw Error("ERR_BAD_SHAPE", ctx + ": cuDNN's output shape differs from ours");
+    }
+    chooseAlgorithm();
+    workspace_ = std::make_unique<DeviceScratch>(workspaceBytes_);
+  }
+
+  void launch(float* x, float* w, float* y, cudaStream_t stream) override {
+    const std::string ctx = context() + " (" + algoName_ + ")";
+    const float one = 1.0f, zero = 0.0f;
+    checkCudnn(cudnnSetStream(handle_, stream), "cudnnSetStream", ctx);
+    void* ws = workspace_->get();
+    switch (pass_) {
+      case ConvPass::Forward:
+        checkCudnn(cudnnConvolutionForward(handle_, &one, xDesc_, x, wDesc_, w, convDesc_,
+                                           cudnnConvolutionFwdAlgo_t(algo_), ws, workspaceBytes_, &zero, yDesc_, y),
+                   "cudnnConvolutionForward", ctx);
+        break;
+      case ConvPass::BackwardData:
+        checkCudnn(cudnnConvolutionBackwardData(handle_, &one, wDesc_, w, yDesc_, y, convDesc_,
+                                                cudnnConvolutionBwdDataAlgo_t(algo_), ws, workspaceBytes_, &zero,
+                                                xDesc_, x),
+                   "cudnnConvolutionBackwardData", ctx);
+        break;
+      case ConvPass::BackwardFilter:
+        checkCudnn(cudnnConvolutionBackwardFilter(handle_, &one, xDesc_, x, yDesc_, y, convDesc_,
+                                                  cudnnConvolutionBwdFilterAlgo_t(algo_), ws, workspaceBytes_, &zero,
+                                                  wDesc_, w),
+                   "cudnnConvolutionBackwardFilter", ctx);
+        break;
+    }
+  }
+
+  size_t workspaceBytes() const override { return workspaceBytes_; }
+  std::string implementation() const override {
+    if (variant_ == "cudnn:heuristic" || variant_ == "cudnn:autotune") return variant_ + " -> cudnn:" + algoName_ + note_;
+    return variant_;
+  }
+  std::string precision() const override { return math_ == ConvMath::Tf32 ? "tf32" : "fp32"; }
+
+ private:
+  size_t workspaceFor(int algo) {
+    size_t bytes = 0;
+    const std::string ctx = context();
+    switch (pass_) {
+      case ConvPass::Forward:
+        checkCudnn(cudnnGetConvolutionForwardWorkspaceSize(handle_, xDesc_, wDesc_, convDesc_, yDesc_,
+                                                           cudnnConvolutionFwdAlgo_t(algo), &bytes),
+                   "cudnnGetConvolutionForwardWorkspaceSize", ctx);
+        break;
+      case ConvPass::BackwardData:
+        checkCudnn(cudnnGetConvolutionBackwardDataWorkspaceSize(handle_, wDesc_, yDesc_, convDesc_, xDesc_,
+                                                                cudnnConvolutionBwdDataAlgo_t(algo), &bytes),
+                   "cudnnGetConvolutionBackwardDataWorkspaceSize", ctx);
+        break;
+      case ConvPass::BackwardFilter:
+        checkCudnn(cudnnGetConvolutionBackwardFilterWorkspaceSize(handle_, xDesc_, yDesc_, convDesc_, wDesc_,
+                                                                  cudnnConvolutionBwdFilterAlgo_t(algo), &bytes),
+                   "cudnnGetConvolutionBackwardFilterWorkspaceSize", ctx);
+        break;
+    }
+    return bytes;
+  }
+
+  // Results of the v7 heuristics or of Find, the same fields for each pass.
+  struct Candidate {
+    int algo;
+    cudnnStatus_t status;
+    float timeMs;
+    size_t memory;
+    cudnnMathType_t mathType;
+  };
+
+  template <typename Perf>
+  static std::vector<Candidate> candidates(const Perf* perf, int count) {
+    std::vector<Candidate> out;
+    for (int i = 0; i < count; ++i)
+      out.push_back({int(perf[i].algo), perf[i].status, perf[i].time, perf[i].memory, perf[i].mathType});
+    return out;
+  }
+
+  std::vector<Candidate> query(bool timed) {
+    const std::string ctx = context();
+    int returned = 0;
+    switch (pass_) {
+      case ConvPass::Forward: {
+        cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+        checkCudnn(timed ? cudnnFindConvolutionForwardAlgorithm(handle_, xDesc_, wDesc_, convDesc_, yDesc_,
+                                                                 CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned, perf)
+                         : cudnnGetConvolutionForwardAlgorithm_v7(handle_, xDesc_, wDesc_, convDesc_, yDesc_,
+                                                                  CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned, perf),
+                   timed ? "cudnnFindConvolutionForwardAlgorithm" : "cudnnGetConvolutionForwardAlgorithm_v7", ctx);
+        return candidates(perf, returned);
+      }
+      case ConvPass::BackwardData: {
+        cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+        checkCudnn(timed ? cudnnFindConvolutionBackwardDataAlgorithm(handle_, wDesc_, yDesc_, convDesc_, xDesc_,
+                                                                      CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &returned, perf)
+                         : cudnnGetConvolutionBackwardDataAlgorithm_v7(handle_, wDesc_, yDesc_, convDesc_, xDesc_,
+                                                                       CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &returned, perf),
+                   timed ? "cudnnFindConvolutionBackwardDataAlgorithm" : "cudnnGetConvolutionBackwardDataAlgorithm_v7", ctx);
+        return candidates(perf, returned);
+      }
+      case ConvPass::BackwardFilter: {
+        cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+        checkCudnn(timed ? cudnnFindConvolutionBackwardFilterAlgorithm(handle_, xDesc_, yDesc_, convDesc_, wDesc_,
+                                                                        CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &returned, perf)
+                         : cudnnGetConvolutionBackwardFilterAlgorithm_v7(handle_, xDesc_, yDesc_, convDesc_, wDesc_,
+                                                                         CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &returned, perf),
+                   timed ? "cudnnFindConvolutionBackwardFilterAlgorithm" : "cudnnGetConvolutionBackwardFilterAlgorithm_v7", ctx);
+        return candidates(perf, returned);
+      }
+    }
+    return {};
+  }
+
+  void chooseAlgorithm() {
+    const auto names = cudnnAlgorithmNames(pass_);
+    if (variant_ == "cudnn:heuristic" || variant_ == "cudnn:autotune") {
+      const bool timed = variant_ == "cudnn:autotune";
+      int tried = 0;
+      for (const Candidate& c : query(timed)) {
+        if (c.status != CUDNN_STATUS_SUCCESS) continue;
+        // With dtype fp32 no tensor-op result is acceptable (cuDNN should not offer one under FMA math).
+        if (math_ == ConvMath::Fp32 && c.mathType == CUDNN_TENSOR_OP_MATH) continue;
+        ++tried;
+        if (algo_ >= 0) continue;
+        algo_ = c.algo;
+        workspaceBytes_ = c.memory;
+        // tf32: run the algorithm with the math it was found with (as PyTorch does).
+        if (math_ == ConvMath::Tf32)
+          checkCudnn(cudnnSetConvolutionMathType(convDesc_, c.mathType), "cudnnSetConvolutionMathType", context());
+        if (timed) note_ = " (fastest in cudnnFind: " + std::to_string(c.timeMs) + " ms)";
+      }
+      if (algo_ < 0) {
+        throw CudaError("ERR_UNSUPPORTED", context() + ": cuDNN offers no algorithm for this layer", "no algorithm", layer_);
+      }
+      if (timed) note_ += ", " + std::to_string(tried) + " algorithms ran";
+      algoName_ = algo_ < int(names.size()) ? names[algo_] : "algo-" + std::to_string(algo_);
+      workspaceBytes_ = std::max(workspaceBytes_, workspaceFor(algo_));
+      return;
+    }
+    algoName_ = variant_.substr(6);
+    for (size_t i = 0; i < names.size(); ++i)
+      if (names[i] == algoName_) algo_ = int(i);
+    // NOT_SUPPORTED here means the algorithm cannot run this layer: ERR_UNSUPPORTED.
+    workspaceBytes_ = workspaceFor(algo_);
+  }
+
+  ConvMath math_;
+  cudnnHandle_t handle_ = nullptr;
+  CudnnDescriptors desc_;
+  cudnnTensorDescriptor_t& xDesc_ = desc_.x;
+  cudnnTensorDescriptor_t& yDesc_ = desc_.y;
+  cudnnFilterDescriptor_t& wDesc_ = desc_.w;
+  cudnnConvolutionDescriptor_t& convDesc_ = desc_.conv;
+  int algo_ = -1;
+  std::string algoName_;
+  std::string note_;
+  size_t workspaceBytes_ = 0;
+  std::unique_ptr<DeviceScratch> workspace_;
+};
+
+}  // namespace
+
+std::unique_ptr<CudaConvKernel> makeCudnnConv(const ConvShape& shape, ConvPass pass, const std::string& variant,
+                                              const std::string& layer, ConvMath math) {
+  return std::make_unique<CudnnConv>(shape, pass, variant, layer, math);
+}
+
+}  // namespace stepscope

@@ -1,0 +1,219 @@
+// The index arithmetic of our CUDA convolution kernels, shared by the device
+// code and by host_check.cc, which runs it on the host against a reference
+// (so the gathers, scatters and cuBLAS operand layouts are checked on
+// machines without a GPU; only the WMMA fragments and launches are not).
+#pragma once
+
+#ifdef __CUDACC__
+#define SS_HD __host__ __device__
+#else
+#define SS_HD
+#endif
+
+namespace stepscope {
+namespace cudaconv {
+
+struct Dims {
+  int n, c, h, w, k, r, s, stride, pad, p, q;
+};
+
+// ---- direct: one output element each.
+
+SS_HD inline float directForwardAt(const Dims& d, const float* x, const float* w, long long i) {
+  const int q = int(i % d.q), p = int(i / d.q % d.p), k = int(i / ((long long)d.q * d.p) % d.k);
+  const int n = int(i / ((long long)d.q * d.p * d.k));
+  float acc = 0.f;
+  for (int c = 0; c < d.c; ++c) {
+    const float* xc = x + ((long long)n * d.c + c) * d.h * d.w;
+    const float* wc = w + ((long long)k * d.c + c) * d.r * d.s;
+    for (int r = 0; r < d.r; ++r) {
+      const int h = p * d.stride - d.pad + r;
+      if (h < 0 || h >= d.h) continue;
+      for (int s = 0; s < d.s; ++s) {
+        const int ww = q * d.stride - d.pad + s;
+        if (ww < 0 || ww >= d.w) continue;
+        acc += xc[h * d.w + ww] * wc[r * d.s + s];
+      }
+    }
+  }
+  return acc;
+}
+
+SS_HD inline float directBackwardDataAt(const Dims& d, const float* w, const float* dy, long long i) {
+  const int ww = int(i % d.w), h = int(i / d.w % d.h), c = int(i / ((long long)d.w * d.h) % d.c);
+  const int n = int(i / ((long long)d.w * d.h * d.c));
+  float acc = 0.f;
+  for (int r = 0; r < d.r; ++r) {
+    const int ph = h + d.pad - r;  // = p * stride
+    if (ph < 0 || ph % d.stride) continue;
+    const int p = ph / d.stride;
+    if (p >= d.p) continue;
+    for (int s = 0; s < d.s; ++s) {
+      const int qw = ww + d.pad - s;
+      if (qw < 0 || qw % d.stride) continue;
+      const int q = qw / d.stride;
+      if (q >= d.q) continue;
+      for (int k = 0; k < d.k; ++k) {
+        acc += dy[(((long long)n * d.k + k) * d.p + p) * d.q + q] * w[(((long long)k * d.c + c) * d.r + r) * d.s + s];
+      }
+    }
+  }
+  return acc;
+}
+
+// Term t (over n, p, q) of the filter-gradient element e; 0 where x is padding.
+SS_HD inline float directBackwardFilterTerm(const Dims& d, const float* x, const float* dy, long long e, long long t) {
+  const int s = int(e % d.s), r = int(e / d.s % d.r), c = int(e / (d.s * d.r) % d.c), k = int(e / ((long long)d.s * d.r * d.c));
+  const int pq = d.p * d.q;
+  const int n = int(t / pq), p = int(t % pq) / d.q, q = int(t % pq) % d.q;
+  const int h = p * d.stride - d.pad + r, ww = q * d.stride - d.pad + s;
+  if (h < 0 || h >= d.h || ww < 0 || ww >= d.w) return 0.f;
+  return dy[(((long long)n * d.k + k) * d.p + p) * d.q + q] * x[(((long long)n * d.c + c) * d.h + h) * d.w + ww];
+}
+
+// ---- im2col / col2im: col[n][c*R*S + r*S + s][p*Q + q].
+
+SS_HD inline float im2colAt(const Dims& d, const float* x, long long i) {
+  const long long pq = (long long)d.p * d.q, crs = (long long)d.c * d.r * d.s;
+  const int q = int(i % d.q), p = int(i / d.q % d.p);
+  const long long row = i / pq % crs;
+  const int n = int(i / (pq * crs));
+  const int s = int(row % d.s), r = int(row / d.s % d.r), c = int(row / (d.s * d.r));
+  const int h = p * d.stride - d.pad + r, ww = q * d.stride - d.pad + s;
+  return (h >= 0 && h < d.h && ww >= 0 && ww < d.w) ? x[(((long long)n * d.c + c) * d.h + h) * d.w + ww] : 0.f;
+}
+
+// Gathers (no atomics): dx element i sums the column entries that read it.
+SS_HD inline float col2imAt(const Dims& d, const float* col, long long i) {
+  const long long pq = (long long)d.p * d.q, crs = (long long)d.c * d.r * d.s;
+  const int ww = int(i % d.w), h = int(i / d.w % d.h), c = int(i / ((long long)d.w * d.h) % d.c);
+  const int n = int(i / ((long long)d.w * d.h * d.c));
+  float acc = 0.f;
+  for (int r = 0; r < d.r; ++r) {
+    const int ph = h + d.pad - r;
+    if (ph < 0 || ph % d.stride || ph / d.stride >= d.p) continue;
+    for (int s = 0; s < d.s; ++s) {
+      const int qw = ww + d.pad - s;
+      if (qw < 0 || qw % d.stride || qw / d.stride >= d.q) continue;
+      const long long row = ((long long)c * d.r + r) * d.s + s;
+      acc += col[(n * crs + row) * pq + (ph / d.stride) * d.q + qw / d.stride];
+    }
+  }
+  return acc;
+}
+
+// One column-major GEMM as cuBLAS takes it: C = alpha op(A) op(B) + beta C,
+// batched with strides (batch 1 and strides 0 for a plain GEMM). Which
+// operand is which tensor: a/b/c name x, w, y or the column matrix.
+enum class Operand { X, W, Y, Col };
+struct GemmCall {
+  bool transA, transB;
+  int m, n, k;
+  Operand a, b, c;
+  int lda, ldb, ldc;
+  long long strideA, strideB, strideC;
+  int batch;
+  // bwd-filter runs one GEMM per image (offsets image * strideA/B), accumulating into C.
+  bool perImageAccumulate;
+};
+
+// The cuBLAS calls of im2col-cublas, pass 0 = fwd, 1 = bwd-data, 2 = bwd-filter.
+//   fwd:        Y_n (PQ x K, col-major)   = col_n (PQ x CRS) * W (CRS x K)
+//   bwd-data:   dcol_n (PQ x CRS)         = dY_n (PQ x K) * W^T (K x CRS)
+//   bwd-filter: dW (CRS x K)             += col_n^T (CRS x PQ) * dY_n (PQ x K)
+inline GemmCall im2colGemm(int pass, const Dims& d) {
+  const int PQ = d.p * d.q, CRS = d.c * d.r * d.s, K = d.k;
+  const long long colStride = (long long)CRS * PQ, yStride = (long long)K * PQ;
+  if (pass == 0) return {false, false, PQ, K, CRS, Operand::Col, Operand::W, Operand::Y, PQ, CRS, PQ, colStride, 0, yStride, d.n, false};
+  if (pass == 1) return {false, true, PQ, CRS, K, Operand::Y, Operand::W, Operand::Col, PQ, CRS, PQ, yStride, 0, colStride, d.n, false};
+  return {true, false, CRS, K, PQ, Operand::Col, Operand::Y, Operand::W, PQ, PQ, CRS, colStride, yStride, 0, d.n, true};
+}
+
+// ---- implicit GEMM: C[M][N] = sum_k A[m][k] B[k][n], operands gathered;
+// C[m][n] is out()[outIndex(m, n)]. With split-K, each of `splits` blocks
+// along z sums its chunk of k and adds it into a zeroed output.
+
+// The k range [begin, end) of split z: chunks a multiple of `step` long.
+SS_HD inline void splitRange(int K, int splits, int step, int z, int* begin, int* end) {
+  int chunk = (K + splits - 1) / splits;
+  chunk = (chunk + step - 1) / step * step;
+  *begin = z * chunk < K ? z * chunk : K;
+  *end = *begin + chunk < K ? *begin + chunk : K;
+}
+
+struct ForwardProblem {  // M = N*P*Q, N = K, K = C*R*S
+  Dims d;
+  const float* x;
+  const float* w;
+  float* y;
+  SS_HD int M() const { return d.n * d.p * d.q; }
+  SS_HD int N() const { return d.k; }
+  SS_HD int K() const { return d.c * d.r * d.s; }
+  SS_HD float a(int m, int kk) const {
+    const int q = m % d.q, p = m / d.q % d.p, n = m / (d.q * d.p);
+    const int s = kk % d.s, r = kk / d.s % d.r, c = kk / (d.s * d.r);
+    const int h = p * d.stride - d.pad + r, ww = q * d.stride - d.pad + s;
+    if (h < 0 || h >= d.h || ww < 0 || ww >= d.w) return 0.f;
+    return x[(((long long)n * d.c + c) * d.h + h) * d.w + ww];
+  }
+  SS_HD float b(int kk, int col) const { return w[(long long)col * K() + kk]; }
+  SS_HD float* out() const { return y; }
+  SS_HD long long outIndex(int m, int col) const {
+    const int pq = d.p * d.q;
+    return ((long long)(m / pq) * d.k + col) * pq + m % pq;
+  }
+};
+
+struct BackwardDataProblem {  // M = N*H*W, N = C, K = K*R*S
+  Dims d;
+  float* dx;
+  const float* w;
+  const float* dy;
+  SS_HD int M() const { return d.n * d.h * d.w; }
+  SS_HD int N() const { return d.c; }
+  SS_HD int K() const { return d.k * d.r * d.s; }
+  SS_HD float a(int m, int kk) const {
+    const int ww = m % d.w, h = m / d.w % d.h, n = m / (d.w * d.h);
+    const int s = kk % d.s, r = kk / d.s % d.r, k = kk / (d.s * d.r);
+    const int ph = h + d.pad - r, qw = ww + d.pad - s;
+    if (ph < 0 || qw < 0 || ph % d.stride || qw % d.stride) return 0.f;
+    const int p = ph / d.stride, q = qw / d.stride;
+    if (p >= d.p || q >= d.q) return 0.f;
+    return dy[(((long long)n * d.k + k) * d.p + p) * d.q + q];
+  }
+  SS_HD float b(int kk, int col) const {
+    const int s = kk % d.s, r = kk / d.s % d.r, k = kk / (d.s * d.r);
+    return w[(((long long)k * d.c + col) * d.r + r) * d.s + s];
+  }
+  SS_HD float* out() const { return dx; }
+  SS_HD long long outIndex(int m, int col) const {
+    const int hw = d.h * d.w;
+    return ((long long)(m / hw) * d.c + col) * hw + m % hw;
+  }
+};
+
+struct BackwardFilterProblem {  // M = K, N = C*R*S, K = N*P*Q
+  Dims d;
+  const float* x;
+  float* dw;
+  const float* dy;
+  SS_HD int M() const { return d.k; }
+  SS_HD int N() const { return d.c * d.r * d.s; }
+  SS_HD int K() const { return d.n * d.p * d.q; }
+  SS_HD float a(int m, int kk) const {
+    const int pq = d.p * d.q;
+    return dy[((long long)(kk / pq) * d.k + m) * pq + kk % pq];
+  }
+  SS_HD float b(int kk, int col) const {
+    const int q = kk % d.q, p = kk / d.q % d.p, n = kk / (d.q * d.p);
+    const int s = col % d.s, r = col / d.s % d.r, c = col / (d.s * d.r);
+    const int h = p * d.stride - d.pad + r, ww = q * d.stride - d.pad + s;
+    if (h < 0 || h >= d.h || ww < 0 || ww >= d.w) return 0.f;
+    return x[(((long long)n * d.c + c) * d.h + h) * d.w + ww];
+  }
+  SS_HD float* out() const { return dw; }
+  SS_HD long long outIndex(int m, int col) const { return (long long)m * N() + col; }
+};
+
+}  // namespace cudaconv
+}  // namespace stepscope

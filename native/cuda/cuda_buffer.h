@@ -1,0 +1,47 @@
+// Device memory of fp32 elements (cudaMalloc), the CUDA backend's Buffer.
+// Copies in and out are synchronous and not stream-ordered: synchronize the
+// streams that use the buffer first, as with the CPU Buffer.
+#pragma once
+#include <cstddef>
+#include <memory>
+
+namespace stepscope {
+
+class CudaMemory {
+ public:
+  explicit CudaMemory(size_t length);  // throws ERR_NO_DEVICE, ERR_OUT_OF_MEMORY
+  ~CudaMemory();
+  CudaMemory(const CudaMemory&) = delete;
+  CudaMemory& operator=(const CudaMemory&) = delete;
+
+  float* data() const { return data_; }
+  size_t size() const { return length_; }
+  void write(const float* src, size_t offset, size_t count);
+  void read(float* dst, size_t offset, size_t count) const;
+  // NaN is written as all-ones bytes (a quiet NaN), anything else via the host.
+  void fill(float value);
+
+ private:
+  float* data_ = nullptr;
+  size_t length_;
+};
+
+using CudaMemoryPtr = std::shared_ptr<CudaMemory>;
+
+// Scratch memory of a prepared kernel (workspace, im2col columns).
+class DeviceScratch {
+ public:
+  DeviceScratch() = default;
+  explicit DeviceScratch(size_t bytes);
+  ~DeviceScratch();
+  DeviceScratch(const DeviceScratch&) = delete;
+  DeviceScratch& operator=(const DeviceScratch&) = delete;
+  void* get() const { return ptr_; }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+}  // namespace stepscope

@@ -1,0 +1,123 @@
+#include "cuda/device.h"
+
+#include <cuda_runtime_api.h>
+#include <dlfcn.h>
+
+#include <mutex>
+
+#include "cuda/cuda_error.h"
+
+#ifdef STEPSCOPE_HAVE_NCCL
+#include <nccl.h>
+#endif
+
+namespace stepscope {
+
+DeviceStatus deviceStatus() {
+  static std::once_flag once;
+  static DeviceStatus status;
+  std::call_once(once, [] {
+    cudaRuntimeGetVersion(&status.runtimeVersion);
+    cudaDriverGetVersion(&status.driverVersion);  // 0, not an error, without a driver
+    cudaError_t e = cudaGetDeviceCount(&status.count);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      status.count = 0;
+      status.reason = std::string(cudaGetErrorName(e)) + ": " + cudaGetErrorString(e);
+      return;
+    }
+    if (status.count == 0) {
+      status.reason = "no CUDA device found";
+      return;
+    }
+    cudaDeviceProp prop{};
+    e = cudaGetDeviceProperties(&prop, 0);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      status.reason = std::string("cudaGetDeviceProperties: ") + cudaGetErrorString(e);
+      return;
+    }
+    status.available = true;
+    status.name = prop.name;
+    status.ccMajor = prop.major;
+    status.ccMinor = prop.minor;
+    status.memoryBytes = double(prop.totalGlobalMem);
+    status.smCount = prop.multiProcessorCount;
+  });
+  return status;
+}
+
+void requireDevice(const char* what) {
+  DeviceStatus s = deviceStatus();
+  if (!s.available) throw CudaError("ERR_NO_DEVICE", std::string(what) + ": no CUDA device: " + s.reason, s.reason, "");
+}
+
+static std::string dotted(size_t v, size_t major, size_t minor) {
+  return std::to_string(v / major) + "." + std::to_string((v % major) / minor) + "." + std::to_string(v % minor);
+}
+
+const std::string& cudnnUnusableReason() {
+  static const std::string reason = [] {
+    // The sanitizer runtime rejects the loader's dlopen flags (RTLD_DEEPBIND).
+    if (dlsym(RTLD_DEFAULT, "__asan_init")) return std::string("not used under AddressSanitizer (cuDNN's loader aborts there)");
+    // dlopen searches this addon's RUNPATH, which holds cuDNN's folder.
+    for (const char* lib : {"libcudnn_graph.so.9", "libcudnn_ops.so.9", "libcudnn_cnn.so.9"}) {
+      if (!dlopen(lib, RTLD_LAZY | RTLD_LOCAL)) {
+        const char* e = dlerror();
+        return std::string("cuDNN sub-library missing: ") + (e ? e : lib);
+      }
+    }
+    return std::string();
+  }();
+  return reason;
+}
+
+LibraryVersions libraryVersions() {
+  LibraryVersions v;
+  v.cudnnReason = cudnnUnusableReason();
+  if (v.cudnnReason.empty()) {
+    v.cudnn = dotted(cudnnGetVersion(), 10000, 100);          // 9.24.0 is 92400
+    v.cudnnCudart = dotted(cudnnGetCudartVersion(), 1000, 10); // 13.0.0 is 13000
+  }
+  int major = 0, minor = 0, patch = 0;
+  cublasGetProperty(MAJOR_VERSION, &major);
+  cublasGetProperty(MINOR_VERSION, &minor);
+  cublasGetProperty(PATCH_LEVEL, &patch);
+  v.cublas = std::to_string(major) + "." + std::to_string(minor) + "." + std::to_string(patch);
+#ifdef STEPSCOPE_HAVE_NCCL
+  int nccl = 0;
+  if (ncclGetVersion(&nccl) == ncclSuccess) v.nccl = dotted(size_t(nccl), 10000, 100);  // 2.30.7 is 23007
+#else
+  v.ncclReason = STEPSCOPE_NCCL_BUILD_STATUS;
+#endif
+  return v;
+}
+
+namespace {
+// Never destroyed, as in PyTorch: at process exit the CUDA runtime may be
+// torn down before thread-local destructors would run.
+struct ThreadHandles {
+  cudnnHandle_t cudnn = nullptr;
+  cublasHandle_t cublas = nullptr;
+};
+thread_local ThreadHandles handles;
+}  // namespace
+
+cudnnHandle_t cudnnHandle() {
+  if (!handles.cudnn) {
+    if (!cudnnUnusableReason().empty()) throw CudaError("ERR_UNAVAILABLE", "cuDNN is unavailable: " + cudnnUnusableReason(), "", "");
+    requireDevice("cuDNN");
+    checkCudnn(cudnnCreate(&handles.cudnn), "cudnnCreate");
+  }
+  return handles.cudnn;
+}
+
+cublasHandle_t cublasHandle() {
+  if (!handles.cublas) {
+    requireDevice("cuBLAS");
+    checkCublas(cublasCreate(&handles.cublas), "cublasCreate");
+  }
+  return handles.cublas;
+}
+
+}  // namespace stepscope

@@ -1,0 +1,191 @@
+// The JS classes Buffer, Stream and ConvKernel of the CUDA addon. Same
+// surface as the CPU addon's (binding-cuda.d.ts), device memory underneath.
+#include <cmath>
+
+#include "cuda/addon_cuda.h"
+
+namespace stepscope {
+
+// ---- Buffer
+
+Napi::Function CudaBufferWrap::define(Napi::Env env) {
+  return DefineClass(env, kClassName,
+                     {InstanceAccessor<&CudaBufferWrap::length>("length"),
+                      InstanceAccessor<&CudaBufferWrap::released>("released"),
+                      InstanceMethod<&CudaBufferWrap::write>("write"), InstanceMethod<&CudaBufferWrap::read>("read"),
+                      InstanceMethod<&CudaBufferWrap::fill>("fill"), InstanceMethod<&CudaBufferWrap::release>("release")});
+}
+
+// new Buffer(length)
+CudaBufferWrap::CudaBufferWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CudaBufferWrap>(info) {
+  cudaGuarded(info.Env(), [&] {
+    const int length = intArg(info, 0, "length");
+    if (length < 1) throw Error("ERR_INVALID_ARG", "Buffer(length): length " + std::to_string(length) + " must be at least 1");
+    memory_ = std::make_shared<CudaMemory>(size_t(length));
+    length_ = size_t(length);
+  });
+}
+
+CudaMemoryPtr CudaBufferWrap::memory(Napi::Env env) const {
+  if (!memory_) throw makeError(env, "ERR_INVALID_ARG", "buffer was released");
+  return memory_;
+}
+
+Napi::Value CudaBufferWrap::length(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(length_)); }
+Napi::Value CudaBufferWrap::released(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !memory_); }
+
+static void checkRange(Napi::Env env, size_t offset, size_t count, size_t length, const char* what) {
+  if (offset > length || count > length - offset) {
+    throw makeError(env, "ERR_INVALID_ARG", std::string(what) + ": offset " + std::to_string(offset) + " + count " +
+                                                std::to_string(count) + " exceeds the buffer's " + std::to_string(length) + " values");
+  }
+}
+
+// write(data: Float32Array, offset = 0)
+Napi::Value CudaBufferWrap::write(const Napi::CallbackInfo& info) {
+  return cudaGuarded(info.Env(), [&]() -> Napi::Value {
+    CudaMemoryPtr m = memory(info.Env());
+    if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+      throw Error("ERR_INVALID_ARG", "write(data): data must be a Float32Array");
+    Napi::Float32Array data = info[0].As<Napi::Float32Array>();
+    const size_t offset = info.Length() > 1 && !info[1].IsUndefined() ? size_t(intArg(info, 1, "offset")) : 0;
+    checkRange(info.Env(), offset, data.ElementLength(), length_, "write");
+    m->write(data.Data(), offset, data.ElementLength());
+    return info.Env().Undefined();
+  });
+}
+
+// read(offset = 0, count = length - offset): Float32Array
+Napi::Value CudaBufferWrap::read(const Napi::CallbackInfo& info) {
+  return cudaGuarded(info.Env(), [&]() -> Napi::Value {
+    CudaMemoryPtr m = memory(info.Env());
+    const size_t offset = info.Length() > 0 && !info[0].IsUndefined() ? size_t(intArg(info, 0, "offset")) : 0;
+    const size_t count = info.Length() > 1 && !info[1].IsUndefined() ? size_t(intArg(info, 1, "count"))
+                                                                      : (offset <= length_ ? length_ - offset : 0);
+    checkRange(info.Env(), offset, count, length_, "read");
+    Napi::Float32Array out = Napi::Float32Array::New(info.Env(), count);
+    m->read(out.Data(), offset, count);
+    return out;
+  });
+}
+
+Napi::Value CudaBufferWrap::fill(const Napi::CallbackInfo& info) {
+  return cudaGuarded(info.Env(), [&]() -> Napi::Value {
+    if (!info[0].IsNumber()) throw Error("ERR_INVALID_ARG", "fill(value): value must be a number");
+    memory(info.Env())->fill(info[0].As<Napi::Number>().FloatValue());
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value CudaBufferWrap::release(const Napi::CallbackInfo& info) {
+  memory_.reset();  // cudaFree waits for kernels still using the memory
+  return info.Env().Undefined();
+}
+
+// ---- Stream
+
+Napi::Function CudaStreamWrap::define(Napi::Env env) {
+  return DefineClass(env, kClassName,
+                     {InstanceAccessor<&CudaStreamWrap::id>("id"), InstanceAccessor<&CudaStreamWrap::name>("name"),
+                      InstanceMethod<&CudaStreamWrap::synchronize>("synchronize")});
+}
+
+CudaStreamWrap::CudaStreamWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CudaStreamWrap>(info) {
+  cudaGuarded(info.Env(), [&] {
+    std::string name = info.Length() > 0 && !info[0].IsUndefined() ? stringArg(info, 0, "name") : "cuda";
+    stream_ = std::make_shared<CudaStream>(name);
+  });
+}
+
+Napi::Value CudaStreamWrap::id(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), stream_->id()); }
+Napi::Value CudaStreamWrap::name(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), stream_->name()); }
+
+Napi::Value CudaStreamWrap::synchronize(const Napi::CallbackInfo& info) {
+  CudaStreamPtr stream = stream_;
+  return runAsync(info.Env(), [stream] { stream->synchronize(); });
+}
+
+// ---- ConvKernel
+
+Napi::Function CudaConvKernelWrap::define(Napi::Env env) {
+  return DefineClass(env, kClassName,
+                     {InstanceMethod<&CudaConvKernelWrap::enqueue>("enqueue"),
+                      InstanceMethod<&CudaConvKernelWrap::describe>("describe")});
+}
+
+// new ConvKernel(shape, pass, variant, layer?, {dtype?: 'fp32' | 'tf32'})
+CudaConvKernelWrap::CudaConvKernelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CudaConvKernelWrap>(info) {
+  cudaGuarded(info.Env(), [&] {
+    if (!info[0].IsObject()) throw Error("ERR_INVALID_ARG", "ConvKernel(shape, ...): shape must be an object");
+    Napi::Object o = info[0].As<Napi::Object>();
+    ConvShape shape;
+    shape.n = intProp(o, "n", "shape");
+    shape.c = intProp(o, "c", "shape");
+    shape.h = intProp(o, "h", "shape");
+    shape.w = intProp(o, "w", "shape");
+    shape.k = intProp(o, "k", "shape");
+    shape.r = intProp(o, "r", "shape");
+    shape.s = intProp(o, "s", "shape");
+    shape.stride = intProp(o, "stride", "shape");
+    shape.pad = intProp(o, "pad", "shape");
+    ConvPass pass = parseConvPass(stringArg(info, 1, "pass"));
+    std::string variant = stringArg(info, 2, "variant");
+    std::string layer = info.Length() > 3 && !info[3].IsUndefined() ? stringArg(info, 3, "layer") : "";
+    ConvMath math = ConvMath::Fp32;
+    if (info.Length() > 4 && !info[4].IsUndefined()) {
+      if (!info[4].IsObject()) throw Error("ERR_INVALID_ARG", "ConvKernel: options must be an object {dtype?}");
+      Napi::Value dtype = info[4].As<Napi::Object>().Get("dtype");
+      if (!dtype.IsUndefined()) {
+        std::string d = dtype.ToString().Utf8Value();
+        if (d == "tf32") math = ConvMath::Tf32;
+        else if (d != "fp32") throw Error("ERR_INVALID_ARG", "ConvKernel: dtype '" + d + "': allowed fp32, tf32");
+      }
+    }
+    kernel_ = makeCudaConvKernel(shape, pass, variant, layer, math);
+  });
+}
+
+Napi::Value CudaConvKernelWrap::describe(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  const ConvShape& sh = kernel_->shape();
+  o.Set("variant", kernel_->variant());
+  o.Set("pass", convPassName(kernel_->pass()));
+  o.Set("layer", kernel_->layer());
+  o.Set("implementation", kernel_->implementation());
+  o.Set("precision", kernel_->precision());
+  o.Set("flops", sh.flops());
+  o.Set("bytes", sh.bytes());
+  o.Set("workspaceBytes", double(kernel_->workspaceBytes()));
+  o.Set("xLength", double(sh.xSize()));
+  o.Set("wLength", double(sh.wSize()));
+  o.Set("yLength", double(sh.ySize()));
+  return o;
+}
+
+// enqueue(stream, x, w, y): roles per pass as in cpu/conv_shape.h.
+Napi::Value CudaConvKernelWrap::enqueue(const Napi::CallbackInfo& info) {
+  return cudaGuarded(info.Env(), [&]() -> Napi::Value {
+    Napi::Env env = info.Env();
+    CudaStreamWrap* stream = unwrapArg<CudaStreamWrap>(info, 0, "stream");
+    CudaMemoryPtr x = unwrapArg<CudaBufferWrap>(info, 1, "x")->memory(env);
+    CudaMemoryPtr w = unwrapArg<CudaBufferWrap>(info, 2, "w")->memory(env);
+    CudaMemoryPtr y = unwrapArg<CudaBufferWrap>(info, 3, "y")->memory(env);
+    const ConvShape& sh = kernel_->shape();
+    auto check = [&](const CudaMemoryPtr& b, int64_t need, const char* role) {
+      if (int64_t(b->size()) != need) {
+        throw Error("ERR_INVALID_ARG", std::string("conv ") + convPassName(kernel_->pass()) + " " + sh.describe() +
+                                           ": buffer '" + role + "' holds " + std::to_string(b->size()) +
+                                           " values, the shape needs " + std::to_string(need));
+      }
+    };
+    check(x, sh.xSize(), "x");
+    check(w, sh.wSize(), "w");
+    check(y, sh.ySize(), "y");
+    std::shared_ptr<CudaConvKernel> kernel = kernel_;
+    stream->stream()->timed(kernel->info(), [&] { kernel->launch(x->data(), w->data(), y->data(), stream->stream()->get()); });
+    return env.Undefined();
+  });
+}
+
+}  // namespace stepscope

@@ -1,0 +1,111 @@
+// The convolution microbenchmark on the CUDA backend: the same rows as
+// bench/conv-bench.ts. Each (unique shape, pass, variant) is checked against
+// the CPU reference first (at --check-batch), then timed at the requested
+// batch with CUDA events around the kernel (the CUDA timeline). A variant
+// that has no such pass, or that cuDNN cannot run for the layer, is a row
+// with status 'unsupported' and the library's reason: nothing is replaced.
+import type { ConvPass } from '../../binding';
+import type { CudaConvDtype } from '../../binding-cuda';
+import { describeShape, type ConvLayer } from '../model/resnet50';
+import { cudaAddon, cudaTimelineDrain } from '../native-cuda';
+import { randomConvTensors } from '../ops/conv';
+import { checkCudaConvVariants, isUnsupported, releaseDevice, toDevice } from '../ops/conv-cuda';
+import { uniqueShapes, type ConvBenchRow } from './conv-bench';
+import { summarize } from './stats';
+
+export interface CudaConvBenchOptions {
+  layers: ConvLayer[];
+  passes: readonly ConvPass[];
+  variants: readonly string[];
+  repeat: number;
+  warmup: number;
+  checkBatch: number;
+  dtype: CudaConvDtype;
+  /** `--variant all`: per pass, only the variants that have the pass (a named one without it is an unsupported row). */
+  onlyWithPass?: boolean;
+  seed?: number;
+  onProgress?: (done: number, total: number, what: string) => void;
+}
+
+export async function benchConvCuda(options: CudaConvBenchOptions): Promise<ConvBenchRow[]> {
+  const cuda = cudaAddon();
+  const stream = new cuda.Stream('bench');
+  const groups = uniqueShapes(options.layers);
+  const rows: ConvBenchRow[] = [];
+  const table = new Map(cuda.convVariants().map((v) => [v.name, v.passes]));
+  const variantsOf = (pass: ConvPass) => options.variants.filter((v) => !options.onlyWithPass || table.get(v)?.includes(pass));
+  const total = groups.length * options.passes.reduce((n, p) => n + variantsOf(p).length, 0);
+  let done = 0;
+  const seed = options.seed ?? 1;
+
+  for (const group of groups) {
+    const shape = group.first.shape;
+    const checkShape = { ...shape, n: Math.min(shape.n, options.checkBatch) };
+    const host = randomConvTensors(shape, seed);
+    const device = toDevice(host);
+    try {
+      for (const pass of options.passes) {
+        const checks = await checkCudaConvVariants(stream, checkShape, pass, variantsOf(pass), options.dtype, seed + 7, group.first.name);
+        for (const check of checks) {
+          const variant = check.variant;
+          options.onProgress?.(done++, total, `${group.first.name} ${pass} ${variant}`);
+          const base = { shape, shapeText: describeShape(shape), pass, variant, reorderMs: 0, gflops: null, pctPeak: null };
+          const push = (row: Omit<ConvBenchRow, 'layer'>) => {
+            for (const layer of group.all) rows.push({ ...row, layer: layer.name, ...(layer.name === group.first.name ? {} : { sameShapeAs: group.first.name }) });
+          };
+          const notTimed = { medianMs: null, minMs: null, maxMs: null };
+          if (check.status === 'unsupported') {
+            push({ ...base, ...notTimed, status: 'unsupported', reason: check.reason, implementation: variant, maxRelErr: Number.NaN, tolerance: Number.NaN });
+            continue;
+          }
+          const checked = { maxRelErr: check.maxRelErr, tolerance: check.tolerance, precision: check.precision };
+          if (check.status !== 'ok') {
+            push({ ...base, ...notTimed, ...checked, status: 'failed-check', implementation: check.implementation });
+            continue;
+          }
+          let kernel;
+          try {
+            kernel = new cuda.ConvKernel(shape, pass, variant, group.first.name, { dtype: options.dtype });
+          } catch (err) {
+            // Supported at the check's batch, not at this one (e.g. FFT size limits).
+            if (!isUnsupported(err)) throw err;
+            push({ ...base, ...notTimed, ...checked, status: 'unsupported', reason: (err as Error).message, implementation: variant });
+            continue;
+          }
+          const times: number[] = [];
+          for (let i = 0; i < options.warmup + options.repeat; i++) {
+            cuda.timelineClear();
+            kernel.enqueue(stream, device.x, device.w, device.y);
+            await stream.synchronize();
+            const ms = cudaTimelineDrain().filter((r) => r.op === 'conv').reduce((sum, r) => sum + (r.endNs - r.startNs) / 1e6, 0);
+            if (i >= options.warmup) times.push(ms);
+          }
+          const time = summarize(times);
+          const d = kernel.describe();
+          push({
+            ...base,
+            ...checked,
+            status: 'ok',
+            implementation: d.implementation,
+            medianMs: time.median,
+            minMs: time.min,
+            maxMs: time.max,
+            gflops: d.flops / (time.median * 1e6),
+          });
+        }
+      }
+    } finally {
+      releaseDevice(device);
+    }
+  }
+  const order = new Map(options.layers.map((l, i) => [l.name, i]));
+  const passOrder = new Map(options.passes.map((p, i) => [p, i]));
+  const variantOrder = new Map(options.variants.map((v, i) => [v, i]));
+  rows.sort(
+    (a, b) =>
+      order.get(a.layer)! - order.get(b.layer)! ||
+      passOrder.get(a.pass)! - passOrder.get(b.pass)! ||
+      variantOrder.get(a.variant)! - variantOrder.get(b.variant)!,
+  );
+  return rows;
+}

@@ -1,0 +1,99 @@
+// CUDA convolution helpers: device copies of CPU tensors, the tolerance of
+// each precision, and the check of CUDA variants against the CPU reference
+// (fresh random data, reference computed once per shape and pass by the CPU
+// addon's `reference` variant, each variant's output poisoned with NaN).
+import type { ConvPass, ConvShape } from '../../binding';
+import type { Buffer as CudaBuffer, CudaConvDtype, CudaError, Stream as CudaStream } from '../../binding-cuda';
+import { addon } from '../native';
+import { cudaAddon } from '../native-cuda';
+import { convOutput, convTolerance, randomConvTensors, relativeError, runConv, type ConvTensors } from './conv';
+
+export type Precision = 'fp32' | 'tf32' | 'bf16';
+
+export interface CudaConvTensors {
+  x: CudaBuffer;
+  w: CudaBuffer;
+  y: CudaBuffer;
+}
+
+/** Device copies of x, w, y. */
+export function toDevice(t: ConvTensors): CudaConvTensors {
+  const cuda = cudaAddon();
+  const copy = (b: ConvTensors['x']) => {
+    const d = new cuda.Buffer(b.length);
+    d.write(b.read());
+    return d;
+  };
+  return { x: copy(t.x), w: copy(t.w), y: copy(t.y) };
+}
+
+export function releaseDevice(t: CudaConvTensors): void {
+  t.x.release();
+  t.w.release();
+  t.y.release();
+}
+
+/**
+ * Normwise tolerance (max |out - ref| / max |ref|, as on the CPU) by the
+ * precision of the products. fp32: the CPU bound, but at least 1e-4, as FFT
+ * and Winograd algorithms round differently from a direct sum. tf32 (10-bit
+ * mantissa) and bf16 (7-bit): the inputs' rounding dominates, about the
+ * format's epsilon times a small factor, independent of the sum's length.
+ */
+export function cudaConvTolerance(shape: ConvShape, pass: ConvPass, precision: Precision): number {
+  if (precision === 'tf32') return 1e-2;
+  if (precision === 'bf16') return 2e-2;
+  return Math.max(1e-4, convTolerance(shape, pass));
+}
+
+/** Variants that a name or a layer does not support are reported, never replaced. */
+export function isUnsupported(err: unknown): err is CudaError {
+  return (err as CudaError)?.code === 'ERR_UNSUPPORTED';
+}
+
+export type CudaCheck =
+  | { variant: string; pass: ConvPass; status: 'ok' | 'failed-check'; maxRelErr: number; tolerance: number; precision: Precision; implementation: string }
+  | { variant: string; pass: ConvPass; status: 'unsupported'; reason: string };
+
+export async function checkCudaConvVariants(
+  cudaStream: CudaStream,
+  shape: ConvShape,
+  pass: ConvPass,
+  variants: readonly string[],
+  dtype: CudaConvDtype,
+  seed: number,
+  /** Named in errors (a check's shape is the layer's at a smaller batch). */
+  layer = '',
+): Promise<CudaCheck[]> {
+  const cpu = addon();
+  const cuda = cudaAddon();
+  const host = randomConvTensors(shape, seed);
+  const cpuStream = new cpu.Stream('reference');
+  convOutput(host, pass).fill(Number.NaN);
+  await runConv(cpuStream, shape, pass, 'reference', host);
+  const ref = convOutput(host, pass).read();
+  const checks: CudaCheck[] = [];
+  const device = toDevice(host);
+  try {
+    for (const variant of variants) {
+      const out = pass === 'fwd' ? device.y : pass === 'bwd-data' ? device.x : device.w;
+      out.fill(Number.NaN);
+      try {
+        const kernel = new cuda.ConvKernel(shape, pass, variant, layer, { dtype });
+        kernel.enqueue(cudaStream, device.x, device.w, device.y);
+        await cudaStream.synchronize();
+        cuda.timelineClear();
+        const d = kernel.describe();
+        const maxRelErr = relativeError(out.read(), ref);
+        const tolerance = cudaConvTolerance(shape, pass, d.precision);
+        checks.push({ variant, pass, status: maxRelErr <= tolerance ? 'ok' : 'failed-check', maxRelErr, tolerance, precision: d.precision, implementation: d.implementation });
+      } catch (err) {
+        if (!isUnsupported(err)) throw err;
+        checks.push({ variant, pass, status: 'unsupported', reason: (err as Error).message });
+      }
+    }
+  } finally {
+    releaseDevice(device);
+  }
+  return checks;
+}

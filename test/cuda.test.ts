@@ -1,0 +1,303 @@
+// The CUDA backend. Without a device (this machine, CI): the addon builds and
+// loads, reports why there is no device, lists every variant, checks names
+// and passes, and the CLI refuses --backend cuda with the reason (exit 2)
+// while auto falls back to the CPU and says so; a missing or broken CUDA
+// addon never breaks the CPU path. With a device (scripts/gpu-check.sh):
+// every variant against the CPU reference on each ResNet-50 shape class at a
+// reduced size; those tests skip here with the reason.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { test } from 'node:test';
+import type { ConvPass } from '../binding';
+import type { CudaError } from '../binding-cuda';
+import { resnet50Convs, shapeClass } from '../src/model/resnet50';
+import { cudaAddonIfLoaded, cudaStatus } from '../src/native-cuda';
+import { CONV_PASSES } from '../src/ops/conv';
+import { checkCudaConvVariants } from '../src/ops/conv-cuda';
+import { cli, ROOT } from './helpers';
+
+const status = cudaStatus();
+const cuda = cudaAddonIfLoaded();
+const buildRecord = (() => {
+  try {
+    return JSON.parse(fs.readFileSync(path.join(ROOT, 'build', 'cuda-status.json'), 'utf8')) as { built: boolean; reason?: string };
+  } catch {
+    return undefined;
+  }
+})();
+// Once built (or with STEPSCOPE_CUDA=1, as CI sets where nvcc is) the addon must load.
+const noNvcc = !buildRecord?.built && process.env.STEPSCOPE_CUDA !== '1' ? `CUDA addon not built here: ${buildRecord?.reason ?? 'no build/cuda-status.json'}` : false;
+const needsAddon = cuda ? false : `CUDA addon not loaded: ${status.reason}`;
+const needsDevice = status.available ? false : `needs a CUDA device: ${status.reason}`;
+const needsNoDevice = status.available ? 'a CUDA device is present' : needsAddon;
+
+const CUDNN_FWD = ['implicit-gemm', 'implicit-precomp-gemm', 'gemm', 'direct', 'fft', 'fft-tiling', 'winograd', 'winograd-nonfused'];
+const CUDNN_BWD_DATA = ['algo-0', 'algo-1', 'fft', 'fft-tiling', 'winograd', 'winograd-nonfused'];
+const CUDNN_BWD_FILTER = ['algo-0', 'algo-1', 'fft', 'algo-3', 'winograd-nonfused', 'fft-tiling'];
+const OWN = ['direct', 'im2col-cublas', 'implicit-gemm-tf32', 'implicit-gemm-bf16'];
+const good = { n: 1, c: 4, h: 8, w: 8, k: 4, r: 3, s: 3, stride: 1, pad: 1 };
+
+test('the CUDA addon, once built, loads', { skip: noNvcc }, () => {
+  assert.ok(cuda, `CUDA addon did not load: ${status.reason}`);
+  assert.ok(fs.existsSync(path.join(ROOT, 'build', 'stepscope_cuda.node')));
+  // The CPU addon stays the only .node that node-gyp-build can find.
+  assert.deepEqual(fs.readdirSync(path.join(ROOT, 'build', 'Release')).filter((f) => f.endsWith('.node')), ['stepscope.node']);
+});
+
+test('the kernels\' index arithmetic and cuBLAS operand layouts match a reference on the host (no GPU needed)', { skip: noNvcc }, () => {
+  // native/cuda/check/host_check.cc runs cuda/conv_index.h (direct, im2col/col2im + the
+  // exact cuBLAS calls, the implicit GEMM's gathers and scatters) for every pass and shape class.
+  const exe = path.join(ROOT, 'build-cuda', 'stepscope_cuda_host_check');
+  const r = spawnSync(exe, { encoding: 'utf8' });
+  assert.equal(r.error, undefined, `${exe}: ${r.error?.message}`);
+  const out = JSON.parse(r.stdout) as { worst: number; rows: { shape: string; pass: string; variant: string; maxRelErr: number }[] };
+  assert.equal(out.rows.length, 7 * 3 * 4); // shapes x passes x (direct, im2col-cublas, implicit GEMM, with split-K)
+  for (const row of out.rows) assert.ok(row.maxRelErr <= 1e-5, `${row.variant} ${row.pass} ${row.shape}: ${row.maxRelErr}`);
+  assert.equal(r.status, 0);
+});
+
+test('cudaInfo gives the library versions, and the device or the reason there is none', { skip: needsAddon }, () => {
+  const info = cuda!.cudaInfo();
+  // Under AddressSanitizer (npm run test:sanitize) cuDNN is refused, with the reason, rather than loaded.
+  if (info.cudnn.found) assert.match(info.cudnn.version!, /^9\.\d+\.\d+$/);
+  else assert.match(info.cudnn.reason!, (process.env.LD_PRELOAD ?? '').includes('asan') ? /AddressSanitizer/ : /^$/);
+  assert.match(info.cublas, /^\d+\.\d+\.\d+$/);
+  assert.match(info.runtimeVersion, /^\d+\.\d+$/);
+  assert.match(info.architectures, /90/);
+  if (info.nccl.found) assert.match(info.nccl.version!, /^2\.\d+\.\d+$/);
+  if (info.available) {
+    assert.ok(info.device && info.device.name.length > 0 && info.deviceCount >= 1);
+    assert.ok(info.driverVersion);
+  } else {
+    assert.ok(info.reason && info.reason.length > 0);
+    assert.equal(info.device, undefined);
+    assert.match(status.reason!, /no usable GPU: /);
+  }
+});
+
+test('the variant table has every cuDNN algorithm of each pass, heuristic, autotune and our kernels', { skip: needsAddon }, () => {
+  const table = cuda!.convVariants();
+  const passesOf = (name: string) => table.find((v) => v.name === name)?.passes;
+  const expect: [string[], ConvPass][] = [[CUDNN_FWD, 'fwd'], [CUDNN_BWD_DATA, 'bwd-data'], [CUDNN_BWD_FILTER, 'bwd-filter']];
+  for (const [algos, pass] of expect) {
+    for (const a of algos) assert.ok(passesOf(`cudnn:${a}`)?.includes(pass), `cudnn:${a} ${pass}`);
+    const listed = table.filter((v) => v.name.startsWith('cudnn:') && !/heuristic|autotune/.test(v.name) && v.passes.includes(pass));
+    assert.equal(listed.length, algos.length, pass);
+  }
+  assert.deepEqual(passesOf('cudnn:gemm'), ['fwd']);
+  assert.deepEqual(passesOf('cudnn:algo-3'), ['bwd-filter']);
+  assert.deepEqual(passesOf('cudnn:winograd'), ['fwd', 'bwd-data']);
+  for (const name of ['cudnn:heuristic', 'cudnn:autotune', ...OWN]) assert.deepEqual(passesOf(name), ['fwd', 'bwd-data', 'bwd-filter'], name);
+});
+
+test('unknown names list the valid ones; a variant without the pass is unsupported; both before any device', { skip: needsAddon }, () => {
+  assert.throws(
+    () => new cuda!.ConvKernel(good, 'fwd', 'cudnn:winograd-fused'),
+    (e: CudaError) => e.code === 'ERR_UNKNOWN_VARIANT' && /'cudnn:winograd-fused'/.test(e.message) && /cudnn:implicit-gemm, .*implicit-gemm-bf16/.test(e.message),
+  );
+  assert.throws(
+    () => new cuda!.ConvKernel(good, 'bwd-data', 'cudnn:gemm', 'res2a_branch2b'),
+    (e: CudaError) => e.code === 'ERR_UNSUPPORTED' && /has no bwd-data pass/.test(e.message) && /cudnn:algo-0, cudnn:algo-1/.test(e.message),
+  );
+  assert.throws(() => new cuda!.ConvKernel({ ...good, stride: 0 }, 'fwd', 'direct'), (e: CudaError) => e.code === 'ERR_BAD_SHAPE');
+  assert.throws(() => new cuda!.ConvKernel(good, 'fwd', 'direct', '', { dtype: 'fp16' as never }), (e: CudaError) => e.code === 'ERR_INVALID_ARG' && /allowed fp32, tf32/.test(e.message));
+});
+
+test('without a device, buffers, streams and kernels throw ERR_NO_DEVICE with the reason', { skip: needsNoDevice }, () => {
+  const reason = cuda!.cudaInfo().reason!;
+  const noDevice = (e: CudaError) => e.code === 'ERR_NO_DEVICE' && e.message.includes(reason);
+  assert.throws(() => new cuda!.Buffer(16), noDevice);
+  assert.throws(() => new cuda!.Stream('s'), noDevice);
+  for (const variant of ['cudnn:implicit-gemm', 'cudnn:autotune', ...OWN]) {
+    assert.throws(() => new cuda!.ConvKernel(good, 'fwd', variant, 'res2a_branch2b'), noDevice, variant);
+  }
+  assert.deepEqual(cuda!.timelineDrain(), []);
+});
+
+test('--backend cuda without a usable device exits 2 naming the reason; auto falls back and says so', { skip: status.available ? 'a CUDA device is present' : false }, () => {
+  for (const args of [['bench', 'conv', '--backend', 'cuda'], ['step', '--backend', 'cuda']]) {
+    const r = cli(args);
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr, /--backend cuda is unavailable: .+; allowed here: cpu, auto/);
+    assert.ok(r.stderr.includes(status.reason!), r.stderr);
+  }
+  const auto = cli(['bench', 'conv', '--backend', 'auto', '--layer', 'conv1', '--pass', 'fwd', '--variant', 'direct', '--batch', '1', '--resolution', '32', '--repeat', '1', '--json']);
+  assert.equal(auto.status, 0, auto.stderr);
+  assert.match(auto.stderr, /--backend auto: using cpu \(.+\)/);
+  assert.equal(JSON.parse(auto.stdout).backend, 'cpu');
+  const bad = cli(['bench', 'conv', '--backend', 'gpu']);
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /--backend 'gpu' is not allowed: allowed cpu, cuda, auto/);
+  const dtype = cli(['bench', 'conv', '--dtype', 'bf16']);
+  assert.equal(dtype.status, 2);
+  assert.match(dtype.stderr, /--dtype 'bf16' is not allowed on the cpu backend: allowed fp32/);
+});
+
+test('variants and doctor show the CUDA backend', { skip: needsAddon }, () => {
+  const v = cli(['variants', '--json']);
+  assert.equal(v.status, 0, v.stderr);
+  const rows = JSON.parse(v.stdout) as { op: string; variant: string; backends: { backend: string; available: boolean; passes?: string[] }[] }[];
+  const conv = rows.filter((r) => r.op === 'conv');
+  for (const name of ['cudnn:fft', 'cudnn:heuristic', 'cudnn:autotune', 'im2col-cublas', 'implicit-gemm-tf32', 'implicit-gemm-bf16']) {
+    const row = conv.find((r) => r.variant === name);
+    assert.ok(row && row.backends.length === 1 && row.backends[0].backend === 'cuda', name);
+    assert.equal(row.backends[0].available, status.available);
+  }
+  assert.deepEqual(conv.find((r) => r.variant === 'direct')?.backends.map((b) => b.backend), ['cpu', 'cuda']);
+  const d = cli(['doctor', '--trials', '1']);
+  assert.equal(d.status, 0, d.stderr);
+  assert.match(d.stdout, /cuda addon \(nvcc [\d.]+, architectures .*90.*\)/);
+  assert.match(d.stdout, /cuDNN\s+(9\.\d+\.\d+|unusable: )/);
+  assert.match(d.stdout, /cuBLAS\s+\d+\.\d+\.\d+/);
+  assert.match(d.stdout, /NCCL\s+/);
+  assert.match(d.stdout, status.available ? /GPU\s+\S/ : /GPU\s+none: /);
+});
+
+test('a missing or broken CUDA addon never breaks the CPU path', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stepscope-cuda-'));
+  const broken = path.join(dir, 'broken.node');
+  fs.writeFileSync(broken, 'not a shared object');
+  for (const [file, reason] of [[path.join(dir, 'missing.node'), /CUDA addon not built/], [broken, /CUDA addon failed to load: /]] as const) {
+    const env = { STEPSCOPE_CUDA_ADDON: file };
+    const d = cli(['doctor', '--json', '--trials', '1'], env);
+    assert.equal(d.status, 0, d.stderr);
+    const report = JSON.parse(d.stdout);
+    assert.equal(report.backends[0].available, true);
+    assert.equal(report.backends[1].available, false);
+    assert.match(report.backends[1].reason, reason);
+    const v = cli(['variants', '--json'], env);
+    assert.equal(v.status, 0, v.stderr);
+    assert.ok(!v.stdout.includes('cudnn:'));
+    const b = cli(['bench', 'conv', '--backend', 'cuda'], env);
+    assert.equal(b.status, 2);
+    assert.match(b.stderr, reason);
+    const bench = cli(['bench', 'conv', '--layer', 'conv1', '--pass', 'fwd', '--variant', 'direct', '--batch', '1', '--resolution', '32', '--repeat', '1'], env);
+    assert.equal(bench.status, 0, bench.stderr);
+  }
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+test('bench conv --backend cuda runs end to end on a CPU stand-in of the CUDA addon', { skip: needsAddon }, () => {
+  // The JS side (checks, unsupported rows, timing, reports) without a GPU: test/fixtures/fake-cuda-addon.js.
+  const env = { STEPSCOPE_CUDA_ADDON: path.join(ROOT, 'test', 'fixtures', 'fake-cuda-addon.js') };
+  const args = ['bench', 'conv', '--backend', 'cuda', '--layer', 'res2a_branch2b,res3a_branch1,res2b_branch2b', '--batch', '1', '--resolution', '32', '--repeat', '2', '--warmup', '0'];
+  const r = cli([...args, '--json'], env);
+  assert.equal(r.status, 0, r.stderr);
+  const out = JSON.parse(r.stdout);
+  assert.equal(out.backend, 'cuda');
+  assert.equal(out.machine.gpu.name, 'stand-in GPU (CPU)');
+  const table = cuda!.convVariants();
+  const expected = 3 * table.reduce((n, v) => n + v.passes.length, 0); // 3 layers, every variant's passes
+  const rows = out.rows as { layer: string; pass: string; variant: string; status: string; reason?: string; medianMs: number | null; maxRelErr: number; sameShapeAs?: string; precision?: string }[];
+  assert.equal(rows.length, expected); // --variant all: per pass, the variants that have it
+  assert.ok(!rows.some((x) => /has no .* pass/.test(x.reason ?? '')));
+  const row = (layer: string, pass: string, variant: string) => rows.find((x) => x.layer === layer && x.pass === pass && x.variant === variant)!;
+  assert.equal(row('res2a_branch2b', 'fwd', 'cudnn:winograd').status, 'ok');
+  const wino = row('res3a_branch1', 'fwd', 'cudnn:winograd');
+  assert.equal(wino.status, 'unsupported');
+  assert.match(wino.reason!, /CUDNN_STATUS_NOT_SUPPORTED/);
+  assert.equal(wino.medianMs, null);
+  assert.equal(row('res2b_branch2b', 'bwd-filter', 'cudnn:algo-3').sameShapeAs, 'res2a_branch2b');
+  for (const x of rows.filter((x) => x.status === 'ok')) {
+    assert.ok(x.medianMs! > 0 && x.maxRelErr < 1e-4, `${x.layer} ${x.pass} ${x.variant}`);
+  }
+  assert.equal(row('res2a_branch2b', 'bwd-data', 'implicit-gemm-bf16').precision, 'bf16');
+  const text = cli(args, env);
+  assert.equal(text.status, 0, text.stderr);
+  assert.match(text.stdout, /conv benchmark: cuda backend on stand-in GPU \(CPU\)/);
+  assert.match(text.stdout, /res3a_branch1 .* fwd\s+cudnn:winograd .* unsupported/);
+  const named = JSON.parse(cli(['bench', 'conv', '--backend', 'cuda', '--layer', 'conv1', '--batch', '1', '--resolution', '32', '--repeat', '1', '--pass', 'bwd-data', '--variant', 'cudnn:gemm', '--json'], env).stdout);
+  assert.equal(named.rows[0].status, 'unsupported'); // named explicitly: a row saying why
+  assert.match(named.rows[0].reason, /'cudnn:gemm' has no bwd-data pass/);
+  const bad = cli(['bench', 'conv', '--backend', 'cuda', '--variant', 'onednn'], env);
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /--variant: unknown 'onednn'; allowed: all, cudnn:implicit-gemm/);
+  const step = cli(['step', '--backend', 'cuda'], env);
+  assert.equal(step.status, 2);
+  assert.match(step.stderr, /--backend cuda is unavailable: the training step is not implemented on the CUDA backend yet/);
+  const auto = cli(['step', '--backend', 'auto', '--batch', '1', '--resolution', '32', '--width', '4', '--classes', '10', '--iterations', '1', '--warmup', '0', '--json'], env);
+  assert.equal(auto.status, 0, auto.stderr);
+  assert.match(auto.stderr, /--backend auto: using cpu \(the training step is not implemented on the CUDA backend yet/);
+  // A CUDA failure is a typed error: code, status and layer on one line, exit 1, no stack trace.
+  const oom = cli(['bench', 'conv', '--backend', 'cuda', '--layer', 'conv1', '--batch', '1', '--resolution', '32', '--pass', 'fwd', '--variant', 'direct'], { ...env, FAKE_CUDA_OOM: 'direct' });
+  assert.equal(oom.status, 1);
+  assert.match(oom.stderr, /^stepscope: ERR_OUT_OF_MEMORY: conv1 fwd direct: cudaMalloc failed: out of memory \(cudaErrorMemoryAllocation\)\n$/m);
+  assert.doesNotMatch(oom.stderr, /\n\s+at /);
+  const doctor = cli(['doctor', '--trials', '1'], env);
+  assert.match(doctor.stdout, /GPU\s+stand-in GPU \(CPU\), compute capability 9.0/);
+});
+
+// ---- With a device: every variant against the CPU reference, on each shape
+// class of ResNet-50 (7x7/2, 1x1/1, 1x1/2, 3x3/1, 3x3/2) at batch 2, 64x64,
+// width 16. Named cuDNN algorithms may be unsupported for a layer (reported,
+// never replaced); heuristic, autotune and our own kernels must run everywhere.
+const layers = resnet50Convs({ batch: 2, resolution: 64, width: 16 });
+const classes = new Map<string, (typeof layers)[number]>();
+for (const l of layers) if (!classes.has(shapeClass(l.shape))) classes.set(shapeClass(l.shape), l);
+
+for (const [cls, layer] of classes) {
+  for (const pass of CONV_PASSES) {
+    test(`cuda conv ${cls} (${layer.name}) ${pass}: every variant matches the CPU reference`, { skip: needsDevice }, async () => {
+      const c = cuda!;
+      const stream = new c.Stream('test');
+      const variants = c.convVariants().filter((v) => v.passes.includes(pass)).map((v) => v.name);
+      for (const dtype of ['fp32', 'tf32'] as const) {
+        const checks = await checkCudaConvVariants(stream, layer.shape, pass, variants, dtype, 11);
+        for (const check of checks) {
+          const what = `${layer.name} ${pass} ${check.variant} ${dtype}`;
+          if (check.status === 'unsupported') {
+            assert.ok(/^cudnn:/.test(check.variant) && !/heuristic|autotune/.test(check.variant), `${what}: ${check.reason}`);
+            continue;
+          }
+          assert.equal(check.status, 'ok', `${what}: error ${check.maxRelErr} > ${check.tolerance} (${check.implementation})`);
+        }
+      }
+    });
+  }
+}
+
+test('cuda: kernels land on the timeline; library failures carry status and layer', { skip: needsDevice }, async () => {
+  const c = cuda!;
+  const stream = new c.Stream('timeline');
+  const shape = layers.find((l) => l.name === 'res2a_branch2b')!.shape;
+  const k = new c.ConvKernel(shape, 'fwd', 'cudnn:heuristic', 'res2a_branch2b');
+  const d = k.describe();
+  assert.match(d.implementation, /^cudnn:heuristic -> cudnn:/);
+  const x = new c.Buffer(d.xLength), w = new c.Buffer(d.wLength), y = new c.Buffer(d.yLength);
+  assert.throws(() => k.enqueue(stream, x, w, new c.Buffer(d.yLength + 1)), (e: CudaError) => e.code === 'ERR_INVALID_ARG' && /buffer 'y' holds/.test(e.message));
+  c.timelineClear();
+  k.enqueue(stream, x, w, y);
+  await stream.synchronize();
+  const records = c.timelineDrain();
+  assert.equal(records.length, 1);
+  assert.equal(records[0].layer, 'res2a_branch2b');
+  assert.equal(records[0].variant, 'cudnn:heuristic');
+  assert.ok(records[0].endNs > records[0].startNs);
+  // Winograd has no 1x1 stride-2 kernels: cuDNN says NOT_SUPPORTED, we say ERR_UNSUPPORTED with its status.
+  const down = layers.find((l) => l.name === 'res3a_branch1')!.shape;
+  try {
+    new c.ConvKernel(down, 'fwd', 'cudnn:winograd', 'res3a_branch1');
+  } catch (err) {
+    const e = err as CudaError;
+    assert.equal(e.code, 'ERR_UNSUPPORTED');
+    assert.match(e.status ?? '', /CUDNN_STATUS_NOT_SUPPORTED/);
+    assert.match(e.layer ?? '', /res3a_branch1 fwd cudnn:winograd/);
+  }
+});
+
+test('cuda: bench conv --backend cuda --variant all checks and times every row', { skip: needsDevice }, () => {
+  const r = cli(['bench', 'conv', '--backend', 'cuda', '--layer', 'res2a_branch2b,res3a_branch1', '--batch', '2', '--resolution', '64', '--repeat', '2', '--json']);
+  assert.equal(r.status, 0, r.stderr);
+  const out = JSON.parse(r.stdout);
+  assert.equal(out.backend, 'cuda');
+  for (const row of out.rows) {
+    assert.ok(row.status === 'ok' || row.status === 'unsupported', `${row.layer} ${row.pass} ${row.variant}: ${row.status}`);
+    if (row.status === 'ok') assert.ok(row.medianMs > 0 && row.gflops > 0);
+  }
+  const step = cli(['step', '--backend', 'cuda']);
+  assert.equal(step.status, 2);
+  assert.match(step.stderr, /not implemented on the CUDA backend yet/);
+});
