@@ -49,6 +49,9 @@ export interface ReductionOptions {
 /** Workers whose gradients the `local` communicator really sums (the rest only on the modeled link). */
 export const LOCAL_STAND_IN_LIMIT = 16;
 
+/** With the enqueue probe: the pause before timing the enqueue (well inside the gate). */
+const PROBE_SETTLE_MS = 50;
+
 export function canUseBlocked(graph: ResNetGraph, plan: Plan): string | null {
   for (const n of graph.nodes) {
     if (n.kind !== 'conv') continue;
@@ -409,6 +412,9 @@ export class TrainingStep {
       this.gateKernel.enqueue(this.gateStream, []);
       this.gateStream.record(gate);
       stream.wait(gate);
+      // Let the previous iteration's OpenMP threads stop spinning: on a
+      // 2-core machine they take the core the enqueueing thread needs.
+      await new Promise((resolve) => setTimeout(resolve, PROBE_SETTLE_MS));
     }
     const enqueueStart = native.nowNs();
     const marks = { start: events.take(), forward: events.take(), backward: events.take(), reduced: events.take(), end: events.take() };
