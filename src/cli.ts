@@ -618,7 +618,7 @@ export function buildProgram(): Command {
     .option('--batch <n>', 'batch per worker (the comparison: 32)', '4')
     .option('--resolution <px>', 'image size (the comparison: 224)', '112')
     .option('--width <n>', 'base width of the network (64 is ResNet-50)', '64')
-    .option('--iterations <n>', 'measured iterations per run', '3')
+    .option('--iterations <n>', 'measured iterations per run', '5')
     .option('--warmup <n>', 'warm-up iterations per run', '1')
     .option('--workers <n>', 'data-parallel workers (local communicator)', '2')
     .option('--link <GB/s>', 'modeled link for the all-reduce', '2')

@@ -22,7 +22,7 @@ import { cli } from './helpers';
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stepscope-analysis-'));
 
 /** Two compute tasks of backward, each producing one gradient, then one optimizer task. */
-function model(over: Partial<StepModel['comm']> = {}, contention = { compute: 0, comm: 0 }): StepModel {
+function model(over: Partial<StepModel["comm"]> = {}, contention = { compute: 0, memory: 0, comm: 0 }): StepModel {
   return {
     dataMs: 1,
     compute: [
@@ -55,7 +55,7 @@ test('replay: serialized adds the reduction; overlapped hides it behind backward
   // first reduction (8 ms of work) and the last backward kernel (10) share
   // 20..36, doing 8 each; the kernel ends alone at 38, the second reduction
   // runs 38..46, the optimizer 46..48.
-  const c = replay(model({ schedule: 'overlapped' }, { compute: 1, comm: 1 }));
+  const c = replay(model({ schedule: 'overlapped' }, { compute: 1, memory: 1, comm: 1 }));
   const k = c.timeline.find((r) => r.layer === 'a' && r.pass === 'bwd-filter')!;
   assert.deepEqual([k.startNs / 1e6, k.endNs / 1e6], [20, 38]);
   assert.equal(c.breakdown.totalMs.toFixed(3), '49.000');

@@ -9,6 +9,7 @@
 import type { KernelRecord } from '../../binding';
 import { breakdown, intersect } from './breakdown';
 import { phaseOf } from '../run/kernel-stats';
+import { kappaFor } from '../run/contention';
 import type { Run } from '../run/training';
 
 export const PARTS = ['data', 'forward', 'backward', 'contention', 'exposedReduction', 'optimizer', 'idle'] as const;
@@ -37,7 +38,6 @@ export function decompose(run: Run): Decomposition {
   const dataMs = it?.dataMs ?? run.summary.dataMs.median;
   const b = breakdown(records, marks, dataMs);
   const cpuComm = records.filter((k) => k.pass === 'comm' && k.op === 'allreduce').map((k) => ({ start: k.startNs, end: k.endNs }));
-  const kappa = run.contention?.compute ?? 0;
   const parts: Record<Part, number> = { data: dataMs, forward: 0, backward: 0, contention: 0, exposedReduction: b.reductionExposedMs, optimizer: 0, idle: 0 };
   let computeMs = 0;
   for (const k of records) {
@@ -47,6 +47,7 @@ export function decompose(run: Run): Decomposition {
     const phase = phaseOf(k, marks);
     // The share of this kernel's time that communication took from it.
     let lost = 0;
+    const kappa = kappaFor(k.op, run.contention);
     if (kappa > 0 && ms > 0) {
       const covered = intersect([{ start: k.startNs, end: k.endNs }], cpuComm).reduce((s, i) => s + (i.end - i.start), 0) / 1e6;
       lost = covered - covered / (1 + kappa);

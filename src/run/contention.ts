@@ -10,8 +10,10 @@ import { addon } from '../native';
 import type { TrainingStep } from './executor';
 
 export interface Contention {
-  /** Relative slowdown of compute kernels while communication runs (0.3: 30% longer). */
+  /** Relative slowdown of convolutions while communication runs (0.3: 30% longer). */
   compute: number;
+  /** The same for the memory-bound kernels (batch norm, ReLU, pooling, adds, the optimizer). */
+  memory?: number;
   /** Relative slowdown of communication kernels while compute runs. */
   comm: number;
   /** How it was obtained. */
@@ -19,13 +21,19 @@ export interface Contention {
 }
 
 /** Each measurement lasts at least this long; rounds alternate alone and together. */
-const PHASE_MS = 40;
+const PHASE_MS = 25;
 const ROUNDS = 3;
+
+/** The slowdown that applies to a compute kernel of this op beside communication. */
+export function kappaFor(op: string, c: { compute: number; memory?: number } | undefined): number {
+  if (!c) return 0;
+  return op === 'conv' || op === 'reorder' ? c.compute : c.memory ?? c.compute;
+}
 
 const durations = (records: KernelRecord[], stream: string) =>
   records.filter((k) => k.streamName === stream).map((k) => (k.endNs - k.startNs) / 1e6);
 
-/** Runs the probe (about 3 x 4 x 40 ms); the timeline is left empty. */
+/** Runs the probe (2 kernel kinds x 3 rounds x 4 x 40 ms); the timeline is left empty. */
 export async function measureContention(step: TrainingStep): Promise<Contention | undefined> {
   const native = addon();
   const probe = step.contentionKernels();
@@ -43,34 +51,46 @@ export async function measureContention(step: TrainingStep): Promise<Contention 
   };
   native.timelineDrain();
   try {
-    // Sizes the rounds: one call of each, alone.
-    const c1 = summarize(await alone(probe.compute, compute, 2)).median;
-    const m1 = summarize(await alone(enqueueComm, comm, 2)).median;
-    const nc = Math.max(2, Math.ceil(PHASE_MS / Math.max(c1, 0.01)));
-    const nm = Math.max(2, Math.ceil(PHASE_MS / Math.max(m1, 0.01)));
-    const ratios = { compute: [] as number[], comm: [] as number[] };
-    const alones = { compute: [] as number[], comm: [] as number[] };
-    for (let round = 0; round < ROUNDS; round++) {
-      const ca = summarize(await alone(probe.compute, compute, nc)).median;
-      const ma = summarize(await alone(enqueueComm, comm, nm)).median;
-      // Together: the reductions cover the convolutions' whole span.
-      const together = Math.ceil((nc * ca * 1.5) / Math.max(ma, 0.01)) + 2;
-      for (let i = 0; i < together; i++) enqueueComm(comm);
-      for (let i = 0; i < nc; i++) probe.compute(compute);
-      await Promise.all([compute.synchronize(), comm.synchronize()]);
-      const records = native.timelineDrain();
-      const computeEnd = Math.max(...records.filter((k) => k.streamName === compute.name).map((k) => k.endNs));
-      const ct = summarize(durations(records, compute.name)).median;
-      const mt = records.filter((k) => k.streamName === comm.name && k.endNs <= computeEnd).map((k) => (k.endNs - k.startNs) / 1e6);
-      ratios.compute.push(ct / ca);
-      if (mt.length > 0) ratios.comm.push(summarize(mt).median / ma);
-      alones.compute.push(ca);
-      alones.comm.push(ma);
-    }
+    /** One kernel kind against the reduction: median slowdowns of both over the rounds. */
+    const against = async (enqueue: (s: Stream) => void) => {
+      const c1 = summarize(await alone(enqueue, compute, 2)).median;
+      const m1 = summarize(await alone(enqueueComm, comm, 2)).median;
+      const nc = Math.max(2, Math.ceil(PHASE_MS / Math.max(c1, 0.01)));
+      const nm = Math.max(2, Math.ceil(PHASE_MS / Math.max(m1, 0.01)));
+      const ratios = { compute: [] as number[], comm: [] as number[] };
+      const alones = { compute: [] as number[], comm: [] as number[] };
+      for (let round = 0; round < ROUNDS; round++) {
+        const ca = summarize(await alone(enqueue, compute, nc)).median;
+        const ma = summarize(await alone(enqueueComm, comm, nm)).median;
+        // Together: the reductions cover the kernels' whole span.
+        const together = Math.ceil((nc * ca * 1.5) / Math.max(ma, 0.01)) + 2;
+        for (let i = 0; i < together; i++) enqueueComm(comm);
+        for (let i = 0; i < nc; i++) enqueue(compute);
+        await Promise.all([compute.synchronize(), comm.synchronize()]);
+        const records = native.timelineDrain();
+        const computeEnd = Math.max(...records.filter((k) => k.streamName === compute.name).map((k) => k.endNs));
+        const ct = summarize(durations(records, compute.name)).median;
+        const mt = records.filter((k) => k.streamName === comm.name && k.endNs <= computeEnd).map((k) => (k.endNs - k.startNs) / 1e6);
+        ratios.compute.push(ct / ca);
+        if (mt.length > 0) ratios.comm.push(summarize(mt).median / ma);
+        alones.compute.push(ca);
+        alones.comm.push(ma);
+      }
+      return {
+        kernel: Math.max(0, summarize(ratios.compute).median - 1),
+        comm: ratios.comm.length > 0 ? Math.max(0, summarize(ratios.comm).median - 1) : 0,
+        kernelMs: summarize(alones.compute).median,
+        commMs: summarize(alones.comm).median,
+      };
+    };
+    const conv = await against(probe.compute);
+    const memory = await against(probe.memory);
     return {
-      compute: Math.max(0, summarize(ratios.compute).median - 1),
-      comm: ratios.comm.length > 0 ? Math.max(0, summarize(ratios.comm).median - 1) : 0,
-      source: `probe: heaviest conv (${summarize(alones.compute).median.toFixed(2)} ms alone) beside the largest local reduction (${summarize(alones.comm).median.toFixed(2)} ms alone), median of ${ROUNDS} rounds`,
+      compute: conv.kernel,
+      memory: memory.kernel,
+      comm: (conv.comm + memory.comm) / 2,
+      source: `probe: heaviest conv (${conv.kernelMs.toFixed(2)} ms alone) and largest batch norm backward (${memory.kernelMs.toFixed(2)} ms) ` +
+        `beside the largest local reduction (${conv.commMs.toFixed(2)} ms alone), medians of ${ROUNDS} rounds`,
     };
   } finally {
     probe.release();

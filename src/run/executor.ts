@@ -602,14 +602,19 @@ export class TrainingStep {
    * heaviest convolution (backward-filter) and, with the local communicator,
    * the reduction of its largest gradient, each on scratch buffers of random data.
    */
-  contentionKernels(): { compute: (s: Stream) => void; comm?: (s: Stream) => void; release: () => void } {
+  contentionKernels(): { compute: (s: Stream) => void; memory: (s: Stream) => void; comm?: (s: Stream) => void; release: () => void } {
     const native = this.native;
     const convs = this.prepared.filter((p) => p.node.kind === 'conv');
     const heaviest = convs.reduce((a, b) => ((a.backward[0] as ConvKernel).describe().flops >= (b.backward[0] as ConvKernel).describe().flops ? a : b));
     const kernel = heaviest.backward[0] as ConvKernel;
     const d = kernel.describe();
     const scratch = [d.xLength, d.wLength, d.yLength].map((length) => new native.Buffer(length));
-    scratch.forEach((b, i) => b.fillUniform(11 + i, -1, 1));
+    // The memory-bound side of backward: the largest batch norm's backward.
+    const norms = this.prepared.filter((p) => p.node.kind === 'batchnorm');
+    const bn = norms.reduce((a, b) => ((a.backward[0] as OpKernel).describe().bytes >= (b.backward[0] as OpKernel).describe().bytes ? a : b)).backward[0] as OpKernel;
+    const bnBuffers = bn.describe().buffers.map((b) => new native.Buffer(b.length));
+    scratch.push(...bnBuffers);
+    scratch.forEach((b, i) => b.fillUniform(11 + i, 0.5, 1.5));
     let comm: ((s: Stream) => void) | undefined;
     if (this.reduceKernels.size > 0) {
       const [name, r] = [...this.reduceKernels].reduce((a, b) => (this.grads.get(a[0])!.length >= this.grads.get(b[0])!.length ? a : b));
@@ -620,6 +625,7 @@ export class TrainingStep {
     }
     return {
       compute: (s) => kernel.enqueue(s, scratch[0], scratch[1], scratch[2]),
+      memory: (s) => bn.enqueue(s, bnBuffers),
       comm,
       release: () => scratch.forEach((b) => b.release()),
     };

@@ -9,6 +9,7 @@
 import type { KernelRecord } from '../../binding';
 import { breakdown, type Breakdown } from '../analysis/breakdown';
 import { LOCAL_STAND_IN_LIMIT } from '../run/executor';
+import { kappaFor } from '../run/contention';
 import type { IterationMarks } from '../run/kernel-stats';
 import { assignBuckets, type Bucket } from '../schedule/buckets';
 import type { StepModel } from './step-model';
@@ -121,7 +122,7 @@ export function replay(model: StepModel): Prediction {
     const rate = running.map((task, i) => {
       const other = running[1 - i];
       if (!task || !task.cpu || !other || !other.cpu) return 1;
-      return 1 / (1 + (i === 0 ? model.contention.compute : model.contention.comm));
+      return 1 / (1 + (i === 0 ? kappaFor(task.op, model.contention) : model.contention.comm));
     });
     let dt = Infinity;
     streams.forEach((s, i) => {

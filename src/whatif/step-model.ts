@@ -8,6 +8,7 @@ import { resnet50Graph } from '../model/graph';
 import type { KernelStat, Phase } from '../run/kernel-stats';
 import type { Run } from '../run/training';
 import { summarize } from '../bench/stats';
+import { kappaFor } from '../run/contention';
 
 export interface ComputeTask {
   op: string;
@@ -46,7 +47,7 @@ export interface StepModel {
   compute: ComputeTask[];
   gradients: GradientReady[];
   comm: CommModel;
-  contention: { compute: number; comm: number };
+  contention: { compute: number; memory: number; comm: number };
   /** Notes on what the model assumed (shown with predictions). */
   notes: string[];
 }
@@ -63,14 +64,14 @@ function coveredFraction(start: number, end: number, intervals: { start: number;
  * Mean kernel durations with the contention taken out: a kernel that overlapped
  * communication for a fraction f of its time ran (1 + kappa * f) slower.
  */
-export function aloneDurations(kernels: KernelStat[], kappaCompute: number, kappaComm: number): Map<KernelStat, number> {
+export function aloneDurations(kernels: KernelStat[], contention: { compute: number; memory?: number; comm: number }): Map<KernelStat, number> {
   const commIv = kernels.filter((k) => k.pass === 'comm' && k.op === 'allreduce').map((k) => ({ start: k.startMs, end: k.startMs + k.meanMs }));
   const computeIv = kernels.filter((k) => k.pass !== 'comm').map((k) => ({ start: k.startMs, end: k.startMs + k.meanMs }));
   const out = new Map<KernelStat, number>();
   for (const k of kernels) {
     const isComm = k.pass === 'comm';
     const other = isComm ? computeIv : commIv;
-    const kappa = isComm ? (k.op === 'allreduce' ? kappaComm : 0) : kappaCompute;
+    const kappa = isComm ? (k.op === 'allreduce' ? contention.comm : 0) : kappaFor(k.op, contention);
     const f = kappa > 0 ? coveredFraction(k.startMs, k.startMs + k.meanMs, other) : 0;
     out.set(k, k.meanMs / (1 + kappa * f));
   }
@@ -91,9 +92,9 @@ function fitLine(points: { bytes: number; ms: number }[]): { fixedMs: number; ms
 
 export function modelFromRun(run: Run): StepModel {
   const notes: string[] = [];
-  const contention = { compute: run.contention?.compute ?? 0, comm: run.contention?.comm ?? 0 };
+  const contention = { compute: run.contention?.compute ?? 0, memory: run.contention?.memory ?? run.contention?.compute ?? 0, comm: run.contention?.comm ?? 0 };
   if (!run.contention && run.config.reduction) notes.push('no contention probe in this run (gloo or single worker): compute and communication assumed not to slow each other');
-  const alone = aloneDurations(run.kernels, contention.compute, contention.comm);
+  const alone = aloneDurations(run.kernels, contention);
 
   const compute: ComputeTask[] = [];
   const computeKernels = run.kernels.filter((k) => k.stream === 'compute' && k.pass !== 'comm' && k.phase !== 'reduction');
