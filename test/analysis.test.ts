@@ -211,3 +211,35 @@ test('the HTML report renders in headless Chromium', (t) => {
   assert.match(dom.stdout, /Attribution of the difference/);
   assert.doesNotMatch(fs.readFileSync(html, 'utf8'), /<script|https?:\/\/(?!www\.w3\.org)/, 'self-contained: no script, no network');
 });
+
+test('reproduce: both profiles on generated data, the table, the attribution and the hypothesis, predicted then measured', () => {
+  const save = path.join(dir, 'reproduce');
+  const report = path.join(dir, 'reproduce.html');
+  const r = cli(['reproduce', '--batch', '2', '--resolution', '32', '--width', '4', '--images', '8', '--classes', '2', '--iterations', '2', '--warmup', '1',
+    '--data-dir', path.join(dir, 'data'), '--save-dir', save, '--report', report]);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /ms\s+pytorch-like\s+tf-like\s+difference/);
+  assert.match(r.stdout, /preprocessing \(data wait\)/);
+  assert.match(r.stdout, /tf-like minus pytorch-like: [-+]?\d+\.\d ms per iteration; the parts sum to/);
+  assert.match(r.stdout, /hypothesis: tf-like with pytorch-like's kernels\n\s+predicted from the two recorded runs: \d+\.\d ms per iteration; measured: \d+\.\d ms \(error [-+]\d+\.\d%\)/);
+  const [a, b] = [readRun(path.join(save, 'pytorch-like.json')), readRun(path.join(save, 'tf-like.json'))];
+  assert.equal(a.config.reduction!.schedule, 'serialized');
+  assert.equal(b.config.reduction!.schedule, 'overlapped');
+  assert.equal(a.data!.kind, 'raw');
+  assert.equal(b.data!.kind, 'records');
+  assert.ok(Object.keys(a.config.plan.layers).length >= 53, 'pytorch-like ran an autotuned plan (a variant per conv layer)');
+  const hypothesis = readRun(path.join(save, 'tf-like+pytorch-like-kernels.json'));
+  assert.deepEqual(hypothesis.config.plan, a.config.plan);
+  assert.equal(hypothesis.config.reduction!.schedule, 'overlapped');
+  assert.ok(fs.readFileSync(report, 'utf8').includes('Hypothesis: predicted, then measured'));
+  for (const [argv, message] of [
+    [['--profiles', 'tf-like'], /--profiles takes two profiles/],
+    [['--profiles', 'tf-like,nonesuch'], /profile 'nonesuch' is neither a file nor a shipped profile/],
+    [['--images', '1', '--batch', '4'], /--images 1 is fewer than one batch/],
+    [['--workers', '0'], /--workers/],
+  ] as [string[], RegExp][]) {
+    const bad = cli(['reproduce', ...argv]);
+    assert.equal(bad.status, 2, `${argv.join(' ')}: ${bad.stderr}`);
+    assert.match(bad.stderr, message);
+  }
+});
