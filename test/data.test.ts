@@ -176,6 +176,14 @@ test('determinism: the same batch with 1 and 3 threads; another seed, another ba
   assert.deepEqual(batchSamples(9, 4, 5, 1), batchSamples(9, 4, 5, 1));
   const epoch0 = [0, 1].flatMap((i) => batchSamples(9, 4, i, 1).indices);
   assert.equal(new Set(epoch0).size, 8, 'an epoch does not repeat a sample');
+  // Data-parallel workers: disjoint shards of the same epoch permutation, as DistributedSampler.
+  const shards = [0, 1, 2].map((rank) => [0, 1, 2].flatMap((i) => batchSamples(20, 2, i, 7, rank, 3).indices));
+  const all = shards.flat();
+  assert.equal(new Set(all).size, all.length, `the workers' shards overlap: ${JSON.stringify(shards)}`);
+  assert.equal(all.length, 18);
+  assert.notDeepEqual(shards[0], shards[1]);
+  assert.deepEqual(batchSamples(20, 2, 1, 7, 0, 1), batchSamples(20, 2, 1, 7), 'one worker: the whole dataset');
+  assert.throws(() => batchSamples(2, 1, 0, 7, 0, 3), /a dataset of 2 samples cannot give each of 3 workers a sample/);
 });
 
 test('bad JPEGs: truncated, not a JPEG, corrupt header: errors name the file; skip replaces and counts them', async () => {

@@ -58,8 +58,13 @@ export class DataPipeline {
     readonly seed: number,
     /** Batches the run will take: none is prefetched past the last. */
     readonly total: number,
+    /** This worker's share of the dataset (data-parallel training). */
+    readonly shard: { rank: number; workers: number } = { rank: 0, workers: 1 },
   ) {
     ({ loader: this.loader, classes: this.classes } = openLoader(options.kind, options.dataset, options.threads, size, options.onBadImage));
+    if (this.loader.length < shard.workers) {
+      throw new UsageError(`the dataset ${options.dataset} has ${this.loader.length} images: fewer than the ${shard.workers} workers that share it`);
+    }
     const native = addon();
     this.ring = Array.from({ length: options.prefetch + 1 }, () => new native.Buffer(batch * 3 * size * size));
   }
@@ -68,7 +73,7 @@ export class DataPipeline {
 
   private start(i: number): void {
     if (this.closed || i >= this.total || this.queue.has(i)) return;
-    const { epoch, indices } = batchSamples(this.loader.length, this.batch, i, this.seed);
+    const { epoch, indices } = batchSamples(this.loader.length, this.batch, i, this.seed, this.shard.rank, this.shard.workers);
     const p = this.loader.load(indices, epoch, this.seed, this.ring[i % this.ring.length]);
     p.catch(() => undefined); // observed when taken; not an unhandled rejection meanwhile
     this.queue.set(i, p);

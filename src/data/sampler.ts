@@ -1,6 +1,7 @@
 // Which samples make batch i: each epoch visits the dataset in a permutation
-// drawn from (seed, epoch); an epoch holds floor(n / batch) batches (at least
-// one: a dataset smaller than a batch repeats within it). Pure functions of
+// drawn from (seed, epoch), split between the data-parallel workers; an epoch
+// holds floor(shard / batch) batches (at least one: a shard smaller than a
+// batch repeats within it). Pure functions of
 // their arguments, so every run with a seed sees the same images.
 
 /** A 32-bit hash (murmur3's finalizer) of a few integers. */
@@ -35,10 +36,18 @@ export function epochPermutation(n: number, seed: number, epoch: number): Uint32
   return p;
 }
 
-export function batchSamples(n: number, batch: number, iteration: number, seed: number): { epoch: number; indices: number[] } {
-  const perEpoch = Math.max(1, Math.floor(n / batch));
+/**
+ * The samples of batch `iteration` for data-parallel worker `rank` of
+ * `workers`: as PyTorch's DistributedSampler, every worker draws the same
+ * epoch permutation and takes every workers-th entry of it from its rank on
+ * (floor(n / workers) each; the tail is dropped so the shards are equal).
+ */
+export function batchSamples(n: number, batch: number, iteration: number, seed: number, rank = 0, workers = 1): { epoch: number; indices: number[] } {
+  const shard = Math.floor(n / workers);
+  if (shard < 1) throw new RangeError(`a dataset of ${n} samples cannot give each of ${workers} workers a sample`);
+  const perEpoch = Math.max(1, Math.floor(shard / batch));
   const epoch = Math.floor(iteration / perEpoch);
   const start = (iteration % perEpoch) * batch;
   const p = epochPermutation(n, seed, epoch);
-  return { epoch, indices: Array.from({ length: batch }, (_, j) => p[(start + j) % n]) };
+  return { epoch, indices: Array.from({ length: batch }, (_, j) => p[((start + j) % shard) * workers + rank]) };
 }

@@ -133,7 +133,8 @@ export async function runTraining(config: TrainingConfig, onIteration?: (f: Iter
   // The dataset is opened (and checked) before the model is built.
   const d = config.data;
   const pipeline = d && d.kind !== 'synthetic' && !fixed
-    ? new DataPipeline({ ...d, kind: d.kind, dataset: d.dataset! }, config.batch, config.resolution, config.seed, config.warmup + config.iterations)
+    ? new DataPipeline({ ...d, kind: d.kind, dataset: d.dataset! }, config.batch, config.resolution, config.seed, config.warmup + config.iterations,
+      { rank: config.rank ?? 0, workers: config.reduction?.workers ?? 1 })
     : undefined;
   if (pipeline && pipeline.classes > config.classes) {
     throw new UsageError(`--classes ${config.classes} is not allowed with this dataset: it has ${pipeline.classes} classes (give --classes ${pipeline.classes} or more)`);
