@@ -57,6 +57,11 @@ class Im2colConv : public ConvKernel {
     const int64_t byColumns = (kMinGemmColumns + PQ - 1) / PQ;
     const int64_t perThread = useBlas ? shape.n : std::max(1, shape.n / threads);
     group_ = int(std::max<int64_t>(1, std::min<int64_t>({byColumns, perThread, int64_t(shape.n)})));
+    // bwd-filter of the 7x7 outputs: one GEMM over every image, threaded
+    // inside. Per-thread groups reduced over only 4 x 49 columns each, so
+    // every thread streamed the whole 9 MB dW through its K-blocks and the
+    // partials were summed after (measured 8-15% slower, docs/perf-notes.md v6).
+    if (!useBlas && pass == ConvPass::BackwardFilter && shape.q() < 14) group_ = shape.n;
     groups_ = (shape.n + group_ - 1) / group_;
     workers_ = (!useBlas && groups_ >= threads) ? threads : 1;
     const bool direct1x1 = shape.r == 1 && shape.s == 1 && shape.stride == 1 && shape.pad == 0;
@@ -296,19 +301,30 @@ class TransposedBackwardData : public ConvKernel {
   }
   void execute(const ConvTensors& t, KernelRecorder& recorder) override {
     recorder.run(info(), [&] {
-      const auto& sh = shape_;
-      // flipped[c][k][r][s] = w[k][c][R-1-r][S-1-s]
-      for (int k = 0; k < sh.k; ++k)
-        for (int c = 0; c < sh.c; ++c)
-          for (int r = 0; r < sh.r; ++r)
-            for (int s = 0; s < sh.s; ++s)
-              flipped_[((size_t(c) * sh.k + k) * sh.r + r) * sh.s + s] =
-                  t.w[((size_t(k) * sh.c + c) * sh.r + (sh.r - 1 - r)) * sh.s + (sh.s - 1 - s)];
+      flipWeights(t.w);
       forward_->forwardUntimed(t.y, flipped_.data(), t.x);
     });
   }
 
  private:
+  // flipped[c][k][r][s] = w[k][c][R-1-r][S-1-s]: a transpose of K x C blocks
+  // of R*S taps. Done in tiles of k and c so that both sides stay in cache
+  // (the plain loop wrote one tap block per cache line, 5 ms on res5b).
+  void flipWeights(const float* w) {
+    const auto& sh = shape_;
+    const int taps = sh.r * sh.s;
+    constexpr int kTile = 16;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int c0 = 0; c0 < sh.c; c0 += kTile)
+      for (int k0 = 0; k0 < sh.k; k0 += kTile)
+        for (int c = c0; c < std::min(sh.c, c0 + kTile); ++c)
+          for (int k = k0; k < std::min(sh.k, k0 + kTile); ++k) {
+            const float* from = w + (size_t(k) * sh.c + c) * taps;
+            float* to = flipped_.data() + (size_t(c) * sh.k + k) * taps;
+            for (int i = 0; i < taps; ++i) to[i] = from[taps - 1 - i];  // (r, s) -> (R-1-r, S-1-s)
+          }
+  }
+
   std::vector<float> flipped_;
   std::unique_ptr<Im2colConv> forward_;
 };
