@@ -9,10 +9,13 @@ import { DATA_ERROR_CODES, DataError, UsageError } from './errors';
 import { resnet50Convs } from './model/resnet50';
 import { addon } from './native';
 import { CONV_PASSES } from './ops/conv';
-import { parseBuckets, parseChoiceList, parseInteger, parseNumber } from './options';
+import { parseBuckets, parseChoice, parseChoiceList, parseInteger, parseNumber } from './options';
 import { formatTable } from './report/table';
 import { availableConvVariants, listVariants } from './variants';
 import { writeJsonAtomic, writeTextAtomic } from './io/json-file';
+import { htmlReport } from './report/html-report';
+import { pathOf } from './commands/explain';
+import { attribute } from './analysis/attribution';
 import { resnet50Graph } from './model/graph';
 import { parsePlan } from './plan/plan';
 import { runTraining, type Run } from './run/training';
@@ -241,6 +244,7 @@ interface StepOpts {
   firstBucketMb: string;
   compare?: boolean;
   trace?: string;
+  report?: string;
   commTimeoutMs: string;
   enqueueProbe?: boolean;
   data: string;
@@ -253,14 +257,12 @@ interface StepOpts {
 const DEFAULT_DATA_THREADS = String(Math.min(8, os.availableParallelism()));
 
 function parseOnBadImage(value: string): 'skip' | 'fail' {
-  return parseChoiceList('--on-bad-image', value, ['skip', 'fail'])[0] as 'skip' | 'fail';
+  return parseChoice('--on-bad-image', value, ['skip', 'fail'] as const);
 }
 
 function parseDataOptions(opts: StepOpts): DataOptions {
-  const kinds = parseChoiceList('--data', opts.data, ['synthetic', 'raw', 'records']);
-  if (kinds.length !== 1) throw new UsageError(`--data '${opts.data}' is not allowed: one of synthetic, raw, records`);
   const data: DataOptions = {
-    kind: kinds[0] as DataKind,
+    kind: parseChoice('--data', opts.data, ['synthetic', 'raw', 'records'] as const) as DataKind,
     dataset: opts.dataset,
     threads: parseInteger('--data-threads', opts.dataThreads, 1, 256),
     prefetch: parseInteger('--prefetch', opts.prefetch, 0, 64),
@@ -294,9 +296,19 @@ function glooHostname(place: GlooPlace): string {
   return ['127.0.0.1', 'localhost', '::1'].includes(host) ? '127.0.0.1' : os.hostname();
 }
 
+/** With gloo the workers are the ranks: a --workers other than the default must agree with WORLD_SIZE. */
+function glooWorkers(given: string): number {
+  const size = glooRank().size;
+  const asked = parseInteger('--workers', given, 1, 100000);
+  if (asked !== 1 && asked !== size) {
+    throw new UsageError(`--workers ${asked} is not allowed with --comm gloo and WORLD_SIZE ${size}: the workers are the ranks (leave --workers out, or give ${size})`);
+  }
+  return size;
+}
+
 function parseReduction(opts: StepOpts, schedule: 'serialized' | 'overlapped'): ReductionOptions | undefined {
-  const comm = parseChoiceList('--comm', opts.comm, ['local', 'gloo'])[0] as 'local' | 'gloo';
-  const workers = comm === 'gloo' ? glooRank().size : parseInteger('--workers', opts.workers, 1, 16);
+  const comm = parseChoice('--comm', opts.comm, ['local', 'gloo'] as const);
+  const workers = comm === 'gloo' ? glooWorkers(opts.workers) : parseInteger('--workers', opts.workers, 1, 16);
   const buckets = parseBuckets(opts);
   const link = opts.link === undefined ? undefined : { gbps: parseNumber('--link', opts.link, 0.001, 10000), latencyUs: parseNumber('--latency', opts.latency, 0, 1e6) };
   if (workers === 1) return undefined;
@@ -325,17 +337,17 @@ async function runStep(opts: StepOpts) {
     weights: opts.weights,
     input: opts.input,
     saveWeights: opts.saveWeights,
-    layout: parseChoiceList('--layout', opts.layout, ['auto', 'nchw', 'nChw16c']).at(0) as 'auto' | 'nchw' | 'nChw16c',
+    layout: parseChoice('--layout', opts.layout, ['auto', 'nchw', 'nChw16c'] as const),
     enqueueProbeMs: opts.enqueueProbe ? 500 : 0,
     data: parseDataOptions(opts),
   };
   const schedules = opts.compare
     ? (['serialized', 'overlapped'] as const)
-    : ([parseChoiceList('--schedule', opts.schedule, ['serialized', 'overlapped'])[0] as 'serialized' | 'overlapped'] as const);
+    : ([parseChoice('--schedule', opts.schedule, ['serialized', 'overlapped'] as const)] as const);
   if (opts.compare && opts.comm !== 'gloo' && parseInteger('--workers', opts.workers, 1, 16) < 2) throw new UsageError('--compare needs --workers 2 or more');
   const tty = !opts.json && process.stderr.isTTY === true;
   const runs: Run[] = [];
-  const comm = parseChoiceList('--comm', opts.comm, ['local', 'gloo'])[0];
+  const comm = parseChoice('--comm', opts.comm, ['local', 'gloo'] as const);
   const place = comm === 'gloo' ? glooRank() : undefined;
   const timeoutMs = parseInteger('--comm-timeout-ms', opts.commTimeoutMs, 100, 3_600_000);
   for (const schedule of schedules) {
@@ -355,6 +367,14 @@ async function runStep(opts: StepOpts) {
   for (const r of runs) if (r.config.reduction) delete r.config.reduction.gloo; // a native handle, not data
   if (place && place.rank > 0) return; // rank 0 reports for all
   if (opts.save) writeJsonAtomic(opts.save, runs.length === 1 ? runs[0] : runs);
+  if (opts.report) {
+    const named = runs.map((run) => ({ name: run.config.reduction?.schedule ?? 'step', run, path: pathOf(run) }));
+    writeTextAtomic(opts.report, htmlReport({
+      title: `stepscope step: ${runs.map((r) => r.config.reduction?.schedule ?? 'single worker').join(' vs ')}`,
+      runs: named,
+      attribution: runs.length === 2 ? attribute(runs[0], runs[1]) : undefined,
+    }));
+  }
   if (opts.trace) {
     writeJsonAtomic(opts.trace, chromeTrace(runs.map((r, i) => ({ rank: i, label: `rank 0 (${r.config.reduction?.schedule ?? 'single worker'})`, records: r.timeline }))));
   }
@@ -435,7 +455,7 @@ async function runSweep(opts: SweepOpts) {
   });
   const links = list('--link', opts.link, 0.001, 10000);
   const schedules = opts.schedule === 'both' ? ['serialized', 'overlapped'] as const
-    : [parseChoiceList('--schedule', opts.schedule, ['serialized', 'overlapped'])[0] as 'serialized' | 'overlapped'];
+    : [parseChoice('--schedule', opts.schedule, ['serialized', 'overlapped', 'both'] as const) as 'serialized' | 'overlapped'];
   const batch = parseInteger('--batch', opts.batch, 1, 4096);
   const resolution = parseInteger('--resolution', opts.resolution, 32, 1024);
   const width = parseInteger('--width', opts.width, 1, 1024);
@@ -458,7 +478,8 @@ async function runSweep(opts: SweepOpts) {
         points.push({ workers: w, gbps, schedule, totalMs: m.totalMs.median, reductionMs: m.reductionMs.median, exposedMs: m.reductionExposedMs.median, overlap: m.overlap.median });
       }
   if (tty) process.stderr.write('\n');
-  if (opts.save) writeJsonAtomic(opts.save, { format: 'stepscope-sweep', version: 1, batch, resolution, width, latencyUs, points });
+  writeJsonAtomic(opts.save!, { format: 'stepscope-sweep', version: 1, batch, resolution, width, latencyUs, points });
+  if (!opts.json) process.stderr.write(`sweep: points saved to ${opts.save}\n`);
   if (opts.json) return print(JSON.stringify(points, null, 2));
   print(`sweep: batch ${batch} per worker, ${resolution}x${resolution}, width ${width}, --comm local with a modeled ring all-reduce (latency ${latencyUs} us); medians of ${base.iterations} iterations`);
   print(formatTable(points, [
@@ -582,7 +603,8 @@ export function buildProgram(): Command {
     .option('--on-bad-image <mode>', "a corrupt or unreadable image: 'fail' (stop, naming the file) or 'skip' (use the next image; the run reports how many)", 'fail')
     .option('--enqueue-probe', 'enqueue each iteration behind a 0.5 s gate so the enqueue cost per kernel is the host\'s alone (phases unaffected)')
     .option('--compare', 'run both schedules and print them side by side')
-    .option('--trace <file>', 'write a Chrome trace (Perfetto) of the last iteration: one track per stream')
+    .option('--trace <file>', 'write a Chrome trace (Perfetto) of the median iteration: one track per stream')
+    .option('--report <file>', 'write a self-contained HTML report (timelines, breakdown, critical path; with --compare the attribution)')
     .option('--save <file>', 'save the run (configuration, environment, figures, timeline) as JSON')
     .option('--json', 'print the run as JSON (without the timeline)')
     .action(runStep);
@@ -601,7 +623,7 @@ export function buildProgram(): Command {
     .option('--warmup <n>', 'warm-up iterations per point', '1')
     .option('--bucket-mb <mb>', 'gradient bucket size', '25')
     .option('--first-bucket-mb <mb>', 'size of the first bucket', '1')
-    .option('--save <file>', 'save the points as JSON')
+    .option('--save <file>', 'where the points are saved as JSON', 'stepscope-sweep.json')
     .option('--json', 'print the points as JSON')
     .action(runSweep);
 

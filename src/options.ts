@@ -40,6 +40,15 @@ export function parseChoiceList(
   return [...new Set(items)];
 }
 
+/** Exactly one of `allowed` (no list, no `all`). */
+export function parseChoice<T extends string>(option: string, value: string, allowed: readonly T[]): T {
+  const v = value.trim();
+  if (!(allowed as readonly string[]).includes(v)) {
+    throw new UsageError(`${option} '${value}' is not allowed: one of ${allowed.join(', ')}`);
+  }
+  return v as T;
+}
+
 /** DDP-style bucket sizes from --bucket-mb and --first-bucket-mb, in bytes. */
 export function parseBuckets(opts: { bucketMb: string; firstBucketMb: string }): { bucketBytes: number; firstBucketBytes: number } {
   return {

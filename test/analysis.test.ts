@@ -119,6 +119,8 @@ test('step --compare saves both runs; explain: the parts sum to the measured dif
   assert.equal(e.status, 0, e.stderr);
   assert.match(e.stdout, /B minus A: [-+]\d+\.\d ms per iteration; the parts sum to [-+]?\d+\.\d ms/);
   assert.match(e.stdout, /critical path of B: .* on the communication stream/);
+  assert.match(e.stdout, /layers that differ most/);
+  assert.ok(x.layers.length > 0 && x.layers.every((l, i) => i === 0 || Math.abs(l.msB - l.msA) <= Math.abs(x.layers[i - 1].msB - x.layers[i - 1].msA)));
   assert.ok(fs.statSync(path.join(dir, 'explain.html')).size > 10_000);
 });
 
@@ -150,6 +152,7 @@ test('bad input to explain and whatif: clear errors, exit 2', () => {
     [['explain', bad('other.json', '{"format":"something"}')], /not a stepscope run \(format is "something"/],
     [['explain', bad('nokernels.json', JSON.stringify({ ...run, kernels: undefined }))], /damaged run: "kernels" is missing/],
     [['explain', path.join(dir, 'missing.json')], /cannot read run file .*ENOENT/],
+    [['explain', bad('badkernel.json', JSON.stringify({ ...run, timeline: [...run.timeline.slice(0, 3), { op: 'conv' }] }))], /damaged run: timeline\[3\] is not a kernel record/],
     [['whatif', runsFile], /holds 2 runs; pick one as/],
     [['whatif', `${runsFile}:5`], /index 5 is past the end \(0\.\.1\)/],
     [['whatif', `${runsFile}:0`, '--schedule', 'sideways'], /--schedule/],

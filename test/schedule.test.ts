@@ -117,12 +117,16 @@ test('overlapped: each bucket starts after the event of its last gradient, on th
   assert.ok(r.reducedNs >= lastComm);
 });
 
-test('step --compare prints both schedules; --trace writes a Perfetto-loadable trace; bad values exit 2', () => {
+test('step --compare prints both schedules; --trace writes a Perfetto-loadable trace, --report the HTML report; bad values exit 2', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stepscope-sched-'));
   const trace = path.join(dir, 'trace.json');
   const small = ['step', '--batch', '2', '--resolution', '32', '--width', '4', '--classes', '10', '--iterations', '1', '--warmup', '0'];
-  const r = cli([...small, '--workers', '2', '--compare', '--link', '10', '--trace', trace]);
+  const report = path.join(dir, 'report.html');
+  const r = cli([...small, '--workers', '2', '--compare', '--link', '10', '--trace', trace, '--report', report]);
   assert.equal(r.status, 0, r.stderr);
+  const html = fs.readFileSync(report, 'utf8');
+  assert.match(html, /Attribution of the difference/);
+  assert.match(html, /Timeline: overlapped/);
   for (const label of ['reduction exposed', 'overlap %', 'serialized ms', 'overlapped ms', 'idle']) assert.match(r.stdout, new RegExp(label));
   const t = JSON.parse(fs.readFileSync(trace, 'utf8'));
   const x = t.traceEvents.filter((e: { ph: string }) => e.ph === 'X');
@@ -136,7 +140,8 @@ test('step --compare prints both schedules; --trace writes a Perfetto-loadable t
     [['--workers', '0'], /--workers '0' is not allowed/],
     [['--workers', '2', '--bucket-mb', '0'], /--bucket-mb '0' is not allowed/],
     [['--workers', '2', '--link', 'fast'], /--link 'fast' is not allowed/],
-    [['--workers', '2', '--schedule', 'eager'], /--schedule: unknown 'eager'; allowed: all, serialized, overlapped/],
+    [['--workers', '2', '--schedule', 'eager'], /--schedule 'eager' is not allowed: one of serialized, overlapped/],
+    [['--workers', '2', '--schedule', 'all'], /--schedule 'all' is not allowed: one of serialized, overlapped/],
     [['--compare'], /--compare needs --workers 2 or more/],
   ];
   for (const [args, message] of bad) {
@@ -194,6 +199,9 @@ test('gloo: a peer that never arrives gives a clear error within the timeout, no
   assert.notEqual(r.status, 0);
   assert.match(r.stderr, /gloo rank 0 of 2: rendezvous failed within 800 ms/);
   assert.ok(Date.now() - start < 20_000);
+  const mismatch = cli(['step', '--comm', 'gloo', '--workers', '4'], { RANK: '0', WORLD_SIZE: '2', STEPSCOPE_GLOO_STORE: dir });
+  assert.equal(mismatch.status, 2);
+  assert.match(mismatch.stderr, /--workers 4 is not allowed with --comm gloo and WORLD_SIZE 2/);
   const noEnv = cli(['step', '--comm', 'gloo']);
   assert.equal(noEnv.status, 2);
   assert.match(noEnv.stderr, /start the ranks with `stepscope launch -n N -- step/);

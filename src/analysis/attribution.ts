@@ -80,6 +80,8 @@ export interface Attribution {
   differenceMs: number;
   /** Kernels (matched by op, pass and layer; mean over iterations) that differ most. */
   kernels: KernelDifference[];
+  /** Layers (all their compute kernels, mean over iterations) that differ most. */
+  layers: { layer: string; msA: number; msB: number }[];
 }
 
 export function attribute(a: Run, b: Run, top = 10): Attribution {
@@ -103,5 +105,17 @@ export function attribute(a: Run, b: Run, top = 10): Attribution {
     kernels.push({ op: ref.op, pass: ref.pass, layer: ref.layer, variantA: x?.variant ?? '-', variantB: y?.variant ?? '-', msA: x?.ms ?? 0, msB: y?.ms ?? 0 });
   }
   kernels.sort((p, q) => Math.abs(q.msB - q.msA) - Math.abs(p.msB - p.msA));
-  return { a: da, b: db, delta, differenceMs: db.totalMs - da.totalMs, kernels: kernels.slice(0, top) };
+  const perLayer = new Map<string, { layer: string; msA: number; msB: number }>();
+  const addLayer = (run: Run, side: 'msA' | 'msB') => {
+    for (const k of run.kernels) {
+      if (k.pass === 'comm' || !k.layer) continue;
+      const e = perLayer.get(k.layer) ?? { layer: k.layer, msA: 0, msB: 0 };
+      e[side] += k.meanMs;
+      perLayer.set(k.layer, e);
+    }
+  };
+  addLayer(a, 'msA');
+  addLayer(b, 'msB');
+  const layers = [...perLayer.values()].sort((p, q) => Math.abs(q.msB - q.msA) - Math.abs(p.msB - p.msA)).slice(0, top);
+  return { a: da, b: db, delta, differenceMs: db.totalMs - da.totalMs, kernels: kernels.slice(0, top), layers };
 }

@@ -3,7 +3,7 @@
 // workers or link, and projects scale-out for both schedules.
 import * as fs from 'node:fs';
 import { UsageError } from '../errors';
-import { parseChoiceList, parseInteger, parseNumber } from '../options';
+import { parseChoice, parseInteger, parseNumber } from '../options';
 import { readRun, readRuns } from '../run/run-file';
 import type { Run } from '../run/training';
 import { kernelsFromBench, kernelsFromRun, withComm, type CommChange } from '../whatif/changes';
@@ -47,7 +47,7 @@ export interface WhatIfResult {
 export function parseChanges(opts: WhatIfOpts, base: Run): { apply: (m: StepModel) => StepModel; described: string[]; comm: CommChange } {
   const described: string[] = [];
   const comm: CommChange = {};
-  if (opts.schedule) comm.schedule = parseChoiceList('--schedule', opts.schedule, ['serialized', 'overlapped'])[0] as 'serialized' | 'overlapped';
+  if (opts.schedule) comm.schedule = parseChoice('--schedule', opts.schedule, ['serialized', 'overlapped'] as const);
   if (opts.bucketMb) comm.bucketMb = parseNumber('--bucket-mb', opts.bucketMb, 0.001, 10000);
   if (opts.firstBucketMb) comm.firstBucketMb = parseNumber('--first-bucket-mb', opts.firstBucketMb, 0.001, 10000);
   if (opts.workers) comm.workers = parseInteger('--workers', opts.workers, 1, 100000);

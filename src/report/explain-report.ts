@@ -32,6 +32,14 @@ export function formatAttribution(x: Attribution, nameA: string, nameB: string):
     ]),
     `where the difference comes from: ${verdict}`,
     '',
+    'layers that differ most (all their compute kernels, mean ms per iteration)',
+    formatTable(x.layers, [
+      { header: 'layer', value: (l) => l.layer },
+      { header: `${nameA} ms`, value: (l) => l.msA },
+      { header: `${nameB} ms`, value: (l) => l.msB },
+      { header: 'difference', value: (l) => l.msB - l.msA },
+    ]),
+    '',
     'kernels that differ most (mean ms per iteration)',
     formatTable(x.kernels, [
       { header: 'op', value: (k) => k.op },

@@ -18,6 +18,18 @@ function checkRun(value: unknown, where: string): Run {
     if (r[key] === undefined) throw new UsageError(`${where}: damaged run: "${key}" is missing`);
   }
   if (!Array.isArray(r.kernels) || !Array.isArray(r.timeline) || !Array.isArray(r.iterations)) throw new UsageError(`${where}: damaged run: kernels, timeline and iterations must be arrays`);
+  // Every entry the analyses read, so that damage is an error here and not a NaN later.
+  const num = (v: unknown) => typeof v === 'number' && Number.isFinite(v);
+  const str = (v: unknown) => typeof v === 'string';
+  r.timeline.forEach((k, i) => {
+    if (!k || !num(k.startNs) || !num(k.endNs) || !str(k.op) || !str(k.pass) || !str(k.layer) || !str(k.streamName)) throw new UsageError(`${where}: damaged run: timeline[${i}] is not a kernel record`);
+  });
+  r.kernels.forEach((k, i) => {
+    if (!k || !num(k.meanMs) || !num(k.medianMs) || !num(k.startMs) || !num(k.gapMs) || !str(k.op) || !str(k.stream) || !str(k.phase)) throw new UsageError(`${where}: damaged run: kernels[${i}] is not a kernel figure`);
+  });
+  const m = r.marks as unknown as Record<string, unknown>;
+  for (const key of ['startNs', 'forwardEndNs', 'backwardEndNs', 'reducedNs', 'endNs']) if (!num(m[key])) throw new UsageError(`${where}: damaged run: marks.${key} is not a number`);
+  if (!r.summary || !r.summary.totalMs || !num(r.summary.totalMs.median)) throw new UsageError(`${where}: damaged run: summary.totalMs is missing`);
   return r as Run;
 }
 
