@@ -78,8 +78,10 @@ async function stepWith(reduction: ReductionOptions | undefined) {
   initWeights(step, 2);
   step.input.fillUniform(3, -1, 1);
   step.labels.write(new Float32Array([2, 5]));
+  const native = (await import('../src/native')).addon();
+  native.timelineDrain();
   const r = await step.iteration(0);
-  return { step, r, graph };
+  return { step, r, graph, records: native.timelineDrain() };
 }
 
 test('both schedules give the parameters of a single worker (local communicator)', async () => {
@@ -88,6 +90,15 @@ test('both schedules give the parameters of a single worker (local communicator)
   const serialized = await stepWith({ ...base, schedule: 'serialized' });
   const overlapped = await stepWith({ ...base, schedule: 'overlapped' });
   assert.ok(overlapped.step.buckets.length > 3);
+  // The stand-ins hold copies of this worker's gradient, so the average equals
+  // it: the parameters alone cannot show a skipped reduction. Every gradient's
+  // all-reduce must have run, once, on the schedule's stream.
+  const trainable = single.graph.params.filter((p) => p.trainable).map((p) => p.name).sort();
+  for (const [run, stream] of [[serialized, 'compute'], [overlapped, 'comm']] as const) {
+    const reduced = run.records.filter((k) => k.op === 'allreduce');
+    assert.deepEqual(reduced.map((k) => k.layer).sort(), trainable);
+    assert.ok(reduced.every((k) => k.streamName === stream));
+  }
   for (const p of single.graph.params) {
     const a = single.step.params.get(p.name)!.read();
     for (const other of [serialized, overlapped]) {
