@@ -108,10 +108,7 @@ test('both schedules give the parameters of a single worker (local communicator)
 });
 
 test('overlapped: each bucket starts after the event of its last gradient, on the comm stream', async () => {
-  const native = (await import('../src/native')).addon();
-  native.timelineDrain();
-  const { step, r } = await stepWith({ workers: 2, comm: 'local', schedule: 'overlapped', bucketBytes: 64 * 1024, firstBucketBytes: 4096, link: { gbps: 1, latencyUs: 50 } });
-  const records = native.timelineDrain();
+  const { step, r, records } = await stepWith({ workers: 2, comm: 'local', schedule: 'overlapped', bucketBytes: 64 * 1024, firstBucketBytes: 4096, link: { gbps: 1, latencyUs: 50 } });
   const fired = new Map(step.gradientEvents.map((e) => [e.param, e.event.timestampNs!]));
   for (const b of step.buckets) {
     const lastReady = Math.max(...b.params.map((p) => fired.get(p)!));
