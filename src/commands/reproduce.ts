@@ -10,6 +10,8 @@ import { attribute, type Attribution } from '../analysis/attribution';
 import { makeImageFolder } from '../data/make';
 import { packImageFolder } from '../data/pack';
 import { writeJsonAtomic } from '../io/json-file';
+import { addon } from '../native';
+import { UsageError } from '../errors';
 import { autotunePlan } from '../plan/autotune';
 import { defaultPlan, parsePlan, type Plan } from '../plan/plan';
 import { resnet50Graph } from '../model/graph';
@@ -97,6 +99,8 @@ function trainingConfig(p: Profile, plan: Plan, o: ReproduceOptions, data: { fol
 }
 
 export async function reproduce(o: ReproduceOptions, bar: Progress): Promise<ReproduceResult> {
+  const jpeg = addon().buildInfo().jpeg;
+  if (!jpeg.found) throw new UsageError(`reproduce generates and decodes JPEGs, but this build has no libjpeg: ${jpeg.reason ?? 'not found'} (apt-get install libjpeg62-turbo-dev, then npm ci)`);
   fs.mkdirSync(o.saveDir, { recursive: true });
   fs.mkdirSync(o.dataDir, { recursive: true });
   const profiles = o.profiles.map(loadProfile) as [Profile, Profile];
