@@ -27,7 +27,8 @@ import { launch } from './launch';
 import { registerAnalysisCommands } from './commands/register';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
-import type { ConvPass, GlooStore } from '../binding';
+import type { ConvPass, GlooCommunicator, GlooStore, KernelRecord } from '../binding';
+import { gatherTimelines } from './run/gather';
 import { checkDataOptions, type DataKind, type DataOptions } from './data/pipeline';
 import { makeImageFolder } from './data/make';
 import { packImageFolder } from './data/pack';
@@ -347,6 +348,7 @@ async function runStep(opts: StepOpts) {
   if (opts.compare && opts.comm !== 'gloo' && parseInteger('--workers', opts.workers, 1, 16) < 2) throw new UsageError('--compare needs --workers 2 or more');
   const tty = !opts.json && process.stderr.isTTY === true;
   const runs: Run[] = [];
+  const glooComms: GlooCommunicator[] = [];
   const comm = parseChoice('--comm', opts.comm, ['local', 'gloo'] as const);
   const place = comm === 'gloo' ? glooRank() : undefined;
   const timeoutMs = parseInteger('--comm-timeout-ms', opts.commTimeoutMs, 100, 3_600_000);
@@ -357,6 +359,7 @@ async function runStep(opts: StepOpts) {
       const native = addon();
       reduction.gloo = new native.GlooCommunicator({ ...place.store, storePrefix: schedule, rank: place.rank, size: place.size, timeoutMs, hostname: glooHostname(place) });
       await reduction.gloo.connect();
+      glooComms.push(reduction.gloo);
     }
     const run = await runTraining({ ...config, reduction, rank: place?.rank ?? 0, saveWeights: place && place.rank > 0 && config.saveWeights ? `${config.saveWeights}.rank${place.rank}` : config.saveWeights }, (f) => {
       if (tty) process.stderr.write(`\r${schedule}: iteration ${f.index + 1}/${config.warmup + config.iterations}${f.warmup ? ' (warm-up)' : ''}: ${f.totalMs.toFixed(0)} ms, loss ${f.loss.toFixed(4)}   `);
@@ -365,6 +368,13 @@ async function runStep(opts: StepOpts) {
   }
   if (tty) process.stderr.write('\n');
   for (const r of runs) if (r.config.reduction) delete r.config.reduction.gloo; // a native handle, not data
+  // With gloo, every rank's timelines go to rank 0's trace (one process per rank and run).
+  let perRank: KernelRecord[][][] | undefined;
+  if (place && opts.trace && glooComms.length > 0) {
+    perRank = [];
+    // One after the other: the ranks must issue the same collectives in the same order.
+    for (const run of runs) perRank.push(await gatherTimelines(glooComms.at(-1)!, place.rank, place.size, run.timeline));
+  }
   if (place && place.rank > 0) return; // rank 0 reports for all
   if (opts.save) writeJsonAtomic(opts.save, runs.length === 1 ? runs[0] : runs);
   if (opts.report) {
@@ -376,7 +386,11 @@ async function runStep(opts: StepOpts) {
     }));
   }
   if (opts.trace) {
-    writeJsonAtomic(opts.trace, chromeTrace(runs.map((r, i) => ({ rank: i, label: `rank 0 (${r.config.reduction?.schedule ?? 'single worker'})`, records: r.timeline }))));
+    const label = (r: Run) => r.config.reduction?.schedule ?? 'single worker';
+    const processes = perRank
+      ? runs.flatMap((r, i) => perRank![i].map((records, rank) => ({ rank: i * perRank![i].length + rank, label: `rank ${rank} (${label(r)})`, records })))
+      : runs.map((r, i) => ({ rank: i, label: `rank 0 (${label(r)})`, records: r.timeline }));
+    writeJsonAtomic(opts.trace, chromeTrace(processes));
   }
   if (opts.json) {
     const strip = ({ timeline: _t, ...rest }: Run) => rest;
