@@ -457,7 +457,7 @@ async function runBenchData(opts: BenchDataOpts) {
 
 interface SweepOpts {
   workers: string; link: string; latency: string; schedule: string; batch: string; resolution: string; width: string;
-  iterations: string; warmup: string; bucketMb: string; firstBucketMb: string; save?: string; json?: boolean;
+  iterations: string; warmup: string; bucketMb: string; firstBucketMb: string; save?: string; json?: boolean; report?: string;
 }
 
 async function runSweep(opts: SweepOpts) {
@@ -493,6 +493,17 @@ async function runSweep(opts: SweepOpts) {
       }
   if (tty) process.stderr.write('\n');
   writeJsonAtomic(opts.save!, { format: 'stepscope-sweep', version: 1, batch, resolution, width, latencyUs, points });
+  if (opts.report) {
+    writeTextAtomic(opts.report, htmlReport({
+      title: `stepscope sweep: batch ${batch}, ${resolution}x${resolution}, local communicator, modeled link (${latencyUs} us)`,
+      runs: [],
+      tables: [{
+        title: 'Iteration time per workers x link x schedule',
+        headers: ['workers', 'link GB/s', 'schedule', 'iteration ms', 'reduction ms', 'exposed ms', 'overlap %'],
+        rows: points.map((p) => [String(p.workers), String(p.gbps), p.schedule, p.totalMs, p.reductionMs, p.exposedMs, 100 * p.overlap]),
+      }],
+    }));
+  }
   if (!opts.json) process.stderr.write(`sweep: points saved to ${opts.save}\n`);
   if (opts.json) return print(JSON.stringify(points, null, 2));
   print(`sweep: batch ${batch} per worker, ${resolution}x${resolution}, width ${width}, --comm local with a modeled ring all-reduce (latency ${latencyUs} us); medians of ${base.iterations} iterations`);
@@ -638,6 +649,7 @@ export function buildProgram(): Command {
     .option('--bucket-mb <mb>', 'gradient bucket size', '25')
     .option('--first-bucket-mb <mb>', 'size of the first bucket', '1')
     .option('--save <file>', 'where the points are saved as JSON', 'stepscope-sweep.json')
+    .option('--report <file>', 'write a self-contained HTML report')
     .option('--json', 'print the points as JSON')
     .action(runSweep);
 

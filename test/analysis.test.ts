@@ -246,3 +246,15 @@ test('reproduce: both profiles on generated data, the table, the attribution and
     assert.match(bad.stderr, message);
   }
 });
+
+test('peers: stepscope runs, a missing Python or framework is named, not fatal; the report has the table', () => {
+  const report = path.join(dir, 'peers.html');
+  const r = cli(['peers', '--batch', '1', '--resolution', '32', '--iterations', '1', '--warmup', '0', '--framework', 'pytorch', '--python', '/nonexistent/python3', '--report', report]);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /iteration \(median\)\s+\d+\.\d/);
+  assert.match(r.stdout, /pytorch: cannot run \/nonexistent\/python3/);
+  assert.match(fs.readFileSync(report, 'utf8'), /The same step in each framework/);
+  const bad = cli(['peers', '--framework', 'jax']);
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /--framework: unknown 'jax'/);
+});

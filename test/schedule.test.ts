@@ -268,8 +268,10 @@ test('gloo: a TCP store that is never served, or a bad MASTER_PORT, gives a clea
 test('sweep prints and saves iteration time per workers x link x schedule', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stepscope-sweep-'));
   const out = path.join(dir, 'sweep.json');
-  const r = cli(['sweep', '--workers', '2,32', '--link', '0.01,50', '--batch', '2', '--resolution', '32', '--width', '4', '--iterations', '1', '--warmup', '0', '--save', out]);
+  const report = path.join(dir, 'sweep.html');
+  const r = cli(['sweep', '--workers', '2,32', '--link', '0.01,50', '--batch', '2', '--resolution', '32', '--width', '4', '--iterations', '1', '--warmup', '0', '--save', out, '--report', report]);
   assert.equal(r.status, 0, r.stderr);
+  assert.equal((fs.readFileSync(report, 'utf8').match(/<tr>/g) ?? []).length, 1 + 2 * 2 * 2, 'a header and a row per point');
   const saved = JSON.parse(fs.readFileSync(out, 'utf8'));
   assert.equal(saved.format, 'stepscope-sweep');
   assert.equal(saved.points.length, 2 * 2 * 2);

@@ -127,7 +127,8 @@ export function registerAnalysisCommands(program: Command, print: (text: string)
     .option('--framework <list>', 'pytorch, tensorflow or both', 'both')
     .option('--python <exe>', 'the Python that has the frameworks', 'python3')
     .option('--json', 'print JSON')
-    .action(async (opts: { batch: string; resolution: string; iterations: string; warmup: string; framework: string; python: string; json?: boolean }) => {
+    .option('--report <file>', 'write a self-contained HTML report')
+    .action(async (opts: { batch: string; resolution: string; iterations: string; warmup: string; framework: string; python: string; json?: boolean; report?: string }) => {
       const fw = parseChoiceList('--framework', opts.framework, ['pytorch', 'tensorflow', 'both']);
       const o: PeersOptions = {
         batch: parseInteger('--batch', opts.batch, 1, 4096),
@@ -142,6 +143,22 @@ export function registerAnalysisCommands(program: Command, print: (text: string)
       let at = 0;
       const r = await runPeers(o, (what) => bar.update(at++ / steps, what));
       bar.done();
+      if (opts.report) {
+        const s = r.stepscope.summary;
+        const cell = (v: number | undefined) => (v === undefined ? '-' : v);
+        writeTextAtomic(opts.report, htmlReport({
+          title: `stepscope peers: batch ${o.batch}, ${o.resolution}x${o.resolution}`,
+          runs: [{ name: 'stepscope', run: r.stepscope, path: pathOf(r.stepscope) }],
+          tables: [{
+            title: 'The same step in each framework (median ms per iteration)',
+            headers: ['framework', 'iteration', 'forward', 'backward', 'optimizer', 'note'],
+            rows: [
+              ['stepscope', s.totalMs.median, s.forwardMs.median, s.backwardMs.median, s.optimizerMs.median, ''],
+              ...r.peers.map((p) => [p.version ? `${p.name} ${p.version}` : p.name, cell(p.totalMs), cell(p.forwardMs), cell(p.backwardMs), cell(p.optimizerMs), p.error ?? '']),
+            ],
+          }],
+        }));
+      }
       if (opts.json) {
         const { timeline: _t, kernels: _k, ...run } = r.stepscope;
         return print(JSON.stringify({ stepscope: run, peers: r.peers }, null, 2));

@@ -16,6 +16,8 @@ export interface ReportInput {
   whatif?: { title: string; rows: { label: string; predictedMs: number; measuredMs?: number }[]; notes?: string[] }[];
   /** Free text shown under the title (what was run, on what machine). */
   summary?: string[];
+  /** Other result tables (peers, sweep points). */
+  tables?: { title: string; headers: string[]; rows: (string | number)[][] }[];
 }
 
 const COLORS: Record<string, string> = {
@@ -95,7 +97,8 @@ function perLayer(runs: ReportInput['runs']): string {
 export function htmlReport(input: ReportInput): string {
   const sections: string[] = [];
   if (input.summary?.length) sections.push(`<section><ul>${input.summary.map((s) => `<li>${esc(s)}</li>`).join('')}</ul></section>`);
-  sections.push(`<section><h2>Breakdown</h2>${stackedBars(input.runs)}</section>`);
+  for (const t of input.tables ?? []) sections.push(`<section><h2>${esc(t.title)}</h2>${table(t.headers, t.rows)}</section>`);
+  if (input.runs.length > 0) sections.push(`<section><h2>Breakdown</h2>${stackedBars(input.runs)}</section>`);
   for (const r of input.runs) {
     sections.push(`<section><h2>Timeline: ${esc(r.name)}</h2><p>iteration ${r.run.timelineIteration} (median total), ${r.run.timeline.length} kernels; colors: phase. Hover a kernel for its name and time.</p>${gantt(r.run)}</section>`);
   }
@@ -115,7 +118,7 @@ export function htmlReport(input: ReportInput): string {
     const rows = w.rows.map((r) => [r.label, r.predictedMs, r.measuredMs ?? '-', r.measuredMs === undefined ? '-' : `${f1((100 * (r.predictedMs - r.measuredMs)) / r.measuredMs)} %`]);
     sections.push(`<section><h2>${esc(w.title)}</h2>${table(['case', 'predicted ms', 'measured ms', 'error'], rows)}${(w.notes ?? []).map((n) => `<p class="note">${esc(n)}</p>`).join('')}</section>`);
   }
-  sections.push(`<section><h2>Per-layer kernel time</h2>${perLayer(input.runs)}</section>`);
+  if (input.runs.length > 0) sections.push(`<section><h2>Per-layer kernel time</h2>${perLayer(input.runs)}</section>`);
   return `<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>${esc(input.title)}</title>
 <style>
