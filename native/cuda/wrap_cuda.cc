@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "cuda/addon_cuda.h"
+#include "napi/conv_shape_arg.h"
 
 namespace stepscope {
 
@@ -116,18 +117,7 @@ Napi::Function CudaConvKernelWrap::define(Napi::Env env) {
 // new ConvKernel(shape, pass, variant, layer?, {dtype?: 'fp32' | 'tf32'})
 CudaConvKernelWrap::CudaConvKernelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CudaConvKernelWrap>(info) {
   cudaGuarded(info.Env(), [&] {
-    if (!info[0].IsObject()) throw Error("ERR_INVALID_ARG", "ConvKernel(shape, ...): shape must be an object");
-    Napi::Object o = info[0].As<Napi::Object>();
-    ConvShape shape;
-    shape.n = intProp(o, "n", "shape");
-    shape.c = intProp(o, "c", "shape");
-    shape.h = intProp(o, "h", "shape");
-    shape.w = intProp(o, "w", "shape");
-    shape.k = intProp(o, "k", "shape");
-    shape.r = intProp(o, "r", "shape");
-    shape.s = intProp(o, "s", "shape");
-    shape.stride = intProp(o, "stride", "shape");
-    shape.pad = intProp(o, "pad", "shape");
+    const ConvShape shape = convShapeArg(info[0]);
     ConvPass pass = parseConvPass(stringArg(info, 1, "pass"));
     std::string variant = stringArg(info, 2, "variant");
     std::string layer = info.Length() > 3 && !info[3].IsUndefined() ? stringArg(info, 3, "layer") : "";

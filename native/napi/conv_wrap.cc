@@ -1,4 +1,5 @@
 #include "napi/conv_wrap.h"
+#include "napi/conv_shape_arg.h"
 
 #include "napi/buffer_wrap.h"
 #include "napi/stream_wrap.h"
@@ -15,18 +16,7 @@ Napi::Function ConvKernelWrap::define(Napi::Env env) {
 // new ConvKernel({n,c,h,w,k,r,s,stride,pad}, pass, variant, layer?)
 ConvKernelWrap::ConvKernelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ConvKernelWrap>(info) {
   guarded(info.Env(), [&] {
-    if (!info[0].IsObject()) throw Error("ERR_INVALID_ARG", "ConvKernel(shape, ...): shape must be an object");
-    Napi::Object o = info[0].As<Napi::Object>();
-    ConvShape shape;
-    shape.n = intProp(o, "n", "shape");
-    shape.c = intProp(o, "c", "shape");
-    shape.h = intProp(o, "h", "shape");
-    shape.w = intProp(o, "w", "shape");
-    shape.k = intProp(o, "k", "shape");
-    shape.r = intProp(o, "r", "shape");
-    shape.s = intProp(o, "s", "shape");
-    shape.stride = intProp(o, "stride", "shape");
-    shape.pad = intProp(o, "pad", "shape");
+    const ConvShape shape = convShapeArg(info[0]);
     ConvPass pass = parseConvPass(stringArg(info, 1, "pass"));
     std::string variant = stringArg(info, 2, "variant");
     std::string layer = info.Length() > 3 && !info[3].IsUndefined() ? stringArg(info, 3, "layer") : "";

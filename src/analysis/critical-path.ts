@@ -8,6 +8,9 @@
 import type { KernelRecord } from '../../binding';
 import { phaseOf, type IterationMarks, type Phase } from '../run/kernel-stats';
 
+/** The phases a critical path is split into, in iteration order. */
+export const PATH_PHASES = ['data', 'forward', 'backward', 'reduction', 'optimizer', 'idle'] as const;
+
 export interface PathSegment {
   kind: 'kernel' | 'gap';
   phase: Phase | 'data' | 'idle';
@@ -19,7 +22,7 @@ export interface PathSegment {
 export interface CriticalPath {
   segments: PathSegment[];
   /** ms on the path per phase (data, forward, backward, reduction, optimizer, idle); sums to the iteration time. */
-  share: Record<'data' | Phase | 'idle', number>;
+  share: Record<(typeof PATH_PHASES)[number], number>;
   totalMs: number;
 }
 

@@ -10,7 +10,7 @@ import { describeShape, type ConvLayer } from '../model/resnet50';
 import { cudaAddon, cudaTimelineDrain } from '../native-cuda';
 import { randomConvTensors } from '../ops/conv';
 import { checkCudaConvVariants, isUnsupported, releaseDevice, toDevice } from '../ops/conv-cuda';
-import { uniqueShapes, type ConvBenchRow } from './conv-bench';
+import { sortBenchRows, uniqueShapes, type ConvBenchRow } from './conv-bench';
 import { summarize } from './stats';
 
 export interface CudaConvBenchOptions {
@@ -98,14 +98,5 @@ export async function benchConvCuda(options: CudaConvBenchOptions): Promise<Conv
       releaseDevice(device);
     }
   }
-  const order = new Map(options.layers.map((l, i) => [l.name, i]));
-  const passOrder = new Map(options.passes.map((p, i) => [p, i]));
-  const variantOrder = new Map(options.variants.map((v, i) => [v, i]));
-  rows.sort(
-    (a, b) =>
-      order.get(a.layer)! - order.get(b.layer)! ||
-      passOrder.get(a.pass)! - passOrder.get(b.pass)! ||
-      variantOrder.get(a.variant)! - variantOrder.get(b.variant)!,
-  );
-  return rows;
+  return sortBenchRows(rows, options);
 }

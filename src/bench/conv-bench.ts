@@ -149,17 +149,23 @@ export async function benchConv(options: ConvBenchOptions): Promise<ConvBenchRow
       }
     }
   }
-  // Model order, then pass, then variant, as a reader scans the table.
+  return sortBenchRows(rows, options);
+}
+
+/** Model order, then pass, then variant, as a reader scans the table. */
+export function sortBenchRows(
+  rows: ConvBenchRow[],
+  options: { layers: readonly ConvLayer[]; passes: readonly ConvPass[]; variants: readonly string[] },
+): ConvBenchRow[] {
   const order = new Map(options.layers.map((l, i) => [l.name, i]));
   const passOrder = new Map(options.passes.map((p, i) => [p, i]));
   const variantOrder = new Map(options.variants.map((v, i) => [v, i]));
-  rows.sort(
+  return rows.sort(
     (a, b) =>
       order.get(a.layer)! - order.get(b.layer)! ||
       passOrder.get(a.pass)! - passOrder.get(b.pass)! ||
       variantOrder.get(a.variant)! - variantOrder.get(b.variant)!,
   );
-  return rows;
 }
 
 function sameAs(layer: ConvLayer, first: ConvLayer): { sameShapeAs?: string } {

@@ -13,7 +13,7 @@ import { writeJsonAtomic } from '../io/json-file';
 import { addon } from '../native';
 import { UsageError } from '../errors';
 import { autotunePlan } from '../plan/autotune';
-import { defaultPlan, parsePlan, type Plan } from '../plan/plan';
+import { defaultPlan, planFromJson, type Plan } from '../plan/plan';
 import { resnet50Graph } from '../model/graph';
 import { formatAttribution } from '../report/explain-report';
 import { htmlReport } from '../report/html-report';
@@ -71,11 +71,7 @@ async function prepareData(o: ReproduceOptions, progress: (label: string) => voi
 
 async function planFor(p: Profile, o: ReproduceOptions, progress: (label: string) => void): Promise<Plan> {
   if (p.kernels === 'default') return defaultPlan();
-  if (p.kernels !== 'autotune') {
-    const file = path.join(o.saveDir, `${p.name}-plan.json`);
-    writeJsonAtomic(file, p.kernels);
-    return parsePlan(file, resnet50Graph({ batch: o.batch, resolution: o.resolution, width: o.width, classes: o.classes }));
-  }
+  if (p.kernels !== 'autotune') return planFromJson(p.kernels, resnet50Graph({ batch: o.batch, resolution: o.resolution, width: o.width, classes: o.classes }));
   // Autotuned once per size; the choice is cached beside the runs.
   const cache = path.join(o.saveDir, `autotune-b${o.batch}-r${o.resolution}-w${o.width}.json`);
   if (fs.existsSync(cache)) return JSON.parse(fs.readFileSync(cache, 'utf8')).plan as Plan;

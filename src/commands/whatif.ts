@@ -4,9 +4,9 @@
 import * as fs from 'node:fs';
 import { UsageError } from '../errors';
 import { parseChoice, parseInteger, parseNumber } from '../options';
-import { readRun, readRuns } from '../run/run-file';
-import type { Run } from '../run/training';
-import { kernelsFromBench, kernelsFromRun, withComm, type CommChange } from '../whatif/changes';
+import { readRun } from '../run/run-file';
+import { PHASES, type PhaseKey, type Run } from '../run/training';
+import { kernelsFromBench, kernelsFromRun, withComm, type BenchFile, type CommChange } from '../whatif/changes';
 import { calibrated, predict, type CalibratedPrediction } from '../whatif/predict';
 import type { StepModel } from '../whatif/step-model';
 import { PHASE_LABELS } from '../report/run-report';
@@ -58,18 +58,28 @@ export function parseChanges(opts: WhatIfOpts, base: Run): { apply: (m: StepMode
   if (opts.kernels) {
     const file = opts.kernels;
     if (!fs.existsSync(file.replace(/:\d+$/, ''))) throw new UsageError(`--kernels: '${file}' does not exist (give a saved run or the JSON of bench conv --json)`);
-    const head = fs.readFileSync(file.replace(/:\d+$/, ''), 'utf8').slice(0, 4000);
-    if (/"rows"\s*:/.test(head) && !/"stepscope-run"/.test(head)) {
-      kernelSource = (m) => kernelsFromBench(m, file, opts.variant, base).model;
+    const bench = convBench(file);
+    if (bench) {
+      kernelSource = (m) => kernelsFromBench(m, bench, file, opts.variant, base).model;
       described.push(`conv kernels from ${file} (${opts.variant})`);
     } else {
-      const runs = /:\d+$/.test(file) ? [readRun(file)] : readRuns(file);
-      if (runs.length > 1) throw new UsageError(`--kernels: '${file}' holds ${runs.length} runs; pick one as ${file}:0 .. ${file}:${runs.length - 1}`);
-      kernelSource = (m) => kernelsFromRun(m, runs[0], file).model;
+      const source = readRun(file); // a saved run (file.json:N for one of several); says what is wrong otherwise
+      kernelSource = (m) => kernelsFromRun(m, source, file).model;
       described.push(`kernels from ${file}`);
     }
   }
   return { apply: (m) => withComm(kernelSource ? kernelSource(m) : m, comm), described, comm };
+}
+
+/** The file's content when it is `bench conv --json` output (rows, no run format); undefined otherwise. */
+function convBench(file: string): BenchFile | undefined {
+  if (!fs.existsSync(file)) return undefined;
+  try {
+    const json = JSON.parse(fs.readFileSync(file, 'utf8'));
+    return json && Array.isArray(json.rows) && json.format === undefined ? (json as BenchFile) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 export function whatIf(file: string, opts: WhatIfOpts): WhatIfResult {
@@ -89,14 +99,13 @@ export function whatIf(file: string, opts: WhatIfOpts): WhatIfResult {
   return { base, baseFile: file, changes: described, prediction, scaleOut };
 }
 
-const PHASE_KEYS = ['totalMs', 'dataMs', 'forwardMs', 'backwardMs', 'reductionMs', 'reductionExposedMs', 'overlap', 'optimizerMs', 'idleMs'] as const;
 
 export function formatWhatIf(r: WhatIfResult): string {
   const p = r.prediction;
   const predicted: Breakdown = calibrated(p.breakdown, p.calibration);
   const measured = r.base.summary;
-  const value = (b: Breakdown | undefined, k: (typeof PHASE_KEYS)[number]) => (b ? (k === 'overlap' ? 100 * b[k] : b[k]) : undefined);
-  const rows = PHASE_KEYS.map((k) => ({ k, recorded: k === 'overlap' ? 100 * measured[k].median : measured[k].median, predicted: value(predicted, k) }));
+  const value = (b: Breakdown | undefined, k: PhaseKey) => (b ? (k === 'overlap' ? 100 * b[k] : b[k]) : undefined);
+  const rows = PHASES.map((k) => ({ k, recorded: k === 'overlap' ? 100 * measured[k].median : measured[k].median, predicted: value(predicted, k) }));
   const out = [
     `what if ${r.changes.length ? r.changes.join('; ') : 'nothing changed (the replay of the run itself)'} — from ${r.baseFile}`,
     formatTable(rows, [

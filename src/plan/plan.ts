@@ -43,8 +43,6 @@ function checkVariant(what: string, op: PlanOp, variant: string): void {
  * JSON file ({"ops": {...}, "layers": {...}}) on top of the default plan.
  */
 export function parsePlan(text: string, graph: ResNetGraph): Plan {
-  const plan = defaultPlan();
-  const kindOf = new Map<string, NodeKind>(graph.nodes.map((n) => [n.name, n.kind]));
   let pairs: [string, string][];
   if (text.endsWith('.json') || fs.existsSync(text)) {
     let json: { ops?: Record<string, string>; layers?: Record<string, string> };
@@ -54,7 +52,7 @@ export function parsePlan(text: string, graph: ResNetGraph): Plan {
       throw new UsageError(`--kernels: cannot read plan file '${text}': ${(err as Error).message}`);
     }
     if (typeof json !== 'object' || json === null) throw new UsageError(`--kernels: plan file '${text}' must hold an object with "ops" and "layers"`);
-    pairs = [...Object.entries(json.ops ?? {}), ...Object.entries(json.layers ?? {})];
+    return planFromJson(json, graph);
   } else {
     pairs = text.split(',').filter((s) => s.trim()).map((item) => {
       const [key, value, extra] = item.split('=').map((s) => s.trim());
@@ -62,6 +60,17 @@ export function parsePlan(text: string, graph: ResNetGraph): Plan {
       return [key, value];
     });
   }
+  return applyPairs(pairs, graph);
+}
+
+/** A plan given as {"ops": {...}, "layers": {...}} (a file's content, a profile's kernels), on top of the default plan. */
+export function planFromJson(json: { ops?: Record<string, string>; layers?: Record<string, string> }, graph: ResNetGraph): Plan {
+  return applyPairs([...Object.entries(json.ops ?? {}), ...Object.entries(json.layers ?? {})], graph);
+}
+
+function applyPairs(pairs: [string, string][], graph: ResNetGraph): Plan {
+  const plan = defaultPlan();
+  const kindOf = new Map<string, NodeKind>(graph.nodes.map((n) => [n.name, n.kind]));
   for (const [key, variant] of pairs) {
     if ((PLAN_OPS as readonly string[]).includes(key)) {
       checkVariant(`--kernels ${key}`, key as PlanOp, variant);

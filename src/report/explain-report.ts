@@ -2,7 +2,7 @@
 // two runs, the critical path of a run, and what-if predictions.
 import type { Attribution } from '../analysis/attribution';
 import { PART_LABELS, PARTS } from '../analysis/attribution';
-import type { CriticalPath } from '../analysis/critical-path';
+import { PATH_PHASES, type CriticalPath } from '../analysis/critical-path';
 import type { Run } from '../run/training';
 import { formatTable } from './table';
 
@@ -55,12 +55,11 @@ export function formatAttribution(x: Attribution, nameA: string, nameB: string):
 }
 
 export function formatCriticalPath(path: CriticalPath, name: string): string {
-  const phases = ['data', 'forward', 'backward', 'reduction', 'optimizer', 'idle'] as const;
   const kernels = path.segments.filter((s) => s.kind === 'kernel');
   const onComm = kernels.filter((s) => s.stream !== 'compute').length;
   return [
     `critical path of ${name}: ${path.totalMs.toFixed(1)} ms, ${kernels.length} kernels (${onComm} on the communication stream)`,
-    formatTable(phases.map((p) => ({ p })), [
+    formatTable(PATH_PHASES.map((p) => ({ p })), [
       { header: 'phase', value: ({ p }) => p },
       { header: 'ms on path', value: ({ p }) => path.share[p], digits: 1 },
       { header: 'share %', value: ({ p }) => (100 * path.share[p]) / Math.max(path.totalMs, 1e-9), digits: 1 },

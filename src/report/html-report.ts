@@ -4,7 +4,7 @@
 // attribution of a difference; critical paths; and what-if tables.
 import type { Attribution } from '../analysis/attribution';
 import { PART_LABELS, PARTS } from '../analysis/attribution';
-import type { CriticalPath } from '../analysis/critical-path';
+import { PATH_PHASES, type CriticalPath } from '../analysis/critical-path';
 import { phaseOf } from '../run/kernel-stats';
 import type { Run } from '../run/training';
 
@@ -111,8 +111,7 @@ export function htmlReport(input: ReportInput): string {
   }
   const paths = input.runs.filter((r) => r.path);
   if (paths.length) {
-    const phases = ['data', 'forward', 'backward', 'reduction', 'optimizer', 'idle'] as const;
-    sections.push(`<section><h2>Critical path</h2>${table(['run', ...phases.map((p) => `${p} ms`), 'total ms'], paths.map((r) => [r.name, ...phases.map((p) => r.path!.share[p]), r.path!.totalMs]))}</section>`);
+    sections.push(`<section><h2>Critical path</h2>${table(['run', ...PATH_PHASES.map((p) => `${p} ms`), 'total ms'], paths.map((r) => [r.name, ...PATH_PHASES.map((p) => r.path!.share[p]), r.path!.totalMs]))}</section>`);
   }
   for (const w of input.whatif ?? []) {
     const rows = w.rows.map((r) => [r.label, r.predictedMs, r.measuredMs ?? '-', r.measuredMs === undefined ? '-' : `${f1((100 * (r.predictedMs - r.measuredMs)) / r.measuredMs)} %`]);

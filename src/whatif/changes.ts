@@ -1,7 +1,6 @@
 // The changes a what-if applies to a StepModel: kernel durations from another
 // run or from a conv benchmark, and the reduction's schedule, buckets,
 // workers and modeled link.
-import * as fs from 'node:fs';
 import { UsageError } from '../errors';
 import type { Run } from '../run/training';
 import { aloneDurations, type StepModel } from './step-model';
@@ -53,7 +52,7 @@ export function kernelsFromRun(model: StepModel, source: Run, label: string): { 
   return { model: { ...a, compute, notes: [...a.notes, note] }, change: { replaced, unmatched, source: label } };
 }
 
-interface BenchFile {
+export interface BenchFile {
   batch: number;
   resolution?: number;
   rows: { layer: string; pass: string; variant: string; status: string; medianMs: number | null; reorderMs?: number }[];
@@ -63,14 +62,7 @@ interface BenchFile {
  * Takes convolution durations from `stepscope bench conv --json` output, for
  * one variant or the fastest per layer and pass (`best`).
  */
-export function kernelsFromBench(model: StepModel, file: string, variant: string, run: Run): { model: StepModel; change: KernelChange } {
-  let bench: BenchFile;
-  try {
-    bench = JSON.parse(fs.readFileSync(file, 'utf8'));
-  } catch (err) {
-    throw new UsageError(`--kernels: cannot read conv benchmark '${file}': ${(err as Error).message}`);
-  }
-  if (!Array.isArray(bench.rows)) throw new UsageError(`--kernels: '${file}' is not the JSON of \`stepscope bench conv --json\` (no "rows")`);
+export function kernelsFromBench(model: StepModel, bench: BenchFile, file: string, variant: string, run: Run): { model: StepModel; change: KernelChange } {
   if (bench.batch !== run.config.batch || (bench.resolution !== undefined && bench.resolution !== run.config.resolution)) {
     throw new UsageError(`--kernels: '${file}' was measured at batch ${bench.batch}${bench.resolution ? `, ${bench.resolution}x${bench.resolution}` : ''}; the run is batch ${run.config.batch}, ${run.config.resolution}x${run.config.resolution}`);
   }
@@ -108,7 +100,6 @@ export function kernelsFromBench(model: StepModel, file: string, variant: string
   const unmatched: string[] = [];
   let replaced = 0;
   // The benchmark's reorders (per call, around the convolution) replace the run's.
-  const hasReorder = new Set(model.compute.filter((t) => t.op === 'reorder').map((t) => `conv|${t.pass}|${t.layer}`));
   const reordersOf = new Map<string, number>();
   for (const t of model.compute) if (t.op === 'reorder') reordersOf.set(`conv|${t.pass}|${t.layer}`, (reordersOf.get(`conv|${t.pass}|${t.layer}`) ?? 0) + 1);
   const compute = model.compute.map((t) => {
@@ -121,7 +112,7 @@ export function kernelsFromBench(model: StepModel, file: string, variant: string
       return t;
     }
     replaced++;
-    return { ...t, ms: s.ms + (hasReorder.has(key) ? 0 : s.reorderMs), variant: s.variant };
+    return { ...t, ms: s.ms + (reordersOf.has(key) ? 0 : s.reorderMs), variant: s.variant };
   });
   const scaled = [...ratio].map(([pass, f]) => `${pass} x${f.toFixed(2)}`).join(', ');
   const note = `convolution durations from the benchmark ${file} (${variant}); ${replaced} convolution kernels matched` +
