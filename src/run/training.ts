@@ -12,7 +12,7 @@ import type { Plan } from '../plan/plan';
 import { TrainingStep, type ReductionOptions, type StepLayout } from './executor';
 import { breakdown } from '../analysis/breakdown';
 import { initWeights, loadBatch, loadWeights, saveWeights } from './weights';
-import { kernelStats, type IterationMarks, type KernelStat } from './kernel-stats';
+import { kernelKey, kernelStats, type IterationMarks, type KernelStat } from './kernel-stats';
 import { measureContention, type Contention } from './contention';
 import { DataPipeline, type DataOptions } from '../data/pipeline';
 import { UsageError } from '../errors';
@@ -196,7 +196,7 @@ async function iterate(
     recorded.push({ index: i, records, marks: r });
     const perIteration = new Map<string, number>();
     for (const k of records) {
-      const key = [k.op, k.pass, k.layer, k.variant].join('|');
+      const key = kernelKey(k);
       perIteration.set(key, (perIteration.get(key) ?? 0) + (k.endNs - k.startNs) / 1e6);
       if (!perKernel.has(key)) perKernel.set(key, { k: { op: k.op, pass: k.pass, layer: k.layer, variant: k.variant }, times: [] });
     }
