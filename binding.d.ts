@@ -155,6 +155,20 @@ export interface KernelRecord {
   bytes: number;
 }
 
+/** A stream waited for an event that another stream recorded. */
+export interface WaitRecord {
+  stream: number;
+  /** The stream that waited. */
+  streamName: string;
+  /** The stream that recorded the event. */
+  sourceStream: string;
+  /** The waiting stream reached the wait, and went on. */
+  startNs: number;
+  endNs: number;
+  /** When the event fired; -1 when not known (a later record replaced it). */
+  firedNs: number;
+}
+
 export interface VariantInfo {
   name: string;
   description: string;
@@ -205,7 +219,10 @@ export interface BuildInfo {
 
 /** Removes and returns every kernel record so far. */
 export declare function timelineDrain(): KernelRecord[];
+/** Clears the kernel records and the wait records. */
 export declare function timelineClear(): void;
+/** The waits of streams on events recorded since the last drain (the schedule's dependency edges). */
+export declare function waitsDrain(): WaitRecord[];
 /** The timeline clock, in nanoseconds. */
 export declare function nowNs(): number;
 export declare function convVariants(): VariantInfo[];

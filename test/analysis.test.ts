@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import type { KernelRecord } from '../binding';
+import type { KernelRecord, WaitRecord } from '../binding';
 import { attribute, decompose, PARTS } from '../src/analysis/attribution';
 import { criticalPath } from '../src/analysis/critical-path';
 import { progressBar } from '../src/report/progress';
@@ -77,7 +77,11 @@ function rec(stream: string, op: string, pass: string, start: number, end: numbe
   return { op, pass, layer, variant: 'v', stream: stream === 'compute' ? 0 : 1, streamName: stream, startNs: start * 1e6, endNs: end * 1e6, flops: 0, bytes: 0 };
 }
 
-test('critical path: follows the waits across streams, and its parts add up to the iteration', () => {
+function wait(stream: string, source: string, start: number, end: number, fired = end): WaitRecord {
+  return { stream: stream === 'compute' ? 0 : 1, streamName: stream, sourceStream: source, startNs: start * 1e6, endNs: end * 1e6, firedNs: fired * 1e6 };
+}
+
+test('critical path: follows the recorded waits across streams, and its parts add up to the iteration', () => {
   // forward 0..10, backward 10..30 (gradient at 20), reduction of bucket 0 at 21..40 on comm,
   // the optimizer waits for it: 41..45.
   const records = [
@@ -85,14 +89,23 @@ test('critical path: follows the waits across streams, and its parts add up to t
     rec('comm', 'allreduce', 'comm', 21, 40, 'l2.weight'), rec('compute', 'sgd', 'update', 41, 45),
   ];
   const marks = { startNs: 0, forwardEndNs: 10e6, backwardEndNs: 30e6, reducedNs: 40.5e6, endNs: 45e6 };
-  const p = criticalPath(records, marks, 2);
+  // comm waited from 0 for l2's gradient (fired at 20); compute waited 30..40.5 for the reduction.
+  const waits = [wait('comm', 'compute', 0, 20.5, 20), wait('compute', 'comm', 30, 40.5, 40)];
+  const p = criticalPath(records, marks, 2, waits);
   const kernels = p.segments.filter((s) => s.kind === 'kernel').map((s) => s.kernel!.layer);
   assert.deepEqual(kernels, ['conv', 'l2', 'l2.weight', 'sgd'], 'the path goes through the reduction, not the last backward kernel');
+  assert.deepEqual(p.segments.filter((s) => s.waitedFor).map((s) => `${s.kernel!.layer}<-${s.waitedFor}`), ['l2.weight<-compute', 'sgd<-comm']);
   assert.equal(p.totalMs.toFixed(3), '47.000');
   assert.equal(p.share.reduction.toFixed(3), '19.000');
   assert.equal(p.share.idle.toFixed(3), '2.000'); // 20..21 and 40..41
   const sum = Object.values(p.share).reduce((a, b) => a + b, 0);
   assert.equal(sum.toFixed(6), p.totalMs.toFixed(6));
+  // Without the wait edges the same timeline is one stream's chain: the last compute kernel, then sgd.
+  const alone = criticalPath(records, marks, 2, []);
+  assert.deepEqual(alone.segments.filter((s) => s.kind === 'kernel').map((s) => s.kernel!.layer), ['conv', 'l2', 'l1', 'sgd']);
+  // A wait that did not block (its event fired before the stream got there) keeps the stream's own order.
+  const early = criticalPath(records, marks, 2, [wait('compute', 'comm', 30, 30, 29)]);
+  assert.ok(!early.segments.some((s) => s.kernel?.layer === 'l2.weight'));
 });
 
 // Two small real runs: serialized and overlapped, 2 workers, a slow modeled link.
@@ -103,7 +116,7 @@ test('step --compare saves both runs; explain: the parts sum to the measured dif
   const r = cli(['step', ...args, '--compare', '--save', runsFile]);
   assert.equal(r.status, 0, r.stderr);
   const [a, b] = readRuns(runsFile);
-  assert.equal(a.version, 2);
+  assert.equal(a.version, 3);
   const x = attribute(a, b);
   const sum = PARTS.reduce((s, p) => s + x.delta[p], 0);
   assert.ok(Math.abs(sum - x.differenceMs) < 1e-6, `parts ${sum} vs difference ${x.differenceMs}`);
@@ -113,6 +126,16 @@ test('step --compare saves both runs; explain: the parts sum to the measured dif
     assert.ok(Math.abs(d.totalMs - it.totalMs) < 0.05, `the saved iteration's parts (${d.totalMs}) make its total (${it.totalMs})`);
     assert.ok(PARTS.every((p) => d.parts[p] >= -0.05), JSON.stringify(d.parts));
   }
+  // The printed medians are the saved iterations: the attribution adds up to their difference.
+  assert.ok(Math.abs(x.differenceMs - (b.summary.totalMs.median - a.summary.totalMs.median)) < 0.05);
+  // Wait edges: none in the serialized run (one stream); the overlapped run's comm stream waited for
+  // each bucket's gradient and compute waited for the reduction; the slow link puts that edge on the path.
+  assert.equal(a.waits.length, 0);
+  assert.ok(b.waits.some((w) => w.streamName === 'comm' && w.sourceStream === 'compute'), JSON.stringify(b.waits));
+  assert.ok(b.waits.some((w) => w.streamName === 'compute' && w.sourceStream === 'comm'));
+  assert.ok(b.waits.every((w) => w.startNs <= w.endNs && w.firedNs <= w.endNs + 1e3));
+  const pathB = criticalPath(b.timeline, b.marks, 0, b.waits);
+  assert.ok(pathB.segments.some((s) => s.waitedFor === 'comm' && s.kernel!.op === 'sgd'), 'the optimizer waited for the exposed reduction');
   // The overlapped schedule hides most of the slow link's time.
   assert.ok(x.delta.exposedReduction < 0, `exposed reduction moved by ${x.delta.exposedReduction}`);
   const e = cli(['explain', runsFile, '--report', path.join(dir, 'explain.html')]);
@@ -147,12 +170,13 @@ test('bad input to explain and whatif: clear errors, exit 2', () => {
   };
   const run = JSON.parse(fs.readFileSync(runsFile, 'utf8'))[0];
   const cases: [string[], RegExp][] = [
-    [['explain', bad('v1.json', JSON.stringify({ ...run, version: 1 }))], /run format version 1 is not supported; this stepscope reads version 2/],
+    [['explain', bad('v1.json', JSON.stringify({ ...run, version: 1 }))], /run format version 1 is not supported; this stepscope reads version 3/],
     [['explain', bad('torn.json', JSON.stringify(run).slice(0, 500))], /is damaged \(not valid JSON/],
     [['explain', bad('other.json', '{"format":"something"}')], /not a stepscope run \(format is "something"/],
     [['explain', bad('nokernels.json', JSON.stringify({ ...run, kernels: undefined }))], /damaged run: "kernels" is missing/],
     [['explain', path.join(dir, 'missing.json')], /cannot read run file .*ENOENT/],
     [['explain', bad('badkernel.json', JSON.stringify({ ...run, timeline: [...run.timeline.slice(0, 3), { op: 'conv' }] }))], /damaged run: timeline\[3\] is not a kernel record/],
+    [['explain', bad('badwait.json', JSON.stringify({ ...run, waits: [{ streamName: 'comm', startNs: 1 }] }))], /damaged run: waits\[0\] is not a wait record/],
     [['whatif', runsFile], /holds 2 runs; pick one as/],
     [['whatif', `${runsFile}:5`], /index 5 is past the end \(0\.\.1\)/],
     [['whatif', `${runsFile}:0`, '--schedule', 'sideways'], /--schedule/],

@@ -80,6 +80,7 @@ test('events fire with timestamps; a stream waiting on an event runs after it', 
   const small: ConvShape = { n: 1, c: 4, h: 4, w: 4, k: 4, r: 1, s: 1, stride: 1, pad: 0 };
   const u = randomConvTensors(small, 4);
   native.timelineDrain();
+  native.waitsDrain();
   new native.ConvKernel(big, 'fwd', 'direct', 'long').enqueue(a, t.x, t.w, t.y);
   a.record(done);
   b.wait(done);
@@ -91,6 +92,17 @@ test('events fire with timestamps; a stream waiting on an event runs after it', 
   assert.ok(done.timestampNs !== null && done.timestampNs >= long.endNs);
   assert.ok(after.startNs >= long.endNs, 'b waited for the event recorded after a long kernel on a');
   assert.equal(after.stream, b.id);
+  // The wait is recorded as an edge: b waited for a, from before the long kernel ended until the event fired.
+  const waits = native.waitsDrain();
+  assert.equal(waits.length, 1);
+  const [w] = waits;
+  assert.deepEqual([w.streamName, w.sourceStream, w.stream], ['b', 'a', b.id]);
+  assert.equal(w.firedNs, done.timestampNs);
+  assert.ok(w.startNs < long.endNs && w.endNs >= w.firedNs && w.endNs <= after.startNs, JSON.stringify({ w, long, after }));
+  // Waiting on an event that was never recorded is no edge at all.
+  b.wait(new native.Event());
+  await b.synchronize();
+  assert.equal(native.waitsDrain().length, 0);
 });
 
 test('long work does not block the event loop', async () => {

@@ -149,7 +149,7 @@ test('step prints the phases and top kernels, saves the run and round-trips weig
   assert.match(r.stdout, /peak memory \d+ MiB/);
   const run = JSON.parse(fs.readFileSync(runFile, 'utf8'));
   assert.equal(run.format, 'stepscope-run');
-  assert.equal(run.version, 2);
+  assert.equal(run.version, 3);
   assert.equal(run.kernels.length, run.timeline.length, 'one figure per kernel of the iteration');
   assert.equal(run.iterations.length, 3);
   assert.ok(run.timeline.some((k: { layer: string; variant: string }) => k.layer === 'res2a_branch2b' && k.variant === 'direct'));

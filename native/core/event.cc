@@ -2,9 +2,20 @@
 
 namespace stepscope {
 
-uint64_t Event::beginRecord() {
+uint64_t Event::beginRecord(const std::string& source) {
   std::lock_guard<std::mutex> lock(mutex_);
+  source_ = source;
   return ++recorded_;
+}
+
+std::pair<uint64_t, std::string> Event::latestRecord() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return {recorded_, source_};
+}
+
+int64_t Event::firedAtNs(uint64_t generation) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return fired_ == generation ? timestamp_ : -1;
 }
 
 void Event::fire(uint64_t generation, int64_t timestampNs) {

@@ -7,13 +7,19 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <string>
+#include <utility>
 
 namespace stepscope {
 
 class Event {
  public:
-  // Called when a record is enqueued; returns the generation to fire.
-  uint64_t beginRecord();
+  // Called when a record is enqueued by the named stream; returns the generation to fire.
+  uint64_t beginRecord(const std::string& source = "");
+  // The generation a waiter must see fired, and the stream that recorded it.
+  std::pair<uint64_t, std::string> latestRecord();
+  // When `generation` fired, or -1 if a later generation has replaced it (or none fired).
+  int64_t firedAtNs(uint64_t generation);
   // Called by the stream when it reaches the marker.
   void fire(uint64_t generation, int64_t timestampNs);
   // The generation a waiter must see fired (0: nothing to wait for).
@@ -30,6 +36,7 @@ class Event {
   uint64_t recorded_ = 0;
   uint64_t fired_ = 0;
   int64_t timestamp_ = -1;
+  std::string source_;
 };
 
 using EventPtr = std::shared_ptr<Event>;

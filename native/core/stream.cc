@@ -43,15 +43,24 @@ void Stream::push(Task task) {
 void Stream::enqueue(std::function<void(KernelRecorder&)> work) { push({std::move(work), false}); }
 
 uint64_t Stream::record(const EventPtr& event) {
-  uint64_t generation = event->beginRecord();
+  uint64_t generation = event->beginRecord(name_);
   push({[event, generation](KernelRecorder&) { event->fire(generation, nowNs()); }, true});
   return generation;
 }
 
 void Stream::wait(const EventPtr& event) {
-  uint64_t generation = event->latestGeneration();
+  auto [generation, source] = event->latestRecord();
   if (generation == 0) return;
-  push({[event, generation](KernelRecorder&) { event->waitFor(generation); }, true});
+  int id = id_;
+  std::string name = name_;
+  push({[event, generation, id, name, source](KernelRecorder&) {
+          WaitRecord record{id, name, source, nowNs(), 0, -1};
+          event->waitFor(generation);
+          record.endNs = nowNs();
+          record.firedNs = event->firedAtNs(generation);
+          Timeline::global().addWait(std::move(record));
+        },
+        true});
 }
 
 void Stream::synchronize() {

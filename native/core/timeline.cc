@@ -27,9 +27,22 @@ std::vector<KernelRecord> Timeline::drain() {
   return out;
 }
 
+void Timeline::addWait(WaitRecord record) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (waits_.size() < kMaxWaits) waits_.push_back(std::move(record));
+}
+
+std::vector<WaitRecord> Timeline::drainWaits() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::vector<WaitRecord> out;
+  out.swap(waits_);
+  return out;
+}
+
 void Timeline::clear() {
   std::lock_guard<std::mutex> lock(mutex_);
   records_.clear();
+  waits_.clear();
 }
 
 size_t Timeline::size() {

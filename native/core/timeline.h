@@ -29,17 +29,33 @@ struct KernelRecord {
   int64_t endNs = 0;
 };
 
+// A stream that waited for an event another stream recorded: the dependency
+// edges of the schedule, so the critical path follows what really waited.
+struct WaitRecord {
+  int streamId = 0;
+  std::string streamName;    // the stream that waited
+  std::string sourceStream;  // the stream that recorded the event ("" for none)
+  int64_t startNs = 0;       // the wait began (the stream reached it)
+  int64_t endNs = 0;         // the wait returned
+  int64_t firedNs = -1;      // the event fired (-1: not known)
+};
+
 class Timeline {
  public:
   static Timeline& global();
   void add(KernelRecord record);
   std::vector<KernelRecord> drain();
+  void addWait(WaitRecord record);
+  std::vector<WaitRecord> drainWaits();
   void clear();
   size_t size();
 
  private:
+  // Nobody may drain the waits (a benchmark): keep memory bounded.
+  static constexpr size_t kMaxWaits = 1 << 20;
   std::mutex mutex_;
   std::vector<KernelRecord> records_;
+  std::vector<WaitRecord> waits_;
 };
 
 }  // namespace stepscope

@@ -50,6 +50,24 @@ Napi::Value timelineDrain(const Napi::CallbackInfo& info) {
   return out;
 }
 
+Napi::Value waitsDrain(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::vector<WaitRecord> waits = Timeline::global().drainWaits();
+  Napi::Array out = Napi::Array::New(env, waits.size());
+  for (size_t i = 0; i < waits.size(); ++i) {
+    const WaitRecord& w = waits[i];
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("stream", w.streamId);
+    o.Set("streamName", w.streamName);
+    o.Set("sourceStream", w.sourceStream);
+    o.Set("startNs", double(w.startNs));
+    o.Set("endNs", double(w.endNs));
+    o.Set("firedNs", double(w.firedNs));
+    out.Set(uint32_t(i), o);
+  }
+  return out;
+}
+
 Napi::Value timelineClear(const Napi::CallbackInfo& info) {
   Timeline::global().clear();
   return info.Env().Undefined();
@@ -199,6 +217,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("resetPeakMemory", Napi::Function::New(env, resetPeakMemoryValue));
   exports.Set("emptyCache", Napi::Function::New(env, emptyCacheValue));
   exports.Set("timelineDrain", Napi::Function::New(env, timelineDrain));
+  exports.Set("waitsDrain", Napi::Function::New(env, waitsDrain));
   exports.Set("timelineClear", Napi::Function::New(env, timelineClear));
   exports.Set("nowNs", Napi::Function::New(env, nowNsValue));
   exports.Set("convVariants", Napi::Function::New(env, convVariants));

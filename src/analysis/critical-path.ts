@@ -1,11 +1,11 @@
 // The critical path of one iteration: the chain of kernels and waits that
-// decided when it ended. Walking back from the last kernel: a kernel's
-// predecessor is the previous kernel on its stream, unless it waited for the
-// other stream: the optimizer's first kernel waits for the last bucket's
-// reduction (overlapped schedule), and a bucket's first reduction waits for
-// the backward kernel that produced its last gradient. Gaps on the path are
-// host time (launch, events) or idle; their sum with the kernels' is the span.
-import type { KernelRecord } from '../../binding';
+// decided when it ended. Walking back from the last kernel, a kernel's
+// predecessor is whichever of its dependencies ended last: the previous
+// kernel on its stream, or, when its stream waited for an event since that
+// kernel (a recorded wait edge), the kernel after which the other stream
+// recorded the event. Gaps on the path are host time (launch, events) or idle;
+// their sum with the kernels' is the span.
+import type { KernelRecord, WaitRecord } from '../../binding';
 import { phaseOf, type IterationMarks, type Phase } from '../run/kernel-stats';
 
 /** The phases a critical path is split into, in iteration order. */
@@ -17,6 +17,8 @@ export interface PathSegment {
   stream: string;
   ms: number;
   kernel?: { op: string; pass: string; layer: string; variant: string };
+  /** This kernel's stream waited for an event of that stream, recorded after the path's previous kernel. */
+  waitedFor?: string;
 }
 
 export interface CriticalPath {
@@ -26,53 +28,46 @@ export interface CriticalPath {
   totalMs: number;
 }
 
-/** A comm kernel that waited longer than this after its predecessor started a new bucket. */
-const WAIT_NS = 20_000;
+/** Clock slack between a kernel's recorded end and an event or wait timestamp taken just after it. */
+const SLACK_NS = 1_000;
 
-export function criticalPath(records: KernelRecord[], marks: IterationMarks, dataMs: number): CriticalPath {
+export function criticalPath(records: KernelRecord[], marks: IterationMarks, dataMs: number, waits: WaitRecord[]): CriticalPath {
   const byStream = new Map<string, KernelRecord[]>();
   for (const k of records) byStream.set(k.streamName, [...(byStream.get(k.streamName) ?? []), k]);
   for (const list of byStream.values()) list.sort((a, b) => a.startNs - b.startNs);
-  const compute = byStream.get('compute') ?? [];
-  const comm = [...byStream.entries()].filter(([name]) => name !== 'compute').flatMap(([, l]) => l).sort((a, b) => a.startNs - b.startNs);
   const segments: PathSegment[] = [];
   const gap = (stream: string, ns: number) => {
     if (ns > 0) segments.push({ kind: 'gap', phase: 'idle', stream, ms: ns / 1e6 });
   };
-  if (compute.length === 0) return { segments, share: { data: dataMs, forward: 0, backward: 0, reduction: 0, optimizer: 0, idle: 0 }, totalMs: dataMs };
+  if (records.length === 0) return { segments, share: { data: dataMs, forward: 0, backward: 0, reduction: 0, optimizer: 0, idle: 0 }, totalMs: dataMs };
 
-  const firstOptimizer = compute.find((k) => phaseOf(k, marks) === 'optimizer');
-  let list = compute;
-  let i = list.length - 1;
-  let cur = list[i];
+  /** The kernel after which `stream` recorded an event that fired at `firedNs`. */
+  const recorder = (stream: string, firedNs: number) => (byStream.get(stream) ?? []).filter((k) => k.endNs <= firedNs + SLACK_NS).at(-1);
+
   // The last kernel of the iteration (on any stream) ends it.
-  const last = [...compute, ...comm].reduce((a, b) => (b.endNs > a.endNs ? b : a));
-  gap('compute', marks.endNs - last.endNs);
-  if (last !== cur) {
-    list = comm;
-    i = comm.indexOf(last);
-    cur = last;
-  }
+  let cur = records.reduce((a, b) => (b.endNs > a.endNs ? b : a));
+  gap(cur.streamName, marks.endNs - cur.endNs);
   for (;;) {
-    segments.push({ kind: 'kernel', phase: phaseOf(cur, marks), stream: cur.streamName, ms: (cur.endNs - cur.startNs) / 1e6, kernel: { op: cur.op, pass: cur.pass, layer: cur.layer, variant: cur.variant } });
-    const prevSame = i > 0 ? list[i - 1] : undefined;
-    let pred: KernelRecord | undefined = prevSame;
-    if (list === compute && cur === firstOptimizer && comm.length > 0) {
-      // Waited for the reduction when the last comm kernel ended after the previous compute kernel.
-      const lastComm = comm.filter((k) => k.endNs <= cur.startNs + WAIT_NS).at(-1);
-      if (lastComm && (!prevSame || lastComm.endNs > prevSame.endNs)) pred = lastComm;
-    } else if (list === comm && (!prevSame || cur.startNs - prevSame.endNs > WAIT_NS)) {
-      // A bucket that waited for its gradient: the compute kernel that ended last before it started.
-      const producer = compute.filter((k) => k.endNs <= cur.startNs + WAIT_NS).at(-1);
-      if (producer && (!prevSame || producer.endNs > prevSame.endNs)) pred = producer;
+    const segment: PathSegment = { kind: 'kernel', phase: phaseOf(cur, marks), stream: cur.streamName, ms: (cur.endNs - cur.startNs) / 1e6, kernel: { op: cur.op, pass: cur.pass, layer: cur.layer, variant: cur.variant } };
+    segments.push(segment);
+    const list = byStream.get(cur.streamName)!;
+    const prevSame = list[list.indexOf(cur) - 1];
+    // Waits this stream passed between its previous kernel and this one.
+    const after = prevSame ? prevSame.endNs - SLACK_NS : -Infinity;
+    let pred = prevSame;
+    for (const w of waits) {
+      if (w.streamName !== cur.streamName || w.startNs < after || w.endNs > cur.startNs + SLACK_NS) continue;
+      const source = recorder(w.sourceStream, w.firedNs >= 0 ? w.firedNs : w.endNs);
+      if (source && (!pred || source.endNs > pred.endNs)) {
+        pred = source;
+        segment.waitedFor = w.sourceStream;
+      }
     }
     if (!pred) {
       gap(cur.streamName, cur.startNs - marks.startNs);
       break;
     }
     gap(cur.streamName, cur.startNs - pred.endNs);
-    list = compute.includes(pred) ? compute : comm;
-    i = list.indexOf(pred);
     cur = pred;
   }
   segments.reverse();

@@ -16,7 +16,7 @@ export interface Explained {
 
 export function pathOf(run: Run): CriticalPath {
   const it = run.iterations.find((f) => f.index === run.timelineIteration);
-  return criticalPath(run.timeline, run.marks, it?.dataMs ?? run.summary.dataMs.median);
+  return criticalPath(run.timeline, run.marks, it?.dataMs ?? run.summary.dataMs.median, run.waits);
 }
 
 export function explain(files: string[], top: number): Explained {

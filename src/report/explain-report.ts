@@ -57,8 +57,10 @@ export function formatAttribution(x: Attribution, nameA: string, nameB: string):
 export function formatCriticalPath(path: CriticalPath, name: string): string {
   const kernels = path.segments.filter((s) => s.kind === 'kernel');
   const onComm = kernels.filter((s) => s.stream !== 'compute').length;
+  const crossings = kernels.filter((s) => s.waitedFor).map((s) => `${s.kernel!.op} ${s.kernel!.layer || s.kernel!.pass} (${s.stream}) waited for ${s.waitedFor}`);
   return [
     `critical path of ${name}: ${path.totalMs.toFixed(1)} ms, ${kernels.length} kernels (${onComm} on the communication stream)`,
+    ...(crossings.length ? [`crosses streams at ${crossings.length} recorded wait(s): ${crossings.slice(0, 4).join('; ')}${crossings.length > 4 ? '; ...' : ''}`] : []),
     formatTable(PATH_PHASES.map((p) => ({ p })), [
       { header: 'phase', value: ({ p }) => p },
       { header: 'ms on path', value: ({ p }) => path.share[p], digits: 1 },

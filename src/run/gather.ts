@@ -29,6 +29,7 @@ export async function gatherTimelines(comm: GlooCommunicator, rank: number, size
   mine.set(bytes, offsets[rank]);
   const summed = await allreduceSum(comm, mine, 'gather-timelines');
   addon().timelineDrain(); // the gather is not part of any run
+  addon().waitsDrain();
   const decoder = new TextDecoder();
   return Array.from({ length: size }, (_, r) => JSON.parse(decoder.decode(Uint8Array.from(summed.subarray(offsets[r], offsets[r + 1])))) as KernelRecord[]);
 }

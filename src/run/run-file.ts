@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import { UsageError } from '../errors';
 import { RUN_FORMAT_VERSION, type Run } from './training';
 
-const REQUIRED: (keyof Run)[] = ['config', 'environment', 'iterations', 'summary', 'timeline', 'marks', 'kernels'];
+const REQUIRED: (keyof Run)[] = ['config', 'environment', 'iterations', 'summary', 'timeline', 'waits', 'marks', 'kernels'];
 
 function checkRun(value: unknown, where: string): Run {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new UsageError(`${where}: not a stepscope run (expected a JSON object)`);
@@ -17,12 +17,15 @@ function checkRun(value: unknown, where: string): Run {
   for (const key of REQUIRED) {
     if (r[key] === undefined) throw new UsageError(`${where}: damaged run: "${key}" is missing`);
   }
-  if (!Array.isArray(r.kernels) || !Array.isArray(r.timeline) || !Array.isArray(r.iterations)) throw new UsageError(`${where}: damaged run: kernels, timeline and iterations must be arrays`);
+  if (!Array.isArray(r.kernels) || !Array.isArray(r.timeline) || !Array.isArray(r.waits) || !Array.isArray(r.iterations)) throw new UsageError(`${where}: damaged run: kernels, timeline, waits and iterations must be arrays`);
   // Every entry the analyses read, so that damage is an error here and not a NaN later.
   const num = (v: unknown) => typeof v === 'number' && Number.isFinite(v);
   const str = (v: unknown) => typeof v === 'string';
   r.timeline.forEach((k, i) => {
     if (!k || !num(k.startNs) || !num(k.endNs) || !str(k.op) || !str(k.pass) || !str(k.layer) || !str(k.streamName)) throw new UsageError(`${where}: damaged run: timeline[${i}] is not a kernel record`);
+  });
+  r.waits.forEach((w, i) => {
+    if (!w || !num(w.startNs) || !num(w.endNs) || !num(w.firedNs) || !str(w.streamName) || !str(w.sourceStream)) throw new UsageError(`${where}: damaged run: waits[${i}] is not a wait record`);
   });
   r.kernels.forEach((k, i) => {
     if (!k || !num(k.meanMs) || !num(k.medianMs) || !num(k.startMs) || !num(k.gapMs) || !str(k.op) || !str(k.stream) || !str(k.phase)) throw new UsageError(`${where}: damaged run: kernels[${i}] is not a kernel figure`);

@@ -4,7 +4,7 @@
 // and returns a Run: configuration, environment, per-iteration phases, the
 // top kernels, and the last iteration's timeline (savable as JSON).
 import * as os from 'node:os';
-import type { KernelRecord } from '../../binding';
+import type { KernelRecord, WaitRecord } from '../../binding';
 import { summarize, type Summary } from '../bench/stats';
 import { paramCount, resnet50Graph, type ResNetGraph } from '../model/graph';
 import { addon } from '../native';
@@ -81,7 +81,7 @@ export const PHASES = ['totalMs', 'dataMs', 'forwardMs', 'backwardMs', 'reductio
 export type PhaseKey = (typeof PHASES)[number];
 
 /** The version of the saved Run format this build writes and reads. */
-export const RUN_FORMAT_VERSION = 2;
+export const RUN_FORMAT_VERSION = 3;
 
 export interface Run {
   format: 'stepscope-run';
@@ -103,6 +103,8 @@ export interface Run {
   topKernels: KernelSummary[];
   /** The kernels of the measured iteration whose total was the median, times relative to its start. */
   timeline: KernelRecord[];
+  /** That iteration's waits of one stream for another's event (the schedule's dependency edges), same times. */
+  waits: WaitRecord[];
   /** That iteration's index, and its phase marks (ns relative to its start). */
   timelineIteration: number;
   marks: IterationMarks;
@@ -162,9 +164,10 @@ async function iterate(
 
   const contention = config.reduction && config.reduction.comm === 'local' ? await measureContention(step) : undefined;
   const iterations: IterationFigures[] = [];
-  const recorded: { index: number; records: KernelRecord[]; marks: IterationMarks }[] = [];
+  const recorded: { index: number; records: KernelRecord[]; waits: WaitRecord[]; marks: IterationMarks }[] = [];
   const perKernel = new Map<string, { k: Omit<KernelSummary, 'medianMs' | 'calls'>; times: number[] }>();
   native.timelineDrain();
+  native.waitsDrain();
   for (let i = 0; i < config.warmup + config.iterations; i++) {
     const dataStart = native.nowNs();
     let dataBusyMs: number | undefined, skippedImages: number | undefined;
@@ -179,6 +182,7 @@ async function iterate(
     const dataMs = (native.nowNs() - dataStart) / 1e6;
     const r = await step.iteration(i, input);
     const records = native.timelineDrain().filter((k) => k.layer !== 'enqueue-probe'); // the gate is not part of the step
+    const waits = native.waitsDrain().filter((w) => w.sourceStream !== 'gate');
     const figures: IterationFigures = {
       index: i,
       warmup: i < config.warmup,
@@ -193,7 +197,7 @@ async function iterate(
     iterations.push(figures);
     onIteration?.(figures);
     if (figures.warmup) continue;
-    recorded.push({ index: i, records, marks: r });
+    recorded.push({ index: i, records, waits, marks: r });
     const perIteration = new Map<string, number>();
     for (const k of records) {
       const key = kernelKey(k);
@@ -211,10 +215,14 @@ async function iterate(
   const median = recorded.find((it) => it.index === byTotal[Math.floor((byTotal.length - 1) / 2)].index)!;
   const t0 = median.marks.startNs;
   const timeline = median.records.map((k) => ({ ...k, startNs: k.startNs - t0, endNs: k.endNs - t0 }));
+  const waits = median.waits.map((w) => ({ ...w, startNs: w.startNs - t0, endNs: w.endNs - t0, firedNs: w.firedNs < 0 ? -1 : w.firedNs - t0 }));
   const m = median.marks;
   const marks: IterationMarks = { startNs: 0, forwardEndNs: m.forwardEndNs - t0, backwardEndNs: m.backwardEndNs - t0, reducedNs: m.reducedNs - t0, endNs: m.endNs - t0 };
   const pick = (k: keyof IterationFigures) => summarize(measured.map((f) => f[k] as number));
   const phases = Object.fromEntries(PHASES.map((k) => [k, pick(k)])) as Record<PhaseKey, Summary>;
+  // The iteration median is the saved iteration's total (the lower middle for
+  // an even count), so an attribution of two runs adds up to the printed difference.
+  phases.totalMs.median = measured.find((f) => f.index === median.index)!.totalMs;
   const topKernels = [...perKernel.values()]
     .map(({ k, times }) => ({ ...k, medianMs: summarize(times).median, calls: times.length }))
     .sort((a, b) => b.medianMs - a.medianMs);
@@ -250,6 +258,7 @@ async function iterate(
     } : {}),
     topKernels,
     timeline,
+    waits,
     timelineIteration: median.index,
     marks,
     kernels: kernelStats(recorded),
