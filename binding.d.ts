@@ -308,4 +308,6 @@ export declare function packRecords(options: {
 /** Writes synthetic photographs (JPEG) of the given classes. */
 export declare function makeImages(options: {
   files: string[]; labels: number[]; classes: number; seed?: number; threads?: number; quality?: number;
+  /** files[i] is image first + i of the seed's sequence (default 0). */
+  first?: number;
 }): Promise<void>;

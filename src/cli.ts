@@ -9,7 +9,7 @@ import { DATA_ERROR_CODES, DataError, UsageError } from './errors';
 import { resnet50Convs } from './model/resnet50';
 import { addon } from './native';
 import { CONV_PASSES } from './ops/conv';
-import { parseBuckets, parseChoice, parseChoiceList, parseInteger, parseNumber } from './options';
+import { checkOutputFile, OUTPUT_FILE_OPTIONS, parseBuckets, parseChoice, parseChoiceList, parseInteger, parseNumber } from './options';
 import { formatTable } from './report/table';
 import { availableConvVariants, listVariants } from './variants';
 import { writeJsonAtomic, writeTextAtomic } from './io/json-file';
@@ -20,7 +20,8 @@ import { resnet50Graph } from './model/graph';
 import { parsePlan } from './plan/plan';
 import { runTraining, type Run } from './run/training';
 import { formatComparison, formatRun } from './report/run-report';
-import { formatBenchRows } from './report/bench-report';
+import { convBenchReport, dataBenchReport, formatBenchRows } from './report/bench-report';
+import { progressBar } from './report/progress';
 import type { ReductionOptions } from './run/executor';
 import { chromeTrace } from './report/trace';
 import { launch } from './launch';
@@ -45,11 +46,12 @@ function print(text: string): void {
   process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
 }
 
+/** The progress bar (on a terminal, not with --json) as a `done of total` callback. */
 function progress(enabled: boolean) {
-  if (!enabled) return undefined;
+  const bar = progressBar(enabled);
   return (done: number, total: number, what: string) => {
-    process.stderr.write(`\r[${done + 1}/${total}] ${what}`.padEnd(70).slice(0, 100));
-    if (done + 1 === total) process.stderr.write('\n');
+    bar.update(done / total, `[${done + 1}/${total}] ${what}`);
+    if (done + 1 === total) bar.done();
   };
 }
 
@@ -102,6 +104,7 @@ interface BenchConvOpts {
   warmup: string;
   checkBatch: string;
   json?: boolean;
+  report?: string;
 }
 
 async function runBenchConv(opts: BenchConvOpts) {
@@ -137,10 +140,9 @@ async function runBenchConv(opts: BenchConvOpts) {
     warmup,
     checkBatch,
     peakGflops: peak.fmaGflops,
-    onProgress: progress(!opts.json && process.stderr.isTTY === true),
+    onProgress: progress(!opts.json),
   });
   if (opts.json) {
-    const os = await import('node:os');
     print(
       JSON.stringify(
         {
@@ -157,11 +159,13 @@ async function runBenchConv(opts: BenchConvOpts) {
         2,
       ),
     );
-  } else {
-    print(
-      `conv benchmark: cpu backend, fp32, batch ${batch}, ${resolution}x${resolution}, ${warmup} warm-up + ${repeat} timed runs; ` +
-        `peak ${peak.fmaGflops.toFixed(1)} GFLOP/s fp32 FMA, ${peak.bandwidthGBs.toFixed(1)} GB/s (${peak.threads} threads)`,
-    );
+  }
+  const header =
+    `conv benchmark: cpu backend, fp32, batch ${batch}, ${resolution}x${resolution}, ${warmup} warm-up + ${repeat} timed runs; ` +
+    `peak ${peak.fmaGflops.toFixed(1)} GFLOP/s fp32 FMA, ${peak.bandwidthGBs.toFixed(1)} GB/s (${peak.threads} threads)`;
+  if (opts.report) writeTextAtomic(opts.report, convBenchReport(rows, 'stepscope bench conv', [header, `machine: ${os.cpus()[0]?.model ?? 'unknown'}`]));
+  if (!opts.json) {
+    print(header);
     print(formatBenchRows(rows));
   }
   reportFailedChecks(rows);
@@ -186,7 +190,7 @@ async function runBenchConvCuda(
   const cuda = cudaAddon();
   const names = cuda.convVariants().map((v) => v.name);
   const variants = parseChoiceList('--variant', opts.variant, names);
-  const rows = await benchConvCuda({ ...o, variants, onlyWithPass: opts.variant.trim() === 'all', onProgress: progress(!opts.json && process.stderr.isTTY === true) });
+  const rows = await benchConvCuda({ ...o, variants, onlyWithPass: opts.variant.trim() === 'all', onProgress: progress(!opts.json) });
   const info = cuda.cudaInfo();
   if (opts.json) {
     print(
@@ -205,11 +209,13 @@ async function runBenchConvCuda(
         2,
       ),
     );
-  } else {
-    print(
-      `conv benchmark: cuda backend on ${info.device?.name} (driver ${info.driverVersion}, cuDNN ${info.cudnn.version ?? 'unusable'}, cuBLAS ${info.cublas}), ` +
-        `${o.dtype}, batch ${o.batch}, ${o.resolution}x${o.resolution}, ${o.warmup} warm-up + ${o.repeat} timed runs (CUDA events)`,
-    );
+  }
+  const header =
+    `conv benchmark: cuda backend on ${info.device?.name} (driver ${info.driverVersion}, cuDNN ${info.cudnn.version ?? 'unusable'}, cuBLAS ${info.cublas}), ` +
+    `${o.dtype}, batch ${o.batch}, ${o.resolution}x${o.resolution}, ${o.warmup} warm-up + ${o.repeat} timed runs (CUDA events)`;
+  if (opts.report) writeTextAtomic(opts.report, convBenchReport(rows, 'stepscope bench conv --backend cuda', [header]));
+  if (!opts.json) {
+    print(header);
     print(formatBenchRows(rows));
     const unsupported = rows.filter((r) => r.status === 'unsupported' && !r.sameShapeAs).length;
     if (unsupported > 0) print(`${unsupported} row(s) unsupported by their variant (the reason is in --json)`);
@@ -346,7 +352,8 @@ async function runStep(opts: StepOpts) {
     ? (['serialized', 'overlapped'] as const)
     : ([parseChoice('--schedule', opts.schedule, ['serialized', 'overlapped'] as const)] as const);
   if (opts.compare && opts.comm !== 'gloo' && parseInteger('--workers', opts.workers, 1, 16) < 2) throw new UsageError('--compare needs --workers 2 or more');
-  const tty = !opts.json && process.stderr.isTTY === true;
+  const bar = progressBar(!opts.json);
+  const perRun = config.warmup + config.iterations;
   const runs: Run[] = [];
   const glooComms: GlooCommunicator[] = [];
   const comm = parseChoice('--comm', opts.comm, ['local', 'gloo'] as const);
@@ -362,11 +369,12 @@ async function runStep(opts: StepOpts) {
       glooComms.push(reduction.gloo);
     }
     const run = await runTraining({ ...config, reduction, rank: place?.rank ?? 0, saveWeights: place && place.rank > 0 && config.saveWeights ? `${config.saveWeights}.rank${place.rank}` : config.saveWeights }, (f) => {
-      if (tty) process.stderr.write(`\r${schedule}: iteration ${f.index + 1}/${config.warmup + config.iterations}${f.warmup ? ' (warm-up)' : ''}: ${f.totalMs.toFixed(0)} ms, loss ${f.loss.toFixed(4)}   `);
+      const done = runs.length * perRun + f.index + 1;
+      bar.update(done / (schedules.length * perRun), `${schedule}: iteration ${f.index + 1}/${perRun}${f.warmup ? ' (warm-up)' : ''}: ${f.totalMs.toFixed(0)} ms, loss ${f.loss.toFixed(4)}`);
     });
     runs.push(run);
   }
-  if (tty) process.stderr.write('\n');
+  bar.done();
   for (const r of runs) if (r.config.reduction) delete r.config.reduction.gloo; // a native handle, not data
   // With gloo, every rank's timelines go to rank 0's trace (one process per rank and run).
   let perRank: KernelRecord[][][] | undefined;
@@ -405,7 +413,10 @@ async function runDataMake(dir: string, opts: { images: string; classes: string;
   const classes = parseInteger('--classes', opts.classes, 1, 100_000);
   if (classes > images) throw new UsageError(`--classes ${classes} is not allowed with --images ${images}: every class needs an image (at most ${images} classes)`);
   const t0 = Date.now();
-  await makeImageFolder(dir, images, classes, parseInteger('--seed', opts.seed, 0, 2 ** 31 - 1), parseInteger('--threads', opts.threads, 1, 256), parseInteger('--quality', opts.quality, 1, 100));
+  const bar = progressBar(true);
+  await makeImageFolder(dir, images, classes, parseInteger('--seed', opts.seed, 0, 2 ** 31 - 1), parseInteger('--threads', opts.threads, 1, 256), parseInteger('--quality', opts.quality, 1, 100),
+    (done) => bar.update(done / images, `${done}/${images} images`));
+  bar.done();
   print(`wrote ${images} JPEG images in ${classes} class folders under ${dir} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
 }
 
@@ -416,7 +427,7 @@ async function runDataPack(folder: string, out: string, opts: { size: string; th
   if (r.skipped.length) print(`skipped ${r.skipped.length} bad image(s):\n${r.skipped.map((x) => `  ${x.message}`).join('\n')}`);
 }
 
-interface BenchDataOpts { dataset?: string; images: string; threads: string; batch: string; batches: string; warmup: string; size: string; packSize: string; kind: string; json?: boolean }
+interface BenchDataOpts { dataset?: string; images: string; threads: string; batch: string; batches: string; warmup: string; size: string; packSize: string; kind: string; json?: boolean; report?: string }
 
 async function runBenchData(opts: BenchDataOpts) {
   const threads = opts.threads.split(',').map((t) => parseInteger('--threads', t.trim(), 1, 256));
@@ -437,10 +448,12 @@ async function runBenchData(opts: BenchDataOpts) {
     await makeImageFolder(dataset, parseInteger('--images', opts.images, 1, 1_000_000), 4, 1, Math.max(...threads));
   }
   try {
-    const r = await benchData({ ...options, dataset });
+    const r = await benchData({ ...options, dataset, onProgress: progress(!opts.json) });
+    const header = `data pipeline benchmark: ${r.images} images (${opts.dataset ?? 'generated by data make'}, mean JPEG ${(r.meanJpegBytes / 1024).toFixed(0)} KiB), ` +
+      `crop ${options.size}x${options.size}, records shorter side ${options.packSize}; batch ${batch}, ${options.warmup} warm-up + ${options.batches} timed batches; files in the page cache`;
+    if (opts.report) writeTextAtomic(opts.report, dataBenchReport(r.rows, 'stepscope bench data', [header, `machine: ${os.cpus()[0]?.model ?? 'unknown'}, ${os.availableParallelism()} cores`]));
     if (opts.json) return print(JSON.stringify({ machine: { cpuModel: os.cpus()[0]?.model, cores: os.availableParallelism() }, dataset: opts.dataset ?? 'generated', ...options, ...r }, null, 2));
-    print(`data pipeline benchmark: ${r.images} images (${opts.dataset ?? 'generated by data make'}, mean JPEG ${(r.meanJpegBytes / 1024).toFixed(0)} KiB), ` +
-      `crop ${options.size}x${options.size}, records shorter side ${options.packSize}; batch ${batch}, ${options.warmup} warm-up + ${options.batches} timed batches; files in the page cache`);
+    print(header);
     print(formatTable(r.rows, [
       { header: 'kind', value: (x) => x.kind === 'raw' ? 'raw (decode+augment)' : 'records (read+augment)' },
       { header: 'threads', value: (x) => String(x.threads) },
@@ -482,16 +495,17 @@ async function runSweep(opts: SweepOpts) {
   const latencyUs = parseNumber('--latency', opts.latency, 0, 1e6);
   const buckets = parseBuckets(opts);
   const points: { workers: number; gbps: number; schedule: string; totalMs: number; reductionMs: number; exposedMs: number; overlap: number }[] = [];
-  const tty = !opts.json && process.stderr.isTTY === true;
+  const bar = progressBar(!opts.json);
+  const total = workers.length * links.length * schedules.length;
   for (const w of workers)
     for (const gbps of links)
       for (const schedule of schedules) {
-        if (tty) process.stderr.write(`\rsweep: ${w} workers, ${gbps} GB/s, ${schedule}          `);
+        bar.update(points.length / total, `sweep: ${w} workers, ${gbps} GB/s, ${schedule}`);
         const run = await runTraining({ ...base, reduction: { workers: w, schedule, comm: 'local', ...buckets, link: { gbps, latencyUs } } });
         const m = run.summary;
         points.push({ workers: w, gbps, schedule, totalMs: m.totalMs.median, reductionMs: m.reductionMs.median, exposedMs: m.reductionExposedMs.median, overlap: m.overlap.median });
       }
-  if (tty) process.stderr.write('\n');
+  bar.done();
   writeJsonAtomic(opts.save!, { format: 'stepscope-sweep', version: 1, batch, resolution, width, latencyUs, points });
   if (opts.report) {
     writeTextAtomic(opts.report, htmlReport({
@@ -525,7 +539,12 @@ export function buildProgram(): Command {
     .description('A kernel-level lab for the ResNet-50 training step')
     .exitOverride()
     .enablePositionalOptions()
-    .showHelpAfterError(false);
+    .showHelpAfterError(false)
+    .hook('preAction', (_program, action) => {
+      // A file the command writes at the end must be writable before hours of work.
+      const o = action.opts() as Record<string, unknown>;
+      for (const [key, option] of Object.entries(OUTPUT_FILE_OPTIONS)) if (typeof o[key] === 'string') checkOutputFile(option, o[key] as string);
+    });
 
   program
     .command('doctor')
@@ -555,6 +574,7 @@ export function buildProgram(): Command {
     .option('--warmup <n>', 'untimed runs first', '1')
     .option('--check-batch <n>', 'batch of the reference check (same layer shape otherwise)', '2')
     .option('--json', 'print the rows as JSON')
+    .option('--report <file>', 'write a self-contained HTML report (bars per layer and pass, every row)')
     .action(runBenchConv);
 
   bench
@@ -570,6 +590,7 @@ export function buildProgram(): Command {
     .option('--size <px>', 'crop size', '224')
     .option('--pack-size <px>', 'shorter side of the records', '256')
     .option('--json', 'print the rows as JSON')
+    .option('--report <file>', 'write a self-contained HTML report (bars per kind and threads, every row)')
     .action(runBenchData);
 
   const data = program.command('data').description('datasets for the input pipeline: make a synthetic ImageFolder, pack records');

@@ -1,5 +1,7 @@
 // Parsing and validation of user options. Every error names the bad value
 // and what is allowed (UsageError: exit code 2 from the CLI).
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { UsageError } from './errors';
 
 export function parseInteger(option: string, value: string, min: number, max: number): number {
@@ -55,4 +57,24 @@ export function parseBuckets(opts: { bucketMb: string; firstBucketMb: string }):
     bucketBytes: parseNumber('--bucket-mb', opts.bucketMb, 0.001, 4096) * 2 ** 20,
     firstBucketBytes: parseNumber('--first-bucket-mb', opts.firstBucketMb, 0.001, 4096) * 2 ** 20,
   };
+}
+
+/** Options that name a file the command writes at the end: checked before any work, so no result is lost. */
+export const OUTPUT_FILE_OPTIONS = { report: '--report', save: '--save', trace: '--trace', saveWeights: '--save-weights' } as const;
+
+export function checkOutputFile(option: string, file: string): void {
+  const dir = path.dirname(path.resolve(file));
+  let stat: fs.Stats;
+  try {
+    stat = fs.statSync(dir);
+  } catch {
+    throw new UsageError(`${option} '${file}' is not allowed: its directory '${dir}' does not exist`);
+  }
+  if (!stat.isDirectory()) throw new UsageError(`${option} '${file}' is not allowed: '${dir}' is not a directory`);
+  try {
+    fs.accessSync(dir, fs.constants.W_OK);
+  } catch {
+    throw new UsageError(`${option} '${file}' is not allowed: the directory '${dir}' is not writable`);
+  }
+  if (fs.existsSync(file) && fs.statSync(file).isDirectory()) throw new UsageError(`${option} '${file}' is not allowed: it is a directory`);
 }

@@ -1,8 +1,11 @@
 // The CLI as a user runs it: commands work, and bad input exits with code 2
 // and a message naming the bad value and what is allowed.
 import assert from 'node:assert/strict';
+import * as path from 'node:path';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
 import { test } from 'node:test';
-import { cli } from './helpers';
+import { cli, renderedDom } from './helpers';
 
 test('variants lists every conv variant with its backends', () => {
   const r = cli(['variants', '--json']);
@@ -50,6 +53,44 @@ test('bench conv times checked rows and writes them as JSON', () => {
   assert.equal(text.status, 0, text.stderr);
   assert.match(text.stdout, /conv1\s+c3 32x32 k64 7x7\/2\s+fwd\s+onednn/);
   assert.match(text.stdout, /median ms.*% peak.*max rel err/);
+});
+
+test('bench conv --report: bars per layer and pass, one per variant, and every row; it renders', () => {
+  const html = path.join(os.tmpdir(), `stepscope-bench-conv-${process.pid}.html`);
+  const r = cli(['bench', 'conv', '--layer', 'res2a_branch2a,res3a_branch1', '--batch', '1', '--resolution', '64',
+    '--repeat', '1', '--warmup', '0', '--variant', 'im2col-gemm,direct', '--pass', 'fwd', '--report', html]);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /res3a_branch1\s/, 'the table is still printed');
+  const text = fs.readFileSync(html, 'utf8');
+  assert.match(text, /Share of the machine's measured peak/);
+  assert.match(text, /Median time per layer and pass/);
+  assert.doesNotMatch(text, /<script|https?:\/\/(?!www\.w3\.org)/, 'self-contained');
+  const dom = renderedDom(html);
+  if (dom) {
+    // Two charts x (2 layers x 1 pass x 2 variants) bars; the table has a row per bench row.
+    assert.equal((dom.match(/<rect /g) ?? []).length, 2 * 4);
+    assert.equal((dom.match(/<tr>/g) ?? []).length, 1 + 4);
+  }
+  fs.rmSync(html, { force: true });
+});
+
+test('bench data --report: images per second per kind and threads, and every row', () => {
+  const html = path.join(os.tmpdir(), `stepscope-bench-data-${process.pid}.html`);
+  const r = cli(['bench', 'data', '--images', '6', '--batch', '3', '--batches', '2', '--warmup', '0', '--threads', '1,2', '--size', '64', '--pack-size', '80', '--report', html]);
+  assert.equal(r.status, 0, r.stderr);
+  const text = fs.readFileSync(html, 'utf8');
+  assert.match(text, /Images per second/);
+  assert.match(text, /records \(read\+augment\)/);
+  const dom = renderedDom(html);
+  if (dom) {
+    assert.equal((dom.match(/<rect /g) ?? []).length, 4, 'raw and records on 1 and 2 threads');
+    assert.equal((dom.match(/<tr>/g) ?? []).length, 1 + 4);
+  }
+  fs.rmSync(html, { force: true });
+  // An output file that cannot be written is refused before any work (exit 2).
+  const bad = cli(['step', '--save', path.join(os.tmpdir(), 'no-such-dir-stepscope', 'run.json')]);
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /--save '.*run\.json' is not allowed: its directory '.*no-such-dir-stepscope' does not exist/);
 });
 
 test('bad input exits 2 with a message naming the value and what is allowed', () => {

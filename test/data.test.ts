@@ -268,11 +268,16 @@ test('bad records: wrong magic, wrong version, corrupt header, index, record, tr
   await assert.rejects(rawLoader(path.join(tmp, 'made')).load([12], 0, 1), /sample index 12 is past the end of the dataset \(9 images\)/);
 });
 
-test('CLI: data make, data pack, step --data raw|records with prefetch; bad options exit 2; bad data exits 1 naming the file', () => {
+test('CLI: data make, data pack, step --data raw|records with prefetch; bad options exit 2; bad data exits 1 naming the file', async () => {
   const dir = path.join(tmp, 'cli-images');
   let r = cli(['data', 'make', dir, '--images', '6', '--classes', '2', '--threads', '2']);
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /wrote 6 JPEG images in 2 class folders/);
+  // The CLI writes in chunks (for its progress bar): the same images as one call.
+  const whole = path.join(tmp, 'cli-images-whole');
+  for (const f of (await makeImageFolder(whole, 6, 2, 1, 2)).files) {
+    assert.ok(fs.readFileSync(f).equals(fs.readFileSync(path.join(dir, path.relative(whole, f)))), f);
+  }
   const rec = path.join(tmp, 'cli.records');
   r = cli(['data', 'pack', dir, rec, '--size', '80', '--json']);
   assert.equal(r.status, 0, r.stderr);
@@ -310,6 +315,7 @@ test('CLI: data make, data pack, step --data raw|records with prefetch; bad opti
     [['data', 'pack', dir, rec, '--size', '4'], /--size '4' is not allowed: an integer from 8 to 4096/],
     [['bench', 'data', '--kind', 'tfrecord'], /--kind: unknown 'tfrecord'; allowed: all, raw, records/],
     [['bench', 'data', '--threads', '1,x'], /--threads 'x' is not allowed/],
+    [['bench', 'data', '--report', path.join(tmp, 'no-such-dir', 'r.html')], /--report '.*r\.html' is not allowed: its directory '.*no-such-dir' does not exist/],
   ];
   for (const [args, message] of bad) {
     const b = cli(args);

@@ -188,13 +188,13 @@ PackResult packRecords(const std::vector<std::string>& files, const std::vector<
 }
 
 void makeImages(const std::vector<std::string>& files, const std::vector<int>& labels, int classes, uint64_t seed,
-                int threads, int quality) {
+                int threads, int quality, uint64_t first) {
   WorkerPool pool(threads);
   std::mutex mutex;
   std::string firstError;
   pool.run(files.size(), [&](size_t i) {
     try {
-      const std::vector<uint8_t> jpeg = encodeJpeg(syntheticImage(seed, i, labels[i], classes), quality);
+      const std::vector<uint8_t> jpeg = encodeJpeg(syntheticImage(seed, first + i, labels[i], classes), quality);
       std::ofstream f(files[i], std::ios::binary);
       f.write(reinterpret_cast<const char*>(jpeg.data()), std::streamsize(jpeg.size()));
       if (!f) throw Error("ERR_IO", "cannot write '" + files[i] + "'");

@@ -79,6 +79,7 @@ PackResult packRecords(const std::vector<std::string>& files, const std::vector<
 
 // Writes files[i] as synthetic image i of class labels[i] (JPEG, quality).
 void makeImages(const std::vector<std::string>& files, const std::vector<int>& labels, int classes, uint64_t seed,
-                int threads, int quality);
+                int threads, int quality,
+                uint64_t first = 0);
 
 }  // namespace stepscope

@@ -282,7 +282,8 @@ Napi::Value packRecordsAsync(const Napi::CallbackInfo& info) {
   });
 }
 
-// makeImages({ files, labels, classes, seed, threads, quality }): a promise; writes synthetic JPEGs.
+// makeImages({ files, labels, classes, seed, threads, quality, first }): a promise; writes synthetic
+// JPEGs; files[i] is image `first + i` of the seed's sequence (so a folder can be written in chunks).
 Napi::Value makeImagesAsync(const Napi::CallbackInfo& info) {
   return promising(info.Env(), [&]() -> Napi::Value {
     Napi::Object o = objectArg(info, 0, "options");
@@ -291,7 +292,8 @@ Napi::Value makeImagesAsync(const Napi::CallbackInfo& info) {
     if (files->size() != labels->size()) throw Error("ERR_INVALID_ARG", "options.files and options.labels differ in length");
     const int classes = intOption(o, "classes", 1, 1 << 30, 1), seed = intOption(o, "seed", 0, 2147483647, 1);
     const int threads = intOption(o, "threads", 1, 256, 1), quality = intOption(o, "quality", 1, 100, 90);
-    return runAsync(info.Env(), [=] { makeImages(*files, *labels, classes, uint64_t(seed), threads, quality); });
+    const int first = intOption(o, "first", 0, 2147483647, 0);
+    return runAsync(info.Env(), [=] { makeImages(*files, *labels, classes, uint64_t(seed), threads, quality, uint64_t(first)); });
   });
 }
 

@@ -21,6 +21,7 @@ export interface DataBenchOptions {
   size: number;
   packSize: number;
   kinds: ('raw' | 'records')[];
+  onProgress?: (done: number, total: number, what: string) => void;
 }
 
 export interface DataBenchRow {
@@ -45,6 +46,7 @@ export async function benchData(o: DataBenchOptions): Promise<{ rows: DataBenchR
     const rows: DataBenchRow[] = [];
     for (const kind of o.kinds) {
       for (const threads of o.threads) {
+        o.onProgress?.(rows.length, o.kinds.length * o.threads.length, `${kind}, ${threads} thread(s)`);
         const source = kind === 'raw' ? { kind, files: folder.files, labels: folder.labels } as const : { kind, path: recordsPath } as const;
         const loader = new native.DataLoader(source, { threads, size: o.size, onBadImage: 'fail' });
         const rates: number[] = [];

@@ -16,8 +16,17 @@ export interface ReportInput {
   whatif?: { title: string; rows: { label: string; predictedMs: number; measuredMs?: number }[]; notes?: string[] }[];
   /** Free text shown under the title (what was run, on what machine). */
   summary?: string[];
-  /** Other result tables (peers, sweep points). */
+  /** Other result tables (peers, sweep points, benchmark rows). */
   tables?: { title: string; headers: string[]; rows: (string | number)[][] }[];
+  /** Grouped horizontal bar charts (a benchmark's rows side by side), drawn before the tables. */
+  charts?: BarChart[];
+}
+
+export interface BarChart {
+  title: string;
+  unit: string;
+  /** One group per row label; one bar per series in it. */
+  groups: { label: string; values: { series: string; value: number }[] }[];
 }
 
 const COLORS: Record<string, string> = {
@@ -75,6 +84,29 @@ function stackedBars(runs: ReportInput['runs']): string {
   return `<svg class="bars" width="${width}" height="${h}" viewBox="0 0 ${width} ${h}" role="img" aria-label="breakdown per run">${bars.join('')}</svg><p class="legend">${legend} (medians over the measured iterations)</p>`;
 }
 
+const SERIES_COLORS = ['#4e79a7', '#f28e2b', '#59a14f', '#e15759', '#76b7b2', '#edc948', '#b07aa1', '#ff9da7', '#9c755f', '#bab0ac'];
+
+function barChart(chart: BarChart): string {
+  const series = [...new Set(chart.groups.flatMap((g) => g.values.map((v) => v.series)))];
+  const color = (name: string) => SERIES_COLORS[series.indexOf(name) % SERIES_COLORS.length];
+  const width = 1100, left = 300, barH = 12;
+  const max = Math.max(...chart.groups.flatMap((g) => g.values.map((v) => v.value)), 1e-9);
+  let y = 6;
+  const parts: string[] = [];
+  for (const g of chart.groups) {
+    parts.push(`<text x="4" y="${y + barH}">${esc(g.label.slice(-48))}</text>`);
+    for (const v of g.values) {
+      const w = Math.max(0.5, ((width - left - 90) * v.value) / max);
+      parts.push(`<rect x="${left}" y="${y}" width="${w.toFixed(2)}" height="${barH - 2}" fill="${color(v.series)}"><title>${esc(`${g.label} ${v.series}: ${v.value.toFixed(2)} ${chart.unit}`)}</title></rect>`);
+      parts.push(`<text x="${(left + w + 4).toFixed(1)}" y="${y + barH - 2}" class="tick">${v.value >= 100 ? v.value.toFixed(0) : v.value.toPrecision(3)}</text>`);
+      y += barH;
+    }
+    y += 6;
+  }
+  const legend = series.map((n) => `<span class="sw" style="background:${color(n)}"></span>${esc(n)}`).join(' ');
+  return `<svg class="chart" width="${width}" height="${y + 4}" viewBox="0 0 ${width} ${y + 4}" role="img" aria-label="${esc(chart.title)}">${parts.join('')}</svg><p class="legend">${legend} (${esc(chart.unit)})</p>`;
+}
+
 function table(headers: string[], rows: (string | number)[][]): string {
   const cell = (v: string | number) => (typeof v === 'number' ? `<td class="n">${f1(v)}</td>` : `<td>${esc(v)}</td>`);
   return `<table><thead><tr>${headers.map((h) => `<th>${esc(h)}</th>`).join('')}</tr></thead><tbody>${rows.map((r) => `<tr>${r.map(cell).join('')}</tr>`).join('')}</tbody></table>`;
@@ -97,6 +129,7 @@ function perLayer(runs: ReportInput['runs']): string {
 export function htmlReport(input: ReportInput): string {
   const sections: string[] = [];
   if (input.summary?.length) sections.push(`<section><ul>${input.summary.map((s) => `<li>${esc(s)}</li>`).join('')}</ul></section>`);
+  for (const c of input.charts ?? []) sections.push(`<section><h2>${esc(c.title)}</h2>${barChart(c)}</section>`);
   for (const t of input.tables ?? []) sections.push(`<section><h2>${esc(t.title)}</h2>${table(t.headers, t.rows)}</section>`);
   if (input.runs.length > 0) sections.push(`<section><h2>Breakdown</h2>${stackedBars(input.runs)}</section>`);
   for (const r of input.runs) {
