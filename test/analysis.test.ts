@@ -163,6 +163,28 @@ test('whatif: the replay of a run predicts the other schedule of the same run wi
   assert.match(scale.stdout, /^64\s+\d+\.\d\s+\d+\.\d/m);
 });
 
+test('whatif --kernels <plan>: the convolutions the plan changes are measured at the run shapes and replace the run kernels', () => {
+  const run = readRuns(runsFile)[0];
+  const convs = run.kernels.filter((k) => k.op === 'conv');
+  assert.ok(convs.every((k) => k.variant !== 'im2col-gemm'), 'the run does not use the plan\'s variant yet');
+  const planFile = path.join(dir, 'plan.json');
+  fs.writeFileSync(planFile, JSON.stringify({ ops: { conv: 'im2col-gemm' }, layers: { res2a_branch2b: run.config.plan.ops.conv } }));
+  const r = cli(['whatif', `${runsFile}:0`, '--kernels', planFile, '--json']);
+  assert.equal(r.status, 0, r.stderr);
+  const out = JSON.parse(r.stdout);
+  const layers = new Set(convs.map((k) => k.layer));
+  assert.match(out.changes[0], new RegExp(`conv kernels of the plan .*plan\\.json \\(${layers.size - 1} layers changed`));
+  assert.ok(out.prediction.notes.some((n: string) => /the plan's variants.*convolution kernels matched/.test(n)), out.prediction.notes.join('\n'));
+  assert.notEqual(out.prediction.totalMs.toFixed(3), (out.prediction.baseline.replayMs * out.prediction.calibration).toFixed(3), 'the changed kernels move the prediction');
+  // The same plan as pairs; a plan that changes another op than convolutions needs a recorded run.
+  const pairs = cli(['whatif', `${runsFile}:0`, '--kernels', `conv=im2col-gemm,res2a_branch2b=${run.config.plan.ops.conv}`, '--json']);
+  assert.equal(pairs.status, 0, pairs.stderr);
+  assert.match(JSON.parse(pairs.stdout).changes[0], /layers changed/);
+  const other = cli(['whatif', `${runsFile}:0`, '--kernels', 'batchnorm=reference']);
+  assert.equal(other.status, 2);
+  assert.match(other.stderr, /a plan can change convolution variants only .*'reference' in the plan and '[a-z-]+' in the run: record a run with the plan/);
+});
+
 test('bad input to explain and whatif: clear errors, exit 2', () => {
   const bad = (file: string, text: string) => {
     fs.writeFileSync(path.join(dir, file), text);

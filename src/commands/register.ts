@@ -86,7 +86,7 @@ export function registerAnalysisCommands(program: Command, print: (text: string)
     .command('whatif')
     .description("predict a saved run's iteration time and breakdown under changed kernels, schedule, buckets, workers or link, by replaying its dependency graph; --scale-out projects both schedules over worker counts")
     .argument('<run>', 'a run saved by step --save (file.json:N for one of several)')
-    .option('--kernels <file>', 'kernel durations from another saved run, or convolution durations from `bench conv --json` output')
+    .option('--kernels <source>', "kernel durations from another saved run, from `bench conv --json` output, or a plan (a plan JSON or 'conv=im2col-gemm,res2a_branch2b=onednn': the convolutions it changes are measured now at the run's shapes)")
     .option('--variant <name>', "with a conv benchmark: the variant whose times to take, or 'best' (fastest per layer and pass)", 'best')
     .option('--schedule <s>', 'serialized or overlapped')
     .option('--bucket-mb <mb>', 'gradient bucket size')
@@ -97,8 +97,10 @@ export function registerAnalysisCommands(program: Command, print: (text: string)
     .option('--scale-out <list>', 'worker counts for a scale-out projection of both schedules, e.g. 1,2,4,8,16,32,64')
     .option('--json', 'print JSON')
     .option('--report <file>', 'write a self-contained HTML report')
-    .action((file: string, opts: WhatIfOpts) => {
-      const r = whatIf(file, opts);
+    .action(async (file: string, opts: WhatIfOpts) => {
+      const bar = progressBar(!opts.json);
+      const r = await whatIf(file, opts, (done, total, what) => bar.update(done / total, `measuring the plan's convolutions: ${what}`));
+      bar.done();
       if (opts.report) {
         const rows = [{ label: 'unchanged (replay)', predictedMs: r.prediction.baseline.replayMs * r.prediction.calibration, measuredMs: r.prediction.baseline.measuredMs },
           { label: r.changes.join('; ') || 'unchanged', predictedMs: r.prediction.totalMs }];

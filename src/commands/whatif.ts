@@ -9,6 +9,8 @@ import { PHASES, type PhaseKey, type Run } from '../run/training';
 import { kernelsFromBench, kernelsFromRun, withComm, type BenchFile, type CommChange } from '../whatif/changes';
 import { calibrated, predict, type CalibratedPrediction } from '../whatif/predict';
 import type { StepModel } from '../whatif/step-model';
+import { benchForPlan, planGraph } from '../whatif/plan-kernels';
+import { parsePlan, type Plan } from '../plan/plan';
 import { PHASE_LABELS } from '../report/run-report';
 import { formatTable } from '../report/table';
 import type { Breakdown } from '../analysis/breakdown';
@@ -44,7 +46,7 @@ export interface WhatIfResult {
 }
 
 /** The changes given on the command line, as one function on the model. */
-export function parseChanges(opts: WhatIfOpts, base: Run): { apply: (m: StepModel) => StepModel; described: string[]; comm: CommChange } {
+export async function parseChanges(opts: WhatIfOpts, base: Run, onProgress?: Progress): Promise<{ apply: (m: StepModel) => StepModel; described: string[]; comm: CommChange }> {
   const described: string[] = [];
   const comm: CommChange = {};
   if (opts.schedule) comm.schedule = parseChoice('--schedule', opts.schedule, ['serialized', 'overlapped'] as const);
@@ -56,19 +58,39 @@ export function parseChanges(opts: WhatIfOpts, base: Run): { apply: (m: StepMode
   for (const [k, v] of Object.entries(comm)) described.push(`${k} ${typeof v === 'object' ? `${v.gbps} GB/s, ${v.latencyUs} us` : v}`);
   let kernelSource: ((m: StepModel) => StepModel) | undefined;
   if (opts.kernels) {
-    const file = opts.kernels;
-    if (!fs.existsSync(file.replace(/:\d+$/, ''))) throw new UsageError(`--kernels: '${file}' does not exist (give a saved run or the JSON of bench conv --json)`);
-    const bench = convBench(file);
+    const text = opts.kernels;
+    const bench = convBench(text);
+    const plan = bench ? undefined : planOf(text, base);
     if (bench) {
-      kernelSource = (m) => kernelsFromBench(m, bench, file, opts.variant, base).model;
-      described.push(`conv kernels from ${file} (${opts.variant})`);
+      kernelSource = (m) => kernelsFromBench(m, bench, text, opts.variant, base).model;
+      described.push(`conv kernels from ${text} (${opts.variant})`);
+    } else if (plan) {
+      const measured = await benchForPlan(base, plan, text, onProgress);
+      kernelSource = (m) => measured.changed.length ? kernelsFromBench(m, measured.bench, `the plan ${text}`, measured.variantOf, base).model : m;
+      described.push(`conv kernels of the plan ${text} (${measured.changed.length} layers changed, measured now at the run's shapes)`);
     } else {
-      const source = readRun(file); // a saved run (file.json:N for one of several); says what is wrong otherwise
-      kernelSource = (m) => kernelsFromRun(m, source, file).model;
-      described.push(`kernels from ${file}`);
+      if (!fs.existsSync(text.replace(/:\d+$/, ''))) throw new UsageError(`--kernels: '${text}' does not exist (give a saved run, the JSON of bench conv --json, a plan JSON or op=variant pairs)`);
+      const source = readRun(text); // a saved run (file.json:N for one of several); says what is wrong otherwise
+      kernelSource = (m) => kernelsFromRun(m, source, text).model;
+      described.push(`kernels from ${text}`);
     }
   }
   return { apply: (m) => withComm(kernelSource ? kernelSource(m) : m, comm), described, comm };
+}
+
+type Progress = (done: number, total: number, what: string) => void;
+
+/** A plan: `op=variant,layer=variant` pairs, or a JSON file of {"ops", "layers"} (not a run, not a benchmark). */
+function planOf(text: string, base: Run): Plan | undefined {
+  if (!fs.existsSync(text)) return text.includes('=') ? parsePlan(text, planGraph(base)) : undefined;
+  let json: unknown;
+  try {
+    json = JSON.parse(fs.readFileSync(text, 'utf8'));
+  } catch {
+    return undefined; // readRun names what is wrong with it
+  }
+  const o = json as Record<string, unknown> | null;
+  return o && typeof o === 'object' && !Array.isArray(o) && o.format === undefined && (o.ops !== undefined || o.layers !== undefined) ? parsePlan(text, planGraph(base)) : undefined;
 }
 
 /** The file's content when it is `bench conv --json` output (rows, no run format); undefined otherwise. */
@@ -82,9 +104,9 @@ function convBench(file: string): BenchFile | undefined {
   }
 }
 
-export function whatIf(file: string, opts: WhatIfOpts): WhatIfResult {
+export async function whatIf(file: string, opts: WhatIfOpts, onProgress?: Progress): Promise<WhatIfResult> {
   const base = readRun(file);
-  const { apply, described } = parseChanges(opts, base);
+  const { apply, described } = await parseChanges(opts, base, onProgress);
   const prediction = predict(base, apply);
   let scaleOut: ScalePoint[] | undefined;
   if (opts.scaleOut) {

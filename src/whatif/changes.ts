@@ -62,15 +62,17 @@ export interface BenchFile {
  * Takes convolution durations from `stepscope bench conv --json` output, for
  * one variant or the fastest per layer and pass (`best`).
  */
-export function kernelsFromBench(model: StepModel, bench: BenchFile, file: string, variant: string, run: Run): { model: StepModel; change: KernelChange } {
+export function kernelsFromBench(model: StepModel, bench: BenchFile, file: string, variant: string | ((layer: string) => string), run: Run): { model: StepModel; change: KernelChange } {
   if (bench.batch !== run.config.batch || (bench.resolution !== undefined && bench.resolution !== run.config.resolution)) {
     throw new UsageError(`--kernels: '${file}' was measured at batch ${bench.batch}${bench.resolution ? `, ${bench.resolution}x${bench.resolution}` : ''}; the run is batch ${run.config.batch}, ${run.config.resolution}x${run.config.resolution}`);
   }
   const variants = [...new Set(bench.rows.map((r) => r.variant))];
-  if (variant !== 'best' && !variants.includes(variant)) throw new UsageError(`--variant '${variant}' is not in '${file}'; it holds: ${variants.join(', ')}, or best`);
+  if (typeof variant === 'string' && variant !== 'best' && !variants.includes(variant)) throw new UsageError(`--variant '${variant}' is not in '${file}'; it holds: ${variants.join(', ')}, or best`);
+  // One variant, the fastest ('best'), or the one a plan names for the layer.
+  const wanted = (r: { layer: string; variant: string }) => (typeof variant === 'function' ? r.variant === variant(r.layer) : variant === 'best' || r.variant === variant);
   const best = new Map<string, { ms: number; reorderMs: number; variant: string }>();
   for (const r of bench.rows) {
-    if (r.status !== 'ok' || r.medianMs === null || (variant !== 'best' && r.variant !== variant)) continue;
+    if (r.status !== 'ok' || r.medianMs === null || !wanted(r)) continue;
     const key = `conv|${r.pass}|${r.layer}`;
     const prev = best.get(key);
     const reorderMs = r.reorderMs ?? 0;
@@ -115,7 +117,7 @@ export function kernelsFromBench(model: StepModel, bench: BenchFile, file: strin
     return { ...t, ms: s.ms + (reordersOf.has(key) ? 0 : s.reorderMs), variant: s.variant };
   });
   const scaled = [...ratio].map(([pass, f]) => `${pass} x${f.toFixed(2)}`).join(', ');
-  const note = `convolution durations from the benchmark ${file} (${variant}); ${replaced} convolution kernels matched` +
+  const note = `convolution durations from the benchmark ${file} (${typeof variant === 'string' ? variant : "the plan's variants"}); ${replaced} convolution kernels matched` +
     (scaled ? `; scaled by in-step / benchmark time of the run's own variant: ${scaled}` : "; the benchmark lacks the run's own variant, so its times are used as measured alone");
   return { model: { ...model, compute, notes: [...model.notes, note] }, change: { replaced, unmatched, source: file } };
 }

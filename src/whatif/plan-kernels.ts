@@ -1,0 +1,62 @@
+// `whatif --kernels <plan>`: a plan alone has no durations, so the
+// convolutions it changes are measured now with the conv microbenchmark, at
+// the run's own shapes, each checked against the reference first. The run's
+// own variant is measured beside each (same layers), so that the prediction
+// can correct for convolutions running slower in the step than alone.
+import { benchConv } from '../bench/conv-bench';
+import { UsageError } from '../errors';
+import { resnet50Graph } from '../model/graph';
+import { resnet50Convs } from '../model/resnet50';
+import { addon } from '../native';
+import { CONV_PASSES } from '../ops/conv';
+import type { Plan, PlanOp } from '../plan/plan';
+import type { Run } from '../run/training';
+import type { BenchFile } from './changes';
+
+export interface PlanBench {
+  bench: BenchFile;
+  /** The plan's variant of a convolution layer. */
+  variantOf: (layer: string) => string;
+  /** Layers whose variant the plan changes. */
+  changed: string[];
+}
+
+export function planGraph(run: Run) {
+  const c = run.config;
+  return resnet50Graph({ batch: c.batch, resolution: c.resolution, width: c.width, classes: c.classes });
+}
+
+export async function benchForPlan(run: Run, plan: Plan, label: string, onProgress?: (done: number, total: number, what: string) => void): Promise<PlanBench> {
+  const c = run.config;
+  // Only convolutions can be measured alone; other ops' variants need a recorded run.
+  const effective = (p: Plan, name: string, kind: PlanOp) => p.layers[name] ?? p.ops[kind];
+  const others: { name: string; kind: PlanOp }[] = [
+    ...planGraph(run).nodes.filter((n) => n.kind !== 'conv').map((n) => ({ name: n.name, kind: n.kind as PlanOp })),
+    { name: 'loss', kind: 'loss' }, { name: 'sgd', kind: 'sgd' },
+  ];
+  for (const { name, kind } of others) {
+    const [want, have] = [effective(plan, name, kind), effective(c.plan, name, kind)];
+    if (want !== have) {
+      throw new UsageError(`--kernels ${label}: a plan can change convolution variants only (they are measured alone); ${name} (${kind}) is '${want}' in the plan and '${have}' in the run: record a run with the plan (step --kernels ${label} --save) and give that run`);
+    }
+  }
+  const runVariant = new Map(run.kernels.filter((k) => k.op === 'conv').map((k) => [k.layer, k.variant]));
+  const variantOf = (layer: string) => plan.layers[layer] ?? plan.ops.conv;
+  const layers = resnet50Convs({ batch: c.batch, resolution: c.resolution, width: c.width });
+  const changed = layers.filter((l) => runVariant.has(l.name) && runVariant.get(l.name) !== variantOf(l.name));
+  const bench: BenchFile = { batch: c.batch, resolution: c.resolution, rows: [] };
+  const peak = changed.length ? await addon().measurePeak(1) : undefined;
+  let done = 0;
+  for (const layer of changed) {
+    const variants = [...new Set([variantOf(layer.name), runVariant.get(layer.name)!])];
+    const rows = await benchConv({
+      layers: [layer], passes: CONV_PASSES, variants, repeat: 5, warmup: 1, checkBatch: 1, peakGflops: peak!.fmaGflops,
+      onProgress: (_d, _t, what) => onProgress?.(done, changed.length, what),
+    });
+    const failed = rows.find((r) => r.status === 'failed-check');
+    if (failed) throw new UsageError(`--kernels ${label}: ${failed.layer} ${failed.pass} with ${failed.variant} failed the reference check (error ${failed.maxRelErr.toExponential(2)}); not predicted`);
+    bench.rows.push(...rows);
+    done++;
+  }
+  return { bench, variantOf, changed: changed.map((l) => l.name) };
+}
