@@ -103,6 +103,7 @@ interface BenchConvOpts {
   repeat: string;
   warmup: string;
   checkBatch: string;
+  cold?: boolean;
   json?: boolean;
   report?: string;
 }
@@ -122,6 +123,7 @@ async function runBenchConv(opts: BenchConvOpts) {
   const dtypes = backend === 'cuda' ? ['fp32', 'tf32'] : ['fp32'];
   if (!dtypes.includes(opts.dtype)) throw new UsageError(`--dtype '${opts.dtype}' is not allowed on the ${backend} backend: allowed ${dtypes.join(', ')}`);
   const dtype = opts.dtype as 'fp32' | 'tf32';
+  if (backend === 'cuda' && opts.cold) throw new UsageError('--cold is not allowed with the cuda backend yet: only the cpu benchmark flushes caches');
   if (backend === 'cuda') return runBenchConvCuda(opts, { batch, resolution, repeat, warmup, checkBatch, layers, passes, dtype });
   const allVariants = addon().convVariants();
   const { timedByDefault } = availableConvVariants();
@@ -139,6 +141,7 @@ async function runBenchConv(opts: BenchConvOpts) {
     repeat,
     warmup,
     checkBatch,
+    cold: opts.cold === true,
     peakGflops: peak.fmaGflops,
     onProgress: progress(!opts.json),
   });
@@ -153,6 +156,7 @@ async function runBenchConv(opts: BenchConvOpts) {
           resolution,
           repeat,
           warmup,
+          cold: opts.cold === true,
           rows,
         },
         null,
@@ -161,7 +165,7 @@ async function runBenchConv(opts: BenchConvOpts) {
     );
   }
   const header =
-    `conv benchmark: cpu backend, fp32, batch ${batch}, ${resolution}x${resolution}, ${warmup} warm-up + ${repeat} timed runs; ` +
+    `conv benchmark: cpu backend, fp32, batch ${batch}, ${resolution}x${resolution}, ${warmup} warm-up + ${repeat} timed runs${opts.cold ? ', caches flushed before each' : ''}; ` +
     `peak ${peak.fmaGflops.toFixed(1)} GFLOP/s fp32 FMA, ${peak.bandwidthGBs.toFixed(1)} GB/s (${peak.threads} threads)`;
   if (opts.report) writeTextAtomic(opts.report, convBenchReport(rows, 'stepscope bench conv', [header, `machine: ${os.cpus()[0]?.model ?? 'unknown'}`]));
   if (!opts.json) {
@@ -573,6 +577,7 @@ export function buildProgram(): Command {
     .option('--repeat <n>', 'timed runs per row', '5')
     .option('--warmup <n>', 'untimed runs first', '1')
     .option('--check-batch <n>', 'batch of the reference check (same layer shape otherwise)', '2')
+    .option('--cold', 'flush the caches before each run, as in a step where the kernels before pushed the data out (cpu)')
     .option('--json', 'print the rows as JSON')
     .option('--report <file>', 'write a self-contained HTML report (bars per layer and pass, every row)')
     .action(runBenchConv);

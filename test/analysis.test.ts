@@ -12,6 +12,7 @@ import { test } from 'node:test';
 import type { KernelRecord, WaitRecord } from '../binding';
 import { attribute, decompose, PARTS } from '../src/analysis/attribution';
 import { criticalPath } from '../src/analysis/critical-path';
+import { trimmedMean } from '../src/run/contention';
 import { progressBar } from '../src/report/progress';
 import { loadProfile, shippedProfiles } from '../src/run/profile';
 import { readRun, readRuns } from '../src/run/run-file';
@@ -76,6 +77,12 @@ test('replay: a modeled link adds 2(W-1)/W bytes/bandwidth per bucket, and bucke
 function rec(stream: string, op: string, pass: string, start: number, end: number, layer = op): KernelRecord {
   return { op, pass, layer, variant: 'v', stream: stream === 'compute' ? 0 : 1, streamName: stream, startNs: start * 1e6, endNs: end * 1e6, flops: 0, bytes: 0 };
 }
+
+test('contention probe: the trimmed mean drops a fifth of the pairs at each end', () => {
+  assert.equal(trimmedMean([100, 2, 3, 4, -50]), 3);
+  assert.equal(trimmedMean([1, 2, 3]), 2);
+  assert.equal(trimmedMean([0.5]), 0.5);
+});
 
 function wait(stream: string, source: string, start: number, end: number, fired = end): WaitRecord {
   return { stream: stream === 'compute' ? 0 : 1, streamName: stream, sourceStream: source, startNs: start * 1e6, endNs: end * 1e6, firedNs: fired * 1e6 };

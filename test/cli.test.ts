@@ -49,6 +49,11 @@ test('bench conv times checked rows and writes them as JSON', () => {
     assert.ok(row.maxRelErr < 1e-4);
   }
   assert.ok(out.rows.some((x: { layer: string; sameShapeAs?: string }) => x.layer === 'res2b_branch2b' && x.sameShapeAs === 'res2a_branch2b'));
+  const cold = cli(['bench', 'conv', '--layer', 'res2a_branch2b', '--batch', '1', '--resolution', '64', '--repeat', '2', '--warmup', '0', '--variant', 'im2col-gemm', '--pass', 'fwd', '--cold', '--json']);
+  assert.equal(cold.status, 0, cold.stderr);
+  const coldOut = JSON.parse(cold.stdout);
+  assert.equal(coldOut.cold, true);
+  assert.ok(coldOut.rows[0].medianMs > 0 && coldOut.rows[0].status === 'ok');
   const text = cli(['bench', 'conv', '--layer', 'conv1', '--batch', '1', '--resolution', '32', '--repeat', '1', '--variant', 'onednn', '--pass', 'fwd']);
   assert.equal(text.status, 0, text.stderr);
   assert.match(text.stdout, /conv1\s+c3 32x32 k64 7x7\/2\s+fwd\s+onednn/);

@@ -3,7 +3,10 @@
 //     are stood in by copies of this worker's (written into `replicas` as a
 //     transfer would deliver them), then all W are summed and averaged: the
 //     arithmetic of training is unchanged, the memory traffic and the
-//     contention with compute are real.
+//     contention with compute are real. It runs on the stream's own thread
+//     only, as a communication engine's proxy thread does (Gloo, NCCL's
+//     proxy): a second OpenMP team beside the compute stream's would make the
+//     two fight over every core, and the slowdown erratic from run to run.
 //   link-hold: holds the stream for the modeled ring all-reduce transfer time
 //     of `bytes` among `workers`: 2(W-1)*latency + 2(W-1)/W * bytes/bandwidth,
 //     as a NIC or DMA engine would, without using a core.
@@ -34,7 +37,7 @@ class AllreduceLocal : public OpKernel {
     const int others = workers_ - 1;
     for (int r = 0; r < others; ++r) std::memcpy(replicas + r * n, grad, sizeof(float) * n);  // "received"
     const float scale = 1.0f / float(workers_);
-#pragma omp parallel for simd schedule(static) if (n > 65536)
+#pragma omp simd
     for (int64_t i = 0; i < n; ++i) {
       float sum = grad[i];
       for (int r = 0; r < others; ++r) sum += replicas[r * n + i];

@@ -20,8 +20,13 @@ export interface ConvBenchOptions {
   checkBatch: number;
   peakGflops: number;
   seed?: number;
+  /** Evict the caches before each run: in a step, the kernels before this one pushed its data out. */
+  cold?: boolean;
   onProgress?: (done: number, total: number, what: string) => void;
 }
+
+/** Bigger than the last-level cache of the machines we run on: writing it evicts what a kernel left there. */
+const FLUSH_FLOATS = 24 * 2 ** 20;
 
 export interface ConvBenchRow {
   layer: string;
@@ -95,6 +100,7 @@ export async function benchConv(options: ConvBenchOptions): Promise<ConvBenchRow
   const total = groups.length * options.passes.length * options.variants.length;
   let done = 0;
   const seed = options.seed ?? 1;
+  const flush = options.cold ? new native.Buffer(FLUSH_FLOATS) : undefined;
 
   for (const group of groups) {
     const shape = group.first.shape;
@@ -125,6 +131,7 @@ export async function benchConv(options: ConvBenchOptions): Promise<ConvBenchRow
         const convTimes: number[] = [];
         const reorderTimes: number[] = [];
         for (let i = 0; i < options.warmup + options.repeat; i++) {
+          flush?.fill(i); // untimed: the timeline holds the kernel alone
           const run = await timeConvOnce(kernel, stream, tensors);
           if (i < options.warmup) continue;
           convTimes.push(run.convMs);
@@ -149,6 +156,7 @@ export async function benchConv(options: ConvBenchOptions): Promise<ConvBenchRow
       }
     }
   }
+  flush?.release();
   return sortBenchRows(rows, options);
 }
 

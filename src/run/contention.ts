@@ -20,9 +20,26 @@ export interface Contention {
   source: string;
 }
 
-/** Each measurement lasts at least this long; rounds alternate alone and together. */
-const PHASE_MS = 25;
-const ROUNDS = 3;
+/**
+ * Pairs of (alone, together) measurements per kernel kind, interleaved one by
+ * one: on a shared machine the speed drifts, and the scheduler treats a
+ * kernel beside a busy thread differently from one time slice to the next,
+ * so many short pairs average far better than a few long phases.
+ */
+const MAX_PAIRS = 40;
+const MIN_PAIRS = 10;
+/** Pairs stop after this long per kernel kind (once MIN_PAIRS are done): a big network's kernels take longer. */
+const BUDGET_MS = 800;
+/** Each alone or together measurement lasts at least this long (small networks: several kernels). */
+const MIN_MS = 4;
+
+/** The mean of the middle values (a fifth dropped at each end): pairs the scheduler treated unusually count for nothing. */
+export function trimmedMean(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const drop = Math.floor(sorted.length / 5);
+  const kept = sorted.slice(drop, sorted.length - drop);
+  return kept.reduce((a, b) => a + b, 0) / kept.length;
+}
 
 /** The slowdown that applies to a compute kernel of this op beside communication. */
 export function kappaFor(op: string, c: { compute: number; memory?: number } | undefined): number {
@@ -33,7 +50,7 @@ export function kappaFor(op: string, c: { compute: number; memory?: number } | u
 const durations = (records: KernelRecord[], stream: string) =>
   records.filter((k) => k.streamName === stream).map((k) => (k.endNs - k.startNs) / 1e6);
 
-/** Runs the probe (2 kernel kinds x 3 rounds x 4 x 40 ms); the timeline is left empty. */
+/** Runs the probe (2 kernel kinds x 10-40 interleaved pairs, about 1 s at most each); the timeline is left empty. */
 export async function measureContention(step: TrainingStep): Promise<Contention | undefined> {
   const native = addon();
   const probe = step.contentionKernels();
@@ -44,41 +61,48 @@ export async function measureContention(step: TrainingStep): Promise<Contention 
   const enqueueComm = probe.comm;
   const compute = step.stream;
   const comm: Stream = new native.Stream('contention-probe');
+  /** Total ms of `count` kernels run one after the other on `s`. */
   const alone = async (enqueue: (s: Stream) => void, s: Stream, count: number) => {
     for (let i = 0; i < count; i++) enqueue(s);
     await s.synchronize();
-    return durations(native.timelineDrain(), s.name);
+    return durations(native.timelineDrain(), s.name).reduce((a, b) => a + b, 0);
   };
   native.timelineDrain();
   try {
-    /** One kernel kind against the reduction: median slowdowns of both over the rounds. */
+    /** One kernel kind against the reduction: trimmed mean slowdowns of both over the pairs. */
     const against = async (enqueue: (s: Stream) => void) => {
-      const c1 = summarize(await alone(enqueue, compute, 2)).median;
-      const m1 = summarize(await alone(enqueueComm, comm, 2)).median;
-      const nc = Math.max(2, Math.ceil(PHASE_MS / Math.max(c1, 0.01)));
-      const nm = Math.max(2, Math.ceil(PHASE_MS / Math.max(m1, 0.01)));
+      await alone(enqueue, compute, 1); // warm
+      const c1 = await alone(enqueue, compute, 1);
+      const m1 = await alone(enqueueComm, comm, 1);
+      const nc = Math.max(1, Math.ceil(MIN_MS / Math.max(c1, 0.001)));
+      const nm = Math.max(1, Math.ceil(MIN_MS / Math.max(m1, 0.001)));
       const ratios = { compute: [] as number[], comm: [] as number[] };
       const alones = { compute: [] as number[], comm: [] as number[] };
-      for (let round = 0; round < ROUNDS; round++) {
-        const ca = summarize(await alone(enqueue, compute, nc)).median;
-        const ma = summarize(await alone(enqueueComm, comm, nm)).median;
-        // Together: the reductions cover the kernels' whole span.
-        const together = Math.ceil((nc * ca * 1.5) / Math.max(ma, 0.01)) + 2;
+      const t0 = performance.now();
+      for (let pair = 0; pair < MAX_PAIRS && (pair < MIN_PAIRS || performance.now() - t0 < BUDGET_MS); pair++) {
+        const ca = await alone(enqueue, compute, nc);
+        const ma = (await alone(enqueueComm, comm, nm)) / nm;
+        // Together: reductions cover the kernels' whole span.
+        const together = Math.ceil((ca * 1.3) / Math.max(ma, 0.001)) + 1;
         for (let i = 0; i < together; i++) enqueueComm(comm);
         for (let i = 0; i < nc; i++) enqueue(compute);
         await Promise.all([compute.synchronize(), comm.synchronize()]);
         const records = native.timelineDrain();
-        const computeEnd = Math.max(...records.filter((k) => k.streamName === compute.name).map((k) => k.endNs));
-        const ct = summarize(durations(records, compute.name)).median;
-        const mt = records.filter((k) => k.streamName === comm.name && k.endNs <= computeEnd).map((k) => (k.endNs - k.startNs) / 1e6);
+        const mine = records.filter((k) => k.streamName === compute.name);
+        const [start, end] = [Math.min(...mine.map((k) => k.startNs)), Math.max(...mine.map((k) => k.endNs))];
+        const ct = mine.reduce((a, k) => a + (k.endNs - k.startNs) / 1e6, 0);
+        // The reductions that ran wholly beside the kernels.
+        const mt = records.filter((k) => k.streamName === comm.name && k.startNs >= start && k.endNs <= end).map((k) => (k.endNs - k.startNs) / 1e6);
         ratios.compute.push(ct / ca);
         if (mt.length > 0) ratios.comm.push(summarize(mt).median / ma);
-        alones.compute.push(ca);
+        alones.compute.push(ca / nc);
         alones.comm.push(ma);
       }
       return {
-        kernel: Math.max(0, summarize(ratios.compute).median - 1),
-        comm: ratios.comm.length > 0 ? Math.max(0, summarize(ratios.comm).median - 1) : 0,
+        kernel: Math.max(0, trimmedMean(ratios.compute) - 1),
+        comm: ratios.comm.length > 0 ? Math.max(0, trimmedMean(ratios.comm) - 1) : 0,
+        kernelRange: [Math.min(...ratios.compute) - 1, Math.max(...ratios.compute) - 1],
+        pairs: ratios.compute.length,
         kernelMs: summarize(alones.compute).median,
         commMs: summarize(alones.comm).median,
       };
@@ -90,7 +114,8 @@ export async function measureContention(step: TrainingStep): Promise<Contention 
       memory: memory.kernel,
       comm: (conv.comm + memory.comm) / 2,
       source: `probe: heaviest conv (${conv.kernelMs.toFixed(2)} ms alone) and largest batch norm backward (${memory.kernelMs.toFixed(2)} ms) ` +
-        `beside the largest local reduction (${conv.commMs.toFixed(2)} ms alone), medians of ${ROUNDS} rounds`,
+        `beside the largest local reduction (${conv.commMs.toFixed(2)} ms alone), trimmed means of ${conv.pairs} and ${memory.pairs} interleaved pairs ` +
+        `(slowdown per pair: conv ${conv.kernelRange.map((x) => x.toFixed(2)).join('..')}, batch norm ${memory.kernelRange.map((x) => x.toFixed(2)).join('..')})`,
     };
   } finally {
     probe.release();

@@ -50,7 +50,7 @@ export async function benchForPlan(run: Run, plan: Plan, label: string, onProgre
   for (const layer of changed) {
     const variants = [...new Set([variantOf(layer.name), runVariant.get(layer.name)!])];
     const rows = await benchConv({
-      layers: [layer], passes: CONV_PASSES, variants, repeat: 5, warmup: 1, checkBatch: 1, peakGflops: peak!.fmaGflops,
+      layers: [layer], passes: CONV_PASSES, variants, repeat: 5, warmup: 1, checkBatch: 1, peakGflops: peak!.fmaGflops, cold: true,
       onProgress: (_d, _t, what) => onProgress?.(done, changed.length, what),
     });
     const failed = rows.find((r) => r.status === 'failed-check');
