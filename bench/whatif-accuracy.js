@@ -55,7 +55,8 @@ function record(name, round) {
 const benchFile = (variant) => {
   const file = path.join(dir, `bench-${variant.replace(/,/g, '+')}.json`);
   process.stderr.write(`benchmarking convolutions: ${variant}\n`);
-  fs.writeFileSync(file, stepscope(['bench', 'conv', '--variant', variant, '--batch', args.batch, '--resolution', args.resolution, '--repeat', '3', '--json']));
+  // --cold: in the step each convolution finds its data evicted by the kernels before it.
+  fs.writeFileSync(file, stepscope(['bench', 'conv', '--variant', variant, '--batch', args.batch, '--resolution', args.resolution, '--repeat', '3', '--cold', '--json']));
   return file;
 };
 
@@ -93,6 +94,14 @@ const lines = [
   'kind      from          to            base ms  predicted ms  measured ms  error %',
   ...rows.map((r) => `${r.kind.padEnd(9)} ${r.from.padEnd(13)} ${r.to.padEnd(13)} ${r.baseMs.toFixed(1).padStart(7)}  ${r.predictedMs.toFixed(1).padStart(12)}  ${r.measuredMs.toFixed(1).padStart(11)}  ${r.errorPct.toFixed(1).padStart(7)}`),
   `mean |error| ${(rows.reduce((s, r) => s + Math.abs(r.errorPct), 0) / rows.length).toFixed(1)} %, max |error| ${Math.max(...rows.map((r) => Math.abs(r.errorPct))).toFixed(1)} %`,
+  // The measurement's own noise: how far apart the rounds of one setup landed.
+  'rounds of each setup (median iteration ms), and the contention probe of its median run (conv / memory-bound slowdown):',
+  ...Object.entries(recorded).map(([name, list]) => {
+    const t = list.map((x) => x.run.summary.totalMs.median);
+    const c = runs[name].run.contention;
+    return `  ${name.padEnd(12)} ${t.map((x) => x.toFixed(1)).join(', ')} (spread ${((100 * (Math.max(...t) - Math.min(...t))) / Math.min(...t)).toFixed(1)} %)` +
+      (c ? `; probe ${c.compute.toFixed(2)} / ${(c.memory ?? c.compute).toFixed(2)}` : '');
+  }),
 ];
 console.log(lines.join('\n'));
-if (args.out) fs.writeFileSync(args.out, JSON.stringify({ machine: cpu, args, rows }, null, 1));
+if (args.out) fs.writeFileSync(args.out, JSON.stringify({ machine: cpu, args, rows, rounds: Object.fromEntries(Object.entries(recorded).map(([n, l]) => [n, l.map((x) => x.run.summary.totalMs.median)])) }, null, 1));
