@@ -146,7 +146,7 @@ export function modelFromRun(run: Run): StepModel {
     measuredMs: Object.fromEntries(reduceKernels.map((k) => [k.layer, alone.get(k)!])),
   };
   if (!r) notes.push('the run had no reduction: communication is modeled by the link alone (no reduction compute)');
-  const measured = run.iterations.filter((f) => !f.warmup);
-  const dataMs = measured.reduce((a, f) => a + f.dataMs, 0) / Math.max(1, measured.length);
+  // The median: one slow first batch (a cold page cache) is not a typical iteration's wait.
+  const dataMs = run.summary.dataMs.median;
   return { dataMs, compute, gradients, comm, contention, notes };
 }
