@@ -29,7 +29,7 @@ import { registerAnalysisCommands } from './commands/register';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import type { ConvPass, GlooCommunicator, GlooStore, KernelRecord } from '../binding';
-import { gatherTimelines } from './run/gather';
+import { gatherTimelines, type RankTimeline } from './run/gather';
 import { checkDataOptions, type DataKind, type DataOptions } from './data/pipeline';
 import { makeImageFolder } from './data/make';
 import { packImageFolder } from './data/pack';
@@ -381,16 +381,20 @@ async function runStep(opts: StepOpts) {
   bar.done();
   for (const r of runs) if (r.config.reduction) delete r.config.reduction.gloo; // a native handle, not data
   // With gloo, every rank's timelines go to rank 0's trace (one process per rank and run).
-  let perRank: KernelRecord[][][] | undefined;
-  if (place && opts.trace && glooComms.length > 0) {
+  let perRank: RankTimeline[][] | undefined;
+  if (place && (opts.trace || opts.report) && glooComms.length > 0) {
     perRank = [];
     // One after the other: the ranks must issue the same collectives in the same order.
-    for (const run of runs) perRank.push(await gatherTimelines(glooComms.at(-1)!, place.rank, place.size, run.timeline));
+    for (const run of runs) perRank.push(await gatherTimelines(glooComms.at(-1)!, place.rank, place.size, { timeline: run.timeline, marks: run.marks }));
   }
   if (place && place.rank > 0) return; // rank 0 reports for all
   if (opts.save) writeJsonAtomic(opts.save, runs.length === 1 ? runs[0] : runs);
   if (opts.report) {
-    const named = runs.map((run) => ({ name: run.config.reduction?.schedule ?? 'step', run, path: pathOf(run) }));
+    const named = runs.map((run, i) => ({
+      name: run.config.reduction?.schedule ?? 'step', run, path: pathOf(run),
+      // With gloo: every other rank's timeline beside rank 0's.
+      otherRanks: perRank?.[i].slice(1).map((r, k) => ({ name: `rank ${k + 1}`, ...r })),
+    }));
     writeTextAtomic(opts.report, htmlReport({
       title: `stepscope step: ${runs.map((r) => r.config.reduction?.schedule ?? 'single worker').join(' vs ')}`,
       runs: named,
@@ -400,7 +404,7 @@ async function runStep(opts: StepOpts) {
   if (opts.trace) {
     const label = (r: Run) => r.config.reduction?.schedule ?? 'single worker';
     const processes = perRank
-      ? runs.flatMap((r, i) => perRank![i].map((records, rank) => ({ rank: i * perRank![i].length + rank, label: `rank ${rank} (${label(r)})`, records })))
+      ? runs.flatMap((r, i) => perRank![i].map(({ timeline: records }, rank) => ({ rank: i * perRank![i].length + rank, label: `rank ${rank} (${label(r)})`, records })))
       : runs.map((r, i) => ({ rank: i, label: `rank 0 (${label(r)})`, records: r.timeline }));
     writeJsonAtomic(opts.trace, chromeTrace(processes));
   }

@@ -182,7 +182,8 @@ test('gloo, 2 processes: parameters after a step equal one process averaging bot
   for (const [schedule, store] of [['serialized', []], ['overlapped', ['--master-port', String(await freePort())]]] as const) {
     const out = path.join(dir, `${schedule}.safetensors`);
     const trace = path.join(dir, `${schedule}-trace.json`);
-    const r = cli(['launch', '-n', '2', ...store, '--', 'step', '--trace', trace, '--batch', '2', '--resolution', '64', '--width', '4', '--classes', '10',
+    const report = path.join(dir, `${schedule}.html`);
+    const r = cli(['launch', '-n', '2', ...store, '--', 'step', '--trace', trace, '--report', report, '--batch', '2', '--resolution', '64', '--width', '4', '--classes', '10',
       '--iterations', '1', '--warmup', '0', '--comm', 'gloo', '--schedule', schedule, '--weights', weights, '--save-weights', out,
       '--lr', '0.1', '--momentum', '0.9', '--weight-decay', '0.0001', '--bucket-mb', '0.05', '--first-bucket-mb', '0.01']);
     assert.equal(r.status, 0, r.stderr);
@@ -191,6 +192,10 @@ test('gloo, 2 processes: parameters after a step equal one process averaging bot
     const names = t.traceEvents.filter((e: { name: string }) => e.name === 'process_name').map((e: { pid: number; args: { name: string } }) => `${e.pid}:${e.args.name}`);
     assert.deepEqual(names, [`0:rank 0 (${schedule})`, `1:rank 1 (${schedule})`]);
     for (const pid of [0, 1]) assert.ok(t.traceEvents.filter((e: { ph: string; pid: number }) => e.ph === 'X' && e.pid === pid).length > 100, `rank ${pid}'s kernels`);
+    // The report draws both ranks' timelines: one rect per kernel of each.
+    const html = fs.readFileSync(report, 'utf8');
+    assert.match(html, new RegExp(`Timeline: ${schedule}, rank 1`));
+    assert.equal((html.match(/<rect class="k"/g) ?? []).length, t.traceEvents.filter((e: { ph: string }) => e.ph === 'X').length);
     for (const file of [out, `${out}.rank1`]) {
       const got = readSafetensors(file).tensors;
       for (const p of graph.params.filter((q) => q.trainable)) {

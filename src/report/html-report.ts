@@ -5,12 +5,13 @@
 import type { Attribution } from '../analysis/attribution';
 import { PART_LABELS, PARTS } from '../analysis/attribution';
 import { PATH_PHASES, type CriticalPath } from '../analysis/critical-path';
-import { phaseOf } from '../run/kernel-stats';
+import type { KernelRecord } from '../../binding';
+import { phaseOf, type IterationMarks } from '../run/kernel-stats';
 import type { Run } from '../run/training';
 
 export interface ReportInput {
   title: string;
-  runs: { name: string; run: Run; path?: CriticalPath }[];
+  runs: { name: string; run: Run; path?: CriticalPath; otherRanks?: { name: string; timeline: KernelRecord[]; marks: IterationMarks }[] }[];
   attribution?: Attribution;
   /** Rows of predicted against measured (or recorded) figures. */
   whatif?: { title: string; rows: { label: string; predictedMs: number; measuredMs?: number }[]; notes?: string[] }[];
@@ -37,7 +38,7 @@ const COLORS: Record<string, string> = {
 const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 const f1 = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : '-');
 
-function gantt(run: Run): string {
+function gantt(run: { timeline: KernelRecord[]; marks: IterationMarks }): string {
   const width = 1100, left = 90, rowH = 22;
   const streams = [...new Set(run.timeline.map((k) => k.streamName))].sort((a, b) => (a === 'compute' ? -1 : b === 'compute' ? 1 : a.localeCompare(b)));
   const endNs = Math.max(run.marks.endNs, ...run.timeline.map((k) => k.endNs), 1);
@@ -134,6 +135,9 @@ export function htmlReport(input: ReportInput): string {
   if (input.runs.length > 0) sections.push(`<section><h2>Breakdown</h2>${stackedBars(input.runs)}</section>`);
   for (const r of input.runs) {
     sections.push(`<section><h2>Timeline: ${esc(r.name)}</h2><p>iteration ${r.run.timelineIteration} (median total), ${r.run.timeline.length} kernels; colors: phase. Hover a kernel for its name and time.</p>${gantt(r.run)}</section>`);
+    for (const o of r.otherRanks ?? []) {
+      sections.push(`<section><h3>Timeline: ${esc(r.name)}, ${esc(o.name)}</h3><p>the median iteration of ${esc(o.name)}, ${o.timeline.length} kernels</p>${gantt(o)}</section>`);
+    }
   }
   if (input.attribution) {
     const a = input.attribution;

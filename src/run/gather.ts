@@ -1,10 +1,12 @@
-// Gathers every rank's timeline to every rank over the gloo communicator, so
-// that rank 0 can write one trace with a process per rank. Gloo here offers
+// Gathers every rank's timeline (and its phase marks) to every rank over the
+// gloo communicator, so that rank 0 can write one trace with a process per
+// rank, and a report with a timeline per rank. Gloo here offers
 // all-reduce only: each rank writes its timeline's JSON bytes (as floats,
 // exact up to 2^24) into its own slice of a zeroed buffer, and the sum of all
 // ranks' buffers holds every slice.
 import type { GlooCommunicator, KernelRecord } from '../../binding';
 import { addon } from '../native';
+import type { IterationMarks } from './kernel-stats';
 
 async function allreduceSum(comm: GlooCommunicator, values: Float32Array, layer: string): Promise<Float32Array> {
   const native = addon();
@@ -18,8 +20,13 @@ async function allreduceSum(comm: GlooCommunicator, values: Float32Array, layer:
   return out;
 }
 
-export async function gatherTimelines(comm: GlooCommunicator, rank: number, size: number, timeline: KernelRecord[]): Promise<KernelRecord[][]> {
-  const bytes = new TextEncoder().encode(JSON.stringify(timeline));
+export interface RankTimeline {
+  timeline: KernelRecord[];
+  marks: IterationMarks;
+}
+
+export async function gatherTimelines(comm: GlooCommunicator, rank: number, size: number, mine_: RankTimeline): Promise<RankTimeline[]> {
+  const bytes = new TextEncoder().encode(JSON.stringify(mine_));
   const lengths = new Float32Array(size);
   lengths[rank] = bytes.length;
   const all = await allreduceSum(comm, lengths, 'gather-lengths');
@@ -31,5 +38,5 @@ export async function gatherTimelines(comm: GlooCommunicator, rank: number, size
   addon().timelineDrain(); // the gather is not part of any run
   addon().waitsDrain();
   const decoder = new TextDecoder();
-  return Array.from({ length: size }, (_, r) => JSON.parse(decoder.decode(Uint8Array.from(summed.subarray(offsets[r], offsets[r + 1])))) as KernelRecord[]);
+  return Array.from({ length: size }, (_, r) => JSON.parse(decoder.decode(Uint8Array.from(summed.subarray(offsets[r], offsets[r + 1])))) as RankTimeline);
 }
