@@ -20,6 +20,7 @@
 #include <omp.h>
 
 #include "core/error.h"
+#include "cpu/bwd_filter_unpacked.h"
 #include "cpu/conv_kernel.h"
 #include "cpu/gemm.h"
 #include "cpu/im2col.h"
@@ -337,6 +338,11 @@ std::unique_ptr<ConvKernel> makeIm2colConv(const ConvShape& shape, ConvPass pass
   if (!useBlas && pass == ConvPass::BackwardData && shape.stride == 1 && (shape.r > 1 || shape.s > 1) &&
       2 * shape.pad == shape.r - 1 && shape.r == shape.s) {
     return std::make_unique<TransposedBackwardData>(shape, layer);
+  }
+  // bwd-filter of layers with a real filter: the column operand read in
+  // place by the micro-kernel, no packing (docs/perf-notes.md, v7).
+  if (!useBlas && pass == ConvPass::BackwardFilter && (shape.r > 1 || shape.s > 1)) {
+    if (auto unpacked = makeUnpackedBackwardFilter(shape, layer)) return unpacked;
   }
   return std::make_unique<Im2colConv>(shape, pass, layer, useBlas);
 }
