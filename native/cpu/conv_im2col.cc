@@ -22,6 +22,7 @@
 #include "core/error.h"
 #include "cpu/bwd_filter_unpacked.h"
 #include "cpu/conv_kernel.h"
+#include "cpu/conv_unpacked.h"
 #include "cpu/gemm.h"
 #include "cpu/im2col.h"
 
@@ -334,6 +335,13 @@ class TransposedBackwardData : public ConvKernel {
 
 std::unique_ptr<ConvKernel> makeIm2colConv(const ConvShape& shape, ConvPass pass, const std::string& layer,
                                            bool useBlas) {
+  // fwd and bwd-data of layers with a real filter: the column operand read in
+  // place by the micro-kernel (docs/perf-notes.md, v7). Its tiles are 32
+  // output channels wide: not for conv1's bwd-data (3 channels of dx).
+  const int tileChannels = pass == ConvPass::Forward ? shape.k : shape.c;
+  if (!useBlas && pass != ConvPass::BackwardFilter && (shape.r > 1 || shape.s > 1) && tileChannels >= 32) {
+    if (auto unpacked = makeUnpackedConv(shape, pass, layer)) return unpacked;
+  }
   // Stride-1 layers with a real filter (1x1 has no im2col to save).
   if (!useBlas && pass == ConvPass::BackwardData && shape.stride == 1 && (shape.r > 1 || shape.s > 1) &&
       2 * shape.pad == shape.r - 1 && shape.r == shape.s) {

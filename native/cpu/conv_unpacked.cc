@@ -1,0 +1,311 @@
+// fwd and bwd-data without packing (see conv_unpacked.h).
+//
+// Both passes are products out^T[positions x lanes] = col^T * W', where each
+// output position's column of col is a fixed pattern of offsets into a
+// zero-padded source tensor:
+//   fwd:      out = y  (lanes k), source x,  steps (c, r, s):
+//             y[n][k][p][q] += xpad[n][c][p*st + r][q*st + s] * w[k][c][r][s]
+//   bwd-data: out = dx (lanes c), source dy, steps (k, r, s) over the taps
+//             that reach dx[h][w] (for stride 2 that depends on the parity
+//             of h and w: one "phase" per class, sub-pixel style):
+//             dx[n][c][h][w] += dypad[n][k][(h + pad - r)/st][(w + pad - s)/st] * w[k][c][r][s]
+// A tile is 8 positions of one phase x 32 lanes: per step, 8 broadcasts
+// read in place (one pointer per position, one offset per step shared by
+// all 8) and 2 loads of a 32-wide weight panel. The weights, small next to
+// the column matrix, are the only packed operand; each dx/y element is
+// written once, by one tile (no zeroing, no col2im).
+#include "cpu/conv_unpacked.h"
+
+#include <immintrin.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "core/error.h"
+
+namespace stepscope {
+namespace {
+
+constexpr int kRows = 8;    // output positions per tile
+constexpr int kLanes = 32;  // output channels per tile: 2 zmm
+
+// out[i][l] = sum_t base[i][off[t]] * b[t][l] for i < 8, l < 32.
+__attribute__((target("avx512f,fma"))) void tileAvx512(const float* const* base, const int64_t* off, int steps,
+                                                        const float* b, float* out) {
+  __m512 c[kRows][2];
+  const float* a[kRows];
+#pragma GCC unroll 8
+  for (int i = 0; i < kRows; ++i) {
+    c[i][0] = c[i][1] = _mm512_setzero_ps();
+    a[i] = base[i];
+  }
+  for (int t = 0; t < steps; ++t, b += kLanes) {
+    const int64_t o = off[t];
+    const __m512 b0 = _mm512_loadu_ps(b);
+    const __m512 b1 = _mm512_loadu_ps(b + 16);
+#pragma GCC unroll 8
+    for (int i = 0; i < kRows; ++i) {
+      const __m512 x = _mm512_set1_ps(a[i][o]);
+      c[i][0] = _mm512_fmadd_ps(x, b0, c[i][0]);
+      c[i][1] = _mm512_fmadd_ps(x, b1, c[i][1]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < kRows; ++i) {
+    _mm512_storeu_ps(out + i * kLanes, c[i][0]);
+    _mm512_storeu_ps(out + i * kLanes + 16, c[i][1]);
+  }
+}
+
+struct AlignedFree {
+  void operator()(float* p) const { std::free(p); }
+};
+using Buffer = std::unique_ptr<float, AlignedFree>;
+
+// Output positions sharing one reduction: per step, the offset into the
+// padded source and the weight index of lane 0 (lane l adds l * laneWeightStride).
+struct Phase {
+  std::vector<int64_t> off;
+  std::vector<int64_t> weight;
+  int64_t firstPosition = 0, positions = 0;
+  int64_t panels = 0;  // offset of its packed weight panels (kPanels x steps x 32)
+};
+
+// The source tensor (x or dy) as planes of hs x ws, copied into planes of
+// hn x wn with mt rows and ml columns of zeros before each plane's data.
+struct PaddedSource {
+  int64_t planes = 0;
+  int hs = 0, ws = 0, mt = 0, ml = 0, hn = 0, wn = 0;
+  int64_t plane() const { return int64_t(hn) * wn; }
+};
+
+class UnpackedConv : public ConvKernel {
+ public:
+  UnpackedConv(const ConvShape& shape, ConvPass pass, const std::string& layer) : ConvKernel(shape, pass, "im2col-gemm", layer) {
+    if (pass == ConvPass::Forward)
+      planForward();
+    else
+      planBackwardData();
+    kPanels_ = (lanes_ + kLanes - 1) / kLanes;
+    int64_t panelFloats = 0;
+    for (Phase& ph : phases_) {
+      ph.panels = panelFloats;
+      panelFloats += int64_t(kPanels_) * int64_t(ph.off.size()) * kLanes;
+    }
+    for (int64_t ip = 0; ip < int64_t(phases_.size()); ++ip)
+      for (int64_t first = 0; first < phases_[ip].positions; first += kRows)
+        tiles_.push_back({int(ip), phases_[ip].firstPosition + first, int(std::min<int64_t>(kRows, phases_[ip].positions - first))});
+    // Weight panels that do not fit in L2 are swept one at a time over all
+    // tiles (the tiles' source rows are re-read instead, which is less).
+    panelOuter_ = panelFloats * sizeof(float) > 512 * 1024;
+    source_ = allocate(size_t(src_.planes) * src_.plane());
+    panels_ = allocate(size_t(std::max<int64_t>(panelFloats, 1)));
+  }
+
+  size_t workspaceBytes() const override { return workspace_ * sizeof(float); }
+  std::string implementation() const override {
+    return "own AVX-512 8x32 micro-kernel reading the column operand in place (zero-padded " +
+           std::string(pass_ == ConvPass::Forward ? "x" : "dy") + ", no packing), " + std::to_string(phases_.size()) +
+           " phase(s)";
+  }
+
+  void execute(const ConvTensors& t, KernelRecorder& recorder) override {
+    recorder.run(info(), [&] {
+      if (pass_ == ConvPass::Forward)
+        run(t.x, t.w, t.y);
+      else
+        run(t.y, t.w, t.x);
+    });
+  }
+
+ private:
+  struct Tile {
+    int phase;
+    int64_t first;  // index into posSrc_/posDst_
+    int count;
+  };
+
+  Buffer allocate(size_t count) {
+    Buffer b(static_cast<float*>(std::aligned_alloc(64, (std::max<size_t>(count, 1) * sizeof(float) + 63) / 64 * 64)));
+    if (!b) throw Error("ERR_OUT_OF_MEMORY", "conv: could not allocate " + std::to_string(count * 4) + " bytes");
+    workspace_ += count;
+    return b;
+  }
+
+  void planForward() {
+    const ConvShape& sh = shape_;
+    const int P = sh.p(), Q = sh.q(), st = sh.stride;
+    src_ = {int64_t(sh.n) * sh.c, sh.h, sh.w, sh.pad, sh.pad, (P - 1) * st + sh.r, (Q - 1) * st + sh.s};
+    const int64_t image = sh.c * src_.plane(), crs = int64_t(sh.c) * sh.r * sh.s, PQ = int64_t(P) * Q;
+    lanes_ = sh.k;
+    laneOutStride_ = PQ;
+    laneWeightStride_ = crs;
+    Phase ph;
+    for (int c = 0; c < sh.c; ++c)
+      for (int r = 0; r < sh.r; ++r)
+        for (int s = 0; s < sh.s; ++s) {
+          ph.off.push_back(c * src_.plane() + int64_t(r) * src_.wn + s);
+          ph.weight.push_back((int64_t(c) * sh.r + r) * sh.s + s);
+        }
+    for (int n = 0; n < sh.n; ++n)
+      for (int p = 0; p < P; ++p)
+        for (int q = 0; q < Q; ++q) {
+          posSrc_.push_back(n * image + int64_t(p) * st * src_.wn + int64_t(q) * st);
+          posDst_.push_back(n * sh.k * PQ + int64_t(p) * Q + q);
+        }
+    ph.positions = int64_t(posSrc_.size());
+    phases_.push_back(std::move(ph));
+  }
+
+  // dx[h][w] with h = i*st + ph, w = j*st + pw gets tap (r, s) where
+  // (ph + pad - r) and (pw + pad - s) are multiples of st, from dy row
+  // i + (ph + pad - r)/st and column j + (pw + pad - s)/st.
+  void planBackwardData() {
+    const ConvShape& sh = shape_;
+    const int P = sh.p(), Q = sh.q(), st = sh.stride, H = sh.h, W = sh.w;
+    auto taps = [&](int phase, int extent) {  // (tap, shift) pairs of one phase along one axis
+      std::vector<std::pair<int, int>> out;
+      for (int r = 0; r < extent; ++r) {
+        const int d = phase + sh.pad - r;
+        if (((d % st) + st) % st == 0) out.push_back({r, d / st});
+      }
+      return out;
+    };
+    // Margins: the most negative shift before the data, enough rows after it.
+    int mt = 0, ml = 0, hn = P, wn = Q;
+    for (int ph = 0; ph < st; ++ph) {
+      for (auto [r, d] : taps(ph, sh.r)) mt = std::max(mt, -d);
+      for (auto [s, d] : taps(ph, sh.s)) ml = std::max(ml, -d);
+    }
+    for (int ph = 0; ph < st; ++ph) {
+      const int rows = (H - ph + st - 1) / st, cols = (W - ph + st - 1) / st;
+      for (auto [r, d] : taps(ph, sh.r)) hn = std::max(hn, rows - 1 + d + mt + 1);
+      for (auto [s, d] : taps(ph, sh.s)) wn = std::max(wn, cols - 1 + d + ml + 1);
+    }
+    src_ = {int64_t(sh.n) * sh.k, P, Q, mt, ml, std::max(hn, mt + P), std::max(wn, ml + Q)};
+    const int64_t image = sh.k * src_.plane(), crs = int64_t(sh.c) * sh.r * sh.s, HW = int64_t(H) * W;
+    lanes_ = sh.c;
+    laneOutStride_ = HW;
+    laneWeightStride_ = int64_t(sh.r) * sh.s;
+    for (int ph = 0; ph < st && ph < H; ++ph)
+      for (int pw = 0; pw < st && pw < W; ++pw) {
+        Phase phase;
+        const auto rTaps = taps(ph, sh.r), sTaps = taps(pw, sh.s);
+        for (int k = 0; k < sh.k; ++k)
+          for (auto [r, dr] : rTaps)
+            for (auto [s, ds] : sTaps) {
+              phase.off.push_back(k * src_.plane() + int64_t(dr + mt) * src_.wn + (ds + ml));
+              phase.weight.push_back(k * crs + int64_t(r) * sh.s + s);
+            }
+        phase.firstPosition = int64_t(posSrc_.size());
+        const int rows = (H - ph + st - 1) / st, cols = (W - pw + st - 1) / st;
+        for (int n = 0; n < sh.n; ++n)
+          for (int i = 0; i < rows; ++i)
+            for (int j = 0; j < cols; ++j) {
+              posSrc_.push_back(n * image + int64_t(i) * src_.wn + j);
+              posDst_.push_back(n * sh.c * HW + int64_t(i * st + ph) * W + (j * st + pw));
+            }
+        phase.positions = int64_t(posSrc_.size()) - phase.firstPosition;
+        phases_.push_back(std::move(phase));
+      }
+  }
+
+  void run(const float* src, const float* w, float* out) {
+#pragma omp parallel
+    {
+      padSource(src);  // each is an omp for: threads share the copies
+      packWeights(w);
+      alignas(64) float acc[kRows * kLanes];
+      const int64_t tiles = int64_t(tiles_.size());
+      if (panelOuter_) {
+        for (int j = 0; j < kPanels_; ++j) {
+#pragma omp for schedule(dynamic, 4) nowait
+          for (int64_t i = 0; i < tiles; ++i) computeTile(tiles_[i], j, out, acc);
+        }
+      } else {
+#pragma omp for schedule(dynamic, 4)
+        for (int64_t i = 0; i < tiles; ++i)
+          for (int j = 0; j < kPanels_; ++j) computeTile(tiles_[i], j, out, acc);
+      }
+    }
+  }
+
+  void computeTile(const Tile& tile, int j, float* out, float* acc) const {
+    const Phase& ph = phases_[tile.phase];
+    const float* base[kRows];
+    for (int i = 0; i < kRows; ++i) base[i] = source_.get() + posSrc_[tile.first + std::min(i, tile.count - 1)];
+    const int64_t steps = int64_t(ph.off.size());
+    tileAvx512(base, ph.off.data(), int(steps), panels_.get() + ph.panels + j * steps * kLanes, acc);
+    const int lanes = std::min(kLanes, lanes_ - j * kLanes);
+    for (int i = 0; i < tile.count; ++i) {
+      float* o = out + posDst_[tile.first + i] + int64_t(j) * kLanes * laneOutStride_;
+      for (int l = 0; l < lanes; ++l) o[l * laneOutStride_] = acc[i * kLanes + l];
+    }
+  }
+
+  void padSource(const float* in) {
+    const PaddedSource& s = src_;
+    const int copy = std::max(0, std::min(s.ws, s.wn - s.ml));
+    const int left = std::min(s.ml, s.wn);
+#pragma omp for schedule(static)
+    for (int64_t plane = 0; plane < s.planes; ++plane) {
+      const float* from = in + plane * s.hs * s.ws;
+      float* to = source_.get() + plane * s.plane();
+      for (int hh = 0; hh < s.hn; ++hh, to += s.wn) {
+        const int h = hh - s.mt;
+        if (h < 0 || h >= s.hs) {
+          std::memset(to, 0, sizeof(float) * s.wn);
+          continue;
+        }
+        std::memset(to, 0, sizeof(float) * left);
+        std::memcpy(to + left, from + int64_t(h) * s.ws, sizeof(float) * copy);
+        std::memset(to + left + copy, 0, sizeof(float) * (s.wn - left - copy));
+      }
+    }
+  }
+
+  // panels[phase][j][t][l] = w[weight[t] + (j*32 + l) * laneWeightStride] (0 past the last lane).
+  void packWeights(const float* w) {
+    const int64_t jobs = int64_t(phases_.size()) * kPanels_;
+#pragma omp for schedule(static)
+    for (int64_t job = 0; job < jobs; ++job) {
+      const Phase& ph = phases_[job / kPanels_];
+      const int j = int(job % kPanels_);
+      const int64_t steps = int64_t(ph.off.size());
+      float* panel = panels_.get() + ph.panels + j * steps * kLanes;
+      for (int l = 0; l < kLanes; ++l) {
+        const int lane = j * kLanes + l;
+        if (lane >= lanes_) {
+          for (int64_t t = 0; t < steps; ++t) panel[t * kLanes + l] = 0.0f;
+          continue;
+        }
+        const float* from = w + lane * laneWeightStride_;
+        for (int64_t t = 0; t < steps; ++t) panel[t * kLanes + l] = from[ph.weight[t]];
+      }
+    }
+  }
+
+  PaddedSource src_;
+  int lanes_ = 0, kPanels_ = 0;
+  int64_t laneOutStride_ = 0, laneWeightStride_ = 0;
+  bool panelOuter_ = false;
+  std::vector<Phase> phases_;
+  std::vector<int64_t> posSrc_, posDst_;
+  std::vector<Tile> tiles_;
+  size_t workspace_ = 0;
+  Buffer source_, panels_;
+};
+
+}  // namespace
+
+std::unique_ptr<ConvKernel> makeUnpackedConv(const ConvShape& shape, ConvPass pass, const std::string& layer) {
+  if (pass == ConvPass::BackwardFilter) return nullptr;
+  __builtin_cpu_init();
+  if (!__builtin_cpu_supports("avx512f")) return nullptr;
+  return std::make_unique<UnpackedConv>(shape, pass, layer);
+}
+
+}  // namespace stepscope
