@@ -98,6 +98,11 @@ class UnpackedConv : public ConvKernel {
     for (int64_t ip = 0; ip < int64_t(phases_.size()); ++ip)
       for (int64_t first = 0; first < phases_[ip].positions; first += kRows)
         tiles_.push_back({int(ip), phases_[ip].firstPosition + first, int(std::min<int64_t>(kRows, phases_[ip].positions - first))});
+    // Strided bwd-data: the phases interleave in dx (every other element),
+    // so tiles are taken in dx order: the phases of one region then fill the
+    // same cache lines together, instead of each phase re-reading all of dx.
+    std::stable_sort(tiles_.begin(), tiles_.end(),
+                     [&](const Tile& a, const Tile& b) { return posDst_[a.first] / rowSpan_ < posDst_[b.first] / rowSpan_; });
     // Weight panels that do not fit in L2 are swept one at a time over all
     // tiles (the tiles' source rows are re-read instead, which is less).
     panelOuter_ = panelFloats * sizeof(float) > 512 * 1024;
@@ -189,6 +194,7 @@ class UnpackedConv : public ConvKernel {
     const int64_t image = sh.k * src_.plane(), crs = int64_t(sh.c) * sh.r * sh.s, HW = int64_t(H) * W;
     lanes_ = sh.c;
     laneOutStride_ = HW;
+    rowSpan_ = int64_t(st) * W;
     laneWeightStride_ = int64_t(sh.r) * sh.s;
     for (int ph = 0; ph < st && ph < H; ++ph)
       for (int pw = 0; pw < st && pw < W; ++pw) {
@@ -292,6 +298,7 @@ class UnpackedConv : public ConvKernel {
   int lanes_ = 0, kPanels_ = 0;
   int64_t laneOutStride_ = 0, laneWeightStride_ = 0;
   bool panelOuter_ = false;
+  int64_t rowSpan_ = 1;  // dst elements per group of phase rows (tiles ordered by it)
   std::vector<Phase> phases_;
   std::vector<int64_t> posSrc_, posDst_;
   std::vector<Tile> tiles_;
