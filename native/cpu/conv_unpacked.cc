@@ -275,21 +275,24 @@ class UnpackedConv : public ConvKernel {
 
   // panels[phase][j][t][l] = w[weight[t] + (j*32 + l) * laneWeightStride] (0 past the last lane).
   void packWeights(const float* w) {
-    const int64_t jobs = int64_t(phases_.size()) * kPanels_;
+    // Jobs ordered panel-major: the phases of one panel read the same lanes
+    // of w one after the other, while they are in cache.
+    const int64_t phases = int64_t(phases_.size()), jobs = phases * kPanels_;
 #pragma omp for schedule(static)
     for (int64_t job = 0; job < jobs; ++job) {
-      const Phase& ph = phases_[job / kPanels_];
-      const int j = int(job % kPanels_);
+      const Phase& ph = phases_[job % phases];
+      const int j = int(job / phases);
       const int64_t steps = int64_t(ph.off.size());
-      float* panel = panels_.get() + ph.panels + j * steps * kLanes;
-      for (int l = 0; l < kLanes; ++l) {
-        const int lane = j * kLanes + l;
-        if (lane >= lanes_) {
-          for (int64_t t = 0; t < steps; ++t) panel[t * kLanes + l] = 0.0f;
-          continue;
-        }
-        const float* from = w + lane * laneWeightStride_;
-        for (int64_t t = 0; t < steps; ++t) panel[t * kLanes + l] = from[ph.weight[t]];
+      float* panel = panels_.get() + ph.panels + int64_t(j) * steps * kLanes;
+      // Step-major: the 32 lanes of a step lie within a few cache lines of w
+      // for bwd-data (lane stride R*S), and for fwd the next step reuses the
+      // same 32 lines; lane-major walked w with a stride of K*C*R*S floats.
+      const int lanes = std::min(kLanes, lanes_ - j * kLanes);
+      const float* from = w + int64_t(j) * kLanes * laneWeightStride_;
+      for (int64_t t = 0; t < steps; ++t, panel += kLanes) {
+        const float* tap = from + ph.weight[t];
+        for (int l = 0; l < lanes; ++l) panel[l] = tap[l * laneWeightStride_];
+        for (int l = lanes; l < kLanes; ++l) panel[l] = 0.0f;
       }
     }
   }
