@@ -107,6 +107,7 @@ class UnpackedConv : public ConvKernel {
     // tiles (the tiles' source rows are re-read instead, which is less).
     panelOuter_ = panelFloats * sizeof(float) > 512 * 1024;
     source_ = allocate(size_t(src_.planes) * src_.plane());
+    std::memset(source_.get(), 0, sizeof(float) * size_t(src_.planes) * src_.plane());  // the margins, for good
     panels_ = allocate(size_t(std::max<int64_t>(panelFloats, 1)));
   }
 
@@ -252,24 +253,19 @@ class UnpackedConv : public ConvKernel {
     }
   }
 
+  // Copies the source's rows into the padded planes. The margins were zeroed
+  // once when the buffer was made and are never written, so only the data
+  // moves; rows are short (7-56 floats), so a plain loop, not memcpy calls.
   void padSource(const float* in) {
     const PaddedSource& s = src_;
     const int copy = std::max(0, std::min(s.ws, s.wn - s.ml));
-    const int left = std::min(s.ml, s.wn);
+    const int rows = std::max(0, std::min(s.hs, s.hn - s.mt));
 #pragma omp for schedule(static)
     for (int64_t plane = 0; plane < s.planes; ++plane) {
       const float* from = in + plane * s.hs * s.ws;
-      float* to = source_.get() + plane * s.plane();
-      for (int hh = 0; hh < s.hn; ++hh, to += s.wn) {
-        const int h = hh - s.mt;
-        if (h < 0 || h >= s.hs) {
-          std::memset(to, 0, sizeof(float) * s.wn);
-          continue;
-        }
-        std::memset(to, 0, sizeof(float) * left);
-        std::memcpy(to + left, from + int64_t(h) * s.ws, sizeof(float) * copy);
-        std::memset(to + left + copy, 0, sizeof(float) * (s.wn - left - copy));
-      }
+      float* to = source_.get() + plane * s.plane() + int64_t(s.mt) * s.wn + s.ml;
+      for (int h = 0; h < rows; ++h, from += s.ws, to += s.wn)
+        for (int w = 0; w < copy; ++w) to[w] = from[w];
     }
   }
 
