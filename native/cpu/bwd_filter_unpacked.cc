@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "cpu/padded_planes.h"
 
 namespace stepscope {
 namespace {
@@ -84,16 +85,17 @@ class UnpackedBackwardFilter : public ConvKernel {
       : ConvKernel(shape, ConvPass::BackwardFilter, "im2col-gemm", layer), tile_(tile) {
     const int P = shape.p(), Q = shape.q(), st = shape.stride;
     // Only the input rows and columns that some tap reads.
-    hn_ = (P - 1) * st + shape.r;
-    wn_ = (Q - 1) * st + shape.s;
-    const int64_t plane = int64_t(hn_) * wn_;
+    xpad_ = {int64_t(shape.n) * shape.c, shape.h, shape.w, shape.pad, shape.pad, (P - 1) * st + shape.r,
+             (Q - 1) * st + shape.s};
+    const int64_t plane = xpad_.plane(), wn = xpad_.wn;
     xImage_ = plane * shape.c;
     crs_ = int64_t(shape.c) * shape.r * shape.s;
     groups_ = int((crs_ + kTaps - 1) / kTaps);
     kPanels_ = (shape.k + kLanes - 1) / kLanes;
     positions_ = int64_t(shape.n) * P * Q;
 
-    xpad_ = allocate(size_t(shape.n) * xImage_, &workspace_);
+    xpadData_ = allocate(size_t(xpad_.size()), &workspace_);
+    xpad_.zero(xpadData_.get());
     dyPanels_ = allocate(size_t(kPanels_) * positions_ * kLanes, &workspace_);
 
     // Tap t reads from xpad + tapOffset_[t] + rowOff_[row] + q * stride;
@@ -101,10 +103,10 @@ class UnpackedBackwardFilter : public ConvKernel {
     tapOffset_.assign(size_t(groups_) * kTaps, 0);
     for (int64_t t = 0; t < crs_; ++t) {
       const int64_t s = t % shape.s, r = (t / shape.s) % shape.r, c = t / (int64_t(shape.s) * shape.r);
-      tapOffset_[t] = c * plane + r * wn_ + s;
+      tapOffset_[t] = c * plane + r * wn + s;
     }
     for (int n = 0; n < shape.n; ++n)
-      for (int p = 0; p < P; ++p) rowOff_.push_back(n * xImage_ + int64_t(p) * st * wn_);
+      for (int p = 0; p < P; ++p) rowOff_.push_back(n * xImage_ + int64_t(p) * st * wn);
 
     // Position blocks: whole output rows, about kBlockFloats of dY per block
     // (L2), at least 512 positions so that short rows are not split finely.
@@ -131,7 +133,7 @@ class UnpackedBackwardFilter : public ConvKernel {
     const int P = shape_.p(), Q = shape_.q(), totalRows = shape_.n * P;
 #pragma omp parallel
     {
-      padInput(x);  // each is an omp for: threads share the copies
+      xpad_.copyData(x, xpadData_.get());  // each is an omp for: threads share the copies
       packOutputGradient(dy);
       const int threads = omp_get_num_threads(), me = omp_get_thread_num();
       const int gBegin = groups_ * me / threads, gEnd = groups_ * (me + 1) / threads;
@@ -141,7 +143,7 @@ class UnpackedBackwardFilter : public ConvKernel {
         const int rows = std::min(rowsPerBlock_, totalRows - row0);
         const bool first = row0 == 0, last = row0 + rows == totalRows;
         for (int g = gBegin; g < gEnd; ++g) {
-          for (int i = 0; i < kTaps; ++i) tap[i] = xpad_.get() + tapOffset_[size_t(g) * kTaps + i];
+          for (int i = 0; i < kTaps; ++i) tap[i] = xpadData_.get() + tapOffset_[size_t(g) * kTaps + i];
           for (int j = 0; j < kPanels_; ++j) {
             const float* dyBlock = dyPanels_.get() + (int64_t(j) * positions_ + int64_t(row0) * Q) * kLanes;
             tile_(tap, rowOff_.data() + row0, rows, Q, shape_.stride, dyBlock, acc);
@@ -154,28 +156,6 @@ class UnpackedBackwardFilter : public ConvKernel {
               std::memcpy(saved, acc, sizeof(acc));
           }
         }
-      }
-    }
-  }
-
-  // xpad[n][c] = the plane with `pad` zeros around it, cut to hn_ x wn_.
-  void padInput(const float* x) {
-    const int H = shape_.h, W = shape_.w, pad = shape_.pad;
-    const int copy = std::max(0, std::min(W, wn_ - pad));
-#pragma omp for schedule(static)
-    for (int64_t nc = 0; nc < int64_t(shape_.n) * shape_.c; ++nc) {
-      const float* in = x + nc * H * W;
-      float* out = xpad_.get() + nc * hn_ * wn_;
-      for (int hh = 0; hh < hn_; ++hh, out += wn_) {
-        const int h = hh - pad;
-        if (h < 0 || h >= H) {
-          std::memset(out, 0, sizeof(float) * wn_);
-          continue;
-        }
-        const int left = std::min(pad, wn_);
-        std::memset(out, 0, sizeof(float) * left);
-        std::memcpy(out + left, in + int64_t(h) * W, sizeof(float) * copy);
-        std::memset(out + left + copy, 0, sizeof(float) * (wn_ - left - copy));
       }
     }
   }
@@ -215,12 +195,12 @@ class UnpackedBackwardFilter : public ConvKernel {
   }
 
   TileFn tile_;
-  int hn_ = 0, wn_ = 0;
+  PaddedPlanes xpad_;  // x with its zero margins (only the rows and columns some tap reads)
   int64_t xImage_ = 0, crs_ = 0, positions_ = 0;
   int groups_ = 0, kPanels_ = 0, rowsPerBlock_ = 1;
   std::vector<int64_t> tapOffset_, rowOff_;
   size_t workspace_ = 0;
-  Buffer xpad_, dyPanels_, partial_;
+  Buffer xpadData_, dyPanels_, partial_;
 };
 
 }  // namespace

@@ -21,10 +21,10 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <cstring>
 #include <vector>
 
 #include "core/error.h"
+#include "cpu/padded_planes.h"
 
 namespace stepscope {
 namespace {
@@ -74,14 +74,6 @@ struct Phase {
   int64_t panels = 0;  // offset of its packed weight panels (kPanels x steps x 32)
 };
 
-// The source tensor (x or dy) as planes of hs x ws, copied into planes of
-// hn x wn with mt rows and ml columns of zeros before each plane's data.
-struct PaddedSource {
-  int64_t planes = 0;
-  int hs = 0, ws = 0, mt = 0, ml = 0, hn = 0, wn = 0;
-  int64_t plane() const { return int64_t(hn) * wn; }
-};
-
 class UnpackedConv : public ConvKernel {
  public:
   UnpackedConv(const ConvShape& shape, ConvPass pass, const std::string& layer) : ConvKernel(shape, pass, "im2col-gemm", layer) {
@@ -106,8 +98,8 @@ class UnpackedConv : public ConvKernel {
     // Weight panels that do not fit in L2 are swept one at a time over all
     // tiles (the tiles' source rows are re-read instead, which is less).
     panelOuter_ = panelFloats * sizeof(float) > 512 * 1024;
-    source_ = allocate(size_t(src_.planes) * src_.plane());
-    std::memset(source_.get(), 0, sizeof(float) * size_t(src_.planes) * src_.plane());  // the margins, for good
+    source_ = allocate(size_t(src_.size()));
+    src_.zero(source_.get());
     panels_ = allocate(size_t(std::max<int64_t>(panelFloats, 1)));
   }
 
@@ -223,7 +215,7 @@ class UnpackedConv : public ConvKernel {
   void run(const float* src, const float* w, float* out) {
 #pragma omp parallel
     {
-      padSource(src);  // each is an omp for: threads share the copies
+      src_.copyData(src, source_.get());  // each is an omp for: threads share the copies
       packWeights(w);
       alignas(64) float acc[kRows * kLanes];
       const int64_t tiles = int64_t(tiles_.size());
@@ -253,22 +245,6 @@ class UnpackedConv : public ConvKernel {
     }
   }
 
-  // Copies the source's rows into the padded planes. The margins were zeroed
-  // once when the buffer was made and are never written, so only the data
-  // moves; rows are short (7-56 floats), so a plain loop, not memcpy calls.
-  void padSource(const float* in) {
-    const PaddedSource& s = src_;
-    const int copy = std::max(0, std::min(s.ws, s.wn - s.ml));
-    const int rows = std::max(0, std::min(s.hs, s.hn - s.mt));
-#pragma omp for schedule(static)
-    for (int64_t plane = 0; plane < s.planes; ++plane) {
-      const float* from = in + plane * s.hs * s.ws;
-      float* to = source_.get() + plane * s.plane() + int64_t(s.mt) * s.wn + s.ml;
-      for (int h = 0; h < rows; ++h, from += s.ws, to += s.wn)
-        for (int w = 0; w < copy; ++w) to[w] = from[w];
-    }
-  }
-
   // panels[phase][j][t][l] = w[weight[t] + (j*32 + l) * laneWeightStride] (0 past the last lane).
   void packWeights(const float* w) {
     // Jobs ordered panel-major: the phases of one panel read the same lanes
@@ -293,7 +269,7 @@ class UnpackedConv : public ConvKernel {
     }
   }
 
-  PaddedSource src_;
+  PaddedPlanes src_;  // the source (x or dy) and its zero margins
   int lanes_ = 0, kPanels_ = 0;
   int64_t laneOutStride_ = 0, laneWeightStride_ = 0;
   bool panelOuter_ = false;
