@@ -60,6 +60,27 @@ __attribute__((target("avx512f,fma"))) void tileAvx512(const float* const* base,
   }
 }
 
+// panel[i][l] = from[l * rowStride + i] for i < n (<= 16) and l < lanes
+// (<= 32), 0 for the other lanes: 32 x 16 values in, 16 x 32 out.
+__attribute__((target("avx512f"))) void transposeBlock(const float* from, int64_t rowStride, int lanes, int n,
+                                                        float* panel) {
+  alignas(64) float block[kLanes * 16];
+  const __mmask16 valid = __mmask16((1u << n) - 1);
+  for (int l = 0; l < kLanes; ++l) {
+    // 32 rows are more streams than the hardware prefetcher follows: fetch
+    // each row's block 4 ahead (past the row's end it is a harmless hint).
+    _mm_prefetch(reinterpret_cast<const char*>(from + l * rowStride + 64), _MM_HINT_T0);
+    _mm512_store_ps(block + l * 16, l < lanes ? _mm512_maskz_loadu_ps(valid, from + l * rowStride) : _mm512_setzero_ps());
+  }
+  const __m512i column = _mm512_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240);
+  for (int i = 0; i < n; ++i) {
+    const __m512i at = _mm512_add_epi32(column, _mm512_set1_epi32(i));
+    const __m512 zero = _mm512_setzero_ps();  // (the unmasked gather makes GCC warn)
+    _mm512_storeu_ps(panel + i * kLanes, _mm512_mask_i32gather_ps(zero, 0xffff, at, block, 4));
+    _mm512_storeu_ps(panel + i * kLanes + 16, _mm512_mask_i32gather_ps(zero, 0xffff, at, block + 256, 4));
+  }
+}
+
 struct AlignedFree {
   void operator()(float* p) const { std::free(p); }
 };
@@ -256,16 +277,31 @@ class UnpackedConv : public ConvKernel {
       const int j = int(job / phases);
       const int64_t steps = int64_t(ph.off.size());
       float* panel = panels_.get() + ph.panels + int64_t(j) * steps * kLanes;
-      // Step-major: the 32 lanes of a step lie within a few cache lines of w
-      // for bwd-data (lane stride R*S), and for fwd the next step reuses the
-      // same 32 lines; lane-major walked w with a stride of K*C*R*S floats.
       const int lanes = std::min(kLanes, lanes_ - j * kLanes);
       const float* from = w + int64_t(j) * kLanes * laneWeightStride_;
-      for (int64_t t = 0; t < steps; ++t, panel += kLanes) {
-        const float* tap = from + ph.weight[t];
-        for (int l = 0; l < lanes; ++l) panel[l] = tap[l * laneWeightStride_];
-        for (int l = lanes; l < kLanes; ++l) panel[l] = 0.0f;
-      }
+      if (pass_ == ConvPass::Forward)  // its steps are w's columns in order: weight[t] = t
+        packTransposed(from, lanes, steps, panel);
+      else
+        packStepMajor(from, ph, lanes, steps, panel);
+    }
+  }
+
+  // fwd: lane l's steps are one contiguous row of w (K*C*R*S floats apart).
+  // Step by step, the 32 lanes' lines fell into 2 of L1's 64 sets (a row is
+  // 288 lines at C*R*S = 4608) and were refetched every step; going 16 steps
+  // (one line per lane) at a time through an L1 block reads each line once.
+  void packTransposed(const float* from, int lanes, int64_t steps, float* panel) const {
+    for (int64_t t0 = 0; t0 < steps; t0 += 16)
+      transposeBlock(from + t0, laneWeightStride_, lanes, int(std::min<int64_t>(16, steps - t0)), panel + t0 * kLanes);
+  }
+
+  // bwd-data: a step's 32 lanes lie R*S floats apart, within a few cache
+  // lines of w, and the phase's other taps of the same k reuse them.
+  void packStepMajor(const float* from, const Phase& ph, int lanes, int64_t steps, float* panel) const {
+    for (int64_t t = 0; t < steps; ++t, panel += kLanes) {
+      const float* tap = from + ph.weight[t];
+      for (int l = 0; l < lanes; ++l) panel[l] = tap[l * laneWeightStride_];
+      for (int l = lanes; l < kLanes; ++l) panel[l] = 0.0f;
     }
   }
 
