@@ -25,6 +25,7 @@
 
 #include "core/error.h"
 #include "cpu/padded_planes.h"
+#include "cpu/panel_transpose.h"
 
 namespace stepscope {
 namespace {
@@ -57,27 +58,6 @@ __attribute__((target("avx512f,fma"))) void tileAvx512(const float* const* base,
   for (int i = 0; i < kRows; ++i) {
     _mm512_storeu_ps(out + i * kLanes, c[i][0]);
     _mm512_storeu_ps(out + i * kLanes + 16, c[i][1]);
-  }
-}
-
-// panel[i][l] = from[l * rowStride + i] for i < n (<= 16) and l < lanes
-// (<= 32), 0 for the other lanes: 32 x 16 values in, 16 x 32 out.
-__attribute__((target("avx512f"))) void transposeBlock(const float* from, int64_t rowStride, int lanes, int n,
-                                                        float* panel) {
-  alignas(64) float block[kLanes * 16];
-  const __mmask16 valid = __mmask16((1u << n) - 1);
-  for (int l = 0; l < kLanes; ++l) {
-    // 32 rows are more streams than the hardware prefetcher follows: fetch
-    // each row's block 4 ahead (past the row's end it is a harmless hint).
-    _mm_prefetch(reinterpret_cast<const char*>(from + l * rowStride + 64), _MM_HINT_T0);
-    _mm512_store_ps(block + l * 16, l < lanes ? _mm512_maskz_loadu_ps(valid, from + l * rowStride) : _mm512_setzero_ps());
-  }
-  const __m512i column = _mm512_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240);
-  for (int i = 0; i < n; ++i) {
-    const __m512i at = _mm512_add_epi32(column, _mm512_set1_epi32(i));
-    const __m512 zero = _mm512_setzero_ps();  // (the unmasked gather makes GCC warn)
-    _mm512_storeu_ps(panel + i * kLanes, _mm512_mask_i32gather_ps(zero, 0xffff, at, block, 4));
-    _mm512_storeu_ps(panel + i * kLanes + 16, _mm512_mask_i32gather_ps(zero, 0xffff, at, block + 256, 4));
   }
 }
 
@@ -258,8 +238,8 @@ class UnpackedConv : public ConvKernel {
     const float* base[kRows];
     for (int i = 0; i < kRows; ++i) base[i] = source_.get() + posSrc_[tile.first + std::min(i, tile.count - 1)];
     const int64_t steps = int64_t(ph.off.size());
-    tileAvx512(base, ph.off.data(), int(steps), panels_.get() + ph.panels + j * steps * kLanes, acc);
     const int lanes = std::min(kLanes, lanes_ - j * kLanes);
+    tileAvx512(base, ph.off.data(), int(steps), panels_.get() + ph.panels + j * steps * kLanes, acc);
     for (int i = 0; i < tile.count; ++i) {
       float* o = out + posDst_[tile.first + i] + int64_t(j) * kLanes * laneOutStride_;
       for (int l = 0; l < lanes; ++l) o[l * laneOutStride_] = acc[i * kLanes + l];
@@ -288,11 +268,10 @@ class UnpackedConv : public ConvKernel {
 
   // fwd: lane l's steps are one contiguous row of w (K*C*R*S floats apart).
   // Step by step, the 32 lanes' lines fell into 2 of L1's 64 sets (a row is
-  // 288 lines at C*R*S = 4608) and were refetched every step; going 16 steps
-  // (one line per lane) at a time through an L1 block reads each line once.
+  // 288 lines at C*R*S = 4608) and were refetched every step.
   void packTransposed(const float* from, int lanes, int64_t steps, float* panel) const {
     for (int64_t t0 = 0; t0 < steps; t0 += 16)
-      transposeBlock(from + t0, laneWeightStride_, lanes, int(std::min<int64_t>(16, steps - t0)), panel + t0 * kLanes);
+      transposeToPanel(from + t0, laneWeightStride_, lanes, int(std::min<int64_t>(16, steps - t0)), panel + t0 * kLanes);
   }
 
   // bwd-data: a step's 32 lanes lie R*S floats apart, within a few cache
