@@ -11,6 +11,10 @@
 // Images are grouped (G > 1) when one image's PQ is too narrow for the GEMM
 // to run well (the 7x7 and 14x14 layers); 1x1 stride-1 layers with G = 1 use
 // the activations in place.
+// On CPUs with AVX-512, layers with R or S > 1 take the unpacked kernels
+// instead (see makeIm2colConv at the end): the same products with the column
+// operand read in place from a zero-padded copy, nothing packed but the
+// small operand.
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -335,22 +339,23 @@ class TransposedBackwardData : public ConvKernel {
 
 std::unique_ptr<ConvKernel> makeIm2colConv(const ConvShape& shape, ConvPass pass, const std::string& layer,
                                            bool useBlas) {
-  // fwd and bwd-data of layers with a real filter: the column operand read in
-  // place by the micro-kernel (docs/perf-notes.md, v7). Its tiles are 32
-  // output channels wide: not for conv1's bwd-data (3 channels of dx).
-  const int tileChannels = pass == ConvPass::Forward ? shape.k : shape.c;
-  if (!useBlas && pass != ConvPass::BackwardFilter && (shape.r > 1 || shape.s > 1) && tileChannels >= 32) {
-    if (auto unpacked = makeUnpackedConv(shape, pass, layer)) return unpacked;
+  // Layers with a real filter (1x1 has no im2col to save), on CPUs with
+  // AVX-512: the column operand read in place by the micro-kernel, never
+  // packed (conv_unpacked.cc, bwd_filter_unpacked.cc; docs/perf-notes.md v7).
+  // Their tiles are 32 output channels wide: not for conv1's bwd-data (3
+  // channels of dx). Without AVX-512 the packed GEMM paths below run.
+  const bool realFilter = shape.r > 1 || shape.s > 1;
+  if (!useBlas && realFilter) {
+    if (pass == ConvPass::BackwardFilter) {
+      if (auto unpacked = makeUnpackedBackwardFilter(shape, layer)) return unpacked;
+    } else if ((pass == ConvPass::Forward ? shape.k : shape.c) >= 32) {
+      if (auto unpacked = makeUnpackedConv(shape, pass, layer)) return unpacked;
+    }
   }
-  // Stride-1 layers with a real filter (1x1 has no im2col to save).
-  if (!useBlas && pass == ConvPass::BackwardData && shape.stride == 1 && (shape.r > 1 || shape.s > 1) &&
+  // Stride-1 layers with a real filter.
+  if (!useBlas && pass == ConvPass::BackwardData && shape.stride == 1 && realFilter &&
       2 * shape.pad == shape.r - 1 && shape.r == shape.s) {
     return std::make_unique<TransposedBackwardData>(shape, layer);
-  }
-  // bwd-filter of layers with a real filter: the column operand read in
-  // place by the micro-kernel, no packing (docs/perf-notes.md, v7).
-  if (!useBlas && pass == ConvPass::BackwardFilter && (shape.r > 1 || shape.s > 1)) {
-    if (auto unpacked = makeUnpackedBackwardFilter(shape, layer)) return unpacked;
   }
   return std::make_unique<Im2colConv>(shape, pass, layer, useBlas);
 }
