@@ -20,13 +20,13 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 #include <vector>
 
 #include "core/error.h"
 #include "cpu/padded_planes.h"
 #include "cpu/panel_transpose.h"
+#include "cpu/workspace.h"
 
 namespace stepscope {
 namespace {
@@ -68,16 +68,9 @@ __attribute__((target("avx512f,fma"))) void tileAvx512(const float* const* tap, 
 
 using TileFn = void (*)(const float* const*, const int64_t*, int, int, int, const float*, float*);
 
-struct AlignedFree {
-  void operator()(float* p) const { std::free(p); }
-};
-using Buffer = std::unique_ptr<float, AlignedFree>;
-
-Buffer allocate(size_t count, size_t* total) {
-  Buffer b(static_cast<float*>(std::aligned_alloc(64, (std::max<size_t>(count, 1) * sizeof(float) + 63) / 64 * 64)));
-  if (!b) throw Error("ERR_OUT_OF_MEMORY", "bwd-filter: could not allocate " + std::to_string(count * 4) + " bytes");
+WorkspaceBuffer allocate(size_t count, size_t* total) {
   *total += count;
-  return b;
+  return allocateWorkspace(count);
 }
 
 class UnpackedBackwardFilter : public ConvKernel {
@@ -200,7 +193,7 @@ class UnpackedBackwardFilter : public ConvKernel {
   int groups_ = 0, kPanels_ = 0, rowsPerBlock_ = 1;
   std::vector<int64_t> tapOffset_, rowOff_;
   size_t workspace_ = 0;
-  Buffer xpadData_, dyPanels_, partial_;
+  WorkspaceBuffer xpadData_, dyPanels_, partial_;
 };
 
 }  // namespace

@@ -13,7 +13,8 @@ __attribute__((target("avx512f"))) void transposeToPanel(const float* from, int6
     // 32 rows are more streams than the hardware prefetcher follows: fetch
     // each row's block 4 ahead (past the row's end it is a harmless hint).
     _mm_prefetch(reinterpret_cast<const char*>(from + l * rowStride + 64), _MM_HINT_T0);
-    _mm512_store_ps(block + l * 16, l < lanes ? _mm512_maskz_loadu_ps(valid, from + l * rowStride) : _mm512_setzero_ps());
+    const __m512 row = l < lanes ? _mm512_maskz_loadu_ps(valid, from + l * rowStride) : _mm512_setzero_ps();
+    _mm512_store_ps(block + l * 16, row);
   }
   const __m512i column = _mm512_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240);
   const __m512 zero = _mm512_setzero_ps();  // (the unmasked gather makes GCC warn)
