@@ -11,6 +11,10 @@
 // Images are grouped (G > 1) when one image's PQ is too narrow for the GEMM
 // to run well (the 7x7 and 14x14 layers); 1x1 stride-1 layers with G = 1 use
 // the activations in place.
+// On CPUs with AVX-512, layers with R or S > 1 take the unpacked kernels
+// instead (see makeIm2colConv at the end): the same products with the column
+// operand read in place from a zero-padded copy, nothing packed but the
+// small operand.
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -20,7 +24,9 @@
 #include <omp.h>
 
 #include "core/error.h"
+#include "cpu/bwd_filter_unpacked.h"
 #include "cpu/conv_kernel.h"
+#include "cpu/conv_unpacked.h"
 #include "cpu/gemm.h"
 #include "cpu/im2col.h"
 
@@ -333,8 +339,21 @@ class TransposedBackwardData : public ConvKernel {
 
 std::unique_ptr<ConvKernel> makeIm2colConv(const ConvShape& shape, ConvPass pass, const std::string& layer,
                                            bool useBlas) {
-  // Stride-1 layers with a real filter (1x1 has no im2col to save).
-  if (!useBlas && pass == ConvPass::BackwardData && shape.stride == 1 && (shape.r > 1 || shape.s > 1) &&
+  // Layers with a real filter (1x1 has no im2col to save), on CPUs with
+  // AVX-512: the column operand read in place by the micro-kernel, never
+  // packed (conv_unpacked.cc, bwd_filter_unpacked.cc; docs/perf-notes.md v7).
+  // Their tiles are 32 output channels wide: not for conv1's bwd-data (3
+  // channels of dx). Without AVX-512 the packed GEMM paths below run.
+  const bool realFilter = shape.r > 1 || shape.s > 1;
+  if (!useBlas && realFilter) {
+    if (pass == ConvPass::BackwardFilter) {
+      if (auto unpacked = makeUnpackedBackwardFilter(shape, layer)) return unpacked;
+    } else if ((pass == ConvPass::Forward ? shape.k : shape.c) >= 32) {
+      if (auto unpacked = makeUnpackedConv(shape, pass, layer)) return unpacked;
+    }
+  }
+  // Stride-1 layers with a real filter.
+  if (!useBlas && pass == ConvPass::BackwardData && shape.stride == 1 && realFilter &&
       2 * shape.pad == shape.r - 1 && shape.r == shape.s) {
     return std::make_unique<TransposedBackwardData>(shape, layer);
   }
