@@ -12,7 +12,7 @@ import { test } from 'node:test';
 import type { KernelRecord, WaitRecord } from '../binding';
 import { attribute, decompose, PARTS } from '../src/analysis/attribution';
 import { criticalPath } from '../src/analysis/critical-path';
-import { trimmedMean } from '../src/run/contention';
+import { contentionFromIterations } from '../src/run/contention';
 import { progressBar } from '../src/report/progress';
 import { loadProfile, shippedProfiles } from '../src/run/profile';
 import { readRun, readRuns } from '../src/run/run-file';
@@ -78,10 +78,20 @@ function rec(stream: string, op: string, pass: string, start: number, end: numbe
   return { op, pass, layer, variant: 'v', stream: stream === 'compute' ? 0 : 1, streamName: stream, startNs: start * 1e6, endNs: end * 1e6, flops: 0, bytes: 0 };
 }
 
-test('contention probe: the trimmed mean drops a fifth of the pairs at each end', () => {
-  assert.equal(trimmedMean([100, 2, 3, 4, -50]), 3);
-  assert.equal(trimmedMean([1, 2, 3]), 2);
-  assert.equal(trimmedMean([0.5]), 0.5);
+test('contention from both arrangements: extra time over covered time, per class, after the machine drift', () => {
+  // Overlapped: a conv 0..12 covered 0..8 by an all-reduce on comm; a relu 20..22 nothing covered.
+  const overlapped = [[rec('compute', 'conv', 'bwd-data', 0, 12, 'l1'), rec('comm', 'allreduce', 'comm', 0, 8, 'l1.weight'), rec('compute', 'relu', 'bwd', 20, 22, 'r1')]];
+  // Serialized, on a machine running twice as fast (the relu: 1 ms): conv 4 ms alone, all-reduce 3 ms.
+  const serialized = [[rec('compute', 'conv', 'bwd-data', 0, 4, 'l1'), rec('compute', 'relu', 'bwd', 5, 6, 'r1'), rec('compute', 'allreduce', 'comm', 10, 13, 'l1.weight')]];
+  const c = contentionFromIterations(overlapped, serialized, 'test');
+  // drift 2: conv alone 8 ms, covered 8/12 of 12 ms -> (12 - 8) / (8 * 8/12) = 0.75; the all-reduce (8 - 6) / 6.
+  assert.equal(c.compute.toFixed(3), '0.750');
+  assert.equal(c.comm.toFixed(3), '0.333');
+  assert.equal(c.memory, undefined, 'no memory-bound kernel was covered: the conv figure applies');
+  assert.match(c.source, /drift between the arrangements 2\.000/);
+  // A link hold uses no core: it covers nothing.
+  const held = contentionFromIterations([[rec('compute', 'conv', 'bwd-data', 0, 12, 'l1'), rec('comm', 'link', 'comm', 0, 8, 'bucket0')]], [[rec('compute', 'conv', 'bwd-data', 0, 12, 'l1')]], 'test');
+  assert.equal(held.compute, 0);
 });
 
 function wait(stream: string, source: string, start: number, end: number, fired = end): WaitRecord {

@@ -1,13 +1,20 @@
 // How much compute and communication slow each other down when they run at
 // the same time on this machine (both use its cores and memory bandwidth).
 // The what-if replay needs it to predict an overlapped schedule from a
-// serialized run. Measured with the step's own kernels: the heaviest
-// convolution and the largest gradient's reduction, first alone, then
-// concurrently on two streams.
-import type { KernelRecord, Stream } from '../../binding';
-import { summarize } from '../bench/stats';
-import { addon } from '../native';
-import type { TrainingStep } from './executor';
+// serialized run and the other way round; the attribution needs it to say
+// what an overlapped run lost to contention.
+//
+// Measured in the run itself, on its own kernels: a run with a local
+// reduction also runs a few iterations with the reduction in the other
+// arrangement (overlapped for a serialized run, serialized for an overlapped
+// one). Each kernel's time in the overlapped iterations, against its time in
+// the serialized ones and the share of it that communication covered, gives
+// the slowdown: conv-like (compute-bound) and memory-bound kernels apart, and
+// the reduction's own slowdown beside compute. (An earlier probe timed one
+// convolution beside one reduction in isolation: it gave 0.02 to 1.5 for the
+// same setup, and the step's kernels were slowed by about 0.85.)
+import type { KernelRecord } from '../../binding';
+import { kernelKey } from './kernel-stats';
 
 export interface Contention {
   /** Relative slowdown of convolutions while communication runs (0.3: 30% longer). */
@@ -20,26 +27,10 @@ export interface Contention {
   source: string;
 }
 
-/**
- * Pairs of (alone, together) measurements per kernel kind, interleaved one by
- * one: on a shared machine the speed drifts, and the scheduler treats a
- * kernel beside a busy thread differently from one time slice to the next,
- * so many short pairs average far better than a few long phases.
- */
-const MAX_PAIRS = 40;
-const MIN_PAIRS = 10;
-/** Pairs stop after this long per kernel kind (once MIN_PAIRS are done): a big network's kernels take longer. */
-const BUDGET_MS = 800;
-/** Each alone or together measurement lasts at least this long (small networks: several kernels). */
-const MIN_MS = 4;
-
-/** The mean of the middle values (a fifth dropped at each end): pairs the scheduler treated unusually count for nothing. */
-export function trimmedMean(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const drop = Math.floor(sorted.length / 5);
-  const kept = sorted.slice(drop, sorted.length - drop);
-  return kept.reduce((a, b) => a + b, 0) / kept.length;
-}
+/** Iterations run in the other arrangement, after the warm-up (the first of a cold start is not used). */
+export const CONTENTION_ITERATIONS = 3;
+/** Covered work (ms, summed over the kernels) below which a class's slowdown is not estimated. */
+const MIN_COVERED_MS = 2;
 
 /** The slowdown that applies to a compute kernel of this op beside communication. */
 export function kappaFor(op: string, c: { compute: number; memory?: number } | undefined): number {
@@ -47,77 +38,60 @@ export function kappaFor(op: string, c: { compute: number; memory?: number } | u
   return op === 'conv' || op === 'reorder' ? c.compute : c.memory ?? c.compute;
 }
 
-const durations = (records: KernelRecord[], stream: string) =>
-  records.filter((k) => k.streamName === stream).map((k) => (k.endNs - k.startNs) / 1e6);
+const isComm = (k: KernelRecord) => k.pass === 'comm';
+/** CPU work of the reduction (the modeled link holds the stream without a core). */
+const usesCores = (k: KernelRecord) => !isComm(k) || k.op === 'allreduce';
+const overlapNs = (k: KernelRecord, others: KernelRecord[]) =>
+  others.reduce((s, o) => s + Math.max(0, Math.min(k.endNs, o.endNs) - Math.max(k.startNs, o.startNs)), 0);
 
-/** Runs the probe (2 kernel kinds x 10-40 interleaved pairs, about 1 s at most each); the timeline is left empty. */
-export async function measureContention(step: TrainingStep): Promise<Contention | undefined> {
-  const native = addon();
-  const probe = step.contentionKernels();
-  if (!probe.comm) {
-    probe.release();
-    return undefined;
+/** Per kernel: mean ms over the iterations, and mean ms covered by the other stream's CPU work. */
+function perKernel(iterations: KernelRecord[][]): Map<string, { ms: number; coveredMs: number; op: string; comm: boolean }> {
+  const out = new Map<string, { ms: number; coveredMs: number; op: string; comm: boolean }>();
+  for (const records of iterations) {
+    const cpu = records.filter(usesCores);
+    for (const k of cpu) {
+      const others = cpu.filter((o) => o.streamName !== k.streamName);
+      const e = out.get(kernelKey(k)) ?? { ms: 0, coveredMs: 0, op: k.op, comm: isComm(k) };
+      e.ms += (k.endNs - k.startNs) / 1e6 / iterations.length;
+      e.coveredMs += overlapNs(k, others) / 1e6 / iterations.length;
+      out.set(kernelKey(k), e);
+    }
   }
-  const enqueueComm = probe.comm;
-  const compute = step.stream;
-  const comm: Stream = new native.Stream('contention-probe');
-  /** Total ms of `count` kernels run one after the other on `s`. */
-  const alone = async (enqueue: (s: Stream) => void, s: Stream, count: number) => {
-    for (let i = 0; i < count; i++) enqueue(s);
-    await s.synchronize();
-    return durations(native.timelineDrain(), s.name).reduce((a, b) => a + b, 0);
+  return out;
+}
+
+/**
+ * The slowdowns from iterations of the same step in both arrangements. The
+ * machine's speed drifts between iterations: the kernels that nothing
+ * covered set the ratio by which the serialized times are scaled first.
+ */
+export function contentionFromIterations(overlapped: KernelRecord[][], serialized: KernelRecord[][], what: string): Contention {
+  const ov = perKernel(overlapped), se = perKernel(serialized);
+  let freeOv = 0, freeSe = 0;
+  for (const [key, o] of ov) {
+    const s = se.get(key);
+    if (s && !o.comm && o.coveredMs === 0) [freeOv, freeSe] = [freeOv + o.ms, freeSe + s.ms];
+  }
+  const drift = freeSe > 0 ? freeOv / freeSe : 1;
+  // Per class: slowdown = extra time / (alone time x covered fraction), summed over the covered kernels.
+  const sums = { compute: { extra: 0, base: 0 }, memory: { extra: 0, base: 0 }, comm: { extra: 0, base: 0 } };
+  for (const [key, o] of ov) {
+    const s = se.get(key);
+    if (!s || o.coveredMs <= 0 || o.ms <= 0) continue;
+    const alone = s.ms * drift;
+    const cls = o.comm ? 'comm' : o.op === 'conv' || o.op === 'reorder' ? 'compute' : 'memory';
+    sums[cls].extra += o.ms - alone;
+    sums[cls].base += alone * (o.coveredMs / o.ms);
+  }
+  // Under 2 ms of covered work is too little to tell: no slowdown (conv, reduction); memory-bound kernels then take the conv's.
+  const enough = (c: { base: number }) => c.base >= MIN_COVERED_MS;
+  const kappa = (c: { extra: number; base: number }) => (enough(c) ? Math.min(4, Math.max(0, c.extra / c.base)) : 0);
+  const covered = (c: { base: number }) => c.base.toFixed(1);
+  return {
+    compute: kappa(sums.compute),
+    memory: enough(sums.memory) ? kappa(sums.memory) : undefined,
+    comm: kappa(sums.comm),
+    source: `the run's own kernels: ${what}; covered ms (conv / memory-bound / reduction) ${covered(sums.compute)} / ${covered(sums.memory)} / ${covered(sums.comm)}, ` +
+      `machine drift between the arrangements ${drift.toFixed(3)}`,
   };
-  native.timelineDrain();
-  try {
-    /** One kernel kind against the reduction: trimmed mean slowdowns of both over the pairs. */
-    const against = async (enqueue: (s: Stream) => void) => {
-      await alone(enqueue, compute, 1); // warm
-      const c1 = await alone(enqueue, compute, 1);
-      const m1 = await alone(enqueueComm, comm, 1);
-      const nc = Math.max(1, Math.ceil(MIN_MS / Math.max(c1, 0.001)));
-      const nm = Math.max(1, Math.ceil(MIN_MS / Math.max(m1, 0.001)));
-      const ratios = { compute: [] as number[], comm: [] as number[] };
-      const alones = { compute: [] as number[], comm: [] as number[] };
-      const t0 = performance.now();
-      for (let pair = 0; pair < MAX_PAIRS && (pair < MIN_PAIRS || performance.now() - t0 < BUDGET_MS); pair++) {
-        const ca = await alone(enqueue, compute, nc);
-        const ma = (await alone(enqueueComm, comm, nm)) / nm;
-        // Together: reductions cover the kernels' whole span.
-        const together = Math.ceil((ca * 1.3) / Math.max(ma, 0.001)) + 1;
-        for (let i = 0; i < together; i++) enqueueComm(comm);
-        for (let i = 0; i < nc; i++) enqueue(compute);
-        await Promise.all([compute.synchronize(), comm.synchronize()]);
-        const records = native.timelineDrain();
-        const mine = records.filter((k) => k.streamName === compute.name);
-        const [start, end] = [Math.min(...mine.map((k) => k.startNs)), Math.max(...mine.map((k) => k.endNs))];
-        const ct = mine.reduce((a, k) => a + (k.endNs - k.startNs) / 1e6, 0);
-        // The reductions that ran wholly beside the kernels.
-        const mt = records.filter((k) => k.streamName === comm.name && k.startNs >= start && k.endNs <= end).map((k) => (k.endNs - k.startNs) / 1e6);
-        ratios.compute.push(ct / ca);
-        if (mt.length > 0) ratios.comm.push(summarize(mt).median / ma);
-        alones.compute.push(ca / nc);
-        alones.comm.push(ma);
-      }
-      return {
-        kernel: Math.max(0, trimmedMean(ratios.compute) - 1),
-        comm: ratios.comm.length > 0 ? Math.max(0, trimmedMean(ratios.comm) - 1) : 0,
-        kernelRange: [Math.min(...ratios.compute) - 1, Math.max(...ratios.compute) - 1],
-        pairs: ratios.compute.length,
-        kernelMs: summarize(alones.compute).median,
-        commMs: summarize(alones.comm).median,
-      };
-    };
-    const conv = await against(probe.compute);
-    const memory = await against(probe.memory);
-    return {
-      compute: conv.kernel,
-      memory: memory.kernel,
-      comm: (conv.comm + memory.comm) / 2,
-      source: `probe: heaviest conv (${conv.kernelMs.toFixed(2)} ms alone) and largest batch norm backward (${memory.kernelMs.toFixed(2)} ms) ` +
-        `beside the largest local reduction (${conv.commMs.toFixed(2)} ms alone), trimmed means of ${conv.pairs} and ${memory.pairs} interleaved pairs ` +
-        `(slowdown per pair: conv ${conv.kernelRange.map((x) => x.toFixed(2)).join('..')}, batch norm ${memory.kernelRange.map((x) => x.toFixed(2)).join('..')})`,
-    };
-  } finally {
-    probe.release();
-  }
 }

@@ -379,8 +379,15 @@ export class TrainingStep {
    * run it all; throws if the loss is not finite. `input` (default: this.input)
    * lets the input pipeline hand over a batch buffer it filled, without a copy.
    */
-  async iteration(step: number, input: Buffer = this.input): Promise<IterationResult> {
+  /**
+   * One training iteration. `arrangement` runs the reduction of this
+   * iteration in the other schedule than the step's (the contention
+   * measurement compares both on the same kernels); the arithmetic is the same.
+   */
+  async iteration(step: number, input: Buffer = this.input, arrangement?: 'serialized' | 'overlapped'): Promise<IterationResult> {
     const native = this.native;
+    const comm: Stream | undefined = arrangement === undefined ? this.commStream
+      : arrangement === 'overlapped' ? (this.commStream ?? (this.probeCommStream ??= new native.Stream('comm'))) : undefined;
     const pool = (this.pool ??= new Pool(this.stream, native));
     const events = this.events;
     events.rewind();
@@ -475,7 +482,7 @@ export class TrainingStep {
       grads.set(t, sum);
     };
     this.gradientEvents = [];
-    const overlapped = this.commStream !== undefined;
+    const overlapped = comm !== undefined;
     const pendingInBucket = this.buckets.map((b) => b.params.length);
     const bucketOf = this.bucketOf;
     const ready = (...names: string[]) => {
@@ -486,8 +493,8 @@ export class TrainingStep {
         const b = bucketOf.get(param);
         if (!overlapped || !b || --pendingInBucket[b.index] > 0) continue;
         // The bucket's last gradient: reduce it on the comm stream once this event fires.
-        this.commStream!.wait(event);
-        this.enqueueBucket(b, this.commStream!);
+        comm!.wait(event);
+        this.enqueueBucket(b, comm!);
       }
     };
 
@@ -561,7 +568,7 @@ export class TrainingStep {
     if (this.buckets.length > 0) {
       if (overlapped) {
         const reduced = events.take();
-        this.commStream!.record(reduced);
+        comm!.record(reduced);
         stream.wait(reduced);
       } else {
         for (const b of this.buckets) this.enqueueBucket(b, stream);
@@ -575,7 +582,7 @@ export class TrainingStep {
     stream.record(marks.end);
     const enqueueNs = native.nowNs() - enqueueStart;
     await stream.synchronize();
-    if (this.commStream) await this.commStream.synchronize();
+    if (comm) await comm.synchronize();
     this.lastLogits = logits; // kept (not pooled) until the next iteration
     const loss = this.loss.read()[0];
     if (!Number.isFinite(loss)) {
@@ -593,43 +600,11 @@ export class TrainingStep {
     };
   }
 
+  /** The comm stream of iterations that overlap in a step configured serialized. */
+  private probeCommStream: Stream | undefined;
   private lastLogits: Buffer | undefined;
   private pool: Pool | undefined;
   private events = new EventRing();
-
-  /**
-   * Kernels for the contention probe (src/run/contention.ts): this step's
-   * heaviest convolution (backward-filter) and, with the local communicator,
-   * the reduction of its largest gradient, each on scratch buffers of random data.
-   */
-  contentionKernels(): { compute: (s: Stream) => void; memory: (s: Stream) => void; comm?: (s: Stream) => void; release: () => void } {
-    const native = this.native;
-    const convs = this.prepared.filter((p) => p.node.kind === 'conv');
-    const heaviest = convs.reduce((a, b) => ((a.backward[0] as ConvKernel).describe().flops >= (b.backward[0] as ConvKernel).describe().flops ? a : b));
-    const kernel = heaviest.backward[0] as ConvKernel;
-    const d = kernel.describe();
-    const scratch = [d.xLength, d.wLength, d.yLength].map((length) => new native.Buffer(length));
-    // The memory-bound side of backward: the largest batch norm's backward.
-    const norms = this.prepared.filter((p) => p.node.kind === 'batchnorm');
-    const bn = norms.reduce((a, b) => ((a.backward[0] as OpKernel).describe().bytes >= (b.backward[0] as OpKernel).describe().bytes ? a : b)).backward[0] as OpKernel;
-    const bnBuffers = bn.describe().buffers.map((b) => new native.Buffer(b.length));
-    scratch.push(...bnBuffers);
-    scratch.forEach((b, i) => b.fillUniform(11 + i, 0.5, 1.5));
-    let comm: ((s: Stream) => void) | undefined;
-    if (this.reduceKernels.size > 0) {
-      const [name, r] = [...this.reduceKernels].reduce((a, b) => (this.grads.get(a[0])!.length >= this.grads.get(b[0])!.length ? a : b));
-      const sum = new native.Buffer(this.grads.get(name)!.length);
-      sum.fillUniform(3, -1, 1);
-      scratch.push(sum);
-      comm = (s) => r.kernel.enqueue(s, [sum, r.replicas]);
-    }
-    return {
-      compute: (s) => kernel.enqueue(s, scratch[0], scratch[1], scratch[2]),
-      memory: (s) => bn.enqueue(s, bnBuffers),
-      comm,
-      release: () => scratch.forEach((b) => b.release()),
-    };
-  }
 
   /** Gives the activation buffers this step holds between iterations back to the allocator. */
   releaseActivations(): void {

@@ -13,7 +13,7 @@ import { TrainingStep, type ReductionOptions, type StepLayout } from './executor
 import { breakdown } from '../analysis/breakdown';
 import { initWeights, loadBatch, loadWeights, saveWeights } from './weights';
 import { kernelKey, kernelStats, type IterationMarks, type KernelStat } from './kernel-stats';
-import { measureContention, type Contention } from './contention';
+import { CONTENTION_ITERATIONS, contentionFromIterations, type Contention } from './contention';
 import { DataPipeline, type DataOptions } from '../data/pipeline';
 import { UsageError } from '../errors';
 
@@ -129,13 +129,19 @@ export function syntheticBatch(step: TrainingStep, seed: number, i: number, rank
   step.labels.write(labels);
 }
 
+/** Iterations a run spends on measuring contention (a local reduction among 2+ workers). */
+export function contentionIterations(config: Pick<TrainingConfig, 'reduction'>): number {
+  const r = config.reduction;
+  return r && r.comm === 'local' && r.workers > 1 ? CONTENTION_ITERATIONS : 0;
+}
+
 export async function runTraining(config: TrainingConfig, onIteration?: (f: IterationFigures) => void): Promise<Run> {
   const graph: ResNetGraph = resnet50Graph({ batch: config.batch, resolution: config.resolution, width: config.width, classes: config.classes });
   const fixed = config.input ? loadBatch(graph, config.input) : undefined;
   // The dataset is opened (and checked) before the model is built.
   const d = config.data;
   const pipeline = d && d.kind !== 'synthetic' && !fixed
-    ? new DataPipeline({ ...d, kind: d.kind, dataset: d.dataset! }, config.batch, config.resolution, config.seed, config.warmup + config.iterations,
+    ? new DataPipeline({ ...d, kind: d.kind, dataset: d.dataset! }, config.batch, config.resolution, config.seed, config.warmup + contentionIterations(config) + config.iterations,
       { rank: config.rank ?? 0, workers: config.reduction?.workers ?? 1 })
     : undefined;
   if (pipeline && pipeline.classes > config.classes) {
@@ -162,13 +168,19 @@ async function iterate(
 ): Promise<Run> {
   const native = addon();
 
-  const contention = config.reduction && config.reduction.comm === 'local' ? await measureContention(step) : undefined;
+  // With a local reduction, a few iterations after the warm-up run the reduction in the other arrangement:
+  // both arrangements of the same kernels give the contention (run/contention.ts).
+  const schedule = config.reduction?.schedule ?? 'serialized';
+  const other = schedule === 'overlapped' ? 'serialized' : 'overlapped';
+  const probeCount = contentionIterations(config);
+  const isProbe = (i: number) => i >= config.warmup && i < config.warmup + probeCount;
+  const inOther: { index: number; records: KernelRecord[] }[] = [];
   const iterations: IterationFigures[] = [];
   const recorded: { index: number; records: KernelRecord[]; waits: WaitRecord[]; marks: IterationMarks }[] = [];
   const perKernel = new Map<string, { k: Omit<KernelSummary, 'medianMs' | 'calls'>; times: number[] }>();
   native.timelineDrain();
   native.waitsDrain();
-  for (let i = 0; i < config.warmup + config.iterations; i++) {
+  for (let i = 0; i < config.warmup + probeCount + config.iterations; i++) {
     const dataStart = native.nowNs();
     let dataBusyMs: number | undefined, skippedImages: number | undefined;
     let input = step.input;
@@ -180,9 +192,13 @@ async function iterate(
       skippedImages = b.skipped.length;
     } else if (!fixed) syntheticBatch(step, config.seed, i, config.rank ?? 0);
     const dataMs = (native.nowNs() - dataStart) / 1e6;
-    const r = await step.iteration(i, input);
+    const r = await step.iteration(i, input, isProbe(i) ? other : undefined);
     const records = native.timelineDrain().filter((k) => k.layer !== 'enqueue-probe'); // the gate is not part of the step
     const waits = native.waitsDrain().filter((w) => w.sourceStream !== 'gate');
+    if (isProbe(i)) {
+      if (i > 0) inOther.push({ index: i, records }); // the very first iteration is a cold start
+      continue;
+    }
     const figures: IterationFigures = {
       index: i,
       warmup: i < config.warmup,
@@ -206,6 +222,11 @@ async function iterate(
     }
     for (const [key, ms] of perIteration) perKernel.get(key)!.times.push(ms);
   }
+  const mine = recorded.map((it) => it.records);
+  const contention = probeCount > 0 && inOther.length > 0
+    ? contentionFromIterations(schedule === 'overlapped' ? mine : inOther.map((x) => x.records), schedule === 'overlapped' ? inOther.map((x) => x.records) : mine,
+      `${inOther.length} iteration(s) with the reduction ${other} (index ${inOther.map((x) => x.index).join(', ')}) against the ${mine.length} measured ${schedule} ones`)
+    : undefined;
   if (config.saveWeights) saveWeights(step, config.saveWeights);
   step.releaseActivations();
 
