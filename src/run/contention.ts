@@ -14,6 +14,7 @@
 // convolution beside one reduction in isolation: it gave 0.02 to 1.5 for the
 // same setup, and the step's kernels were slowed by about 0.85.)
 import type { KernelRecord } from '../../binding';
+import { summarize } from '../bench/stats';
 import { kernelKey } from './kernel-stats';
 
 export interface Contention {
@@ -44,20 +45,30 @@ const usesCores = (k: KernelRecord) => !isComm(k) || k.op === 'allreduce';
 const overlapNs = (k: KernelRecord, others: KernelRecord[]) =>
   others.reduce((s, o) => s + Math.max(0, Math.min(k.endNs, o.endNs) - Math.max(k.startNs, o.startNs)), 0);
 
-/** Per kernel: mean ms over the iterations, and mean ms covered by the other stream's CPU work. */
+/**
+ * Per kernel: median ms over the iterations, and median ms covered by the
+ * other stream's CPU work (medians: one iteration the machine slowed down
+ * must not move the estimate).
+ */
 function perKernel(iterations: KernelRecord[][]): Map<string, { ms: number; coveredMs: number; op: string; comm: boolean }> {
-  const out = new Map<string, { ms: number; coveredMs: number; op: string; comm: boolean }>();
+  const samples = new Map<string, { ms: number[]; coveredMs: number[]; op: string; comm: boolean }>();
   for (const records of iterations) {
     const cpu = records.filter(usesCores);
+    const mine = new Map<string, { ms: number; coveredMs: number }>();
     for (const k of cpu) {
       const others = cpu.filter((o) => o.streamName !== k.streamName);
-      const e = out.get(kernelKey(k)) ?? { ms: 0, coveredMs: 0, op: k.op, comm: isComm(k) };
-      e.ms += (k.endNs - k.startNs) / 1e6 / iterations.length;
-      e.coveredMs += overlapNs(k, others) / 1e6 / iterations.length;
-      out.set(kernelKey(k), e);
+      const e = mine.get(kernelKey(k)) ?? { ms: 0, coveredMs: 0 };
+      e.ms += (k.endNs - k.startNs) / 1e6;
+      e.coveredMs += overlapNs(k, others) / 1e6;
+      mine.set(kernelKey(k), e);
+      if (!samples.has(kernelKey(k))) samples.set(kernelKey(k), { ms: [], coveredMs: [], op: k.op, comm: isComm(k) });
+    }
+    for (const [key, e] of mine) {
+      samples.get(key)!.ms.push(e.ms);
+      samples.get(key)!.coveredMs.push(e.coveredMs);
     }
   }
-  return out;
+  return new Map([...samples].map(([key, x]) => [key, { ms: summarize(x.ms).median, coveredMs: summarize(x.coveredMs).median, op: x.op, comm: x.comm }]));
 }
 
 /**
