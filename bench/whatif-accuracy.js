@@ -3,7 +3,9 @@
 // How good are what-if predictions? Three kinds of change, each both ways:
 // a run is recorded, the change is predicted from it (`stepscope whatif`),
 // then the changed setup is measured; the error is predicted vs measured
-// median iteration time.
+// median iteration time. Two ways: from the base setup's median run to the
+// target's median run; and paired by round (each round's base run predicts
+// the same round's target run), summarized by the median |error| over rounds.
 //   schedule:  serialized <-> overlapped
 //   kernels:   conv onednn-nchw <-> im2col-gemm, durations from `bench conv --json` (both variants)
 //   buckets:   25 MB <-> 2 MB (overlapped)
@@ -79,11 +81,20 @@ const cases = [
   { kind: 'buckets', from: 'overlapped', to: 'buckets-2mb', change: ['--bucket-mb', '2'] },
   { kind: 'buckets', from: 'buckets-2mb', to: 'overlapped', change: ['--bucket-mb', '25'] },
 ];
+const predictFrom = (file, c) => JSON.parse(stepscope(['whatif', file, ...c.change, '--json'])).prediction;
+const pct = (predicted, measured) => (100 * (predicted - measured)) / measured;
+const median = (xs) => { const v = [...xs].sort((a, b) => a - b); return v.length % 2 ? v[v.length >> 1] : (v[v.length / 2 - 1] + v[v.length / 2]) / 2; };
 const rows = cases.map((c) => {
-  const out = JSON.parse(stepscope(['whatif', runs[c.from].file, ...c.change, '--json']));
+  // From the median run of the base setup, against the median run of the target.
+  const out = predictFrom(runs[c.from].file, c);
   const measured = runs[c.to].run.summary.totalMs.median;
-  const predicted = out.prediction.totalMs;
-  return { ...c, baseMs: runs[c.from].run.summary.totalMs.median, predictedMs: predicted, measuredMs: measured, errorPct: (100 * (predicted - measured)) / measured, calibration: out.prediction.calibration };
+  // Paired by round: each round's base run predicts the same round's target run (recorded a minute apart,
+  // so the machine's slow drift cancels); the median |error| over rounds is the typical error of one prediction.
+  const perRound = recorded[c.from].map((base, r) => pct(predictFrom(base.file, c).totalMs, recorded[c.to][r].run.summary.totalMs.median));
+  return {
+    ...c, baseMs: runs[c.from].run.summary.totalMs.median, predictedMs: out.totalMs, measuredMs: measured, errorPct: pct(out.totalMs, measured),
+    calibration: out.calibration, perRoundErrorPct: perRound, medianAbsRoundErrorPct: median(perRound.map(Math.abs)),
+  };
 });
 
 const cpu = os.cpus()[0]?.model ?? 'unknown';
@@ -91,9 +102,11 @@ const lines = [
   `what-if accuracy: ${cpu}, ${os.cpus().length} cores; cpu backend, fp32, batch ${args.batch}, ${args.resolution}x${args.resolution}, ` +
     `${args.workers} workers (local), link ${args.link} GB/s; medians over ${args.iterations} iterations after ${args.warmup} warm-up; ` +
     `each setup recorded in ${args.rounds} interleaved rounds, its median run used`,
-  'kind      from          to            base ms  predicted ms  measured ms  error %',
-  ...rows.map((r) => `${r.kind.padEnd(9)} ${r.from.padEnd(13)} ${r.to.padEnd(13)} ${r.baseMs.toFixed(1).padStart(7)}  ${r.predictedMs.toFixed(1).padStart(12)}  ${r.measuredMs.toFixed(1).padStart(11)}  ${r.errorPct.toFixed(1).padStart(7)}`),
-  `mean |error| ${(rows.reduce((s, r) => s + Math.abs(r.errorPct), 0) / rows.length).toFixed(1)} %, max |error| ${Math.max(...rows.map((r) => Math.abs(r.errorPct))).toFixed(1)} %`,
+  'kind      from          to            base ms  predicted ms  measured ms  error %  | paired rounds: error % each, median |error| %',
+  ...rows.map((r) => `${r.kind.padEnd(9)} ${r.from.padEnd(13)} ${r.to.padEnd(13)} ${r.baseMs.toFixed(1).padStart(7)}  ${r.predictedMs.toFixed(1).padStart(12)}  ${r.measuredMs.toFixed(1).padStart(11)}  ${r.errorPct.toFixed(1).padStart(7)}  | ` +
+    `${r.perRoundErrorPct.map((e) => e.toFixed(1)).join(', ')}; ${r.medianAbsRoundErrorPct.toFixed(1)}`),
+  `median runs: mean |error| ${(rows.reduce((s, r) => s + Math.abs(r.errorPct), 0) / rows.length).toFixed(1)} %, max |error| ${Math.max(...rows.map((r) => Math.abs(r.errorPct))).toFixed(1)} %; ` +
+    `paired rounds: median |error| per case at most ${Math.max(...rows.map((r) => r.medianAbsRoundErrorPct)).toFixed(1)} %, mean ${(rows.reduce((s, r) => s + r.medianAbsRoundErrorPct, 0) / rows.length).toFixed(1)} %`,
   // The measurement's own noise: how far apart the rounds of one setup landed.
   'rounds of each setup (median iteration ms), and the contention probe of its median run (conv / memory-bound slowdown):',
   ...Object.entries(recorded).map(([name, list]) => {

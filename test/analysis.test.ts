@@ -17,6 +17,8 @@ import { progressBar } from '../src/report/progress';
 import { loadProfile, shippedProfiles } from '../src/run/profile';
 import { readRun, readRuns } from '../src/run/run-file';
 import { replay } from '../src/whatif/replay';
+import { kernelsFromRun } from '../src/whatif/changes';
+import type { Run } from '../src/run/training';
 import type { StepModel } from '../src/whatif/step-model';
 import { cli } from './helpers';
 
@@ -60,6 +62,19 @@ test('replay: serialized adds the reduction; overlapped hides it behind backward
   const k = c.timeline.find((r) => r.layer === 'a' && r.pass === 'bwd-filter')!;
   assert.deepEqual([k.startNs / 1e6, k.endNs / 1e6], [20, 38]);
   assert.equal(c.breakdown.totalMs.toFixed(3), '49.000');
+});
+
+test('kernels from another run: several kernels of one key (reorders) keep their total; reorders the base lacks go into the conv', () => {
+  const base: StepModel = { ...model(), compute: [
+    { op: 'conv', pass: 'fwd', layer: 'a', variant: 'v', phase: 'forward', ms: 10, gapMs: 0 },
+    { op: 'reorder', pass: 'fwd', layer: 'a', variant: 'v', phase: 'forward', ms: 1, gapMs: 0 },
+    { op: 'conv', pass: 'fwd', layer: 'b', variant: 'v', phase: 'forward', ms: 10, gapMs: 0 },
+  ] };
+  const k = (layer: string, op: string, ms: number) => ({ op, pass: 'fwd', layer, variant: 'w', stream: 'compute', phase: 'forward' as const, bytes: 0, flops: 0, medianMs: ms, minMs: ms, maxMs: ms, meanMs: ms, startMs: 0, gapMs: 0 });
+  // The source: layer a's conv with three reorders (2 ms each), layer b's conv with one reorder of 3 ms.
+  const source = { config: { batch: 2, resolution: 32 }, kernels: [k('a', 'conv', 5), k('a', 'reorder', 2), k('a', 'reorder', 2), k('a', 'reorder', 2), k('b', 'conv', 4), k('b', 'reorder', 3)] } as unknown as Run;
+  const { model: m } = kernelsFromRun(base, source, 'source');
+  assert.deepEqual(m.compute.map((t) => `${t.op} ${t.layer} ${t.ms}`), ['conv a 5', 'reorder a 6', 'conv b 7']);
 });
 
 test('replay: a modeled link adds 2(W-1)/W bytes/bandwidth per bucket, and buckets follow the sizes', () => {

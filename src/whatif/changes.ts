@@ -14,15 +14,24 @@ export interface KernelChange {
 
 const taskKey = (t: { op: string; pass: string; layer: string }) => `${t.op}|${t.pass}|${t.layer}`;
 
-/** Takes every compute kernel's alone duration (and host gap) from another run of the same network. */
+/**
+ * Takes every compute kernel's alone duration (and host gap) from another run
+ * of the same network. Kernels are matched by op, pass and layer; where one
+ * key stands for several kernels (a convolution's reorders), the source's
+ * total for the key is shared among the base's kernels of that key.
+ */
 export function kernelsFromRun(model: StepModel, source: Run, label: string): { model: StepModel; change: KernelChange } {
   const a = model, b = source.config;
   const alone = aloneDurations(source.kernels, { compute: source.contention?.compute ?? 0, memory: source.contention?.memory, comm: source.contention?.comm ?? 0 });
-  const byKey = new Map<string, { ms: number; gapMs: number; variant: string }>();
+  const byKey = new Map<string, { ms: number; variant: string }>();
   for (const k of source.kernels) {
     if (k.pass === 'comm' || k.phase === 'reduction') continue;
-    byKey.set(taskKey(k), { ms: alone.get(k)!, gapMs: k.gapMs, variant: k.variant });
+    const e = byKey.get(taskKey(k)) ?? { ms: 0, variant: k.variant };
+    e.ms += alone.get(k)!;
+    byKey.set(taskKey(k), e);
   }
+  const baseCount = new Map<string, number>();
+  for (const t of a.compute) baseCount.set(taskKey(t), (baseCount.get(taskKey(t)) ?? 0) + 1);
   const unmatched: string[] = [];
   let replaced = 0;
   const compute = a.compute.map((t) => {
@@ -32,20 +41,18 @@ export function kernelsFromRun(model: StepModel, source: Run, label: string): { 
       return t;
     }
     replaced++;
-    return { ...t, ms: s.ms, variant: s.variant };
+    const n = baseCount.get(taskKey(t))!;
+    return { ...t, ms: s.ms / n, variant: s.variant };
   });
   // A convolution's layout reorders come and go with its variant: reorders
   // the source lacks take no time; the source's reorders the base lacks go
   // into the convolution's own time.
-  const sourceReorders = new Map<string, number>();
-  for (const [k, v] of byKey) if (k.startsWith('reorder|')) sourceReorders.set(k, v.ms);
-  const baseKeys = new Set(a.compute.map(taskKey));
   for (let i = 0; i < compute.length; i++) {
     const t = compute[i];
     if (t.op === 'reorder' && !byKey.has(taskKey(t)) && byKey.has(`conv|${t.pass}|${t.layer}`)) compute[i] = { ...t, ms: 0, gapMs: 0 };
     if (t.op === 'conv') {
-      const extra = sourceReorders.get(`reorder|${t.pass}|${t.layer}`);
-      if (extra !== undefined && !baseKeys.has(`reorder|${t.pass}|${t.layer}`)) compute[i] = { ...t, ms: t.ms + extra };
+      const extra = byKey.get(`reorder|${t.pass}|${t.layer}`);
+      if (extra !== undefined && !baseCount.has(`reorder|${t.pass}|${t.layer}`)) compute[i] = { ...t, ms: t.ms + extra.ms };
     }
   }
   const note = `kernel durations from ${label} (batch ${b.batch}, ${b.resolution}x${b.resolution}); ${replaced} of ${a.compute.length} kernels matched`;
