@@ -21,6 +21,7 @@ import { kernelsFromRun } from '../src/whatif/changes';
 import type { Run } from '../src/run/training';
 import type { StepModel } from '../src/whatif/step-model';
 import { cli } from './helpers';
+import { addon } from '../src/native';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stepscope-analysis-'));
 
@@ -198,9 +199,11 @@ test('whatif: the replay of a run predicts the other schedule of the same run wi
 test('whatif --kernels <plan>: the convolutions the plan changes are measured at the run shapes and replace the run kernels', () => {
   const run = readRuns(runsFile)[0];
   const convs = run.kernels.filter((k) => k.op === 'conv');
-  assert.ok(convs.every((k) => k.variant !== 'im2col-gemm'), 'the run does not use the plan\'s variant yet');
+  // A variant the run does not use (im2col-gemm, or without oneDNN, where that is the default, direct).
+  const variant = run.config.plan.ops.conv === 'im2col-gemm' ? 'direct' : 'im2col-gemm';
+  assert.ok(convs.every((k) => k.variant !== variant), 'the run does not use the plan\'s variant yet');
   const planFile = path.join(dir, 'plan.json');
-  fs.writeFileSync(planFile, JSON.stringify({ ops: { conv: 'im2col-gemm' }, layers: { res2a_branch2b: run.config.plan.ops.conv } }));
+  fs.writeFileSync(planFile, JSON.stringify({ ops: { conv: variant }, layers: { res2a_branch2b: run.config.plan.ops.conv } }));
   const r = cli(['whatif', `${runsFile}:0`, '--kernels', planFile, '--json']);
   assert.equal(r.status, 0, r.stderr);
   const out = JSON.parse(r.stdout);
@@ -209,7 +212,7 @@ test('whatif --kernels <plan>: the convolutions the plan changes are measured at
   assert.ok(out.prediction.notes.some((n: string) => /the plan's variants.*convolution kernels matched/.test(n)), out.prediction.notes.join('\n'));
   assert.notEqual(out.prediction.totalMs.toFixed(3), (out.prediction.baseline.replayMs * out.prediction.calibration).toFixed(3), 'the changed kernels move the prediction');
   // The same plan as pairs; a plan that changes another op than convolutions needs a recorded run.
-  const pairs = cli(['whatif', `${runsFile}:0`, '--kernels', `conv=im2col-gemm,res2a_branch2b=${run.config.plan.ops.conv}`, '--json']);
+  const pairs = cli(['whatif', `${runsFile}:0`, '--kernels', `conv=${variant},res2a_branch2b=${run.config.plan.ops.conv}`, '--json']);
   assert.equal(pairs.status, 0, pairs.stderr);
   assert.match(JSON.parse(pairs.stdout).changes[0], /layers changed/);
   const other = cli(['whatif', `${runsFile}:0`, '--kernels', 'batchnorm=reference']);
@@ -293,7 +296,7 @@ test('the HTML report renders in headless Chromium', (t) => {
   assert.doesNotMatch(fs.readFileSync(html, 'utf8'), /<script|https?:\/\/(?!www\.w3\.org)/, 'self-contained: no script, no network');
 });
 
-test('reproduce: both profiles on generated data, the table, the attribution and the hypothesis, predicted then measured', () => {
+test('reproduce: both profiles on generated data, the table, the attribution and the hypothesis, predicted then measured', { skip: addon().buildInfo().jpeg.found ? false : 'built without libjpeg: reproduce generates JPEGs' }, () => {
   const save = path.join(dir, 'reproduce');
   const report = path.join(dir, 'reproduce.html');
   const r = cli(['reproduce', '--batch', '2', '--resolution', '32', '--width', '4', '--images', '8', '--classes', '2', '--iterations', '2', '--warmup', '1',

@@ -199,7 +199,9 @@ test('bad step input: clear errors naming the tensor, option or step; exit 2 (1 
   }
 });
 
-test("oneDNN's blocked layout kept between layers gives the NCHW step's results", async () => {
+const NO_ONEDNN = addon().buildInfo().onednn.found ? false : `built without oneDNN: ${addon().buildInfo().onednn.reason ?? 'not found'}`;
+
+test("oneDNN's blocked layout kept between layers gives the NCHW step's results", { skip: NO_ONEDNN }, async () => {
   // Resolution 64, not 32: at 32 the last stage is 1x1, its batch norm sees 2
   // values per channel, and any two correct implementations drift apart.
   // Seed 5: with seed 4 one ReLU input sits within rounding of 0, so the two
@@ -229,7 +231,7 @@ test("oneDNN's blocked layout kept between layers gives the NCHW step's results"
   }
 });
 
-test('the blocked layout is taken only where it can be, and refused with a reason when forced', () => {
+test('the blocked layout is taken only where it can be, and refused with a reason when forced', { skip: NO_ONEDNN }, () => {
   const narrow = resnet50Graph({ batch: 2, resolution: 32, width: 4, classes: 10 });
   assert.equal(new TrainingStep(narrow, defaultPlan(), { lr: 0.1, momentum: 0, weightDecay: 0 }).layout, 'nchw');
   assert.throws(
