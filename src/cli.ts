@@ -429,7 +429,10 @@ async function runDataMake(dir: string, opts: { images: string; classes: string;
 }
 
 async function runDataPack(folder: string, out: string, opts: { size: string; threads: string; onBadImage: string; json?: boolean }) {
-  const r = await packImageFolder(folder, out, parseInteger('--size', opts.size, 8, 4096), parseInteger('--threads', opts.threads, 1, 256), parseOnBadImage(opts.onBadImage));
+  const bar = progressBar(!opts.json);
+  const r = await packImageFolder(folder, out, parseInteger('--size', opts.size, 8, 4096), parseInteger('--threads', opts.threads, 1, 256), parseOnBadImage(opts.onBadImage),
+    (fraction) => bar.update(fraction, 'decoding and writing records'));
+  bar.done();
   if (opts.json) return print(JSON.stringify(r, null, 2));
   print(`packed ${r.records} of ${r.images} images (${r.classes} classes) into ${out}: ${(r.bytes / 2 ** 20).toFixed(1)} MiB, shorter side ${opts.size}, ${r.seconds.toFixed(1)} s`);
   if (r.skipped.length) print(`skipped ${r.skipped.length} bad image(s):\n${r.skipped.map((x) => `  ${x.message}`).join('\n')}`);
