@@ -4,7 +4,7 @@ import { benchConv, type ConvBenchRow } from './bench/conv-bench';
 import { benchConvCuda } from './bench/conv-bench-cuda';
 import { resolveBackend } from './backend';
 import { cudaAddon, cudaStatus } from './native-cuda';
-import { doctor, formatDoctor } from './doctor';
+import { doctor, doctorReport, formatDoctor } from './doctor';
 import { DATA_ERROR_CODES, DataError, UsageError } from './errors';
 import { resnet50Convs } from './model/resnet50';
 import { addon } from './native';
@@ -55,8 +55,9 @@ function progress(enabled: boolean) {
   };
 }
 
-async function runDoctor(opts: { json?: boolean; trials: string }) {
+async function runDoctor(opts: { json?: boolean; trials: string; report?: string }) {
   const report = await doctor(parseInteger('--trials', opts.trials, 1, 100));
+  if (opts.report) writeTextAtomic(opts.report, doctorReport(report));
   print(opts.json ? JSON.stringify(report, null, 2) : formatDoctor(report));
 }
 
@@ -562,6 +563,7 @@ export function buildProgram(): Command {
     .description('backends, libraries and the measured peak of this machine')
     .option('--json', 'print JSON')
     .option('--trials <n>', 'peak measurement trials (best is kept)', '3')
+    .option('--report <file>', 'write the same facts as a self-contained HTML report')
     .action(runDoctor);
 
   program

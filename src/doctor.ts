@@ -3,6 +3,7 @@
 import type { BuildInfo, PeakMeasurement } from '../binding';
 import { addon } from './native';
 import { cudaStatus, type CudaStatus } from './native-cuda';
+import { htmlReport } from './report/html-report';
 
 export interface BackendStatus {
   name: 'cpu' | 'cuda';
@@ -79,4 +80,23 @@ function formatCuda(c: CudaStatus): string[] {
     `  cuBLAS    ${i.cublas}`,
     `  NCCL      ${i.nccl.found ? i.nccl.version : `missing: ${i.nccl.reason}`}`,
   ];
+}
+
+/** The same facts as a self-contained HTML report (`doctor --report`). */
+export function doctorReport(r: DoctorReport): string {
+  const lib = (name: string, l: BuildInfo['onednn']): string[] => [name, l.found ? 'found' : 'missing', l.found ? `${l.version ?? ''}${l.threads ? ` (${l.threads} threads)` : ''}` : l.reason ?? ''];
+  return htmlReport({
+    title: 'stepscope doctor',
+    runs: [],
+    summary: [`node ${r.node} (${r.platform}), CPU: ${r.cpuModel}`, `cpu addon: ${r.build.compiler}${r.build.sanitize ? ', sanitizer build' : ''}, OpenMP ${r.build.openmp}, ${r.build.threads} threads, sgemm micro-kernel ${r.build.sgemmKernel}`],
+    tables: [
+      { title: 'Backends', headers: ['backend', 'status'], rows: r.backends.map((b) => [b.name, b.available ? 'available' : `unavailable: ${b.reason}`]) },
+      { title: 'Libraries', headers: ['library', 'status', 'version or reason'], rows: [lib('oneDNN', r.build.onednn), lib('OpenBLAS', r.build.openblas), lib('Gloo', r.build.gloo), lib('libjpeg', r.build.jpeg)] },
+      { title: 'CUDA', headers: ['cuda addon'], rows: formatCuda(r.cuda).map((line) => [line.trim()]) },
+      {
+        title: `Measured peak (${r.peak.threads} threads)`, headers: ['measure', 'value'],
+        rows: [['fp32 FMA GFLOP/s', r.peak.fmaGflops.toFixed(1)], ['kernel', r.peak.fmaKernel], ['memory GB/s (triad, read + write)', r.peak.bandwidthGBs.toFixed(1)]],
+      },
+    ],
+  });
 }

@@ -33,8 +33,11 @@ test('doctor reports backends, libraries and the measured peak', () => {
   assert.match(d.backends[1].reason, /CUDA/);
   assert.ok(d.peak.fmaGflops > 0 && d.peak.bandwidthGBs > 0);
   assert.ok('found' in d.build.onednn && 'found' in d.build.openblas && 'found' in d.build.jpeg);
-  const text = cli(['doctor', '--trials', '1']);
+  const html = path.join(os.tmpdir(), `stepscope-doctor-${process.pid}.html`);
+  const text = cli(['doctor', '--trials', '1', '--report', html]);
   assert.match(text.stdout, /fp32 FMA\s+[\d.]+ GFLOP\/s/);
+  assert.match(fs.readFileSync(html, 'utf8'), /<td>fp32 FMA GFLOP\/s<\/td><td>[\d.]+<\/td>/);
+  fs.rmSync(html);
 });
 
 test('bench conv times checked rows and writes them as JSON', () => {
