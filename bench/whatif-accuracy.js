@@ -4,19 +4,20 @@
 // a run is recorded, the change is predicted from it (`stepscope whatif`),
 // then the changed setup is measured; the error is predicted vs measured
 // median iteration time. Two ways: from the base setup's median run to the
-// target's median run; and paired by round (each round's base run predicts
-// the same round's target run), summarized by the median |error| over rounds.
+// target's median run; and paired by round
+// (each round's base run predicts the same round's target run), summarized
+// by the median |error| over rounds.
 //   schedule:  serialized <-> overlapped
 //   kernels:   conv onednn-nchw <-> im2col-gemm, durations from `bench conv --json` (both variants)
 //   buckets:   25 MB <-> 2 MB (overlapped)
 //
-//   node bench/whatif-accuracy.js [--batch 4] [--resolution 96] [--iterations 6] [--rounds 3] [--out file.json]
+//   node bench/whatif-accuracy.js [--batch 4] [--resolution 96] [--iterations 6] [--rounds 3] [--out file.json] [--dir earlier-run-dir]
 const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 
-const args = { batch: '4', resolution: '96', iterations: '6', warmup: '2', workers: '2', link: '2', rounds: '3', out: '' };
+const args = { batch: '4', resolution: '96', iterations: '6', warmup: '2', workers: '2', link: '2', rounds: '3', out: '', dir: '' };
 const argv = process.argv.slice(2);
 for (let i = 0; i < argv.length; i += 2) {
   const key = argv[i].replace(/^--/, '');
@@ -28,7 +29,8 @@ for (let i = 0; i < argv.length; i += 2) {
 }
 const root = path.resolve(__dirname, '..');
 const bin = path.join(root, 'bin', 'stepscope.js');
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stepscope-whatif-'));
+// --dir: a directory of an earlier run of this benchmark: its recordings are read again, not made.
+const dir = args.dir || fs.mkdtempSync(path.join(os.tmpdir(), 'stepscope-whatif-'));
 
 function stepscope(cmdArgs) {
   const r = spawnSync(process.execPath, [bin, ...cmdArgs], { cwd: root, encoding: 'utf8', maxBuffer: 256 << 20 });
@@ -50,12 +52,15 @@ const setups = {
 const recorded = {};
 function record(name, round) {
   const file = path.join(dir, `${name}-${round}.json`);
-  process.stderr.write(`round ${round}: recording ${name}\n`);
-  stepscope(['step', ...common, ...setups[name], '--save', file]);
+  if (!args.dir) {
+    process.stderr.write(`round ${round}: recording ${name}\n`);
+    stepscope(['step', ...common, ...setups[name], '--save', file]);
+  }
   (recorded[name] ??= []).push({ file, run: JSON.parse(fs.readFileSync(file, 'utf8')) });
 }
 const benchFile = (variant) => {
   const file = path.join(dir, `bench-${variant.replace(/,/g, '+')}.json`);
+  if (args.dir) return file;
   process.stderr.write(`benchmarking convolutions: ${variant}\n`);
   // --cold: in the step each convolution finds its data evicted by the kernels before it.
   fs.writeFileSync(file, stepscope(['bench', 'conv', '--variant', variant, '--batch', args.batch, '--resolution', args.resolution, '--repeat', '3', '--cold', '--json']));
