@@ -11,13 +11,13 @@
 //   kernels:   conv onednn-nchw <-> im2col-gemm, durations from `bench conv --json` (both variants)
 //   buckets:   25 MB <-> 2 MB (overlapped)
 //
-//   node bench/whatif-accuracy.js [--batch 4] [--resolution 96] [--iterations 6] [--rounds 3] [--out file.json] [--dir earlier-run-dir]
+//   node bench/whatif-accuracy.js [--batch 4] [--resolution 96] [--iterations 6] [--rounds 5] [--out file.json] [--dir earlier-run-dir]
 const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 
-const args = { batch: '4', resolution: '96', iterations: '6', warmup: '2', workers: '2', link: '2', rounds: '3', out: '', dir: '' };
+const args = { batch: '4', resolution: '96', iterations: '6', warmup: '2', workers: '2', link: '2', rounds: '5', out: '', dir: '' };
 const argv = process.argv.slice(2);
 for (let i = 0; i < argv.length; i += 2) {
   const key = argv[i].replace(/^--/, '');
@@ -113,12 +113,12 @@ const lines = [
   `median runs: mean |error| ${(rows.reduce((s, r) => s + Math.abs(r.errorPct), 0) / rows.length).toFixed(1)} %, max |error| ${Math.max(...rows.map((r) => Math.abs(r.errorPct))).toFixed(1)} %; ` +
     `paired rounds: median |error| per case at most ${Math.max(...rows.map((r) => r.medianAbsRoundErrorPct)).toFixed(1)} %, mean ${(rows.reduce((s, r) => s + r.medianAbsRoundErrorPct, 0) / rows.length).toFixed(1)} %`,
   // The measurement's own noise: how far apart the rounds of one setup landed.
-  'rounds of each setup (median iteration ms), and the contention probe of its median run (conv / memory-bound slowdown):',
+  'rounds of each setup (median iteration ms), and the contention its median run measured (conv / memory-bound slowdown):',
   ...Object.entries(recorded).map(([name, list]) => {
     const t = list.map((x) => x.run.summary.totalMs.median);
     const c = runs[name].run.contention;
     return `  ${name.padEnd(12)} ${t.map((x) => x.toFixed(1)).join(', ')} (spread ${((100 * (Math.max(...t) - Math.min(...t))) / Math.min(...t)).toFixed(1)} %)` +
-      (c ? `; probe ${c.compute.toFixed(2)} / ${(c.memory ?? c.compute).toFixed(2)}` : '');
+      (c ? `; contention ${c.compute.toFixed(2)} / ${(c.memory ?? c.compute).toFixed(2)}` : '');
   }),
 ];
 console.log(lines.join('\n'));

@@ -98,13 +98,20 @@ test('contention from both arrangements: extra time over covered time, per class
   // Overlapped: a conv 0..12 covered 0..8 by an all-reduce on comm; a relu 20..22 nothing covered.
   const overlapped = [[rec('compute', 'conv', 'bwd-data', 0, 12, 'l1'), rec('comm', 'allreduce', 'comm', 0, 8, 'l1.weight'), rec('compute', 'relu', 'bwd', 20, 22, 'r1')]];
   // Serialized, on a machine running twice as fast (the relu: 1 ms): conv 4 ms alone, all-reduce 3 ms.
-  const serialized = [[rec('compute', 'conv', 'bwd-data', 0, 4, 'l1'), rec('compute', 'relu', 'bwd', 5, 6, 'r1'), rec('compute', 'allreduce', 'comm', 10, 13, 'l1.weight')]];
+  // (The relu's 8 ms gap in the overlapped iteration is a wait, not host time: left out.)
+  const serialized = [[rec('compute', 'conv', 'bwd-data', 0, 4, 'l1'), rec('compute', 'relu', 'bwd', 4, 5, 'r1'), rec('compute', 'allreduce', 'comm', 10, 13, 'l1.weight')]];
   const c = contentionFromIterations(overlapped, serialized, 'test');
   // drift 2: conv alone 8 ms, covered 8/12 of 12 ms -> (12 - 8) / (8 * 8/12) = 0.75; the all-reduce (8 - 6) / 6.
   assert.equal(c.compute.toFixed(3), '0.750');
   assert.equal(c.comm.toFixed(3), '0.333');
   assert.equal(c.memory, undefined, 'no memory-bound kernel was covered: the conv figure applies');
   assert.match(c.source, /drift between the arrangements 2\.000/);
+  // A host gap before a kernel is the stream thread's work: covered and slowed like the kernel.
+  const gapped = contentionFromIterations(
+    [[rec('compute', 'relu', 'bwd', 0, 1, 'r0'), rec('compute', 'conv', 'bwd-data', 2, 12, 'l1'), rec('comm', 'allreduce', 'comm', 0, 12, 'l1.weight')]],
+    [[rec('compute', 'relu', 'bwd', 0, 1, 'r0'), rec('compute', 'conv', 'bwd-data', 1.5, 7.5, 'l1')]], 'test');
+  // conv with its gap: 11 ms overlapped, all covered, against 6.5 ms serialized: (11 - 6.5) / 6.5.
+  assert.equal(gapped.compute.toFixed(3), (4.5 / 6.5).toFixed(3));
   // A link hold uses no core: it covers nothing.
   const held = contentionFromIterations([[rec('compute', 'conv', 'bwd-data', 0, 12, 'l1'), rec('comm', 'link', 'comm', 0, 8, 'bucket0')]], [[rec('compute', 'conv', 'bwd-data', 0, 12, 'l1')]], 'test');
   assert.equal(held.compute, 0);

@@ -45,21 +45,35 @@ const usesCores = (k: KernelRecord) => !isComm(k) || k.op === 'allreduce';
 const overlapNs = (k: KernelRecord, others: KernelRecord[]) =>
   others.reduce((s, o) => s + Math.max(0, Math.min(k.endNs, o.endNs) - Math.max(k.startNs, o.startNs)), 0);
 
+/** A gap longer than this before a kernel is a wait for the other stream, not host time. */
+const WAIT_GAP_NS = 2e6;
+
 /**
  * Per kernel: median ms over the iterations, and median ms covered by the
  * other stream's CPU work (medians: one iteration the machine slowed down
- * must not move the estimate).
+ * must not move the estimate). A compute kernel's time includes the host gap
+ * before it on its stream (the stream thread's own work, which the other
+ * stream's thread slows down too), unless that gap is a wait.
  */
 function perKernel(iterations: KernelRecord[][]): Map<string, { ms: number; coveredMs: number; op: string; comm: boolean }> {
   const samples = new Map<string, { ms: number[]; coveredMs: number[]; op: string; comm: boolean }>();
   for (const records of iterations) {
     const cpu = records.filter(usesCores);
+    const previousEnd = new Map<KernelRecord, number>();
+    const byStream = new Map<string, KernelRecord[]>();
+    for (const k of records) byStream.set(k.streamName, [...(byStream.get(k.streamName) ?? []), k]);
+    for (const list of byStream.values()) {
+      list.sort((a, b) => a.startNs - b.startNs);
+      list.forEach((k, i) => i > 0 && previousEnd.set(k, list[i - 1].endNs));
+    }
     const mine = new Map<string, { ms: number; coveredMs: number }>();
     for (const k of cpu) {
+      const gap = isComm(k) ? 0 : Math.max(0, k.startNs - (previousEnd.get(k) ?? k.startNs));
+      const span = { ...k, startNs: gap < WAIT_GAP_NS ? k.startNs - gap : k.startNs };
       const others = cpu.filter((o) => o.streamName !== k.streamName);
       const e = mine.get(kernelKey(k)) ?? { ms: 0, coveredMs: 0 };
-      e.ms += (k.endNs - k.startNs) / 1e6;
-      e.coveredMs += overlapNs(k, others) / 1e6;
+      e.ms += (span.endNs - span.startNs) / 1e6;
+      e.coveredMs += overlapNs(span, others) / 1e6;
       mine.set(kernelKey(k), e);
       if (!samples.has(kernelKey(k))) samples.set(kernelKey(k), { ms: [], coveredMs: [], op: k.op, comm: isComm(k) });
     }

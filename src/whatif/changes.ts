@@ -27,7 +27,7 @@ export function kernelsFromRun(model: StepModel, source: Run, label: string): { 
   for (const k of source.kernels) {
     if (k.pass === 'comm' || k.phase === 'reduction') continue;
     const e = byKey.get(taskKey(k)) ?? { ms: 0, variant: k.variant };
-    e.ms += alone.get(k)!;
+    e.ms += alone.get(k)!.ms;
     byKey.set(taskKey(k), e);
   }
   const baseCount = new Map<string, number>();

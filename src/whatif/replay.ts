@@ -2,8 +2,9 @@
 // its host gap); the reduction runs per bucket, on the compute stream after
 // backward (serialized) or on a communication stream as soon as the bucket's
 // last gradient is ready (overlapped, the optimizer waiting for all buckets).
-// While both streams run, each progresses at the slower rate the contention
-// probe measured (a fluid model: rates change at every start and end).
+// While both streams run, each progresses at the slower rate the run's
+// contention measurement gave, host gaps as well as kernels (a fluid model:
+// rates change at every start and end).
 // The result is a timeline in the same form as a recorded one, so the same
 // breakdown applies to predictions and measurements.
 import type { KernelRecord } from '../../binding';
@@ -19,7 +20,7 @@ interface SimTask {
   pass: string;
   layer: string;
   variant: string;
-  /** Work in ms at full speed; a gap progresses with wall time only. */
+  /** Work in ms at full speed; the host gap before it is the stream thread's work too (slowed alike). */
   ms: number;
   gapMs: number;
   /** Uses the cores (slowed by, and slowing, the other stream). */
@@ -116,7 +117,8 @@ export function replay(model: StepModel): Prediction {
         start[s.list[s.pos]] = t;
       }
     }
-    const running = streams.map((s) => (!Number.isNaN(s.workLeft) ? all[s.list[s.pos]] : undefined));
+    // A stream in the host gap before its task uses its thread too: it slows and is slowed like the task.
+    const running = streams.map((s) => (!Number.isNaN(s.workLeft) || !Number.isNaN(s.gapLeft) ? all[s.list[s.pos]] : undefined));
     if (streams.every((s) => s.pos >= s.list.length)) break;
     // Rates: slowed while a cpu task runs on the other stream.
     const rate = running.map((task, i) => {
@@ -126,7 +128,7 @@ export function replay(model: StepModel): Prediction {
     });
     let dt = Infinity;
     streams.forEach((s, i) => {
-      if (!Number.isNaN(s.gapLeft)) dt = Math.min(dt, s.gapLeft);
+      if (!Number.isNaN(s.gapLeft)) dt = Math.min(dt, s.gapLeft / rate[i]);
       else if (!Number.isNaN(s.workLeft)) dt = Math.min(dt, s.workLeft / rate[i]);
     });
     if (!Number.isFinite(dt)) {
@@ -135,7 +137,7 @@ export function replay(model: StepModel): Prediction {
     }
     t += dt;
     streams.forEach((s, i) => {
-      if (!Number.isNaN(s.gapLeft)) s.gapLeft -= dt;
+      if (!Number.isNaN(s.gapLeft)) s.gapLeft -= dt * rate[i];
       else if (!Number.isNaN(s.workLeft)) {
         s.workLeft -= dt * rate[i];
         if (s.workLeft <= 1e-9) {

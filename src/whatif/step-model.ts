@@ -61,19 +61,22 @@ function coveredFraction(start: number, end: number, intervals: { start: number;
 }
 
 /**
- * Mean kernel durations with the contention taken out: a kernel that overlapped
- * communication for a fraction f of its time ran (1 + kappa * f) slower.
+ * Mean kernel durations (and the host gaps before them) with the contention
+ * taken out: a kernel that overlapped communication for a fraction f of its
+ * time ran (1 + kappa * f) slower; so did its gap, by the fraction of the gap
+ * covered.
  */
-export function aloneDurations(kernels: KernelStat[], contention: { compute: number; memory?: number; comm: number }): Map<KernelStat, number> {
+export function aloneDurations(kernels: KernelStat[], contention: { compute: number; memory?: number; comm: number }): Map<KernelStat, { ms: number; gapMs: number }> {
   const commIv = kernels.filter((k) => k.pass === 'comm' && k.op === 'allreduce').map((k) => ({ start: k.startMs, end: k.startMs + k.meanMs }));
   const computeIv = kernels.filter((k) => k.pass !== 'comm').map((k) => ({ start: k.startMs, end: k.startMs + k.meanMs }));
-  const out = new Map<KernelStat, number>();
+  const out = new Map<KernelStat, { ms: number; gapMs: number }>();
   for (const k of kernels) {
     const isComm = k.pass === 'comm';
     const other = isComm ? computeIv : commIv;
     const kappa = isComm ? (k.op === 'allreduce' ? contention.comm : 0) : kappaFor(k.op, contention);
     const f = kappa > 0 ? coveredFraction(k.startMs, k.startMs + k.meanMs, other) : 0;
-    out.set(k, k.meanMs / (1 + kappa * f));
+    const fGap = kappa > 0 && !isComm ? coveredFraction(k.startMs - k.gapMs, k.startMs, other) : 0;
+    out.set(k, { ms: k.meanMs / (1 + kappa * f), gapMs: k.gapMs / (1 + kappa * fGap) });
   }
   return out;
 }
@@ -103,9 +106,9 @@ export function modelFromRun(run: Run): StepModel {
   for (const k of computeKernels) {
     const phase = k.phase as ComputeTask['phase'];
     // The first optimizer kernel's gap holds the wait for the reduction: not host time.
-    const gapMs = phase === 'optimizer' && !sawOptimizer ? typicalGap : k.gapMs;
+    const gapMs = phase === 'optimizer' && !sawOptimizer ? typicalGap : alone.get(k)!.gapMs;
     if (phase === 'optimizer') sawOptimizer = true;
-    compute.push({ op: k.op, pass: k.pass, layer: k.layer, variant: k.variant, phase, ms: alone.get(k)!, gapMs });
+    compute.push({ op: k.op, pass: k.pass, layer: k.layer, variant: k.variant, phase, ms: alone.get(k)!.ms, gapMs });
   }
 
   // Where each gradient becomes ready: after its producing kernel (executor.ts records the event there).
@@ -134,7 +137,7 @@ export function modelFromRun(run: Run): StepModel {
 
   const r = c.reduction;
   const reduceKernels = run.kernels.filter((k) => k.op === 'allreduce');
-  const fit = fitLine(reduceKernels.map((k) => ({ bytes: k.bytes, ms: alone.get(k)! })));
+  const fit = fitLine(reduceKernels.map((k) => ({ bytes: k.bytes, ms: alone.get(k)!.ms })));
   const comm: CommModel = {
     comm: r ? r.comm : 'none',
     workers: r?.workers ?? 1,
@@ -143,7 +146,7 @@ export function modelFromRun(run: Run): StepModel {
     firstBucketMb: r ? r.firstBucketBytes / 2 ** 20 : 1,
     link: r?.link,
     allreduce: { ...fit, fitWorkers: r?.workers ?? 1, samples: reduceKernels.length },
-    measuredMs: Object.fromEntries(reduceKernels.map((k) => [k.layer, alone.get(k)!])),
+    measuredMs: Object.fromEntries(reduceKernels.map((k) => [k.layer, alone.get(k)!.ms])),
   };
   if (!r) notes.push('the run had no reduction: communication is modeled by the link alone (no reduction compute)');
   // The median: one slow first batch (a cold page cache) is not a typical iteration's wait.
