@@ -13,13 +13,22 @@ export function cli(args: string[], env: Record<string, string> = {}): { status:
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
+/** Debian's chromium (or another Chromium on the PATH), or undefined. */
+export function findChromium(): string | undefined {
+  return ['chromium', 'chromium-browser', 'google-chrome'].find((c) => spawnSync('which', [c], { env: { PATH: process.env.PATH } }).status === 0);
+}
+
+/** The environment for the browser: the sanitizer run preloads ASan into every child, not into the browser. */
+export function browserEnv(): NodeJS.ProcessEnv {
+  const { LD_PRELOAD: _p, ASAN_OPTIONS: _a, UBSAN_OPTIONS: _u, LSAN_OPTIONS: _l, ...env } = process.env;
+  return env;
+}
+
 /** The DOM of an HTML file as headless Chromium parsed it, or undefined when there is no Chromium here. */
 export function renderedDom(html: string): string | undefined {
-  const chromium = ['chromium', 'chromium-browser', 'google-chrome'].find((c) => spawnSync('which', [c], { env: { PATH: process.env.PATH } }).status === 0);
+  const chromium = findChromium();
   if (!chromium) return undefined;
-  // The sanitizer run preloads ASan into every child: not into the browser.
-  const { LD_PRELOAD: _p, ASAN_OPTIONS: _a, UBSAN_OPTIONS: _u, LSAN_OPTIONS: _l, ...env } = process.env;
-  const dom = spawnSync(chromium, ['--headless', '--no-sandbox', '--disable-gpu', '--dump-dom', `file://${html}`], { encoding: 'utf8', timeout: 60_000, maxBuffer: 64 << 20, env });
+  const dom = spawnSync(chromium, ['--headless', '--no-sandbox', '--disable-gpu', '--dump-dom', `file://${html}`], { encoding: 'utf8', timeout: 60_000, maxBuffer: 64 << 20, env: browserEnv() });
   if (dom.status !== 0) throw new Error(`chromium failed on ${html}: ${dom.stderr}`);
   return dom.stdout;
 }

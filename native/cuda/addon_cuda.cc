@@ -5,6 +5,7 @@
 
 #include "cuda/addon_cuda.h"
 #include "cuda/device.h"
+#include "napi/timeline_js.h"
 
 namespace stepscope {
 namespace {
@@ -68,27 +69,7 @@ Napi::Value convVariants(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value timelineDrain(const Napi::CallbackInfo& info) {
-  return cudaGuarded(info.Env(), [&]() -> Napi::Value {
-    Napi::Env env = info.Env();
-    std::vector<KernelRecord> records = drainTimeline();
-    Napi::Array out = Napi::Array::New(env, records.size());
-    for (size_t i = 0; i < records.size(); ++i) {
-      const KernelRecord& r = records[i];
-      Napi::Object o = Napi::Object::New(env);
-      o.Set("op", r.info.op);
-      o.Set("variant", r.info.variant);
-      o.Set("layer", r.info.layer);
-      o.Set("pass", r.info.pass);
-      o.Set("stream", r.streamId);
-      o.Set("streamName", r.streamName);
-      o.Set("startNs", double(r.startNs));
-      o.Set("endNs", double(r.endNs));
-      o.Set("flops", r.info.flops);
-      o.Set("bytes", r.info.bytes);
-      out.Set(uint32_t(i), o);
-    }
-    return out;
-  });
+  return cudaGuarded(info.Env(), [&]() -> Napi::Value { return kernelRecordsToJs(info.Env(), drainTimeline()); });
 }
 
 Napi::Value timelineClearValue(const Napi::CallbackInfo& info) {

@@ -19,6 +19,7 @@
 #include "cpu/op_kernel.h"
 #include "core/buffer.h"
 #include "napi/stream_wrap.h"
+#include "napi/timeline_js.h"
 #include "napi/util.h"
 
 #ifdef STEPSCOPE_HAVE_OPENBLAS
@@ -28,45 +29,9 @@
 namespace stepscope {
 namespace {
 
-Napi::Value timelineDrain(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  std::vector<KernelRecord> records = Timeline::global().drain();
-  Napi::Array out = Napi::Array::New(env, records.size());
-  for (size_t i = 0; i < records.size(); ++i) {
-    const KernelRecord& r = records[i];
-    Napi::Object o = Napi::Object::New(env);
-    o.Set("op", r.info.op);
-    o.Set("variant", r.info.variant);
-    o.Set("layer", r.info.layer);
-    o.Set("pass", r.info.pass);
-    o.Set("stream", r.streamId);
-    o.Set("streamName", r.streamName);
-    o.Set("startNs", double(r.startNs));
-    o.Set("endNs", double(r.endNs));
-    o.Set("flops", r.info.flops);
-    o.Set("bytes", r.info.bytes);
-    out.Set(uint32_t(i), o);
-  }
-  return out;
-}
+Napi::Value timelineDrain(const Napi::CallbackInfo& info) { return kernelRecordsToJs(info.Env(), Timeline::global().drain()); }
 
-Napi::Value waitsDrain(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  std::vector<WaitRecord> waits = Timeline::global().drainWaits();
-  Napi::Array out = Napi::Array::New(env, waits.size());
-  for (size_t i = 0; i < waits.size(); ++i) {
-    const WaitRecord& w = waits[i];
-    Napi::Object o = Napi::Object::New(env);
-    o.Set("stream", w.streamId);
-    o.Set("streamName", w.streamName);
-    o.Set("sourceStream", w.sourceStream);
-    o.Set("startNs", double(w.startNs));
-    o.Set("endNs", double(w.endNs));
-    o.Set("firedNs", double(w.firedNs));
-    out.Set(uint32_t(i), o);
-  }
-  return out;
-}
+Napi::Value waitsDrain(const Napi::CallbackInfo& info) { return waitRecordsToJs(info.Env(), Timeline::global().drainWaits()); }
 
 Napi::Value timelineClear(const Napi::CallbackInfo& info) {
   Timeline::global().clear();

@@ -6,7 +6,7 @@
 // recorded the event. Gaps on the path are host time (launch, events) or idle;
 // their sum with the kernels' is the span.
 import type { KernelRecord, WaitRecord } from '../../binding';
-import { phaseOf, type IterationMarks, type Phase } from '../run/kernel-stats';
+import { byStream, phaseOf, type IterationMarks, type Phase } from '../run/kernel-stats';
 
 /** The phases a critical path is split into, in iteration order. */
 export const PATH_PHASES = ['data', 'forward', 'backward', 'reduction', 'optimizer', 'idle'] as const;
@@ -32,9 +32,7 @@ export interface CriticalPath {
 const SLACK_NS = 1_000;
 
 export function criticalPath(records: KernelRecord[], marks: IterationMarks, dataMs: number, waits: WaitRecord[]): CriticalPath {
-  const byStream = new Map<string, KernelRecord[]>();
-  for (const k of records) byStream.set(k.streamName, [...(byStream.get(k.streamName) ?? []), k]);
-  for (const list of byStream.values()) list.sort((a, b) => a.startNs - b.startNs);
+  const streams = byStream(records);
   const segments: PathSegment[] = [];
   const gap = (stream: string, ns: number) => {
     if (ns > 0) segments.push({ kind: 'gap', phase: 'idle', stream, ms: ns / 1e6 });
@@ -42,7 +40,7 @@ export function criticalPath(records: KernelRecord[], marks: IterationMarks, dat
   if (records.length === 0) return { segments, share: { data: dataMs, forward: 0, backward: 0, reduction: 0, optimizer: 0, idle: 0 }, totalMs: dataMs };
 
   /** The kernel after which `stream` recorded an event that fired at `firedNs`. */
-  const recorder = (stream: string, firedNs: number) => (byStream.get(stream) ?? []).filter((k) => k.endNs <= firedNs + SLACK_NS).at(-1);
+  const recorder = (stream: string, firedNs: number) => (streams.get(stream) ?? []).filter((k) => k.endNs <= firedNs + SLACK_NS).at(-1);
 
   // The last kernel of the iteration (on any stream) ends it.
   let cur = records.reduce((a, b) => (b.endNs > a.endNs ? b : a));
@@ -50,7 +48,7 @@ export function criticalPath(records: KernelRecord[], marks: IterationMarks, dat
   for (;;) {
     const segment: PathSegment = { kind: 'kernel', phase: phaseOf(cur, marks), stream: cur.streamName, ms: (cur.endNs - cur.startNs) / 1e6, kernel: { op: cur.op, pass: cur.pass, layer: cur.layer, variant: cur.variant } };
     segments.push(segment);
-    const list = byStream.get(cur.streamName)!;
+    const list = streams.get(cur.streamName)!;
     const prevSame = list[list.indexOf(cur) - 1];
     // Waits this stream passed between its previous kernel and this one.
     const after = prevSame ? prevSame.endNs - SLACK_NS : -Infinity;

@@ -6,25 +6,17 @@
 // with status 'unsupported' and the library's reason: nothing is replaced.
 import type { ConvPass } from '../../binding';
 import type { CudaConvDtype } from '../../binding-cuda';
-import { describeShape, type ConvLayer } from '../model/resnet50';
+import { describeShape } from '../model/resnet50';
 import { cudaAddon, cudaTimelineDrain } from '../native-cuda';
 import { randomConvTensors } from '../ops/conv';
 import { checkCudaConvVariants, isUnsupported, releaseDevice, toDevice } from '../ops/conv-cuda';
-import { sortBenchRows, uniqueShapes, type ConvBenchRow } from './conv-bench';
+import { sortBenchRows, uniqueShapes, type ConvBenchOptions, type ConvBenchRow } from './conv-bench';
 import { summarize } from './stats';
 
-export interface CudaConvBenchOptions {
-  layers: ConvLayer[];
-  passes: readonly ConvPass[];
-  variants: readonly string[];
-  repeat: number;
-  warmup: number;
-  checkBatch: number;
+export interface CudaConvBenchOptions extends Omit<ConvBenchOptions, 'peakGflops' | 'cold'> {
   dtype: CudaConvDtype;
   /** `--variant all`: per pass, only the variants that have the pass (a named one without it is an unsupported row). */
   onlyWithPass?: boolean;
-  seed?: number;
-  onProgress?: (done: number, total: number, what: string) => void;
 }
 
 export async function benchConvCuda(options: CudaConvBenchOptions): Promise<ConvBenchRow[]> {

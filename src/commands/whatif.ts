@@ -9,8 +9,9 @@ import { PHASES, type PhaseKey, type Run } from '../run/training';
 import { kernelsFromBench, kernelsFromRun, withComm, type BenchFile, type CommChange } from '../whatif/changes';
 import { calibrated, predict, type CalibratedPrediction } from '../whatif/predict';
 import type { StepModel } from '../whatif/step-model';
-import { benchForPlan, planGraph } from '../whatif/plan-kernels';
-import { parsePlan, type Plan } from '../plan/plan';
+import { benchForPlan } from '../whatif/plan-kernels';
+import { runGraph } from '../whatif/step-model';
+import { parsePlan, planFromJson, type Plan } from '../plan/plan';
 import { PHASE_LABELS } from '../report/run-report';
 import { formatTable } from '../report/table';
 import type { Breakdown } from '../analysis/breakdown';
@@ -82,7 +83,7 @@ type Progress = (done: number, total: number, what: string) => void;
 
 /** A plan: `op=variant,layer=variant` pairs, or a JSON file of {"ops", "layers"} (not a run, not a benchmark). */
 function planOf(text: string, base: Run): Plan | undefined {
-  if (!fs.existsSync(text)) return text.includes('=') ? parsePlan(text, planGraph(base)) : undefined;
+  if (!fs.existsSync(text)) return text.includes('=') ? parsePlan(text, runGraph(base)) : undefined;
   let json: unknown;
   try {
     json = JSON.parse(fs.readFileSync(text, 'utf8'));
@@ -90,7 +91,8 @@ function planOf(text: string, base: Run): Plan | undefined {
     return undefined; // readRun names what is wrong with it
   }
   const o = json as Record<string, unknown> | null;
-  return o && typeof o === 'object' && !Array.isArray(o) && o.format === undefined && (o.ops !== undefined || o.layers !== undefined) ? parsePlan(text, planGraph(base)) : undefined;
+  const isPlan = o && typeof o === 'object' && !Array.isArray(o) && o.format === undefined && (o.ops !== undefined || o.layers !== undefined);
+  return isPlan ? planFromJson(o as { ops?: Record<string, string>; layers?: Record<string, string> }, runGraph(base)) : undefined;
 }
 
 /** The file's content when it is `bench conv --json` output (rows, no run format); undefined otherwise. */

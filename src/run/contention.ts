@@ -15,7 +15,7 @@
 // same setup, and the step's kernels were slowed by about 0.85.)
 import type { KernelRecord } from '../../binding';
 import { summarize } from '../bench/stats';
-import { kernelKey } from './kernel-stats';
+import { byStream, kernelKey } from './kernel-stats';
 
 export interface Contention {
   /** Relative slowdown of convolutions while communication runs (0.3: 30% longer). */
@@ -60,12 +60,7 @@ function perKernel(iterations: KernelRecord[][]): Map<string, { ms: number; cove
   for (const records of iterations) {
     const cpu = records.filter(usesCores);
     const previousEnd = new Map<KernelRecord, number>();
-    const byStream = new Map<string, KernelRecord[]>();
-    for (const k of records) byStream.set(k.streamName, [...(byStream.get(k.streamName) ?? []), k]);
-    for (const list of byStream.values()) {
-      list.sort((a, b) => a.startNs - b.startNs);
-      list.forEach((k, i) => i > 0 && previousEnd.set(k, list[i - 1].endNs));
-    }
+    for (const list of byStream(records).values()) list.forEach((k, i) => i > 0 && previousEnd.set(k, list[i - 1].endNs));
     const mine = new Map<string, { ms: number; coveredMs: number }>();
     for (const k of cpu) {
       const gap = isComm(k) ? 0 : Math.max(0, k.startNs - (previousEnd.get(k) ?? k.startNs));

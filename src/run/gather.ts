@@ -25,8 +25,8 @@ export interface RankTimeline {
   marks: IterationMarks;
 }
 
-export async function gatherTimelines(comm: GlooCommunicator, rank: number, size: number, mine_: RankTimeline): Promise<RankTimeline[]> {
-  const bytes = new TextEncoder().encode(JSON.stringify(mine_));
+export async function gatherTimelines(comm: GlooCommunicator, rank: number, size: number, own: RankTimeline): Promise<RankTimeline[]> {
+  const bytes = new TextEncoder().encode(JSON.stringify(own));
   const lengths = new Float32Array(size);
   lengths[rank] = bytes.length;
   const all = await allreduceSum(comm, lengths, 'gather-lengths');

@@ -57,17 +57,20 @@ export const kernelKey = (k: { op: string; pass: string; layer: string; variant:
  * and marks). Streams keep their order; iterations whose sequence differs
  * from the first one's are left out (none do, unless the executor changed).
  */
+/** The records of each stream, in the order they ran. */
+export function byStream(records: KernelRecord[]): Map<string, KernelRecord[]> {
+  const out = new Map<string, KernelRecord[]>();
+  for (const k of [...records].sort((a, b) => a.startNs - b.startNs)) {
+    const list = out.get(k.streamName);
+    if (list) list.push(k);
+    else out.set(k.streamName, [k]);
+  }
+  return out;
+}
+
 export function kernelStats(iterations: { records: KernelRecord[]; marks: IterationMarks }[]): KernelStat[] {
   if (iterations.length === 0) return [];
-  const sequence = (records: KernelRecord[]) => {
-    const byStream = new Map<string, KernelRecord[]>();
-    for (const k of [...records].sort((a, b) => a.startNs - b.startNs)) {
-      const list = byStream.get(k.streamName) ?? [];
-      list.push(k);
-      byStream.set(k.streamName, list);
-    }
-    return [...byStream.entries()].sort(([a], [b]) => a.localeCompare(b));
-  };
+  const sequence = (records: KernelRecord[]) => [...byStream(records).entries()].sort(([a], [b]) => a.localeCompare(b));
   const first = sequence(iterations[0].records);
   const signature = (seq: ReturnType<typeof sequence>) => seq.map(([s, ks]) => s + ':' + ks.map(kernelKey).join(',')).join(';');
   const sig = signature(first);

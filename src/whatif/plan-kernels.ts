@@ -5,13 +5,13 @@
 // can correct for convolutions running slower in the step than alone.
 import { benchConv } from '../bench/conv-bench';
 import { UsageError } from '../errors';
-import { resnet50Graph } from '../model/graph';
 import { resnet50Convs } from '../model/resnet50';
 import { addon } from '../native';
 import { CONV_PASSES } from '../ops/conv';
 import type { Plan, PlanOp } from '../plan/plan';
 import type { Run } from '../run/training';
 import type { BenchFile } from './changes';
+import { runGraph } from './step-model';
 
 export interface PlanBench {
   bench: BenchFile;
@@ -21,17 +21,12 @@ export interface PlanBench {
   changed: string[];
 }
 
-export function planGraph(run: Run) {
-  const c = run.config;
-  return resnet50Graph({ batch: c.batch, resolution: c.resolution, width: c.width, classes: c.classes });
-}
-
 export async function benchForPlan(run: Run, plan: Plan, label: string, onProgress?: (done: number, total: number, what: string) => void): Promise<PlanBench> {
   const c = run.config;
   // Only convolutions can be measured alone; other ops' variants need a recorded run.
   const effective = (p: Plan, name: string, kind: PlanOp) => p.layers[name] ?? p.ops[kind];
   const others: { name: string; kind: PlanOp }[] = [
-    ...planGraph(run).nodes.filter((n) => n.kind !== 'conv').map((n) => ({ name: n.name, kind: n.kind as PlanOp })),
+    ...runGraph(run).nodes.filter((n) => n.kind !== 'conv').map((n) => ({ name: n.name, kind: n.kind as PlanOp })),
     { name: 'loss', kind: 'loss' }, { name: 'sgd', kind: 'sgd' },
   ];
   for (const { name, kind } of others) {

@@ -4,7 +4,7 @@
 // the kernel after which each is ready, and a model of the communication
 // (a fit of the run's own all-reduce kernels, the modeled link's formula).
 import { UsageError } from '../errors';
-import { resnet50Graph } from '../model/graph';
+import { resnet50Graph, type ResNetGraph } from '../model/graph';
 import type { KernelStat, Phase } from '../run/kernel-stats';
 import type { Run } from '../run/training';
 import { summarize } from '../bench/stats';
@@ -93,6 +93,12 @@ function fitLine(points: { bytes: number; ms: number }[]): { fixedMs: number; ms
   return { fixedMs: Math.max(0, my - slope * mx), msPerByte: slope };
 }
 
+/** The network a run trained. */
+export function runGraph(run: Run): ResNetGraph {
+  const c = run.config;
+  return resnet50Graph({ batch: c.batch, resolution: c.resolution, width: c.width, classes: c.classes });
+}
+
 export function modelFromRun(run: Run): StepModel {
   const notes: string[] = [];
   const contention = { compute: run.contention?.compute ?? 0, memory: run.contention?.memory ?? run.contention?.compute ?? 0, comm: run.contention?.comm ?? 0 };
@@ -113,7 +119,7 @@ export function modelFromRun(run: Run): StepModel {
 
   // Where each gradient becomes ready: after its producing kernel (executor.ts records the event there).
   const c = run.config;
-  const graph = resnet50Graph({ batch: c.batch, resolution: c.resolution, width: c.width, classes: c.classes });
+  const graph = runGraph(run);
   // Keyed by pass and layer: a convolution's backward-filter may end with a
   // reorder of the gradient, and the gradient is ready after the last of them.
   const producer = new Map<string, string>();
