@@ -108,6 +108,7 @@ export async function benchConv(options: ConvBenchOptions): Promise<ConvBenchRow
     const tensors = randomConvTensors(shape, seed);
     for (const pass of options.passes) {
       const checks = await checkConvVariants(stream, checkShape, pass, options.variants, seed + 7);
+      const timed: { kernel: ConvKernel; base: Omit<ConvBenchRow, 'layer' | 'status' | 'medianMs' | 'minMs' | 'maxMs' | 'gflops' | 'pctPeak' | 'reorderMs'>; convTimes: number[]; reorderTimes: number[] }[] = [];
       for (const check of checks) {
         const variant = check.variant;
         options.onProgress?.(done++, total, `${group.first.name} ${pass} ${variant}`);
@@ -128,15 +129,20 @@ export async function benchConv(options: ConvBenchOptions): Promise<ConvBenchRow
           }
           continue;
         }
-        const convTimes: number[] = [];
-        const reorderTimes: number[] = [];
-        for (let i = 0; i < options.warmup + options.repeat; i++) {
+        timed.push({ kernel, base, convTimes: [], reorderTimes: [] });
+      }
+      // The variants' runs interleaved (A B C A B C ...): a second in which
+      // the machine runs slow costs every variant alike, not the one timed then.
+      for (let i = 0; i < options.warmup + options.repeat; i++) {
+        for (const t of timed) {
           flush?.fill(i); // untimed: the timeline holds the kernel alone
-          const run = await timeConvOnce(kernel, stream, tensors);
+          const run = await timeConvOnce(t.kernel, stream, tensors);
           if (i < options.warmup) continue;
-          convTimes.push(run.convMs);
-          reorderTimes.push(run.reorderMs);
+          t.convTimes.push(run.convMs);
+          t.reorderTimes.push(run.reorderMs);
         }
+      }
+      for (const { kernel, base, convTimes, reorderTimes } of timed) {
         const time = summarize(convTimes);
         const gflops = kernel.describe().flops / (time.median * 1e6);
         for (const layer of group.all) {
