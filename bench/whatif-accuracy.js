@@ -11,13 +11,13 @@
 //   kernels:   conv onednn-nchw <-> im2col-gemm, durations from `bench conv --json` (both variants)
 //   buckets:   25 MB <-> 2 MB (overlapped)
 //
-//   node bench/whatif-accuracy.js [--batch 4] [--resolution 96] [--iterations 6] [--rounds 5] [--out file.json] [--dir earlier-run-dir]
+//   node bench/whatif-accuracy.js [--batch 4] [--resolution 96] [--iterations 6] [--rounds 9] [--out file.json] [--dir earlier-run-dir]
 const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 
-const args = { batch: '4', resolution: '96', iterations: '6', warmup: '2', workers: '2', link: '2', rounds: '5', out: '', dir: '' };
+const args = { batch: '4', resolution: '96', iterations: '6', warmup: '2', workers: '2', link: '2', rounds: '9', out: '', dir: '' };
 const argv = process.argv.slice(2);
 for (let i = 0; i < argv.length; i += 2) {
   const key = argv[i].replace(/^--/, '');
@@ -63,7 +63,8 @@ const benchFile = (variant) => {
   if (args.dir) return file;
   process.stderr.write(`benchmarking convolutions: ${variant}\n`);
   // --cold: in the step each convolution finds its data evicted by the kernels before it.
-  fs.writeFileSync(file, stepscope(['bench', 'conv', '--variant', variant, '--batch', args.batch, '--resolution', args.resolution, '--repeat', '3', '--cold', '--json']));
+  // Repeat 9, the variants' runs interleaved (bench conv does): one benchmark of repeat 3 moved this case by 5-10%.
+  fs.writeFileSync(file, stepscope(['bench', 'conv', '--variant', variant, '--batch', args.batch, '--resolution', args.resolution, '--repeat', '9', '--cold', '--json']));
   return file;
 };
 
@@ -102,6 +103,9 @@ const rows = cases.map((c) => {
   };
 });
 
+const { inRunCheck } = require(path.join(root, 'dist', 'src', 'whatif', 'inrun-check'));
+const checks = Object.fromEntries(Object.entries(recorded).map(([name, list]) => [name, list.map((x) => inRunCheck(x.run))]));
+
 const cpu = os.cpus()[0]?.model ?? 'unknown';
 const lines = [
   `what-if accuracy: ${cpu}, ${os.cpus().length} cores; cpu backend, fp32, batch ${args.batch}, ${args.resolution}x${args.resolution}, ` +
@@ -113,13 +117,22 @@ const lines = [
   `median runs: mean |error| ${(rows.reduce((s, r) => s + Math.abs(r.errorPct), 0) / rows.length).toFixed(1)} %, max |error| ${Math.max(...rows.map((r) => Math.abs(r.errorPct))).toFixed(1)} %; ` +
     `paired rounds: median |error| per case at most ${Math.max(...rows.map((r) => r.medianAbsRoundErrorPct)).toFixed(1)} %, mean ${(rows.reduce((s, r) => s + r.medianAbsRoundErrorPct, 0) / rows.length).toFixed(1)} %`,
   // The measurement's own noise: how far apart the rounds of one setup landed.
-  'rounds of each setup (median iteration ms), and the contention its median run measured (conv / memory-bound slowdown):',
+  'rounds of each setup (median iteration ms), and the contention its median run measured (conv / memory-bound / reduction slowdown, uncovered kernels):',
   ...Object.entries(recorded).map(([name, list]) => {
     const t = list.map((x) => x.run.summary.totalMs.median);
     const c = runs[name].run.contention;
     return `  ${name.padEnd(12)} ${t.map((x) => x.toFixed(1)).join(', ')} (spread ${((100 * (Math.max(...t) - Math.min(...t))) / Math.min(...t)).toFixed(1)} %)` +
-      (c ? `; contention ${c.compute.toFixed(2)} / ${(c.memory ?? c.compute).toFixed(2)}` : '');
+      (c ? `; contention ${c.compute.toFixed(2)} / ${(c.memory ?? c.compute).toFixed(2)} / ${c.comm.toFixed(2)}, ${(100 * (c.uncovered ?? 0)).toFixed(1)} %` : '');
   }),
+  // Each run also ran 3 iterations in the other arrangement: the schedule what-if against them, in the same process.
+  "in-run check (each round's run predicts its own iterations with the reduction in the other arrangement), error %:",
+  ...Object.entries(checks).map(([name, list]) => `  ${name.padEnd(12)} ${list.map((c) => (c ? c.errorPct.toFixed(1) : '-')).join(', ')}` +
+    `; median |error| ${median(list.filter(Boolean).map((c) => Math.abs(c.errorPct))).toFixed(1)} %`),
 ];
 console.log(lines.join('\n'));
-if (args.out) fs.writeFileSync(args.out, JSON.stringify({ machine: cpu, args, rows, rounds: Object.fromEntries(Object.entries(recorded).map(([n, l]) => [n, l.map((x) => x.run.summary.totalMs.median)])) }, null, 1));
+if (args.out) {
+  fs.writeFileSync(args.out, JSON.stringify({
+    machine: cpu, args, rows, rounds: Object.fromEntries(Object.entries(recorded).map(([n, l]) => [n, l.map((x) => x.run.summary.totalMs.median)])),
+    inRunCheckErrorPct: Object.fromEntries(Object.entries(checks).map(([n, l]) => [n, l.map((c) => c?.errorPct ?? null)])),
+  }, null, 1));
+}

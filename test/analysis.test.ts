@@ -26,7 +26,7 @@ import { addon } from '../src/native';
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stepscope-analysis-'));
 
 /** Two compute tasks of backward, each producing one gradient, then one optimizer task. */
-function model(over: Partial<StepModel["comm"]> = {}, contention = { compute: 0, memory: 0, comm: 0 }): StepModel {
+function model(over: Partial<StepModel["comm"]> = {}, contention = { compute: 0, memory: 0, comm: 0, uncovered: 0 }): StepModel {
   return {
     dataMs: 1,
     compute: [
@@ -59,10 +59,16 @@ test('replay: serialized adds the reduction; overlapped hides it behind backward
   // first reduction (8 ms of work) and the last backward kernel (10) share
   // 20..36, doing 8 each; the kernel ends alone at 38, the second reduction
   // runs 38..46, the optimizer 46..48.
-  const c = replay(model({ schedule: 'overlapped' }, { compute: 1, memory: 1, comm: 1 }));
+  const c = replay(model({ schedule: 'overlapped' }, { compute: 1, memory: 1, comm: 1, uncovered: 0 }));
   const k = c.timeline.find((r) => r.layer === 'a' && r.pass === 'bwd-filter')!;
   assert.deepEqual([k.startNs / 1e6, k.endNs / 1e6], [20, 38]);
   assert.equal(c.breakdown.totalMs.toFixed(3), '49.000');
+  // Uncovered slowdown 0.5: every compute kernel of the overlapped arrangement takes 1.5x (forward 10 -> 15,
+  // backward ends at 45, the second bucket reduced 45..53, optimizer 53..56); the serialized replay is unchanged.
+  const u = replay(model({ schedule: 'overlapped' }, { compute: 0, memory: 0, comm: 0, uncovered: 0.5 }));
+  assert.equal(u.breakdown.forwardMs.toFixed(3), '15.000');
+  assert.equal(u.breakdown.totalMs.toFixed(3), '57.000');
+  assert.equal(replay(model({}, { compute: 0, memory: 0, comm: 0, uncovered: 0.5 })).breakdown.totalMs.toFixed(3), '49.000');
 });
 
 test('kernels from another run: several kernels of one key (reorders) keep their total; reorders the base lacks go into the conv', () => {
@@ -96,24 +102,34 @@ function rec(stream: string, op: string, pass: string, start: number, end: numbe
 
 test('contention from both arrangements: extra time over covered time, per class, after the machine drift', () => {
   // Overlapped: a conv 0..12 covered 0..8 by an all-reduce on comm; a relu 20..22 nothing covered.
-  const overlapped = [[rec('compute', 'conv', 'bwd-data', 0, 12, 'l1'), rec('comm', 'allreduce', 'comm', 0, 8, 'l1.weight'), rec('compute', 'relu', 'bwd', 20, 22, 'r1')]];
+  // The relu's 8 ms gap is a recorded wait of the compute stream for the comm stream: not host time, left out.
+  const overlapped = [{
+    records: [rec('compute', 'conv', 'bwd-data', 0, 12, 'l1'), rec('comm', 'allreduce', 'comm', 0, 8, 'l1.weight'), rec('compute', 'relu', 'bwd', 20, 22, 'r1')],
+    waits: [wait('compute', 'comm', 12, 20)],
+  }];
   // Serialized, on a machine running twice as fast (the relu: 1 ms): conv 4 ms alone, all-reduce 3 ms.
-  // (The relu's 8 ms gap in the overlapped iteration is a wait, not host time: left out.)
-  const serialized = [[rec('compute', 'conv', 'bwd-data', 0, 4, 'l1'), rec('compute', 'relu', 'bwd', 4, 5, 'r1'), rec('compute', 'allreduce', 'comm', 10, 13, 'l1.weight')]];
+  const serialized = [{ records: [rec('compute', 'conv', 'bwd-data', 0, 4, 'l1'), rec('compute', 'relu', 'bwd', 4, 5, 'r1'), rec('compute', 'allreduce', 'comm', 10, 13, 'l1.weight')] }];
   const c = contentionFromIterations(overlapped, serialized, 'test');
-  // drift 2: conv alone 8 ms, covered 8/12 of 12 ms -> (12 - 8) / (8 * 8/12) = 0.75; the all-reduce (8 - 6) / 6.
+  // drift 2: conv alone 8 ms, covered 8/12 of 12 ms -> (12 - 8) / (8 * 8/12) = 0.75; the all-reduce, at its
+  // serialized speed alone (the drift is the compute stream's), (8 - 3) / 3.
   assert.equal(c.compute.toFixed(3), '0.750');
-  assert.equal(c.comm.toFixed(3), '0.333');
+  assert.equal(c.comm.toFixed(3), '1.667');
   assert.equal(c.memory, undefined, 'no memory-bound kernel was covered: the conv figure applies');
-  assert.match(c.source, /drift between the arrangements 2\.000/);
+  assert.match(c.source, /uncovered kernels overlapped \/ serialized 2\.000/);
+  assert.equal(c.uncovered, 0.25, 'the uncovered kernels took 2x: bounded to 25%');
   // A host gap before a kernel is the stream thread's work: covered and slowed like the kernel.
   const gapped = contentionFromIterations(
-    [[rec('compute', 'relu', 'bwd', 0, 1, 'r0'), rec('compute', 'conv', 'bwd-data', 2, 12, 'l1'), rec('comm', 'allreduce', 'comm', 0, 12, 'l1.weight')]],
-    [[rec('compute', 'relu', 'bwd', 0, 1, 'r0'), rec('compute', 'conv', 'bwd-data', 1.5, 7.5, 'l1')]], 'test');
+    [{ records: [rec('compute', 'relu', 'bwd', 0, 1, 'r0'), rec('compute', 'conv', 'bwd-data', 2, 12, 'l1'), rec('comm', 'allreduce', 'comm', 0, 12, 'l1.weight')] }],
+    [{ records: [rec('compute', 'relu', 'bwd', 0, 1, 'r0'), rec('compute', 'conv', 'bwd-data', 1.5, 7.5, 'l1')] }], 'test');
   // conv with its gap: 11 ms overlapped, all covered, against 6.5 ms serialized: (11 - 6.5) / 6.5.
   assert.equal(gapped.compute.toFixed(3), (4.5 / 6.5).toFixed(3));
+  // A long gap with no wait recorded is the stream thread waiting for a core (3 threads on 2 cores): it counts.
+  const preempted = contentionFromIterations(
+    [{ records: [rec('compute', 'relu', 'bwd', 0, 1, 'r0'), rec('compute', 'conv', 'bwd-data', 5, 12, 'l1'), rec('comm', 'allreduce', 'comm', 0, 12, 'l1.weight')] }],
+    [{ records: [rec('compute', 'relu', 'bwd', 0, 1, 'r0'), rec('compute', 'conv', 'bwd-data', 1.5, 7.5, 'l1')] }], 'test');
+  assert.equal(preempted.compute.toFixed(3), (4.5 / 6.5).toFixed(3));
   // A link hold uses no core: it covers nothing.
-  const held = contentionFromIterations([[rec('compute', 'conv', 'bwd-data', 0, 12, 'l1'), rec('comm', 'link', 'comm', 0, 8, 'bucket0')]], [[rec('compute', 'conv', 'bwd-data', 0, 12, 'l1')]], 'test');
+  const held = contentionFromIterations([{ records: [rec('compute', 'conv', 'bwd-data', 0, 12, 'l1'), rec('comm', 'link', 'comm', 0, 8, 'bucket0')] }], [{ records: [rec('compute', 'conv', 'bwd-data', 0, 12, 'l1')] }], 'test');
   assert.equal(held.compute, 0);
 });
 
@@ -197,6 +213,17 @@ test('whatif: the replay of a run predicts the other schedule of the same run wi
   // A loose bound: tests run beside other work; bench/whatif-accuracy.js measures the real error.
   assert.ok(err < 0.35, `predicted ${out.prediction.totalMs.toFixed(1)} ms, measured ${measured.toFixed(1)} ms`);
   assert.ok(out.prediction.breakdown.reductionExposedMs < out.prediction.breakdown.reductionMs);
+  // Each run also ran its contention iterations in the other arrangement; the what-if of that schedule is
+  // checked against them (the same prediction as above, against the run's own iterations).
+  const [a, b] = readRuns(runsFile);
+  assert.equal(a.contention!.other!.schedule, 'overlapped');
+  assert.equal(b.contention!.other!.schedule, 'serialized');
+  for (const run of [a, b]) assert.ok(run.contention!.other!.totalMs.length === 3 && run.contention!.other!.totalMs.every((t) => t > 0));
+  assert.equal(out.check.schedule, 'overlapped');
+  assert.ok(Math.abs(out.check.predictedMs - out.prediction.totalMs) < 1e-6);
+  assert.ok(Math.abs(out.check.errorPct - (100 * (out.check.predictedMs - out.check.measuredMs)) / out.check.measuredMs) < 1e-9);
+  const text = cli(['whatif', `${runsFile}:1`, '--bucket-mb', '1']);
+  assert.match(text.stdout, /check: this run also ran 3 iterations with the reduction serialized \(median \d+\.\d ms; .*\); the model's replay of them gives \d+\.\d ms \([-+]\d+\.\d%\)/);
   const scale = cli(['whatif', `${runsFile}:1`, '--scale-out', '1,2,64', '--link', '10', '--latency', '5']);
   assert.equal(scale.status, 0, scale.stderr);
   assert.match(scale.stdout, /scale-out projection/);

@@ -103,7 +103,8 @@ export function registerAnalysisCommands(program: Command, print: (text: string)
       bar.done();
       if (opts.report) {
         const rows = [{ label: 'unchanged (replay)', predictedMs: r.prediction.baseline.replayMs * r.prediction.calibration, measuredMs: r.prediction.baseline.measuredMs },
-          { label: r.changes.join('; ') || 'unchanged', predictedMs: r.prediction.totalMs }];
+          { label: r.changes.join('; ') || 'unchanged', predictedMs: r.prediction.totalMs },
+          ...(r.check ? [{ label: `check: reduction ${r.check.schedule} (the run's own ${r.check.iterationsMs.length} iterations)`, predictedMs: r.check.predictedMs, measuredMs: r.check.measuredMs }] : [])];
         const scale = (r.scaleOut ?? []).flatMap((p) => [{ label: `${p.workers} workers, serialized`, predictedMs: p.serializedMs }, { label: `${p.workers} workers, overlapped`, predictedMs: p.overlappedMs }]);
         writeTextAtomic(opts.report, htmlReport({
           title: `stepscope whatif: ${file}`,

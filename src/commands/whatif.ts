@@ -10,6 +10,7 @@ import { kernelsFromBench, kernelsFromRun, withComm, type BenchFile, type CommCh
 import { calibrated, predict, type CalibratedPrediction } from '../whatif/predict';
 import type { StepModel } from '../whatif/step-model';
 import { benchForPlan } from '../whatif/plan-kernels';
+import { formatInRunCheck, inRunCheck, type InRunCheck } from '../whatif/inrun-check';
 import { runGraph } from '../whatif/step-model';
 import { parsePlan, planFromJson, type Plan } from '../plan/plan';
 import { PHASE_LABELS } from '../report/run-report';
@@ -44,6 +45,8 @@ export interface WhatIfResult {
   changes: string[];
   prediction: CalibratedPrediction;
   scaleOut?: ScalePoint[];
+  /** The model against the run's own iterations in the other arrangement, when it has them. */
+  check?: InRunCheck;
 }
 
 /** The changes given on the command line, as one function on the model. */
@@ -120,7 +123,7 @@ export async function whatIf(file: string, opts: WhatIfOpts, onProgress?: Progre
       return { workers, serializedMs: s, overlappedMs: o, serializedEfficiency: single / s, overlappedEfficiency: single / o };
     });
   }
-  return { base, baseFile: file, changes: described, prediction, scaleOut };
+  return { base, baseFile: file, changes: described, prediction, scaleOut, check: inRunCheck(base) };
 }
 
 
@@ -140,6 +143,7 @@ export function formatWhatIf(r: WhatIfResult): string {
     ]),
     `model: the replay of the unchanged run gives ${p.baseline.replayMs.toFixed(1)} ms against ${p.baseline.measuredMs.toFixed(1)} ms measured (median); predictions are scaled by ${p.calibration.toFixed(3)}`,
     ...p.notes.map((n) => `note: ${n}`),
+    ...(r.check ? [formatInRunCheck(r.check)] : []),
   ];
   if (r.scaleOut) {
     out.push('', 'scale-out projection (iteration time per worker count; efficiency = single-worker time / time)');

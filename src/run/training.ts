@@ -10,7 +10,7 @@ import { paramCount, resnet50Graph, type ResNetGraph } from '../model/graph';
 import { addon } from '../native';
 import type { Plan } from '../plan/plan';
 import { TrainingStep, type ReductionOptions, type StepLayout } from './executor';
-import { breakdown } from '../analysis/breakdown';
+import { breakdown, type Breakdown } from '../analysis/breakdown';
 import { initWeights, loadBatch, loadWeights, saveWeights } from './weights';
 import { kernelKey, kernelStats, type IterationMarks, type KernelStat } from './kernel-stats';
 import { CONTENTION_ITERATIONS, contentionFromIterations, type Contention } from './contention';
@@ -174,7 +174,7 @@ async function iterate(
   const other = schedule === 'overlapped' ? 'serialized' : 'overlapped';
   const probeCount = contentionIterations(config);
   const isProbe = (i: number) => i >= config.warmup && i < config.warmup + probeCount;
-  const inOther: { index: number; records: KernelRecord[] }[] = [];
+  const inOther: { index: number; records: KernelRecord[]; waits: WaitRecord[]; figures: Breakdown }[] = [];
   const iterations: IterationFigures[] = [];
   const recorded: { index: number; records: KernelRecord[]; waits: WaitRecord[]; marks: IterationMarks }[] = [];
   const perKernel = new Map<string, { k: Omit<KernelSummary, 'medianMs' | 'calls'>; times: number[] }>();
@@ -196,7 +196,7 @@ async function iterate(
     const records = native.timelineDrain().filter((k) => k.layer !== 'enqueue-probe'); // the gate is not part of the step
     const waits = native.waitsDrain().filter((w) => w.sourceStream !== 'gate');
     if (isProbe(i)) {
-      if (i > 0) inOther.push({ index: i, records }); // the very first iteration is a cold start
+      if (i > 0) inOther.push({ index: i, records, waits, figures: breakdown(records, r, dataMs) }); // the very first iteration is a cold start
       continue;
     }
     const figures: IterationFigures = {
@@ -222,11 +222,12 @@ async function iterate(
     }
     for (const [key, ms] of perIteration) perKernel.get(key)!.times.push(ms);
   }
-  const mine = recorded.map((it) => it.records);
+  const mine = recorded;
   const contention = probeCount > 0 && inOther.length > 0
-    ? contentionFromIterations(schedule === 'overlapped' ? mine : inOther.map((x) => x.records), schedule === 'overlapped' ? inOther.map((x) => x.records) : mine,
+    ? contentionFromIterations(schedule === 'overlapped' ? mine : inOther, schedule === 'overlapped' ? inOther : mine,
       `${inOther.length} iteration(s) with the reduction ${other} (index ${inOther.map((x) => x.index).join(', ')}) against the ${mine.length} measured ${schedule} ones`)
     : undefined;
+  if (contention) contention.other = { schedule: other, totalMs: inOther.map((x) => x.figures.totalMs), iterations: inOther.map((x) => x.figures) };
   if (config.saveWeights) saveWeights(step, config.saveWeights);
   step.releaseActivations();
 

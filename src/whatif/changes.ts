@@ -3,7 +3,7 @@
 // workers and modeled link.
 import { UsageError } from '../errors';
 import type { Run } from '../run/training';
-import { aloneDurations, type StepModel } from './step-model';
+import { aloneDurations, isOverlapped, type StepModel } from './step-model';
 
 export interface KernelChange {
   /** Tasks whose duration changed, and those the source had no figure for. */
@@ -22,7 +22,7 @@ const taskKey = (t: { op: string; pass: string; layer: string }) => `${t.op}|${t
  */
 export function kernelsFromRun(model: StepModel, source: Run, label: string): { model: StepModel; change: KernelChange } {
   const a = model, b = source.config;
-  const alone = aloneDurations(source.kernels, { compute: source.contention?.compute ?? 0, memory: source.contention?.memory, comm: source.contention?.comm ?? 0 });
+  const alone = aloneDurations(source.kernels, { compute: source.contention?.compute ?? 0, memory: source.contention?.memory, comm: source.contention?.comm ?? 0, uncovered: source.contention?.uncovered }, isOverlapped(source));
   const byKey = new Map<string, { ms: number; variant: string }>();
   for (const k of source.kernels) {
     if (k.pass === 'comm' || k.phase === 'reduction') continue;

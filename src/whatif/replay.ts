@@ -94,6 +94,7 @@ export function replay(model: StepModel): Prediction {
     computeTaskIndex.push(push({ ...model.compute[i], cpu: true, after: waitAll }, 'compute', model.compute[i].phase));
   }
 
+  const background = reduce && c.schedule === 'overlapped' ? 1 / (1 + model.contention.uncovered) : 1;
   // Fluid simulation of the two streams.
   const start = new Array<number>(all.length).fill(NaN);
   const end = new Array<number>(all.length).fill(NaN);
@@ -120,11 +121,13 @@ export function replay(model: StepModel): Prediction {
     // A stream in the host gap before its task uses its thread too: it slows and is slowed like the task.
     const running = streams.map((s) => (!Number.isNaN(s.workLeft) || !Number.isNaN(s.gapLeft) ? all[s.list[s.pos]] : undefined));
     if (streams.every((s) => s.pos >= s.list.length)) break;
-    // Rates: slowed while a cpu task runs on the other stream.
+    // Rates: slowed while a cpu task runs on the other stream; compute in an
+    // overlapped arrangement also at the slower rate of its uncovered kernels.
     const rate = running.map((task, i) => {
       const other = running[1 - i];
-      if (!task || !task.cpu || !other || !other.cpu) return 1;
-      return 1 / (1 + (i === 0 ? kappaFor(task.op, model.contention) : model.contention.comm));
+      const base = i === 0 ? background : 1;
+      if (!task || !task.cpu || !other || !other.cpu) return base;
+      return base / (1 + (i === 0 ? kappaFor(task.op, model.contention) : model.contention.comm));
     });
     let dt = Infinity;
     streams.forEach((s, i) => {

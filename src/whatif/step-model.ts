@@ -8,7 +8,7 @@ import { resnet50Graph, type ResNetGraph } from '../model/graph';
 import type { KernelStat, Phase } from '../run/kernel-stats';
 import type { Run } from '../run/training';
 import { summarize } from '../bench/stats';
-import { kappaFor } from '../run/contention';
+import { kappaFor, uncoveredSlowdown } from '../run/contention';
 
 export interface ComputeTask {
   op: string;
@@ -47,7 +47,7 @@ export interface StepModel {
   compute: ComputeTask[];
   gradients: GradientReady[];
   comm: CommModel;
-  contention: { compute: number; memory: number; comm: number };
+  contention: { compute: number; memory: number; comm: number; uncovered: number };
   /** Notes on what the model assumed (shown with predictions). */
   notes: string[];
 }
@@ -64,9 +64,13 @@ function coveredFraction(start: number, end: number, intervals: { start: number;
  * Mean kernel durations (and the host gaps before them) with the contention
  * taken out: a kernel that overlapped communication for a fraction f of its
  * time ran (1 + kappa * f) slower; so did its gap, by the fraction of the gap
- * covered.
+ * covered. In an overlapped run every compute kernel also ran (1 + uncovered)
+ * slower.
  */
-export function aloneDurations(kernels: KernelStat[], contention: { compute: number; memory?: number; comm: number }): Map<KernelStat, { ms: number; gapMs: number }> {
+export function aloneDurations(
+  kernels: KernelStat[], contention: { compute: number; memory?: number; comm: number; uncovered?: number }, overlapped: boolean,
+): Map<KernelStat, { ms: number; gapMs: number }> {
+  const background = overlapped ? 1 + uncoveredSlowdown(contention) : 1;
   const commIv = kernels.filter((k) => k.pass === 'comm' && k.op === 'allreduce').map((k) => ({ start: k.startMs, end: k.startMs + k.meanMs }));
   const computeIv = kernels.filter((k) => k.pass !== 'comm').map((k) => ({ start: k.startMs, end: k.startMs + k.meanMs }));
   const out = new Map<KernelStat, { ms: number; gapMs: number }>();
@@ -76,7 +80,8 @@ export function aloneDurations(kernels: KernelStat[], contention: { compute: num
     const kappa = isComm ? (k.op === 'allreduce' ? contention.comm : 0) : kappaFor(k.op, contention);
     const f = kappa > 0 ? coveredFraction(k.startMs, k.startMs + k.meanMs, other) : 0;
     const fGap = kappa > 0 && !isComm ? coveredFraction(k.startMs - k.gapMs, k.startMs, other) : 0;
-    out.set(k, { ms: k.meanMs / (1 + kappa * f), gapMs: k.gapMs / (1 + kappa * fGap) });
+    const b = isComm ? 1 : background;
+    out.set(k, { ms: k.meanMs / (1 + kappa * f) / b, gapMs: k.gapMs / (1 + kappa * fGap) / b });
   }
   return out;
 }
@@ -93,6 +98,12 @@ function fitLine(points: { bytes: number; ms: number }[]): { fixedMs: number; ms
   return { fixedMs: Math.max(0, my - slope * mx), msPerByte: slope };
 }
 
+/** Whether the run reduced its gradients beside backward (on a communication stream). */
+export function isOverlapped(run: Run): boolean {
+  const r = run.config.reduction;
+  return r !== undefined && r.schedule === 'overlapped' && r.workers > 1;
+}
+
 /** The network a run trained. */
 export function runGraph(run: Run): ResNetGraph {
   const c = run.config;
@@ -101,9 +112,12 @@ export function runGraph(run: Run): ResNetGraph {
 
 export function modelFromRun(run: Run): StepModel {
   const notes: string[] = [];
-  const contention = { compute: run.contention?.compute ?? 0, memory: run.contention?.memory ?? run.contention?.compute ?? 0, comm: run.contention?.comm ?? 0 };
+  const contention = {
+    compute: run.contention?.compute ?? 0, memory: run.contention?.memory ?? run.contention?.compute ?? 0, comm: run.contention?.comm ?? 0,
+    uncovered: uncoveredSlowdown(run.contention),
+  };
   if (!run.contention && run.config.reduction) notes.push('no contention probe in this run (gloo or single worker): compute and communication assumed not to slow each other');
-  const alone = aloneDurations(run.kernels, contention);
+  const alone = aloneDurations(run.kernels, contention, isOverlapped(run));
 
   const compute: ComputeTask[] = [];
   const computeKernels = run.kernels.filter((k) => k.stream === 'compute' && k.pass !== 'comm' && k.phase !== 'reduction');
