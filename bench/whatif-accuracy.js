@@ -3,8 +3,9 @@
 // How good are what-if predictions? Three kinds of change, each both ways:
 // a run is recorded, the change is predicted from it (`stepscope whatif`),
 // then the changed setup is measured; the error is predicted vs measured
-// median iteration time. Two ways: from the base setup's median run to the
-// target's median run; and paired by round
+// median iteration time. Three ways: from the base setup's median run to the
+// target's median run; the median of the predictions from every base run
+// against the median of the target's runs; and paired by round
 // (each round's base run predicts the same round's target run), summarized
 // by the median |error| over rounds.
 //   schedule:  serialized <-> overlapped
@@ -68,7 +69,13 @@ const benchFile = (variant) => {
   return file;
 };
 
-const rounds = Number(args.rounds);
+// --dir: as many rounds as were recorded there, unless --rounds says fewer.
+const recordedRounds = args.dir ? fs.readdirSync(dir).filter((f) => /^serialized-\d+\.json$/.test(f)).length : Infinity;
+if (args.dir && recordedRounds === 0) {
+  console.error(`whatif-accuracy: --dir '${args.dir}' holds no recordings (serialized-0.json, ...) of this benchmark`);
+  process.exit(2);
+}
+const rounds = Math.min(recordedRounds, argv.includes('--rounds') ? Number(args.rounds) : Infinity, args.dir ? Infinity : Number(args.rounds));
 for (let round = 0; round < rounds; round++) for (const name of Object.keys(setups)) record(name, round);
 const runs = Object.fromEntries(Object.entries(recorded).map(([name, list]) => {
   const sorted = [...list].sort((a, b) => a.run.summary.totalMs.median - b.run.summary.totalMs.median);
@@ -96,15 +103,33 @@ const rows = cases.map((c) => {
   const measured = runs[c.to].run.summary.totalMs.median;
   // Paired by round: each round's base run predicts the same round's target run (recorded a minute apart,
   // so the machine's slow drift cancels); the median |error| over rounds is the typical error of one prediction.
-  const perRound = recorded[c.from].map((base, r) => pct(predictFrom(base.file, c).totalMs, recorded[c.to][r].run.summary.totalMs.median));
+  const predictions = recorded[c.from].map((base) => predictFrom(base.file, c).totalMs);
+  const perRound = predictions.map((p, r) => pct(p, recorded[c.to][r].run.summary.totalMs.median));
+  // Medians over all rounds: the median of the predictions (one from each base run, each with its own
+  // contention figures) against the median of the target's runs.
+  const medianPredictedMs = median(predictions), medianMeasuredMs = median(recorded[c.to].map((x) => x.run.summary.totalMs.median));
   return {
     ...c, baseMs: runs[c.from].run.summary.totalMs.median, predictedMs: out.totalMs, measuredMs: measured, errorPct: pct(out.totalMs, measured),
     calibration: out.calibration, perRoundErrorPct: perRound, medianAbsRoundErrorPct: median(perRound.map(Math.abs)),
+    medianPredictedMs, medianMeasuredMs, mediansErrorPct: pct(medianPredictedMs, medianMeasuredMs),
   };
 });
 
 const { inRunCheck } = require(path.join(root, 'dist', 'src', 'whatif', 'inrun-check'));
 const checks = Object.fromEntries(Object.entries(recorded).map(([name, list]) => [name, list.map((x) => inRunCheck(x.run))]));
+
+const noise = Object.fromEntries(Object.entries(recorded).map(([name, list]) => {
+  const t = list.map((x) => x.run.summary.totalMs.median);
+  return [name, pct(median(t.filter((_, i) => i % 2 === 0)), median(t.filter((_, i) => i % 2 === 1)))];
+}));
+const TARGET_PCT = 5;
+function verdict() {
+  const worst = Math.max(...rows.map((r) => Math.abs(r.mediansErrorPct)));
+  const noisy = Object.entries(noise).filter(([, e]) => Math.abs(e) > TARGET_PCT).map(([n, e]) => `${n} ${e.toFixed(1)} %`);
+  if (worst <= TARGET_PCT) return `target ${TARGET_PCT} %: met (medians over the rounds, every case within ${worst.toFixed(1)} %)`;
+  return `target ${TARGET_PCT} %: not met (medians over the rounds, worst case ${worst.toFixed(1)} %)` +
+    (noisy.length ? `; the measurement's own noise floor is above the target (${noisy.join(', ')}): this run cannot resolve ${TARGET_PCT} %` : '');
+}
 
 const cpu = os.cpus()[0]?.model ?? 'unknown';
 const lines = [
@@ -116,6 +141,12 @@ const lines = [
     `${r.perRoundErrorPct.map((e) => e.toFixed(1)).join(', ')}; ${r.medianAbsRoundErrorPct.toFixed(1)}`),
   `median runs: mean |error| ${(rows.reduce((s, r) => s + Math.abs(r.errorPct), 0) / rows.length).toFixed(1)} %, max |error| ${Math.max(...rows.map((r) => Math.abs(r.errorPct))).toFixed(1)} %; ` +
     `paired rounds: median |error| per case at most ${Math.max(...rows.map((r) => r.medianAbsRoundErrorPct)).toFixed(1)} %, mean ${(rows.reduce((s, r) => s + r.medianAbsRoundErrorPct, 0) / rows.length).toFixed(1)} %`,
+  'medians over the rounds: the median of the predictions from every base run against the median of the target\'s runs:',
+  ...rows.map((r) => `${r.kind.padEnd(9)} ${r.from.padEnd(13)} ${r.to.padEnd(13)} predicted ${r.medianPredictedMs.toFixed(1).padStart(6)}  measured ${r.medianMeasuredMs.toFixed(1).padStart(6)}  error ${r.mediansErrorPct.toFixed(1).padStart(5)} %`),
+  `medians over the rounds: mean |error| ${(rows.reduce((s, r) => s + Math.abs(r.mediansErrorPct), 0) / rows.length).toFixed(1)} %, max |error| ${Math.max(...rows.map((r) => Math.abs(r.mediansErrorPct))).toFixed(1)} %`,
+  // What a perfect model would show: the median of a setup's even rounds against its odd rounds.
+  `noise floor (median of even rounds vs odd rounds, same setup): ${Object.entries(noise).map(([name, e]) => `${name} ${e.toFixed(1)} %`).join(', ')}`,
+  verdict(),
   // The measurement's own noise: how far apart the rounds of one setup landed.
   'rounds of each setup (median iteration ms), and the contention its median run measured (conv / memory-bound / reduction slowdown, uncovered kernels):',
   ...Object.entries(recorded).map(([name, list]) => {
@@ -133,6 +164,7 @@ console.log(lines.join('\n'));
 if (args.out) {
   fs.writeFileSync(args.out, JSON.stringify({
     machine: cpu, args, rows, rounds: Object.fromEntries(Object.entries(recorded).map(([n, l]) => [n, l.map((x) => x.run.summary.totalMs.median)])),
+    noiseFloorPct: noise,
     inRunCheckErrorPct: Object.fromEntries(Object.entries(checks).map(([n, l]) => [n, l.map((c) => c?.errorPct ?? null)])),
   }, null, 1));
 }

@@ -46,12 +46,12 @@ export interface Contention {
 export const CONTENTION_ITERATIONS = 3;
 /** Covered work (ms, summed over the kernels) below which a class's slowdown is not estimated. */
 const MIN_COVERED_MS = 2;
-/** Bound on the uncovered kernels' slowdown (a disturbed iteration must not set it). */
+/** Upper bound on the uncovered kernels' slowdown (a disturbed iteration must not set it). */
 const MAX_UNCOVERED = 0.25;
 
 /** The slowdown of every compute kernel in an overlapped arrangement (0 for runs saved without it). */
 export function uncoveredSlowdown(c: { uncovered?: number } | undefined): number {
-  return c?.uncovered ?? 0;
+  return Math.min(MAX_UNCOVERED, Math.max(0, c?.uncovered ?? 0));
 }
 
 /** The slowdown that applies to a compute kernel of this op beside communication. */
@@ -146,7 +146,8 @@ export function contentionFromIterations(overlapped: RecordedIteration[], serial
     compute: kappa(sums.compute),
     memory: enough(sums.memory) ? kappa(sums.memory) : undefined,
     comm: kappa(sums.comm),
-    uncovered: Math.min(MAX_UNCOVERED, Math.max(-MAX_UNCOVERED, drift - 1)),
+    // Below 0 (overlapped faster than alone) is noise: a reduction beside does not speed kernels up.
+    uncovered: Math.min(MAX_UNCOVERED, Math.max(0, drift - 1)),
     source: `the run's own kernels: ${what}; covered ms (conv / memory-bound / reduction) ${covered(sums.compute)} / ${covered(sums.memory)} / ${covered(sums.comm)}, ` +
       `uncovered kernels overlapped / serialized ${drift.toFixed(3)}`,
   };
