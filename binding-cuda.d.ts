@@ -3,7 +3,7 @@
 // `code` (ERR_NO_DEVICE, ERR_OUT_OF_MEMORY, ERR_UNSUPPORTED, ERR_CUDA,
 // ERR_CUDNN, ERR_CUBLAS, ERR_UNKNOWN_VARIANT, ERR_INVALID_ARG, ERR_BAD_SHAPE)
 // and, for library failures, `status` (e.g. CUDNN_STATUS_NOT_SUPPORTED) and `layer`.
-import type { ConvPass, ConvShape, KernelRecord, NativeError } from './binding';
+import type { ConvPass, ConvShape, KernelRecord, NativeError, OpKernelDescription, OpName, OpVariantInfo } from './binding';
 
 export interface CudaError extends NativeError {
   status?: string;
@@ -85,6 +85,15 @@ export interface CudaConvVariantInfo {
   passes: ConvPass[];
 }
 
+/** The step's other ops (batch norm, ReLU, add, pooling, FC, loss, SGD): the CPU addon's op names, parameters and buffers; variant `cuda`. */
+export declare class OpKernel {
+  /** Needs no device (describe() works anywhere); enqueue does. */
+  constructor(op: OpName, variant: string, params: Record<string, number | boolean>, layer?: string);
+  enqueue(stream: Stream, buffers: Buffer[]): void;
+  describe(): OpKernelDescription;
+}
+
+export declare function opVariants(): OpVariantInfo[];
 export declare function cudaInfo(): CudaInfo;
 export declare function convVariants(): CudaConvVariantInfo[];
 /** Waits for the recorded kernels and returns them, on this addon's nowNs() clock. */

@@ -17,6 +17,8 @@ import { resnet50Convs, shapeClass } from '../src/model/resnet50';
 import { cudaAddonIfLoaded, cudaStatus } from '../src/native-cuda';
 import { CONV_PASSES } from '../src/ops/conv';
 import { checkCudaConvVariants } from '../src/ops/conv-cuda';
+import { checkCudaOps, CUDA_OP_CASES } from '../src/ops/ops-cuda-check';
+import { addon } from '../src/native';
 import { cli, ROOT } from './helpers';
 
 const status = cudaStatus();
@@ -57,6 +59,58 @@ test('the kernels\' index arithmetic and cuBLAS operand layouts match a referenc
   assert.equal(out.rows.length, 7 * 3 * 4); // shapes x passes x (direct, im2col-cublas, implicit GEMM, with split-K)
   for (const row of out.rows) assert.ok(row.maxRelErr <= 1e-5, `${row.variant} ${row.pass} ${row.shape}: ${row.maxRelErr}`);
   assert.equal(r.status, 0);
+});
+
+test('the other ops\' arithmetic and the FC layer\'s cuBLAS layouts match the CPU reference kernels on the host (no GPU needed)', { skip: noNvcc }, () => {
+  // native/cuda/check/op_host_check.cc runs cuda/op_index.h as the kernels arrange it
+  // (batch norm per channel, max-pool's gather, softmax rows, SGD, the FC GEMMs emulated).
+  const exe = path.join(ROOT, 'build-cuda', 'stepscope_cuda_op_host_check');
+  const r = spawnSync(exe, { encoding: 'utf8' });
+  assert.equal(r.error, undefined, `${exe}: ${r.error?.message}`);
+  const out = JSON.parse(r.stdout) as { ok: boolean; checks: { name: string; error: number; tolerance: number; ok: boolean }[] };
+  for (const op of ['batchnorm', 'relu bwd', 'maxpool', 'bwd dx (gather against scatter)', 'softmax-xent', 'bad label gives NaN', 'sgd', 'fc']) {
+    assert.ok(out.checks.some((c) => c.name.includes(op)), `no check of ${op}`);
+  }
+  for (const c of out.checks) assert.ok(c.ok && c.error <= c.tolerance, `${c.name}: ${c.error} > ${c.tolerance}`);
+  assert.equal(out.checks.length, 56);
+  assert.equal(r.status, 0);
+});
+
+test('CUDA ops: the CPU addon\'s op names, parameters and buffers; clear errors; all before any device', { skip: needsAddon }, () => {
+  const cpu = addon();
+  for (const c of CUDA_OP_CASES) {
+    const d = new cuda!.OpKernel(c.op, 'cuda', c.params, 'l1').describe();
+    const ref = new cpu.OpKernel(c.op, 'reference', c.params, 'l1').describe();
+    assert.deepEqual(d.buffers, ref.buffers, c.op);
+    assert.deepEqual([d.op, d.pass, d.layer, d.variant, d.flops], [ref.op, ref.pass, 'l1', 'cuda', ref.flops], c.op);
+  }
+  const listed = cuda!.opVariants().map((v) => v.op);
+  assert.deepEqual([...new Set(CUDA_OP_CASES.map((c) => c.op))].filter((op) => !listed.includes(op)), []);
+  assert.ok(!listed.includes('allreduce-local'));
+  const bn = { n: 2, c: 16, hw: 49 };
+  const err = (code: string, re: RegExp) => (e: CudaError) => e.code === code && re.test(e.message);
+  assert.throws(() => new cuda!.OpKernel('layernorm' as never, 'cuda', bn), err('ERR_UNKNOWN_OP', /unknown op 'layernorm' .*allowed: batchnorm-fwd, .*sgd/));
+  assert.throws(() => new cuda!.OpKernel('batchnorm-fwd', 'fast', bn), err('ERR_UNKNOWN_VARIANT', /unknown variant 'fast' .*allowed: cuda/));
+  assert.throws(() => new cuda!.OpKernel('batchnorm-fwd', 'cuda', { ...bn, blocked: true }), err('ERR_UNSUPPORTED', /nChw16c/));
+  assert.throws(() => new cuda!.OpKernel('allreduce-local', 'cuda', { size: 4 }), err('ERR_UNSUPPORTED', /NCCL/));
+  assert.throws(() => new cuda!.OpKernel('batchnorm-fwd', 'cuda', { ...bn, n: 0 }), err('ERR_INVALID_ARG', /parameter 'n' is 0.*allowed an integer from 1/));
+  assert.throws(() => new cuda!.OpKernel('maxpool-fwd', 'cuda', { n: 1, c: 1, h: 2, w: 2, k: 3, stride: 2, pad: 3 }), err('ERR_BAD_SHAPE', /gives no output/));
+});
+
+test('the CUDA op check (src/ops/ops-cuda-check.ts) runs end to end on the CPU stand-in, and catches a wrong kernel', { skip: needsAddon }, () => {
+  // The stand-in computes with the CPU's fast kernels: every row within tolerance. FAKE_CUDA_OP_WRONG makes one op
+  // compute another's result: the check must fail it.
+  const script = "require('./dist/src/ops/ops-cuda-check').checkCudaOps().then((rows) => console.log(JSON.stringify(rows)))";
+  const run = (extra: Record<string, string> = {}) => {
+    const r = spawnSync(process.execPath, ['-e', script], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, STEPSCOPE_CUDA_ADDON: path.join(ROOT, 'test', 'fixtures', 'fake-cuda-addon.js'), ...extra } });
+    assert.equal(r.status, 0, r.stderr);
+    return JSON.parse(r.stdout) as { op: string; buffer: string; maxRelErr: number; ok: boolean }[];
+  };
+  const rows = run();
+  assert.deepEqual([...new Set(rows.map((r) => r.op))], [...new Set(CUDA_OP_CASES.map((c) => c.op))]);
+  for (const r of rows) assert.ok(r.ok, `${r.op} ${r.buffer}: ${r.maxRelErr}`);
+  const wrong = run({ FAKE_CUDA_OP_WRONG: 'relu-bwd' });
+  assert.ok(wrong.some((r) => r.op === 'relu-bwd' && !r.ok), JSON.stringify(wrong.filter((r) => r.op === 'relu-bwd')));
 });
 
 test('cudaInfo gives the library versions, and the device or the reason there is none', { skip: needsAddon }, () => {
@@ -286,6 +340,22 @@ test('cuda: kernels land on the timeline; library failures carry status and laye
     assert.match(e.status ?? '', /CUDNN_STATUS_NOT_SUPPORTED/);
     assert.match(e.layer ?? '', /res3a_branch1 fwd cudnn:winograd/);
   }
+});
+
+test('cuda: every other op of the step against the CPU reference (random data, outputs poisoned)', { skip: needsDevice }, async () => {
+  const rows = await checkCudaOps();
+  assert.ok(rows.length >= CUDA_OP_CASES.length);
+  for (const r of rows) assert.ok(r.ok, `${r.op} ${JSON.stringify(r.params)} ${r.buffer}: ${r.maxRelErr} > ${r.tolerance}`);
+  // On the timeline with its layer; a buffer of the wrong length is refused before anything is queued.
+  const c = cuda!;
+  const stream = new c.Stream('ops');
+  const k = new c.OpKernel('relu-fwd', 'cuda', { size: 8 }, 'relu1');
+  c.timelineClear();
+  k.enqueue(stream, [new c.Buffer(8), new c.Buffer(8)]);
+  await stream.synchronize();
+  const records = c.timelineDrain();
+  assert.deepEqual(records.map((r) => [r.op, r.pass, r.layer, r.variant]), [['relu', 'fwd', 'relu1', 'cuda']]);
+  assert.throws(() => k.enqueue(stream, [new c.Buffer(8), new c.Buffer(9)]), (e: CudaError) => e.code === 'ERR_INVALID_ARG' && /buffer 'y' holds 9 values, needs 8/.test(e.message));
 });
 
 test('cuda: bench conv --backend cuda --variant all checks and times every row', { skip: needsDevice }, () => {

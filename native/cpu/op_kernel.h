@@ -13,29 +13,9 @@
 #include <vector>
 
 #include "core/stream.h"
+#include "cpu/op_params.h"
 
 namespace stepscope {
-
-// Numeric parameters of an op, read with range checks that name the field.
-class OpParams {
- public:
-  explicit OpParams(std::map<std::string, double> values, std::string op)
-      : values_(std::move(values)), op_(std::move(op)) {}
-  double number(const std::string& name) const;
-  double number(const std::string& name, double fallback) const;
-  int integer(const std::string& name, int lo, int hi) const;
-  int integer(const std::string& name, int lo, int hi, int fallback) const;
-  bool flag(const std::string& name) const { return number(name, 0) != 0; }
-
- private:
-  std::map<std::string, double> values_;
-  std::string op_;
-};
-
-struct BufferSpec {
-  std::string name;
-  int64_t length;
-};
 
 class OpKernel {
  public:

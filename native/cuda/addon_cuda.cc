@@ -68,6 +68,20 @@ Napi::Value convVariants(const Napi::CallbackInfo& info) {
   return out;
 }
 
+Napi::Value opVariants(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto variants = cudaOpVariants();
+  Napi::Array out = Napi::Array::New(env, variants.size());
+  for (size_t i = 0; i < variants.size(); ++i) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("op", variants[i].op);
+    o.Set("name", variants[i].variant);
+    o.Set("description", variants[i].description);
+    out.Set(uint32_t(i), o);
+  }
+  return out;
+}
+
 Napi::Value timelineDrain(const Napi::CallbackInfo& info) {
   return cudaGuarded(info.Env(), [&]() -> Napi::Value { return kernelRecordsToJs(info.Env(), drainTimeline()); });
 }
@@ -85,13 +99,16 @@ Napi::Object initCuda(Napi::Env env, Napi::Object exports) {
   auto* data = new CudaAddonData();
   env.SetInstanceData<CudaAddonData>(data);
   Napi::Function buffer = CudaBufferWrap::define(env), stream = CudaStreamWrap::define(env),
-                 conv = CudaConvKernelWrap::define(env);
+                 conv = CudaConvKernelWrap::define(env), op = CudaOpKernelWrap::define(env);
   data->buffer = Napi::Persistent(buffer);
   data->stream = Napi::Persistent(stream);
   data->convKernel = Napi::Persistent(conv);
+  data->opKernel = Napi::Persistent(op);
   exports.Set("Buffer", buffer);
   exports.Set("Stream", stream);
   exports.Set("ConvKernel", conv);
+  exports.Set("OpKernel", op);
+  exports.Set("opVariants", Napi::Function::New(env, opVariants));
   exports.Set("cudaInfo", Napi::Function::New(env, cudaInfo));
   exports.Set("convVariants", Napi::Function::New(env, convVariants));
   exports.Set("timelineDrain", Napi::Function::New(env, timelineDrain));

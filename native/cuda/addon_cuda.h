@@ -8,12 +8,13 @@
 #include "cuda/cuda_buffer.h"
 #include "cuda/cuda_error.h"
 #include "cuda/cuda_stream.h"
+#include "cuda/op_cuda.h"
 #include "napi/util.h"
 
 namespace stepscope {
 
 struct CudaAddonData {
-  Napi::FunctionReference buffer, stream, convKernel;
+  Napi::FunctionReference buffer, stream, convKernel, opKernel;
 };
 inline CudaAddonData& cudaAddonData(Napi::Env env) { return *env.GetInstanceData<CudaAddonData>(); }
 
@@ -83,6 +84,18 @@ class CudaConvKernelWrap : public Napi::ObjectWrap<CudaConvKernelWrap> {
   Napi::Value enqueue(const Napi::CallbackInfo& info);
   Napi::Value describe(const Napi::CallbackInfo& info);
   std::shared_ptr<CudaConvKernel> kernel_;
+};
+
+class CudaOpKernelWrap : public Napi::ObjectWrap<CudaOpKernelWrap> {
+ public:
+  static constexpr const char* kClassName = "OpKernel";
+  static Napi::Function define(Napi::Env env);
+  explicit CudaOpKernelWrap(const Napi::CallbackInfo& info);
+
+ private:
+  Napi::Value enqueue(const Napi::CallbackInfo& info);
+  Napi::Value describe(const Napi::CallbackInfo& info);
+  std::shared_ptr<CudaOpKernel> kernel_;
 };
 
 }  // namespace stepscope

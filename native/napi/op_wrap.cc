@@ -3,6 +3,7 @@
 #include <mutex>
 
 #include "napi/buffer_wrap.h"
+#include "napi/op_params_arg.h"
 #include "napi/stream_wrap.h"
 #include "napi/util.h"
 
@@ -19,19 +20,8 @@ OpKernelWrap::OpKernelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Op
   guarded(info.Env(), [&] {
     std::string op = stringArg(info, 0, "op");
     std::string variant = stringArg(info, 1, "variant");
-    if (!info[2].IsObject()) throw Error("ERR_INVALID_ARG", "OpKernel(op, variant, params): params must be an object");
-    Napi::Object o = info[2].As<Napi::Object>();
-    std::map<std::string, double> values;
-    Napi::Array keys = o.GetPropertyNames();
-    for (uint32_t i = 0; i < keys.Length(); ++i) {
-      std::string key = keys.Get(i).ToString().Utf8Value();
-      Napi::Value v = o.Get(key);
-      if (v.IsBoolean()) values[key] = v.As<Napi::Boolean>().Value() ? 1 : 0;
-      else if (v.IsNumber()) values[key] = v.As<Napi::Number>().DoubleValue();
-      else throw Error("ERR_INVALID_ARG", op + ": parameter '" + key + "' must be a number or a boolean");
-    }
     std::string layer = info.Length() > 3 && !info[3].IsUndefined() ? stringArg(info, 3, "layer") : "";
-    kernel_ = makeCpuOpKernel(op, variant, OpParams(values, op), layer);
+    kernel_ = makeCpuOpKernel(op, variant, opParamsArg(info, 2, op), layer);
   });
 }
 

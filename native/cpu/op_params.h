@@ -1,0 +1,33 @@
+// The numeric parameters of an op (batch norm, pooling, ...) and the buffers
+// it takes: shared by the CPU kernels (op_kernel.h) and the CUDA ones
+// (cuda/op_cuda.h), so both backends read the same parameters with the same
+// range checks and declare the same buffers.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+
+namespace stepscope {
+
+// Numeric parameters of an op, read with range checks that name the field.
+class OpParams {
+ public:
+  explicit OpParams(std::map<std::string, double> values, std::string op)
+      : values_(std::move(values)), op_(std::move(op)) {}
+  double number(const std::string& name) const;
+  double number(const std::string& name, double fallback) const;
+  int integer(const std::string& name, int lo, int hi) const;
+  int integer(const std::string& name, int lo, int hi, int fallback) const;
+  bool flag(const std::string& name) const { return number(name, 0) != 0; }
+
+ private:
+  std::map<std::string, double> values_;
+  std::string op_;
+};
+
+struct BufferSpec {
+  std::string name;
+  int64_t length;
+};
+
+}  // namespace stepscope

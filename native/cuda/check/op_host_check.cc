@@ -1,0 +1,245 @@
+// Runs the per-element arithmetic of the CUDA backend's non-convolution ops
+// (cuda/op_index.h) on the host, arranged as the kernels arrange it (per
+// channel, per output, per input, the cuBLAS calls emulated column-major),
+// against the CPU backend's reference kernels (cpu/*.cc, `reference`
+// variant) on fresh random data: batch norm forward and backward with and
+// without the fused ReLU, max-pool forward and backward (the gather against
+// the CPU's scatter) on several window shapes, softmax cross-entropy
+// (and a bad label), SGD and the FC layer. Prints one JSON object; exit 1 if
+// any error exceeds its tolerance. No GPU needed.
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "cpu/op_kernel.h"
+#include "cuda/op_index.h"
+
+using namespace stepscope;
+using namespace stepscope::cudaops;
+
+namespace {
+
+std::vector<float> randomVector(size_t n, uint64_t seed, float lo = -1.0f, float hi = 1.0f) {
+  std::vector<float> v(n);
+  for (auto& e : v) {
+    seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+    e = lo + (hi - lo) * float((seed >> 40) & 0xFFFFFF) / float(1 << 24);
+  }
+  return v;
+}
+
+// Max |a - b| / (1 + max |b|) over the values; NaN anywhere in a counts as infinite.
+double relErr(const std::vector<float>& a, const std::vector<float>& b) {
+  double worst = 0, scale = 1;
+  for (float x : b) scale = std::max(scale, double(std::fabs(x)));
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (std::isnan(a[i]) != std::isnan(b[i])) return INFINITY;
+    if (!std::isnan(a[i])) worst = std::max(worst, std::fabs(double(a[i]) - b[i]) / scale);
+  }
+  return worst;
+}
+
+struct Result {
+  std::string name;
+  double err;
+  double tol;
+};
+std::vector<Result> results;
+void record(const std::string& name, double err, double tol = 1e-5) { results.push_back({name, err, tol}); }
+
+std::vector<float*> ptrs(std::vector<std::vector<float>>& bufs) {
+  std::vector<float*> p;
+  for (auto& b : bufs) p.push_back(b.data());
+  return p;
+}
+
+// The CPU reference kernel of an op on the given buffers (outputs poisoned first with NaN by the caller).
+void cpuReference(const std::string& op, const std::map<std::string, double>& params, std::vector<std::vector<float>>& bufs) {
+  OpParams p(params, op);
+  std::unique_ptr<OpKernel> k;
+  if (op.rfind("batchnorm", 0) == 0) k = makeBatchNorm(op, false, p, "check");
+  else if (op.find("pool") != std::string::npos) k = makePool(op, false, p, "check");
+  else if (op.rfind("fc-", 0) == 0) k = makeLinear(op, false, p, "check");
+  else if (op == "softmax-xent") k = makeLoss(op, false, p, "check");
+  else k = makeSgd(op, false, p, "check");
+  k->run(ptrs(bufs));
+}
+
+std::vector<float> poisoned(size_t n) { return std::vector<float>(n, NAN); }
+
+void checkBatchNorm(int n, int c, int hw, bool relu) {
+  const size_t N = size_t(n) * c * hw;
+  const std::string tag = "batchnorm n" + std::to_string(n) + " c" + std::to_string(c) + " hw" + std::to_string(hw) + (relu ? " relu" : "");
+  const auto x = randomVector(N, 11 + N, -2.f, 3.f), gamma = randomVector(c, 12, 0.5f, 1.5f), beta = randomVector(c, 13);
+  const auto rm = randomVector(c, 14), rv = randomVector(c, 15, 0.5f, 2.f);
+  const std::map<std::string, double> params{{"n", n}, {"c", c}, {"hw", hw}, {"relu", relu ? 1 : 0}};
+  // CPU reference forward.
+  std::vector<std::vector<float>> f{x, gamma, beta, rm, rv, poisoned(N), poisoned(c), poisoned(c)};
+  cpuReference("batchnorm-fwd", params, f);
+  // As ops_batchnorm.cu: per channel, double sums, then the element formula.
+  std::vector<float> y(N), mean(c), invstd(c), runMean = rm, runVar = rv;
+  const long long m = (long long)n * hw;
+  auto at = [&](int ch, long long i) { return (i / hw * c + ch) * hw + i % hw; };
+  for (int ch = 0; ch < c; ++ch) {
+    double s = 0, q = 0;
+    for (long long i = 0; i < m; ++i) s += x[at(ch, i)];
+    const double mu = s / double(m);
+    for (long long i = 0; i < m; ++i) q += (x[at(ch, i)] - mu) * (x[at(ch, i)] - mu);
+    const double var = q / double(m), is = 1.0 / std::sqrt(var + 1e-5);
+    mean[ch] = float(mu), invstd[ch] = float(is);
+    runMean[ch] = float(0.9 * rm[ch] + 0.1 * mu);
+    runVar[ch] = float(0.9 * rv[ch] + 0.1 * var * double(m) / double(m - 1));
+    const float scale = float(gamma[ch] * is), shift = float(beta[ch] - gamma[ch] * mu * is);
+    for (long long i = 0; i < m; ++i) y[at(ch, i)] = bnForwardValue(x[at(ch, i)], scale, shift, relu);
+  }
+  record(tag + " fwd y", relErr(y, f[5]));
+  record(tag + " fwd save_mean", relErr(mean, f[6]));
+  record(tag + " fwd save_invstd", relErr(invstd, f[7]));
+  record(tag + " fwd running stats", std::max(relErr(runMean, f[3]), relErr(runVar, f[4])));
+  // Backward from the forward's saved statistics and output.
+  const auto dy = randomVector(N, 17 + N);
+  std::vector<std::vector<float>> b{x, gamma, f[6], f[7], dy, poisoned(N), poisoned(c), poisoned(c)};
+  if (relu) b.push_back(f[5]);
+  cpuReference("batchnorm-bwd", params, b);
+  std::vector<float> dx(N), dgamma(c), dbeta(c);
+  for (int ch = 0; ch < c; ++ch) {
+    const float mu = f[6][ch], is = f[7][ch];
+    double sg = 0, sgx = 0;
+    for (long long i = 0; i < m; ++i) {
+      const long long k = at(ch, i);
+      const float g = bnGrad(dy[k], relu ? f[5][k] : 1.0f, relu);
+      sg += g;
+      sgx += double(g) * (double(x[k]) - mu);
+    }
+    const double sumGXhat = sgx * is;
+    dbeta[ch] = float(sg), dgamma[ch] = float(sumGXhat);
+    const BnBackwardCoefficients co = bnBackwardCoefficients(gamma[ch], is, double(m), sg, sumGXhat);
+    for (long long i = 0; i < m; ++i) {
+      const long long k = at(ch, i);
+      dx[k] = co.a * bnGrad(dy[k], relu ? f[5][k] : 1.0f, relu) + co.bias + co.slope * (x[k] - mu);
+    }
+  }
+  record(tag + " bwd dx", relErr(dx, b[5]), 1e-4);
+  record(tag + " bwd dgamma", relErr(dgamma, b[6]), 1e-4);
+  record(tag + " bwd dbeta", relErr(dbeta, b[7]), 1e-4);
+}
+
+void checkMaxPool(int n, int c, int h, int w, int k, int stride, int pad) {
+  PoolDims d{h, w, k, stride, pad, (h + 2 * pad - k) / stride + 1, (w + 2 * pad - k) / stride + 1};
+  const std::string tag = "maxpool " + std::to_string(h) + "x" + std::to_string(w) + " k" + std::to_string(k) + " s" + std::to_string(stride) + " p" + std::to_string(pad);
+  const long long planes = (long long)n * c, in = (long long)h * w, out = (long long)d.p * d.q;
+  const std::map<std::string, double> params{{"n", n}, {"c", c}, {"h", h}, {"w", w}, {"k", k}, {"stride", stride}, {"pad", pad}};
+  const auto x = randomVector(size_t(planes * in), 21 + h * w);
+  std::vector<std::vector<float>> f{x, poisoned(size_t(planes * out)), poisoned(size_t(planes * out))};
+  cpuReference("maxpool-fwd", params, f);
+  std::vector<float> y(size_t(planes * out)), arg(size_t(planes * out));
+  for (long long i = 0; i < planes * out; ++i) maxpoolForwardAt(d, x.data() + i / out * in, int(i % out), &y[i], &arg[i]);
+  record(tag + " fwd y", relErr(y, f[1]), 0);
+  record(tag + " fwd argmax", relErr(arg, f[2]), 0);
+  const auto dy = randomVector(size_t(planes * out), 23 + h * w);
+  std::vector<std::vector<float>> b{dy, f[2], poisoned(size_t(planes * in))};
+  cpuReference("maxpool-bwd", params, b);
+  std::vector<float> dx(size_t(planes * in));
+  for (long long i = 0; i < planes * in; ++i) dx[i] = maxpoolBackwardAt(d, dy.data() + i / in * out, f[2].data() + i / in * out, int(i % in));
+  record(tag + " bwd dx (gather against scatter)", relErr(dx, b[2]), 1e-6);
+}
+
+void checkSoftmax(int n, int classes) {
+  const std::string tag = "softmax-xent n" + std::to_string(n) + " classes" + std::to_string(classes);
+  const auto logits = randomVector(size_t(n) * classes, 31, -4.f, 4.f);
+  std::vector<float> labels(n);
+  for (int i = 0; i < n; ++i) labels[i] = float((i * 7 + 3) % classes);
+  std::vector<std::vector<float>> f{logits, labels, poisoned(1), poisoned(size_t(n) * classes)};
+  cpuReference("softmax-xent", {{"n", n}, {"classes", classes}}, f);
+  std::vector<float> grad(size_t(n) * classes);
+  double total = 0;
+  for (int i = 0; i < n; ++i) total += softmaxXentRow(logits.data() + size_t(i) * classes, classes, labels[i], n, grad.data() + size_t(i) * classes);
+  record(tag + " loss", relErr({float(total / n)}, f[2]), 1e-6);
+  record(tag + " dlogits", relErr(grad, f[3]), 1e-6);
+  // A label outside 0..classes-1: the CPU throws; the device writes NaN (the loss shows it).
+  std::vector<float> row(classes);
+  const double bad = softmaxXentRow(logits.data(), classes, float(classes), n, row.data());
+  record(tag + " bad label gives NaN", std::isnan(bad) && std::isnan(row[0]) ? 0.0 : INFINITY, 0);
+}
+
+void checkSgd(int size) {
+  auto param = randomVector(size, 41), buf = randomVector(size, 42);
+  const auto grad = randomVector(size, 43);
+  std::vector<std::vector<float>> f{param, grad, buf};
+  cpuReference("sgd", {{"size", size}, {"lr", 0.1}, {"momentum", 0.9}, {"weightDecay", 1e-4}}, f);
+  for (long long i = 0; i < size; ++i) sgdAt(param.data(), grad.data(), buf.data(), i, 0.1f, 0.9f, 1e-4f);
+  record("sgd param", relErr(param, f[0]), 1e-6);
+  record("sgd momentum buffer", relErr(buf, f[2]), 1e-6);
+}
+
+// C = op(A) op(B), column-major, as cublasSgemm with alpha 1, beta 0.
+void sgemmColumnMajor(const FcGemm& g, const float* a, const float* b, float* c) {
+  for (int j = 0; j < g.n; ++j)
+    for (int i = 0; i < g.m; ++i) {
+      double acc = 0;
+      for (int l = 0; l < g.k; ++l) {
+        const float av = g.transA ? a[l + size_t(i) * g.lda] : a[i + size_t(l) * g.lda];
+        const float bv = g.transB ? b[j + size_t(l) * g.ldb] : b[l + size_t(j) * g.ldb];
+        acc += double(av) * bv;
+      }
+      c[i + size_t(j) * g.ldc] = float(acc);
+    }
+}
+
+void checkLinear(int n, int in, int out) {
+  const std::string tag = "fc n" + std::to_string(n) + " in" + std::to_string(in) + " out" + std::to_string(out);
+  const auto x = randomVector(size_t(n) * in, 51), w = randomVector(size_t(out) * in, 52), bias = randomVector(out, 53);
+  const std::map<std::string, double> params{{"n", n}, {"in", in}, {"out", out}};
+  std::vector<std::vector<float>> f{x, w, bias, poisoned(size_t(n) * out)};
+  cpuReference("fc-fwd", params, f);
+  std::vector<float> y(size_t(n) * out);
+  sgemmColumnMajor(fcForwardGemm(n, in, out), w.data(), x.data(), y.data());
+  for (size_t i = 0; i < y.size(); ++i) y[i] += bias[i % out];  // addBias
+  record(tag + " fwd y", relErr(y, f[3]), 1e-6);
+  const auto dy = randomVector(size_t(n) * out, 54);
+  std::vector<std::vector<float>> b{x, w, dy, poisoned(size_t(n) * in), poisoned(size_t(out) * in), poisoned(out)};
+  cpuReference("fc-bwd", params, b);
+  std::vector<float> dx(size_t(n) * in), dw(size_t(out) * in), db(out);
+  sgemmColumnMajor(fcBackwardDataGemm(n, in, out), w.data(), dy.data(), dx.data());
+  sgemmColumnMajor(fcBackwardFilterGemm(n, in, out), x.data(), dy.data(), dw.data());
+  for (int j = 0; j < out; ++j) {  // biasGrad
+    double s = 0;
+    for (int i = 0; i < n; ++i) s += dy[size_t(i) * out + j];
+    db[j] = float(s);
+  }
+  record(tag + " bwd dx", relErr(dx, b[3]), 1e-6);
+  record(tag + " bwd dw", relErr(dw, b[4]), 1e-6);
+  record(tag + " bwd db", relErr(db, b[5]), 1e-6);
+}
+
+}  // namespace
+
+int main() {
+  for (bool relu : {false, true}) {
+    checkBatchNorm(2, 3, 49, relu);
+    checkBatchNorm(3, 16, 9, relu);
+  }
+  checkMaxPool(2, 3, 9, 9, 3, 2, 1);   // ResNet-50's pool1 shape class (odd input)
+  checkMaxPool(2, 3, 8, 10, 3, 2, 1);  // even input
+  checkMaxPool(1, 2, 7, 7, 2, 2, 0);   // non-overlapping windows
+  checkMaxPool(1, 2, 6, 5, 3, 1, 1);   // stride 1: every input in up to 9 windows
+  checkSoftmax(5, 10);
+  checkSoftmax(3, 1000);
+  checkSgd(1000);
+  checkLinear(3, 7, 5);
+  checkLinear(4, 64, 10);
+  bool ok = true;
+  std::printf("{\"checks\": [\n");
+  for (size_t i = 0; i < results.size(); ++i) {
+    const bool pass = results[i].err <= results[i].tol;
+    ok = ok && pass;
+    std::printf("  {\"name\": \"%s\", \"error\": %.3g, \"tolerance\": %.3g, \"ok\": %s}%s\n", results[i].name.c_str(),
+                std::isinf(results[i].err) ? 1e308 : results[i].err, results[i].tol, pass ? "true" : "false",
+                i + 1 < results.size() ? "," : "");
+  }
+  std::printf("], \"ok\": %s}\n", ok ? "true" : "false");
+  return ok ? 0 : 1;
+}

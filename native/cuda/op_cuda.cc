@@ -1,0 +1,88 @@
+// The table of the CUDA backend's non-convolution ops and the factory.
+#include "cuda/op_cuda.h"
+
+#include <cuda_runtime_api.h>
+
+#include "core/error.h"
+#include "cuda/cuda_error.h"
+
+namespace stepscope {
+
+double CudaOpKernel::bytes() const {
+  double total = 0;
+  for (const auto& b : buffers_) total += 4.0 * double(b.length);
+  return total;
+}
+
+std::string CudaOpKernel::context() const { return (layer_.empty() ? op_ : layer_) + " " + pass_ + " " + op_; }
+
+KernelInfo CudaOpKernel::info() const {
+  KernelInfo i;
+  i.op = op_;
+  i.variant = variant_;
+  i.layer = layer_;
+  i.pass = pass_;
+  i.flops = flops_;
+  i.bytes = bytes();
+  return i;
+}
+
+void checkLaunch(const char* what, const std::string& context) { checkCuda(cudaGetLastError(), what, context); }
+
+int opGridFor(long long total) {
+  const long long blocks = (total + 255) / 256;
+  return int(blocks < 1 ? 1 : blocks < 65535LL * 32 ? blocks : 65535LL * 32);
+}
+
+namespace {
+
+struct Entry {
+  const char* op;
+  const char* description;
+};
+
+const Entry kOps[] = {
+    {"batchnorm-fwd", "batch norm, training mode, one block per channel (double sums); relu=1 fuses the ReLU"},
+    {"batchnorm-bwd", "batch norm backward, one block per channel; relu=1 masks dy by the fused ReLU's output"},
+    {"relu-fwd", "y = max(x, 0)"},
+    {"relu-bwd", "dx = dy where y > 0"},
+    {"add", "y = a + b; relu=1 fuses the ReLU"},
+    {"maxpool-fwd", "max-pool saving the argmax"},
+    {"maxpool-bwd", "gathers dy at each input from the windows that chose it (no atomics)"},
+    {"avgpool-fwd", "global average pool"},
+    {"avgpool-bwd", "spreads dy evenly"},
+    {"fc-fwd", "y = x w^T + b (cuBLAS sgemm, fp32)"},
+    {"fc-bwd", "dx = dy w, dw = dy^T x (cuBLAS sgemm, fp32), db = sum dy"},
+    {"softmax-xent", "mean softmax cross-entropy and its gradient; a bad label gives a NaN loss"},
+    {"sgd", "SGD with momentum and weight decay (PyTorch semantics)"},
+};
+
+}  // namespace
+
+std::vector<CudaOpVariantInfo> cudaOpVariants() {
+  std::vector<CudaOpVariantInfo> out;
+  for (const Entry& e : kOps) out.push_back({e.op, "cuda", e.description});
+  return out;
+}
+
+std::unique_ptr<CudaOpKernel> makeCudaOpKernel(const std::string& op, const std::string& variant, const OpParams& p,
+                                               const std::string& layer) {
+  bool known = false;
+  for (const Entry& e : kOps) known = known || op == e.op;
+  if (!known) {
+    if (op == "allreduce-local" || op == "link-hold") {
+      throw Error("ERR_UNSUPPORTED", op + ": the CUDA backend reduces gradients with NCCL, not with the CPU's local communicator");
+    }
+    std::string names;
+    for (const Entry& e : kOps) names += (names.empty() ? "" : ", ") + std::string(e.op);
+    throw Error("ERR_UNKNOWN_OP", "unknown op '" + op + "' for the CUDA backend; allowed: " + names);
+  }
+  if (variant != "cuda") throw Error("ERR_UNKNOWN_VARIANT", op + ": unknown variant '" + variant + "' for the CUDA backend; allowed: cuda");
+  if (p.flag("blocked")) throw Error("ERR_UNSUPPORTED", op + ": the nChw16c layout (blocked=1) is the CPU's oneDNN layout; the CUDA backend takes NCHW");
+  if (op.rfind("batchnorm", 0) == 0) return makeCudaBatchNorm(op, p, layer);
+  if (op.find("pool") != std::string::npos) return makeCudaPool(op, p, layer);
+  if (op.rfind("fc-", 0) == 0) return makeCudaLinear(op, p, layer);
+  return makeCudaElementOp(op, p, layer);
+}
+
+}  // namespace stepscope

@@ -1,0 +1,71 @@
+// The step's ops other than convolution on the CUDA backend: batch norm (with
+// the fused ReLU), ReLU, residual add, max- and average-pool, the FC layer
+// (cuBLAS), softmax cross-entropy and SGD. Same op names, parameters and
+// buffers as the CPU kernels (cpu/op_kernel.h, read through cpu/op_params.h),
+// NCHW fp32; one variant, `cuda` (our kernels, cuBLAS for the FC GEMMs).
+// A kernel is prepared without a device (its buffers can be described and
+// checked anywhere); launching needs one.
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/timeline.h"
+#include "cpu/op_params.h"
+
+namespace stepscope {
+
+class CudaOpKernel {
+ public:
+  CudaOpKernel(std::string op, std::string pass, std::string layer)
+      : op_(std::move(op)), pass_(std::move(pass)), layer_(std::move(layer)) {}
+  virtual ~CudaOpKernel() = default;
+
+  // buffers[i] holds buffers()[i].length floats of device memory (checked by the caller).
+  virtual void launch(const std::vector<float*>& buffers, cudaStream_t stream) = 0;
+
+  const std::vector<BufferSpec>& buffers() const { return buffers_; }
+  const std::string& op() const { return op_; }
+  const std::string& variant() const { return variant_; }
+  const std::string& pass() const { return pass_; }
+  const std::string& layer() const { return layer_; }
+  double flops() const { return flops_; }
+  double bytes() const;
+  // "bn1 fwd batchnorm": the context of every error message.
+  std::string context() const;
+  KernelInfo info() const;
+
+ protected:
+  std::string op_, variant_ = "cuda", pass_, layer_;
+  std::vector<BufferSpec> buffers_;
+  double flops_ = 0;
+};
+
+struct CudaOpVariantInfo {
+  std::string op;
+  std::string variant;
+  std::string description;
+};
+std::vector<CudaOpVariantInfo> cudaOpVariants();
+
+// ERR_UNKNOWN_OP / ERR_UNKNOWN_VARIANT list the valid names; a bad parameter
+// is ERR_INVALID_ARG naming it; the nChw16c layout (blocked=1) and the
+// communication ops are ERR_UNSUPPORTED on this backend.
+std::unique_ptr<CudaOpKernel> makeCudaOpKernel(const std::string& op, const std::string& variant, const OpParams& params,
+                                               const std::string& layer);
+
+// Factories, one per file.
+std::unique_ptr<CudaOpKernel> makeCudaBatchNorm(const std::string& op, const OpParams& p, const std::string& layer);
+std::unique_ptr<CudaOpKernel> makeCudaPool(const std::string& op, const OpParams& p, const std::string& layer);
+std::unique_ptr<CudaOpKernel> makeCudaLinear(const std::string& op, const OpParams& p, const std::string& layer);
+// relu-fwd, relu-bwd, add, softmax-xent, sgd.
+std::unique_ptr<CudaOpKernel> makeCudaElementOp(const std::string& op, const OpParams& p, const std::string& layer);
+
+// A launch's error (bad configuration, no device) as a CudaError with the kernel's context.
+void checkLaunch(const char* what, const std::string& context);
+// Blocks of 256 threads covering `total` elements, at most 65535 * 32 (grid-stride loops do the rest).
+int opGridFor(long long total);
+
+}  // namespace stepscope

@@ -1,0 +1,119 @@
+// The per-element arithmetic of the CUDA kernels for the step's other ops
+// (ops_*.cu), shared with check/op_host_check.cc, which runs it on the host
+// against the CPU reference kernels: the formulas, the max-pool's gather of
+// gradients and the FC layer's cuBLAS operand layouts are checked on machines
+// without a GPU; only the launches and the block reductions are not.
+// Tensors are NCHW fp32 with the buffers of cpu/op_kernel.h.
+#pragma once
+
+#include <cmath>
+
+#ifdef __CUDACC__
+#define SS_HD __host__ __device__
+#else
+#define SS_HD
+#endif
+
+namespace stepscope {
+namespace cudaops {
+
+// ---- batch norm: per channel, scale = gamma * invstd, shift = beta - gamma * mean * invstd.
+
+SS_HD inline float bnForwardValue(float x, float scale, float shift, bool relu) {
+  const float v = x * scale + shift;
+  return relu && v < 0.0f ? 0.0f : v;  // NaN passes, as in PyTorch
+}
+
+// The gradient that reaches the batch norm: dy, masked where the fused ReLU's output was not positive.
+SS_HD inline float bnGrad(float dy, float y, bool relu) { return !relu || y > 0.0f ? dy : 0.0f; }
+
+// dx = gamma * invstd / M * (M * g - sum g - xhat * sum g*xhat), as a * g + bias + slope * (x - mean).
+struct BnBackwardCoefficients {
+  float a, bias, slope;
+};
+SS_HD inline BnBackwardCoefficients bnBackwardCoefficients(double gamma, double invstd, double m, double sumG, double sumGXhat) {
+  const double k = gamma * invstd / m;
+  return {float(k * m), float(-k * sumG), float(-k * sumGXhat * invstd)};
+}
+
+// ---- max-pool over NCHW planes (a plane: one channel of one image).
+
+struct PoolDims {
+  int h, w, k, stride, pad, p, q;
+};
+
+// Output o of a plane: the max of its window (padding never wins, a NaN wins
+// and stays) and its index h * W + w, as a float.
+SS_HD inline void maxpoolForwardAt(const PoolDims& d, const float* plane, int o, float* best, float* arg) {
+  const int p = o / d.q, q = o % d.q;
+  float b = 0.0f;
+  int bi = -1;
+  for (int r = 0; r < d.k; ++r) {
+    const int h = p * d.stride - d.pad + r;
+    if (h < 0 || h >= d.h) continue;
+    for (int t = 0; t < d.k; ++t) {
+      const int w = q * d.stride - d.pad + t;
+      if (w < 0 || w >= d.w) continue;
+      const float v = plane[h * d.w + w];
+      if (bi < 0 || v > b || (v != v && b == b)) b = v, bi = h * d.w + w;
+    }
+  }
+  *best = b;
+  *arg = float(bi);
+}
+
+// Input i of a plane: the sum of dy over the windows that contain it and
+// chose it (a gather: no atomics, the same sum on every run).
+SS_HD inline float maxpoolBackwardAt(const PoolDims& d, const float* dyPlane, const float* argPlane, int i) {
+  const int h = i / d.w, w = i % d.w;
+  // Windows p cover rows p*stride - pad .. p*stride - pad + k - 1.
+  const int pLo = h + d.pad - d.k + 1 > 0 ? (h + d.pad - d.k + 1 + d.stride - 1) / d.stride : 0;
+  const int pHi = (h + d.pad) / d.stride < d.p - 1 ? (h + d.pad) / d.stride : d.p - 1;
+  const int qLo = w + d.pad - d.k + 1 > 0 ? (w + d.pad - d.k + 1 + d.stride - 1) / d.stride : 0;
+  const int qHi = (w + d.pad) / d.stride < d.q - 1 ? (w + d.pad) / d.stride : d.q - 1;
+  float sum = 0.0f;
+  for (int p = pLo; p <= pHi; ++p)
+    for (int q = qLo; q <= qHi; ++q)
+      if (argPlane[p * d.q + q] == float(i)) sum += dyPlane[p * d.q + q];
+  return sum;
+}
+
+// ---- softmax cross-entropy, one row: its loss term (-log softmax[label]) and
+// its gradient (softmax - onehot) / n. A label that is not a class index
+// gives NaN for both: the loss shows it (device code cannot throw).
+SS_HD inline double softmaxXentRow(const float* row, int classes, float label, int n, float* grad) {
+  const bool ok = label >= 0.0f && label < float(classes) && label == float(int(label));
+  float mx = row[0];
+  for (int j = 1; j < classes; ++j) mx = row[j] > mx ? row[j] : mx;
+  double sum = 0;
+  for (int j = 0; j < classes; ++j) sum += exp(double(row[j]) - mx);
+  const double logSum = log(sum) + mx;
+  const int l = ok ? int(label) : -1;
+  for (int j = 0; j < classes; ++j) grad[j] = ok ? float((exp(double(row[j]) - logSum) - (j == l ? 1.0 : 0.0)) / n) : NAN;
+  return ok ? logSum - row[l] : NAN;
+}
+
+// ---- SGD with momentum and weight decay (PyTorch semantics), one element.
+SS_HD inline void sgdAt(float* param, const float* grad, float* buf, long long i, float lr, float momentum, float weightDecay) {
+  const float d = grad[i] + weightDecay * param[i];
+  buf[i] = momentum * buf[i] + d;
+  param[i] -= lr * buf[i];
+}
+
+// ---- the FC layer's GEMMs in cuBLAS's column-major terms. Row-major x [n, in]
+// is column-major in x n (ld in); w [out, in] is in x out (ld in); y and dy
+// [n, out] are out x n (ld out).
+enum class FcOperand { X, W, Y, DY, DX, DW };
+struct FcGemm {
+  bool transA, transB;
+  int m, n, k;
+  FcOperand a, b, c;
+  int lda, ldb, ldc;
+};
+// fwd: y = W'^T X'.  bwd: dX' = W' dY'; dW' = X' dY'^T.
+inline FcGemm fcForwardGemm(int n, int in, int out) { return {true, false, out, n, in, FcOperand::W, FcOperand::X, FcOperand::Y, in, in, out}; }
+inline FcGemm fcBackwardDataGemm(int n, int in, int out) { return {false, false, in, n, out, FcOperand::W, FcOperand::DY, FcOperand::DX, in, out, in}; }
+inline FcGemm fcBackwardFilterGemm(int n, int in, int out) { return {false, true, in, out, n, FcOperand::X, FcOperand::DY, FcOperand::DW, in, out, in}; }
+
+}  // namespace cudaops
+}  // namespace stepscope

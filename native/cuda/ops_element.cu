@@ -1,0 +1,125 @@
+// Elementwise ops, the loss and the optimizer on the CUDA backend, as
+// cpu/eltwise.cc, cpu/loss.cc and cpu/sgd.cc.
+//   relu-fwd: x -> y;  relu-bwd: y, dy -> dx;  add: a, b -> y (relu=1 fuses the ReLU)
+//   softmax-xent: logits [n, classes], labels [n] -> loss [1], dlogits [n, classes]
+//   sgd: param, grad, momentum_buffer (in place)
+#include <cuda_runtime.h>
+
+#include "cuda/cuda_buffer.h"
+#include "cuda/op_cuda.h"
+#include "cuda/op_index.h"
+
+namespace stepscope {
+namespace {
+
+using namespace cudaops;
+
+enum class Kind { ReluForward, ReluBackward, Add, AddRelu };
+
+__global__ void eltwise(Kind kind, long long n, const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ y) {
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+    switch (kind) {
+      case Kind::ReluForward: y[i] = a[i] < 0.0f ? 0.0f : a[i]; break;  // NaN passes, as in PyTorch
+      case Kind::ReluBackward: y[i] = a[i] > 0.0f ? b[i] : 0.0f; break;  // a: the forward output, b: dy
+      case Kind::Add: y[i] = a[i] + b[i]; break;
+      case Kind::AddRelu: {
+        const float v = a[i] + b[i];
+        y[i] = v < 0.0f ? 0.0f : v;
+        break;
+      }
+    }
+  }
+}
+
+// One thread per row; then one thread sums the rows' terms in order (the same loss on every run).
+__global__ void softmaxXentRows(int n, int classes, const float* __restrict__ logits, const float* __restrict__ labels,
+                                float* __restrict__ dlogits, double* __restrict__ terms) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) terms[i] = softmaxXentRow(logits + (long long)i * classes, classes, labels[i], n, dlogits + (long long)i * classes);
+}
+
+__global__ void meanOfTerms(int n, const double* __restrict__ terms, float* loss) {
+  double s = 0;
+  for (int i = 0; i < n; ++i) s += terms[i];
+  loss[0] = float(s / n);
+}
+
+__global__ void sgdKernel(long long n, float* param, const float* __restrict__ grad, float* buf, float lr, float momentum, float wd) {
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+    sgdAt(param, grad, buf, i, lr, momentum, wd);
+}
+
+class CudaEltwise : public CudaOpKernel {
+ public:
+  CudaEltwise(const std::string& op, long long size, bool relu, const std::string& layer)
+      : CudaOpKernel(op == "add" ? "add" : "relu", op == "relu-bwd" ? "bwd" : "fwd", layer), size_(size),
+        kind_(op == "relu-fwd" ? Kind::ReluForward : op == "relu-bwd" ? Kind::ReluBackward : relu ? Kind::AddRelu : Kind::Add) {
+    if (op == "relu-fwd") buffers_ = {{"x", size}, {"y", size}};
+    if (op == "relu-bwd") buffers_ = {{"y", size}, {"dy", size}, {"dx", size}};
+    if (op == "add") buffers_ = {{"a", size}, {"b", size}, {"y", size}};
+    flops_ = double(size);
+  }
+
+  void launch(const std::vector<float*>& b, cudaStream_t stream) override {
+    const bool two = kind_ != Kind::ReluForward;
+    eltwise<<<opGridFor(size_), 256, 0, stream>>>(kind_, size_, b[0], two ? b[1] : nullptr, two ? b[2] : b[1]);
+    checkLaunch("eltwise launch", context());
+  }
+
+ private:
+  long long size_;
+  Kind kind_;
+};
+
+class CudaSoftmaxXent : public CudaOpKernel {
+ public:
+  CudaSoftmaxXent(int n, int classes, const std::string& layer)
+      : CudaOpKernel("softmax-xent", "fwd", layer), n_(n), classes_(classes) {
+    buffers_ = {{"logits", (long long)n * classes}, {"labels", n}, {"loss", 1}, {"dlogits", (long long)n * classes}};
+    flops_ = 5.0 * double(n) * classes;
+  }
+
+  void launch(const std::vector<float*>& b, cudaStream_t stream) override {
+    // Allocated at the first launch: preparing the kernel needs no device.
+    if (!terms_) terms_ = std::make_unique<DeviceScratch>(size_t(n_) * sizeof(double));
+    double* terms = static_cast<double*>(terms_->get());
+    softmaxXentRows<<<(n_ + 127) / 128, 128, 0, stream>>>(n_, classes_, b[0], b[1], b[3], terms);
+    meanOfTerms<<<1, 1, 0, stream>>>(n_, terms, b[2]);
+    checkLaunch("softmax-xent launch", context());
+  }
+
+ private:
+  int n_, classes_;
+  std::unique_ptr<DeviceScratch> terms_;
+};
+
+class CudaSgd : public CudaOpKernel {
+ public:
+  CudaSgd(long long size, float lr, float momentum, float weightDecay, const std::string& layer)
+      : CudaOpKernel("sgd", "update", layer), size_(size), lr_(lr), momentum_(momentum), weightDecay_(weightDecay) {
+    buffers_ = {{"param", size}, {"grad", size}, {"momentum_buffer", size}};
+    flops_ = 5.0 * double(size);
+  }
+
+  void launch(const std::vector<float*>& b, cudaStream_t stream) override {
+    sgdKernel<<<opGridFor(size_), 256, 0, stream>>>(size_, b[0], b[1], b[2], lr_, momentum_, weightDecay_);
+    checkLaunch("sgd launch", context());
+  }
+
+ private:
+  long long size_;
+  float lr_, momentum_, weightDecay_;
+};
+
+}  // namespace
+
+std::unique_ptr<CudaOpKernel> makeCudaElementOp(const std::string& op, const OpParams& p, const std::string& layer) {
+  if (op == "softmax-xent") return std::make_unique<CudaSoftmaxXent>(p.integer("n", 1, 1 << 20), p.integer("classes", 1, 1 << 24), layer);
+  if (op == "sgd") {
+    return std::make_unique<CudaSgd>(p.integer("size", 1, 2147483647), float(p.number("lr")), float(p.number("momentum", 0.0)),
+                                     float(p.number("weightDecay", 0.0)), layer);
+  }
+  return std::make_unique<CudaEltwise>(op, p.integer("size", 1, 2147483647), op == "add" && p.flag("relu"), layer);
+}
+
+}  // namespace stepscope

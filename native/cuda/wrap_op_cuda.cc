@@ -1,0 +1,78 @@
+// The JS class OpKernel of the CUDA addon: the same surface as the CPU
+// addon's (napi/op_wrap.cc), device buffers and a CUDA stream underneath.
+#include "cuda/addon_cuda.h"
+#include "napi/op_params_arg.h"
+
+namespace stepscope {
+
+Napi::Function CudaOpKernelWrap::define(Napi::Env env) {
+  return DefineClass(env, kClassName,
+                     {InstanceMethod<&CudaOpKernelWrap::enqueue>("enqueue"),
+                      InstanceMethod<&CudaOpKernelWrap::describe>("describe")});
+}
+
+// new OpKernel(op, variant, params: {name: number | boolean}, layer?): needs no device.
+CudaOpKernelWrap::CudaOpKernelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CudaOpKernelWrap>(info) {
+  cudaGuarded(info.Env(), [&] {
+    std::string op = stringArg(info, 0, "op");
+    std::string variant = stringArg(info, 1, "variant");
+    std::string layer = info.Length() > 3 && !info[3].IsUndefined() ? stringArg(info, 3, "layer") : "";
+    kernel_ = makeCudaOpKernel(op, variant, opParamsArg(info, 2, op), layer);
+  });
+}
+
+Napi::Value CudaOpKernelWrap::describe(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("op", kernel_->op());
+  o.Set("variant", kernel_->variant());
+  o.Set("pass", kernel_->pass());
+  o.Set("layer", kernel_->layer());
+  o.Set("flops", kernel_->flops());
+  o.Set("bytes", kernel_->bytes());
+  Napi::Array buffers = Napi::Array::New(env, kernel_->buffers().size());
+  for (size_t i = 0; i < kernel_->buffers().size(); ++i) {
+    Napi::Object b = Napi::Object::New(env);
+    b.Set("name", kernel_->buffers()[i].name);
+    b.Set("length", double(kernel_->buffers()[i].length));
+    buffers.Set(uint32_t(i), b);
+  }
+  o.Set("buffers", buffers);
+  return o;
+}
+
+// enqueue(stream, buffers[]): lengths must match describe().buffers exactly.
+Napi::Value CudaOpKernelWrap::enqueue(const Napi::CallbackInfo& info) {
+  return cudaGuarded(info.Env(), [&]() -> Napi::Value {
+    Napi::Env env = info.Env();
+    CudaStreamWrap* stream = unwrapArg<CudaStreamWrap>(info, 0, "stream");
+    if (!info[1].IsArray()) throw Error("ERR_INVALID_ARG", kernel_->op() + ".enqueue(stream, buffers): buffers must be an array");
+    Napi::Array arr = info[1].As<Napi::Array>();
+    const auto& spec = kernel_->buffers();
+    if (arr.Length() != spec.size()) {
+      std::string names;
+      for (const auto& s : spec) names += (names.empty() ? "" : ", ") + s.name;
+      throw Error("ERR_INVALID_ARG", kernel_->op() + " " + kernel_->pass() + ": got " + std::to_string(arr.Length()) +
+                                         " buffers, needs " + std::to_string(spec.size()) + " (" + names + ")");
+    }
+    std::vector<CudaMemoryPtr> held;
+    std::vector<float*> ptrs;
+    for (uint32_t i = 0; i < arr.Length(); ++i) {
+      Napi::Value v = arr.Get(i);
+      if (!isInstance<CudaBufferWrap>(env, v)) throw Error("ERR_INVALID_ARG", kernel_->op() + ": buffer '" + spec[i].name + "' must be a CUDA Buffer");
+      CudaMemoryPtr m = CudaBufferWrap::Unwrap(v.As<Napi::Object>())->memory(env);
+      if (int64_t(m->size()) != spec[i].length) {
+        throw Error("ERR_INVALID_ARG", kernel_->op() + " " + kernel_->pass() + (kernel_->layer().empty() ? "" : " " + kernel_->layer()) +
+                                           ": buffer '" + spec[i].name + "' holds " + std::to_string(m->size()) +
+                                           " values, needs " + std::to_string(spec[i].length));
+      }
+      ptrs.push_back(m->data());
+      held.push_back(std::move(m));
+    }
+    std::shared_ptr<CudaOpKernel> kernel = kernel_;
+    stream->stream()->timed(kernel->info(), [&] { kernel->launch(ptrs, stream->stream()->get()); });
+    return env.Undefined();
+  });
+}
+
+}  // namespace stepscope

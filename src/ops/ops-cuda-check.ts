@@ -1,0 +1,116 @@
+// The CUDA backend's non-convolution ops against the CPU backend's
+// `reference` kernels: fresh random inputs (ranges that fit each buffer's
+// role), outputs poisoned with NaN on the device, the same inputs through
+// both, every output compared. Needs a device.
+import type { Buffer as CpuBuffer, OpName } from '../../binding';
+import type { Buffer as CudaBuffer } from '../../binding-cuda';
+import { addon } from '../native';
+import { cudaAddon } from '../native-cuda';
+import { relativeError } from './conv';
+
+export interface OpCase {
+  op: OpName;
+  params: Record<string, number | boolean>;
+  /** Buffers the op writes (the rest are inputs); `inout` ones start from the inputs' data. */
+  outputs: string[];
+  inout?: string[];
+  tolerance: number;
+}
+
+const bn = { n: 2, c: 16, hw: 49 };
+const pool = { n: 2, c: 3, h: 9, w: 9, k: 3, stride: 2, pad: 1 };
+/** A small instance of every op the step uses, each mode (fused ReLU or not) once. */
+export const CUDA_OP_CASES: OpCase[] = [
+  ...[false, true].flatMap((relu): OpCase[] => [
+    { op: 'batchnorm-fwd', params: { ...bn, relu }, outputs: ['y', 'save_mean', 'save_invstd', 'running_mean', 'running_var'], inout: ['running_mean', 'running_var'], tolerance: 1e-5 },
+    { op: 'batchnorm-bwd', params: { ...bn, relu }, outputs: ['dx', 'dgamma', 'dbeta'], tolerance: 1e-4 },
+    { op: 'add', params: { size: 1000, relu }, outputs: ['y'], tolerance: 1e-6 },
+  ]),
+  { op: 'relu-fwd', params: { size: 1000 }, outputs: ['y'], tolerance: 0 },
+  { op: 'relu-bwd', params: { size: 1000 }, outputs: ['dx'], tolerance: 0 },
+  { op: 'maxpool-fwd', params: pool, outputs: ['y', 'argmax'], tolerance: 0 },
+  { op: 'maxpool-bwd', params: pool, outputs: ['dx'], tolerance: 1e-6 },
+  { op: 'avgpool-fwd', params: { n: 2, c: 8, hw: 49 }, outputs: ['y'], tolerance: 1e-6 },
+  { op: 'avgpool-bwd', params: { n: 2, c: 8, hw: 49 }, outputs: ['dx'], tolerance: 1e-6 },
+  { op: 'fc-fwd', params: { n: 4, in: 64, out: 10 }, outputs: ['y'], tolerance: 1e-5 },
+  { op: 'fc-bwd', params: { n: 4, in: 64, out: 10 }, outputs: ['dx', 'dw', 'db'], tolerance: 1e-5 },
+  { op: 'softmax-xent', params: { n: 5, classes: 10 }, outputs: ['loss', 'dlogits'], tolerance: 1e-6 },
+  { op: 'sgd', params: { size: 1000, lr: 0.1, momentum: 0.9, weightDecay: 1e-4 }, outputs: ['param', 'momentum_buffer'], inout: ['param', 'momentum_buffer'], tolerance: 1e-6 },
+];
+
+function lcg(seed: number): () => number {
+  let s = seed >>> 0 || 1;
+  return () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return s / 2 ** 32;
+  };
+}
+
+/** Random data for a buffer by its role. */
+function inputData(name: string, length: number, c: OpCase, rand: () => number): Float32Array {
+  const out = new Float32Array(length);
+  for (let i = 0; i < length; i++) {
+    if (name === 'labels') out[i] = Math.floor(rand() * Number(c.params.classes));
+    else if (name === 'gamma') out[i] = 0.5 + rand();
+    else if (name === 'running_var' || name === 'save_invstd') out[i] = 0.5 + 1.5 * rand();
+    else out[i] = 4 * rand() - 2;
+  }
+  return out;
+}
+
+export interface OpCheckRow {
+  op: string;
+  params: Record<string, number | boolean>;
+  buffer: string;
+  maxRelErr: number;
+  tolerance: number;
+  ok: boolean;
+}
+
+export async function checkCudaOps(cases: OpCase[] = CUDA_OP_CASES, seed = 5): Promise<OpCheckRow[]> {
+  const cpu = addon(), cuda = cudaAddon();
+  const cpuStream = new cpu.Stream('op-check'), gpuStream = new cuda.Stream('op-check');
+  const rows: OpCheckRow[] = [];
+  for (const [index, c] of cases.entries()) {
+    const rand = lcg(seed * 1000 + index);
+    const ref = new cpu.OpKernel(c.op, 'reference', c.params, 'check');
+    const spec = ref.describe().buffers;
+    const data = new Map<string, Float32Array>();
+    for (const b of spec) if (!c.outputs.includes(b.name) || c.inout?.includes(b.name)) data.set(b.name, inputData(b.name, b.length, c, rand));
+    if (c.op === 'maxpool-bwd') {
+      // The argmax must come from a forward pass of the same shape.
+      const fwd = new cpu.OpKernel('maxpool-fwd', 'reference', c.params, 'check');
+      const [x, y, arg] = fwd.describe().buffers.map((b) => new cpu.Buffer(b.length));
+      x.write(inputData('x', x.length, c, rand));
+      fwd.enqueue(cpuStream, [x, y, arg]);
+      await cpuStream.synchronize();
+      data.set('argmax', arg.read());
+    }
+    const cpuBuffers: CpuBuffer[] = spec.map((b) => {
+      const buf = new cpu.Buffer(b.length);
+      const d = data.get(b.name);
+      if (d) buf.write(d);
+      else buf.fill(NaN);
+      return buf;
+    });
+    ref.enqueue(cpuStream, cpuBuffers);
+    await cpuStream.synchronize();
+    const kernel = new cuda.OpKernel(c.op, 'cuda', c.params, 'check');
+    const gpuBuffers: CudaBuffer[] = spec.map((b) => {
+      const buf = new cuda.Buffer(b.length);
+      const d = data.get(b.name);
+      if (d) buf.write(d);
+      else buf.fill(NaN);
+      return buf;
+    });
+    kernel.enqueue(gpuStream, gpuBuffers);
+    await gpuStream.synchronize();
+    spec.forEach((b, i) => {
+      if (!c.outputs.includes(b.name)) return;
+      const maxRelErr = relativeError(gpuBuffers[i].read(), cpuBuffers[i].read());
+      rows.push({ op: c.op, params: c.params, buffer: b.name, maxRelErr, tolerance: c.tolerance, ok: maxRelErr <= c.tolerance });
+    });
+    for (const b of [...cpuBuffers, ...gpuBuffers]) b.release();
+  }
+  return rows;
+}
