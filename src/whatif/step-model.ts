@@ -65,7 +65,7 @@ function coveredFraction(start: number, end: number, intervals: { start: number;
  * taken out: a kernel that overlapped communication for a fraction f of its
  * time ran (1 + kappa * f) slower; so did its gap, by the fraction of the gap
  * covered. In an overlapped run every compute kernel also ran (1 + uncovered)
- * slower.
+ * slower. The reduction's kernels take their medians (see below).
  */
 export function aloneDurations(
   kernels: KernelStat[], contention: { compute: number; memory?: number; comm: number; uncovered?: number }, overlapped: boolean,
@@ -81,7 +81,10 @@ export function aloneDurations(
     const f = kappa > 0 ? coveredFraction(k.startMs, k.startMs + k.meanMs, other) : 0;
     const fGap = kappa > 0 && !isComm ? coveredFraction(k.startMs - k.gapMs, k.startMs, other) : 0;
     const b = isComm ? 1 : background;
-    out.set(k, { ms: k.meanMs / (1 + kappa * f) / b, gapMs: k.gapMs / (1 + kappa * fGap) / b });
+    // Means for compute (sums of means are exact along a stream); medians for the
+    // reduction's many small kernels, which a disturbed iteration inflates most.
+    const ms = isComm ? k.medianMs : k.meanMs;
+    out.set(k, { ms: ms / (1 + kappa * f) / b, gapMs: k.gapMs / (1 + kappa * fGap) / b });
   }
   return out;
 }
