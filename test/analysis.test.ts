@@ -222,6 +222,10 @@ test('whatif: the replay of a run predicts the other schedule of the same run wi
   assert.equal(out.check.schedule, 'overlapped');
   assert.ok(Math.abs(out.check.predictedMs - out.prediction.totalMs) < 1e-6);
   assert.ok(Math.abs(out.check.errorPct - (100 * (out.check.predictedMs - out.check.measuredMs)) / out.check.measuredMs) < 1e-9);
+  const html = path.join(dir, 'whatif.html');
+  assert.equal(cli(['whatif', `${runsFile}:0`, '--schedule', 'overlapped', '--report', html]).status, 0);
+  assert.ok(fs.readFileSync(html, 'utf8').includes("check: reduction overlapped (the run&#39;s own 3 iterations)") ||
+    fs.readFileSync(html, 'utf8').includes("check: reduction overlapped (the run's own 3 iterations)"), 'the report has the in-run check row');
   const text = cli(['whatif', `${runsFile}:1`, '--bucket-mb', '1']);
   assert.match(text.stdout, /check: this run also ran 3 iterations with the reduction serialized \(median \d+\.\d ms; .*\); the model's replay of them gives \d+\.\d ms \([-+]\d+\.\d%\)/);
   const scale = cli(['whatif', `${runsFile}:1`, '--scale-out', '1,2,64', '--link', '10', '--latency', '5']);
