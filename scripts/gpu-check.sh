@@ -71,6 +71,10 @@ node -e "const d=require('$OUT/doctor.json'); console.error(JSON.stringify(d.cud
 # 3. Tests: every CUDA variant against the CPU reference (device tests run here).
 step cuda-tests 240 node --test --test-reporter=tap dist/test/cuda.test.js
 grep -E "^# (pass|fail|skipped)" "$OUT/cuda-tests.out" | tee -a "$OUT/gpu-check.log"
+# The step's other ops (batch norm, pooling, FC, loss, SGD, ...) against the CPU reference, every output as a row.
+step cuda-ops 120 node -e "require('./dist/src/ops/ops-cuda-check').checkCudaOps().then((rows) => console.log(JSON.stringify(rows)))"
+cp "$OUT/cuda-ops.out" "$OUT/cuda-ops.json" 2>/dev/null
+node -e "const r=require('$OUT/cuda-ops.json'); const bad=r.filter((x)=>!x.ok); console.error('other ops vs CPU reference: '+(r.length-bad.length)+'/'+r.length+' outputs within tolerance'+(bad.length?'; failing: '+bad.map((x)=>x.op+' '+x.buffer+' '+x.maxRelErr).join(', '):''))" 2>&1 | tee -a "$OUT/gpu-check.log"
 
 # 4. The conv benchmark, every variant, fp32 then tf32.
 step conv-cuda-fp32 300 node bin/stepscope.js bench conv --backend cuda --variant all --layer "$CONV_LAYERS" --batch "$CONV_BATCH" --repeat "$CONV_REPEAT" --json
