@@ -3,7 +3,7 @@
 // `code` (ERR_NO_DEVICE, ERR_OUT_OF_MEMORY, ERR_UNSUPPORTED, ERR_CUDA,
 // ERR_CUDNN, ERR_CUBLAS, ERR_UNKNOWN_VARIANT, ERR_INVALID_ARG, ERR_BAD_SHAPE)
 // and, for library failures, `status` (e.g. CUDNN_STATUS_NOT_SUPPORTED) and `layer`.
-import type { ConvPass, ConvShape, KernelRecord, NativeError, OpKernelDescription, OpName, OpVariantInfo } from './binding';
+import type { ConvPass, ConvShape, KernelRecord, MemoryStats, NativeError, OpKernelDescription, OpName, OpVariantInfo, WaitRecord } from './binding';
 
 export interface CudaError extends NativeError {
   status?: string;
@@ -40,11 +40,24 @@ export declare class Buffer {
   release(): void;
 }
 
+/** A cudaEvent_t: a point on a stream, as the CPU addon's Event. */
+export declare class Event {
+  constructor();
+  /** True when the latest record has fired (or the event was never recorded). */
+  readonly complete: boolean;
+  /** Nanoseconds on this addon's nowNs() clock when the latest record fired, or null. */
+  readonly timestampNs: number | null;
+  synchronize(): Promise<void>;
+}
+
 /** A cudaStream_t. Kernels enqueued on it are timed with CUDA events. */
 export declare class Stream {
   constructor(name?: string);
   readonly id: number;
   readonly name: string;
+  record(event: Event): this;
+  /** Later work on this stream waits for the event's latest record (timed: waitsDrain()). */
+  wait(event: Event): this;
   /** Resolves when the stream is idle; rejects with the first asynchronous CUDA error. */
   synchronize(): Promise<void>;
 }
@@ -99,4 +112,9 @@ export declare function convVariants(): CudaConvVariantInfo[];
 /** Waits for the recorded kernels and returns them, on this addon's nowNs() clock. */
 export declare function timelineDrain(): KernelRecord[];
 export declare function timelineClear(): void;
+/** The streams' waits for other streams' events since the last drain, on the nowNs() clock. */
+export declare function waitsDrain(): WaitRecord[];
+/** Device memory held by live Buffers (cachedBytes: 0, no caching allocator yet). */
+export declare function memoryStats(): MemoryStats;
+export declare function resetPeakMemory(): void;
 export declare function nowNs(): number;

@@ -165,6 +165,9 @@ test('without a device, buffers, streams and kernels throw ERR_NO_DEVICE with th
   const noDevice = (e: CudaError) => e.code === 'ERR_NO_DEVICE' && e.message.includes(reason);
   assert.throws(() => new cuda!.Buffer(16), noDevice);
   assert.throws(() => new cuda!.Stream('s'), noDevice);
+  assert.throws(() => new cuda!.Event(), noDevice);
+  assert.deepEqual(cuda!.memoryStats(), { bytesInUse: 0, peakBytes: 0, cachedBytes: 0 });
+  assert.deepEqual(cuda!.waitsDrain(), []);
   for (const variant of ['cudnn:implicit-gemm', 'cudnn:autotune', ...OWN]) {
     assert.throws(() => new cuda!.ConvKernel(good, 'fwd', variant, 'res2a_branch2b'), noDevice, variant);
   }
@@ -356,6 +359,43 @@ test('cuda: every other op of the step against the CPU reference (random data, o
   const records = c.timelineDrain();
   assert.deepEqual(records.map((r) => [r.op, r.pass, r.layer, r.variant]), [['relu', 'fwd', 'relu1', 'cuda']]);
   assert.throws(() => k.enqueue(stream, [new c.Buffer(8), new c.Buffer(9)]), (e: CudaError) => e.code === 'ERR_INVALID_ARG' && /buffer 'y' holds 9 values, needs 8/.test(e.message));
+});
+
+test('cuda: events order two streams, the wait is timed, memory is counted', { skip: needsDevice }, async () => {
+  const c = cuda!;
+  const a = new c.Stream('compute'), b = new c.Stream('comm');
+  const size = 1 << 22;
+  const before = c.memoryStats().bytesInUse;
+  c.resetPeakMemory();
+  const x = new c.Buffer(size), y = new c.Buffer(size), z = new c.Buffer(size);
+  assert.equal(c.memoryStats().bytesInUse - before, 3 * 4 * size);
+  x.fill(1);
+  const relu = new c.OpKernel('relu-fwd', 'cuda', { size }, 'producer');
+  const copy = new c.OpKernel('relu-fwd', 'cuda', { size }, 'consumer');
+  const e = new c.Event();
+  assert.equal(e.complete, true); // never recorded
+  assert.equal(e.timestampNs, null);
+  c.timelineClear();
+  for (let i = 0; i < 20; i++) relu.enqueue(a, [x, y]); // long enough for b to reach its wait first
+  a.record(e);
+  b.wait(e);
+  copy.enqueue(b, [y, z]);
+  await b.synchronize();
+  await e.synchronize();
+  assert.equal(e.complete, true);
+  const records = c.timelineDrain();
+  const lastProducer = Math.max(...records.filter((r) => r.layer === 'producer').map((r) => r.endNs));
+  const consumer = records.find((r) => r.layer === 'consumer')!;
+  assert.ok(consumer.startNs >= lastProducer - 1e4, `consumer started ${consumer.startNs - lastProducer} ns before the producer ended`);
+  const waits = c.waitsDrain();
+  assert.equal(waits.length, 1);
+  assert.deepEqual([waits[0].streamName, waits[0].sourceStream], ['comm', 'compute']);
+  assert.ok(waits[0].startNs <= waits[0].endNs && Math.abs(waits[0].firedNs - e.timestampNs!) < 1e3);
+  assert.ok(Math.abs(waits[0].endNs - lastProducer) < 1e6, 'the wait ended when the producer did');
+  assert.ok(z.read(0, 4).every((v) => v === 1));
+  for (const buf of [x, y, z]) buf.release();
+  assert.equal(c.memoryStats().bytesInUse, before);
+  assert.ok(c.memoryStats().peakBytes >= before + 3 * 4 * size);
 });
 
 test('cuda: bench conv --backend cuda --variant all checks and times every row', { skip: needsDevice }, () => {

@@ -82,6 +82,24 @@ Napi::Value opVariants(const Napi::CallbackInfo& info) {
   return out;
 }
 
+Napi::Value waitsDrain(const Napi::CallbackInfo& info) {
+  return cudaGuarded(info.Env(), [&]() -> Napi::Value { return waitRecordsToJs(info.Env(), drainWaits()); });
+}
+
+Napi::Value memoryStats(const Napi::CallbackInfo& info) {
+  const CudaMemoryStats s = cudaMemoryStats();
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("bytesInUse", double(s.bytesInUse));
+  o.Set("peakBytes", double(s.peakBytes));
+  o.Set("cachedBytes", 0.0);
+  return o;
+}
+
+Napi::Value resetPeakMemory(const Napi::CallbackInfo& info) {
+  resetCudaPeakMemory();
+  return info.Env().Undefined();
+}
+
 Napi::Value timelineDrain(const Napi::CallbackInfo& info) {
   return cudaGuarded(info.Env(), [&]() -> Napi::Value { return kernelRecordsToJs(info.Env(), drainTimeline()); });
 }
@@ -98,20 +116,25 @@ Napi::Value nowNsValue(const Napi::CallbackInfo& info) { return Napi::Number::Ne
 Napi::Object initCuda(Napi::Env env, Napi::Object exports) {
   auto* data = new CudaAddonData();
   env.SetInstanceData<CudaAddonData>(data);
-  Napi::Function buffer = CudaBufferWrap::define(env), stream = CudaStreamWrap::define(env),
+  Napi::Function buffer = CudaBufferWrap::define(env), stream = CudaStreamWrap::define(env), event = CudaEventWrap::define(env),
                  conv = CudaConvKernelWrap::define(env), op = CudaOpKernelWrap::define(env);
   data->buffer = Napi::Persistent(buffer);
   data->stream = Napi::Persistent(stream);
+  data->event = Napi::Persistent(event);
   data->convKernel = Napi::Persistent(conv);
   data->opKernel = Napi::Persistent(op);
   exports.Set("Buffer", buffer);
   exports.Set("Stream", stream);
+  exports.Set("Event", event);
   exports.Set("ConvKernel", conv);
   exports.Set("OpKernel", op);
   exports.Set("opVariants", Napi::Function::New(env, opVariants));
   exports.Set("cudaInfo", Napi::Function::New(env, cudaInfo));
   exports.Set("convVariants", Napi::Function::New(env, convVariants));
   exports.Set("timelineDrain", Napi::Function::New(env, timelineDrain));
+  exports.Set("waitsDrain", Napi::Function::New(env, waitsDrain));
+  exports.Set("memoryStats", Napi::Function::New(env, memoryStats));
+  exports.Set("resetPeakMemory", Napi::Function::New(env, resetPeakMemory));
   exports.Set("timelineClear", Napi::Function::New(env, timelineClearValue));
   exports.Set("nowNs", Napi::Function::New(env, nowNsValue));
   return exports;

@@ -14,7 +14,7 @@
 namespace stepscope {
 
 struct CudaAddonData {
-  Napi::FunctionReference buffer, stream, convKernel, opKernel;
+  Napi::FunctionReference buffer, stream, event, convKernel, opKernel;
 };
 inline CudaAddonData& cudaAddonData(Napi::Env env) { return *env.GetInstanceData<CudaAddonData>(); }
 
@@ -58,6 +58,21 @@ class CudaBufferWrap : public Napi::ObjectWrap<CudaBufferWrap> {
   size_t length_ = 0;
 };
 
+class CudaEventWrap : public Napi::ObjectWrap<CudaEventWrap> {
+ public:
+  static constexpr const char* kClassName = "Event";
+  static Napi::Function define(Napi::Env env);
+  static Napi::Function constructor(Napi::Env env) { return cudaAddonData(env).event.Value(); }
+  explicit CudaEventWrap(const Napi::CallbackInfo& info);
+  const CudaEventPtr& event() const { return event_; }
+
+ private:
+  Napi::Value complete(const Napi::CallbackInfo& info);
+  Napi::Value timestampNs(const Napi::CallbackInfo& info);
+  Napi::Value synchronize(const Napi::CallbackInfo& info);
+  CudaEventPtr event_;
+};
+
 class CudaStreamWrap : public Napi::ObjectWrap<CudaStreamWrap> {
  public:
   static constexpr const char* kClassName = "Stream";
@@ -70,6 +85,8 @@ class CudaStreamWrap : public Napi::ObjectWrap<CudaStreamWrap> {
   Napi::Value id(const Napi::CallbackInfo& info);
   Napi::Value name(const Napi::CallbackInfo& info);
   Napi::Value synchronize(const Napi::CallbackInfo& info);
+  Napi::Value record(const Napi::CallbackInfo& info);
+  Napi::Value wait(const Napi::CallbackInfo& info);
   CudaStreamPtr stream_;
 };
 

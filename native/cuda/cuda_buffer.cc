@@ -3,6 +3,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cmath>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -11,15 +12,42 @@
 
 namespace stepscope {
 
+namespace {
+
+// Bytes of the live Buffers (not the kernels' scratch), and the most at once.
+std::mutex statsMutex;
+CudaMemoryStats stats;
+
+void account(int64_t bytes) {
+  std::lock_guard<std::mutex> lock(statsMutex);
+  stats.bytesInUse += bytes;
+  if (stats.bytesInUse > stats.peakBytes) stats.peakBytes = stats.bytesInUse;
+}
+
+}  // namespace
+
+CudaMemoryStats cudaMemoryStats() {
+  std::lock_guard<std::mutex> lock(statsMutex);
+  return stats;
+}
+
+void resetCudaPeakMemory() {
+  std::lock_guard<std::mutex> lock(statsMutex);
+  stats.peakBytes = stats.bytesInUse;
+}
+
 CudaMemory::CudaMemory(size_t length) : length_(length) {
   requireDevice("Buffer");
   if (length == 0) throw Error("ERR_INVALID_ARG", "Buffer: length must be at least 1");
   checkCuda(cudaMalloc(reinterpret_cast<void**>(&data_), length * sizeof(float)), "cudaMalloc",
             "Buffer of " + std::to_string(length) + " floats");
+  account(int64_t(length * sizeof(float)));
 }
 
 CudaMemory::~CudaMemory() {
-  if (data_) cudaFree(data_);  // cudaFree waits for kernels still using it
+  if (!data_) return;
+  cudaFree(data_);  // cudaFree waits for kernels still using it
+  account(-int64_t(length_ * sizeof(float)));
 }
 
 void CudaMemory::write(const float* src, size_t offset, size_t count) {

@@ -3,9 +3,19 @@
 // streams that use the buffer first, as with the CPU Buffer.
 #pragma once
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 
 namespace stepscope {
+
+// Device memory held by live Buffers (cudaMalloc'd, no caching allocator yet:
+// cachedBytes stays 0), as the CPU addon's memoryStats().
+struct CudaMemoryStats {
+  int64_t bytesInUse = 0;
+  int64_t peakBytes = 0;
+};
+CudaMemoryStats cudaMemoryStats();
+void resetCudaPeakMemory();  // the peak starts again from what is in use now
 
 class CudaMemory {
  public:

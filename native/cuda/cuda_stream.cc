@@ -28,6 +28,30 @@ std::vector<PendingRecord>& pending() {
 
 std::atomic<int> nextStreamId{1000};  // apart from the CPU addon's stream ids
 
+// A wait, timed by two events on the waiting stream around cudaStreamWaitEvent;
+// the awaited event's fire time is read at drain time if it was not recorded again.
+struct PendingWait {
+  int streamId;
+  std::string streamName, sourceStream;
+  std::shared_ptr<StreamAnchor> anchor;
+  cudaEvent_t start, end;
+  std::weak_ptr<CudaEvent> awaited;
+  uint64_t generation;
+};
+
+std::vector<PendingWait>& pendingWaits() {
+  static auto* waits = new std::vector<PendingWait>();  // never destroyed, as pending()
+  return *waits;
+}
+
+// ms between an anchor's event and another event, as host ns; false if unreadable.
+bool hostNsOf(const StreamAnchor& anchor, cudaEvent_t e, int64_t* ns) {
+  float ms = 0;
+  if (cudaEventElapsedTime(&ms, anchor.event, e) != cudaSuccess) return false;
+  *ns = anchor.hostNs + int64_t(double(ms) * 1e6);
+  return true;
+}
+
 }  // namespace
 
 StreamAnchor::~StreamAnchor() {
@@ -75,6 +99,89 @@ void CudaStream::timed(const KernelInfo& info, const std::function<void()>& body
 
 void CudaStream::synchronize() { checkCuda(cudaStreamSynchronize(stream_), "cudaStreamSynchronize", name_); }
 
+void CudaStream::wait(const CudaEventPtr& event) {
+  cudaEvent_t start = nullptr, end = nullptr;
+  checkCuda(cudaEventCreate(&start), "cudaEventCreate", name_);
+  checkCuda(cudaEventCreate(&end), "cudaEventCreate", name_);
+  try {
+    checkCuda(cudaEventRecord(start, stream_), "cudaEventRecord", name_);
+    checkCuda(cudaStreamWaitEvent(stream_, event->get(), 0), "cudaStreamWaitEvent", name_);
+    checkCuda(cudaEventRecord(end, stream_), "cudaEventRecord", name_);
+  } catch (...) {
+    cudaEventDestroy(start);
+    cudaEventDestroy(end);
+    throw;
+  }
+  std::lock_guard<std::mutex> lock(timelineMutex);
+  pendingWaits().push_back({id_, name_, event->streamName(), anchor_, start, end, event, event->generation()});
+}
+
+CudaEvent::CudaEvent() {
+  requireDevice("Event");
+  checkCuda(cudaEventCreate(&event_), "cudaEventCreate");
+}
+
+CudaEvent::~CudaEvent() {
+  if (event_) cudaEventDestroy(event_);
+}
+
+void CudaEvent::record(CudaStream& stream) {
+  checkCuda(cudaEventRecord(event_, stream.get()), "cudaEventRecord", stream.name());
+  anchor_ = stream.anchor();
+  streamName_ = stream.name();
+  ++generation_;
+}
+
+bool CudaEvent::complete() const {
+  if (generation_ == 0) return true;
+  const cudaError_t e = cudaEventQuery(event_);
+  if (e == cudaErrorNotReady) return false;
+  checkCuda(e, "cudaEventQuery", streamName_);
+  return true;
+}
+
+int64_t CudaEvent::timestampNs() const {
+  int64_t ns = -1;
+  if (generation_ == 0 || !complete() || !hostNsOf(*anchor_, event_, &ns)) return -1;
+  return ns;
+}
+
+void CudaEvent::synchronize() const {
+  if (generation_ > 0) checkCuda(cudaEventSynchronize(event_), "cudaEventSynchronize", streamName_);
+}
+
+std::vector<WaitRecord> drainWaits() {
+  std::vector<PendingWait> waits;
+  {
+    std::lock_guard<std::mutex> lock(timelineMutex);
+    waits.swap(pendingWaits());
+  }
+  std::vector<WaitRecord> out;
+  std::string firstError;
+  for (PendingWait& w : waits) {
+    WaitRecord r;
+    r.streamId = w.streamId;
+    r.streamName = w.streamName;
+    r.sourceStream = w.sourceStream;
+    cudaError_t e = cudaEventSynchronize(w.end);
+    if (e == cudaSuccess && hostNsOf(*w.anchor, w.start, &r.startNs) && hostNsOf(*w.anchor, w.end, &r.endNs)) {
+      // The awaited event: known while it has not been recorded again (as the CPU backend).
+      std::shared_ptr<CudaEvent> awaited = w.awaited.lock();
+      if (awaited && awaited->generation() == w.generation) r.firedNs = awaited->timestampNs();
+      out.push_back(r);
+    } else if (firstError.empty()) {
+      firstError = cudaGetErrorName(e == cudaSuccess ? cudaGetLastError() : e);
+    }
+    cudaEventDestroy(w.start);
+    cudaEventDestroy(w.end);
+  }
+  if (!firstError.empty()) {
+    cudaGetLastError();
+    throw CudaError("ERR_CUDA", "waits: a wait's events could not be read: " + firstError, firstError, "");
+  }
+  return out;
+}
+
 std::vector<KernelRecord> drainTimeline() {
   std::vector<PendingRecord> records;
   {
@@ -117,6 +224,11 @@ void clearTimeline() {
     cudaEventDestroy(r.end);
   }
   pending().clear();
+  for (PendingWait& w : pendingWaits()) {
+    cudaEventDestroy(w.start);
+    cudaEventDestroy(w.end);
+  }
+  pendingWaits().clear();
 }
 
 }  // namespace stepscope

@@ -23,6 +23,34 @@ struct StreamAnchor {
   ~StreamAnchor();
 };
 
+class CudaStream;
+
+// A point on a stream (cudaEvent_t with timing): record() marks where the
+// stream is; another stream's wait() makes its later work wait for it.
+class CudaEvent {
+ public:
+  CudaEvent();  // throws ERR_NO_DEVICE without a GPU
+  ~CudaEvent();
+  CudaEvent(const CudaEvent&) = delete;
+  CudaEvent& operator=(const CudaEvent&) = delete;
+  void record(CudaStream& stream);
+  // True when the latest record has fired (or the event was never recorded).
+  bool complete() const;
+  // Host nanoseconds (nowNs clock) when the latest record fired; -1 when not recorded or not fired yet.
+  int64_t timestampNs() const;
+  void synchronize() const;
+  cudaEvent_t get() const { return event_; }
+  uint64_t generation() const { return generation_; }
+  const std::string& streamName() const { return streamName_; }
+
+ private:
+  cudaEvent_t event_ = nullptr;
+  std::shared_ptr<StreamAnchor> anchor_;  // the anchor of the stream of the latest record
+  std::string streamName_;
+  uint64_t generation_ = 0;  // counts records: a wait's firedNs is known while it is unchanged
+};
+using CudaEventPtr = std::shared_ptr<CudaEvent>;
+
 class CudaStream {
  public:
   explicit CudaStream(std::string name);  // throws ERR_NO_DEVICE without a GPU
@@ -37,6 +65,10 @@ class CudaStream {
   void timed(const KernelInfo& info, const std::function<void()>& body);
   // Blocks until the stream is idle; throws the first asynchronous error.
   void synchronize();
+  // Later work on this stream waits for the event's latest record; the wait
+  // is timed on the device (a WaitRecord for drainWaits()).
+  void wait(const CudaEventPtr& event);
+  const std::shared_ptr<StreamAnchor>& anchor() const { return anchor_; }
 
  private:
   cudaStream_t stream_ = nullptr;
@@ -49,6 +81,8 @@ using CudaStreamPtr = std::shared_ptr<CudaStream>;
 
 // Waits for every recorded kernel and returns them in launch order.
 std::vector<KernelRecord> drainTimeline();
+// The same for the streams' waits for events of other streams.
+std::vector<WaitRecord> drainWaits();
 void clearTimeline();
 
 }  // namespace stepscope

@@ -88,7 +88,8 @@ Napi::Value CudaBufferWrap::release(const Napi::CallbackInfo& info) {
 Napi::Function CudaStreamWrap::define(Napi::Env env) {
   return DefineClass(env, kClassName,
                      {InstanceAccessor<&CudaStreamWrap::id>("id"), InstanceAccessor<&CudaStreamWrap::name>("name"),
-                      InstanceMethod<&CudaStreamWrap::synchronize>("synchronize")});
+                      InstanceMethod<&CudaStreamWrap::synchronize>("synchronize"),
+                      InstanceMethod<&CudaStreamWrap::record>("record"), InstanceMethod<&CudaStreamWrap::wait>("wait")});
 }
 
 CudaStreamWrap::CudaStreamWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CudaStreamWrap>(info) {
@@ -104,6 +105,22 @@ Napi::Value CudaStreamWrap::name(const Napi::CallbackInfo& info) { return Napi::
 Napi::Value CudaStreamWrap::synchronize(const Napi::CallbackInfo& info) {
   CudaStreamPtr stream = stream_;
   return runAsync(info.Env(), [stream] { stream->synchronize(); });
+}
+
+// record(event): the event marks where this stream is now.
+Napi::Value CudaStreamWrap::record(const Napi::CallbackInfo& info) {
+  return cudaGuarded(info.Env(), [&]() -> Napi::Value {
+    unwrapArg<CudaEventWrap>(info, 0, "event")->event()->record(*stream_);
+    return info.This();
+  });
+}
+
+// wait(event): later work on this stream waits for the event's latest record.
+Napi::Value CudaStreamWrap::wait(const Napi::CallbackInfo& info) {
+  return cudaGuarded(info.Env(), [&]() -> Napi::Value {
+    stream_->wait(unwrapArg<CudaEventWrap>(info, 0, "event")->event());
+    return info.This();
+  });
 }
 
 // ---- ConvKernel
