@@ -37,6 +37,8 @@ export declare class Buffer {
   read(offset?: number, count?: number): Float32Array;
   /** NaN poisons (all-ones bytes). */
   fill(value: number): void;
+  /** The CPU addon's generator on the device: the same seed gives the same values on both backends. */
+  fillUniform(seed: number, lo: number, hi: number): void;
   release(): void;
 }
 

@@ -398,6 +398,18 @@ test('cuda: events order two streams, the wait is timed, memory is counted', { s
   assert.ok(c.memoryStats().peakBytes >= before + 3 * 4 * size);
 });
 
+test('cuda: fillUniform gives the CPU addon\'s values for the same seed', { skip: needsDevice }, () => {
+  const cpu = addon();
+  const n = 100_003;
+  const a = new cpu.Buffer(n), b = new cuda!.Buffer(n);
+  a.fillUniform(12345, -0.5, 2);
+  b.fillUniform(12345, -0.5, 2);
+  assert.deepEqual(b.read(), a.read());
+  b.fillUniform(12346, -0.5, 2);
+  assert.notDeepEqual(b.read(), a.read());
+  assert.throws(() => b.fillUniform(1, 2, 2), (e: CudaError) => e.code === 'ERR_INVALID_ARG' && /hi must be greater than lo/.test(e.message));
+});
+
 test('cuda: bench conv --backend cuda --variant all checks and times every row', { skip: needsDevice }, () => {
   const r = cli(['bench', 'conv', '--backend', 'cuda', '--layer', 'res2a_branch2b,res3a_branch1', '--batch', '2', '--resolution', '64', '--repeat', '2', '--json']);
   assert.equal(r.status, 0, r.stderr);

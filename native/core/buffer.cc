@@ -1,4 +1,5 @@
 #include "core/buffer.h"
+#include "core/uniform.h"
 
 #include <cstdint>
 #include <cstdlib>
@@ -147,23 +148,13 @@ void DeviceBuffer::freeAsync(int streamId, const EventPtr& event, uint64_t gener
   account(-int64_t(count_ * sizeof(float)));
 }
 
-static inline uint64_t splitmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-
 void fillUniform(DeviceBuffer& buffer, uint64_t seed, float lo, float hi) {
   float* out = buffer.data();
   const int64_t n = static_cast<int64_t>(buffer.size());
   const uint64_t key = splitmix64(seed);
   const float scale = (hi - lo) / 16777216.0f;
 #pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    uint64_t bits = splitmix64(key ^ static_cast<uint64_t>(i));
-    out[i] = lo + static_cast<float>(bits >> 40) * scale;
-  }
+  for (int64_t i = 0; i < n; ++i) out[i] = uniformAt(key, i, lo, scale);
 }
 
 }  // namespace stepscope

@@ -52,6 +52,7 @@ class CudaBufferWrap : public Napi::ObjectWrap<CudaBufferWrap> {
   Napi::Value write(const Napi::CallbackInfo& info);
   Napi::Value read(const Napi::CallbackInfo& info);
   Napi::Value fill(const Napi::CallbackInfo& info);
+  Napi::Value fillUniform(const Napi::CallbackInfo& info);
   Napi::Value release(const Napi::CallbackInfo& info);
   Napi::Value released(const Napi::CallbackInfo& info);
   CudaMemoryPtr memory_;

@@ -30,6 +30,8 @@ class CudaMemory {
   void read(float* dst, size_t offset, size_t count) const;
   // NaN is written as all-ones bytes (a quiet NaN), anything else via the host.
   void fill(float value);
+  // The CPU addon's fillUniform, on the device (fill_uniform.cu); synchronous.
+  void fillUniform(uint64_t seed, float lo, float hi);
 
  private:
   float* data_ = nullptr;

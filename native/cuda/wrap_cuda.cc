@@ -14,7 +14,8 @@ Napi::Function CudaBufferWrap::define(Napi::Env env) {
                      {InstanceAccessor<&CudaBufferWrap::length>("length"),
                       InstanceAccessor<&CudaBufferWrap::released>("released"),
                       InstanceMethod<&CudaBufferWrap::write>("write"), InstanceMethod<&CudaBufferWrap::read>("read"),
-                      InstanceMethod<&CudaBufferWrap::fill>("fill"), InstanceMethod<&CudaBufferWrap::release>("release")});
+                      InstanceMethod<&CudaBufferWrap::fill>("fill"), InstanceMethod<&CudaBufferWrap::fillUniform>("fillUniform"),
+                      InstanceMethod<&CudaBufferWrap::release>("release")});
 }
 
 // new Buffer(length)
@@ -74,6 +75,21 @@ Napi::Value CudaBufferWrap::fill(const Napi::CallbackInfo& info) {
   return cudaGuarded(info.Env(), [&]() -> Napi::Value {
     if (!info[0].IsNumber()) throw Error("ERR_INVALID_ARG", "fill(value): value must be a number");
     memory(info.Env())->fill(info[0].As<Napi::Number>().FloatValue());
+    return info.Env().Undefined();
+  });
+}
+
+// fillUniform(seed, lo, hi): the CPU addon's generator, so the same seed gives the same values.
+Napi::Value CudaBufferWrap::fillUniform(const Napi::CallbackInfo& info) {
+  return cudaGuarded(info.Env(), [&]() -> Napi::Value {
+    CudaMemoryPtr m = memory(info.Env());
+    if (!info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsNumber()) {
+      throw Error("ERR_INVALID_ARG", "Buffer.fillUniform(seed, lo, hi): all three must be numbers");
+    }
+    const double seed = info[0].As<Napi::Number>().DoubleValue();
+    const float lo = info[1].As<Napi::Number>().FloatValue(), hi = info[2].As<Napi::Number>().FloatValue();
+    if (!(hi > lo)) throw Error("ERR_INVALID_ARG", "Buffer.fillUniform: hi must be greater than lo");
+    m->fillUniform(uint64_t(int64_t(seed)), lo, hi);
     return info.Env().Undefined();
   });
 }
