@@ -329,9 +329,15 @@ function parseReduction(opts: StepOpts, schedule: 'serialized' | 'overlapped'): 
 
 
 async function runStep(opts: StepOpts) {
-  // The step's kernels exist on the CPU only so far (issue #5): cuda is refused with that reason, auto runs the CPU.
-  const { fallback } = resolveBackend(opts.backend, 'the training step is not implemented on the CUDA backend yet (issue #5)');
+  const { backend, fallback } = resolveBackend(opts.backend);
   if (fallback) process.stderr.write(`stepscope: ${fallback}\n`);
+  if (backend === 'cuda') {
+    // One GPU, synthetic data, NCHW so far (issue #5): the rest is refused before any work.
+    if (opts.comm === 'gloo' || parseInteger('--workers', opts.workers, 1, 16) > 1) {
+      throw new UsageError('--workers/--comm: the gradient reduction on CUDA needs NCCL, not built yet (issue #5); allowed with --backend cuda: --workers 1');
+    }
+    if (opts.enqueueProbe) throw new UsageError('--enqueue-probe is not allowed with --backend cuda: a GPU already runs behind the host');
+  }
   const batch = parseInteger('--batch', opts.batch, 1, 4096);
   const resolution = parseInteger('--resolution', opts.resolution, 32, 1024);
   const classes = parseInteger('--classes', opts.classes, 2, 100000);
@@ -345,7 +351,8 @@ async function runStep(opts: StepOpts) {
     momentum: parseNumber('--momentum', opts.momentum, 0, 1),
     weightDecay: parseNumber('--weight-decay', opts.weightDecay, 0, 1),
     seed: parseInteger('--seed', opts.seed, 0, 2 ** 31 - 1),
-    plan: parsePlan(opts.kernels ?? '', graph),
+    backend,
+    plan: parsePlan(opts.kernels ?? '', graph, backend),
     weights: opts.weights,
     input: opts.input,
     saveWeights: opts.saveWeights,

@@ -5,6 +5,8 @@
 import * as fs from 'node:fs';
 import { UsageError } from '../errors';
 import type { NodeKind, ResNetGraph } from '../model/graph';
+import type { Backend } from '../backend';
+import { cudaAddonIfLoaded } from '../native-cuda';
 import { availableConvVariants } from '../variants';
 
 /** Op kinds a plan names: the graph's node kinds, plus the loss and the optimizer. */
@@ -17,13 +19,28 @@ export interface Plan {
   layers: Record<string, string>;
 }
 
-export function allowedVariants(op: PlanOp): string[] {
+/**
+ * The variants a plan may name for an op on a backend. On CUDA the other ops
+ * have one variant (`cuda`; batch norm also `fused-relu`); convolutions take
+ * the CUDA addon's variants (cudnn:*, our own kernels).
+ */
+export function allowedVariants(op: PlanOp, backend: Backend = 'cpu'): string[] {
+  if (backend === 'cuda') {
+    if (op === 'conv') return (cudaAddonIfLoaded()?.convVariants() ?? []).map((v) => v.name);
+    return op === 'batchnorm' ? ['cuda', 'fused-relu'] : ['cuda'];
+  }
   if (op === 'conv') return availableConvVariants().all;
   if (op === 'batchnorm') return ['reference', 'fast', 'fused-relu'];
   return ['reference', 'fast'];
 }
 
-export function defaultPlan(): Plan {
+export function defaultPlan(backend: Backend = 'cpu'): Plan {
+  if (backend === 'cuda') {
+    return {
+      ops: { conv: 'cudnn:heuristic', batchnorm: 'fused-relu', relu: 'cuda', maxpool: 'cuda', add: 'cuda', avgpool: 'cuda', fc: 'cuda', loss: 'cuda', sgd: 'cuda' },
+      layers: {},
+    };
+  }
   const conv = availableConvVariants().all.includes('onednn') ? 'onednn' : 'im2col-gemm';
   return {
     ops: { conv, batchnorm: 'fused-relu', relu: 'fast', maxpool: 'fast', add: 'fast', avgpool: 'fast', fc: 'fast', loss: 'fast', sgd: 'fast' },
@@ -31,8 +48,8 @@ export function defaultPlan(): Plan {
   };
 }
 
-function checkVariant(what: string, op: PlanOp, variant: string): void {
-  const allowed = allowedVariants(op);
+function checkVariant(what: string, op: PlanOp, variant: string, backend: Backend): void {
+  const allowed = allowedVariants(op, backend);
   if (!allowed.includes(variant)) {
     throw new UsageError(`${what}: variant '${variant}' is not allowed for ${op}; allowed: ${allowed.join(', ')}`);
   }
@@ -42,7 +59,7 @@ function checkVariant(what: string, op: PlanOp, variant: string): void {
  * Applies `op=variant` and `layer=variant` pairs (comma separated) or a plan
  * JSON file ({"ops": {...}, "layers": {...}}) on top of the default plan.
  */
-export function parsePlan(text: string, graph: ResNetGraph): Plan {
+export function parsePlan(text: string, graph: ResNetGraph, backend: Backend = 'cpu'): Plan {
   let pairs: [string, string][];
   if (text.endsWith('.json') || fs.existsSync(text)) {
     let json: { ops?: Record<string, string>; layers?: Record<string, string> };
@@ -52,7 +69,7 @@ export function parsePlan(text: string, graph: ResNetGraph): Plan {
       throw new UsageError(`--kernels: cannot read plan file '${text}': ${(err as Error).message}`);
     }
     if (typeof json !== 'object' || json === null) throw new UsageError(`--kernels: plan file '${text}' must hold an object with "ops" and "layers"`);
-    return planFromJson(json, graph);
+    return planFromJson(json, graph, backend);
   } else {
     pairs = text.split(',').filter((s) => s.trim()).map((item) => {
       const [key, value, extra] = item.split('=').map((s) => s.trim());
@@ -60,23 +77,23 @@ export function parsePlan(text: string, graph: ResNetGraph): Plan {
       return [key, value];
     });
   }
-  return applyPairs(pairs, graph);
+  return applyPairs(pairs, graph, backend);
 }
 
 /** A plan given as {"ops": {...}, "layers": {...}} (a file's content, a profile's kernels), on top of the default plan. */
-export function planFromJson(json: { ops?: Record<string, string>; layers?: Record<string, string> }, graph: ResNetGraph): Plan {
-  return applyPairs([...Object.entries(json.ops ?? {}), ...Object.entries(json.layers ?? {})], graph);
+export function planFromJson(json: { ops?: Record<string, string>; layers?: Record<string, string> }, graph: ResNetGraph, backend: Backend = 'cpu'): Plan {
+  return applyPairs([...Object.entries(json.ops ?? {}), ...Object.entries(json.layers ?? {})], graph, backend);
 }
 
-function applyPairs(pairs: [string, string][], graph: ResNetGraph): Plan {
-  const plan = defaultPlan();
+function applyPairs(pairs: [string, string][], graph: ResNetGraph, backend: Backend): Plan {
+  const plan = defaultPlan(backend);
   const kindOf = new Map<string, NodeKind>(graph.nodes.map((n) => [n.name, n.kind]));
   for (const [key, variant] of pairs) {
     if ((PLAN_OPS as readonly string[]).includes(key)) {
-      checkVariant(`--kernels ${key}`, key as PlanOp, variant);
+      checkVariant(`--kernels ${key}`, key as PlanOp, variant, backend);
       plan.ops[key as PlanOp] = variant;
     } else if (kindOf.has(key)) {
-      checkVariant(`--kernels ${key}`, kindOf.get(key)!, variant);
+      checkVariant(`--kernels ${key}`, kindOf.get(key)!, variant, backend);
       plan.layers[key] = variant;
     } else {
       throw new UsageError(

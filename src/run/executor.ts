@@ -9,7 +9,9 @@
 // (reverse layer order), for the schedules that overlap reduction with backward.
 import type { Buffer, ConvKernel, Event, GlooCommunicator, OpKernel, OpName, Stream } from '../../binding';
 import type { GraphNode, ResNetGraph } from '../model/graph';
-import { addon } from '../native';
+import type { Backend } from '../backend';
+import { addon, type Addon } from '../native';
+import { cudaAddon } from '../native-cuda';
 import { variantFor, type Plan, type PlanOp } from '../plan/plan';
 import { UsageError } from '../errors';
 import { assignBuckets, type Bucket } from '../schedule/buckets';
@@ -155,7 +157,8 @@ export class TrainingStep {
   gradientEvents: { param: string; event: Event }[] = [];
   readonly stream: Stream;
 
-  private native = addon();
+  /** The addon the step runs on: the CPU one, or the CUDA one (the same classes, device memory). */
+  readonly native: Addon;
   private prepared: Prepared[] = [];
   private lossKernel: OpKernel;
   private sgd: { param: string; kernel: OpKernel }[] = [];
@@ -176,8 +179,14 @@ export class TrainingStep {
     readonly optimizer: OptimizerOptions,
     layout: StepLayout = 'auto',
     readonly reduction?: ReductionOptions,
+    readonly backend: Backend = 'cpu',
   ) {
-    const native = this.native;
+    // The CUDA addon has the classes and calls the step uses (Buffer, Stream,
+    // Event, ConvKernel, OpKernel, memoryStats, timelineDrain, waitsDrain, nowNs).
+    const native = (this.native = backend === 'cuda' ? (cudaAddon() as unknown as Addon) : addon());
+    if (backend === 'cuda' && reduction && reduction.workers > 1) {
+      throw new UsageError(`--workers ${reduction.workers} is not allowed with --backend cuda yet: the reduction on CUDA needs NCCL (issue #5); allowed: 1`);
+    }
     const blockedProblem = canUseBlocked(graph, plan);
     if (layout === 'nChw16c' && blockedProblem) throw new UsageError(`--layout nChw16c: ${blockedProblem}`);
     this.layout = layout === 'nchw' || blockedProblem ? 'nchw' : 'nChw16c';
@@ -265,7 +274,7 @@ export class TrainingStep {
 
   private opVariant(op: PlanOp, layer?: string): string {
     const v = variantFor(this.plan, op, layer);
-    return v === 'fused-relu' ? 'fast' : v;
+    return v === 'fused-relu' ? (this.backend === 'cuda' ? 'cuda' : 'fast') : v;
   }
 
   private prepare(): void {
@@ -410,6 +419,7 @@ export class TrainingStep {
     this.lastLogits = undefined;
     native.resetPeakMemory();
     if (this.enqueueProbeMs > 0) {
+      if (this.backend === 'cuda') throw new UsageError('--enqueue-probe is not allowed with --backend cuda: a GPU already runs behind the host (the probe holds a CPU stream)');
       // Hold the stream so the whole iteration is enqueued before any kernel
       // runs: the enqueue time is then the host's cost alone, as with a GPU,
       // not a share of cores busy with the previous kernels.
@@ -604,7 +614,10 @@ export class TrainingStep {
   private probeCommStream: Stream | undefined;
   private lastLogits: Buffer | undefined;
   private pool: Pool | undefined;
-  private events = new EventRing();
+  private eventRing: EventRing | undefined;
+  private get events(): EventRing {
+    return (this.eventRing ??= new EventRing(this.native));
+  }
 
   /** Gives the activation buffers this step holds between iterations back to the allocator. */
   releaseActivations(): void {

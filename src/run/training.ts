@@ -7,7 +7,9 @@ import * as os from 'node:os';
 import type { KernelRecord, WaitRecord } from '../../binding';
 import { summarize, type Summary } from '../bench/stats';
 import { paramCount, resnet50Graph, type ResNetGraph } from '../model/graph';
+import type { Backend } from '../backend';
 import { addon } from '../native';
+import { cudaStatus } from '../native-cuda';
 import type { Plan } from '../plan/plan';
 import { TrainingStep, type ReductionOptions, type StepLayout } from './executor';
 import { breakdown, type Breakdown } from '../analysis/breakdown';
@@ -18,6 +20,8 @@ import { DataPipeline, type DataOptions } from '../data/pipeline';
 import { UsageError } from '../errors';
 
 export interface TrainingConfig {
+  /** The backend the step runs on (default cpu). */
+  backend?: Backend;
   batch: number;
   resolution: number;
   classes: number;
@@ -88,7 +92,7 @@ export interface Run {
   version: typeof RUN_FORMAT_VERSION;
   createdAt: string;
   config: Omit<TrainingConfig, 'plan'> & { plan: Plan };
-  environment: { cpuModel: string; threads: number; node: string; backend: 'cpu'; dtype: 'fp32'; parameters: number; layout: 'nchw' | 'nChw16c' };
+  environment: { cpuModel: string; threads: number; node: string; backend: Backend; gpu?: string; dtype: 'fp32'; parameters: number; layout: 'nchw' | 'nChw16c' };
   iterations: IterationFigures[];
   /** Median, min, max over the measured (non-warm-up) iterations. */
   summary: Record<PhaseKey | 'loss', Summary> & {
@@ -140,6 +144,9 @@ export async function runTraining(config: TrainingConfig, onIteration?: (f: Iter
   const fixed = config.input ? loadBatch(graph, config.input) : undefined;
   // The dataset is opened (and checked) before the model is built.
   const d = config.data;
+  if (config.backend === 'cuda' && d && d.kind !== 'synthetic' && !fixed) {
+    throw new UsageError(`--data ${d.kind} is not allowed with --backend cuda yet: the input pipeline decodes into host memory (issue #5); allowed: synthetic`);
+  }
   const pipeline = d && d.kind !== 'synthetic' && !fixed
     ? new DataPipeline({ ...d, kind: d.kind, dataset: d.dataset! }, config.batch, config.resolution, config.seed, config.warmup + contentionIterations(config) + config.iterations,
       { rank: config.rank ?? 0, workers: config.reduction?.workers ?? 1 })
@@ -147,7 +154,7 @@ export async function runTraining(config: TrainingConfig, onIteration?: (f: Iter
   if (pipeline && pipeline.classes > config.classes) {
     throw new UsageError(`--classes ${config.classes} is not allowed with this dataset: it has ${pipeline.classes} classes (give --classes ${pipeline.classes} or more)`);
   }
-  const step = new TrainingStep(graph, config.plan, { lr: config.lr, momentum: config.momentum, weightDecay: config.weightDecay }, config.layout, config.reduction);
+  const step = new TrainingStep(graph, config.plan, { lr: config.lr, momentum: config.momentum, weightDecay: config.weightDecay }, config.layout, config.reduction, config.backend);
   step.enqueueProbeMs = config.enqueueProbeMs ?? 0;
   if (config.weights) loadWeights(step, config.weights);
   else initWeights(step, config.seed);
@@ -166,7 +173,7 @@ async function iterate(
   config: TrainingConfig, step: TrainingStep, graph: ResNetGraph, fixed: boolean, pipeline: DataPipeline | undefined,
   onIteration?: (f: IterationFigures) => void,
 ): Promise<Run> {
-  const native = addon();
+  const native = step.native;
 
   // With a local reduction, a few iterations after the warm-up run the reduction in the other arrangement:
   // both arrangements of the same kernels give the contention (run/contention.ts).
@@ -255,9 +262,10 @@ async function iterate(
     config,
     environment: {
       cpuModel: os.cpus()[0]?.model ?? 'unknown',
-      threads: native.buildInfo().threads,
+      threads: step.backend === 'cuda' ? addon().buildInfo().threads : native.buildInfo().threads,
       node: process.version,
-      backend: 'cpu',
+      backend: step.backend,
+      ...(step.backend === 'cuda' ? { gpu: cudaStatus().info?.device?.name } : {}),
       dtype: 'fp32',
       parameters: paramCount(graph),
       layout: step.layout,
