@@ -144,9 +144,6 @@ export async function runTraining(config: TrainingConfig, onIteration?: (f: Iter
   const fixed = config.input ? loadBatch(graph, config.input) : undefined;
   // The dataset is opened (and checked) before the model is built.
   const d = config.data;
-  if (config.backend === 'cuda' && d && d.kind !== 'synthetic' && !fixed) {
-    throw new UsageError(`--data ${d.kind} is not allowed with --backend cuda yet: the input pipeline decodes into host memory (issue #5); allowed: synthetic`);
-  }
   const pipeline = d && d.kind !== 'synthetic' && !fixed
     ? new DataPipeline({ ...d, kind: d.kind, dataset: d.dataset! }, config.batch, config.resolution, config.seed, config.warmup + contentionIterations(config) + config.iterations,
       { rank: config.rank ?? 0, workers: config.reduction?.workers ?? 1 })
@@ -193,7 +190,12 @@ async function iterate(
     let input = step.input;
     if (pipeline) {
       const b = await pipeline.take(i); // with prefetch: usually ready already
-      input = b.input; // filled in place by the pipeline: nothing to copy
+      if (step.backend === 'cuda') {
+        // The pipeline decodes into host memory: the batch is copied to the device, inside the data time.
+        step.input.write(b.input.read());
+      } else {
+        input = b.input; // filled in place by the pipeline: nothing to copy
+      }
       step.labels.write(b.labels);
       dataBusyMs = b.busyMs;
       skippedImages = b.skipped.length;
