@@ -333,8 +333,8 @@ async function runStep(opts: StepOpts) {
   if (fallback) process.stderr.write(`stepscope: ${fallback}\n`);
   if (backend === 'cuda') {
     // One GPU, synthetic data, NCHW so far (issue #5): the rest is refused before any work.
-    if (opts.comm === 'gloo' || parseInteger('--workers', opts.workers, 1, 16) > 1) {
-      throw new UsageError('--workers/--comm: the gradient reduction on CUDA needs NCCL, not built yet (issue #5); allowed with --backend cuda: --workers 1');
+    if (opts.comm === 'gloo') {
+      throw new UsageError('--comm gloo is not allowed with --backend cuda: across GPUs the reduction needs NCCL, not built yet (issue #5); allowed: local');
     }
     if (opts.enqueueProbe) throw new UsageError('--enqueue-probe is not allowed with --backend cuda: a GPU already runs behind the host');
   }

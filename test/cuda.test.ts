@@ -68,11 +68,11 @@ test('the other ops\' arithmetic and the FC layer\'s cuBLAS layouts match the CP
   const r = spawnSync(exe, { encoding: 'utf8' });
   assert.equal(r.error, undefined, `${exe}: ${r.error?.message}`);
   const out = JSON.parse(r.stdout) as { ok: boolean; checks: { name: string; error: number; tolerance: number; ok: boolean }[] };
-  for (const op of ['batchnorm', 'relu bwd', 'maxpool', 'bwd dx (gather against scatter)', 'softmax-xent', 'bad label gives NaN', 'sgd', 'fc']) {
+  for (const op of ['batchnorm', 'relu bwd', 'maxpool', 'bwd dx (gather against scatter)', 'softmax-xent', 'bad label gives NaN', 'sgd', 'allreduce-local', 'fc']) {
     assert.ok(out.checks.some((c) => c.name.includes(op)), `no check of ${op}`);
   }
   for (const c of out.checks) assert.ok(c.ok && c.error <= c.tolerance, `${c.name}: ${c.error} > ${c.tolerance}`);
-  assert.equal(out.checks.length, 56);
+  assert.equal(out.checks.length, 60);
   assert.equal(r.status, 0);
 });
 
@@ -82,17 +82,20 @@ test('CUDA ops: the CPU addon\'s op names, parameters and buffers; clear errors;
     const d = new cuda!.OpKernel(c.op, 'cuda', c.params, 'l1').describe();
     const ref = new cpu.OpKernel(c.op, 'reference', c.params, 'l1').describe();
     assert.deepEqual(d.buffers, ref.buffers, c.op);
-    assert.deepEqual([d.op, d.pass, d.layer, d.variant, d.flops], [ref.op, ref.pass, 'l1', 'cuda', ref.flops], c.op);
+    // The communicator's records keep the CPU's names (allreduce / local): the what-if model keys on them.
+    assert.deepEqual([d.op, d.pass, d.layer, d.variant, d.flops], [ref.op, ref.pass, 'l1', c.op === 'allreduce-local' ? 'local' : 'cuda', ref.flops], c.op);
   }
   const listed = cuda!.opVariants().map((v) => v.op);
   assert.deepEqual([...new Set(CUDA_OP_CASES.map((c) => c.op))].filter((op) => !listed.includes(op)), []);
-  assert.ok(!listed.includes('allreduce-local'));
+  assert.ok(listed.includes('allreduce-local') && listed.includes('link-hold'));
+  const link = new cuda!.OpKernel('link-hold', 'cuda', { bytes: 1e6, workers: 4, gbps: 1, latencyUs: 5 }, 'bucket0').describe();
+  assert.deepEqual([link.op, link.pass, link.variant, link.buffers], ['link', 'comm', 'modeled', []]);
   const bn = { n: 2, c: 16, hw: 49 };
   const err = (code: string, re: RegExp) => (e: CudaError) => e.code === code && re.test(e.message);
   assert.throws(() => new cuda!.OpKernel('layernorm' as never, 'cuda', bn), err('ERR_UNKNOWN_OP', /unknown op 'layernorm' .*allowed: batchnorm-fwd, .*sgd/));
   assert.throws(() => new cuda!.OpKernel('batchnorm-fwd', 'fast', bn), err('ERR_UNKNOWN_VARIANT', /unknown variant 'fast' .*allowed: cuda/));
   assert.throws(() => new cuda!.OpKernel('batchnorm-fwd', 'cuda', { ...bn, blocked: true }), err('ERR_UNSUPPORTED', /nChw16c/));
-  assert.throws(() => new cuda!.OpKernel('allreduce-local', 'cuda', { size: 4 }), err('ERR_UNSUPPORTED', /NCCL/));
+  assert.throws(() => new cuda!.OpKernel('link-hold', 'cuda', { bytes: 1, workers: 2, gbps: 0 }), err('ERR_INVALID_ARG', /'gbps' must be positive/));
   assert.throws(() => new cuda!.OpKernel('batchnorm-fwd', 'cuda', { ...bn, n: 0 }), err('ERR_INVALID_ARG', /parameter 'n' is 0.*allowed an integer from 1/));
   assert.throws(() => new cuda!.OpKernel('maxpool-fwd', 'cuda', { n: 1, c: 1, h: 2, w: 2, k: 3, stride: 2, pad: 3 }), err('ERR_BAD_SHAPE', /gives no output/));
 });
@@ -304,9 +307,16 @@ test('step --backend cuda runs the training step on the CUDA addon\'s classes (C
   const cd = JSON.parse(cli(['step', '--backend', 'cpu', '--kernels', 'conv=im2col-gemm', '--layout', 'nchw', ...withData]).stdout);
   assert.deepEqual(JSON.parse(gd.stdout).iterations.map((i: { loss: number }) => i.loss), cd.iterations.map((i: { loss: number }) => i.loss));
   fs.rmSync(data, { recursive: true, force: true });
+  // Two workers through the local communicator, overlapped on a second stream (events, waits) and with its
+  // contention iterations: the same losses as the CPU's; the comm kernels on the timeline.
+  const reduced = [...small, '--workers', '2', '--schedule', 'overlapped', '--link', '2', '--latency', '5'];
+  const gr = JSON.parse(cli(['step', '--backend', 'cuda', ...reduced], env).stdout);
+  const cr = JSON.parse(cli(['step', '--backend', 'cpu', '--kernels', 'conv=im2col-gemm', '--layout', 'nchw', ...reduced]).stdout);
+  assert.deepEqual(gr.iterations.map((i: { loss: number }) => i.loss), cr.iterations.map((i: { loss: number }) => i.loss));
+  assert.ok(gr.contention && gr.contention.other.schedule === 'serialized');
   // What the CUDA step cannot do yet is refused before any work, naming what is allowed.
   for (const [args, re] of [
-    [['--workers', '2'], /needs NCCL, not built yet \(issue #5\); allowed with --backend cuda: --workers 1/],
+    [['--comm', 'gloo'], /--comm gloo is not allowed with --backend cuda: .*NCCL.*allowed: local/],
     [['--layout', 'nChw16c'], /runs 'cudnn:heuristic', which takes NCHW only/],
     [['--kernels', 'conv=onednn'], /variant 'onednn' is not allowed for conv; allowed: cudnn:implicit-gemm/],
     [['--kernels', 'relu=fast'], /variant 'fast' is not allowed for relu; allowed: cuda/],

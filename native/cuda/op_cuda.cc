@@ -55,6 +55,8 @@ const Entry kOps[] = {
     {"fc-bwd", "dx = dy w, dw = dy^T x (cuBLAS sgemm, fp32), db = sum dy"},
     {"softmax-xent", "mean softmax cross-entropy and its gradient; a bad label gives a NaN loss"},
     {"sgd", "SGD with momentum and weight decay (PyTorch semantics)"},
+    {"allreduce-local", "local communicator: W-1 stand-in gradients copied in on the device, all W summed and averaged"},
+    {"link-hold", "holds the stream for the modeled ring all-reduce time of a bucket (a sleeping host function)"},
 };
 
 }  // namespace
@@ -70,9 +72,6 @@ std::unique_ptr<CudaOpKernel> makeCudaOpKernel(const std::string& op, const std:
   bool known = false;
   for (const Entry& e : kOps) known = known || op == e.op;
   if (!known) {
-    if (op == "allreduce-local" || op == "link-hold") {
-      throw Error("ERR_UNSUPPORTED", op + ": the CUDA backend reduces gradients with NCCL, not with the CPU's local communicator");
-    }
     std::string names;
     for (const Entry& e : kOps) names += (names.empty() ? "" : ", ") + std::string(e.op);
     throw Error("ERR_UNKNOWN_OP", "unknown op '" + op + "' for the CUDA backend; allowed: " + names);
@@ -82,6 +81,7 @@ std::unique_ptr<CudaOpKernel> makeCudaOpKernel(const std::string& op, const std:
   if (op.rfind("batchnorm", 0) == 0) return makeCudaBatchNorm(op, p, layer);
   if (op.find("pool") != std::string::npos) return makeCudaPool(op, p, layer);
   if (op.rfind("fc-", 0) == 0) return makeCudaLinear(op, p, layer);
+  if (op == "allreduce-local" || op == "link-hold") return makeCudaComm(op, p, layer);
   return makeCudaElementOp(op, p, layer);
 }
 

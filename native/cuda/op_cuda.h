@@ -1,6 +1,7 @@
 // The step's ops other than convolution on the CUDA backend: batch norm (with
 // the fused ReLU), ReLU, residual add, max- and average-pool, the FC layer
-// (cuBLAS), softmax cross-entropy and SGD. Same op names, parameters and
+// (cuBLAS), softmax cross-entropy, SGD, and the local communicator with the
+// modeled link (ops_comm.cu). Same op names, parameters and
 // buffers as the CPU kernels (cpu/op_kernel.h, read through cpu/op_params.h),
 // NCHW fp32; one variant, `cuda` (our kernels, cuBLAS for the FC GEMMs).
 // A kernel is prepared without a device (its buffers can be described and
@@ -51,8 +52,8 @@ struct CudaOpVariantInfo {
 std::vector<CudaOpVariantInfo> cudaOpVariants();
 
 // ERR_UNKNOWN_OP / ERR_UNKNOWN_VARIANT list the valid names; a bad parameter
-// is ERR_INVALID_ARG naming it; the nChw16c layout (blocked=1) and the
-// communication ops are ERR_UNSUPPORTED on this backend.
+// is ERR_INVALID_ARG naming it; the nChw16c layout (blocked=1) is
+// ERR_UNSUPPORTED on this backend.
 std::unique_ptr<CudaOpKernel> makeCudaOpKernel(const std::string& op, const std::string& variant, const OpParams& params,
                                                const std::string& layer);
 
@@ -62,6 +63,8 @@ std::unique_ptr<CudaOpKernel> makeCudaPool(const std::string& op, const OpParams
 std::unique_ptr<CudaOpKernel> makeCudaLinear(const std::string& op, const OpParams& p, const std::string& layer);
 // relu-fwd, relu-bwd, add, softmax-xent, sgd.
 std::unique_ptr<CudaOpKernel> makeCudaElementOp(const std::string& op, const OpParams& p, const std::string& layer);
+// allreduce-local, link-hold (the local communicator and the modeled link).
+std::unique_ptr<CudaOpKernel> makeCudaComm(const std::string& op, const OpParams& p, const std::string& layer);
 
 // A launch's error (bad configuration, no device) as a CudaError with the kernel's context.
 void checkLaunch(const char* what, const std::string& context);

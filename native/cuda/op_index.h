@@ -100,6 +100,13 @@ SS_HD inline void sgdAt(float* param, const float* grad, float* buf, long long i
   param[i] -= lr * buf[i];
 }
 
+// ---- the local communicator: element i of the average of the gradient and its W-1 replicas.
+SS_HD inline float allreduceLocalAt(const float* grad, const float* replicas, long long n, int workers, long long i) {
+  float sum = grad[i];
+  for (int r = 0; r < workers - 1; ++r) sum += replicas[r * n + i];
+  return sum * (1.0f / float(workers));
+}
+
 // ---- the FC layer's GEMMs in cuBLAS's column-major terms. Row-major x [n, in]
 // is column-major in x n (ld in); w [out, in] is in x out (ld in); y and dy
 // [n, out] are out x n (ld out).

@@ -36,6 +36,7 @@ export const CUDA_OP_CASES: OpCase[] = [
   { op: 'fc-bwd', params: { n: 4, in: 64, out: 10 }, outputs: ['dx', 'dw', 'db'], tolerance: 1e-5 },
   { op: 'softmax-xent', params: { n: 5, classes: 10 }, outputs: ['loss', 'dlogits'], tolerance: 1e-6 },
   { op: 'sgd', params: { size: 1000, lr: 0.1, momentum: 0.9, weightDecay: 1e-4 }, outputs: ['param', 'momentum_buffer'], inout: ['param', 'momentum_buffer'], tolerance: 1e-6 },
+  { op: 'allreduce-local', params: { size: 1000, workers: 3 }, outputs: ['grad', 'replicas'], inout: ['grad'], tolerance: 1e-6 },
 ];
 
 function lcg(seed: number): () => number {

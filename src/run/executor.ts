@@ -184,8 +184,8 @@ export class TrainingStep {
     // The CUDA addon has the classes and calls the step uses (Buffer, Stream,
     // Event, ConvKernel, OpKernel, memoryStats, timelineDrain, waitsDrain, nowNs).
     const native = (this.native = backend === 'cuda' ? (cudaAddon() as unknown as Addon) : addon());
-    if (backend === 'cuda' && reduction && reduction.workers > 1) {
-      throw new UsageError(`--workers ${reduction.workers} is not allowed with --backend cuda yet: the reduction on CUDA needs NCCL (issue #5); allowed: 1`);
+    if (backend === 'cuda' && reduction?.comm === 'gloo') {
+      throw new UsageError('--comm gloo is not allowed with --backend cuda: across GPUs the reduction needs NCCL, not built yet (issue #5); allowed: local');
     }
     const blockedProblem = canUseBlocked(graph, plan);
     if (layout === 'nChw16c' && blockedProblem) throw new UsageError(`--layout nChw16c: ${blockedProblem}`);
@@ -233,12 +233,12 @@ export class TrainingStep {
       // only grow memory; the modeled link still uses the true worker count.
       const local = Math.min(r.workers, LOCAL_STAND_IN_LIMIT);
       this.reduceKernels.set(p.name, {
-        kernel: new native.OpKernel('allreduce-local', 'fast', { size, workers: local }, p.name),
+        kernel: new native.OpKernel('allreduce-local', this.commVariant, { size, workers: local }, p.name),
         replicas: new native.Buffer(size * (local - 1)),
       });
     }
     this.linkKernels = this.buckets.map((b) =>
-      r.link ? new native.OpKernel('link-hold', 'fast', { bytes: b.bytes, workers: r.workers, gbps: r.link.gbps, latencyUs: r.link.latencyUs }, `bucket${b.index}`) : undefined,
+      r.link ? new native.OpKernel('link-hold', this.commVariant, { bytes: b.bytes, workers: r.workers, gbps: r.link.gbps, latencyUs: r.link.latencyUs }, `bucket${b.index}`) : undefined,
     );
     (this as { commStream: Stream | undefined }).commStream = r.schedule === 'overlapped' ? new native.Stream('comm') : undefined;
   }
@@ -270,6 +270,11 @@ export class TrainingStep {
       this.gradSums.set(t, k);
     }
     return k;
+  }
+
+  /** The local communicator's and the link model's kernels: one variant per backend. */
+  private get commVariant(): string {
+    return this.backend === 'cuda' ? 'cuda' : 'fast';
   }
 
   private opVariant(op: PlanOp, layer?: string): string {

@@ -5,10 +5,11 @@
 // variant) on fresh random data: batch norm forward and backward with and
 // without the fused ReLU, max-pool forward and backward (the gather against
 // the CPU's scatter) on several window shapes, softmax cross-entropy
-// (and a bad label), SGD and the FC layer. Prints one JSON object; exit 1 if
+// (and a bad label), SGD, the local communicator's average and the FC layer. Prints one JSON object; exit 1 if
 // any error exceeds its tolerance. No GPU needed.
 #include <cmath>
 #include <cstdint>
+#include <algorithm>
 #include <cstdio>
 #include <map>
 #include <string>
@@ -64,6 +65,7 @@ void cpuReference(const std::string& op, const std::map<std::string, double>& pa
   else if (op.find("pool") != std::string::npos) k = makePool(op, false, p, "check");
   else if (op.rfind("fc-", 0) == 0) k = makeLinear(op, false, p, "check");
   else if (op == "softmax-xent") k = makeLoss(op, false, p, "check");
+  else if (op == "allreduce-local") k = makeComm(op, false, p, "check");
   else k = makeSgd(op, false, p, "check");
   k->run(ptrs(bufs));
 }
@@ -175,6 +177,18 @@ void checkSgd(int size) {
   record("sgd momentum buffer", relErr(buf, f[2]), 1e-6);
 }
 
+void checkAllreduceLocal(int size, int workers) {
+  const auto grad = randomVector(size, 61);
+  std::vector<std::vector<float>> f{grad, poisoned(size_t(size) * (workers - 1))};
+  cpuReference("allreduce-local", {{"size", size}, {"workers", workers}}, f);
+  // As ops_comm.cu: the replicas are copies of the gradient, then the average.
+  std::vector<float> replicas(size_t(size) * (workers - 1)), out(size);
+  for (int r = 0; r < workers - 1; ++r) std::copy(grad.begin(), grad.end(), replicas.begin() + size_t(r) * size);
+  for (long long i = 0; i < size; ++i) out[i] = allreduceLocalAt(grad.data(), replicas.data(), size, workers, i);
+  record("allreduce-local W" + std::to_string(workers) + " grad", relErr(out, f[0]), 1e-6);
+  record("allreduce-local W" + std::to_string(workers) + " replicas", relErr(replicas, f[1]), 0);
+}
+
 // C = op(A) op(B), column-major, as cublasSgemm with alpha 1, beta 0.
 void sgemmColumnMajor(const FcGemm& g, const float* a, const float* b, float* c) {
   for (int j = 0; j < g.n; ++j)
@@ -229,6 +243,8 @@ int main() {
   checkSoftmax(5, 10);
   checkSoftmax(3, 1000);
   checkSgd(1000);
+  checkAllreduceLocal(1000, 3);
+  checkAllreduceLocal(17, 16);
   checkLinear(3, 7, 5);
   checkLinear(4, 64, 10);
   bool ok = true;
