@@ -100,10 +100,13 @@ for dtype in $STEP_DTYPES; do
   cp "$OUT/pytorch-step-$dtype.out" "$OUT/pytorch-step-$dtype.json"
 done
 
-# The stepscope step on the GPU (fp32, NCHW, cudnn:heuristic, one GPU) at the same batch as PyTorch's step.
-step stepscope-step-fp32 300 node bin/stepscope.js step --backend cuda --batch "$STEP_BATCH" --resolution 224 --iterations 10 --warmup 3 --json
-cp "$OUT/stepscope-step-fp32.out" "$OUT/stepscope-step-fp32.json" 2>/dev/null
-node -e "const r=require('$OUT/stepscope-step-fp32.json'); const s=r.summary; console.error('stepscope step (cuda, fp32, batch $STEP_BATCH): '+s.totalMs.median.toFixed(2)+' ms per iteration (forward '+s.forwardMs.median.toFixed(2)+', backward '+s.backwardMs.median.toFixed(2)+'), '+(1000*$STEP_BATCH/s.totalMs.median).toFixed(0)+' images/s')" 2>&1 | tee -a "$OUT/gpu-check.log"
+# The stepscope step on the GPU (NCHW, cudnn:heuristic, one GPU) at the same batch and dtypes as PyTorch's step.
+for dtype in $STEP_DTYPES; do
+  [[ "$dtype" == fp32 || "$dtype" == tf32 ]] || continue  # bf16 steps are not built yet
+  step "stepscope-step-$dtype" 300 node bin/stepscope.js step --backend cuda --dtype "$dtype" --batch "$STEP_BATCH" --resolution 224 --iterations 10 --warmup 3 --json
+  cp "$OUT/stepscope-step-$dtype.out" "$OUT/stepscope-step-$dtype.json" 2>/dev/null
+  node -e "const r=require('$OUT/stepscope-step-$dtype.json'); const s=r.summary; console.error('stepscope step (cuda, $dtype, batch $STEP_BATCH): '+s.totalMs.median.toFixed(2)+' ms per iteration (forward '+s.forwardMs.median.toFixed(2)+', backward '+s.backwardMs.median.toFixed(2)+'), '+(1000*$STEP_BATCH/s.totalMs.median).toFixed(0)+' images/s')" 2>&1 | tee -a "$OUT/gpu-check.log"
+done
 
 # 6. The side-by-side table, last.
 node scripts/gpu-table.js "$OUT"

@@ -230,6 +230,7 @@ async function runBenchConvCuda(
 
 interface StepOpts {
   backend: string;
+  dtype: string;
   batch: string;
   iterations: string;
   warmup: string;
@@ -338,6 +339,8 @@ async function runStep(opts: StepOpts) {
     }
     if (opts.enqueueProbe) throw new UsageError('--enqueue-probe is not allowed with --backend cuda: a GPU already runs behind the host');
   }
+  const dtypes = backend === 'cuda' ? ['fp32', 'tf32'] : ['fp32'];
+  if (!dtypes.includes(opts.dtype)) throw new UsageError(`--dtype '${opts.dtype}' is not allowed on the ${backend} backend: allowed ${dtypes.join(', ')}`);
   const batch = parseInteger('--batch', opts.batch, 1, 4096);
   const resolution = parseInteger('--resolution', opts.resolution, 32, 1024);
   const classes = parseInteger('--classes', opts.classes, 2, 100000);
@@ -352,6 +355,7 @@ async function runStep(opts: StepOpts) {
     weightDecay: parseNumber('--weight-decay', opts.weightDecay, 0, 1),
     seed: parseInteger('--seed', opts.seed, 0, 2 ** 31 - 1),
     backend,
+    dtype: opts.dtype as 'fp32' | 'tf32',
     plan: parsePlan(opts.kernels ?? '', graph, backend),
     weights: opts.weights,
     input: opts.input,
@@ -639,7 +643,8 @@ export function buildProgram(): Command {
   program
     .command('step')
     .description('run real ResNet-50 v1.5 training iterations and print the per-phase times and top kernels')
-    .option('--backend <b>', 'cpu, cuda (not implemented for the step yet), or auto (falls back to cpu, saying why)', 'cpu')
+    .option('--backend <b>', 'cpu, cuda (one GPU; plan variants cudnn:*, cuda), or auto (cuda when usable, else cpu, saying why)', 'cpu')
+    .option('--dtype <d>', 'fp32, or tf32 with --backend cuda (the convolutions may use TF32 tensor cores, as torch.backends.cudnn.allow_tf32)', 'fp32')
     .option('--batch <n>', 'batch size', '32')
     .option('--iterations <n>', 'measured iterations', '10')
     .option('--warmup <n>', 'warm-up iterations first', '1')

@@ -314,6 +314,13 @@ test('step --backend cuda runs the training step on the CUDA addon\'s classes (C
   const cr = JSON.parse(cli(['step', '--backend', 'cpu', '--kernels', 'conv=im2col-gemm', '--layout', 'nchw', ...reduced]).stdout);
   assert.deepEqual(gr.iterations.map((i: { loss: number }) => i.loss), cr.iterations.map((i: { loss: number }) => i.loss));
   assert.ok(gr.contention && gr.contention.other.schedule === 'serialized');
+  // --dtype tf32: the convolutions' option (the stand-in computes fp32 anyway); the CPU backend refuses it.
+  const tf32 = cli(['step', '--backend', 'cuda', '--dtype', 'tf32', ...small], env);
+  assert.equal(tf32.status, 0, tf32.stderr);
+  assert.equal(JSON.parse(tf32.stdout).environment.dtype, 'tf32');
+  const cpuTf32 = cli(['step', '--dtype', 'tf32', ...small]);
+  assert.equal(cpuTf32.status, 2);
+  assert.match(cpuTf32.stderr, /--dtype 'tf32' is not allowed on the cpu backend: allowed fp32/);
   // What the CUDA step cannot do yet is refused before any work, naming what is allowed.
   for (const [args, re] of [
     [['--comm', 'gloo'], /--comm gloo is not allowed with --backend cuda: .*NCCL.*allowed: local/],

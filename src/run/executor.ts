@@ -180,7 +180,10 @@ export class TrainingStep {
     layout: StepLayout = 'auto',
     readonly reduction?: ReductionOptions,
     readonly backend: Backend = 'cpu',
+    /** tf32: the CUDA convolutions may use TF32 tensor cores (the other ops stay fp32). */
+    readonly dtype: 'fp32' | 'tf32' = 'fp32',
   ) {
+    if (dtype !== 'fp32' && backend !== 'cuda') throw new UsageError(`--dtype '${dtype}' is not allowed on the cpu backend: allowed fp32`);
     // The CUDA addon has the classes and calls the step uses (Buffer, Stream,
     // Event, ConvKernel, OpKernel, memoryStats, timelineDrain, waitsDrain, nowNs).
     const native = (this.native = backend === 'cuda' ? (cudaAddon() as unknown as Addon) : addon());
@@ -301,7 +304,8 @@ export class TrainingStep {
       switch (node.kind) {
         case 'conv': {
           const variant = v('conv');
-          const layouts = { x: act(node.inputs[0]), y: act(node.output) } as const;
+          // The CPU kernel reads the layouts, the CUDA one the dtype (each ignores the other's keys).
+          const layouts = { x: act(node.inputs[0]), y: act(node.output), ...(this.dtype === 'tf32' ? { dtype: 'tf32' } : {}) } as const;
           const backward: Kernel[] = [new ConvKernel(node.shape, 'bwd-filter', variant, node.name, layouts)];
           if (node.inputs[0] !== this.graph.input) backward.push(new ConvKernel(node.shape, 'bwd-data', variant, node.name, layouts));
           this.prepared.push({ node, forward: [new ConvKernel(node.shape, 'fwd', variant, node.name, layouts)], backward, fusedRelu: false });

@@ -22,6 +22,8 @@ import { UsageError } from '../errors';
 export interface TrainingConfig {
   /** The backend the step runs on (default cpu). */
   backend?: Backend;
+  /** tf32 (cuda): the convolutions may use TF32 tensor cores; the other ops stay fp32. */
+  dtype?: 'fp32' | 'tf32';
   batch: number;
   resolution: number;
   classes: number;
@@ -92,7 +94,7 @@ export interface Run {
   version: typeof RUN_FORMAT_VERSION;
   createdAt: string;
   config: Omit<TrainingConfig, 'plan'> & { plan: Plan };
-  environment: { cpuModel: string; threads: number; node: string; backend: Backend; gpu?: string; dtype: 'fp32'; parameters: number; layout: 'nchw' | 'nChw16c' };
+  environment: { cpuModel: string; threads: number; node: string; backend: Backend; gpu?: string; dtype: 'fp32' | 'tf32'; parameters: number; layout: 'nchw' | 'nChw16c' };
   iterations: IterationFigures[];
   /** Median, min, max over the measured (non-warm-up) iterations. */
   summary: Record<PhaseKey | 'loss', Summary> & {
@@ -151,7 +153,7 @@ export async function runTraining(config: TrainingConfig, onIteration?: (f: Iter
   if (pipeline && pipeline.classes > config.classes) {
     throw new UsageError(`--classes ${config.classes} is not allowed with this dataset: it has ${pipeline.classes} classes (give --classes ${pipeline.classes} or more)`);
   }
-  const step = new TrainingStep(graph, config.plan, { lr: config.lr, momentum: config.momentum, weightDecay: config.weightDecay }, config.layout, config.reduction, config.backend);
+  const step = new TrainingStep(graph, config.plan, { lr: config.lr, momentum: config.momentum, weightDecay: config.weightDecay }, config.layout, config.reduction, config.backend, config.dtype);
   step.enqueueProbeMs = config.enqueueProbeMs ?? 0;
   if (config.weights) loadWeights(step, config.weights);
   else initWeights(step, config.seed);
@@ -268,7 +270,7 @@ async function iterate(
       node: process.version,
       backend: step.backend,
       ...(step.backend === 'cuda' ? { gpu: cudaStatus().info?.device?.name } : {}),
-      dtype: 'fp32',
+      dtype: config.dtype ?? 'fp32',
       parameters: paramCount(graph),
       layout: step.layout,
     },
