@@ -44,12 +44,6 @@ class OpKernel {
   double flops_ = 0;
 };
 
-struct OpVariantInfo {
-  std::string op;
-  std::string variant;
-  std::string description;
-};
-
 std::vector<OpVariantInfo> cpuOpVariants();
 // Throws ERR_UNKNOWN_OP / ERR_UNKNOWN_VARIANT listing the valid names, or
 // ERR_INVALID_ARG naming a bad parameter.

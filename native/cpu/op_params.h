@@ -30,4 +30,11 @@ struct BufferSpec {
   int64_t length;
 };
 
+// One row of a backend's op table (`variants` lists them).
+struct OpVariantInfo {
+  std::string op;
+  std::string variant;
+  std::string description;
+};
+
 }  // namespace stepscope

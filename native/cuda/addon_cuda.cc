@@ -5,6 +5,7 @@
 
 #include "cuda/addon_cuda.h"
 #include "cuda/device.h"
+#include "napi/op_js.h"
 #include "napi/timeline_js.h"
 
 namespace stepscope {
@@ -68,19 +69,7 @@ Napi::Value convVariants(const Napi::CallbackInfo& info) {
   return out;
 }
 
-Napi::Value opVariants(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  auto variants = cudaOpVariants();
-  Napi::Array out = Napi::Array::New(env, variants.size());
-  for (size_t i = 0; i < variants.size(); ++i) {
-    Napi::Object o = Napi::Object::New(env);
-    o.Set("op", variants[i].op);
-    o.Set("name", variants[i].variant);
-    o.Set("description", variants[i].description);
-    out.Set(uint32_t(i), o);
-  }
-  return out;
-}
+Napi::Value opVariants(const Napi::CallbackInfo& info) { return opVariantsToJs(info.Env(), cudaOpVariants()); }
 
 Napi::Value waitsDrain(const Napi::CallbackInfo& info) {
   return cudaGuarded(info.Env(), [&]() -> Napi::Value { return waitRecordsToJs(info.Env(), drainWaits()); });

@@ -61,8 +61,8 @@ const Entry kOps[] = {
 
 }  // namespace
 
-std::vector<CudaOpVariantInfo> cudaOpVariants() {
-  std::vector<CudaOpVariantInfo> out;
+std::vector<OpVariantInfo> cudaOpVariants() {
+  std::vector<OpVariantInfo> out;
   for (const Entry& e : kOps) out.push_back({e.op, "cuda", e.description});
   return out;
 }

@@ -44,12 +44,7 @@ class CudaOpKernel {
   double flops_ = 0;
 };
 
-struct CudaOpVariantInfo {
-  std::string op;
-  std::string variant;
-  std::string description;
-};
-std::vector<CudaOpVariantInfo> cudaOpVariants();
+std::vector<OpVariantInfo> cudaOpVariants();
 
 // ERR_UNKNOWN_OP / ERR_UNKNOWN_VARIANT list the valid names; a bad parameter
 // is ERR_INVALID_ARG naming it; the nChw16c layout (blocked=1) is

@@ -1,6 +1,7 @@
 // The JS class OpKernel of the CUDA addon: the same surface as the CPU
 // addon's (napi/op_wrap.cc), device buffers and a CUDA stream underneath.
 #include "cuda/addon_cuda.h"
+#include "napi/op_js.h"
 #include "napi/op_params_arg.h"
 
 namespace stepscope {
@@ -21,25 +22,7 @@ CudaOpKernelWrap::CudaOpKernelWrap(const Napi::CallbackInfo& info) : Napi::Objec
   });
 }
 
-Napi::Value CudaOpKernelWrap::describe(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  Napi::Object o = Napi::Object::New(env);
-  o.Set("op", kernel_->op());
-  o.Set("variant", kernel_->variant());
-  o.Set("pass", kernel_->pass());
-  o.Set("layer", kernel_->layer());
-  o.Set("flops", kernel_->flops());
-  o.Set("bytes", kernel_->bytes());
-  Napi::Array buffers = Napi::Array::New(env, kernel_->buffers().size());
-  for (size_t i = 0; i < kernel_->buffers().size(); ++i) {
-    Napi::Object b = Napi::Object::New(env);
-    b.Set("name", kernel_->buffers()[i].name);
-    b.Set("length", double(kernel_->buffers()[i].length));
-    buffers.Set(uint32_t(i), b);
-  }
-  o.Set("buffers", buffers);
-  return o;
-}
+Napi::Value CudaOpKernelWrap::describe(const Napi::CallbackInfo& info) { return describeOpKernel(info.Env(), *kernel_); }
 
 // enqueue(stream, buffers[]): lengths must match describe().buffers exactly.
 Napi::Value CudaOpKernelWrap::enqueue(const Napi::CallbackInfo& info) {

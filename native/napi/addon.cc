@@ -19,6 +19,7 @@
 #include "cpu/op_kernel.h"
 #include "core/buffer.h"
 #include "napi/stream_wrap.h"
+#include "napi/op_js.h"
 #include "napi/timeline_js.h"
 #include "napi/util.h"
 
@@ -55,19 +56,7 @@ Napi::Value convVariants(const Napi::CallbackInfo& info) {
   return out;
 }
 
-Napi::Value opVariants(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  std::vector<OpVariantInfo> variants = cpuOpVariants();
-  Napi::Array out = Napi::Array::New(env, variants.size());
-  for (size_t i = 0; i < variants.size(); ++i) {
-    Napi::Object o = Napi::Object::New(env);
-    o.Set("op", variants[i].op);
-    o.Set("name", variants[i].variant);
-    o.Set("description", variants[i].description);
-    out.Set(uint32_t(i), o);
-  }
-  return out;
-}
+Napi::Value opVariants(const Napi::CallbackInfo& info) { return opVariantsToJs(info.Env(), cpuOpVariants()); }
 
 Napi::Value memoryStatsValue(const Napi::CallbackInfo& info) {
   MemoryStats m = memoryStats();

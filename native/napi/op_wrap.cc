@@ -3,6 +3,7 @@
 #include <mutex>
 
 #include "napi/buffer_wrap.h"
+#include "napi/op_js.h"
 #include "napi/op_params_arg.h"
 #include "napi/stream_wrap.h"
 #include "napi/util.h"
@@ -25,25 +26,7 @@ OpKernelWrap::OpKernelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Op
   });
 }
 
-Napi::Value OpKernelWrap::describe(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  Napi::Object o = Napi::Object::New(env);
-  o.Set("op", kernel_->op());
-  o.Set("variant", kernel_->variant());
-  o.Set("pass", kernel_->pass());
-  o.Set("layer", kernel_->layer());
-  o.Set("flops", kernel_->flops());
-  o.Set("bytes", kernel_->bytes());
-  Napi::Array buffers = Napi::Array::New(env, kernel_->buffers().size());
-  for (size_t i = 0; i < kernel_->buffers().size(); ++i) {
-    Napi::Object b = Napi::Object::New(env);
-    b.Set("name", kernel_->buffers()[i].name);
-    b.Set("length", double(kernel_->buffers()[i].length));
-    buffers.Set(uint32_t(i), b);
-  }
-  o.Set("buffers", buffers);
-  return o;
-}
+Napi::Value OpKernelWrap::describe(const Napi::CallbackInfo& info) { return describeOpKernel(info.Env(), *kernel_); }
 
 // enqueue(stream, buffers[]): lengths must match describe().buffers exactly.
 Napi::Value OpKernelWrap::enqueue(const Napi::CallbackInfo& info) {
