@@ -4,15 +4,11 @@
 #pragma once
 #include <cstdint>
 
-#ifdef __CUDACC__
-#define STEPSCOPE_HD __host__ __device__
-#else
-#define STEPSCOPE_HD
-#endif
+#include "core/host_device.h"
 
 namespace stepscope {
 
-STEPSCOPE_HD inline uint64_t splitmix64(uint64_t x) {
+SS_HD inline uint64_t splitmix64(uint64_t x) {
   x += 0x9e3779b97f4a7c15ull;
   x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
   x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
@@ -20,7 +16,7 @@ STEPSCOPE_HD inline uint64_t splitmix64(uint64_t x) {
 }
 
 // Element i of a fill with key splitmix64(seed): lo + 24 random bits * (hi - lo) / 2^24.
-STEPSCOPE_HD inline float uniformAt(uint64_t key, int64_t i, float lo, float scale) {
+SS_HD inline float uniformAt(uint64_t key, int64_t i, float lo, float scale) {
   const uint64_t bits = splitmix64(key ^ static_cast<uint64_t>(i));
   return lo + static_cast<float>(bits >> 40) * scale;
 }

@@ -7,11 +7,7 @@
 
 namespace stepscope {
 
-double OpKernel::bytes() const {
-  double total = 0;
-  for (const auto& b : buffers_) total += 4.0 * double(b.length);
-  return total;
-}
+double OpKernel::bytes() const { return bufferBytes(buffers_); }
 
 KernelInfo OpKernel::info() const {
   KernelInfo i;

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <vector>
 
 namespace stepscope {
 
@@ -29,6 +30,13 @@ struct BufferSpec {
   std::string name;
   int64_t length;
 };
+
+// Bytes of an op's buffers (fp32), its traffic figure on both backends.
+inline double bufferBytes(const std::vector<BufferSpec>& buffers) {
+  double total = 0;
+  for (const auto& b : buffers) total += 4.0 * double(b.length);
+  return total;
+}
 
 // One row of a backend's op table (`variants` lists them).
 struct OpVariantInfo {

@@ -4,11 +4,7 @@
 // machines without a GPU; only the WMMA fragments and launches are not).
 #pragma once
 
-#ifdef __CUDACC__
-#define SS_HD __host__ __device__
-#else
-#define SS_HD
-#endif
+#include "core/host_device.h"
 
 namespace stepscope {
 namespace cudaconv {

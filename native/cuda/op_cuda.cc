@@ -8,11 +8,7 @@
 
 namespace stepscope {
 
-double CudaOpKernel::bytes() const {
-  double total = 0;
-  for (const auto& b : buffers_) total += 4.0 * double(b.length);
-  return total;
-}
+double CudaOpKernel::bytes() const { return bufferBytes(buffers_); }
 
 std::string CudaOpKernel::context() const { return (layer_.empty() ? op_ : layer_) + " " + pass_ + " " + op_; }
 

@@ -8,11 +8,7 @@
 
 #include <cmath>
 
-#ifdef __CUDACC__
-#define SS_HD __host__ __device__
-#else
-#define SS_HD
-#endif
+#include "core/host_device.h"
 
 namespace stepscope {
 namespace cudaops {

@@ -16,17 +16,19 @@ using namespace cudaops;
 
 enum class Kind { ReluForward, ReluBackward, Add, AddRelu };
 
-__global__ void eltwise(Kind kind, long long n, const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ y) {
+// The kind is a template parameter: no branch on it in the loop.
+template <Kind kind>
+__global__ void eltwise(long long n, const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ y) {
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
-    switch (kind) {
-      case Kind::ReluForward: y[i] = a[i] < 0.0f ? 0.0f : a[i]; break;  // NaN passes, as in PyTorch
-      case Kind::ReluBackward: y[i] = a[i] > 0.0f ? b[i] : 0.0f; break;  // a: the forward output, b: dy
-      case Kind::Add: y[i] = a[i] + b[i]; break;
-      case Kind::AddRelu: {
-        const float v = a[i] + b[i];
-        y[i] = v < 0.0f ? 0.0f : v;
-        break;
-      }
+    if constexpr (kind == Kind::ReluForward) {
+      y[i] = a[i] < 0.0f ? 0.0f : a[i];  // NaN passes, as in PyTorch
+    } else if constexpr (kind == Kind::ReluBackward) {
+      y[i] = a[i] > 0.0f ? b[i] : 0.0f;  // a: the forward output, b: dy
+    } else if constexpr (kind == Kind::Add) {
+      y[i] = a[i] + b[i];
+    } else {
+      const float v = a[i] + b[i];
+      y[i] = v < 0.0f ? 0.0f : v;
     }
   }
 }
@@ -61,8 +63,13 @@ class CudaEltwise : public CudaOpKernel {
   }
 
   void launch(const std::vector<float*>& b, cudaStream_t stream) override {
-    const bool two = kind_ != Kind::ReluForward;
-    eltwise<<<opGridFor(size_), 256, 0, stream>>>(kind_, size_, b[0], two ? b[1] : nullptr, two ? b[2] : b[1]);
+    const int grid = opGridFor(size_);
+    switch (kind_) {
+      case Kind::ReluForward: eltwise<Kind::ReluForward><<<grid, 256, 0, stream>>>(size_, b[0], nullptr, b[1]); break;
+      case Kind::ReluBackward: eltwise<Kind::ReluBackward><<<grid, 256, 0, stream>>>(size_, b[0], b[1], b[2]); break;
+      case Kind::Add: eltwise<Kind::Add><<<grid, 256, 0, stream>>>(size_, b[0], b[1], b[2]); break;
+      case Kind::AddRelu: eltwise<Kind::AddRelu><<<grid, 256, 0, stream>>>(size_, b[0], b[1], b[2]); break;
+    }
     checkLaunch("eltwise launch", context());
   }
 

@@ -32,23 +32,14 @@ Napi::Value CudaOpKernelWrap::enqueue(const Napi::CallbackInfo& info) {
     if (!info[1].IsArray()) throw Error("ERR_INVALID_ARG", kernel_->op() + ".enqueue(stream, buffers): buffers must be an array");
     Napi::Array arr = info[1].As<Napi::Array>();
     const auto& spec = kernel_->buffers();
-    if (arr.Length() != spec.size()) {
-      std::string names;
-      for (const auto& s : spec) names += (names.empty() ? "" : ", ") + s.name;
-      throw Error("ERR_INVALID_ARG", kernel_->op() + " " + kernel_->pass() + ": got " + std::to_string(arr.Length()) +
-                                         " buffers, needs " + std::to_string(spec.size()) + " (" + names + ")");
-    }
+    checkOpBufferCount(*kernel_, arr.Length());
     std::vector<CudaMemoryPtr> held;
     std::vector<float*> ptrs;
     for (uint32_t i = 0; i < arr.Length(); ++i) {
       Napi::Value v = arr.Get(i);
       if (!isInstance<CudaBufferWrap>(env, v)) throw Error("ERR_INVALID_ARG", kernel_->op() + ": buffer '" + spec[i].name + "' must be a CUDA Buffer");
       CudaMemoryPtr m = CudaBufferWrap::Unwrap(v.As<Napi::Object>())->memory(env);
-      if (int64_t(m->size()) != spec[i].length) {
-        throw Error("ERR_INVALID_ARG", kernel_->op() + " " + kernel_->pass() + (kernel_->layer().empty() ? "" : " " + kernel_->layer()) +
-                                           ": buffer '" + spec[i].name + "' holds " + std::to_string(m->size()) +
-                                           " values, needs " + std::to_string(spec[i].length));
-      }
+      checkOpBufferLength(*kernel_, i, int64_t(m->size()));
       ptrs.push_back(m->data());
       held.push_back(std::move(m));
     }

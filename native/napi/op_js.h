@@ -4,7 +4,10 @@
 #pragma once
 #include <napi.h>
 
+#include <string>
 #include <vector>
+
+#include "core/error.h"
 
 #include "cpu/op_params.h"
 
@@ -29,6 +32,26 @@ Napi::Object describeOpKernel(Napi::Env env, const Kernel& k) {
   }
   o.Set("buffers", buffers);
   return o;
+}
+
+// enqueue(stream, buffers): as many buffers as the kernel takes...
+template <typename Kernel>
+void checkOpBufferCount(const Kernel& k, uint32_t count) {
+  const auto& spec = k.buffers();
+  if (count == spec.size()) return;
+  std::string names;
+  for (const auto& s : spec) names += (names.empty() ? "" : ", ") + s.name;
+  throw Error("ERR_INVALID_ARG", k.op() + " " + k.pass() + ": got " + std::to_string(count) + " buffers, needs " +
+                                     std::to_string(spec.size()) + " (" + names + ")");
+}
+
+// ...and each of the length the kernel declares.
+template <typename Kernel>
+void checkOpBufferLength(const Kernel& k, size_t i, int64_t length) {
+  const BufferSpec& spec = k.buffers()[i];
+  if (length == spec.length) return;
+  throw Error("ERR_INVALID_ARG", k.op() + " " + k.pass() + (k.layer().empty() ? "" : " " + k.layer()) + ": buffer '" + spec.name +
+                                     "' holds " + std::to_string(length) + " values, needs " + std::to_string(spec.length));
 }
 
 // [{op, name, description}]

@@ -51,7 +51,7 @@ const MAX_UNCOVERED = 0.25;
 
 /** The slowdown of every compute kernel in an overlapped arrangement (0 for runs saved without it). */
 export function uncoveredSlowdown(c: { uncovered?: number } | undefined): number {
-  return Math.min(MAX_UNCOVERED, Math.max(0, c?.uncovered ?? 0));
+  return c?.uncovered ?? 0;
 }
 
 /** The slowdown that applies to a compute kernel of this op beside communication. */

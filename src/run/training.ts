@@ -266,7 +266,7 @@ async function iterate(
     config,
     environment: {
       cpuModel: os.cpus()[0]?.model ?? 'unknown',
-      threads: step.backend === 'cuda' ? addon().buildInfo().threads : native.buildInfo().threads,
+      threads: addon().buildInfo().threads, // the host's threads (the CPU addon's), on both backends
       node: process.version,
       backend: step.backend,
       ...(step.backend === 'cuda' ? { gpu: cudaStatus().info?.device?.name } : {}),

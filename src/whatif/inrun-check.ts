@@ -4,6 +4,7 @@
 // model's replay of that arrangement against their median shows the model's
 // own error without the process-to-process noise of a second recording.
 import type { Run } from '../run/training';
+import { summarize } from '../bench/stats';
 import { withComm } from './changes';
 import { predict } from './predict';
 
@@ -17,16 +18,11 @@ export interface InRunCheck {
   errorPct: number;
 }
 
-const median = (xs: number[]) => {
-  const v = [...xs].sort((a, b) => a - b);
-  return v.length % 2 ? v[v.length >> 1] : (v[v.length / 2 - 1] + v[v.length / 2]) / 2;
-};
-
 /** Undefined for runs without iterations in the other arrangement (gloo, one worker, older files). */
 export function inRunCheck(run: Run): InRunCheck | undefined {
   const other = run.contention?.other;
   if (!other || other.totalMs.length === 0) return undefined;
-  const measuredMs = median(other.totalMs);
+  const measuredMs = summarize(other.totalMs).median;
   const predictedMs = predict(run, (m) => withComm(m, { schedule: other.schedule })).totalMs;
   return { schedule: other.schedule, measuredMs, iterationsMs: other.totalMs, predictedMs, errorPct: (100 * (predictedMs - measuredMs)) / measuredMs };
 }
