@@ -15,7 +15,8 @@ export interface CudaInfo {
   /** Why there is no usable device, in CUDA's words. */
   reason?: string;
   deviceCount: number;
-  device?: { name: string; computeCapability: string; memoryBytes: number; multiprocessors: number };
+  /** The selected GPU (setDevice; 0 unless changed). */
+  device?: { index: number; name: string; computeCapability: string; memoryBytes: number; multiprocessors: number };
   /** null without a driver. */
   driverVersion: string | null;
   runtimeVersion: string;
@@ -62,6 +63,23 @@ export declare class Stream {
   wait(event: Event): this;
   /** Resolves when the stream is idle; rejects with the first asynchronous CUDA error. */
   synchronize(): Promise<void>;
+  /**
+   * Opens a CUDA graph capture: this stream's later work, and that of every
+   * stream that waits on one of its captured events, is recorded, not run.
+   * One capture at a time (ERR_INVALID_STATE).
+   */
+  beginCapture(): void;
+  /** Closes the capture: the instantiated graph. ERR_CUDA when a joined stream did not rejoin, or a call that cannot be captured was made. */
+  endCapture(): Graph;
+}
+
+/** A captured iteration (a CUDA graph). Its kernels keep their timeline records, timed by external event nodes. */
+export declare class Graph {
+  /** One launch of the whole graph on the stream; its kernels' records go on the timeline (drain before the next launch). */
+  launch(stream: Stream): void;
+  readonly nodes: number;
+  /** Timed kernels captured (timeline records per launch). */
+  readonly kernels: number;
 }
 
 export type CudaConvDtype = 'fp32' | 'tf32';
@@ -108,6 +126,32 @@ export declare class OpKernel {
   describe(): OpKernelDescription;
 }
 
+/**
+ * Gradient all-reduce across GPUs with NCCL, one rank per process. Rank 0
+ * makes the id (uniqueId()), every rank constructs with it and awaits
+ * connect(), which rejects (ERR_COMM) after timeoutMs. A peer
+ * that dies later aborts the communicator (a watchdog), so no stream waits
+ * forever; the next call throws ERR_COMM with the reason. ERR_UNAVAILABLE
+ * when the addon was built without NCCL.
+ */
+export declare class NcclCommunicator {
+  static uniqueId(): Uint8Array;
+  constructor(options: { id: Uint8Array; rank: number; size: number; timeoutMs?: number });
+  readonly rank: number;
+  readonly size: number;
+  /** Resolves when every rank has joined (the event loop stays free meanwhile). */
+  connect(): Promise<void>;
+  /** Enqueues on the stream, in place, one grouped launch (one kernel record, variant 'nccl'): each buffer = scale * sum over ranks. */
+  allreduce(stream: Stream, buffers: Buffer | Buffer[], scale: number, layer?: string): void;
+  /** Waits for the issued collectives and releases the communicator (every rank calls it). */
+  destroy(): void;
+}
+
+/** This process's GPU (one rank per GPU), before any stream or buffer; ERR_INVALID_ARG out of range, ERR_INVALID_STATE once device objects exist. */
+export declare function setDevice(index: number): void;
+/** An NVTX range on this thread (Nsight Systems): the step's phases around their kernels' ranges. */
+export declare function nvtxRangePush(name: string): void;
+export declare function nvtxRangePop(): void;
 export declare function opVariants(): OpVariantInfo[];
 export declare function cudaInfo(): CudaInfo;
 export declare function convVariants(): CudaConvVariantInfo[];

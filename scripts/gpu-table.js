@@ -3,7 +3,8 @@
 // a results folder: per ResNet-50 convolution (unique shapes) and pass, the
 // best stepscope CUDA variant and cudnn:autotune against PyTorch on the same
 // GPU (cudnn.benchmark on), totals over the layers, and the training
-// step (PyTorch's; stepscope's CUDA step is not implemented yet).
+// step: PyTorch's and stepscope's (eager and --graph) per dtype, with the
+// throughput ratio against PyTorch eager of the same dtype.
 //   node scripts/gpu-table.js <results folder>
 'use strict';
 const fs = require('node:fs');
@@ -69,13 +70,22 @@ for (const dtype of ['fp32', 'tf32']) {
   out.push(pad(rows));
   out.push('');
 }
-const steps = [['training step', 'dtype', 'layout', 'batch', 'total ms', 'forward ms', 'backward ms', 'optimizer ms']];
+const steps = [['training step', 'dtype', 'layout', 'batch', 'total ms', 'forward ms', 'backward ms', 'optimizer ms', 'x pytorch']];
+const pytorchMs = new Map();
 for (const name of fs.readdirSync(dir).filter((f) => /^pytorch-step-.*\.json$/.test(f)).sort()) {
   const s = read(name);
   if (!s) continue;
-  steps.push([`pytorch ${s.torch}`, s.dtype, s.channelsLast ? 'NHWC' : 'NCHW', s.batch, fmt(s.median.totalMs, 2), fmt(s.median.forwardMs, 2), fmt(s.median.backwardMs, 2), fmt(s.median.optimizerMs, 2)]);
+  pytorchMs.set(s.dtype, s.median.totalMs);
+  steps.push([`pytorch ${s.torch}`, s.dtype, s.channelsLast ? 'NHWC' : 'NCHW', s.batch, fmt(s.median.totalMs, 2), fmt(s.median.forwardMs, 2), fmt(s.median.backwardMs, 2), fmt(s.median.optimizerMs, 2), '1.00']);
 }
-steps.push(['stepscope', '-', '-', '-', 'not implemented on CUDA yet (issue #5)', '', '', '']);
+// Throughput against PyTorch eager of the same dtype (> 1: stepscope is faster).
+for (const name of fs.readdirSync(dir).filter((f) => /^stepscope-step-.*\.json$/.test(f)).sort()) {
+  const r = read(name);
+  if (!r || !r.summary) continue;
+  const s = r.summary, dtype = r.environment.dtype, peer = pytorchMs.get(dtype);
+  steps.push([`stepscope${r.config.graph ? ' --graph' : ''}`, dtype, r.environment.layout.toUpperCase(), r.config.batch, fmt(s.totalMs.median, 2), fmt(s.forwardMs.median, 2),
+    fmt(s.backwardMs.median, 2), fmt(s.optimizerMs.median, 2), peer ? fmt(peer / s.totalMs.median, 2) : '-']);
+}
 out.push(pad(steps));
 const text = out.join('\n');
 fs.writeFileSync(path.join(dir, 'summary.txt'), `${text}\n`);

@@ -2,7 +2,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { benchConv, type ConvBenchRow } from './bench/conv-bench';
 import { benchConvCuda } from './bench/conv-bench-cuda';
-import { resolveBackend } from './backend';
+import { resolveBackend, type Backend } from './backend';
 import { cudaAddon, cudaStatus } from './native-cuda';
 import { doctor, doctorReport, formatDoctor } from './doctor';
 import { DATA_ERROR_CODES, DataError, UsageError } from './errors';
@@ -22,25 +22,23 @@ import { runTraining, type Run } from './run/training';
 import { formatComparison, formatRun } from './report/run-report';
 import { convBenchReport, dataBenchReport, formatBenchRows } from './report/bench-report';
 import { progressBar } from './report/progress';
-import type { ReductionOptions } from './run/executor';
+import { CROSS_PROCESS_COMM, type Communicator, type ReductionOptions } from './run/executor';
 import { chromeTrace } from './report/trace';
 import { launch } from './launch';
 import { registerAnalysisCommands } from './commands/register';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
-import type { ConvPass, GlooCommunicator, GlooStore, KernelRecord } from '../binding';
-import { gatherTimelines, type RankTimeline } from './run/gather';
+import type { ConvPass, KernelRecord } from '../binding';
+import type { NcclCommunicator } from '../binding-cuda';
+import { gatherTimelines, type GatherAddon, type RankTimeline } from './run/gather';
+import { shareFromRankZero, type RendezvousPlace } from './comm/rendezvous';
 import { checkDataOptions, type DataKind, type DataOptions } from './data/pipeline';
 import { makeImageFolder } from './data/make';
 import { packImageFolder } from './data/pack';
 import { benchData } from './bench/data-bench';
 
-/** This process among the gloo ranks, and where the ranks meet. */
-interface GlooPlace {
-  rank: number;
-  size: number;
-  store: GlooStore;
-}
+/** This process among the ranks (gloo or nccl), and where the ranks meet. */
+type RankPlace = RendezvousPlace;
 
 function print(text: string): void {
   process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
@@ -260,6 +258,7 @@ interface StepOpts {
   report?: string;
   commTimeoutMs: string;
   enqueueProbe?: boolean;
+  graph?: boolean;
   data: string;
   dataset?: string;
   dataThreads: string;
@@ -287,14 +286,15 @@ function parseDataOptions(opts: StepOpts): DataOptions {
 }
 
 /**
- * With --comm gloo: this process's place among the ranks, from the torchrun-style
- * variables. The ranks meet in STEPSCOPE_GLOO_STORE (a directory, set by launch)
- * or, without it, in a TCP store that rank 0 serves at MASTER_ADDR:MASTER_PORT.
+ * With --comm gloo or nccl: this process's place among the ranks, from the
+ * torchrun-style variables. The ranks meet in STEPSCOPE_GLOO_STORE (a directory,
+ * set by launch) or, without it, at MASTER_ADDR:MASTER_PORT, where rank 0 serves
+ * the rendezvous (Gloo's TCP store, or NCCL's unique id).
  */
-function glooRank(): GlooPlace {
+function rankPlace(comm: 'gloo' | 'nccl'): RankPlace {
   const { RANK, WORLD_SIZE, STEPSCOPE_GLOO_STORE, MASTER_ADDR, MASTER_PORT } = process.env;
   if (RANK === undefined || WORLD_SIZE === undefined || (!STEPSCOPE_GLOO_STORE && (!MASTER_ADDR || !MASTER_PORT))) {
-    throw new UsageError('--comm gloo needs RANK and WORLD_SIZE, and MASTER_ADDR and MASTER_PORT (rank 0 serves the rendezvous store there) or STEPSCOPE_GLOO_STORE (a directory all ranks share): on one machine, start the ranks with `stepscope launch -n N -- step ...`');
+    throw new UsageError(`--comm ${comm} needs RANK and WORLD_SIZE, and MASTER_ADDR and MASTER_PORT (rank 0 serves the rendezvous there) or STEPSCOPE_GLOO_STORE (a directory all ranks share): on one machine, start the ranks with \`stepscope launch -n N -- step ...\``);
   }
   const size = parseInteger('WORLD_SIZE', WORLD_SIZE, 1, 1024);
   const rank = parseInteger('RANK', RANK, 0, size - 1);
@@ -303,44 +303,77 @@ function glooRank(): GlooPlace {
 }
 
 /** The address this rank's Gloo pairs listen on: loopback when the store is local, else this host's name. */
-function glooHostname(place: GlooPlace): string {
+function glooHostname(place: RankPlace): string {
   if (process.env.STEPSCOPE_GLOO_HOST) return process.env.STEPSCOPE_GLOO_HOST;
   const host = 'storeHost' in place.store ? place.store.storeHost : '127.0.0.1';
   return ['127.0.0.1', 'localhost', '::1'].includes(host) ? '127.0.0.1' : os.hostname();
 }
 
-/** With gloo the workers are the ranks: a --workers other than the default must agree with WORLD_SIZE. */
-function glooWorkers(given: string): number {
-  const size = glooRank().size;
+/** Across processes the workers are the ranks: a --workers other than the default must agree with WORLD_SIZE. */
+function rankWorkers(comm: 'gloo' | 'nccl', given: string): number {
+  const size = rankPlace(comm).size;
   const asked = parseInteger('--workers', given, 1, 100000);
   if (asked !== 1 && asked !== size) {
-    throw new UsageError(`--workers ${asked} is not allowed with --comm gloo and WORLD_SIZE ${size}: the workers are the ranks (leave --workers out, or give ${size})`);
+    throw new UsageError(`--workers ${asked} is not allowed with --comm ${comm} and WORLD_SIZE ${size}: the workers are the ranks (leave --workers out, or give ${size})`);
   }
   return size;
 }
 
-function parseReduction(opts: StepOpts, schedule: 'serialized' | 'overlapped'): ReductionOptions | undefined {
-  const comm = parseChoice('--comm', opts.comm, ['local', 'gloo'] as const);
-  const workers = comm === 'gloo' ? glooWorkers(opts.workers) : parseInteger('--workers', opts.workers, 1, 16);
+/** The communicators of a backend: local, and the one that reduces across processes. */
+function parseComm(value: string, backend: Backend): 'local' | 'gloo' | 'nccl' {
+  const cross = CROSS_PROCESS_COMM[backend];
+  const other = cross === 'gloo' ? 'nccl' : 'gloo';
+  if (value === other) {
+    throw new UsageError(`--comm ${value} is not allowed with --backend ${backend}: ${backend === 'cuda' ? 'across GPUs the reduction is NCCL' : 'NCCL reduces across GPUs'}; allowed: local, ${cross}`);
+  }
+  return parseChoice('--comm', value, ['local', cross] as const);
+}
+
+function parseReduction(opts: StepOpts, schedule: 'serialized' | 'overlapped', backend: Backend): ReductionOptions | undefined {
+  const comm = parseComm(opts.comm, backend);
+  const workers = comm === 'local' ? parseInteger('--workers', opts.workers, 1, 16) : rankWorkers(comm, opts.workers);
   const buckets = parseBuckets(opts);
   const link = opts.link === undefined ? undefined : { gbps: parseNumber('--link', opts.link, 0.001, 10000), latencyUs: parseNumber('--latency', opts.latency, 0, 1e6) };
   if (workers === 1) return undefined;
   return { workers, schedule, comm, ...buckets, link };
 }
 
+/**
+ * With --backend cuda under launch: rank LOCAL_RANK takes GPU LOCAL_RANK (one
+ * rank per GPU, as torchrun users set it), before any stream or buffer.
+ */
+function selectRankDevice(): void {
+  const local = process.env.LOCAL_RANK;
+  if (local === undefined) return;
+  const cuda = cudaAddon();
+  const count = cuda.cudaInfo().deviceCount;
+  const index = parseInteger('LOCAL_RANK', local, 0, 1023);
+  if (index >= count) {
+    throw new UsageError(`LOCAL_RANK ${index} has no GPU: ${count} visible (start at most ${count} rank${count === 1 ? '' : 's'} per machine with --backend cuda)`);
+  }
+  cuda.setDevice(index);
+}
+
+/** The NCCL communicator of this rank: rank 0 makes the id, every rank joins with it. */
+async function connectNccl(place: RankPlace, timeoutMs: number): Promise<NcclCommunicator> {
+  const cuda = cudaAddon();
+  const id = await shareFromRankZero(place, 'nccl-unique-id', () => cuda.NcclCommunicator.uniqueId(), timeoutMs);
+  const comm = new cuda.NcclCommunicator({ id, rank: place.rank, size: place.size, timeoutMs });
+  await comm.connect();
+  return comm;
+}
 
 async function runStep(opts: StepOpts) {
   const { backend, fallback } = resolveBackend(opts.backend);
   if (fallback) process.stderr.write(`stepscope: ${fallback}\n`);
+  const comm = parseComm(opts.comm, backend);
   if (backend === 'cuda') {
-    // One GPU, synthetic data, NCHW so far (issue #5): the rest is refused before any work.
-    if (opts.comm === 'gloo') {
-      throw new UsageError('--comm gloo is not allowed with --backend cuda: across GPUs the reduction needs NCCL, not built yet (issue #5); allowed: local');
-    }
+    // NCHW, fp32/tf32 so far (issue #5): the rest is refused before any work.
     if (opts.enqueueProbe) throw new UsageError('--enqueue-probe is not allowed with --backend cuda: a GPU already runs behind the host');
   }
   const dtypes = backend === 'cuda' ? ['fp32', 'tf32'] : ['fp32'];
   if (!dtypes.includes(opts.dtype)) throw new UsageError(`--dtype '${opts.dtype}' is not allowed on the ${backend} backend: allowed ${dtypes.join(', ')}`);
+  if (opts.graph && backend !== 'cuda') throw new UsageError('--graph needs --backend cuda: a CUDA graph replays GPU work; the cpu backend has none');
   const batch = parseInteger('--batch', opts.batch, 1, 4096);
   const resolution = parseInteger('--resolution', opts.resolution, 32, 1024);
   const classes = parseInteger('--classes', opts.classes, 2, 100000);
@@ -363,26 +396,35 @@ async function runStep(opts: StepOpts) {
     layout: parseChoice('--layout', opts.layout, ['auto', 'nchw', 'nChw16c'] as const),
     enqueueProbeMs: opts.enqueueProbe ? 500 : 0,
     data: parseDataOptions(opts),
+    graph: opts.graph === true,
   };
   const schedules = opts.compare
     ? (['serialized', 'overlapped'] as const)
     : ([parseChoice('--schedule', opts.schedule, ['serialized', 'overlapped'] as const)] as const);
-  if (opts.compare && opts.comm !== 'gloo' && parseInteger('--workers', opts.workers, 1, 16) < 2) throw new UsageError('--compare needs --workers 2 or more');
+  if (opts.compare && comm === 'local' && parseInteger('--workers', opts.workers, 1, 16) < 2) throw new UsageError('--compare needs --workers 2 or more');
   const bar = progressBar(!opts.json);
   const perRun = config.warmup + config.iterations;
   const runs: Run[] = [];
-  const glooComms: GlooCommunicator[] = [];
-  const comm = parseChoice('--comm', opts.comm, ['local', 'gloo'] as const);
-  const place = comm === 'gloo' ? glooRank() : undefined;
+  const place = comm === 'local' ? undefined : rankPlace(comm);
+  if (comm !== 'local') rankWorkers(comm, opts.workers); // refused before any rendezvous
   const timeoutMs = parseInteger('--comm-timeout-ms', opts.commTimeoutMs, 100, 3_600_000);
+  if (backend === 'cuda') selectRankDevice();
+  // NCCL: one communicator for every schedule. Gloo: one rendezvous per schedule (a fresh store prefix keeps runs apart).
+  const nccl = place && comm === 'nccl' && place.size > 1 ? await connectNccl(place, timeoutMs) : undefined;
+  let lastComm: { comm: Communicator; native: GatherAddon } | undefined;
   for (const schedule of schedules) {
-    const reduction = parseReduction(opts, schedule);
+    const reduction = parseReduction(opts, schedule, backend);
     if (reduction && place) {
-      // One rendezvous per schedule: a fresh store prefix keeps runs apart.
-      const native = addon();
-      reduction.gloo = new native.GlooCommunicator({ ...place.store, storePrefix: schedule, rank: place.rank, size: place.size, timeoutMs, hostname: glooHostname(place) });
-      await reduction.gloo.connect();
-      glooComms.push(reduction.gloo);
+      if (nccl) {
+        reduction.communicator = nccl;
+        lastComm = { comm: nccl, native: cudaAddon() };
+      } else {
+        const native = addon();
+        const gloo = new native.GlooCommunicator({ ...place.store, storePrefix: schedule, rank: place.rank, size: place.size, timeoutMs, hostname: glooHostname(place) });
+        await gloo.connect();
+        reduction.communicator = gloo;
+        lastComm = { comm: gloo, native };
+      }
     }
     const run = await runTraining({ ...config, reduction, rank: place?.rank ?? 0, saveWeights: place && place.rank > 0 && config.saveWeights ? `${config.saveWeights}.rank${place.rank}` : config.saveWeights }, (f) => {
       const done = runs.length * perRun + f.index + 1;
@@ -391,20 +433,21 @@ async function runStep(opts: StepOpts) {
     runs.push(run);
   }
   bar.done();
-  for (const r of runs) if (r.config.reduction) delete r.config.reduction.gloo; // a native handle, not data
-  // With gloo, every rank's timelines go to rank 0's trace (one process per rank and run).
+  for (const r of runs) if (r.config.reduction) delete r.config.reduction.communicator; // a native handle, not data
+  // Across processes, every rank's timelines go to rank 0's trace (one process per rank and run).
   let perRank: RankTimeline[][] | undefined;
-  if (place && (opts.trace || opts.report) && glooComms.length > 0) {
+  if (place && (opts.trace || opts.report) && lastComm) {
     perRank = [];
     // One after the other: the ranks must issue the same collectives in the same order.
-    for (const run of runs) perRank.push(await gatherTimelines(glooComms.at(-1)!, place.rank, place.size, { timeline: run.timeline, marks: run.marks }));
+    for (const run of runs) perRank.push(await gatherTimelines(lastComm.comm, lastComm.native, place.rank, place.size, { timeline: run.timeline, marks: run.marks }));
   }
+  nccl?.destroy(); // every rank, after its last collective
   if (place && place.rank > 0) return; // rank 0 reports for all
   if (opts.save) writeJsonAtomic(opts.save, runs.length === 1 ? runs[0] : runs);
   if (opts.report) {
     const named = runs.map((run, i) => ({
       name: run.config.reduction?.schedule ?? 'step', run, path: pathOf(run),
-      // With gloo: every other rank's timeline beside rank 0's.
+      // Across processes: every other rank's timeline beside rank 0's.
       otherRanks: perRank?.[i].slice(1).map((r, k) => ({ name: `rank ${k + 1}`, ...r })),
     }));
     writeTextAtomic(opts.report, htmlReport({
@@ -662,18 +705,19 @@ export function buildProgram(): Command {
     .option('--layout <layout>', "activations: 'nChw16c' (oneDNN's blocked layout kept between layers, no reorders), 'nchw', or 'auto' (nChw16c when every conv is onednn)", 'auto')
     .option('--workers <n>', 'data-parallel workers (batch is per worker); 1: no reduction', '1')
     .option('--schedule <s>', "gradient reduction: 'serialized' (after backward, exclusively) or 'overlapped' (buckets on a comm stream during backward)", 'overlapped')
-    .option('--comm <c>', "communicator: 'local' (this process computes one worker; the others' gradients are stood in by copies) or 'gloo' (real all-reduce across processes; start them with launch)", 'local')
+    .option('--comm <c>', "communicator: 'local' (this process computes one worker; the others' gradients are stood in by copies), 'gloo' (cpu: real all-reduce across processes) or 'nccl' (cuda: across GPUs, one rank per GPU); start the ranks with launch", 'local')
     .option('--link <GB/s>', 'model a link: hold the comm stream for the ring all-reduce time of each bucket')
     .option('--latency <us>', 'per-hop latency of the modeled link', '5')
     .option('--bucket-mb <mb>', 'gradient bucket size', '25')
     .option('--first-bucket-mb <mb>', 'size of the first bucket', '1')
-    .option('--comm-timeout-ms <ms>', 'with --comm gloo: how long to wait for a peer (rendezvous and each all-reduce)', '30000')
+    .option('--comm-timeout-ms <ms>', 'with --comm gloo or nccl: how long to wait for a peer (rendezvous and each all-reduce)', '30000')
     .option('--data <kind>', "input: 'synthetic' (random tensors, no dataset), 'raw' (decode an ImageFolder's JPEGs each step) or 'records' (read records made by data pack)", 'synthetic')
     .option('--dataset <path>', 'with --data raw: an ImageFolder directory; with --data records: a records file')
     .option('--data-threads <n>', 'native threads that decode and augment', DEFAULT_DATA_THREADS)
     .option('--prefetch <k>', '0: prepare each batch when the step needs it; K: prepare up to K batches ahead, overlapped with compute', '2')
     .option('--on-bad-image <mode>', "a corrupt or unreadable image: 'fail' (stop, naming the file) or 'skip' (use the next image; the run reports how many)", 'fail')
     .option('--enqueue-probe', 'enqueue each iteration behind a 0.5 s gate so the enqueue cost per kernel is the host\'s alone (phases unaffected)')
+    .option('--graph', 'cuda: capture the first measured iteration into a CUDA graph and replay it for every measured iteration (one launch instead of one per kernel; needs --warmup 1 or more)')
     .option('--compare', 'run both schedules and print them side by side')
     .option('--trace <file>', 'write a Chrome trace (Perfetto) of the median iteration: one track per stream')
     .option('--report <file>', 'write a self-contained HTML report (timelines, breakdown, critical path; with --compare the attribution)')
@@ -704,7 +748,7 @@ export function buildProgram(): Command {
 
   program
     .command('launch')
-    .description('start N ranks of a stepscope command on this machine with the torchrun variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), e.g. launch -n 2 -- step --comm gloo; across machines, run it on each with --nnodes and --node-rank')
+    .description('start N ranks of a stepscope command on this machine with the torchrun variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), e.g. launch -n 2 -- step --comm gloo (cpu) or --backend cuda --comm nccl (rank r takes GPU LOCAL_RANK); across machines, run it on each with --nnodes and --node-rank')
     .requiredOption('-n, --nprocs <n>', 'number of ranks on this machine')
     .option('--nnodes <m>', 'number of machines (each runs launch with the same -n); more than 1 rendezvous through the TCP store of global rank 0', '1')
     .option('--node-rank <r>', "this machine's index, 0..nnodes-1 (node 0 holds global rank 0)", '0')

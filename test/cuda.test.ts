@@ -19,7 +19,7 @@ import { CONV_PASSES } from '../src/ops/conv';
 import { checkCudaConvVariants } from '../src/ops/conv-cuda';
 import { checkCudaOps, CUDA_OP_CASES } from '../src/ops/ops-cuda-check';
 import { addon } from '../src/native';
-import { cli, ROOT } from './helpers';
+import { cli, freePort, ROOT } from './helpers';
 
 const status = cudaStatus();
 const cuda = cudaAddonIfLoaded();
@@ -335,6 +335,89 @@ test('step --backend cuda runs the training step on the CUDA addon\'s classes (C
   }
 });
 
+test('step --backend cuda --graph (CPU stand-in): the eager losses from replays of one captured iteration; refused on the cpu and without warm-up', { skip: needsAddon }, () => {
+  const env = { STEPSCOPE_CUDA_ADDON: path.join(ROOT, 'test', 'fixtures', 'fake-cuda-addon.js') };
+  const small = ['--batch', '1', '--resolution', '32', '--width', '4', '--classes', '10', '--iterations', '3', '--warmup', '1', '--seed', '3', '--json'];
+  // Overlapped through the local communicator: the comm stream joins the capture; its contention iterations stay eager.
+  for (const extra of [[], ['--workers', '2', '--schedule', 'overlapped', '--link', '2'], ['--workers', '2', '--schedule', 'serialized']]) {
+    const eager = cli(['step', '--backend', 'cuda', ...small, ...extra], env);
+    const graphed = cli(['step', '--backend', 'cuda', '--graph', ...small, ...extra], env);
+    assert.equal(graphed.status, 0, graphed.stderr);
+    const [e, g] = [JSON.parse(eager.stdout), JSON.parse(graphed.stdout)];
+    assert.equal(g.config.graph, true);
+    assert.deepEqual(g.iterations.map((i: { loss: number }) => i.loss), e.iterations.map((i: { loss: number }) => i.loss), extra.join(' '));
+    assert.deepEqual(g.iterations.map((i: { kernels: number }) => i.kernels), e.iterations.map((i: { kernels: number }) => i.kernels));
+    assert.equal(g.topKernels.length, e.topKernels.length);
+  }
+  for (const [args, re] of [
+    [['--backend', 'cpu', '--graph'], /--graph needs --backend cuda/],
+    [['--backend', 'cuda', '--graph', '--warmup', '0'], /--graph needs --warmup 1 or more/],
+  ] as [string[], RegExp][]) {
+    const r = cli(['step', ...small, ...args], env);
+    assert.equal(r.status, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, re);
+  }
+});
+
+test('NCCL: the unique id needs no device; bad options are refused before any device', { skip: needsAddon }, () => {
+  const c = cuda!;
+  if (!c.cudaInfo().nccl.found) {
+    assert.throws(() => c.NcclCommunicator.uniqueId(), (e: CudaError) => e.code === 'ERR_UNAVAILABLE' && /built without NCCL/.test(e.message));
+    return;
+  }
+  const a = c.NcclCommunicator.uniqueId(), b = c.NcclCommunicator.uniqueId();
+  assert.ok(a instanceof Uint8Array && a.length === 128);
+  assert.notDeepEqual(a, b);
+  assert.throws(() => new c.NcclCommunicator({ id: a.subarray(0, 12), rank: 0, size: 1 }), (e: CudaError) => e.code === 'ERR_INVALID_ARG' && /12 bytes; allowed: 128/.test(e.message));
+  assert.throws(() => new c.NcclCommunicator({ id: a, rank: 2, size: 2 }), (e: CudaError) => e.code === 'ERR_INVALID_ARG' && /rank 2 is not in 0\.\.1/.test(e.message));
+  assert.throws(() => new c.NcclCommunicator({ id: [1, 2] as never, rank: 0, size: 1 }), (e: CudaError) => e.code === 'ERR_INVALID_ARG' && /must be a Uint8Array/.test(e.message));
+  if (!status.available) {
+    assert.throws(() => new c.NcclCommunicator({ id: a, rank: 0, size: 1 }), (e: CudaError) => e.code === 'ERR_NO_DEVICE');
+    assert.throws(() => c.setDevice(1), (e: CudaError) => e.code === 'ERR_NO_DEVICE');
+  }
+});
+
+test('step --backend cuda --comm nccl across 2 launched ranks (CPU stand-in): the losses of the CPU\'s gloo ranks; one trace process per rank', { skip: needsAddon }, async () => {
+  // The stand-in's NCCL is the CPU's Gloo under the NCCL surface: what runs for real is the JS side
+  // (the id's rendezvous, one device per LOCAL_RANK, a bucket's gradients in one call, the gather, destroy).
+  const env = { STEPSCOPE_CUDA_ADDON: path.join(ROOT, 'test', 'fixtures', 'fake-cuda-addon.js'), FAKE_CUDA_DEVICES: '2' };
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stepscope-nccl-'));
+  const small = ['--batch', '1', '--resolution', '32', '--width', '4', '--classes', '10', '--iterations', '2', '--warmup', '0', '--seed', '3', '--compare', '--json',
+    '--bucket-mb', '0.05', '--first-bucket-mb', '0.01'];
+  const trace = path.join(dir, 'trace.json');
+  // Over rank 0's TCP rendezvous (as across machines).
+  const gpu = cli(['launch', '-n', '2', '--master-port', String(await freePort()), '--', 'step', '--backend', 'cuda', '--comm', 'nccl', '--trace', trace, ...small], env);
+  assert.equal(gpu.status, 0, gpu.stderr);
+  const cpuRanks = cli(['launch', '-n', '2', '--', 'step', '--backend', 'cpu', '--comm', 'gloo', '--kernels', 'conv=im2col-gemm', '--layout', 'nchw', ...small]);
+  assert.equal(cpuRanks.status, 0, cpuRanks.stderr);
+  const [g, c] = [JSON.parse(gpu.stdout), JSON.parse(cpuRanks.stdout)];
+  for (let i = 0; i < 2; i++) {
+    assert.equal(g[i].config.reduction.comm, 'nccl');
+    assert.equal(g[i].config.reduction.workers, 2);
+    assert.deepEqual(g[i].iterations.map((it: { loss: number }) => it.loss), c[i].iterations.map((it: { loss: number }) => it.loss), g[i].config.reduction.schedule);
+  }
+  const t = JSON.parse(fs.readFileSync(trace, 'utf8'));
+  const names = t.traceEvents.filter((e: { name: string }) => e.name === 'process_name').map((e: { args: { name: string } }) => e.args.name);
+  assert.deepEqual(names, ['rank 0 (serialized)', 'rank 1 (serialized)', 'rank 0 (overlapped)', 'rank 1 (overlapped)']);
+  // Refused before any work, naming what is allowed.
+  const one = ['step', '--batch', '1', '--resolution', '32', '--width', '4', '--iterations', '1', '--warmup', '0'];
+  for (const [args, extra, re] of [
+    [['--backend', 'cpu', '--comm', 'nccl'], {}, /--comm nccl is not allowed with --backend cpu: NCCL reduces across GPUs; allowed: local, gloo/],
+    [['--backend', 'cuda', '--comm', 'nccl'], {}, /--comm nccl needs RANK and WORLD_SIZE/],
+    [['--backend', 'cuda', '--comm', 'nccl'], { RANK: '0', WORLD_SIZE: '2', LOCAL_RANK: '2', STEPSCOPE_GLOO_STORE: dir }, /LOCAL_RANK 2 has no GPU: 2 visible/],
+    [['--backend', 'cuda', '--comm', 'nccl', '--workers', '3'], { RANK: '0', WORLD_SIZE: '2', STEPSCOPE_GLOO_STORE: dir }, /--workers 3 is not allowed with --comm nccl and WORLD_SIZE 2/],
+  ] as [string[], Record<string, string>, RegExp][]) {
+    const r = cli([...one, ...args], { ...env, ...extra });
+    assert.equal(r.status, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, re);
+  }
+  // A rank whose peer never comes: ERR_COMM after --comm-timeout-ms, exit 1, no hang.
+  const lonely = cli([...one, '--backend', 'cuda', '--comm', 'nccl', '--comm-timeout-ms', '300'], { ...env, RANK: '1', WORLD_SIZE: '2', LOCAL_RANK: '1', STEPSCOPE_GLOO_STORE: dir });
+  assert.equal(lonely.status, 1, lonely.stderr);
+  assert.match(lonely.stderr, /stepscope: rank 1 of 2: nothing from rank 0 at .*nccl-unique-id within 300 ms/);
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
 // ---- With a device: every variant against the CPU reference, on each shape
 // class of ResNet-50 (7x7/2, 1x1/1, 1x1/2, 3x3/1, 3x3/2) at batch 2, 64x64,
 // width 16. Named cuDNN algorithms may be unsupported for a layer (reported,
@@ -471,6 +554,61 @@ test('cuda: step --backend cuda trains on the GPU: the CPU step\'s first loss (s
   const variants = new Set((g.topKernels as { variant: string }[]).map((k) => k.variant));
   assert.ok(variants.has('cudnn:heuristic') && variants.has('cuda'), [...variants].join(', '));
   assert.ok(g.summary.forwardMs.median > 0 && g.summary.backwardMs.median > 0);
+  // --graph: the measured iterations replay one captured graph: the eager run's losses (up to the
+  // library's nondeterministic sums), every kernel still on the timeline, far less host time per kernel.
+  const graphed = cli(['step', '--backend', 'cuda', '--graph', ...small]);
+  assert.equal(graphed.status, 0, graphed.stderr);
+  const gg = JSON.parse(graphed.stdout);
+  gg.iterations.forEach((it: { loss: number; kernels: number }, i: number) => {
+    assert.ok(Math.abs(it.loss - g.iterations[i].loss) <= 1e-4 * Math.abs(g.iterations[i].loss), `iteration ${i}: ${it.loss} graphed, ${g.iterations[i].loss} eager`);
+    assert.equal(it.kernels, g.iterations[i].kernels);
+  });
+  assert.ok(gg.summary.enqueueUsPerKernel.median < g.summary.enqueueUsPerKernel.median, `${gg.summary.enqueueUsPerKernel.median} us/kernel graphed vs ${g.summary.enqueueUsPerKernel.median} eager`);
+});
+
+test('cuda: a captured graph replays its kernels; each launch puts them on the timeline with that launch\'s times', { skip: needsDevice }, async () => {
+  const c = cuda!;
+  const stream = new c.Stream('graph'), side = new c.Stream('side');
+  const x = new c.Buffer(4096), y = new c.Buffer(4096), z = new c.Buffer(4096);
+  const relu = new c.OpKernel('relu-fwd', 'cuda', { size: 4096 }, 'r1');
+  const add = new c.OpKernel('add', 'cuda', { size: 4096 }, 'a1');
+  const forked = new c.Event(), joined = new c.Event();
+  x.fillUniform(7, -1, 1);
+  z.fill(Number.NaN);
+  c.timelineClear();
+  c.waitsDrain();
+  stream.beginCapture();
+  assert.throws(() => side.beginCapture(), (e: CudaError) => e.code === 'ERR_INVALID_STATE');
+  relu.enqueue(stream, [x, y]);
+  stream.record(forked);
+  side.wait(forked); // the side stream joins the capture
+  add.enqueue(side, [x, y, z]);
+  side.record(joined);
+  stream.wait(joined); // and rejoins
+  const graph = stream.endCapture();
+  assert.deepEqual(c.timelineDrain(), []); // captured, not run
+  assert.equal(graph.kernels, 2);
+  assert.ok(graph.nodes >= 2);
+  const xs = x.read();
+  for (const launch of [0, 1]) {
+    graph.launch(stream);
+    await stream.synchronize();
+    const got = z.read();
+    for (let i = 0; i < xs.length; i++) assert.equal(got[i], xs[i] + Math.max(0, xs[i]), `launch ${launch} element ${i}`);
+    const records = c.timelineDrain();
+    assert.deepEqual(records.map((r) => r.layer), ['r1', 'a1']);
+    assert.ok(records[1].startNs >= records[0].endNs, 'the side stream waited for the relu');
+    assert.ok(forked.timestampNs !== null && joined.timestampNs! >= forked.timestampNs!);
+    z.fill(Number.NaN);
+  }
+  // A capture that leaves a joined stream behind is refused, and nothing stays open.
+  stream.beginCapture();
+  stream.record(forked);
+  side.wait(forked);
+  relu.enqueue(side, [x, y]);
+  assert.throws(() => stream.endCapture(), (e: CudaError) => e.code === 'ERR_CUDA' && /did not rejoin/.test(e.message));
+  stream.beginCapture(); // a fresh capture can start
+  assert.ok(stream.endCapture().kernels === 0);
 });
 
 test('cuda: bench conv --backend cuda --variant all checks and times every row', { skip: needsDevice }, () => {

@@ -1,5 +1,6 @@
 // Shared by the tests: the CLI run as a user runs it.
 import { spawnSync } from 'node:child_process';
+import * as net from 'node:net';
 import * as path from 'node:path';
 
 export const ROOT = path.resolve(__dirname, '..', '..');
@@ -31,4 +32,16 @@ export function renderedDom(html: string): string | undefined {
   const dom = spawnSync(chromium, ['--headless', '--no-sandbox', '--disable-gpu', '--dump-dom', `file://${html}`], { encoding: 'utf8', timeout: 60_000, maxBuffer: 64 << 20, env: browserEnv() });
   if (dom.status !== 0) throw new Error(`chromium failed on ${html}: ${dom.stderr}`);
   return dom.stdout;
+}
+
+/** A TCP port nobody listens on now (for rank 0's rendezvous store). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.listen(0, '127.0.0.1', () => {
+      const port = (server.address() as net.AddressInfo).port;
+      server.close(() => resolve(port));
+    });
+    server.on('error', reject);
+  });
 }

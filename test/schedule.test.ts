@@ -15,21 +15,8 @@ import { TrainingStep, type ReductionOptions } from '../src/run/executor';
 import { initWeights } from '../src/run/weights';
 import { assignBuckets } from '../src/schedule/buckets';
 import { relativeError } from '../src/ops/conv';
-import { cli, ROOT } from './helpers';
+import { cli, freePort, ROOT } from './helpers';
 import { spawn } from 'node:child_process';
-import * as net from 'node:net';
-
-/** A TCP port nobody listens on now (for rank 0's rendezvous store). */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const port = (server.address() as net.AddressInfo).port;
-      server.close(() => resolve(port));
-    });
-    server.on('error', reject);
-  });
-}
 
 const MB = 2 ** 20;
 

@@ -1,7 +1,9 @@
 // Module init of the CUDA addon (stepscope_cuda.node): cudaInfo (device,
-// driver, libraries, or why there is no device), the conv variant table,
-// the timeline, and the classes of wrap_cuda.cc. Loading needs no driver.
+// driver, libraries, or why there is no device), setDevice, the conv variant
+// table, the timeline, and the classes of wrap_*.cc. Loading needs no driver.
 #include <napi.h>
+
+#include <nvtx3/nvToolsExt.h>
 
 #include "cuda/addon_cuda.h"
 #include "cuda/device.h"
@@ -25,6 +27,7 @@ Napi::Value cudaInfo(const Napi::CallbackInfo& info) {
   o.Set("deviceCount", d.count);
   if (d.available) {
     Napi::Object dev = Napi::Object::New(env);
+    dev.Set("index", d.device);
     dev.Set("name", d.name);
     dev.Set("computeCapability", std::to_string(d.ccMajor) + "." + std::to_string(d.ccMinor));
     dev.Set("memoryBytes", d.memoryBytes);
@@ -98,6 +101,29 @@ Napi::Value timelineClearValue(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// setDevice(index): this process's GPU, before any stream or buffer (one rank per GPU).
+Napi::Value setDevice(const Napi::CallbackInfo& info) {
+  return cudaGuarded(info.Env(), [&]() -> Napi::Value {
+    if (!info[0].IsNumber()) throw Error("ERR_INVALID_ARG", "setDevice(index): index must be a number");
+    selectDevice(info[0].As<Napi::Number>().Int32Value());
+    return info.Env().Undefined();
+  });
+}
+
+// nvtxRangePush(name) / nvtxRangePop(): the step's phases as NVTX ranges
+// around their kernels' (each kernel has its own: cuda_stream.cc).
+Napi::Value nvtxPush(const Napi::CallbackInfo& info) {
+  return cudaGuarded(info.Env(), [&]() -> Napi::Value {
+    nvtxRangePushA(stringArg(info, 0, "name").c_str());
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value nvtxPop(const Napi::CallbackInfo& info) {
+  nvtxRangePop();
+  return info.Env().Undefined();
+}
+
 Napi::Value nowNsValue(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(nowNs())); }
 
 }  // namespace
@@ -106,17 +132,23 @@ Napi::Object initCuda(Napi::Env env, Napi::Object exports) {
   auto* data = new CudaAddonData();
   env.SetInstanceData<CudaAddonData>(data);
   Napi::Function buffer = CudaBufferWrap::define(env), stream = CudaStreamWrap::define(env), event = CudaEventWrap::define(env),
-                 conv = CudaConvKernelWrap::define(env), op = CudaOpKernelWrap::define(env);
+                 conv = CudaConvKernelWrap::define(env), op = CudaOpKernelWrap::define(env), graph = CudaGraphWrap::define(env);
   data->buffer = Napi::Persistent(buffer);
   data->stream = Napi::Persistent(stream);
   data->event = Napi::Persistent(event);
   data->convKernel = Napi::Persistent(conv);
   data->opKernel = Napi::Persistent(op);
+  data->graph = Napi::Persistent(graph);
   exports.Set("Buffer", buffer);
   exports.Set("Stream", stream);
   exports.Set("Event", event);
   exports.Set("ConvKernel", conv);
   exports.Set("OpKernel", op);
+  exports.Set("Graph", graph);
+  exports.Set("nvtxRangePush", Napi::Function::New(env, nvtxPush));
+  exports.Set("nvtxRangePop", Napi::Function::New(env, nvtxPop));
+  exports.Set("NcclCommunicator", CudaNcclWrap::define(env));
+  exports.Set("setDevice", Napi::Function::New(env, setDevice));
   exports.Set("opVariants", Napi::Function::New(env, opVariants));
   exports.Set("cudaInfo", Napi::Function::New(env, cudaInfo));
   exports.Set("convVariants", Napi::Function::New(env, convVariants));

@@ -4,7 +4,9 @@
 #pragma once
 #include <napi.h>
 
+#include "cuda/comm_nccl.h"
 #include "cuda/conv_cuda.h"
+#include "cuda/cuda_graph.h"
 #include "cuda/cuda_buffer.h"
 #include "cuda/cuda_error.h"
 #include "cuda/cuda_stream.h"
@@ -14,7 +16,7 @@
 namespace stepscope {
 
 struct CudaAddonData {
-  Napi::FunctionReference buffer, stream, event, convKernel, opKernel;
+  Napi::FunctionReference buffer, stream, event, convKernel, opKernel, graph;
 };
 inline CudaAddonData& cudaAddonData(Napi::Env env) { return *env.GetInstanceData<CudaAddonData>(); }
 
@@ -88,7 +90,24 @@ class CudaStreamWrap : public Napi::ObjectWrap<CudaStreamWrap> {
   Napi::Value synchronize(const Napi::CallbackInfo& info);
   Napi::Value record(const Napi::CallbackInfo& info);
   Napi::Value wait(const Napi::CallbackInfo& info);
+  Napi::Value beginCapture(const Napi::CallbackInfo& info);
+  Napi::Value endCapture(const Napi::CallbackInfo& info);
   CudaStreamPtr stream_;
+};
+
+// A captured CUDA graph; made only by stream.endCapture().
+class CudaGraphWrap : public Napi::ObjectWrap<CudaGraphWrap> {
+ public:
+  static constexpr const char* kClassName = "Graph";
+  static Napi::Function define(Napi::Env env);
+  static Napi::Function constructor(Napi::Env env) { return cudaAddonData(env).graph.Value(); }
+  explicit CudaGraphWrap(const Napi::CallbackInfo& info);
+
+ private:
+  Napi::Value launch(const Napi::CallbackInfo& info);
+  Napi::Value nodes(const Napi::CallbackInfo& info);
+  Napi::Value kernels(const Napi::CallbackInfo& info);
+  CudaGraphPtr graph_;
 };
 
 class CudaConvKernelWrap : public Napi::ObjectWrap<CudaConvKernelWrap> {
@@ -114,6 +133,22 @@ class CudaOpKernelWrap : public Napi::ObjectWrap<CudaOpKernelWrap> {
   Napi::Value enqueue(const Napi::CallbackInfo& info);
   Napi::Value describe(const Napi::CallbackInfo& info);
   std::shared_ptr<CudaOpKernel> kernel_;
+};
+
+class CudaNcclWrap : public Napi::ObjectWrap<CudaNcclWrap> {
+ public:
+  static constexpr const char* kClassName = "NcclCommunicator";
+  static Napi::Function define(Napi::Env env);
+  explicit CudaNcclWrap(const Napi::CallbackInfo& info);
+
+ private:
+  static Napi::Value uniqueId(const Napi::CallbackInfo& info);
+  Napi::Value connect(const Napi::CallbackInfo& info);
+  Napi::Value allreduce(const Napi::CallbackInfo& info);
+  Napi::Value destroy(const Napi::CallbackInfo& info);
+  Napi::Value rank(const Napi::CallbackInfo& info);
+  Napi::Value size(const Napi::CallbackInfo& info);
+  NcclPtr comm_;
 };
 
 }  // namespace stepscope

@@ -18,6 +18,7 @@ struct PendingRecord {
   std::string streamName;
   std::shared_ptr<StreamAnchor> anchor;
   cudaEvent_t start, end;
+  std::shared_ptr<GraphEvents> graph;  // set: the events are a graph's (never destroyed here)
 };
 
 std::mutex timelineMutex;
@@ -37,7 +38,24 @@ struct PendingWait {
   cudaEvent_t start, end;
   std::weak_ptr<CudaEvent> awaited;
   uint64_t generation;
+  std::shared_ptr<GraphEvents> graph;  // as PendingRecord::graph
 };
+
+// The open capture's records (timelineMutex held).
+bool capturingNow = false;
+std::vector<PendingRecord> capturedRecords;
+std::vector<PendingWait> capturedWaits;
+
+// In a capture, an event recorded as an external node keeps its time on every launch.
+cudaError_t recordTiming(cudaEvent_t e, cudaStream_t stream, bool captured) {
+  return captured ? cudaEventRecordWithFlags(e, stream, cudaEventRecordExternal) : cudaEventRecord(e, stream);
+}
+
+void destroyUnlessGraphs(cudaEvent_t start, cudaEvent_t end, const std::shared_ptr<GraphEvents>& graph) {
+  if (graph) return;
+  cudaEventDestroy(start);
+  cudaEventDestroy(end);
+}
 
 std::vector<PendingWait>& pendingWaits() {
   static auto* waits = new std::vector<PendingWait>();  // never destroyed, as pending()
@@ -53,6 +71,53 @@ bool hostNsOf(const StreamAnchor& anchor, cudaEvent_t e, int64_t* ns) {
 }
 
 }  // namespace
+
+struct CapturedTimeline {
+  std::vector<PendingRecord> records;
+  std::vector<PendingWait> waits;
+  std::shared_ptr<GraphEvents> events;
+};
+
+GraphEvents::~GraphEvents() {
+  for (cudaEvent_t e : events) cudaEventDestroy(e);
+}
+
+void beginTimelineCapture() {
+  std::lock_guard<std::mutex> lock(timelineMutex);
+  if (capturingNow) throw Error("ERR_INVALID_STATE", "a CUDA graph capture is already open: end it first (one capture at a time)");
+  capturingNow = true;
+}
+
+std::shared_ptr<CapturedTimeline> endTimelineCapture() {
+  std::lock_guard<std::mutex> lock(timelineMutex);
+  auto captured = std::make_shared<CapturedTimeline>();
+  captured->events = std::make_shared<GraphEvents>();
+  captured->records.swap(capturedRecords);
+  captured->waits.swap(capturedWaits);
+  for (PendingRecord& r : captured->records) {
+    captured->events->events.insert(captured->events->events.end(), {r.start, r.end});
+    r.graph = captured->events;
+  }
+  for (PendingWait& w : captured->waits) {
+    captured->events->events.insert(captured->events->events.end(), {w.start, w.end});
+    w.graph = captured->events;
+  }
+  capturingNow = false;
+  return captured;
+}
+
+bool timelineCapturing() {
+  std::lock_guard<std::mutex> lock(timelineMutex);
+  return capturingNow;
+}
+
+void replayTimeline(const std::shared_ptr<CapturedTimeline>& captured) {
+  std::lock_guard<std::mutex> lock(timelineMutex);
+  pending().insert(pending().end(), captured->records.begin(), captured->records.end());
+  pendingWaits().insert(pendingWaits().end(), captured->waits.begin(), captured->waits.end());
+}
+
+size_t capturedKernelCount(const CapturedTimeline& captured) { return captured.records.size(); }
 
 StreamAnchor::~StreamAnchor() {
   if (event) cudaEventDestroy(event);
@@ -75,17 +140,24 @@ CudaStream::~CudaStream() {
   }
 }
 
+bool CudaStream::capturing() const {
+  if (!timelineCapturing()) return false;
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  return cudaStreamIsCapturing(stream_, &status) == cudaSuccess && status == cudaStreamCaptureStatusActive;
+}
+
 void CudaStream::timed(const KernelInfo& info, const std::function<void()>& body) {
   const std::string context = info.layer + " " + info.pass + " " + info.variant;
+  const bool captured = capturing();
   cudaEvent_t start = nullptr, end = nullptr;
   checkCuda(cudaEventCreate(&start), "cudaEventCreate", context);
   checkCuda(cudaEventCreate(&end), "cudaEventCreate", context);
   nvtxRangePushA((info.layer.empty() ? info.op + " " + info.pass + " " + info.variant : context).c_str());
   try {
-    checkCuda(cudaEventRecord(start, stream_), "cudaEventRecord", context);
+    checkCuda(recordTiming(start, stream_, captured), "cudaEventRecord", context);
     body();
     checkCuda(cudaGetLastError(), "kernel launch", context);
-    checkCuda(cudaEventRecord(end, stream_), "cudaEventRecord", context);
+    checkCuda(recordTiming(end, stream_, captured), "cudaEventRecord", context);
   } catch (...) {
     nvtxRangePop();
     cudaEventDestroy(start);
@@ -94,26 +166,33 @@ void CudaStream::timed(const KernelInfo& info, const std::function<void()>& body
   }
   nvtxRangePop();
   std::lock_guard<std::mutex> lock(timelineMutex);
-  pending().push_back({info, id_, name_, anchor_, start, end});
+  (captured ? capturedRecords : pending()).push_back({info, id_, name_, anchor_, start, end, nullptr});
 }
 
 void CudaStream::synchronize() { checkCuda(cudaStreamSynchronize(stream_), "cudaStreamSynchronize", name_); }
 
 void CudaStream::wait(const CudaEventPtr& event) {
+  const bool captured = capturing();
+  if (!captured && event->captured() && timelineCapturing()) {
+    // Joins this stream to the open capture (a fork): structural, not timed
+    // (a timing event before the join would not be part of the graph).
+    checkCuda(cudaStreamWaitEvent(stream_, event->get(), 0), "cudaStreamWaitEvent", name_);
+    return;
+  }
   cudaEvent_t start = nullptr, end = nullptr;
   checkCuda(cudaEventCreate(&start), "cudaEventCreate", name_);
   checkCuda(cudaEventCreate(&end), "cudaEventCreate", name_);
   try {
-    checkCuda(cudaEventRecord(start, stream_), "cudaEventRecord", name_);
+    checkCuda(recordTiming(start, stream_, captured), "cudaEventRecord", name_);
     checkCuda(cudaStreamWaitEvent(stream_, event->get(), 0), "cudaStreamWaitEvent", name_);
-    checkCuda(cudaEventRecord(end, stream_), "cudaEventRecord", name_);
+    checkCuda(recordTiming(end, stream_, captured), "cudaEventRecord", name_);
   } catch (...) {
     cudaEventDestroy(start);
     cudaEventDestroy(end);
     throw;
   }
   std::lock_guard<std::mutex> lock(timelineMutex);
-  pendingWaits().push_back({id_, name_, event->streamName(), anchor_, start, end, event, event->generation()});
+  (captured ? capturedWaits : pendingWaits()).push_back({id_, name_, event->streamName(), anchor_, start, end, event, event->generation(), nullptr});
 }
 
 CudaEvent::CudaEvent() {
@@ -123,10 +202,16 @@ CudaEvent::CudaEvent() {
 
 CudaEvent::~CudaEvent() {
   if (event_) cudaEventDestroy(event_);
+  if (timing_) cudaEventDestroy(timing_);
 }
 
 void CudaEvent::record(CudaStream& stream) {
+  captured_ = stream.capturing();
   checkCuda(cudaEventRecord(event_, stream.get()), "cudaEventRecord", stream.name());
+  if (captured_) {
+    if (!timing_) checkCuda(cudaEventCreate(&timing_), "cudaEventCreate", stream.name());
+    checkCuda(cudaEventRecordWithFlags(timing_, stream.get(), cudaEventRecordExternal), "cudaEventRecordWithFlags", stream.name());
+  }
   anchor_ = stream.anchor();
   streamName_ = stream.name();
   ++generation_;
@@ -134,7 +219,7 @@ void CudaEvent::record(CudaStream& stream) {
 
 bool CudaEvent::complete() const {
   if (generation_ == 0) return true;
-  const cudaError_t e = cudaEventQuery(event_);
+  const cudaError_t e = cudaEventQuery(timeSource());
   if (e == cudaErrorNotReady) return false;
   checkCuda(e, "cudaEventQuery", streamName_);
   return true;
@@ -142,12 +227,12 @@ bool CudaEvent::complete() const {
 
 int64_t CudaEvent::timestampNs() const {
   int64_t ns = -1;
-  if (generation_ == 0 || !complete() || !hostNsOf(*anchor_, event_, &ns)) return -1;
+  if (generation_ == 0 || !complete() || !hostNsOf(*anchor_, timeSource(), &ns)) return -1;
   return ns;
 }
 
 void CudaEvent::synchronize() const {
-  if (generation_ > 0) checkCuda(cudaEventSynchronize(event_), "cudaEventSynchronize", streamName_);
+  if (generation_ > 0) checkCuda(cudaEventSynchronize(timeSource()), "cudaEventSynchronize", streamName_);
 }
 
 std::vector<WaitRecord> drainWaits() {
@@ -172,8 +257,7 @@ std::vector<WaitRecord> drainWaits() {
     } else if (firstError.empty()) {
       firstError = cudaGetErrorName(e == cudaSuccess ? cudaGetLastError() : e);
     }
-    cudaEventDestroy(w.start);
-    cudaEventDestroy(w.end);
+    destroyUnlessGraphs(w.start, w.end, w.graph);
   }
   if (!firstError.empty()) {
     cudaGetLastError();
@@ -196,8 +280,7 @@ std::vector<KernelRecord> drainTimeline() {
     cudaError_t e = cudaEventSynchronize(r.end);
     if (e == cudaSuccess) e = cudaEventElapsedTime(&startMs, r.anchor->event, r.start);
     if (e == cudaSuccess) e = cudaEventElapsedTime(&endMs, r.anchor->event, r.end);
-    cudaEventDestroy(r.start);
-    cudaEventDestroy(r.end);
+    destroyUnlessGraphs(r.start, r.end, r.graph);
     if (e != cudaSuccess) {
       if (firstError.empty()) firstError = cudaGetErrorName(e);
       continue;
@@ -219,15 +302,9 @@ std::vector<KernelRecord> drainTimeline() {
 
 void clearTimeline() {
   std::lock_guard<std::mutex> lock(timelineMutex);
-  for (PendingRecord& r : pending()) {
-    cudaEventDestroy(r.start);
-    cudaEventDestroy(r.end);
-  }
+  for (PendingRecord& r : pending()) destroyUnlessGraphs(r.start, r.end, r.graph);
   pending().clear();
-  for (PendingWait& w : pendingWaits()) {
-    cudaEventDestroy(w.start);
-    cudaEventDestroy(w.end);
-  }
+  for (PendingWait& w : pendingWaits()) destroyUnlessGraphs(w.start, w.end, w.graph);
   pendingWaits().clear();
 }
 

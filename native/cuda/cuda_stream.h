@@ -3,6 +3,13 @@
 // and an NVTX range (so Nsight Systems shows the same layer/pass/variant
 // names); drainTimeline() turns the events into the KernelRecords the CPU
 // backend produces, on this addon's nowNs() clock.
+//
+// Stream capture (CUDA graphs, cuda_graph.h): while a capture is open, the
+// timing events are recorded as external event nodes of the graph, and the
+// records go to the capture instead of the timeline; each launch of the graph
+// puts them on the timeline again (the events then hold that launch's times).
+// One capture at a time per process; every stream that joins it (through a
+// wait on a captured event) is captured too.
 #pragma once
 #include <cuda_runtime_api.h>
 
@@ -33,7 +40,7 @@ class CudaEvent {
   ~CudaEvent();
   CudaEvent(const CudaEvent&) = delete;
   CudaEvent& operator=(const CudaEvent&) = delete;
-  void record(CudaStream& stream);
+  void record(CudaStream& stream);  // in a capture: a dependency for waits, plus an external node for the time
   // True when the latest record has fired (or the event was never recorded).
   bool complete() const;
   // Host nanoseconds (nowNs clock) when the latest record fired; -1 when not recorded or not fired yet.
@@ -42,9 +49,13 @@ class CudaEvent {
   cudaEvent_t get() const { return event_; }
   uint64_t generation() const { return generation_; }
   const std::string& streamName() const { return streamName_; }
+  bool captured() const { return captured_; }  // the latest record was into a graph capture
 
  private:
   cudaEvent_t event_ = nullptr;
+  cudaEvent_t timing_ = nullptr;  // recorded as an external node when the latest record was captured
+  bool captured_ = false;
+  cudaEvent_t timeSource() const { return captured_ ? timing_ : event_; }
   std::shared_ptr<StreamAnchor> anchor_;  // the anchor of the stream of the latest record
   std::string streamName_;
   uint64_t generation_ = 0;  // counts records: a wait's firedNs is known while it is unchanged
@@ -69,6 +80,8 @@ class CudaStream {
   // is timed on the device (a WaitRecord for drainWaits()).
   void wait(const CudaEventPtr& event);
   const std::shared_ptr<StreamAnchor>& anchor() const { return anchor_; }
+  // True while this stream is being captured into a graph.
+  bool capturing() const;
 
  private:
   cudaStream_t stream_ = nullptr;
@@ -78,6 +91,26 @@ class CudaStream {
 };
 
 using CudaStreamPtr = std::shared_ptr<CudaStream>;
+
+// The timing events a graph owns (destroyed with the last holder: the graph,
+// or a record of one of its launches not yet drained).
+struct GraphEvents {
+  std::vector<cudaEvent_t> events;
+  ~GraphEvents();
+};
+
+// What a capture recorded: kernel and wait records whose events are nodes of
+// the graph. Opaque outside cuda_stream.cc.
+struct CapturedTimeline;
+
+// Opens the capture of the timeline (the stream capture itself is the graph's).
+void beginTimelineCapture();
+// Closes it: the records since beginTimelineCapture(), owned by `events`.
+std::shared_ptr<CapturedTimeline> endTimelineCapture();
+bool timelineCapturing();
+// After a launch of the graph: its records, as if enqueued now.
+void replayTimeline(const std::shared_ptr<CapturedTimeline>& captured);
+size_t capturedKernelCount(const CapturedTimeline& captured);
 
 // Waits for every recorded kernel and returns them in launch order.
 std::vector<KernelRecord> drainTimeline();

@@ -3,6 +3,7 @@
 #include <cuda_runtime_api.h>
 #include <dlfcn.h>
 
+#include <atomic>
 #include <mutex>
 
 #include "cuda/cuda_error.h"
@@ -13,9 +14,33 @@
 
 namespace stepscope {
 
+namespace {
+DeviceStatus status;
+std::atomic<bool> deviceInUse{false};  // set by the first device object
+
+// The selected device's properties into `status`; false (with the reason) on failure.
+bool readProperties(int index) {
+  cudaDeviceProp prop{};
+  const cudaError_t e = cudaGetDeviceProperties(&prop, index);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    status.available = false;
+    status.reason = std::string("cudaGetDeviceProperties: ") + cudaGetErrorString(e);
+    return false;
+  }
+  status.available = true;
+  status.device = index;
+  status.name = prop.name;
+  status.ccMajor = prop.major;
+  status.ccMinor = prop.minor;
+  status.memoryBytes = double(prop.totalGlobalMem);
+  status.smCount = prop.multiProcessorCount;
+  return true;
+}
+}  // namespace
+
 DeviceStatus deviceStatus() {
   static std::once_flag once;
-  static DeviceStatus status;
   std::call_once(once, [] {
     cudaRuntimeGetVersion(&status.runtimeVersion);
     cudaDriverGetVersion(&status.driverVersion);  // 0, not an error, without a driver
@@ -30,19 +55,7 @@ DeviceStatus deviceStatus() {
       status.reason = "no CUDA device found";
       return;
     }
-    cudaDeviceProp prop{};
-    e = cudaGetDeviceProperties(&prop, 0);
-    if (e != cudaSuccess) {
-      cudaGetLastError();
-      status.reason = std::string("cudaGetDeviceProperties: ") + cudaGetErrorString(e);
-      return;
-    }
-    status.available = true;
-    status.name = prop.name;
-    status.ccMajor = prop.major;
-    status.ccMinor = prop.minor;
-    status.memoryBytes = double(prop.totalGlobalMem);
-    status.smCount = prop.multiProcessorCount;
+    readProperties(0);
   });
   return status;
 }
@@ -50,7 +63,26 @@ DeviceStatus deviceStatus() {
 void requireDevice(const char* what) {
   DeviceStatus s = deviceStatus();
   if (!s.available) throw CudaError("ERR_NO_DEVICE", std::string(what) + ": no CUDA device: " + s.reason, s.reason, "");
+  deviceInUse = true;
 }
+
+void selectDevice(int index) {
+  const DeviceStatus s = deviceStatus();
+  if (!s.available && s.count == 0) throw CudaError("ERR_NO_DEVICE", "setDevice: no CUDA device: " + s.reason, s.reason, "");
+  if (index < 0 || index >= s.count) {
+    throw Error("ERR_INVALID_ARG", "setDevice: device " + std::to_string(index) + " is not in 0.." + std::to_string(s.count - 1) +
+                                       " (" + std::to_string(s.count) + " visible GPU" + (s.count == 1 ? "" : "s") + ")");
+  }
+  if (index == s.device) return;
+  if (deviceInUse) {
+    throw Error("ERR_INVALID_STATE", "setDevice(" + std::to_string(index) + "): device " + std::to_string(s.device) +
+                                         " already holds streams or buffers; select the device before any other CUDA call");
+  }
+  checkCuda(cudaSetDevice(index), "cudaSetDevice");
+  if (!readProperties(index)) throw CudaError("ERR_CUDA", "setDevice: " + status.reason, status.reason, "");
+}
+
+int selectedDevice() { return deviceStatus().device; }
 
 static std::string dotted(size_t v, size_t major, size_t minor) {
   return std::to_string(v / major) + "." + std::to_string((v % major) / minor) + "." + std::to_string(v % minor);

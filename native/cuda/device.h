@@ -22,9 +22,15 @@ struct DeviceStatus {
   int runtimeVersion = 0;  // the cudart this addon was linked with
 };
 
-DeviceStatus deviceStatus();  // cached after the first call
+DeviceStatus deviceStatus();  // of the selected device; cached
 // Throws ERR_NO_DEVICE with CUDA's reason; `what` names the caller.
 void requireDevice(const char* what);
+// Makes GPU `index` this process's device (one rank per GPU: LOCAL_RANK).
+// Only before the first stream, buffer, event or handle: they belong to the
+// device that was current when they were made. Throws ERR_INVALID_ARG for an
+// index out of range, ERR_INVALID_STATE once device objects exist.
+void selectDevice(int index);
+int selectedDevice();
 
 struct LibraryVersions {
   std::string cudnn, cudnnCudart, cublas, nccl;

@@ -105,7 +105,9 @@ Napi::Function CudaStreamWrap::define(Napi::Env env) {
   return DefineClass(env, kClassName,
                      {InstanceAccessor<&CudaStreamWrap::id>("id"), InstanceAccessor<&CudaStreamWrap::name>("name"),
                       InstanceMethod<&CudaStreamWrap::synchronize>("synchronize"),
-                      InstanceMethod<&CudaStreamWrap::record>("record"), InstanceMethod<&CudaStreamWrap::wait>("wait")});
+                      InstanceMethod<&CudaStreamWrap::record>("record"), InstanceMethod<&CudaStreamWrap::wait>("wait"),
+                      InstanceMethod<&CudaStreamWrap::beginCapture>("beginCapture"),
+                      InstanceMethod<&CudaStreamWrap::endCapture>("endCapture")});
 }
 
 CudaStreamWrap::CudaStreamWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CudaStreamWrap>(info) {
@@ -137,6 +139,54 @@ Napi::Value CudaStreamWrap::wait(const Napi::CallbackInfo& info) {
     stream_->wait(unwrapArg<CudaEventWrap>(info, 0, "event")->event());
     return info.This();
   });
+}
+
+// beginCapture(): this stream's later work (and that of streams waiting on
+// its captured events) goes into a CUDA graph instead of running.
+Napi::Value CudaStreamWrap::beginCapture(const Napi::CallbackInfo& info) {
+  return cudaGuarded(info.Env(), [&]() -> Napi::Value {
+    CudaGraph::beginCapture(*stream_);
+    return info.Env().Undefined();
+  });
+}
+
+// endCapture(): the Graph of everything captured since beginCapture().
+Napi::Value CudaStreamWrap::endCapture(const Napi::CallbackInfo& info) {
+  return cudaGuarded(info.Env(), [&]() -> Napi::Value {
+    CudaGraphPtr graph = CudaGraph::endCapture(*stream_);
+    return CudaGraphWrap::constructor(info.Env()).New({Napi::External<CudaGraphPtr>::New(info.Env(), &graph)});
+  });
+}
+
+// ---- Graph
+
+Napi::Function CudaGraphWrap::define(Napi::Env env) {
+  return DefineClass(env, kClassName,
+                     {InstanceMethod<&CudaGraphWrap::launch>("launch"), InstanceAccessor<&CudaGraphWrap::nodes>("nodes"),
+                      InstanceAccessor<&CudaGraphWrap::kernels>("kernels")});
+}
+
+CudaGraphWrap::CudaGraphWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CudaGraphWrap>(info) {
+  cudaGuarded(info.Env(), [&] {
+    if (info.Length() < 1 || !info[0].IsExternal()) throw Error("ERR_INVALID_ARG", "Graph objects come from stream.endCapture()");
+    graph_ = *info[0].As<Napi::External<CudaGraphPtr>>().Data();
+  });
+}
+
+// launch(stream): one launch of the whole graph; its kernels' records go on the timeline.
+Napi::Value CudaGraphWrap::launch(const Napi::CallbackInfo& info) {
+  return cudaGuarded(info.Env(), [&]() -> Napi::Value {
+    graph_->launch(*unwrapArg<CudaStreamWrap>(info, 0, "stream")->stream());
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value CudaGraphWrap::nodes(const Napi::CallbackInfo& info) {
+  return cudaGuarded(info.Env(), [&]() -> Napi::Value { return Napi::Number::New(info.Env(), double(graph_->nodes())); });
+}
+
+Napi::Value CudaGraphWrap::kernels(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), double(graph_->kernels()));
 }
 
 // ---- ConvKernel

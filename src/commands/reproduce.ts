@@ -115,7 +115,7 @@ export async function reproduce(o: ReproduceOptions, bar: Progress): Promise<Rep
   const files: string[] = [];
   const record = async (name: string, config: TrainingConfig) => {
     const run = await runTraining(config, (f) => progress(`${name}: iteration ${f.index + 1}/${config.warmup + config.iterations}`));
-    if (run.config.reduction) delete run.config.reduction.gloo;
+    if (run.config.reduction) delete run.config.reduction.communicator;
     const file = path.join(o.saveDir, `${name}.json`);
     writeJsonAtomic(file, run);
     files.push(file);

@@ -8,6 +8,8 @@
 // an event is recorded; `gradientEvents` lists them in the order they fire
 // (reverse layer order), for the schedules that overlap reduction with backward.
 import type { Buffer, ConvKernel, Event, GlooCommunicator, OpKernel, OpName, Stream } from '../../binding';
+import type { Buffer as CudaBuffer, Graph as CudaGraph, NcclCommunicator, Stream as CudaStream } from '../../binding-cuda';
+import type { CudaAddon } from '../native-cuda';
 import type { GraphNode, ResNetGraph } from '../model/graph';
 import type { Backend } from '../backend';
 import { addon, type Addon } from '../native';
@@ -39,14 +41,23 @@ export type StepLayout = 'auto' | 'nchw' | 'nChw16c';
 export interface ReductionOptions {
   workers: number;
   schedule: 'serialized' | 'overlapped';
-  comm: 'local' | 'gloo';
-  /** The connected communicator, with comm 'gloo' (workers = its size). */
-  gloo?: GlooCommunicator;
+  comm: 'local' | 'gloo' | 'nccl';
+  /** The connected communicator, with comm 'gloo' or 'nccl' (workers = its size). */
+  communicator?: Communicator;
   bucketBytes: number;
   firstBucketBytes: number;
   /** A modeled link: the stream is held for the ring all-reduce transfer time of each bucket. */
   link?: { gbps: number; latencyUs: number };
 }
+
+/**
+ * A real communicator across processes: Gloo (CPU addon, one buffer a call)
+ * or NCCL (CUDA addon, a bucket's buffers in one grouped call).
+ */
+export type Communicator = GlooCommunicator | NcclCommunicator;
+
+/** Which communicator each backend reduces across processes with. */
+export const CROSS_PROCESS_COMM: Record<Backend, 'gloo' | 'nccl'> = { cpu: 'gloo', cuda: 'nccl' };
 
 /** Workers whose gradients the `local` communicator really sums (the rest only on the modeled link). */
 export const LOCAL_STAND_IN_LIMIT = 16;
@@ -79,6 +90,15 @@ export interface IterationResult {
 }
 
 type Kernel = ConvKernel | OpKernel;
+
+/** The events an iteration records at its phase boundaries. */
+interface IterationMarkEvents {
+  start: Event;
+  forward: Event;
+  backward: Event;
+  reduced: Event;
+  end: Event;
+}
 
 /** What each node runs, prepared once. */
 interface Prepared {
@@ -187,8 +207,8 @@ export class TrainingStep {
     // The CUDA addon has the classes and calls the step uses (Buffer, Stream,
     // Event, ConvKernel, OpKernel, memoryStats, timelineDrain, waitsDrain, nowNs).
     const native = (this.native = backend === 'cuda' ? (cudaAddon() as unknown as Addon) : addon());
-    if (backend === 'cuda' && reduction?.comm === 'gloo') {
-      throw new UsageError('--comm gloo is not allowed with --backend cuda: across GPUs the reduction needs NCCL, not built yet (issue #5); allowed: local');
+    if (reduction && reduction.comm !== 'local' && reduction.comm !== CROSS_PROCESS_COMM[backend]) {
+      throw new UsageError(`--comm ${reduction.comm} is not allowed with --backend ${backend}: allowed local, ${CROSS_PROCESS_COMM[backend]}`);
     }
     const blockedProblem = canUseBlocked(graph, plan);
     if (layout === 'nChw16c' && blockedProblem) throw new UsageError(`--layout nChw16c: ${blockedProblem}`);
@@ -231,7 +251,7 @@ export class TrainingStep {
     this.buckets.push(...assignBuckets(order.map((p) => ({ name: p.name, size: p.shape.reduce((a, b) => a * b, 1) })), r));
     for (const p of order) {
       const size = p.shape.reduce((a, b) => a * b, 1);
-      if (r.comm === 'gloo') continue; // Gloo reduces in place across processes
+      if (r.comm !== 'local') continue; // Gloo and NCCL reduce in place across processes
       // Stand-ins for at most 15 other workers: past 16 the local work would
       // only grow memory; the modeled link still uses the true worker count.
       const local = Math.min(r.workers, LOCAL_STAND_IN_LIMIT);
@@ -248,10 +268,18 @@ export class TrainingStep {
 
   /** Enqueues the reduction of one bucket on `stream`. */
   private enqueueBucket(b: Bucket, stream: Stream): void {
-    const gloo = this.reduction?.gloo;
+    const r = this.reduction!;
+    if (r.comm === 'nccl') {
+      // One grouped NCCL launch for the whole bucket (one kernel record).
+      // The CUDA addon's Stream and Buffer behind the CPU addon's types (the executor's Addon view).
+      const cudaBuffers = b.params.map((name) => this.grads.get(name)!) as unknown as CudaBuffer[];
+      (r.communicator as NcclCommunicator).allreduce(stream as unknown as CudaStream, cudaBuffers, 1 / r.workers, `bucket${b.index}`);
+      this.linkKernels[b.index]?.enqueue(stream, []);
+      return;
+    }
     for (const name of b.params) {
-      if (gloo) {
-        gloo.allreduce(stream, this.grads.get(name)!, 1 / this.reduction!.workers, name);
+      if (r.comm === 'gloo') {
+        (r.communicator as GlooCommunicator).allreduce(stream, this.grads.get(name)!, 1 / r.workers, name);
         continue;
       }
       const { kernel, replicas } = this.reduceKernels.get(name)!;
@@ -396,13 +424,73 @@ export class TrainingStep {
    * One iteration: forward, loss, backward, SGD. Resolves when the stream has
    * run it all; throws if the loss is not finite. `input` (default: this.input)
    * lets the input pipeline hand over a batch buffer it filled, without a copy.
-   */
-  /**
-   * One training iteration. `arrangement` runs the reduction of this
-   * iteration in the other schedule than the step's (the contention
-   * measurement compares both on the same kernels); the arithmetic is the same.
+   * `arrangement` runs the reduction of this iteration in the other schedule
+   * than the step's (the contention measurement compares both on the same
+   * kernels); the arithmetic is the same.
+   *
+   * With `useGraph` (CUDA), the first iteration in the step's own schedule is
+   * captured into a CUDA graph and every later one replays it with one launch:
+   * the same kernels on the same buffers (the pool's choices are baked in),
+   * so the input must be the step's own buffer.
    */
   async iteration(step: number, input: Buffer = this.input, arrangement?: 'serialized' | 'overlapped'): Promise<IterationResult> {
+    if (!this.useGraph || arrangement !== undefined) {
+      if (this.captured) throw new Error('after a CUDA graph capture every iteration replays it: no eager iteration can run beside it');
+      return this.runIteration(step, input, arrangement, false);
+    }
+    if (input !== this.input) throw new Error("a CUDA graph replays the step's own input buffer: copy the batch into step.input");
+    if (this.captured) return this.replayGraph(step);
+    try {
+      return await this.runIteration(step, input, undefined, true);
+    } catch (err) {
+      this.abortCapture();
+      throw err;
+    }
+  }
+
+  /** Replace eager iterations by one captured CUDA graph (see iteration()). CUDA only. */
+  get useGraph(): boolean {
+    return this.graphMode;
+  }
+  set useGraph(on: boolean) {
+    if (on && this.backend !== 'cuda') throw new UsageError('--graph needs --backend cuda: a CUDA graph replays GPU work; the cpu backend has none');
+    this.graphMode = on;
+  }
+  private graphMode = false;
+  private captured: { graph: CudaGraph; marks: IterationMarkEvents; logits: Buffer; comm: Stream | undefined } | undefined;
+  private captureOpen = false;
+
+  private get cudaStream(): CudaStream {
+    return this.stream as unknown as CudaStream;
+  }
+
+  private abortCapture(): void {
+    if (!this.captureOpen) return;
+    this.captureOpen = false;
+    try {
+      this.cudaStream.endCapture(); // discarded: the capture failed
+    } catch {
+      // already invalid: nothing to keep
+    }
+  }
+
+  private async replayGraph(step: number): Promise<IterationResult> {
+    const { graph, marks, logits, comm } = this.captured!;
+    this.native.resetPeakMemory();
+    const launchStart = this.native.nowNs();
+    graph.launch(this.cudaStream);
+    return this.completeIteration(step, marks, logits, comm, this.native.nowNs() - launchStart);
+  }
+
+  /** NVTX ranges for the phases (CUDA addon; a no-op on the CPU). */
+  private phase(name: string | undefined): void {
+    const cuda = this.native as unknown as Partial<CudaAddon>;
+    if (!cuda.nvtxRangePush) return;
+    if (name === undefined) cuda.nvtxRangePop!();
+    else cuda.nvtxRangePush(name);
+  }
+
+  private async runIteration(step: number, input: Buffer, arrangement: 'serialized' | 'overlapped' | undefined, capture: boolean): Promise<IterationResult> {
     const native = this.native;
     const comm: Stream | undefined = arrangement === undefined ? this.commStream
       : arrangement === 'overlapped' ? (this.commStream ?? (this.probeCommStream ??= new native.Stream('comm'))) : undefined;
@@ -443,8 +531,15 @@ export class TrainingStep {
       await new Promise((resolve) => setTimeout(resolve, PROBE_SETTLE_MS));
     }
     const enqueueStart = native.nowNs();
-    const marks = { start: events.take(), forward: events.take(), backward: events.take(), reduced: events.take(), end: events.take() };
+    if (capture) {
+      this.cudaStream.beginCapture();
+      this.captureOpen = true;
+    }
+    const marks: IterationMarkEvents = { start: events.take(), forward: events.take(), backward: events.take(), reduced: events.take(), end: events.take() };
     stream.record(marks.start);
+    if (capture && comm) comm.wait(marks.start); // the comm stream joins the capture at its start
+    this.phase(`iteration ${step}`);
+    this.phase('forward');
 
     // Forward.
     for (const p of prepared) {
@@ -486,6 +581,8 @@ export class TrainingStep {
     const dlogits = pool.make(this.graph.tensors.get(this.graph.logits)!);
     this.lossKernel.enqueue(stream, [logits, this.labels, this.loss, dlogits]);
     stream.record(marks.forward);
+    this.phase(undefined);
+    this.phase('backward');
 
     // Backward, in reverse; gradients of activations accumulate where a tensor feeds two ops.
     const grads = new Map<string, Buffer>([[this.graph.logits, dlogits]]);
@@ -584,7 +681,9 @@ export class TrainingStep {
       for (const t of this.savedFor(p)) use(t);
     }
     stream.record(marks.backward);
+    this.phase(undefined);
     if (this.buckets.length > 0) {
+      this.phase('reduction');
       if (overlapped) {
         const reduced = events.take();
         comm!.record(reduced);
@@ -592,14 +691,32 @@ export class TrainingStep {
       } else {
         for (const b of this.buckets) this.enqueueBucket(b, stream);
       }
+      this.phase(undefined);
     }
     stream.record(marks.reduced);
 
+    this.phase('optimizer');
     for (const { param, kernel } of this.sgd) {
       kernel.enqueue(stream, [this.params.get(param)!, this.grads.get(param)!, this.momentum.get(param)!]);
     }
     stream.record(marks.end);
-    const enqueueNs = native.nowNs() - enqueueStart;
+    this.phase(undefined);
+    this.phase(undefined); // the iteration
+    if (capture) {
+      const graph = this.cudaStream.endCapture();
+      this.captureOpen = false;
+      this.captured = { graph, marks, logits, comm };
+      const launchStart = native.nowNs();
+      graph.launch(this.cudaStream);
+      return this.completeIteration(step, marks, logits, comm, native.nowNs() - launchStart);
+    }
+    return this.completeIteration(step, marks, logits, comm, native.nowNs() - enqueueStart);
+  }
+
+  /** Waits for the iteration's streams; its loss and the phase marks' times. */
+  private async completeIteration(step: number, marks: IterationMarkEvents, logits: Buffer, comm: Stream | undefined, enqueueNs: number): Promise<IterationResult> {
+    const native = this.native;
+    const stream = this.stream;
     await stream.synchronize();
     if (comm) await comm.synchronize();
     this.lastLogits = logits; // kept (not pooled) until the next iteration
@@ -628,8 +745,9 @@ export class TrainingStep {
     return (this.eventRing ??= new EventRing(this.native));
   }
 
-  /** Gives the activation buffers this step holds between iterations back to the allocator. */
+  /** Gives the activation buffers this step holds between iterations back to the allocator (and drops a captured graph). */
   releaseActivations(): void {
+    this.captured = undefined;
     if (this.lastLogits) this.pool?.drop(this.lastLogits);
     this.lastLogits = undefined;
     this.pool?.releaseAll();

@@ -47,6 +47,8 @@ export interface TrainingConfig {
   enqueueProbeMs?: number;
   /** The input pipeline (issue #6); absent: synthetic data. */
   data?: DataOptions;
+  /** cuda: the measured iterations replay one CUDA graph captured from the first of them (after warm-up). */
+  graph?: boolean;
 }
 
 export interface IterationFigures {
@@ -153,6 +155,10 @@ export async function runTraining(config: TrainingConfig, onIteration?: (f: Iter
   if (pipeline && pipeline.classes > config.classes) {
     throw new UsageError(`--classes ${config.classes} is not allowed with this dataset: it has ${pipeline.classes} classes (give --classes ${pipeline.classes} or more)`);
   }
+  if (config.graph && config.backend !== 'cuda') throw new UsageError('--graph needs --backend cuda: a CUDA graph replays GPU work; the cpu backend has none');
+  if (config.graph && config.warmup < 1) {
+    throw new UsageError('--graph needs --warmup 1 or more: the libraries set up their workspaces in a first eager iteration, which a graph capture cannot do');
+  }
   const step = new TrainingStep(graph, config.plan, { lr: config.lr, momentum: config.momentum, weightDecay: config.weightDecay }, config.layout, config.reduction, config.backend, config.dtype);
   step.enqueueProbeMs = config.enqueueProbeMs ?? 0;
   if (config.weights) loadWeights(step, config.weights);
@@ -187,6 +193,8 @@ async function iterate(
   native.timelineDrain();
   native.waitsDrain();
   for (let i = 0; i < config.warmup + probeCount + config.iterations; i++) {
+    // Warm-up and contention iterations run eagerly; the measured ones replay one graph.
+    if (config.graph && i === config.warmup + probeCount) step.useGraph = true;
     const dataStart = native.nowNs();
     let dataBusyMs: number | undefined, skippedImages: number | undefined;
     let input = step.input;

@@ -36,11 +36,16 @@ export interface Prediction {
   buckets: Bucket[];
 }
 
-/** Per bucket: its all-reduce kernels (one per gradient) and the modeled link's hold. */
+/** Per bucket: its all-reduce kernels (one per gradient; NCCL: one per bucket) and the modeled link's hold. */
 function bucketTasks(model: StepModel, b: Bucket, bytesOf: Map<string, number>): Omit<SimTask, 'after'>[] {
   const c = model.comm;
   const tasks: Omit<SimTask, 'after'>[] = [];
-  if (c.comm !== 'none') {
+  if (c.comm === 'nccl') {
+    // One grouped launch per bucket, on the GPU's copy engines and a few SMs (not the host's cores).
+    const own = c.measuredMs?.[`bucket${b.index}`];
+    const ms = own ?? c.allreduce.fixedMs + b.bytes * c.allreduce.msPerByte;
+    tasks.push({ op: 'allreduce', pass: 'comm', layer: `bucket${b.index}`, variant: 'nccl', ms, gapMs: 0, cpu: false });
+  } else if (c.comm !== 'none') {
     // The local communicator sums min(W, 16) buffers: work grows with that count.
     const scale = c.comm === 'local' ? Math.min(c.workers, LOCAL_STAND_IN_LIMIT) / Math.max(1, Math.min(c.allreduce.fitWorkers, LOCAL_STAND_IN_LIMIT)) : 1;
     for (const p of b.params) {
@@ -65,6 +70,7 @@ export function replay(model: StepModel): Prediction {
     ? assignBuckets(model.gradients.map((g) => ({ name: g.param, size: g.bytes / 4 })), { bucketBytes: c.bucketMb * 2 ** 20, firstBucketBytes: c.firstBucketMb * 2 ** 20 })
     : [];
   const bytesOf = new Map(model.gradients.map((g) => [g.param, g.bytes]));
+  for (const b of buckets) bytesOf.set(`bucket${b.index}`, b.bytes); // NCCL's records are per bucket
   const readyAfter = new Map(model.gradients.map((g) => [g.param, g.after]));
 
   // Streams as task lists; dependencies by index into `all`.

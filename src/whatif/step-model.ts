@@ -30,7 +30,7 @@ export interface GradientReady {
 }
 
 export interface CommModel {
-  comm: 'local' | 'gloo' | 'none';
+  comm: 'local' | 'gloo' | 'nccl' | 'none';
   workers: number;
   schedule: 'serialized' | 'overlapped';
   bucketMb: number;
@@ -38,7 +38,7 @@ export interface CommModel {
   link?: { gbps: number; latencyUs: number };
   /** All-reduce of one gradient, alone: fixedMs + bytes * msPerByte (at `fitWorkers` workers). */
   allreduce: { fixedMs: number; msPerByte: number; fitWorkers: number; samples: number };
-  /** The run's own all-reduce time of each gradient, alone (at `fitWorkers`); the fit covers the others. */
+  /** The run's own all-reduce time of each gradient (NCCL: of each bucket, `bucketN`), alone (at `fitWorkers`); the fit covers the others. */
   measuredMs?: Record<string, number>;
 }
 

@@ -1,0 +1,61 @@
+// The `nccl` communicator: gradient all-reduce across GPUs with NCCL, one
+// rank per process (stepscope launch starts them, one GPU each). The ranks
+// meet through a unique id that rank 0 makes and the others receive (the JS
+// side passes it through the launch's store: src/comm/rendezvous.ts).
+//
+// The communicator is non-blocking (ncclConfig_t.blocking = 0), so every wait
+// for the peers (init, each collective's launch) is polled against a
+// deadline: a dead or missing peer becomes ERR_COMM after timeoutMs, and the
+// communicator is aborted, never a hang.
+#pragma once
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/timeline.h"
+
+namespace stepscope {
+
+class CudaStream;
+
+struct NcclOptions {
+  std::string uniqueId;  // NCCL_UNIQUE_ID_BYTES bytes from newNcclUniqueId()
+  int rank = 0;
+  int size = 1;
+  int timeoutMs = 30000;
+};
+
+// A fresh unique id (rank 0 makes it). Throws ERR_UNAVAILABLE without NCCL.
+std::string newNcclUniqueId();
+bool ncclBuiltIn();
+
+struct NcclState;
+
+class NcclCommunicator {
+ public:
+  // Starts joining the other ranks on the current device; returns at once
+  // (NCCL joins on its own thread).
+  explicit NcclCommunicator(NcclOptions options);
+  // Blocks until every rank has joined (ERR_COMM after timeoutMs); any thread.
+  void connect();
+  ~NcclCommunicator();
+  NcclCommunicator(const NcclCommunicator&) = delete;
+  NcclCommunicator& operator=(const NcclCommunicator&) = delete;
+
+  // Enqueues on `stream`, in place, one grouped launch: each buffer =
+  // scale * sum over ranks of that buffer. Timed as one kernel record
+  // (op "allreduce", pass "comm", variant "nccl"). Throws ERR_COMM.
+  void allreduce(CudaStream& stream, const std::vector<std::pair<float*, size_t>>& buffers, float scale, const std::string& layer);
+  // Releases the communicator (ncclCommFinalize + destroy); later calls throw.
+  void destroy();
+  const NcclOptions& options() const { return options_; }
+
+ private:
+  NcclOptions options_;
+  std::unique_ptr<NcclState> state_;
+};
+
+using NcclPtr = std::shared_ptr<NcclCommunicator>;
+
+}  // namespace stepscope

@@ -1,0 +1,54 @@
+#include "cuda/cuda_graph.h"
+
+#include <nvtx3/nvToolsExt.h>
+
+#include "cuda/cuda_error.h"
+
+namespace stepscope {
+
+void CudaGraph::beginCapture(CudaStream& origin) {
+  beginTimelineCapture();
+  const cudaError_t e = cudaStreamBeginCapture(origin.get(), cudaStreamCaptureModeRelaxed);
+  if (e != cudaSuccess) {
+    endTimelineCapture();
+    checkCuda(e, "cudaStreamBeginCapture", origin.name());
+  }
+}
+
+CudaGraphPtr CudaGraph::endCapture(CudaStream& origin) {
+  std::shared_ptr<CudaGraph> g(new CudaGraph());
+  const cudaError_t e = cudaStreamEndCapture(origin.get(), &g->graph_);
+  g->timeline_ = endTimelineCapture();  // always: the capture is over either way
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    const std::string name = cudaGetErrorName(e);
+    throw CudaError("ERR_CUDA",
+                    origin.name() + ": cudaStreamEndCapture failed: " + name + " (" + cudaGetErrorString(e) +
+                        "): a stream that joined the capture did not rejoin '" + origin.name() +
+                        "', or a call that cannot be captured (a synchronize, a copy to the host) was made",
+                    name, origin.name());
+  }
+  checkCuda(cudaGraphInstantiate(&g->exec_, g->graph_, 0), "cudaGraphInstantiate", origin.name());
+  return g;
+}
+
+CudaGraph::~CudaGraph() {
+  if (exec_) cudaGraphExecDestroy(exec_);
+  if (graph_) cudaGraphDestroy(graph_);
+}
+
+void CudaGraph::launch(CudaStream& stream) {
+  nvtxRangePushA("graph launch");
+  const cudaError_t e = cudaGraphLaunch(exec_, stream.get());
+  nvtxRangePop();
+  checkCuda(e, "cudaGraphLaunch", stream.name());
+  replayTimeline(timeline_);
+}
+
+size_t CudaGraph::nodes() const {
+  size_t count = 0;
+  checkCuda(cudaGraphGetNodes(graph_, nullptr, &count), "cudaGraphGetNodes");
+  return count;
+}
+
+}  // namespace stepscope
