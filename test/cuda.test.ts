@@ -79,11 +79,11 @@ test('the other ops\' arithmetic and the FC layer\'s cuBLAS layouts match the CP
 test('CUDA ops: the CPU addon\'s op names, parameters and buffers; clear errors; all before any device', { skip: needsAddon }, () => {
   const cpu = addon();
   for (const c of CUDA_OP_CASES) {
-    const d = new cuda!.OpKernel(c.op, 'cuda', c.params, 'l1').describe();
+    const d = new cuda!.OpKernel(c.op, c.variant ?? 'cuda', c.params, 'l1').describe();
     const ref = new cpu.OpKernel(c.op, 'reference', c.params, 'l1').describe();
     assert.deepEqual(d.buffers, ref.buffers, c.op);
     // The communicator's records keep the CPU's names (allreduce / local): the what-if model keys on them.
-    assert.deepEqual([d.op, d.pass, d.layer, d.variant, d.flops], [ref.op, ref.pass, 'l1', c.op === 'allreduce-local' ? 'local' : 'cuda', ref.flops], c.op);
+    assert.deepEqual([d.op, d.pass, d.layer, d.variant, d.flops], [ref.op, ref.pass, 'l1', c.op === 'allreduce-local' ? 'local' : c.variant ?? 'cuda', ref.flops], c.op);
   }
   const listed = cuda!.opVariants().map((v) => v.op);
   assert.deepEqual([...new Set(CUDA_OP_CASES.map((c) => c.op))].filter((op) => !listed.includes(op)), []);
@@ -93,7 +93,11 @@ test('CUDA ops: the CPU addon\'s op names, parameters and buffers; clear errors;
   const bn = { n: 2, c: 16, hw: 49 };
   const err = (code: string, re: RegExp) => (e: CudaError) => e.code === code && re.test(e.message);
   assert.throws(() => new cuda!.OpKernel('layernorm' as never, 'cuda', bn), err('ERR_UNKNOWN_OP', /unknown op 'layernorm' .*allowed: batchnorm-fwd, .*sgd/));
-  assert.throws(() => new cuda!.OpKernel('batchnorm-fwd', 'fast', bn), err('ERR_UNKNOWN_VARIANT', /unknown variant 'fast' .*allowed: cuda/));
+  assert.throws(() => new cuda!.OpKernel('batchnorm-fwd', 'fast', bn), err('ERR_UNKNOWN_VARIANT', /unknown variant 'fast' .*allowed: cuda, cudnn$/));
+  assert.throws(() => new cuda!.OpKernel('relu-fwd', 'cudnn', { size: 4 }), err('ERR_UNKNOWN_VARIANT', /unknown variant 'cudnn' .*allowed: cuda$/));
+  // cuDNN's batch norm: listed per pass; it has no fused ReLU in NCHW fp32, said before any device.
+  assert.deepEqual(cuda!.opVariants().filter((v) => v.name === 'cudnn').map((v) => v.op), ['batchnorm-fwd', 'batchnorm-bwd']);
+  assert.throws(() => new cuda!.OpKernel('batchnorm-fwd', 'cudnn', { ...bn, relu: true }), err('ERR_UNSUPPORTED', /no fused ReLU for NCHW fp32.*allowed: relu=0, or variant cuda/));
   assert.throws(() => new cuda!.OpKernel('batchnorm-fwd', 'cuda', { ...bn, blocked: true }), err('ERR_UNSUPPORTED', /nChw16c/));
   assert.throws(() => new cuda!.OpKernel('link-hold', 'cuda', { bytes: 1, workers: 2, gbps: 0 }), err('ERR_INVALID_ARG', /'gbps' must be positive/));
   assert.throws(() => new cuda!.OpKernel('batchnorm-fwd', 'cuda', { ...bn, n: 0 }), err('ERR_INVALID_ARG', /parameter 'n' is 0.*allowed an integer from 1/));
@@ -314,6 +318,14 @@ test('step --backend cuda runs the training step on the CUDA addon\'s classes (C
   const cr = JSON.parse(cli(['step', '--backend', 'cpu', '--kernels', 'conv=im2col-gemm', '--layout', 'nchw', ...reduced]).stdout);
   assert.deepEqual(gr.iterations.map((i: { loss: number }) => i.loss), cr.iterations.map((i: { loss: number }) => i.loss));
   assert.ok(gr.contention && gr.contention.other.schedule === 'serialized');
+  // cuDNN's batch norm (unfused: the ReLU runs on its own): the CPU step's losses with unfused batch norm.
+  const cudnnBn = cli(['step', '--backend', 'cuda', '--kernels', 'batchnorm=cudnn', ...small], env);
+  assert.equal(cudnnBn.status, 0, cudnnBn.stderr);
+  const cb = JSON.parse(cudnnBn.stdout);
+  assert.equal(cb.config.plan.ops.batchnorm, 'cudnn');
+  const cpuUnfused = JSON.parse(cli(['step', '--backend', 'cpu', '--kernels', 'conv=im2col-gemm,batchnorm=fast', '--layout', 'nchw', ...small]).stdout);
+  assert.deepEqual(cb.iterations.map((i: { loss: number }) => i.loss), cpuUnfused.iterations.map((i: { loss: number }) => i.loss));
+  assert.ok((cb.topKernels as { op: string; variant: string }[]).some((k) => k.op === 'relu'), 'the ReLUs run on their own');
   // --dtype tf32: the convolutions' option (the stand-in computes fp32 anyway); the CPU backend refuses it.
   const tf32 = cli(['step', '--backend', 'cuda', '--dtype', 'tf32', ...small], env);
   assert.equal(tf32.status, 0, tf32.stderr);
@@ -479,7 +491,7 @@ test('cuda: kernels land on the timeline; library failures carry status and laye
 test('cuda: every other op of the step against the CPU reference (random data, outputs poisoned)', { skip: needsDevice }, async () => {
   const rows = await checkCudaOps();
   assert.ok(rows.length >= CUDA_OP_CASES.length);
-  for (const r of rows) assert.ok(r.ok, `${r.op} ${JSON.stringify(r.params)} ${r.buffer}: ${r.maxRelErr} > ${r.tolerance}`);
+  for (const r of rows) assert.ok(r.ok, `${r.op} ${r.variant} ${JSON.stringify(r.params)} ${r.buffer}: ${r.maxRelErr} > ${r.tolerance}`);
   // On the timeline with its layer; a buffer of the wrong length is refused before anything is queued.
   const c = cuda!;
   const stream = new c.Stream('ops');

@@ -55,11 +55,18 @@ const Entry kOps[] = {
     {"link-hold", "holds the stream for the modeled ring all-reduce time of a bucket (a sleeping host function)"},
 };
 
+// Library variants beside our own kernels (variant `cuda`).
+const Entry kLibraryOps[] = {
+    {"batchnorm-fwd", "cuDNN's batch norm forward, training mode (spatial, legacy API); no fused ReLU"},
+    {"batchnorm-bwd", "cuDNN's batch norm backward (spatial, legacy API); no fused ReLU"},
+};
+
 }  // namespace
 
 std::vector<OpVariantInfo> cudaOpVariants() {
   std::vector<OpVariantInfo> out;
   for (const Entry& e : kOps) out.push_back({e.op, "cuda", e.description});
+  for (const Entry& e : kLibraryOps) out.push_back({e.op, "cudnn", e.description});
   return out;
 }
 
@@ -72,8 +79,14 @@ std::unique_ptr<CudaOpKernel> makeCudaOpKernel(const std::string& op, const std:
     for (const Entry& e : kOps) names += (names.empty() ? "" : ", ") + std::string(e.op);
     throw Error("ERR_UNKNOWN_OP", "unknown op '" + op + "' for the CUDA backend; allowed: " + names);
   }
-  if (variant != "cuda") throw Error("ERR_UNKNOWN_VARIANT", op + ": unknown variant '" + variant + "' for the CUDA backend; allowed: cuda");
+  std::string allowed = "cuda";
+  for (const Entry& e : kLibraryOps) {
+    if (op == e.op) allowed += ", cudnn";
+  }
+  const bool library = variant == "cudnn" && allowed.find("cudnn") != std::string::npos;
+  if (variant != "cuda" && !library) throw Error("ERR_UNKNOWN_VARIANT", op + ": unknown variant '" + variant + "' for the CUDA backend; allowed: " + allowed);
   if (p.flag("blocked")) throw Error("ERR_UNSUPPORTED", op + ": the nChw16c layout (blocked=1) is the CPU's oneDNN layout; the CUDA backend takes NCHW");
+  if (library) return makeCudnnBatchNorm(op, p, layer);
   if (op.rfind("batchnorm", 0) == 0) return makeCudaBatchNorm(op, p, layer);
   if (op.find("pool") != std::string::npos) return makeCudaPool(op, p, layer);
   if (op.rfind("fc-", 0) == 0) return makeCudaLinear(op, p, layer);

@@ -54,6 +54,8 @@ std::unique_ptr<CudaOpKernel> makeCudaOpKernel(const std::string& op, const std:
 
 // Factories, one per file.
 std::unique_ptr<CudaOpKernel> makeCudaBatchNorm(const std::string& op, const OpParams& p, const std::string& layer);
+// Variant `cudnn` of batchnorm-fwd/-bwd: cuDNN's library kernels (ops_batchnorm_cudnn.cc).
+std::unique_ptr<CudaOpKernel> makeCudnnBatchNorm(const std::string& op, const OpParams& p, const std::string& layer);
 std::unique_ptr<CudaOpKernel> makeCudaPool(const std::string& op, const OpParams& p, const std::string& layer);
 std::unique_ptr<CudaOpKernel> makeCudaLinear(const std::string& op, const OpParams& p, const std::string& layer);
 // relu-fwd, relu-bwd, add, softmax-xent, sgd.

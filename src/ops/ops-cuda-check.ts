@@ -10,6 +10,8 @@ import { relativeError } from './conv';
 
 export interface OpCase {
   op: OpName;
+  /** The CUDA variant checked (default `cuda`, our kernels). */
+  variant?: string;
   params: Record<string, number | boolean>;
   /** Buffers the op writes (the rest are inputs); `inout` ones start from the inputs' data. */
   outputs: string[];
@@ -26,6 +28,9 @@ export const CUDA_OP_CASES: OpCase[] = [
     { op: 'batchnorm-bwd', params: { ...bn, relu }, outputs: ['dx', 'dgamma', 'dbeta'], tolerance: 1e-4 },
     { op: 'add', params: { size: 1000, relu }, outputs: ['y'], tolerance: 1e-6 },
   ]),
+  // cuDNN's batch norm (no fused ReLU): the same buffers against the same reference.
+  { op: 'batchnorm-fwd', variant: 'cudnn', params: { ...bn, relu: false }, outputs: ['y', 'save_mean', 'save_invstd', 'running_mean', 'running_var'], inout: ['running_mean', 'running_var'], tolerance: 1e-5 },
+  { op: 'batchnorm-bwd', variant: 'cudnn', params: { ...bn, relu: false }, outputs: ['dx', 'dgamma', 'dbeta'], tolerance: 1e-4 },
   { op: 'relu-fwd', params: { size: 1000 }, outputs: ['y'], tolerance: 0 },
   { op: 'relu-bwd', params: { size: 1000 }, outputs: ['dx'], tolerance: 0 },
   { op: 'maxpool-fwd', params: pool, outputs: ['y', 'argmax'], tolerance: 0 },
@@ -61,6 +66,7 @@ function inputData(name: string, length: number, c: OpCase, rand: () => number):
 
 export interface OpCheckRow {
   op: string;
+  variant: string;
   params: Record<string, number | boolean>;
   buffer: string;
   maxRelErr: number;
@@ -96,7 +102,7 @@ export async function checkCudaOps(cases: OpCase[] = CUDA_OP_CASES, seed = 5): P
     });
     ref.enqueue(cpuStream, cpuBuffers);
     await cpuStream.synchronize();
-    const kernel = new cuda.OpKernel(c.op, 'cuda', c.params, 'check');
+    const kernel = new cuda.OpKernel(c.op, c.variant ?? 'cuda', c.params, 'check');
     const gpuBuffers: CudaBuffer[] = spec.map((b) => {
       const buf = new cuda.Buffer(b.length);
       const d = data.get(b.name);
@@ -109,7 +115,7 @@ export async function checkCudaOps(cases: OpCase[] = CUDA_OP_CASES, seed = 5): P
     spec.forEach((b, i) => {
       if (!c.outputs.includes(b.name)) return;
       const maxRelErr = relativeError(gpuBuffers[i].read(), cpuBuffers[i].read());
-      rows.push({ op: c.op, params: c.params, buffer: b.name, maxRelErr, tolerance: c.tolerance, ok: maxRelErr <= c.tolerance });
+      rows.push({ op: c.op, variant: c.variant ?? 'cuda', params: c.params, buffer: b.name, maxRelErr, tolerance: c.tolerance, ok: maxRelErr <= c.tolerance });
     });
     for (const b of [...cpuBuffers, ...gpuBuffers]) b.release();
   }

@@ -21,13 +21,13 @@ export interface Plan {
 
 /**
  * The variants a plan may name for an op on a backend. On CUDA the other ops
- * have one variant (`cuda`; batch norm also `fused-relu`); convolutions take
+ * have one variant (`cuda`; batch norm also `fused-relu` and cuDNN's `cudnn`); convolutions take
  * the CUDA addon's variants (cudnn:*, our own kernels).
  */
 export function allowedVariants(op: PlanOp, backend: Backend = 'cpu'): string[] {
   if (backend === 'cuda') {
     if (op === 'conv') return (cudaAddonIfLoaded()?.convVariants() ?? []).map((v) => v.name);
-    return op === 'batchnorm' ? ['cuda', 'fused-relu'] : ['cuda'];
+    return op === 'batchnorm' ? ['cuda', 'fused-relu', 'cudnn'] : ['cuda'];
   }
   if (op === 'conv') return availableConvVariants().all;
   if (op === 'batchnorm') return ['reference', 'fast', 'fused-relu'];
