@@ -536,7 +536,7 @@ async function runBenchData(opts: BenchDataOpts) {
 
 interface SweepOpts {
   workers: string; link: string; latency: string; schedule: string; batch: string; resolution: string; width: string;
-  iterations: string; warmup: string; bucketMb: string; firstBucketMb: string; save?: string; json?: boolean; report?: string;
+  iterations: string; warmup: string; bucketMb: string; firstBucketMb: string; save?: string; json?: boolean; report?: string; backend: string;
 }
 
 async function runSweep(opts: SweepOpts) {
@@ -552,11 +552,13 @@ async function runSweep(opts: SweepOpts) {
   const batch = parseInteger('--batch', opts.batch, 1, 4096);
   const resolution = parseInteger('--resolution', opts.resolution, 32, 1024);
   const width = parseInteger('--width', opts.width, 1, 1024);
+  const { backend, fallback } = resolveBackend(opts.backend);
+  if (fallback) process.stderr.write(`stepscope: ${fallback}\n`);
   const graph = resnet50Graph({ batch, resolution, width, classes: 1000 });
   const base = {
     batch, resolution, width, classes: 1000, lr: 0.1, momentum: 0.9, weightDecay: 1e-4, seed: 1,
     iterations: parseInteger('--iterations', opts.iterations, 1, 1000), warmup: parseInteger('--warmup', opts.warmup, 0, 100),
-    plan: parsePlan('', graph),
+    backend, plan: parsePlan('', graph, backend),
   };
   const latencyUs = parseNumber('--latency', opts.latency, 0, 1e6);
   const buckets = parseBuckets(opts);
@@ -572,10 +574,10 @@ async function runSweep(opts: SweepOpts) {
         points.push({ workers: w, gbps, schedule, totalMs: m.totalMs.median, reductionMs: m.reductionMs.median, exposedMs: m.reductionExposedMs.median, overlap: m.overlap.median });
       }
   bar.done();
-  writeJsonAtomic(opts.save!, { format: 'stepscope-sweep', version: 1, batch, resolution, width, latencyUs, points });
+  writeJsonAtomic(opts.save!, { format: 'stepscope-sweep', version: 1, backend, batch, resolution, width, latencyUs, points });
   if (opts.report) {
     writeTextAtomic(opts.report, htmlReport({
-      title: `stepscope sweep: batch ${batch}, ${resolution}x${resolution}, local communicator, modeled link (${latencyUs} us)`,
+      title: `stepscope sweep (${backend}): batch ${batch}, ${resolution}x${resolution}, local communicator, modeled link (${latencyUs} us)`,
       runs: [],
       tables: [{
         title: 'Iteration time per workers x link x schedule',
@@ -586,7 +588,7 @@ async function runSweep(opts: SweepOpts) {
   }
   if (!opts.json) process.stderr.write(`sweep: points saved to ${opts.save}\n`);
   if (opts.json) return print(JSON.stringify(points, null, 2));
-  print(`sweep: batch ${batch} per worker, ${resolution}x${resolution}, width ${width}, --comm local with a modeled ring all-reduce (latency ${latencyUs} us); medians of ${base.iterations} iterations`);
+  print(`sweep (${backend}): batch ${batch} per worker, ${resolution}x${resolution}, width ${width}, --comm local with a modeled ring all-reduce (latency ${latencyUs} us); medians of ${base.iterations} iterations`);
   print(formatTable(points, [
     { header: 'workers', value: (p) => String(p.workers) },
     { header: 'link GB/s', value: (p) => String(p.gbps) },
@@ -732,6 +734,7 @@ export function buildProgram(): Command {
     .option('--link <list>', 'comma list of link bandwidths in GB/s', '1,10,25,100')
     .option('--latency <us>', 'per-hop latency of the modeled link', '5')
     .option('--schedule <s>', "'serialized', 'overlapped' or 'both'", 'both')
+    .option('--backend <b>', 'cpu, cuda (one GPU: the local communicator and the link model on its streams), or auto (cuda when usable, else cpu, saying why)', 'cpu')
     .option('--batch <n>', 'batch per worker', '8')
     .option('--resolution <px>', 'input resolution', '224')
     .option('--width <n>', 'base width', '64')

@@ -371,6 +371,19 @@ test('step --backend cuda --graph (CPU stand-in): the eager losses from replays 
   }
 });
 
+test('sweep --backend cuda runs its points on the CUDA addon (CPU stand-in)', { skip: needsAddon }, () => {
+  const env = { STEPSCOPE_CUDA_ADDON: path.join(ROOT, 'test', 'fixtures', 'fake-cuda-addon.js') };
+  const out = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'stepscope-sweep-cuda-')), 'sweep.json');
+  const r = cli(['sweep', '--backend', 'cuda', '--workers', '2', '--link', '1', '--schedule', 'overlapped', '--batch', '1', '--resolution', '32', '--width', '4',
+    '--iterations', '1', '--warmup', '0', '--save', out], env);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /^sweep \(cuda\): batch 1 per worker/m);
+  const saved = JSON.parse(fs.readFileSync(out, 'utf8'));
+  assert.equal(saved.backend, 'cuda');
+  assert.equal(saved.points.length, 1);
+  fs.rmSync(path.dirname(out), { recursive: true, force: true });
+});
+
 test('NCCL: the unique id needs no device; bad options are refused before any device', { skip: needsAddon }, () => {
   const c = cuda!;
   if (!c.cudaInfo().nccl.found) {
