@@ -77,6 +77,8 @@ export declare class Stream {
 export declare class Graph {
   /** One launch of the whole graph on the stream; its kernels' records go on the timeline (drain before the next launch). */
   launch(stream: Stream): void;
+  /** Destroys the graph now, not at garbage collection (a communicator whose all-reduce it captured can then be destroyed); later calls throw ERR_INVALID_STATE. */
+  release(): void;
   readonly nodes: number;
   /** Timed kernels captured (timeline records per launch). */
   readonly kernels: number;
@@ -143,7 +145,7 @@ export declare class NcclCommunicator {
   connect(): Promise<void>;
   /** Enqueues on the stream, in place, one grouped launch (one kernel record, variant 'nccl'): each buffer = scale * sum over ranks. */
   allreduce(stream: Stream, buffers: Buffer | Buffer[], scale: number, layer?: string): void;
-  /** Waits for the issued collectives and releases the communicator (every rank calls it). */
+  /** Waits for the issued collectives and releases the communicator (every rank calls it); ERR_INVALID_STATE while a graph that captured its all-reduce lives (release it first). */
   destroy(): void;
 }
 

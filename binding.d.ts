@@ -99,7 +99,8 @@ export declare class ConvKernel {
 export type OpName =
   | 'batchnorm-fwd' | 'batchnorm-bwd' | 'relu-fwd' | 'relu-bwd' | 'add'
   | 'maxpool-fwd' | 'maxpool-bwd' | 'avgpool-fwd' | 'avgpool-bwd'
-  | 'fc-fwd' | 'fc-bwd' | 'softmax-xent' | 'sgd' | 'allreduce-local' | 'link-hold';
+  | 'fc-fwd' | 'fc-bwd' | 'softmax-xent' | 'sgd' | 'allreduce-local' | 'link-hold'
+  | 'to-nhwc'; // CUDA only: the step's input into the NHWC layout
 
 export interface OpKernelDescription {
   op: string;

@@ -68,11 +68,16 @@ test('the other ops\' arithmetic and the FC layer\'s cuBLAS layouts match the CP
   const r = spawnSync(exe, { encoding: 'utf8' });
   assert.equal(r.error, undefined, `${exe}: ${r.error?.message}`);
   const out = JSON.parse(r.stdout) as { ok: boolean; checks: { name: string; error: number; tolerance: number; ok: boolean }[] };
-  for (const op of ['batchnorm', 'relu bwd', 'maxpool', 'bwd dx (gather against scatter)', 'softmax-xent', 'bad label gives NaN', 'sgd', 'allreduce-local', 'fc']) {
+  for (const op of ['batchnorm', 'relu bwd', 'maxpool', 'bwd dx (gather against scatter)', 'avgpool', 'softmax-xent', 'bad label gives NaN', 'sgd', 'allreduce-local', 'fc',
+    'weights KCRS -> KRSC', 'KRSC -> KCRS round trip']) {
     assert.ok(out.checks.some((c) => c.name.includes(op)), `no check of ${op}`);
   }
+  // The NHWC layout (step --layout nhwc) of batch norm and pooling: as many checks as NCHW.
+  const nhwc = out.checks.filter((c) => / nhwc/.test(c.name));
+  assert.equal(nhwc.length, out.checks.filter((c) => /^(batchnorm|maxpool|avgpool)/.test(c.name) && !/ nhwc/.test(c.name)).length);
+  assert.ok(nhwc.length >= 30, `${nhwc.length} NHWC checks`);
   for (const c of out.checks) assert.ok(c.ok && c.error <= c.tolerance, `${c.name}: ${c.error} > ${c.tolerance}`);
-  assert.equal(out.checks.length, 60);
+  assert.equal(out.checks.length, 108);
   assert.equal(r.status, 0);
 });
 
@@ -554,6 +559,41 @@ test('cuda: events order two streams, the wait is timed, memory is counted', { s
   assert.ok(c.memoryStats().peakBytes >= before + 3 * 4 * size);
 });
 
+test('cuda: NCCL on one GPU: a grouped in-place all-reduce (scale applied), timed as one record; misuse is ERR_COMM', { skip: status.available && cuda?.cudaInfo().nccl.found ? false : 'needs a CUDA device and NCCL' }, async () => {
+  const c = cuda!;
+  assert.throws(() => c.setDevice(c.cudaInfo().deviceCount), (e: CudaError) => e.code === 'ERR_INVALID_ARG' && /is not in 0\.\./.test(e.message));
+  const comm = new c.NcclCommunicator({ id: c.NcclCommunicator.uniqueId(), rank: 0, size: 1, timeoutMs: 20_000 });
+  const stream = new c.Stream('comm');
+  const a = new c.Buffer(1000), b = new c.Buffer(3);
+  assert.throws(() => comm.allreduce(stream, [a], 1), (e: CudaError) => e.code === 'ERR_COMM' && /before connect/.test(e.message));
+  await comm.connect();
+  a.fillUniform(5, -1, 1);
+  b.write(new Float32Array([1, -2, 4]));
+  const before = a.read();
+  c.timelineClear();
+  comm.allreduce(stream, [a, b], 0.5, 'bucket0');
+  await stream.synchronize();
+  // One rank: the sum is the buffer itself, times the scale.
+  assert.deepEqual(b.read(), new Float32Array([0.5, -1, 2]));
+  const after = a.read();
+  for (let i = 0; i < before.length; i++) assert.ok(Math.abs(after[i] - 0.5 * before[i]) <= 1e-7 * Math.abs(before[i]), `element ${i}`);
+  const records = c.timelineDrain();
+  assert.equal(records.length, 1);
+  assert.deepEqual([records[0].op, records[0].pass, records[0].variant, records[0].layer, records[0].bytes], ['allreduce', 'comm', 'nccl', 'bucket0', 4 * 1003]);
+  assert.throws(() => comm.allreduce(stream, a, Number.NaN), (e: CudaError) => e.code === 'ERR_INVALID_ARG' && /finite/.test(e.message));
+  // A graph that captured the all-reduce holds the communicator: destroy waits for its release.
+  stream.beginCapture();
+  comm.allreduce(stream, [a], 1, 'captured');
+  const graph = stream.endCapture();
+  graph.launch(stream);
+  await stream.synchronize();
+  c.timelineDrain();
+  assert.throws(() => comm.destroy(), (e: CudaError) => e.code === 'ERR_INVALID_STATE' && /graph\(s\) that captured/.test(e.message));
+  graph.release();
+  comm.destroy();
+  assert.throws(() => comm.allreduce(stream, a, 1), (e: CudaError) => e.code === 'ERR_COMM' && /unusable/.test(e.message));
+});
+
 test('cuda: fillUniform gives the CPU addon\'s values for the same seed', { skip: needsDevice }, () => {
   const cpu = addon();
   const n = 100_003;
@@ -626,6 +666,17 @@ test('cuda: a captured graph replays its kernels; each launch puts them on the t
     assert.ok(forked.timestampNs !== null && joined.timestampNs! >= forked.timestampNs!);
     z.fill(Number.NaN);
   }
+  // After the capture, an eager stream can wait on a captured event (the graph's timing record).
+  side.wait(joined);
+  await side.synchronize();
+  graph.release();
+  assert.throws(() => graph.launch(stream), (e: CudaError) => e.code === 'ERR_INVALID_STATE' && /released/.test(e.message));
+  // In a capture, a wait on an event recorded outside it is refused (CUDA would invalidate the capture).
+  const eager = new c.Event();
+  side.record(eager);
+  stream.beginCapture();
+  assert.throws(() => stream.wait(eager), (e: CudaError) => e.code === 'ERR_INVALID_STATE' && /only wait on events recorded in that capture/.test(e.message));
+  assert.equal(stream.endCapture().kernels, 0);
   // A capture that leaves a joined stream behind is refused, and nothing stays open.
   stream.beginCapture();
   stream.record(forked);

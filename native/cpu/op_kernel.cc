@@ -66,6 +66,7 @@ std::unique_ptr<OpKernel> makeCpuOpKernel(const std::string& op, const std::stri
     if (variant != "reference" && variant != "fast") {
       throw Error("ERR_UNKNOWN_VARIANT", "unknown " + op + " variant '" + variant + "': allowed reference, fast");
     }
+    if (params.flag("nhwc")) throw Error("ERR_UNSUPPORTED", op + ": the CPU backend's ops take NCHW or nChw16c, not NHWC (nhwc=1 is the CUDA backend's)");
     const bool fast = variant == "fast";
     const std::string family = e.family;
     if (family == "batchnorm") return makeBatchNorm(op, fast, params, layer);

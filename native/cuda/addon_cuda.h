@@ -105,8 +105,10 @@ class CudaGraphWrap : public Napi::ObjectWrap<CudaGraphWrap> {
 
  private:
   Napi::Value launch(const Napi::CallbackInfo& info);
+  Napi::Value release(const Napi::CallbackInfo& info);
   Napi::Value nodes(const Napi::CallbackInfo& info);
   Napi::Value kernels(const Napi::CallbackInfo& info);
+  const CudaGraphPtr& graph(Napi::Env env) const;  // throws once released
   CudaGraphPtr graph_;
 };
 

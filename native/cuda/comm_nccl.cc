@@ -56,6 +56,7 @@ struct NcclState {
   std::vector<InFlight> inFlight;
   std::string failure;  // why the communicator was aborted; every later call throws it
   bool connected = false;
+  std::atomic<int> liveGraphs{0};  // CUDA graphs holding a captured all-reduce of this communicator
   std::atomic<bool> stop{false};
   std::thread watchdog;
   int device = 0;
@@ -66,7 +67,7 @@ namespace {
 std::string rankText(const NcclOptions& o) { return "nccl rank " + std::to_string(o.rank) + " of " + std::to_string(o.size); }
 
 [[noreturn]] void throwNccl(const NcclOptions& o, ncclResult_t r, ncclComm_t comm, const std::string& what, const std::string& layer) {
-  const char* detail = ncclGetLastError(comm);
+  const char* detail = ncclGetLastError(comm);  // read before any abort frees it
   throw CudaError("ERR_COMM",
                   rankText(o) + ": " + what + (layer.empty() ? "" : " (" + layer + ")") + " failed: " + ncclResultName(r) + " (" +
                       ncclGetErrorString(r) + ")" + (detail && *detail ? std::string(": ") + detail : ""),
@@ -74,11 +75,23 @@ std::string rankText(const NcclOptions& o) { return "nccl rank " + std::to_strin
 }
 
 // Aborts the communicator (local, never blocks on peers); state.mutex held.
+// While a CUDA graph holds one of its all-reduces, NCCL's abort waits for that
+// graph to die: it then runs on a detached thread so that nothing here blocks.
 void abortLocked(NcclState& s, const std::string& why) {
-  if (s.comm) ncclCommAbort(s.comm);
+  if (s.comm) {
+    if (s.liveGraphs.load() > 0) std::thread([comm = s.comm] { ncclCommAbort(comm); }).detach();
+    else ncclCommAbort(s.comm);
+  }
   s.comm = nullptr;
   if (s.failure.empty()) s.failure = why;
 }
+
+// A CUDA graph's hold on the communicator whose all-reduce it captured.
+struct GraphHold {
+  std::shared_ptr<NcclCommunicator> comm;
+  NcclState* state;
+  ~GraphHold() { --state->liveGraphs; }
+};
 
 // Polls a non-blocking communicator until its pending call is done; aborts
 // and throws on an error or at the deadline. state.mutex held.
@@ -101,6 +114,16 @@ void awaitLocked(NcclState& s, const NcclOptions& o, const std::string& what, co
     }
     std::this_thread::sleep_for(std::chrono::microseconds(100));
   }
+}
+
+// A failed call: NCCL's error table asks for an abort after every error but
+// a bad argument (the communicator is then unusable); state.mutex held.
+[[noreturn]] void failLocked(NcclState& s, const NcclOptions& o, ncclResult_t r, const std::string& what, const std::string& layer) {
+  const std::string detail = ncclGetLastError(s.comm) ? ncclGetLastError(s.comm) : "";
+  const std::string message = rankText(o) + ": " + what + (layer.empty() ? "" : " (" + layer + ")") + " failed: " + ncclResultName(r) + " (" +
+                              ncclGetErrorString(r) + ")" + (detail.empty() ? "" : ": " + detail);
+  if (r != ncclInvalidArgument) abortLocked(s, what + " failed: " + ncclResultName(r));
+  throw CudaError("ERR_COMM", message, ncclResultName(r), layer);
 }
 
 // The watchdog (as PyTorch's): every 50 ms, an asynchronous NCCL error (a
@@ -187,7 +210,7 @@ void NcclCommunicator::allreduce(CudaStream& stream, const std::vector<std::pair
       ncclRedOp_t created;
       ncclResult_t r = ncclRedOpCreatePreMulSum(&created, &scale, ncclFloat32, ncclScalarHostImmediate, s.comm);
       if (r == ncclInProgress) awaitLocked(s, options_, "ncclRedOpCreatePreMulSum", layer), r = ncclSuccess;
-      if (r != ncclSuccess) throwNccl(options_, r, s.comm, "ncclRedOpCreatePreMulSum", layer);
+      if (r != ncclSuccess) failLocked(s, options_, r, "ncclRedOpCreatePreMulSum", layer);
       found = s.scaled.emplace(scale, created).first;
     }
     op = found->second;
@@ -213,8 +236,12 @@ void NcclCommunicator::allreduce(CudaStream& stream, const std::vector<std::pair
       const ncclResult_t end = ncclGroupEnd();
       if (r == ncclSuccess) r = end;
       if (r == ncclInProgress) awaitLocked(s, options_, "all-reduce", layer), r = ncclSuccess;
-      if (r != ncclSuccess) throwNccl(options_, r, s.comm, "ncclAllReduce", layer);
+      if (r != ncclSuccess) failLocked(s, options_, r, "ncclAllReduce", layer);
     });
+    if (captured) {
+      ++s.liveGraphs;
+      holdForCapture(std::make_shared<GraphHold>(GraphHold{shared_from_this(), &s}));
+    }
     if (done) checkCuda(cudaEventRecord(done, stream.get()), "cudaEventRecord", layer);
   } catch (...) {
     if (done) cudaEventDestroy(done);
@@ -225,22 +252,32 @@ void NcclCommunicator::allreduce(CudaStream& stream, const std::vector<std::pair
 
 void NcclCommunicator::destroy() {
   NcclState& s = *state_;
+  if (s.liveGraphs.load() > 0) {
+    throw Error("ERR_INVALID_STATE", rankText(options_) + ": " + std::to_string(s.liveGraphs.load()) +
+                                         " CUDA graph(s) that captured this communicator's all-reduce still exist: release them first (graph.release())");
+  }
   s.stop = true;
   if (s.watchdog.joinable()) s.watchdog.join();
   std::lock_guard<std::mutex> lock(s.mutex);
   for (InFlight& f : s.inFlight) cudaEventDestroy(f.done);
   s.inFlight.clear();
   if (!s.comm) return;
+  if (!s.connected) {  // finalize needs a ready communicator: a join still under way is aborted
+    abortLocked(s, "destroyed before it connected");
+    return;
+  }
   for (auto& [scale, op] : s.scaled) ncclRedOpDestroy(op, s.comm);
   s.scaled.clear();
   // Finalize waits for the issued collectives (polled: a dead peer aborts).
-  ncclResult_t r = ncclCommFinalize(s.comm);
-  if (r == ncclInProgress || r == ncclSuccess) {
-    try {
-      awaitLocked(s, options_, "ncclCommFinalize", "");
-    } catch (const Error&) {
-      return;  // aborted: nothing left to release
-    }
+  const ncclResult_t r = ncclCommFinalize(s.comm);
+  if (r != ncclSuccess && r != ncclInProgress) {
+    abortLocked(s, std::string("ncclCommFinalize failed: ") + ncclResultName(r));
+    return;
+  }
+  try {
+    awaitLocked(s, options_, "ncclCommFinalize", "");
+  } catch (const Error&) {
+    return;  // aborted: nothing left to release
   }
   ncclCommDestroy(s.comm);
   s.comm = nullptr;

@@ -6,7 +6,9 @@
 // The communicator is non-blocking (ncclConfig_t.blocking = 0), so every wait
 // for the peers (init, each collective's launch) is polled against a
 // deadline: a dead or missing peer becomes ERR_COMM after timeoutMs, and the
-// communicator is aborted, never a hang.
+// communicator is aborted, never a hang. (Limit: an all-reduce replayed by a
+// CUDA graph is not watched, and an abort while such a graph lives runs on a
+// detached thread, since NCCL waits for the graph to die.)
 #pragma once
 #include <cstddef>
 #include <memory>
@@ -32,7 +34,7 @@ bool ncclBuiltIn();
 
 struct NcclState;
 
-class NcclCommunicator {
+class NcclCommunicator : public std::enable_shared_from_this<NcclCommunicator> {
  public:
   // Starts joining the other ranks on the current device; returns at once
   // (NCCL joins on its own thread).
@@ -47,7 +49,10 @@ class NcclCommunicator {
   // scale * sum over ranks of that buffer. Timed as one kernel record
   // (op "allreduce", pass "comm", variant "nccl"). Throws ERR_COMM.
   void allreduce(CudaStream& stream, const std::vector<std::pair<float*, size_t>>& buffers, float scale, const std::string& layer);
-  // Releases the communicator (ncclCommFinalize + destroy); later calls throw.
+  // Releases the communicator (ncclCommFinalize + destroy; an abort when it
+  // never connected or finalize fails); later calls throw. ERR_INVALID_STATE
+  // while a CUDA graph that captured its all-reduce lives (NCCL waits for such
+  // graphs to die: release them first).
   void destroy();
   const NcclOptions& options() const { return options_; }
 

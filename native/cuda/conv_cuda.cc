@@ -49,7 +49,7 @@ std::vector<CudaConvVariantInfo> cudaConvVariants() {
 }
 
 std::unique_ptr<CudaConvKernel> makeCudaConvKernel(const ConvShape& shape, ConvPass pass, const std::string& variant,
-                                                   const std::string& layer, ConvMath math) {
+                                                   const std::string& layer, ConvMath math, bool nhwc) {
   shape.validate();
   std::string names;
   const CudaConvVariantInfo* found = nullptr;
@@ -67,8 +67,13 @@ std::unique_ptr<CudaConvKernel> makeCudaConvKernel(const ConvShape& shape, ConvP
                                            " cuDNN algorithms: " + algos,
                     "no such algorithm", layer);
   }
+  const bool cudnn = variant.rfind("cudnn:", 0) == 0;
+  if (nhwc && !cudnn) {
+    throw CudaError("ERR_UNSUPPORTED", layer + " " + passName + " " + variant + ": our own kernels take NCHW only; with layout nhwc use a cudnn:* variant",
+                    "NCHW only", layer);
+  }
   requireDevice("ConvKernel");
-  if (variant.rfind("cudnn:", 0) == 0) return makeCudnnConv(shape, pass, variant, layer, math);
+  if (cudnn) return makeCudnnConv(shape, pass, variant, layer, math, nhwc);
   if (variant == "direct") return makeDirectCudaConv(shape, pass, layer);
   if (variant == "im2col-cublas") return makeIm2colCublasConv(shape, pass, layer, math);
   if (variant == "implicit-gemm-tf32") return makeImplicitGemmConv(shape, pass, layer, false);

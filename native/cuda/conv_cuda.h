@@ -16,6 +16,7 @@
 //   implicit-gemm-bf16  the same with bf16 inputs
 // Options: dtype "fp32" (cuDNN FMA math, plain cuBLAS) or "tf32" (cuDNN
 // default math, cuBLAS TF32 tensor ops); our own kernels have a fixed precision.
+// layout "nchw" or "nhwc" (x and y NHWC, weights still KCRS): cudnn:* only.
 #pragma once
 #include <cuda_runtime_api.h>
 
@@ -43,6 +44,8 @@ class CudaConvKernel {
   virtual std::string implementation() const { return variant_; }
   // "fp32", "tf32" or "bf16": the precision of the products, for the check's tolerance.
   virtual std::string precision() const { return "fp32"; }
+  // "nchw" or "nhwc": the layout of x and y (the weights are KCRS in both).
+  virtual std::string layout() const { return "nchw"; }
 
   const ConvShape& shape() const { return shape_; }
   ConvPass pass() const { return pass_; }
@@ -71,11 +74,11 @@ std::vector<CudaConvVariantInfo> cudaConvVariants();
 // names; ERR_UNSUPPORTED when the variant has no such pass), then needs a
 // device (ERR_NO_DEVICE). Library statuses become CudaErrors.
 std::unique_ptr<CudaConvKernel> makeCudaConvKernel(const ConvShape& shape, ConvPass pass, const std::string& variant,
-                                                   const std::string& layer, ConvMath math);
+                                                   const std::string& layer, ConvMath math, bool nhwc = false);
 
 // Factories, one per file.
 std::unique_ptr<CudaConvKernel> makeCudnnConv(const ConvShape&, ConvPass, const std::string& variant,
-                                              const std::string& layer, ConvMath math);
+                                              const std::string& layer, ConvMath math, bool nhwc);
 std::unique_ptr<CudaConvKernel> makeDirectCudaConv(const ConvShape&, ConvPass, const std::string& layer);
 std::unique_ptr<CudaConvKernel> makeIm2colCublasConv(const ConvShape&, ConvPass, const std::string& layer, ConvMath math);
 std::unique_ptr<CudaConvKernel> makeImplicitGemmConv(const ConvShape&, ConvPass, const std::string& layer, bool bf16);

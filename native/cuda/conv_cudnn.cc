@@ -6,7 +6,10 @@
 //   cudnn:autotune   cudnnFind*: every algorithm run and timed, the fastest
 //                    kept in the prepared kernel (the plan's cache)
 // fp32 tensors; math FMA-only for dtype fp32, cuDNN's default (TF32 tensor
-// cores allowed) for tf32.
+// cores allowed) for tf32. Layout NCHW, or NHWC (step --layout nhwc): then
+// x and y are NHWC and cuDNN takes the filter as KRSC, transposed on the
+// device from the step's KCRS weights before fwd and bwd-data, and the
+// KRSC gradient transposed back after bwd-filter (inside the same record).
 #include <cudnn.h>
 
 #include <string>
@@ -16,6 +19,7 @@
 #include "cuda/cuda_buffer.h"
 #include "cuda/cuda_error.h"
 #include "cuda/device.h"
+#include "cuda/layout_kernels.h"
 
 namespace stepscope {
 
@@ -48,8 +52,8 @@ struct CudnnDescriptors {
 
 class CudnnConv : public CudaConvKernel {
  public:
-  CudnnConv(const ConvShape& shape, ConvPass pass, const std::string& variant, const std::string& layer, ConvMath math)
-      : CudaConvKernel(shape, pass, variant, layer), math_(math) {
+  CudnnConv(const ConvShape& shape, ConvPass pass, const std::string& variant, const std::string& layer, ConvMath math, bool nhwc)
+      : CudaConvKernel(shape, pass, variant, layer), math_(math), nhwc_(nhwc) {
     const std::string ctx = context();
     handle_ = cudnnHandle();
     checkCudnn(cudnnCreateTensorDescriptor(&xDesc_), "cudnnCreateTensorDescriptor", ctx);
@@ -57,12 +61,14 @@ class CudnnConv : public CudaConvKernel {
     checkCudnn(cudnnCreateFilterDescriptor(&wDesc_), "cudnnCreateFilterDescriptor", ctx);
     checkCudnn(cudnnCreateConvolutionDescriptor(&convDesc_), "cudnnCreateConvolutionDescriptor", ctx);
     const ConvShape& s = shape_;
-    checkCudnn(cudnnSetTensor4dDescriptor(xDesc_, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, s.n, s.c, s.h, s.w),
+    const cudnnTensorFormat_t format = nhwc ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW;
+    checkCudnn(cudnnSetTensor4dDescriptor(xDesc_, format, CUDNN_DATA_FLOAT, s.n, s.c, s.h, s.w),
                "cudnnSetTensor4dDescriptor (x)", ctx);
-    checkCudnn(cudnnSetTensor4dDescriptor(yDesc_, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, s.n, s.k, s.p(), s.q()),
+    checkCudnn(cudnnSetTensor4dDescriptor(yDesc_, format, CUDNN_DATA_FLOAT, s.n, s.k, s.p(), s.q()),
                "cudnnSetTensor4dDescriptor (y)", ctx);
-    checkCudnn(cudnnSetFilter4dDescriptor(wDesc_, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, s.k, s.c, s.r, s.s),
+    checkCudnn(cudnnSetFilter4dDescriptor(wDesc_, CUDNN_DATA_FLOAT, format, s.k, s.c, s.r, s.s),
                "cudnnSetFilter4dDescriptor", ctx);
+    if (nhwc) krsc_ = std::make_unique<DeviceScratch>(size_t(s.wSize()) * sizeof(float));
     checkCudnn(cudnnSetConvolution2dDescriptor(convDesc_, s.pad, s.pad, s.stride, s.stride, 1, 1,
                                                CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
                "cudnnSetConvolution2dDescriptor", ctx);
@@ -83,6 +89,12 @@ class CudnnConv : public CudaConvKernel {
     const float one = 1.0f, zero = 0.0f;
     checkCudnn(cudnnSetStream(handle_, stream), "cudnnSetStream", ctx);
     void* ws = workspace_->get();
+    const ConvShape& s = shape_;
+    float* kcrs = w;  // the step's weights (or their gradient)
+    if (nhwc_) {
+      w = static_cast<float*>(krsc_->get());
+      if (pass_ != ConvPass::BackwardFilter) launchKcrsToKrsc(kcrs, w, s.k, s.c, (long long)s.r * s.s, stream);
+    }
     switch (pass_) {
       case ConvPass::Forward:
         checkCudnn(cudnnConvolutionForward(handle_, &one, xDesc_, x, wDesc_, w, convDesc_,
@@ -100,6 +112,7 @@ class CudnnConv : public CudaConvKernel {
                                                   cudnnConvolutionBwdFilterAlgo_t(algo_), ws, workspaceBytes_, &zero,
                                                   wDesc_, w),
                    "cudnnConvolutionBackwardFilter", ctx);
+        if (nhwc_) launchKrscToKcrs(w, kcrs, s.k, s.c, (long long)s.r * s.s, stream);
         break;
     }
   }
@@ -110,6 +123,7 @@ class CudnnConv : public CudaConvKernel {
     return variant_;
   }
   std::string precision() const override { return math_ == ConvMath::Tf32 ? "tf32" : "fp32"; }
+  std::string layout() const override { return nhwc_ ? "nhwc" : "nchw"; }
 
  private:
   size_t workspaceFor(int algo) {
@@ -232,13 +246,15 @@ class CudnnConv : public CudaConvKernel {
   std::string note_;
   size_t workspaceBytes_ = 0;
   std::unique_ptr<DeviceScratch> workspace_;
+  bool nhwc_;
+  std::unique_ptr<DeviceScratch> krsc_;  // NHWC: the weights (or their gradient) as KRSC
 };
 
 }  // namespace
 
 std::unique_ptr<CudaConvKernel> makeCudnnConv(const ConvShape& shape, ConvPass pass, const std::string& variant,
-                                              const std::string& layer, ConvMath math) {
-  return std::make_unique<CudnnConv>(shape, pass, variant, layer, math);
+                                              const std::string& layer, ConvMath math, bool nhwc) {
+  return std::make_unique<CudnnConv>(shape, pass, variant, layer, math, nhwc);
 }
 
 }  // namespace stepscope

@@ -29,6 +29,10 @@ std::vector<PendingRecord>& pending() {
 
 std::atomic<int> nextStreamId{1000};  // apart from the CPU addon's stream ids
 
+// An anchor older than this is renewed at the next synchronize: start times
+// are float ms from it (~0.5 us resolution up to ~4 s).
+constexpr int64_t kAnchorAgeNs = 2'000'000'000LL;
+
 // A wait, timed by two events on the waiting stream around cudaStreamWaitEvent;
 // the awaited event's fire time is read at drain time if it was not recorded again.
 struct PendingWait {
@@ -43,8 +47,10 @@ struct PendingWait {
 
 // The open capture's records (timelineMutex held).
 bool capturingNow = false;
+uint64_t captureCount = 0;  // ids of captures: the open one is captureCount
 std::vector<PendingRecord> capturedRecords;
 std::vector<PendingWait> capturedWaits;
+std::vector<std::shared_ptr<void>> capturedHolds;
 
 // In a capture, an event recorded as an external node keeps its time on every launch.
 cudaError_t recordTiming(cudaEvent_t e, cudaStream_t stream, bool captured) {
@@ -76,7 +82,15 @@ struct CapturedTimeline {
   std::vector<PendingRecord> records;
   std::vector<PendingWait> waits;
   std::shared_ptr<GraphEvents> events;
+  std::vector<std::shared_ptr<void>> holds;  // alive as long as the graph
 };
+
+void bindThreadToSelectedDevice() {
+  thread_local bool bound = false;
+  if (bound) return;
+  cudaSetDevice(selectedDevice());
+  bound = true;
+}
 
 GraphEvents::~GraphEvents() {
   for (cudaEvent_t e : events) cudaEventDestroy(e);
@@ -86,6 +100,17 @@ void beginTimelineCapture() {
   std::lock_guard<std::mutex> lock(timelineMutex);
   if (capturingNow) throw Error("ERR_INVALID_STATE", "a CUDA graph capture is already open: end it first (one capture at a time)");
   capturingNow = true;
+  ++captureCount;
+}
+
+uint64_t openCaptureId() {
+  std::lock_guard<std::mutex> lock(timelineMutex);
+  return capturingNow ? captureCount : 0;
+}
+
+void holdForCapture(std::shared_ptr<void> holder) {
+  std::lock_guard<std::mutex> lock(timelineMutex);
+  if (capturingNow) capturedHolds.push_back(std::move(holder));
 }
 
 std::shared_ptr<CapturedTimeline> endTimelineCapture() {
@@ -94,6 +119,7 @@ std::shared_ptr<CapturedTimeline> endTimelineCapture() {
   captured->events = std::make_shared<GraphEvents>();
   captured->records.swap(capturedRecords);
   captured->waits.swap(capturedWaits);
+  captured->holds.swap(capturedHolds);
   for (PendingRecord& r : captured->records) {
     captured->events->events.insert(captured->events->events.end(), {r.start, r.end});
     r.graph = captured->events;
@@ -169,22 +195,44 @@ void CudaStream::timed(const KernelInfo& info, const std::function<void()>& body
   (captured ? capturedRecords : pending()).push_back({info, id_, name_, anchor_, start, end, nullptr});
 }
 
-void CudaStream::synchronize() { checkCuda(cudaStreamSynchronize(stream_), "cudaStreamSynchronize", name_); }
+void CudaStream::synchronize() {
+  bindThreadToSelectedDevice();
+  checkCuda(cudaStreamSynchronize(stream_), "cudaStreamSynchronize", name_);
+  if (nowNs() - anchor_->hostNs > kAnchorAgeNs) refreshAnchor();
+}
+
+// A new anchor for later records; earlier ones keep theirs (no negative spans).
+void CudaStream::refreshAnchor() {
+  if (capturing()) return;
+  auto fresh = std::make_shared<StreamAnchor>();
+  checkCuda(cudaEventCreate(&fresh->event), "cudaEventCreate (anchor)", name_);
+  checkCuda(cudaEventRecord(fresh->event, stream_), "cudaEventRecord (anchor)", name_);
+  checkCuda(cudaEventSynchronize(fresh->event), "cudaEventSynchronize (anchor)", name_);
+  fresh->hostNs = nowNs();
+  anchor_ = fresh;
+}
 
 void CudaStream::wait(const CudaEventPtr& event) {
   const bool captured = capturing();
-  if (!captured && event->captured() && timelineCapturing()) {
+  if (captured && !event->inOpenCapture()) {
+    throw Error("ERR_INVALID_STATE", name_ + ": a stream in a graph capture can only wait on events recorded in that capture (event of '" +
+                                         event->streamName() + "')");
+  }
+  if (!captured && event->inOpenCapture()) {
     // Joins this stream to the open capture (a fork): structural, not timed
     // (a timing event before the join would not be part of the graph).
     checkCuda(cudaStreamWaitEvent(stream_, event->get(), 0), "cudaStreamWaitEvent", name_);
     return;
   }
+  // In the capture: the internal event (a dependency). Eager: after a
+  // capture, the timing event the graph records (the internal one is the graph's).
+  const cudaEvent_t awaited = captured ? event->get() : event->eagerHandle();
   cudaEvent_t start = nullptr, end = nullptr;
   checkCuda(cudaEventCreate(&start), "cudaEventCreate", name_);
   checkCuda(cudaEventCreate(&end), "cudaEventCreate", name_);
   try {
     checkCuda(recordTiming(start, stream_, captured), "cudaEventRecord", name_);
-    checkCuda(cudaStreamWaitEvent(stream_, event->get(), 0), "cudaStreamWaitEvent", name_);
+    checkCuda(cudaStreamWaitEvent(stream_, awaited, 0), "cudaStreamWaitEvent", name_);
     checkCuda(recordTiming(end, stream_, captured), "cudaEventRecord", name_);
   } catch (...) {
     cudaEventDestroy(start);
@@ -211,11 +259,15 @@ void CudaEvent::record(CudaStream& stream) {
   if (captured_) {
     if (!timing_) checkCuda(cudaEventCreate(&timing_), "cudaEventCreate", stream.name());
     checkCuda(cudaEventRecordWithFlags(timing_, stream.get(), cudaEventRecordExternal), "cudaEventRecordWithFlags", stream.name());
+    captureId_ = openCaptureId();
+    holdForCapture(shared_from_this());  // the graph's node records timing_: it must outlive the graph
   }
   anchor_ = stream.anchor();
   streamName_ = stream.name();
   ++generation_;
 }
+
+bool CudaEvent::inOpenCapture() const { return captured_ && captureId_ != 0 && captureId_ == openCaptureId(); }
 
 bool CudaEvent::complete() const {
   if (generation_ == 0) return true;
@@ -232,6 +284,7 @@ int64_t CudaEvent::timestampNs() const {
 }
 
 void CudaEvent::synchronize() const {
+  bindThreadToSelectedDevice();
   if (generation_ > 0) checkCuda(cudaEventSynchronize(timeSource()), "cudaEventSynchronize", streamName_);
 }
 
@@ -276,10 +329,11 @@ std::vector<KernelRecord> drainTimeline() {
   out.reserve(records.size());
   std::string firstError;
   for (PendingRecord& r : records) {
-    float startMs = 0, endMs = 0;
+    float startMs = 0, durationMs = 0;
     cudaError_t e = cudaEventSynchronize(r.end);
     if (e == cudaSuccess) e = cudaEventElapsedTime(&startMs, r.anchor->event, r.start);
-    if (e == cudaSuccess) e = cudaEventElapsedTime(&endMs, r.anchor->event, r.end);
+    // The duration from its own two events: float ms stay precise for short spans.
+    if (e == cudaSuccess) e = cudaEventElapsedTime(&durationMs, r.start, r.end);
     destroyUnlessGraphs(r.start, r.end, r.graph);
     if (e != cudaSuccess) {
       if (firstError.empty()) firstError = cudaGetErrorName(e);
@@ -290,7 +344,7 @@ std::vector<KernelRecord> drainTimeline() {
     k.streamId = r.streamId;
     k.streamName = r.streamName;
     k.startNs = r.anchor->hostNs + int64_t(double(startMs) * 1e6);
-    k.endNs = r.anchor->hostNs + int64_t(double(endMs) * 1e6);
+    k.endNs = k.startNs + int64_t(double(durationMs) * 1e6);
     out.push_back(std::move(k));
   }
   if (!firstError.empty()) {

@@ -30,11 +30,15 @@ struct StreamAnchor {
   ~StreamAnchor();
 };
 
+// Makes the calling thread's current device the selected one (device.h) once
+// per thread: libuv's workers synchronize streams of GPU LOCAL_RANK too.
+void bindThreadToSelectedDevice();
+
 class CudaStream;
 
 // A point on a stream (cudaEvent_t with timing): record() marks where the
 // stream is; another stream's wait() makes its later work wait for it.
-class CudaEvent {
+class CudaEvent : public std::enable_shared_from_this<CudaEvent> {
  public:
   CudaEvent();  // throws ERR_NO_DEVICE without a GPU
   ~CudaEvent();
@@ -50,11 +54,17 @@ class CudaEvent {
   uint64_t generation() const { return generation_; }
   const std::string& streamName() const { return streamName_; }
   bool captured() const { return captured_; }  // the latest record was into a graph capture
+  // The latest record was into the capture open now (so a wait on it joins that capture).
+  bool inOpenCapture() const;
+  // What an eager stream waits on: after a capture, the external timing event
+  // the graph records (the internal one belongs to the graph).
+  cudaEvent_t eagerHandle() const { return timeSource(); }
 
  private:
   cudaEvent_t event_ = nullptr;
   cudaEvent_t timing_ = nullptr;  // recorded as an external node when the latest record was captured
   bool captured_ = false;
+  uint64_t captureId_ = 0;  // the capture of the latest captured record
   cudaEvent_t timeSource() const { return captured_ ? timing_ : event_; }
   std::shared_ptr<StreamAnchor> anchor_;  // the anchor of the stream of the latest record
   std::string streamName_;
@@ -80,6 +90,9 @@ class CudaStream {
   // is timed on the device (a WaitRecord for drainWaits()).
   void wait(const CudaEventPtr& event);
   const std::shared_ptr<StreamAnchor>& anchor() const { return anchor_; }
+  // Re-anchors the timeline of an idle stream (event times are float ms from
+  // the anchor: precise to ~0.5 us only within seconds of it).
+  void refreshAnchor();
   // True while this stream is being captured into a graph.
   bool capturing() const;
 
@@ -105,6 +118,11 @@ struct CapturedTimeline;
 
 // Opens the capture of the timeline (the stream capture itself is the graph's).
 void beginTimelineCapture();
+// The open capture's id (0: none).
+uint64_t openCaptureId();
+// Keeps `holder` alive as long as the graph of the open capture (events its
+// nodes record, a communicator its all-reduce nodes use).
+void holdForCapture(std::shared_ptr<void> holder);
 // Closes it: the records since beginTimelineCapture(), owned by `events`.
 std::shared_ptr<CapturedTimeline> endTimelineCapture();
 bool timelineCapturing();

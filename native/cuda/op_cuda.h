@@ -60,6 +60,8 @@ std::unique_ptr<CudaOpKernel> makeCudaPool(const std::string& op, const OpParams
 std::unique_ptr<CudaOpKernel> makeCudaLinear(const std::string& op, const OpParams& p, const std::string& layer);
 // relu-fwd, relu-bwd, add, softmax-xent, sgd.
 std::unique_ptr<CudaOpKernel> makeCudaElementOp(const std::string& op, const OpParams& p, const std::string& layer);
+// to-nhwc (the step's input into the NHWC layout).
+std::unique_ptr<CudaOpKernel> makeCudaLayout(const std::string& op, const OpParams& p, const std::string& layer);
 // allreduce-local, link-hold (the local communicator and the modeled link).
 std::unique_ptr<CudaOpKernel> makeCudaComm(const std::string& op, const OpParams& p, const std::string& layer);
 

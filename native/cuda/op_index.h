@@ -3,7 +3,8 @@
 // against the CPU reference kernels: the formulas, the max-pool's gather of
 // gradients and the FC layer's cuBLAS operand layouts are checked on machines
 // without a GPU; only the launches and the block reductions are not.
-// Tensors are NCHW fp32 with the buffers of cpu/op_kernel.h.
+// Tensors are NCHW fp32 with the buffers of cpu/op_kernel.h, or NHWC where
+// an op takes nhwc=1 (the activations of step --layout nhwc).
 #pragma once
 
 #include <cmath>
@@ -12,6 +13,25 @@
 
 namespace stepscope {
 namespace cudaops {
+
+// ---- layouts: element (n, c, s) of an [N, C, S] activation (S = H * W).
+
+SS_HD inline long long actIndex(bool nhwc, long long n, long long c, long long s, long long C, long long S) {
+  return nhwc ? (n * S + s) * C + c : (n * C + c) * S + s;
+}
+
+struct ActPos {
+  long long n, c, s;
+};
+// The position of memory index i (the inverse of actIndex).
+SS_HD inline ActPos actPos(bool nhwc, long long i, long long C, long long S) {
+  if (nhwc) return {i / C / S, i % C, i / C % S};
+  return {i / S / C, i / S % C, i % S};
+}
+
+// Weights stay KCRS (as loaded, as SGD updates them); cuDNN's NHWC
+// convolutions take them as KRSC: element (k, c, r) of [K, C, RS] there.
+SS_HD inline long long krscIndex(long long k, long long c, long long rs, long long C, long long RS) { return (k * RS + rs) * C + c; }
 
 // ---- batch norm: per channel, scale = gamma * invstd, shift = beta - gamma * mean * invstd.
 
@@ -32,10 +52,13 @@ SS_HD inline BnBackwardCoefficients bnBackwardCoefficients(double gamma, double 
   return {float(k * m), float(-k * sumG), float(-k * sumGXhat * invstd)};
 }
 
-// ---- max-pool over NCHW planes (a plane: one channel of one image).
+// ---- max-pool over planes (a plane: one channel of one image). A plane's
+// element j is at plane[j * step]: step 1 in NCHW, C in NHWC. The argmax is
+// the index in the plane (h * W + w) in both layouts.
 
 struct PoolDims {
   int h, w, k, stride, pad, p, q;
+  int step;
 };
 
 // Output o of a plane: the max of its window (padding never wins, a NaN wins
@@ -50,7 +73,7 @@ SS_HD inline void maxpoolForwardAt(const PoolDims& d, const float* plane, int o,
     for (int t = 0; t < d.k; ++t) {
       const int w = q * d.stride - d.pad + t;
       if (w < 0 || w >= d.w) continue;
-      const float v = plane[h * d.w + w];
+      const float v = plane[(long long)(h * d.w + w) * d.step];
       if (bi < 0 || v > b || (v != v && b == b)) b = v, bi = h * d.w + w;
     }
   }
@@ -59,7 +82,8 @@ SS_HD inline void maxpoolForwardAt(const PoolDims& d, const float* plane, int o,
 }
 
 // Input i of a plane: the sum of dy over the windows that contain it and
-// chose it (a gather: no atomics, the same sum on every run).
+// chose it (a gather: no atomics, the same sum on every run). dy and argmax
+// planes have the same step.
 SS_HD inline float maxpoolBackwardAt(const PoolDims& d, const float* dyPlane, const float* argPlane, int i) {
   const int h = i / d.w, w = i % d.w;
   // Windows p cover rows p*stride - pad .. p*stride - pad + k - 1.
@@ -70,7 +94,7 @@ SS_HD inline float maxpoolBackwardAt(const PoolDims& d, const float* dyPlane, co
   float sum = 0.0f;
   for (int p = pLo; p <= pHi; ++p)
     for (int q = qLo; q <= qHi; ++q)
-      if (argPlane[p * d.q + q] == float(i)) sum += dyPlane[p * d.q + q];
+      if (argPlane[(long long)(p * d.q + q) * d.step] == float(i)) sum += dyPlane[(long long)(p * d.q + q) * d.step];
   return sum;
 }
 

@@ -1,4 +1,4 @@
-// Batch norm on the CUDA backend (training mode, NCHW), as cpu/batchnorm.cc:
+// Batch norm on the CUDA backend (training mode, NCHW or NHWC with nhwc=1), as cpu/batchnorm.cc:
 // one block per channel sums its n * hw values in double (mean first, then
 // the centred squares), updates the running statistics and normalizes them;
 // backward sums g and g * (x - mean) the same way, then writes dx.
@@ -21,6 +21,7 @@ struct BnDims {
   long long hw;
   double eps, momentum;
   bool relu;
+  bool nhwc;
 };
 
 // The sum over the block of one value per thread (thread 0 gets it; all threads return it).
@@ -38,7 +39,7 @@ __device__ double blockSum(double v, double* shared) {
 
 // Value i (0 .. n*hw) of channel c.
 __device__ __forceinline__ long long at(const BnDims& d, int c, long long i) {
-  return (i / d.hw * d.c + c) * d.hw + i % d.hw;
+  return actIndex(d.nhwc, i / d.hw, c, i % d.hw, d.c, d.hw);
 }
 
 __global__ void bnForward(BnDims d, const float* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
@@ -129,7 +130,7 @@ class CudaBatchNorm : public CudaOpKernel {
 
 std::unique_ptr<CudaOpKernel> makeCudaBatchNorm(const std::string& op, const OpParams& p, const std::string& layer) {
   BnDims d{p.integer("n", 1, 1 << 20), p.integer("c", 1, 1 << 20), p.integer("hw", 1, 1 << 28), p.number("eps", 1e-5),
-           p.number("momentum", 0.1), p.flag("relu")};
+           p.number("momentum", 0.1), p.flag("relu"), p.flag("nhwc")};
   return std::make_unique<CudaBatchNorm>(op == "batchnorm-fwd", d, layer);
 }
 

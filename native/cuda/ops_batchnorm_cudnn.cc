@@ -1,5 +1,5 @@
 // Batch norm through cuDNN's library kernels (variant `cudnn`, legacy API,
-// spatial mode), the same op, parameters and buffers as ops_batchnorm.cu:
+// spatial mode, NCHW or NHWC), the same op, parameters and buffers as ops_batchnorm.cu:
 //   batchnorm-fwd: cudnnBatchNormalizationForwardTraining (batch statistics,
 //     running statistics with factor `momentum`, the saved mean and 1/sqrt(var+eps))
 //   batchnorm-bwd: cudnnBatchNormalizationBackward (dx, dgamma, dbeta from the saved statistics)
@@ -18,8 +18,8 @@ namespace {
 
 class CudnnBatchNorm : public CudaOpKernel {
  public:
-  CudnnBatchNorm(bool forward, int n, int c, long long hw, double eps, double momentum, const std::string& layer)
-      : CudaOpKernel("batchnorm", forward ? "fwd" : "bwd", layer), forward_(forward), n_(n), c_(c), hw_(hw), eps_(eps), momentum_(momentum) {
+  CudnnBatchNorm(bool forward, int n, int c, long long hw, bool nhwc, double eps, double momentum, const std::string& layer)
+      : CudaOpKernel("batchnorm", forward ? "fwd" : "bwd", layer), forward_(forward), nhwc_(nhwc), n_(n), c_(c), hw_(hw), eps_(eps), momentum_(momentum) {
     variant_ = "cudnn";
     const long long N = (long long)n * c * hw;
     if (forward) {
@@ -59,11 +59,11 @@ class CudnnBatchNorm : public CudaOpKernel {
     if (hw_ > 2147483647LL) throw Error("ERR_UNSUPPORTED", ctx + ": cudnn batch norm: hw " + std::to_string(hw_) + " exceeds cuDNN's int dimensions");
     checkCudnn(cudnnCreateTensorDescriptor(&x_), "cudnnCreateTensorDescriptor", ctx);
     checkCudnn(cudnnCreateTensorDescriptor(&bn_), "cudnnCreateTensorDescriptor", ctx);
-    checkCudnn(cudnnSetTensor4dDescriptor(x_, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n_, c_, int(hw_), 1), "cudnnSetTensor4dDescriptor", ctx);
+    checkCudnn(cudnnSetTensor4dDescriptor(x_, nhwc_ ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n_, c_, int(hw_), 1), "cudnnSetTensor4dDescriptor", ctx);
     checkCudnn(cudnnDeriveBNTensorDescriptor(bn_, x_, CUDNN_BATCHNORM_SPATIAL), "cudnnDeriveBNTensorDescriptor", ctx);
   }
 
-  bool forward_;
+  bool forward_, nhwc_;
   int n_, c_;
   long long hw_;
   double eps_, momentum_;
@@ -80,7 +80,7 @@ std::unique_ptr<CudaOpKernel> makeCudnnBatchNorm(const std::string& op, const Op
     throw Error("ERR_UNSUPPORTED", op + " cudnn: no fused ReLU for NCHW fp32 (cuDNN fuses it only in its NHWC half-precision path); allowed: relu=0, or variant cuda");
   }
   if (eps < CUDNN_BN_MIN_EPSILON) throw Error("ERR_INVALID_ARG", op + " cudnn: eps " + std::to_string(eps) + " is below cuDNN's minimum " + std::to_string(CUDNN_BN_MIN_EPSILON));
-  return std::make_unique<CudnnBatchNorm>(op == "batchnorm-fwd", n, c, hw, eps, momentum, layer);
+  return std::make_unique<CudnnBatchNorm>(op == "batchnorm-fwd", n, c, hw, p.flag("nhwc"), eps, momentum, layer);
 }
 
 }  // namespace stepscope

@@ -1,7 +1,9 @@
-// Pooling on the CUDA backend over NCHW planes, as cpu/pool.cc.
+// Pooling on the CUDA backend over NCHW or NHWC planes (nhwc=1), as cpu/pool.cc.
 //   maxpool-fwd: x -> y, argmax (h * W + w in the plane, as a float)
 //   maxpool-bwd: dy, argmax -> dx (each input gathers from the windows that chose it)
 //   avgpool-fwd: x [n, c, hw] -> y [n, c];  avgpool-bwd: dy [n, c] -> dx = dy / hw
+// Threads walk their output in memory order in both layouts (coalesced
+// stores); a plane's values are read with its step (op_index.h).
 #include <cuda_runtime.h>
 
 #include "core/error.h"
@@ -13,95 +15,105 @@ namespace {
 
 using namespace cudaops;
 
-__global__ void maxpoolForward(PoolDims d, long long planes, const float* __restrict__ x, float* __restrict__ y, float* __restrict__ arg) {
-  const long long outPlane = (long long)d.p * d.q, inPlane = (long long)d.h * d.w, total = planes * outPlane;
+__global__ void maxpoolForward(PoolDims d, int n, int c, bool nhwc, const float* __restrict__ x, float* __restrict__ y, float* __restrict__ arg) {
+  const long long outPlane = (long long)d.p * d.q, inPlane = (long long)d.h * d.w, total = (long long)n * c * outPlane;
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x) {
-    const long long g = i / outPlane;
-    maxpoolForwardAt(d, x + g * inPlane, int(i % outPlane), y + i, arg + i);
+    const ActPos o = actPos(nhwc, i, c, outPlane);
+    maxpoolForwardAt(d, x + actIndex(nhwc, o.n, o.c, 0, c, inPlane), int(o.s), y + i, arg + i);
   }
 }
 
-__global__ void maxpoolBackward(PoolDims d, long long planes, const float* __restrict__ dy, const float* __restrict__ arg, float* __restrict__ dx) {
-  const long long outPlane = (long long)d.p * d.q, inPlane = (long long)d.h * d.w, total = planes * inPlane;
+__global__ void maxpoolBackward(PoolDims d, int n, int c, bool nhwc, const float* __restrict__ dy, const float* __restrict__ arg, float* __restrict__ dx) {
+  const long long outPlane = (long long)d.p * d.q, inPlane = (long long)d.h * d.w, total = (long long)n * c * inPlane;
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x) {
-    const long long g = i / inPlane;
-    dx[i] = maxpoolBackwardAt(d, dy + g * outPlane, arg + g * outPlane, int(i % inPlane));
+    const ActPos in = actPos(nhwc, i, c, inPlane);
+    const long long origin = actIndex(nhwc, in.n, in.c, 0, c, outPlane);
+    dx[i] = maxpoolBackwardAt(d, dy + origin, arg + origin, int(in.s));
   }
 }
 
 // One warp per plane: lanes sum strided values in double, then shuffle.
-__global__ void avgpoolForward(long long planes, long long hw, const float* __restrict__ x, float* __restrict__ y) {
+__global__ void avgpoolForward(int n, int c, long long hw, bool nhwc, const float* __restrict__ x, float* __restrict__ y) {
   const long long plane = (blockIdx.x * (long long)blockDim.x + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
-  if (plane >= planes) return;
+  if (plane >= (long long)n * c) return;
+  const long long img = plane / c, ch = plane % c;
   double s = 0;
-  for (long long i = lane; i < hw; i += 32) s += x[plane * hw + i];
+  for (long long i = lane; i < hw; i += 32) s += x[actIndex(nhwc, img, ch, i, c, hw)];
   for (int o = 16; o > 0; o >>= 1) s += __shfl_down_sync(0xffffffffu, s, o);
   if (lane == 0) y[plane] = float(s / double(hw));
 }
 
-__global__ void avgpoolBackward(long long planes, long long hw, const float* __restrict__ dy, float* __restrict__ dx) {
-  const long long total = planes * hw;
-  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x)
-    dx[i] = float(double(dy[i / hw]) / double(hw));
+__global__ void avgpoolBackward(int n, int c, long long hw, bool nhwc, const float* __restrict__ dy, float* __restrict__ dx) {
+  const long long total = (long long)n * c * hw;
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x) {
+    const ActPos at = actPos(nhwc, i, c, hw);
+    dx[i] = float(double(dy[at.n * c + at.c]) / double(hw));
+  }
 }
 
 class CudaMaxPool : public CudaOpKernel {
  public:
-  CudaMaxPool(bool forward, long long planes, const PoolDims& d, const std::string& layer)
-      : CudaOpKernel("maxpool", forward ? "fwd" : "bwd", layer), forward_(forward), planes_(planes), d_(d) {
-    const long long in = planes * d.h * d.w, out = planes * d.p * d.q;
+  CudaMaxPool(bool forward, int n, int c, const PoolDims& d, bool nhwc, const std::string& layer)
+      : CudaOpKernel("maxpool", forward ? "fwd" : "bwd", layer), forward_(forward), n_(n), c_(c), nhwc_(nhwc), d_(d) {
+    const long long planes = (long long)n * c, in = planes * d.h * d.w, out = planes * d.p * d.q;
     if (forward) buffers_ = {{"x", in}, {"y", out}, {"argmax", out}};
     else buffers_ = {{"dy", out}, {"argmax", out}, {"dx", in}};
     flops_ = forward ? double(out) * d.k * d.k : double(out);
   }
 
   void launch(const std::vector<float*>& b, cudaStream_t stream) override {
-    if (forward_) maxpoolForward<<<opGridFor(planes_ * d_.p * d_.q), 256, 0, stream>>>(d_, planes_, b[0], b[1], b[2]);
-    else maxpoolBackward<<<opGridFor(planes_ * d_.h * d_.w), 256, 0, stream>>>(d_, planes_, b[0], b[1], b[2]);
+    const long long planes = (long long)n_ * c_;
+    if (forward_) maxpoolForward<<<opGridFor(planes * d_.p * d_.q), 256, 0, stream>>>(d_, n_, c_, nhwc_, b[0], b[1], b[2]);
+    else maxpoolBackward<<<opGridFor(planes * d_.h * d_.w), 256, 0, stream>>>(d_, n_, c_, nhwc_, b[0], b[1], b[2]);
     checkLaunch("maxpool launch", context());
   }
 
  private:
   bool forward_;
-  long long planes_;
+  int n_, c_;
+  bool nhwc_;
   PoolDims d_;
 };
 
 class CudaAvgPool : public CudaOpKernel {
  public:
-  CudaAvgPool(bool forward, long long planes, long long hw, const std::string& layer)
-      : CudaOpKernel("avgpool", forward ? "fwd" : "bwd", layer), forward_(forward), planes_(planes), hw_(hw) {
+  CudaAvgPool(bool forward, int n, int c, long long hw, bool nhwc, const std::string& layer)
+      : CudaOpKernel("avgpool", forward ? "fwd" : "bwd", layer), forward_(forward), n_(n), c_(c), hw_(hw), nhwc_(nhwc) {
+    const long long planes = (long long)n * c;
     if (forward) buffers_ = {{"x", planes * hw}, {"y", planes}};
     else buffers_ = {{"dy", planes}, {"dx", planes * hw}};
     flops_ = double(planes * hw);
   }
 
   void launch(const std::vector<float*>& b, cudaStream_t stream) override {
-    if (forward_) avgpoolForward<<<opGridFor(planes_ * 32), 256, 0, stream>>>(planes_, hw_, b[0], b[1]);
-    else avgpoolBackward<<<opGridFor(planes_ * hw_), 256, 0, stream>>>(planes_, hw_, b[0], b[1]);
+    const long long planes = (long long)n_ * c_;
+    if (forward_) avgpoolForward<<<opGridFor(planes * 32), 256, 0, stream>>>(n_, c_, hw_, nhwc_, b[0], b[1]);
+    else avgpoolBackward<<<opGridFor(planes * hw_), 256, 0, stream>>>(n_, c_, hw_, nhwc_, b[0], b[1]);
     checkLaunch("avgpool launch", context());
   }
 
  private:
   bool forward_;
-  long long planes_, hw_;
+  int n_, c_;
+  long long hw_;
+  bool nhwc_;
 };
 
 }  // namespace
 
 std::unique_ptr<CudaOpKernel> makeCudaPool(const std::string& op, const OpParams& p, const std::string& layer) {
   const int n = p.integer("n", 1, 1 << 20), c = p.integer("c", 1, 1 << 20);
-  const long long planes = (long long)n * c;
-  if (op == "avgpool-fwd" || op == "avgpool-bwd") return std::make_unique<CudaAvgPool>(op == "avgpool-fwd", planes, p.integer("hw", 1, 1 << 28), layer);
-  PoolDims d{p.integer("h", 1, 1 << 16), p.integer("w", 1, 1 << 16), p.integer("k", 1, 64, 3), p.integer("stride", 1, 64, 2), p.integer("pad", 0, 63, 1), 0, 0};
+  const bool nhwc = p.flag("nhwc");
+  if (op == "avgpool-fwd" || op == "avgpool-bwd") return std::make_unique<CudaAvgPool>(op == "avgpool-fwd", n, c, p.integer("hw", 1, 1 << 28), nhwc, layer);
+  PoolDims d{p.integer("h", 1, 1 << 16), p.integer("w", 1, 1 << 16), p.integer("k", 1, 64, 3), p.integer("stride", 1, 64, 2), p.integer("pad", 0, 63, 1), 0, 0, nhwc ? c : 1};
   d.p = (d.h + 2 * d.pad - d.k) / d.stride + 1;
   d.q = (d.w + 2 * d.pad - d.k) / d.stride + 1;
   if (d.pad >= d.k || d.p < 1 || d.q < 1) {
     throw Error("ERR_BAD_SHAPE", "maxpool: input " + std::to_string(d.h) + "x" + std::to_string(d.w) + " with kernel " +
                                      std::to_string(d.k) + " and pad " + std::to_string(d.pad) + " gives no output");
   }
-  return std::make_unique<CudaMaxPool>(op == "maxpool-fwd", planes, d, layer);
+  return std::make_unique<CudaMaxPool>(op == "maxpool-fwd", n, c, d, nhwc, layer);
 }
 
 }  // namespace stepscope

@@ -162,7 +162,8 @@ Napi::Value CudaStreamWrap::endCapture(const Napi::CallbackInfo& info) {
 
 Napi::Function CudaGraphWrap::define(Napi::Env env) {
   return DefineClass(env, kClassName,
-                     {InstanceMethod<&CudaGraphWrap::launch>("launch"), InstanceAccessor<&CudaGraphWrap::nodes>("nodes"),
+                     {InstanceMethod<&CudaGraphWrap::launch>("launch"), InstanceMethod<&CudaGraphWrap::release>("release"),
+                      InstanceAccessor<&CudaGraphWrap::nodes>("nodes"),
                       InstanceAccessor<&CudaGraphWrap::kernels>("kernels")});
 }
 
@@ -173,20 +174,32 @@ CudaGraphWrap::CudaGraphWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<
   });
 }
 
+const CudaGraphPtr& CudaGraphWrap::graph(Napi::Env) const {
+  if (!graph_) throw Error("ERR_INVALID_STATE", "the graph was released");
+  return graph_;
+}
+
 // launch(stream): one launch of the whole graph; its kernels' records go on the timeline.
 Napi::Value CudaGraphWrap::launch(const Napi::CallbackInfo& info) {
   return cudaGuarded(info.Env(), [&]() -> Napi::Value {
-    graph_->launch(*unwrapArg<CudaStreamWrap>(info, 0, "stream")->stream());
+    graph(info.Env())->launch(*unwrapArg<CudaStreamWrap>(info, 0, "stream")->stream());
     return info.Env().Undefined();
   });
 }
 
+// release(): destroys the graph now (not at garbage collection): a
+// communicator whose all-reduce it captured can then be destroyed.
+Napi::Value CudaGraphWrap::release(const Napi::CallbackInfo& info) {
+  graph_.reset();
+  return info.Env().Undefined();
+}
+
 Napi::Value CudaGraphWrap::nodes(const Napi::CallbackInfo& info) {
-  return cudaGuarded(info.Env(), [&]() -> Napi::Value { return Napi::Number::New(info.Env(), double(graph_->nodes())); });
+  return cudaGuarded(info.Env(), [&]() -> Napi::Value { return Napi::Number::New(info.Env(), double(graph(info.Env())->nodes())); });
 }
 
 Napi::Value CudaGraphWrap::kernels(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), double(graph_->kernels()));
+  return cudaGuarded(info.Env(), [&]() -> Napi::Value { return Napi::Number::New(info.Env(), double(graph(info.Env())->kernels())); });
 }
 
 // ---- ConvKernel
@@ -197,7 +210,7 @@ Napi::Function CudaConvKernelWrap::define(Napi::Env env) {
                       InstanceMethod<&CudaConvKernelWrap::describe>("describe")});
 }
 
-// new ConvKernel(shape, pass, variant, layer?, {dtype?: 'fp32' | 'tf32'})
+// new ConvKernel(shape, pass, variant, layer?, {dtype?: 'fp32' | 'tf32', layout?: 'nchw' | 'nhwc'})
 CudaConvKernelWrap::CudaConvKernelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CudaConvKernelWrap>(info) {
   cudaGuarded(info.Env(), [&] {
     const ConvShape shape = convShapeArg(info[0]);
@@ -205,16 +218,23 @@ CudaConvKernelWrap::CudaConvKernelWrap(const Napi::CallbackInfo& info) : Napi::O
     std::string variant = stringArg(info, 2, "variant");
     std::string layer = info.Length() > 3 && !info[3].IsUndefined() ? stringArg(info, 3, "layer") : "";
     ConvMath math = ConvMath::Fp32;
+    bool nhwc = false;
     if (info.Length() > 4 && !info[4].IsUndefined()) {
-      if (!info[4].IsObject()) throw Error("ERR_INVALID_ARG", "ConvKernel: options must be an object {dtype?}");
+      if (!info[4].IsObject()) throw Error("ERR_INVALID_ARG", "ConvKernel: options must be an object {dtype?, layout?}");
       Napi::Value dtype = info[4].As<Napi::Object>().Get("dtype");
       if (!dtype.IsUndefined()) {
         std::string d = dtype.ToString().Utf8Value();
         if (d == "tf32") math = ConvMath::Tf32;
         else if (d != "fp32") throw Error("ERR_INVALID_ARG", "ConvKernel: dtype '" + d + "': allowed fp32, tf32");
       }
+      Napi::Value layout = info[4].As<Napi::Object>().Get("layout");
+      if (!layout.IsUndefined()) {
+        std::string l = layout.ToString().Utf8Value();
+        if (l == "nhwc") nhwc = true;
+        else if (l != "nchw") throw Error("ERR_INVALID_ARG", "ConvKernel: layout '" + l + "': allowed nchw, nhwc");
+      }
     }
-    kernel_ = makeCudaConvKernel(shape, pass, variant, layer, math);
+    kernel_ = makeCudaConvKernel(shape, pass, variant, layer, math, nhwc);
   });
 }
 
@@ -227,6 +247,7 @@ Napi::Value CudaConvKernelWrap::describe(const Napi::CallbackInfo& info) {
   o.Set("layer", kernel_->layer());
   o.Set("implementation", kernel_->implementation());
   o.Set("precision", kernel_->precision());
+  o.Set("layout", kernel_->layout());
   o.Set("flops", sh.flops());
   o.Set("bytes", sh.bytes());
   o.Set("workspaceBytes", double(kernel_->workspaceBytes()));

@@ -2,6 +2,8 @@
 // on rank 0, new NcclCommunicator({id, rank, size, timeoutMs}) and
 // await connect() on every rank (as GlooCommunicator), allreduce(stream,
 // buffer | buffers[], scale, layer), destroy().
+#include <cmath>
+
 #include "cuda/addon_cuda.h"
 
 namespace stepscope {
@@ -73,7 +75,9 @@ Napi::Value CudaNcclWrap::allreduce(const Napi::CallbackInfo& info) {
       buffers.emplace_back(m->data(), m->size());
       held.push_back(std::move(m));
     }
-    if (!info[2].IsNumber()) throw Error("ERR_INVALID_ARG", "nccl allreduce: scale must be a number");
+    if (!info[2].IsNumber() || !std::isfinite(info[2].As<Napi::Number>().DoubleValue())) {
+      throw Error("ERR_INVALID_ARG", "nccl allreduce: scale must be a finite number");
+    }
     const std::string layer = info.Length() > 3 && info[3].IsString() ? info[3].As<Napi::String>().Utf8Value() : "";
     comm_->allreduce(*stream->stream(), buffers, info[2].As<Napi::Number>().FloatValue(), layer);
     return env.Undefined();

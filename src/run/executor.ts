@@ -747,6 +747,7 @@ export class TrainingStep {
 
   /** Gives the activation buffers this step holds between iterations back to the allocator (and drops a captured graph). */
   releaseActivations(): void {
+    this.captured?.graph.release(); // now, not at GC: NCCL cannot be destroyed while it lives
     this.captured = undefined;
     if (this.lastLogits) this.pool?.drop(this.lastLogits);
     this.lastLogits = undefined;

@@ -4,7 +4,9 @@
 // against the CPU backend's reference kernels (cpu/*.cc, `reference`
 // variant) on fresh random data: batch norm forward and backward with and
 // without the fused ReLU, max-pool forward and backward (the gather against
-// the CPU's scatter) on several window shapes, softmax cross-entropy
+// the CPU's scatter) on several window shapes, average pooling, the NCHW and
+// NHWC layouts of those (the NHWC data transposed from the reference's, the
+// results transposed back), the weight transposes KCRS <-> KRSC, softmax cross-entropy
 // (and a bad label), SGD, the local communicator's average and the FC layer. Prints one JSON object; exit 1 if
 // any error exceeds its tolerance. No GPU needed.
 #include <cmath>
@@ -72,19 +74,39 @@ void cpuReference(const std::string& op, const std::map<std::string, double>& pa
 
 std::vector<float> poisoned(size_t n) { return std::vector<float>(n, NAN); }
 
-void checkBatchNorm(int n, int c, int hw, bool relu) {
+// An NCHW [n, c, s] tensor in the given layout (op_index.h's actIndex), and back.
+std::vector<float> inLayout(const std::vector<float>& nchw, long long c, long long s, bool nhwc) {
+  std::vector<float> out(nchw.size());
+  for (long long i = 0; i < (long long)nchw.size(); ++i) {
+    const ActPos p = actPos(false, i, c, s);
+    out[actIndex(nhwc, p.n, p.c, p.s, c, s)] = nchw[i];
+  }
+  return out;
+}
+std::vector<float> toNchw(const std::vector<float>& v, long long c, long long s, bool nhwc) {
+  std::vector<float> out(v.size());
+  for (long long i = 0; i < (long long)v.size(); ++i) {
+    const ActPos p = actPos(nhwc, i, c, s);
+    out[actIndex(false, p.n, p.c, p.s, c, s)] = v[i];
+  }
+  return out;
+}
+const char* layoutName(bool nhwc) { return nhwc ? " nhwc" : ""; }
+
+void checkBatchNorm(int n, int c, int hw, bool relu, bool nhwc) {
   const size_t N = size_t(n) * c * hw;
-  const std::string tag = "batchnorm n" + std::to_string(n) + " c" + std::to_string(c) + " hw" + std::to_string(hw) + (relu ? " relu" : "");
-  const auto x = randomVector(N, 11 + N, -2.f, 3.f), gamma = randomVector(c, 12, 0.5f, 1.5f), beta = randomVector(c, 13);
+  const std::string tag = "batchnorm n" + std::to_string(n) + " c" + std::to_string(c) + " hw" + std::to_string(hw) + (relu ? " relu" : "") + layoutName(nhwc);
+  const auto xRef = randomVector(N, 11 + N, -2.f, 3.f), gamma = randomVector(c, 12, 0.5f, 1.5f), beta = randomVector(c, 13);
   const auto rm = randomVector(c, 14), rv = randomVector(c, 15, 0.5f, 2.f);
   const std::map<std::string, double> params{{"n", n}, {"c", c}, {"hw", hw}, {"relu", relu ? 1 : 0}};
   // CPU reference forward.
-  std::vector<std::vector<float>> f{x, gamma, beta, rm, rv, poisoned(N), poisoned(c), poisoned(c)};
+  std::vector<std::vector<float>> f{xRef, gamma, beta, rm, rv, poisoned(N), poisoned(c), poisoned(c)};
   cpuReference("batchnorm-fwd", params, f);
+  const auto x = inLayout(xRef, c, hw, nhwc);  // what the kernel reads; its results go back to NCHW
   // As ops_batchnorm.cu: per channel, double sums, then the element formula.
   std::vector<float> y(N), mean(c), invstd(c), runMean = rm, runVar = rv;
   const long long m = (long long)n * hw;
-  auto at = [&](int ch, long long i) { return (i / hw * c + ch) * hw + i % hw; };
+  auto at = [&](int ch, long long i) { return actIndex(nhwc, i / hw, ch, i % hw, c, hw); };  // as ops_batchnorm.cu
   for (int ch = 0; ch < c; ++ch) {
     double s = 0, q = 0;
     for (long long i = 0; i < m; ++i) s += x[at(ch, i)];
@@ -97,22 +119,23 @@ void checkBatchNorm(int n, int c, int hw, bool relu) {
     const float scale = float(gamma[ch] * is), shift = float(beta[ch] - gamma[ch] * mu * is);
     for (long long i = 0; i < m; ++i) y[at(ch, i)] = bnForwardValue(x[at(ch, i)], scale, shift, relu);
   }
-  record(tag + " fwd y", relErr(y, f[5]));
+  record(tag + " fwd y", relErr(toNchw(y, c, hw, nhwc), f[5]));
   record(tag + " fwd save_mean", relErr(mean, f[6]));
   record(tag + " fwd save_invstd", relErr(invstd, f[7]));
   record(tag + " fwd running stats", std::max(relErr(runMean, f[3]), relErr(runVar, f[4])));
   // Backward from the forward's saved statistics and output.
-  const auto dy = randomVector(N, 17 + N);
-  std::vector<std::vector<float>> b{x, gamma, f[6], f[7], dy, poisoned(N), poisoned(c), poisoned(c)};
+  const auto dyRef = randomVector(N, 17 + N);
+  std::vector<std::vector<float>> b{xRef, gamma, f[6], f[7], dyRef, poisoned(N), poisoned(c), poisoned(c)};
   if (relu) b.push_back(f[5]);
   cpuReference("batchnorm-bwd", params, b);
+  const auto dy = inLayout(dyRef, c, hw, nhwc), yFwd = inLayout(f[5], c, hw, nhwc);
   std::vector<float> dx(N), dgamma(c), dbeta(c);
   for (int ch = 0; ch < c; ++ch) {
     const float mu = f[6][ch], is = f[7][ch];
     double sg = 0, sgx = 0;
     for (long long i = 0; i < m; ++i) {
       const long long k = at(ch, i);
-      const float g = bnGrad(dy[k], relu ? f[5][k] : 1.0f, relu);
+      const float g = bnGrad(dy[k], relu ? yFwd[k] : 1.0f, relu);
       sg += g;
       sgx += double(g) * (double(x[k]) - mu);
     }
@@ -121,32 +144,86 @@ void checkBatchNorm(int n, int c, int hw, bool relu) {
     const BnBackwardCoefficients co = bnBackwardCoefficients(gamma[ch], is, double(m), sg, sumGXhat);
     for (long long i = 0; i < m; ++i) {
       const long long k = at(ch, i);
-      dx[k] = co.a * bnGrad(dy[k], relu ? f[5][k] : 1.0f, relu) + co.bias + co.slope * (x[k] - mu);
+      dx[k] = co.a * bnGrad(dy[k], relu ? yFwd[k] : 1.0f, relu) + co.bias + co.slope * (x[k] - mu);
     }
   }
-  record(tag + " bwd dx", relErr(dx, b[5]), 1e-4);
+  record(tag + " bwd dx", relErr(toNchw(dx, c, hw, nhwc), b[5]), 1e-4);
   record(tag + " bwd dgamma", relErr(dgamma, b[6]), 1e-4);
   record(tag + " bwd dbeta", relErr(dbeta, b[7]), 1e-4);
 }
 
-void checkMaxPool(int n, int c, int h, int w, int k, int stride, int pad) {
-  PoolDims d{h, w, k, stride, pad, (h + 2 * pad - k) / stride + 1, (w + 2 * pad - k) / stride + 1};
-  const std::string tag = "maxpool " + std::to_string(h) + "x" + std::to_string(w) + " k" + std::to_string(k) + " s" + std::to_string(stride) + " p" + std::to_string(pad);
+void checkMaxPool(int n, int c, int h, int w, int k, int stride, int pad, bool nhwc) {
+  PoolDims d{h, w, k, stride, pad, (h + 2 * pad - k) / stride + 1, (w + 2 * pad - k) / stride + 1, nhwc ? c : 1};
+  const std::string tag = "maxpool " + std::to_string(h) + "x" + std::to_string(w) + " k" + std::to_string(k) + " s" + std::to_string(stride) + " p" + std::to_string(pad) + layoutName(nhwc);
   const long long planes = (long long)n * c, in = (long long)h * w, out = (long long)d.p * d.q;
   const std::map<std::string, double> params{{"n", n}, {"c", c}, {"h", h}, {"w", w}, {"k", k}, {"stride", stride}, {"pad", pad}};
-  const auto x = randomVector(size_t(planes * in), 21 + h * w);
-  std::vector<std::vector<float>> f{x, poisoned(size_t(planes * out)), poisoned(size_t(planes * out))};
+  const auto xRef = randomVector(size_t(planes * in), 21 + h * w);
+  std::vector<std::vector<float>> f{xRef, poisoned(size_t(planes * out)), poisoned(size_t(planes * out))};
   cpuReference("maxpool-fwd", params, f);
+  // As ops_pool.cu: outputs in memory order, each reading its plane with the layout's step.
+  const auto x = inLayout(xRef, c, in, nhwc);
   std::vector<float> y(size_t(planes * out)), arg(size_t(planes * out));
-  for (long long i = 0; i < planes * out; ++i) maxpoolForwardAt(d, x.data() + i / out * in, int(i % out), &y[i], &arg[i]);
-  record(tag + " fwd y", relErr(y, f[1]), 0);
-  record(tag + " fwd argmax", relErr(arg, f[2]), 0);
-  const auto dy = randomVector(size_t(planes * out), 23 + h * w);
-  std::vector<std::vector<float>> b{dy, f[2], poisoned(size_t(planes * in))};
+  for (long long i = 0; i < planes * out; ++i) {
+    const ActPos o = actPos(nhwc, i, c, out);
+    maxpoolForwardAt(d, x.data() + actIndex(nhwc, o.n, o.c, 0, c, in), int(o.s), &y[i], &arg[i]);
+  }
+  record(tag + " fwd y", relErr(toNchw(y, c, out, nhwc), f[1]), 0);
+  record(tag + " fwd argmax", relErr(toNchw(arg, c, out, nhwc), f[2]), 0);
+  const auto dyRef = randomVector(size_t(planes * out), 23 + h * w);
+  std::vector<std::vector<float>> b{dyRef, f[2], poisoned(size_t(planes * in))};
   cpuReference("maxpool-bwd", params, b);
+  const auto dy = inLayout(dyRef, c, out, nhwc), argL = inLayout(f[2], c, out, nhwc);
   std::vector<float> dx(size_t(planes * in));
-  for (long long i = 0; i < planes * in; ++i) dx[i] = maxpoolBackwardAt(d, dy.data() + i / in * out, f[2].data() + i / in * out, int(i % in));
-  record(tag + " bwd dx (gather against scatter)", relErr(dx, b[2]), 1e-6);
+  for (long long i = 0; i < planes * in; ++i) {
+    const ActPos p = actPos(nhwc, i, c, in);
+    const long long origin = actIndex(nhwc, p.n, p.c, 0, c, out);
+    dx[i] = maxpoolBackwardAt(d, dy.data() + origin, argL.data() + origin, int(p.s));
+  }
+  record(tag + " bwd dx (gather against scatter)", relErr(toNchw(dx, c, in, nhwc), b[2]), 1e-6);
+}
+
+void checkAvgPool(int n, int c, int hw, bool nhwc) {
+  const std::string tag = "avgpool n" + std::to_string(n) + " c" + std::to_string(c) + " hw" + std::to_string(hw) + layoutName(nhwc);
+  const long long planes = (long long)n * c;
+  const std::map<std::string, double> params{{"n", n}, {"c", c}, {"hw", hw}};
+  const auto xRef = randomVector(size_t(planes * hw), 41 + hw);
+  std::vector<std::vector<float>> f{xRef, poisoned(size_t(planes))};
+  cpuReference("avgpool-fwd", params, f);
+  const auto x = inLayout(xRef, c, hw, nhwc);
+  std::vector<float> y(static_cast<size_t>(planes));
+  for (long long plane = 0; plane < planes; ++plane) {  // as avgpoolForward: a plane's values by actIndex, summed in double
+    double s = 0;
+    for (long long i = 0; i < hw; ++i) s += x[actIndex(nhwc, plane / c, plane % c, i, c, hw)];
+    y[plane] = float(s / double(hw));
+  }
+  record(tag + " fwd y", relErr(y, f[1]), 1e-6);
+  const auto dy = randomVector(size_t(planes), 43 + hw);
+  std::vector<std::vector<float>> b{dy, poisoned(size_t(planes * hw))};
+  cpuReference("avgpool-bwd", params, b);
+  std::vector<float> dx(size_t(planes * hw));
+  for (long long i = 0; i < planes * hw; ++i) {
+    const ActPos p = actPos(nhwc, i, c, hw);
+    dx[i] = float(double(dy[p.n * c + p.c]) / double(hw));
+  }
+  record(tag + " bwd dx", relErr(toNchw(dx, c, hw, nhwc), b[1]), 1e-6);
+}
+
+// The weights' transposes around cuDNN's NHWC convolutions (ops_layout.cu):
+// KCRS -> KRSC is NCHW -> NHWC of [k, c, rs]; KRSC -> KCRS reads by krscIndex.
+void checkWeightTransposes(int k, int c, int rs) {
+  const auto w = randomVector(size_t(k) * c * rs, 51);
+  const auto krsc = inLayout(w, c, rs, true);
+  double err = 0;
+  for (long long kk = 0; kk < k; ++kk)
+    for (long long cc = 0; cc < c; ++cc)
+      for (long long r = 0; r < rs; ++r) err = std::max(err, std::fabs(double(krsc[krscIndex(kk, cc, r, c, rs)]) - w[(kk * c + cc) * rs + r]));
+  std::vector<float> back(w.size());
+  for (long long i = 0; i < (long long)w.size(); ++i) {
+    const ActPos p = actPos(false, i, c, rs);
+    back[i] = krsc[krscIndex(p.n, p.c, p.s, c, rs)];
+  }
+  record("weights KCRS -> KRSC k" + std::to_string(k) + " c" + std::to_string(c) + " rs" + std::to_string(rs), err, 0);
+  record("weights KRSC -> KCRS round trip", relErr(back, w), 0);
 }
 
 void checkSoftmax(int n, int classes) {
@@ -232,14 +309,19 @@ void checkLinear(int n, int in, int out) {
 }  // namespace
 
 int main() {
-  for (bool relu : {false, true}) {
-    checkBatchNorm(2, 3, 49, relu);
-    checkBatchNorm(3, 16, 9, relu);
+  for (bool nhwc : {false, true}) {
+    for (bool relu : {false, true}) {
+      checkBatchNorm(2, 3, 49, relu, nhwc);
+      checkBatchNorm(3, 16, 9, relu, nhwc);
+    }
+    checkMaxPool(2, 3, 9, 9, 3, 2, 1, nhwc);   // ResNet-50's pool1 shape class (odd input)
+    checkMaxPool(2, 3, 8, 10, 3, 2, 1, nhwc);  // even input
+    checkMaxPool(1, 2, 7, 7, 2, 2, 0, nhwc);   // non-overlapping windows
+    checkMaxPool(1, 2, 6, 5, 3, 1, 1, nhwc);   // stride 1: every input in up to 9 windows
+    checkAvgPool(2, 5, 49, nhwc);
   }
-  checkMaxPool(2, 3, 9, 9, 3, 2, 1);   // ResNet-50's pool1 shape class (odd input)
-  checkMaxPool(2, 3, 8, 10, 3, 2, 1);  // even input
-  checkMaxPool(1, 2, 7, 7, 2, 2, 0);   // non-overlapping windows
-  checkMaxPool(1, 2, 6, 5, 3, 1, 1);   // stride 1: every input in up to 9 windows
+  checkWeightTransposes(8, 3, 49);
+  checkWeightTransposes(4, 16, 9);
   checkSoftmax(5, 10);
   checkSoftmax(3, 1000);
   checkSgd(1000);
