@@ -94,6 +94,8 @@ export interface CudaConvKernelDescription {
   implementation: string;
   /** Precision of the products: sets the tolerance of the reference check. */
   precision: 'fp32' | 'tf32' | 'bf16';
+  /** The layout of x and y. */
+  layout: 'nchw' | 'nhwc';
   flops: number;
   bytes: number;
   workspaceBytes: number;
@@ -109,7 +111,8 @@ export interface CudaConvKernelDescription {
  * the variant has no such pass (or cuDNN cannot run the layer with it).
  */
 export declare class ConvKernel {
-  constructor(shape: ConvShape, pass: ConvPass, variant: string, layer?: string, options?: { dtype?: CudaConvDtype });
+  /** layout nhwc: x and y NHWC, w still KCRS (cudnn:* only; our own kernels: ERR_UNSUPPORTED). */
+  constructor(shape: ConvShape, pass: ConvPass, variant: string, layer?: string, options?: { dtype?: CudaConvDtype; layout?: 'nchw' | 'nhwc' });
   enqueue(stream: Stream, x: Buffer, w: Buffer, y: Buffer): void;
   describe(): CudaConvKernelDescription;
 }

@@ -12,7 +12,8 @@
 #
 # Knobs: CONV_BATCH (8), STEP_BATCH (32), CONV_LAYERS (all), CONV_REPEAT (5),
 # STEP_DTYPES ("fp32 tf32 bf16"), SKIP_TF32_CONV=1. The stepscope step runs
-# in fp32 and tf32, eager and with --graph (bf16 steps are not built yet).
+# in fp32 and tf32, eager, with --graph, and NHWC with --graph (bf16 steps
+# are not built yet).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -107,7 +108,10 @@ for dtype in $STEP_DTYPES; do
   cp "$OUT/stepscope-step-$dtype.out" "$OUT/stepscope-step-$dtype.json" 2>/dev/null
   step "stepscope-step-$dtype-graph" 300 node bin/stepscope.js step --backend cuda --graph --dtype "$dtype" --batch "$STEP_BATCH" --resolution 224 --iterations 10 --warmup 3 --json
   cp "$OUT/stepscope-step-$dtype-graph.out" "$OUT/stepscope-step-$dtype-graph.json" 2>/dev/null
-  for run in "$dtype" "$dtype-graph"; do
+  # Channels-last, as PyTorch's step runs: cuDNN's NHWC convolutions, graph replay.
+  step "stepscope-step-$dtype-nhwc-graph" 300 node bin/stepscope.js step --backend cuda --layout nhwc --graph --dtype "$dtype" --batch "$STEP_BATCH" --resolution 224 --iterations 10 --warmup 3 --json
+  cp "$OUT/stepscope-step-$dtype-nhwc-graph.out" "$OUT/stepscope-step-$dtype-nhwc-graph.json" 2>/dev/null
+  for run in "$dtype" "$dtype-graph" "$dtype-nhwc-graph"; do
     node -e "const r=require('$OUT/stepscope-step-$run.json'); const s=r.summary; console.error('stepscope step (cuda, $run, batch $STEP_BATCH): '+s.totalMs.median.toFixed(2)+' ms per iteration (forward '+s.forwardMs.median.toFixed(2)+', backward '+s.backwardMs.median.toFixed(2)+', enqueue '+s.enqueueUsPerKernel.median.toFixed(2)+' us/kernel), '+(1000*$STEP_BATCH/s.totalMs.median).toFixed(0)+' images/s')" 2>&1 | tee -a "$OUT/gpu-check.log"
   done
 done

@@ -393,7 +393,7 @@ async function runStep(opts: StepOpts) {
     weights: opts.weights,
     input: opts.input,
     saveWeights: opts.saveWeights,
-    layout: parseChoice('--layout', opts.layout, ['auto', 'nchw', 'nChw16c'] as const),
+    layout: parseChoice('--layout', opts.layout, ['auto', 'nchw', 'nChw16c', 'nhwc'] as const),
     enqueueProbeMs: opts.enqueueProbe ? 500 : 0,
     data: parseDataOptions(opts),
     graph: opts.graph === true,
@@ -704,7 +704,7 @@ export function buildProgram(): Command {
     .option('--momentum <x>', 'SGD momentum', '0.9')
     .option('--weight-decay <x>', 'SGD weight decay', '0.0001')
     .option('--seed <n>', 'seed of the initial weights, the synthetic data, and with --data raw|records the image order, crops and flips', '1')
-    .option('--layout <layout>', "activations: 'nChw16c' (oneDNN's blocked layout kept between layers, no reorders), 'nchw', or 'auto' (nChw16c when every conv is onednn)", 'auto')
+    .option('--layout <layout>', "activations: 'nChw16c' (cpu: oneDNN's blocked layout kept between layers, no reorders), 'nchw', 'nhwc' (cuda: channels-last, cuDNN's convolutions), or 'auto' (nChw16c when every conv is onednn, else nchw)", 'auto')
     .option('--workers <n>', 'data-parallel workers (batch is per worker); 1: no reduction', '1')
     .option('--schedule <s>', "gradient reduction: 'serialized' (after backward, exclusively) or 'overlapped' (buckets on a comm stream during backward)", 'overlapped')
     .option('--comm <c>', "communicator: 'local' (this process computes one worker; the others' gradients are stood in by copies), 'gloo' (cpu: real all-reduce across processes) or 'nccl' (cuda: across GPUs, one rank per GPU); start the ranks with launch", 'local')

@@ -85,7 +85,8 @@ test('CUDA ops: the CPU addon\'s op names, parameters and buffers; clear errors;
   const cpu = addon();
   for (const c of CUDA_OP_CASES) {
     const d = new cuda!.OpKernel(c.op, c.variant ?? 'cuda', c.params, 'l1').describe();
-    const ref = new cpu.OpKernel(c.op, 'reference', c.params, 'l1').describe();
+    const { nhwc: _layout, ...cpuParams } = c.params; // the CPU ops take NCHW (nhwc=1 is refused there)
+    const ref = new cpu.OpKernel(c.op, 'reference', cpuParams, 'l1').describe();
     assert.deepEqual(d.buffers, ref.buffers, c.op);
     // The communicator's records keep the CPU's names (allreduce / local): the what-if model keys on them.
     assert.deepEqual([d.op, d.pass, d.layer, d.variant, d.flops], [ref.op, ref.pass, 'l1', c.op === 'allreduce-local' ? 'local' : c.variant ?? 'cuda', ref.flops], c.op);
@@ -104,6 +105,11 @@ test('CUDA ops: the CPU addon\'s op names, parameters and buffers; clear errors;
   assert.deepEqual(cuda!.opVariants().filter((v) => v.name === 'cudnn').map((v) => v.op), ['batchnorm-fwd', 'batchnorm-bwd']);
   assert.throws(() => new cuda!.OpKernel('batchnorm-fwd', 'cudnn', { ...bn, relu: true }), err('ERR_UNSUPPORTED', /no fused ReLU for NCHW fp32.*allowed: relu=0, or variant cuda/));
   assert.throws(() => new cuda!.OpKernel('batchnorm-fwd', 'cuda', { ...bn, blocked: true }), err('ERR_UNSUPPORTED', /nChw16c/));
+  assert.throws(() => new cpu.OpKernel('batchnorm-fwd', 'fast', { ...bn, nhwc: true }), err('ERR_UNSUPPORTED', /CPU backend's ops take NCHW or nChw16c, not NHWC/));
+  // NHWC convolutions are cuDNN's: our own kernels say so before any device.
+  assert.throws(() => new cuda!.ConvKernel(good, 'fwd', 'direct', 'l1', { layout: 'nhwc' }), err('ERR_UNSUPPORTED', /our own kernels take NCHW only; with layout nhwc use a cudnn:\* variant/));
+  assert.throws(() => new cuda!.ConvKernel(good, 'fwd', 'cudnn:heuristic', 'l1', { layout: 'nchwc' as never }), err('ERR_INVALID_ARG', /layout 'nchwc': allowed nchw, nhwc/));
+  assert.deepEqual(new cuda!.OpKernel('to-nhwc', 'cuda', { n: 2, c: 3, hw: 4 }).describe().buffers, [{ name: 'x', length: 24 }, { name: 'y', length: 24 }]);
   assert.throws(() => new cuda!.OpKernel('link-hold', 'cuda', { bytes: 1, workers: 2, gbps: 0 }), err('ERR_INVALID_ARG', /'gbps' must be positive/));
   assert.throws(() => new cuda!.OpKernel('batchnorm-fwd', 'cuda', { ...bn, n: 0 }), err('ERR_INVALID_ARG', /parameter 'n' is 0.*allowed an integer from 1/));
   assert.throws(() => new cuda!.OpKernel('maxpool-fwd', 'cuda', { n: 1, c: 1, h: 2, w: 2, k: 3, stride: 2, pad: 3 }), err('ERR_BAD_SHAPE', /gives no output/));
@@ -111,15 +117,15 @@ test('CUDA ops: the CPU addon\'s op names, parameters and buffers; clear errors;
 
 test('the CUDA op check (src/ops/ops-cuda-check.ts) runs end to end on the CPU stand-in, and catches a wrong kernel', { skip: needsAddon }, () => {
   // The stand-in computes with the CPU's fast kernels: every row within tolerance. FAKE_CUDA_OP_WRONG makes one op
-  // compute another's result: the check must fail it.
-  const script = "require('./dist/src/ops/ops-cuda-check').checkCudaOps().then((rows) => console.log(JSON.stringify(rows)))";
+  // compute another's result: the check must fail it. (The NHWC cases need the device: the stand-in computes NCHW.)
+  const script = "const m = require('./dist/src/ops/ops-cuda-check'); m.checkCudaOps(m.CUDA_OP_CASES.filter((c) => !c.nhwc)).then((rows) => console.log(JSON.stringify(rows)))";
   const run = (extra: Record<string, string> = {}) => {
     const r = spawnSync(process.execPath, ['-e', script], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, STEPSCOPE_CUDA_ADDON: path.join(ROOT, 'test', 'fixtures', 'fake-cuda-addon.js'), ...extra } });
     assert.equal(r.status, 0, r.stderr);
     return JSON.parse(r.stdout) as { op: string; buffer: string; maxRelErr: number; ok: boolean }[];
   };
   const rows = run();
-  assert.deepEqual([...new Set(rows.map((r) => r.op))], [...new Set(CUDA_OP_CASES.map((c) => c.op))]);
+  assert.deepEqual([...new Set(rows.map((r) => r.op))], [...new Set(CUDA_OP_CASES.filter((c) => !c.nhwc).map((c) => c.op))]);
   for (const r of rows) assert.ok(r.ok, `${r.op} ${r.buffer}: ${r.maxRelErr}`);
   const wrong = run({ FAKE_CUDA_OP_WRONG: 'relu-bwd' });
   assert.ok(wrong.some((r) => r.op === 'relu-bwd' && !r.ok), JSON.stringify(wrong.filter((r) => r.op === 'relu-bwd')));
@@ -323,6 +329,16 @@ test('step --backend cuda runs the training step on the CUDA addon\'s classes (C
   const cr = JSON.parse(cli(['step', '--backend', 'cpu', '--kernels', 'conv=im2col-gemm', '--layout', 'nchw', ...reduced]).stdout);
   assert.deepEqual(gr.iterations.map((i: { loss: number }) => i.loss), cr.iterations.map((i: { loss: number }) => i.loss));
   assert.ok(gr.contention && gr.contention.other.schedule === 'serialized');
+  // --layout nhwc: the stand-in computes NCHW (its transpose is a copy), so the JS wiring gives the NCHW losses;
+  // the CPU backend refuses the layout.
+  const nhwc = cli(['step', '--backend', 'cuda', '--layout', 'nhwc', ...small], env);
+  assert.equal(nhwc.status, 0, nhwc.stderr);
+  const gn = JSON.parse(nhwc.stdout);
+  assert.equal(gn.environment.layout, 'nhwc');
+  assert.deepEqual(gn.iterations.map((i: { loss: number }) => i.loss), g.iterations.map((i: { loss: number }) => i.loss));
+  const cpuNhwc = cli(['step', '--layout', 'nhwc', ...small]);
+  assert.equal(cpuNhwc.status, 2);
+  assert.match(cpuNhwc.stderr, /--layout nhwc is not allowed on the cpu backend: allowed auto, nchw, nChw16c/);
   // cuDNN's batch norm (unfused: the ReLU runs on its own): the CPU step's losses with unfused batch norm.
   const cudnnBn = cli(['step', '--backend', 'cuda', '--kernels', 'batchnorm=cudnn', ...small], env);
   assert.equal(cudnnBn.status, 0, cudnnBn.stderr);
@@ -342,6 +358,7 @@ test('step --backend cuda runs the training step on the CUDA addon\'s classes (C
   for (const [args, re] of [
     [['--comm', 'gloo'], /--comm gloo is not allowed with --backend cuda: .*NCCL.*allowed: local/],
     [['--layout', 'nChw16c'], /runs 'cudnn:heuristic', which takes NCHW only/],
+    [['--layout', 'nhwc', '--kernels', 'conv=direct'], /--layout nhwc: conv conv1 runs 'direct', which takes NCHW only; allowed: cudnn:\* variants/],
     [['--kernels', 'conv=onednn'], /variant 'onednn' is not allowed for conv; allowed: cudnn:implicit-gemm/],
     [['--kernels', 'relu=fast'], /variant 'fast' is not allowed for relu; allowed: cuda/],
     [['--enqueue-probe'], /--enqueue-probe is not allowed with --backend cuda/],
@@ -476,6 +493,24 @@ for (const [cls, layer] of classes) {
     });
   }
 }
+
+test('cuda: NHWC convolutions (cudnn:heuristic, cudnn:autotune) match the CPU reference on each shape class and pass; our kernels refuse NHWC', { skip: needsDevice }, async () => {
+  const c = cuda!;
+  const stream = new c.Stream('nhwc');
+  for (const [cls, layer] of classes) {
+    for (const pass of CONV_PASSES) {
+      const checks = await checkCudaConvVariants(stream, layer.shape, pass, ['cudnn:heuristic', 'cudnn:autotune', 'direct'], 'fp32', 13, layer.name, 'nhwc');
+      for (const check of checks) {
+        const what = `${cls} ${pass} ${check.variant} nhwc`;
+        if (check.variant === 'direct') {
+          assert.equal(check.status, 'unsupported', what);
+          continue;
+        }
+        assert.equal(check.status, 'ok', `${what}: ${check.status === 'unsupported' ? check.reason : `${check.maxRelErr} > ${check.tolerance}`}`);
+      }
+    }
+  }
+});
 
 test('cuda: kernels land on the timeline; library failures carry status and layer', { skip: needsDevice }, async () => {
   const c = cuda!;
@@ -629,6 +664,13 @@ test('cuda: step --backend cuda trains on the GPU: the CPU step\'s first loss (s
     assert.equal(it.kernels, g.iterations[i].kernels);
   });
   assert.ok(gg.summary.enqueueUsPerKernel.median < g.summary.enqueueUsPerKernel.median, `${gg.summary.enqueueUsPerKernel.median} us/kernel graphed vs ${g.summary.enqueueUsPerKernel.median} eager`);
+  // --layout nhwc: the same first loss as NCHW (the same weights and batch, other summation orders).
+  const channelsLast = cli(['step', '--backend', 'cuda', '--layout', 'nhwc', ...small]);
+  assert.equal(channelsLast.status, 0, channelsLast.stderr);
+  const cl = JSON.parse(channelsLast.stdout);
+  assert.equal(cl.environment.layout, 'nhwc');
+  assert.ok((cl.topKernels as { op: string }[]).some((k) => k.op === 'layout'), 'the input transpose is on the timeline');
+  assert.ok(Math.abs(cl.iterations[0].loss - lg) <= 1e-4 * Math.abs(lg), `loss ${cl.iterations[0].loss} NHWC, ${lg} NCHW`);
 });
 
 test('cuda: a captured graph replays its kernels; each launch puts them on the timeline with that launch\'s times', { skip: needsDevice }, async () => {

@@ -7,6 +7,7 @@ import type { Buffer as CudaBuffer, CudaConvDtype, CudaError, Stream as CudaStre
 import { addon } from '../native';
 import { cudaAddon } from '../native-cuda';
 import { convOutput, convTolerance, randomConvTensors, relativeError, runConv, type ConvTensors } from './conv';
+import { fromNhwc, toNhwc } from './layout';
 
 export type Precision = 'fp32' | 'tf32' | 'bf16';
 
@@ -16,15 +17,23 @@ export interface CudaConvTensors {
   y: CudaBuffer;
 }
 
-/** Device copies of x, w, y. */
-export function toDevice(t: ConvTensors): CudaConvTensors {
+/** Device copies of x, w, y; with nhwc, x and y are transposed to NHWC (w stays KCRS). */
+export function toDevice(t: ConvTensors, shape?: ConvShape, layout: 'nchw' | 'nhwc' = 'nchw'): CudaConvTensors {
   const cuda = cudaAddon();
-  const copy = (b: ConvTensors['x']) => {
+  const copy = (b: ConvTensors['x'], arrange: (v: Float32Array) => Float32Array = (v) => v) => {
     const d = new cuda.Buffer(b.length);
-    d.write(b.read());
+    d.write(arrange(b.read()));
     return d;
   };
+  if (layout === 'nhwc' && shape) {
+    return { x: copy(t.x, (v) => toNhwc(v, shape.c, shape.h * shape.w)), w: copy(t.w), y: copy(t.y, (v) => toNhwc(v, shape.k, outputPlane(shape))) };
+  }
   return { x: copy(t.x), w: copy(t.w), y: copy(t.y) };
+}
+
+function outputPlane(s: ConvShape): number {
+  const p = Math.floor((s.h + 2 * s.pad - s.r) / s.stride) + 1, q = Math.floor((s.w + 2 * s.pad - s.s) / s.stride) + 1;
+  return p * q;
 }
 
 export function releaseDevice(t: CudaConvTensors): void {
@@ -64,6 +73,8 @@ export async function checkCudaConvVariants(
   seed: number,
   /** Named in errors (a check's shape is the layer's at a smaller batch). */
   layer = '',
+  /** nhwc: x and y on the device are NHWC (transposed here, the reference stays NCHW). */
+  layout: 'nchw' | 'nhwc' = 'nchw',
 ): Promise<CudaCheck[]> {
   const cpu = addon();
   const cuda = cudaAddon();
@@ -73,18 +84,24 @@ export async function checkCudaConvVariants(
   await runConv(cpuStream, shape, pass, 'reference', host);
   const ref = convOutput(host, pass).read();
   const checks: CudaCheck[] = [];
-  const device = toDevice(host);
+  const device = toDevice(host, shape, layout);
+  // The output as NCHW: x and y come back from NHWC in that layout.
+  const readOut = (out: CudaBuffer): Float32Array => {
+    const v = out.read();
+    if (layout !== 'nhwc' || pass === 'bwd-filter') return v;
+    return pass === 'fwd' ? fromNhwc(v, shape.k, outputPlane(shape)) : fromNhwc(v, shape.c, shape.h * shape.w);
+  };
   try {
     for (const variant of variants) {
       const out = pass === 'fwd' ? device.y : pass === 'bwd-data' ? device.x : device.w;
       out.fill(Number.NaN);
       try {
-        const kernel = new cuda.ConvKernel(shape, pass, variant, layer, { dtype });
+        const kernel = new cuda.ConvKernel(shape, pass, variant, layer, { dtype, layout });
         kernel.enqueue(cudaStream, device.x, device.w, device.y);
         await cudaStream.synchronize();
         cuda.timelineClear();
         const d = kernel.describe();
-        const maxRelErr = relativeError(out.read(), ref);
+        const maxRelErr = relativeError(readOut(out), ref);
         const tolerance = cudaConvTolerance(shape, pass, d.precision);
         checks.push({ variant, pass, status: maxRelErr <= tolerance ? 'ok' : 'failed-check', maxRelErr, tolerance, precision: d.precision, implementation: d.implementation });
       } catch (err) {

@@ -7,11 +7,14 @@ import type { Buffer as CudaBuffer } from '../../binding-cuda';
 import { addon } from '../native';
 import { cudaAddon } from '../native-cuda';
 import { relativeError } from './conv';
+import { fromNhwc, toNhwc } from './layout';
 
 export interface OpCase {
   op: OpName;
   /** The CUDA variant checked (default `cuda`, our kernels). */
   variant?: string;
+  /** nhwc=1: these buffers are [n, c, s] activations held NHWC on the device (name -> s). */
+  nhwc?: Record<string, number>;
   params: Record<string, number | boolean>;
   /** Buffers the op writes (the rest are inputs); `inout` ones start from the inputs' data. */
   outputs: string[];
@@ -31,6 +34,17 @@ export const CUDA_OP_CASES: OpCase[] = [
   // cuDNN's batch norm (no fused ReLU): the same buffers against the same reference.
   { op: 'batchnorm-fwd', variant: 'cudnn', params: { ...bn, relu: false }, outputs: ['y', 'save_mean', 'save_invstd', 'running_mean', 'running_var'], inout: ['running_mean', 'running_var'], tolerance: 1e-5 },
   { op: 'batchnorm-bwd', variant: 'cudnn', params: { ...bn, relu: false }, outputs: ['dx', 'dgamma', 'dbeta'], tolerance: 1e-4 },
+  // The NHWC layout (step --layout nhwc): the device buffers transposed, the reference NCHW.
+  ...[false, true].flatMap((relu): OpCase[] => [
+    { op: 'batchnorm-fwd', params: { ...bn, relu, nhwc: true }, nhwc: { x: bn.hw, y: bn.hw }, outputs: ['y', 'save_mean', 'save_invstd', 'running_mean', 'running_var'], inout: ['running_mean', 'running_var'], tolerance: 1e-5 },
+    { op: 'batchnorm-bwd', params: { ...bn, relu, nhwc: true }, nhwc: { x: bn.hw, dy: bn.hw, dx: bn.hw, y: bn.hw }, outputs: ['dx', 'dgamma', 'dbeta'], tolerance: 1e-4 },
+  ]),
+  { op: 'batchnorm-fwd', variant: 'cudnn', params: { ...bn, relu: false, nhwc: true }, nhwc: { x: bn.hw, y: bn.hw }, outputs: ['y', 'save_mean', 'save_invstd', 'running_mean', 'running_var'], inout: ['running_mean', 'running_var'], tolerance: 1e-5 },
+  { op: 'batchnorm-bwd', variant: 'cudnn', params: { ...bn, relu: false, nhwc: true }, nhwc: { x: bn.hw, dy: bn.hw, dx: bn.hw }, outputs: ['dx', 'dgamma', 'dbeta'], tolerance: 1e-4 },
+  { op: 'maxpool-fwd', params: { ...pool, nhwc: true }, nhwc: { x: 81, y: 25, argmax: 25 }, outputs: ['y', 'argmax'], tolerance: 0 },
+  { op: 'maxpool-bwd', params: { ...pool, nhwc: true }, nhwc: { dy: 25, argmax: 25, dx: 81 }, outputs: ['dx'], tolerance: 1e-6 },
+  { op: 'avgpool-fwd', params: { n: 2, c: 8, hw: 49, nhwc: true }, nhwc: { x: 49 }, outputs: ['y'], tolerance: 1e-6 },
+  { op: 'avgpool-bwd', params: { n: 2, c: 8, hw: 49, nhwc: true }, nhwc: { dx: 49 }, outputs: ['dx'], tolerance: 1e-6 },
   { op: 'relu-fwd', params: { size: 1000 }, outputs: ['y'], tolerance: 0 },
   { op: 'relu-bwd', params: { size: 1000 }, outputs: ['dx'], tolerance: 0 },
   { op: 'maxpool-fwd', params: pool, outputs: ['y', 'argmax'], tolerance: 0 },
@@ -80,13 +94,17 @@ export async function checkCudaOps(cases: OpCase[] = CUDA_OP_CASES, seed = 5): P
   const rows: OpCheckRow[] = [];
   for (const [index, c] of cases.entries()) {
     const rand = lcg(seed * 1000 + index);
-    const ref = new cpu.OpKernel(c.op, 'reference', c.params, 'check');
+    const { nhwc: _layout, ...cpuParams } = c.params; // the reference computes NCHW
+    const ref = new cpu.OpKernel(c.op, 'reference', cpuParams, 'check');
+    const channels = Number(c.params.c);
+    const toDevice = (name: string, v: Float32Array) => (c.nhwc?.[name] ? toNhwc(v, channels, c.nhwc[name]) : v);
+    const fromDevice = (name: string, v: Float32Array) => (c.nhwc?.[name] ? fromNhwc(v, channels, c.nhwc[name]) : v);
     const spec = ref.describe().buffers;
     const data = new Map<string, Float32Array>();
     for (const b of spec) if (!c.outputs.includes(b.name) || c.inout?.includes(b.name)) data.set(b.name, inputData(b.name, b.length, c, rand));
     if (c.op === 'maxpool-bwd') {
       // The argmax must come from a forward pass of the same shape.
-      const fwd = new cpu.OpKernel('maxpool-fwd', 'reference', c.params, 'check');
+      const fwd = new cpu.OpKernel('maxpool-fwd', 'reference', cpuParams, 'check');
       const [x, y, arg] = fwd.describe().buffers.map((b) => new cpu.Buffer(b.length));
       x.write(inputData('x', x.length, c, rand));
       fwd.enqueue(cpuStream, [x, y, arg]);
@@ -106,7 +124,7 @@ export async function checkCudaOps(cases: OpCase[] = CUDA_OP_CASES, seed = 5): P
     const gpuBuffers: CudaBuffer[] = spec.map((b) => {
       const buf = new cuda.Buffer(b.length);
       const d = data.get(b.name);
-      if (d) buf.write(d);
+      if (d) buf.write(toDevice(b.name, d));
       else buf.fill(NaN);
       return buf;
     });
@@ -114,7 +132,7 @@ export async function checkCudaOps(cases: OpCase[] = CUDA_OP_CASES, seed = 5): P
     await gpuStream.synchronize();
     spec.forEach((b, i) => {
       if (!c.outputs.includes(b.name)) return;
-      const maxRelErr = relativeError(gpuBuffers[i].read(), cpuBuffers[i].read());
+      const maxRelErr = relativeError(fromDevice(b.name, gpuBuffers[i].read()), cpuBuffers[i].read());
       rows.push({ op: c.op, variant: c.variant ?? 'cuda', params: c.params, buffer: b.name, maxRelErr, tolerance: c.tolerance, ok: maxRelErr <= c.tolerance });
     });
     for (const b of [...cpuBuffers, ...gpuBuffers]) b.release();

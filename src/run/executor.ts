@@ -29,8 +29,22 @@ export interface OptimizerOptions {
  * from layer to layer (batch norm and pooling work on it directly), so no
  * convolution pays a reorder of its activations; it needs every conv to be
  * `onednn` and channel counts divisible by 16. `auto` takes it when it can.
+ * `nhwc` (CUDA) holds activations channels-last, as PyTorch's channels_last:
+ * cuDNN's convolutions (every conv a `cudnn:*` variant), batch norm and
+ * pooling in NHWC; the input is transposed once at the start of forward, the
+ * weights stay KCRS (the conv kernels transpose them for cuDNN).
  */
-export type StepLayout = 'auto' | 'nchw' | 'nChw16c';
+export type StepLayout = 'auto' | 'nchw' | 'nChw16c' | 'nhwc';
+
+/** Why a plan cannot run NHWC on CUDA (every conv must be cuDNN's), or null. */
+export function canUseNhwc(graph: ResNetGraph, plan: Plan): string | null {
+  for (const n of graph.nodes) {
+    if (n.kind !== 'conv') continue;
+    const v = variantFor(plan, 'conv', n.name);
+    if (!v.startsWith('cudnn:')) return `conv ${n.name} runs '${v}', which takes NCHW only; allowed: cudnn:* variants`;
+  }
+  return null;
+}
 
 /**
  * Data-parallel gradient reduction (issue #4): `serialized` reduces every
@@ -186,7 +200,9 @@ export class TrainingStep {
   private alias = new Map<string, string>();
 
   /** The layout activations are held in (never 'auto'). */
-  readonly layout: 'nchw' | 'nChw16c';
+  readonly layout: 'nchw' | 'nChw16c' | 'nhwc';
+  /** nhwc: the input's transpose into the layout, and its output (the network's input, NHWC). */
+  private toNhwc: { kernel: OpKernel; output: Buffer } | undefined;
 
   readonly buckets: Bucket[] = [];
   readonly commStream: Stream | undefined;
@@ -210,9 +226,16 @@ export class TrainingStep {
     if (reduction && reduction.comm !== 'local' && reduction.comm !== CROSS_PROCESS_COMM[backend]) {
       throw new UsageError(`--comm ${reduction.comm} is not allowed with --backend ${backend}: allowed local, ${CROSS_PROCESS_COMM[backend]}`);
     }
-    const blockedProblem = canUseBlocked(graph, plan);
-    if (layout === 'nChw16c' && blockedProblem) throw new UsageError(`--layout nChw16c: ${blockedProblem}`);
-    this.layout = layout === 'nchw' || blockedProblem ? 'nchw' : 'nChw16c';
+    if (layout === 'nhwc') {
+      if (backend !== 'cuda') throw new UsageError("--layout nhwc is not allowed on the cpu backend: allowed auto, nchw, nChw16c (nhwc is CUDA's, with cuDNN's convolutions)");
+      const nhwcProblem = canUseNhwc(graph, plan);
+      if (nhwcProblem) throw new UsageError(`--layout nhwc: ${nhwcProblem}`);
+      this.layout = 'nhwc';
+    } else {
+      const blockedProblem = canUseBlocked(graph, plan);
+      if (layout === 'nChw16c' && blockedProblem) throw new UsageError(`--layout nChw16c: ${blockedProblem}`);
+      this.layout = layout === 'nchw' || blockedProblem ? 'nchw' : 'nChw16c';
+    }
     this.stream = new native.Stream('compute');
     for (const p of graph.params) {
       const length = p.shape.reduce((a, b) => a * b, 1);
@@ -317,7 +340,12 @@ export class TrainingStep {
     const { ConvKernel, OpKernel } = this.native;
     const nodes = this.graph.nodes;
     const blocked = this.layout === 'nChw16c';
+    const nhwc = this.layout === 'nhwc';
     const act = (tensor: string) => (blocked && tensor !== this.graph.input ? 'nChw16c' : 'nchw');
+    if (nhwc) {
+      const [n, c, h, w] = this.graph.inputShape;
+      this.toNhwc = { kernel: new OpKernel('to-nhwc', 'cuda', { n, c, hw: h * w }, 'input'), output: new this.native.Buffer(n * c * h * w) };
+    }
     for (let i = 0; i < nodes.length; i++) {
       const node = nodes[i];
       const v = (op: PlanOp) => this.opVariant(op, node.name);
@@ -333,7 +361,7 @@ export class TrainingStep {
         case 'conv': {
           const variant = v('conv');
           // The CPU kernel reads the layouts, the CUDA one the dtype (each ignores the other's keys).
-          const layouts = { x: act(node.inputs[0]), y: act(node.output), ...(this.dtype === 'tf32' ? { dtype: 'tf32' } : {}) } as const;
+          const layouts = { x: act(node.inputs[0]), y: act(node.output), ...(this.dtype === 'tf32' ? { dtype: 'tf32' } : {}), ...(nhwc ? { layout: 'nhwc' } : {}) } as const;
           const backward: Kernel[] = [new ConvKernel(node.shape, 'bwd-filter', variant, node.name, layouts)];
           if (node.inputs[0] !== this.graph.input) backward.push(new ConvKernel(node.shape, 'bwd-data', variant, node.name, layouts));
           this.prepared.push({ node, forward: [new ConvKernel(node.shape, 'fwd', variant, node.name, layouts)], backward, fusedRelu: false });
@@ -342,7 +370,7 @@ export class TrainingStep {
         case 'batchnorm': {
           const next = nodes[i + 1];
           const fused = variantFor(this.plan, 'batchnorm', node.name) === 'fused-relu' && next?.kind === 'relu' && next.inputs[0] === node.output;
-          const p = { n: node.n, c: node.c, hw: node.hw, relu: fused, blocked };
+          const p = { n: node.n, c: node.c, hw: node.hw, relu: fused, blocked, nhwc };
           this.prepared.push({
             node,
             forward: [new OpKernel('batchnorm-fwd', v('batchnorm'), p, node.name)],
@@ -368,10 +396,10 @@ export class TrainingStep {
           });
           break;
         case 'maxpool':
-          pair('maxpool', 'maxpool-fwd', 'maxpool-bwd', { n: node.n, c: node.c, h: node.h, w: node.w, k: 3, stride: 2, pad: 1, blocked });
+          pair('maxpool', 'maxpool-fwd', 'maxpool-bwd', { n: node.n, c: node.c, h: node.h, w: node.w, k: 3, stride: 2, pad: 1, blocked, nhwc });
           break;
         case 'avgpool':
-          pair('avgpool', 'avgpool-fwd', 'avgpool-bwd', { n: node.n, c: node.c, hw: node.hw, blocked });
+          pair('avgpool', 'avgpool-fwd', 'avgpool-bwd', { n: node.n, c: node.c, hw: node.hw, blocked, nhwc });
           break;
         case 'fc':
           pair('fc', 'fc-fwd', 'fc-bwd', { n: node.n, in: node.in, out: node.out });
@@ -540,6 +568,11 @@ export class TrainingStep {
     if (capture && comm) comm.wait(marks.start); // the comm stream joins the capture at its start
     this.phase(`iteration ${step}`);
     this.phase('forward');
+    if (this.toNhwc) {
+      // The batch arrives NCHW: one transpose, then the network reads NHWC.
+      this.toNhwc.kernel.enqueue(stream, [input, this.toNhwc.output]);
+      acts.set(this.graph.input, this.toNhwc.output);
+    }
 
     // Forward.
     for (const p of prepared) {

@@ -96,7 +96,7 @@ export interface Run {
   version: typeof RUN_FORMAT_VERSION;
   createdAt: string;
   config: Omit<TrainingConfig, 'plan'> & { plan: Plan };
-  environment: { cpuModel: string; threads: number; node: string; backend: Backend; gpu?: string; dtype: 'fp32' | 'tf32'; parameters: number; layout: 'nchw' | 'nChw16c' };
+  environment: { cpuModel: string; threads: number; node: string; backend: Backend; gpu?: string; dtype: 'fp32' | 'tf32'; parameters: number; layout: 'nchw' | 'nChw16c' | 'nhwc' };
   iterations: IterationFigures[];
   /** Median, min, max over the measured (non-warm-up) iterations. */
   summary: Record<PhaseKey | 'loss', Summary> & {
