@@ -406,6 +406,24 @@ test('sweep --backend cuda runs its points on the CUDA addon (CPU stand-in)', { 
   fs.rmSync(path.dirname(out), { recursive: true, force: true });
 });
 
+test('whatif --kernels on a CUDA run measures the plan\'s CUDA variants (CPU stand-in); CPU variants are refused', { skip: needsAddon }, () => {
+  const env = { STEPSCOPE_CUDA_ADDON: path.join(ROOT, 'test', 'fixtures', 'fake-cuda-addon.js') };
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stepscope-whatif-cuda-'));
+  const run = path.join(dir, 'run.json');
+  const r = cli(['step', '--backend', 'cuda', '--batch', '1', '--resolution', '32', '--width', '4', '--iterations', '2', '--warmup', '1', '--save', run], env);
+  assert.equal(r.status, 0, r.stderr);
+  // The timeline names the CUDA variant (the real addon's records do).
+  const saved = JSON.parse(fs.readFileSync(run, 'utf8'));
+  assert.ok(saved.timeline.filter((k: { op: string }) => k.op === 'conv').every((k: { variant: string }) => k.variant === 'cudnn:heuristic'));
+  const w = cli(['whatif', run, '--kernels', 'conv=cudnn:autotune'], env);
+  assert.equal(w.status, 0, w.stderr);
+  assert.match(w.stdout, /convolution durations from the benchmark the plan conv=cudnn:autotune/);
+  const cpuVariant = cli(['whatif', run, '--kernels', 'conv=onednn'], env);
+  assert.equal(cpuVariant.status, 2, cpuVariant.stderr);
+  assert.match(cpuVariant.stderr, /variant 'onednn' is not allowed for conv; allowed: cudnn:implicit-gemm/);
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
 test('NCCL: the unique id needs no device; bad options are refused before any device', { skip: needsAddon }, () => {
   const c = cuda!;
   if (!c.cudaInfo().nccl.found) {

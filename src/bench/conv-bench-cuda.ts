@@ -15,6 +15,8 @@ import { summarize } from './stats';
 
 export interface CudaConvBenchOptions extends Omit<ConvBenchOptions, 'peakGflops' | 'cold'> {
   dtype: CudaConvDtype;
+  /** nhwc: x and y channels-last (cudnn:* only), as step --layout nhwc runs them. */
+  layout?: 'nchw' | 'nhwc';
   /** `--variant all`: per pass, only the variants that have the pass (a named one without it is an unsupported row). */
   onlyWithPass?: boolean;
 }
@@ -34,10 +36,11 @@ export async function benchConvCuda(options: CudaConvBenchOptions): Promise<Conv
     const shape = group.first.shape;
     const checkShape = { ...shape, n: Math.min(shape.n, options.checkBatch) };
     const host = randomConvTensors(shape, seed);
-    const device = toDevice(host);
+    const layout = options.layout ?? 'nchw';
+    const device = toDevice(host, shape, layout);
     try {
       for (const pass of options.passes) {
-        const checks = await checkCudaConvVariants(stream, checkShape, pass, variantsOf(pass), options.dtype, seed + 7, group.first.name);
+        const checks = await checkCudaConvVariants(stream, checkShape, pass, variantsOf(pass), options.dtype, seed + 7, group.first.name, layout);
         for (const check of checks) {
           const variant = check.variant;
           options.onProgress?.(done++, total, `${group.first.name} ${pass} ${variant}`);
@@ -57,7 +60,7 @@ export async function benchConvCuda(options: CudaConvBenchOptions): Promise<Conv
           }
           let kernel;
           try {
-            kernel = new cuda.ConvKernel(shape, pass, variant, group.first.name, { dtype: options.dtype });
+            kernel = new cuda.ConvKernel(shape, pass, variant, group.first.name, { dtype: options.dtype, layout });
           } catch (err) {
             // Supported at the check's batch, not at this one (e.g. FFT size limits).
             if (!isUnsupported(err)) throw err;

@@ -3,7 +3,10 @@
 // the run's own shapes, each checked against the reference first. The run's
 // own variant is measured beside each (same layers), so that the prediction
 // can correct for convolutions running slower in the step than alone.
-import { benchConv } from '../bench/conv-bench';
+// A CUDA run's plan is measured on the GPU (bench/conv-bench-cuda.ts, CUDA
+// events, the run's dtype and layout); a CPU run's with cold caches.
+import { benchConv, type ConvBenchRow } from '../bench/conv-bench';
+import { benchConvCuda } from '../bench/conv-bench-cuda';
 import { UsageError } from '../errors';
 import { resnet50Convs } from '../model/resnet50';
 import { addon } from '../native';
@@ -40,16 +43,19 @@ export async function benchForPlan(run: Run, plan: Plan, label: string, onProgre
   const layers = resnet50Convs({ batch: c.batch, resolution: c.resolution, width: c.width });
   const changed = layers.filter((l) => runVariant.has(l.name) && runVariant.get(l.name) !== variantOf(l.name));
   const bench: BenchFile = { batch: c.batch, resolution: c.resolution, rows: [] };
-  const peak = changed.length ? await addon().measurePeak(1) : undefined;
+  const cuda = c.backend === 'cuda';
+  const peak = changed.length && !cuda ? await addon().measurePeak(1) : undefined;
   let done = 0;
   for (const layer of changed) {
     const variants = [...new Set([variantOf(layer.name), runVariant.get(layer.name)!])];
-    const rows = await benchConv({
-      layers: [layer], passes: CONV_PASSES, variants, repeat: 5, warmup: 1, checkBatch: 1, peakGflops: peak!.fmaGflops, cold: true,
-      onProgress: (_d, _t, what) => onProgress?.(done, changed.length, what),
-    });
+    const common = { layers: [layer], passes: CONV_PASSES, variants, repeat: 5, warmup: 1, checkBatch: 1, onProgress: (_d: number, _t: number, what: string) => onProgress?.(done, changed.length, what) };
+    const rows: ConvBenchRow[] = cuda
+      ? await benchConvCuda({ ...common, dtype: c.dtype === 'tf32' ? 'tf32' : 'fp32', layout: run.environment.layout === 'nhwc' ? 'nhwc' : 'nchw' })
+      : await benchConv({ ...common, peakGflops: peak!.fmaGflops, cold: true });
     const failed = rows.find((r) => r.status === 'failed-check');
     if (failed) throw new UsageError(`--kernels ${label}: ${failed.layer} ${failed.pass} with ${failed.variant} failed the reference check (error ${failed.maxRelErr.toExponential(2)}); not predicted`);
+    const unsupported = rows.find((r) => r.status === 'unsupported' && r.variant === variantOf(layer.name));
+    if (unsupported) throw new UsageError(`--kernels ${label}: ${unsupported.layer} ${unsupported.pass} cannot run ${unsupported.variant}: ${unsupported.reason}; not predicted`);
     bench.rows.push(...rows);
     done++;
   }
