@@ -94,6 +94,7 @@ function runVariants(opts: { json?: boolean }) {
 interface BenchConvOpts {
   backend: string;
   dtype: string;
+  layout: string;
   layer: string;
   pass: string;
   variant: string;
@@ -123,7 +124,9 @@ async function runBenchConv(opts: BenchConvOpts) {
   if (!dtypes.includes(opts.dtype)) throw new UsageError(`--dtype '${opts.dtype}' is not allowed on the ${backend} backend: allowed ${dtypes.join(', ')}`);
   const dtype = opts.dtype as 'fp32' | 'tf32';
   if (backend === 'cuda' && opts.cold) throw new UsageError('--cold is not allowed with the cuda backend yet: only the cpu benchmark flushes caches');
-  if (backend === 'cuda') return runBenchConvCuda(opts, { batch, resolution, repeat, warmup, checkBatch, layers, passes, dtype });
+  const layout = parseChoice('--layout', opts.layout, ['nchw', 'nhwc'] as const);
+  if (layout === 'nhwc' && backend !== 'cuda') throw new UsageError("--layout nhwc is not allowed on the cpu backend: allowed nchw (nhwc is CUDA's, with cuDNN's convolutions)");
+  if (backend === 'cuda') return runBenchConvCuda(opts, { batch, resolution, repeat, warmup, checkBatch, layers, passes, dtype, layout });
   const allVariants = addon().convVariants();
   const { timedByDefault } = availableConvVariants();
   const variants = parseChoiceList('--variant', opts.variant, allVariants.map((v) => v.name), timedByDefault);
@@ -188,12 +191,12 @@ function reportFailedChecks(rows: ConvBenchRow[]) {
 
 async function runBenchConvCuda(
   opts: BenchConvOpts,
-  o: { batch: number; resolution: number; repeat: number; warmup: number; checkBatch: number; layers: ReturnType<typeof resnet50Convs>; passes: ConvPass[]; dtype: 'fp32' | 'tf32' },
+  o: { batch: number; resolution: number; repeat: number; warmup: number; checkBatch: number; layers: ReturnType<typeof resnet50Convs>; passes: ConvPass[]; dtype: 'fp32' | 'tf32'; layout: 'nchw' | 'nhwc' },
 ) {
   const cuda = cudaAddon();
   const names = cuda.convVariants().map((v) => v.name);
   const variants = parseChoiceList('--variant', opts.variant, names);
-  const rows = await benchConvCuda({ ...o, variants, onlyWithPass: opts.variant.trim() === 'all', onProgress: progress(!opts.json) });
+  const rows = await benchConvCuda({ ...o, variants, onlyWithPass: opts.variant.trim() === 'all', onProgress: progress(!opts.json) });  // o.layout: x and y channels-last
   const info = cuda.cudaInfo();
   if (opts.json) {
     print(
@@ -202,6 +205,7 @@ async function runBenchConvCuda(
           machine: { gpu: info.device, driver: info.driverVersion, runtime: info.runtimeVersion, cudnn: info.cudnn.version, cublas: info.cublas },
           backend: 'cuda',
           dtype: o.dtype,
+          layout: o.layout,
           batch: o.batch,
           resolution: o.resolution,
           repeat: o.repeat,
@@ -215,7 +219,7 @@ async function runBenchConvCuda(
   }
   const header =
     `conv benchmark: cuda backend on ${info.device?.name} (driver ${info.driverVersion}, cuDNN ${info.cudnn.version ?? 'unusable'}, cuBLAS ${info.cublas}), ` +
-    `${o.dtype}, batch ${o.batch}, ${o.resolution}x${o.resolution}, ${o.warmup} warm-up + ${o.repeat} timed runs (CUDA events)`;
+    `${o.dtype}, ${o.layout.toUpperCase()}, batch ${o.batch}, ${o.resolution}x${o.resolution}, ${o.warmup} warm-up + ${o.repeat} timed runs (CUDA events)`;
   if (opts.report) writeTextAtomic(opts.report, convBenchReport(rows, 'stepscope bench conv --backend cuda', [header]));
   if (!opts.json) {
     print(header);
@@ -634,6 +638,7 @@ export function buildProgram(): Command {
     .description('time the ResNet-50 convolutions per layer, pass and variant, each checked against the reference first')
     .option('--backend <b>', "cpu, cuda, or auto (cuda when a GPU is usable, else cpu, saying why)", 'cpu')
     .option('--dtype <d>', "fp32, or tf32 (cuda: cuDNN and cuBLAS may use TF32 tensor cores)", 'fp32')
+    .option('--layout <l>', "nchw, or nhwc (cuda: x and y channels-last; cudnn:* variants only, our kernels are unsupported rows)", 'nchw')
     .option('--layer <names>', "a layer name (conv1, res2a_branch2a, ...), a comma list, or 'all'", 'all')
     .addOption(new Option('--pass <pass>', "fwd, bwd-data, bwd-filter, a comma list, or 'all'").default('all'))
     .option('--variant <names>', "a variant, a comma list, or 'all' (every available variant but the reference)", 'all')

@@ -295,6 +295,15 @@ test('bench conv --backend cuda runs end to end on a CPU stand-in of the CUDA ad
   assert.equal(oom.status, 1);
   assert.match(oom.stderr, /^stepscope: ERR_OUT_OF_MEMORY: conv1 fwd direct: cudaMalloc failed: out of memory \(cudaErrorMemoryAllocation\)\n$/m);
   assert.doesNotMatch(oom.stderr, /\n\s+at /);
+  // --layout nhwc: our own kernels are unsupported rows (cuDNN's NHWC rows need the device: the stand-in computes NCHW).
+  const nhwcRows = JSON.parse(cli(['bench', 'conv', '--backend', 'cuda', '--layout', 'nhwc', '--layer', 'res2a_branch2b', '--pass', 'fwd', '--variant', 'direct',
+    '--batch', '2', '--resolution', '64', '--repeat', '1', '--json'], env).stdout);
+  assert.equal(nhwcRows.layout, 'nhwc');
+  assert.deepEqual(nhwcRows.rows.map((r: { status: string }) => r.status), ['unsupported']);
+  assert.match(nhwcRows.rows[0].reason, /our own kernels take NCHW only/);
+  const cpuNhwcBench = cli(['bench', 'conv', '--layout', 'nhwc', '--layer', 'conv1']);
+  assert.equal(cpuNhwcBench.status, 2);
+  assert.match(cpuNhwcBench.stderr, /--layout nhwc is not allowed on the cpu backend/);
   const doctor = cli(['doctor', '--trials', '1'], env);
   assert.match(doctor.stdout, /GPU\s+stand-in GPU \(CPU\), compute capability 9.0/);
 });
