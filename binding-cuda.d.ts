@@ -154,6 +154,17 @@ export declare class NcclCommunicator {
 
 /** This process's GPU (one rank per GPU), before any stream or buffer; ERR_INVALID_ARG out of range, ERR_INVALID_STATE once device objects exist. */
 export declare function setDevice(index: number): void;
+
+/** The GPU's measured peaks: cuBLAS 8192^3 GEMMs (fp32 without tensor cores, TF32, bf16) and device-to-device copy bandwidth (read + write); the best of `trials`. */
+export interface CudaPeak {
+  fp32Gflops: number;
+  tf32Gflops: number;
+  bf16Gflops: number;
+  bandwidthGBs: number;
+  gemmSize: number;
+  trials: number;
+}
+export declare function measurePeak(trials?: number): Promise<CudaPeak>;
 /** An NVTX range on this thread (Nsight Systems): the step's phases around their kernels' ranges. */
 export declare function nvtxRangePush(name: string): void;
 export declare function nvtxRangePop(): void;

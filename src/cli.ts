@@ -196,13 +196,14 @@ async function runBenchConvCuda(
   const cuda = cudaAddon();
   const names = cuda.convVariants().map((v) => v.name);
   const variants = parseChoiceList('--variant', opts.variant, names);
-  const rows = await benchConvCuda({ ...o, variants, onlyWithPass: opts.variant.trim() === 'all', onProgress: progress(!opts.json) });  // o.layout: x and y channels-last
+  const peak = await cuda.measurePeak(3);
+  const rows = await benchConvCuda({ ...o, variants, peak, onlyWithPass: opts.variant.trim() === 'all', onProgress: progress(!opts.json) });
   const info = cuda.cudaInfo();
   if (opts.json) {
     print(
       JSON.stringify(
         {
-          machine: { gpu: info.device, driver: info.driverVersion, runtime: info.runtimeVersion, cudnn: info.cudnn.version, cublas: info.cublas },
+          machine: { gpu: info.device, driver: info.driverVersion, runtime: info.runtimeVersion, cudnn: info.cudnn.version, cublas: info.cublas, peak },
           backend: 'cuda',
           dtype: o.dtype,
           layout: o.layout,
@@ -219,7 +220,8 @@ async function runBenchConvCuda(
   }
   const header =
     `conv benchmark: cuda backend on ${info.device?.name} (driver ${info.driverVersion}, cuDNN ${info.cudnn.version ?? 'unusable'}, cuBLAS ${info.cublas}), ` +
-    `${o.dtype}, ${o.layout.toUpperCase()}, batch ${o.batch}, ${o.resolution}x${o.resolution}, ${o.warmup} warm-up + ${o.repeat} timed runs (CUDA events)`;
+    `${o.dtype}, ${o.layout.toUpperCase()}, batch ${o.batch}, ${o.resolution}x${o.resolution}, ${o.warmup} warm-up + ${o.repeat} timed runs (CUDA events); ` +
+    `% of peak against the measured ${(peak.fp32Gflops / 1e3).toFixed(1)} (fp32) / ${(peak.tf32Gflops / 1e3).toFixed(1)} (tf32) / ${(peak.bf16Gflops / 1e3).toFixed(1)} (bf16) TFLOP/s`;
   if (opts.report) writeTextAtomic(opts.report, convBenchReport(rows, 'stepscope bench conv --backend cuda', [header]));
   if (!opts.json) {
     print(header);

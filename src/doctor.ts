@@ -1,8 +1,9 @@
 // What this machine offers: backends, libraries (with versions or the reason
 // they are missing) and the measured peak that every % of peak refers to.
 import type { BuildInfo, PeakMeasurement } from '../binding';
+import type { CudaPeak } from '../binding-cuda';
 import { addon } from './native';
-import { cudaStatus, type CudaStatus } from './native-cuda';
+import { cudaAddon, cudaStatus, type CudaStatus } from './native-cuda';
 import { htmlReport } from './report/html-report';
 
 export interface BackendStatus {
@@ -20,6 +21,8 @@ export interface DoctorReport {
   peak: PeakMeasurement;
   /** The CUDA addon: versions when it loaded, and why the backend is unavailable if it is. */
   cuda: CudaStatus;
+  /** The GPU's measured peaks, when a GPU is usable. */
+  cudaPeak?: CudaPeak;
 }
 
 export async function doctor(trials = 3): Promise<DoctorReport> {
@@ -28,6 +31,7 @@ export async function doctor(trials = 3): Promise<DoctorReport> {
   const build = native.buildInfo();
   const peak = await native.measurePeak(trials);
   const cuda = cudaStatus();
+  const cudaPeak = cuda.available ? await cudaAddon().measurePeak(trials) : undefined;
   return {
     node: process.version,
     platform: `${process.platform}-${process.arch}`,
@@ -39,6 +43,7 @@ export async function doctor(trials = 3): Promise<DoctorReport> {
     build,
     peak,
     cuda,
+    ...(cudaPeak ? { cudaPeak } : {}),
   };
 }
 
@@ -61,7 +66,18 @@ export function formatDoctor(r: DoctorReport): string {
     `measured peak (${r.peak.threads} threads)`,
     `  fp32 FMA  ${r.peak.fmaGflops.toFixed(1)} GFLOP/s (${r.peak.fmaKernel} kernel)`,
     `  memory    ${r.peak.bandwidthGBs.toFixed(1)} GB/s (triad, read + write)`,
+    ...(r.cudaPeak ? formatCudaPeak(r.cudaPeak).map(([k, v]) => `  ${k.padEnd(9)} ${v}`) : []),
   ].join('\n');
+}
+
+/** The GPU's measured peaks as (name, value) rows. */
+function formatCudaPeak(p: CudaPeak): [string, string][] {
+  return [
+    ['GPU fp32', `${(p.fp32Gflops / 1e3).toFixed(1)} TFLOP/s (cuBLAS ${p.gemmSize}^3, no tensor cores)`],
+    ['GPU tf32', `${(p.tf32Gflops / 1e3).toFixed(1)} TFLOP/s (tensor cores)`],
+    ['GPU bf16', `${(p.bf16Gflops / 1e3).toFixed(1)} TFLOP/s (tensor cores, fp32 accumulation)`],
+    ['GPU HBM', `${p.bandwidthGBs.toFixed(0)} GB/s (device copy, read + write)`],
+  ];
 }
 
 function formatCuda(c: CudaStatus): string[] {
@@ -95,7 +111,8 @@ export function doctorReport(r: DoctorReport): string {
       { title: 'CUDA', headers: ['cuda addon'], rows: formatCuda(r.cuda).map((line) => [line.trim()]) },
       {
         title: `Measured peak (${r.peak.threads} threads)`, headers: ['measure', 'value'],
-        rows: [['fp32 FMA GFLOP/s', r.peak.fmaGflops.toFixed(1)], ['kernel', r.peak.fmaKernel], ['memory GB/s (triad, read + write)', r.peak.bandwidthGBs.toFixed(1)]],
+        rows: [['fp32 FMA GFLOP/s', r.peak.fmaGflops.toFixed(1)], ['kernel', r.peak.fmaKernel], ['memory GB/s (triad, read + write)', r.peak.bandwidthGBs.toFixed(1)],
+          ...(r.cudaPeak ? formatCudaPeak(r.cudaPeak) : [])],
       },
     ],
   });

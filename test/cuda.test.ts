@@ -279,6 +279,10 @@ test('bench conv --backend cuda runs end to end on a CPU stand-in of the CUDA ad
   for (const x of rows.filter((x) => x.status === 'ok')) {
     assert.ok(x.medianMs! > 0 && x.maxRelErr < 1e-4, `${x.layer} ${x.pass} ${x.variant}`);
   }
+  // % of the GPU's measured peak of each row's precision.
+  assert.ok(out.machine.peak.tf32Gflops > 0 && out.machine.peak.bandwidthGBs > 0);
+  const timed = rows.find((x) => x.status === 'ok')! as (typeof rows)[number] & { gflops: number; pctPeak: number };
+  assert.ok(Math.abs(timed.pctPeak - (100 * timed.gflops) / out.machine.peak.fp32Gflops) < 1e-6 * timed.pctPeak);
   assert.equal(row('res2a_branch2b', 'bwd-data', 'implicit-gemm-bf16').precision, 'bf16');
   const text = cli(args, env);
   assert.equal(text.status, 0, text.stderr);
@@ -306,6 +310,8 @@ test('bench conv --backend cuda runs end to end on a CPU stand-in of the CUDA ad
   assert.match(cpuNhwcBench.stderr, /--layout nhwc is not allowed on the cpu backend/);
   const doctor = cli(['doctor', '--trials', '1'], env);
   assert.match(doctor.stdout, /GPU\s+stand-in GPU \(CPU\), compute capability 9.0/);
+  // The GPU's measured peaks (the stand-in's are the CPU's): doctor shows them, bench rows are a % of them.
+  assert.match(doctor.stdout, /GPU tf32\s+[\d.]+ TFLOP\/s \(tensor cores\)/);
 });
 
 test('step --backend cuda runs the training step on the CUDA addon\'s classes (CPU stand-in): the same losses as the CPU step', { skip: needsAddon }, () => {

@@ -7,6 +7,7 @@
 
 #include "cuda/addon_cuda.h"
 #include "cuda/device.h"
+#include "cuda/peak_cuda.h"
 #include "napi/op_js.h"
 #include "napi/timeline_js.h"
 
@@ -101,6 +102,27 @@ Napi::Value timelineClearValue(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// measurePeak(trials = 3): a promise of the GPU's measured peaks (peak_cuda.h).
+Napi::Value measurePeak(const Napi::CallbackInfo& info) {
+  const int trials = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().Int32Value() : 3;
+  if (trials < 1 || trials > 1000) {
+    throw makeError(info.Env(), "ERR_INVALID_ARG", "measurePeak(trials): trials " + std::to_string(trials) + " is not in 1..1000");
+  }
+  auto peak = std::make_shared<CudaPeak>();
+  return runAsync(
+      info.Env(), [peak, trials] { *peak = measureCudaPeak(trials); },
+      [peak](Napi::Env env) -> Napi::Value {
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("fp32Gflops", peak->fp32Gflops);
+        o.Set("tf32Gflops", peak->tf32Gflops);
+        o.Set("bf16Gflops", peak->bf16Gflops);
+        o.Set("bandwidthGBs", peak->bandwidthGBs);
+        o.Set("gemmSize", peak->gemmSize);
+        o.Set("trials", peak->trials);
+        return o;
+      });
+}
+
 // setDevice(index): this process's GPU, before any stream or buffer (one rank per GPU).
 Napi::Value setDevice(const Napi::CallbackInfo& info) {
   return cudaGuarded(info.Env(), [&]() -> Napi::Value {
@@ -149,6 +171,7 @@ Napi::Object initCuda(Napi::Env env, Napi::Object exports) {
   exports.Set("nvtxRangePop", Napi::Function::New(env, nvtxPop));
   exports.Set("NcclCommunicator", CudaNcclWrap::define(env));
   exports.Set("setDevice", Napi::Function::New(env, setDevice));
+  exports.Set("measurePeak", Napi::Function::New(env, measurePeak));
   exports.Set("opVariants", Napi::Function::New(env, opVariants));
   exports.Set("cudaInfo", Napi::Function::New(env, cudaInfo));
   exports.Set("convVariants", Napi::Function::New(env, convVariants));

@@ -5,7 +5,7 @@
 // that has no such pass, or that cuDNN cannot run for the layer, is a row
 // with status 'unsupported' and the library's reason: nothing is replaced.
 import type { ConvPass } from '../../binding';
-import type { CudaConvDtype } from '../../binding-cuda';
+import type { CudaConvDtype, CudaPeak } from '../../binding-cuda';
 import { describeShape } from '../model/resnet50';
 import { cudaAddon, cudaTimelineDrain } from '../native-cuda';
 import { randomConvTensors } from '../ops/conv';
@@ -17,6 +17,8 @@ export interface CudaConvBenchOptions extends Omit<ConvBenchOptions, 'peakGflops
   dtype: CudaConvDtype;
   /** nhwc: x and y channels-last (cudnn:* only), as step --layout nhwc runs them. */
   layout?: 'nchw' | 'nhwc';
+  /** The GPU's measured peaks: each row's % of peak is against the peak of its precision. */
+  peak?: CudaPeak;
   /** `--variant all`: per pass, only the variants that have the pass (a named one without it is an unsupported row). */
   onlyWithPass?: boolean;
 }
@@ -86,6 +88,7 @@ export async function benchConvCuda(options: CudaConvBenchOptions): Promise<Conv
             minMs: time.min,
             maxMs: time.max,
             gflops: d.flops / (time.median * 1e6),
+            pctPeak: options.peak ? (100 * d.flops) / (time.median * 1e6) / peakOf(options.peak, d.precision) : null,
           });
         }
       }
@@ -94,4 +97,9 @@ export async function benchConvCuda(options: CudaConvBenchOptions): Promise<Conv
     }
   }
   return sortBenchRows(rows, options);
+}
+
+/** The peak a row's precision is measured against (fp32 without tensor cores; tf32, bf16 with). */
+export function peakOf(peak: CudaPeak, precision: 'fp32' | 'tf32' | 'bf16'): number {
+  return precision === 'bf16' ? peak.bf16Gflops : precision === 'tf32' ? peak.tf32Gflops : peak.fp32Gflops;
 }
