@@ -40,6 +40,24 @@ SS_HD inline float bnForwardValue(float x, float scale, float shift, bool relu) 
   return relu && v < 0.0f ? 0.0f : v;  // NaN passes, as in PyTorch
 }
 
+// The batch statistics of a channel from its sums over m values (one pass,
+// in double: the NHWC kernel sums x and x^2 together), and the running
+// statistics' update (PyTorch's: the unbiased variance).
+struct BnStats {
+  double mean, var, invstd;
+};
+SS_HD inline BnStats bnStatsFromSums(double sum, double sumSq, double m, double eps) {
+  const double mean = sum / m;
+  double var = sumSq / m - mean * mean;
+  if (var < 0) var = 0;  // rounding, when every value is the same
+  return {mean, var, 1.0 / sqrt(var + eps)};
+}
+SS_HD inline void bnRunningUpdate(float* runMean, float* runVar, const BnStats& s, double m, double momentum) {
+  const double unbiased = m > 1 ? s.var * m / (m - 1) : s.var;
+  *runMean = float((1 - momentum) * *runMean + momentum * s.mean);
+  *runVar = float((1 - momentum) * *runVar + momentum * unbiased);
+}
+
 // The gradient that reaches the batch norm: dy, masked where the fused ReLU's output was not positive.
 SS_HD inline float bnGrad(float dy, float y, bool relu) { return !relu || y > 0.0f ? dy : 0.0f; }
 

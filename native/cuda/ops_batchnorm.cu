@@ -1,4 +1,4 @@
-// Batch norm on the CUDA backend (training mode, NCHW or NHWC with nhwc=1), as cpu/batchnorm.cc:
+// Batch norm on the CUDA backend (training mode, NCHW; NHWC is ops_batchnorm_nhwc.cu), as cpu/batchnorm.cc:
 // one block per channel sums its n * hw values in double (mean first, then
 // the centred squares), updates the running statistics and normalizes them;
 // backward sums g and g * (x - mean) the same way, then writes dx.
@@ -131,6 +131,8 @@ class CudaBatchNorm : public CudaOpKernel {
 std::unique_ptr<CudaOpKernel> makeCudaBatchNorm(const std::string& op, const OpParams& p, const std::string& layer) {
   BnDims d{p.integer("n", 1, 1 << 20), p.integer("c", 1, 1 << 20), p.integer("hw", 1, 1 << 28), p.number("eps", 1e-5),
            p.number("momentum", 0.1), p.flag("relu"), p.flag("nhwc")};
+  // NHWC: threads across channels (ops_batchnorm_nhwc.cu); a block per channel would read strided.
+  if (d.nhwc) return makeCudaBatchNormNhwc(op == "batchnorm-fwd", d.n, d.c, d.hw, d.eps, d.momentum, d.relu, layer);
   return std::make_unique<CudaBatchNorm>(op == "batchnorm-fwd", d, layer);
 }
 

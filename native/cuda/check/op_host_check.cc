@@ -108,14 +108,25 @@ void checkBatchNorm(int n, int c, int hw, bool relu, bool nhwc) {
   const long long m = (long long)n * hw;
   auto at = [&](int ch, long long i) { return actIndex(nhwc, i / hw, ch, i % hw, c, hw); };  // as ops_batchnorm.cu
   for (int ch = 0; ch < c; ++ch) {
-    double s = 0, q = 0;
-    for (long long i = 0; i < m; ++i) s += x[at(ch, i)];
-    const double mu = s / double(m);
-    for (long long i = 0; i < m; ++i) q += (x[at(ch, i)] - mu) * (x[at(ch, i)] - mu);
-    const double var = q / double(m), is = 1.0 / std::sqrt(var + 1e-5);
+    double mu, is;
+    if (nhwc) {
+      // As ops_batchnorm_nhwc.cu: x and x^2 summed in one pass, the statistics from the sums.
+      double s = 0, q = 0;
+      for (long long i = 0; i < m; ++i) s += x[at(ch, i)], q += double(x[at(ch, i)]) * x[at(ch, i)];
+      const BnStats st = bnStatsFromSums(s, q, double(m), 1e-5);
+      mu = st.mean, is = st.invstd;
+      bnRunningUpdate(&runMean[ch], &runVar[ch], st, double(m), 0.1);
+    } else {
+      double s = 0, q = 0;
+      for (long long i = 0; i < m; ++i) s += x[at(ch, i)];
+      mu = s / double(m);
+      for (long long i = 0; i < m; ++i) q += (x[at(ch, i)] - mu) * (x[at(ch, i)] - mu);
+      const double var = q / double(m);
+      is = 1.0 / std::sqrt(var + 1e-5);
+      runMean[ch] = float(0.9 * rm[ch] + 0.1 * mu);
+      runVar[ch] = float(0.9 * rv[ch] + 0.1 * var * double(m) / double(m - 1));
+    }
     mean[ch] = float(mu), invstd[ch] = float(is);
-    runMean[ch] = float(0.9 * rm[ch] + 0.1 * mu);
-    runVar[ch] = float(0.9 * rv[ch] + 0.1 * var * double(m) / double(m - 1));
     const float scale = float(gamma[ch] * is), shift = float(beta[ch] - gamma[ch] * mu * is);
     for (long long i = 0; i < m; ++i) y[at(ch, i)] = bnForwardValue(x[at(ch, i)], scale, shift, relu);
   }
