@@ -29,10 +29,16 @@ export interface CudaInfo {
   architectures: string;
 }
 
-/** Device memory of fp32 elements. Copies are synchronous: synchronize streams first. */
+/**
+ * Device memory of fp32 or bf16 elements. Copies are synchronous: synchronize
+ * streams first. A bf16 buffer is read and written as floats (rounded to
+ * nearest even on the way in).
+ */
 export declare class Buffer {
-  constructor(length: number);
+  /** A second argument other than {dtype} (the CPU addon's stream, in shared code) is ignored. */
+  constructor(length: number, options?: { dtype?: 'fp32' | 'bf16' } | unknown);
   readonly length: number;
+  readonly dtype: 'fp32' | 'bf16';
   readonly released: boolean;
   write(data: Float32Array, offset?: number): void;
   read(offset?: number, count?: number): Float32Array;
@@ -84,7 +90,8 @@ export declare class Graph {
   readonly kernels: number;
 }
 
-export type CudaConvDtype = 'fp32' | 'tf32';
+/** bf16: x and y (dx, dy) are bf16 buffers, the weights fp32 (cudnn:* only). */
+export type CudaConvDtype = 'fp32' | 'tf32' | 'bf16';
 
 export interface CudaConvKernelDescription {
   variant: string;

@@ -100,7 +100,7 @@ export type OpName =
   | 'batchnorm-fwd' | 'batchnorm-bwd' | 'relu-fwd' | 'relu-bwd' | 'add'
   | 'maxpool-fwd' | 'maxpool-bwd' | 'avgpool-fwd' | 'avgpool-bwd'
   | 'fc-fwd' | 'fc-bwd' | 'softmax-xent' | 'sgd' | 'allreduce-local' | 'link-hold'
-  | 'to-nhwc'; // CUDA only: the step's input into the NHWC layout
+  | 'input'; // CUDA only: the step's fp32 NCHW batch into its activations' layout (nhwc) and dtype (bf16)
 
 export interface OpKernelDescription {
   op: string;
@@ -109,8 +109,8 @@ export interface OpKernelDescription {
   layer: string;
   flops: number;
   bytes: number;
-  /** The buffers enqueue() takes, in order, with their exact lengths. */
-  buffers: { name: string; length: number }[];
+  /** The buffers enqueue() takes, in order, with their exact lengths (and, on CUDA, dtype 'bf16' for bf16 activations; absent: fp32). */
+  buffers: { name: string; length: number; dtype?: 'bf16' }[];
 }
 
 /**

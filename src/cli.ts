@@ -120,9 +120,9 @@ async function runBenchConv(opts: BenchConvOpts) {
   const passes = parseChoiceList('--pass', opts.pass, CONV_PASSES) as ConvPass[];
   const { backend, fallback } = resolveBackend(opts.backend);
   if (fallback) process.stderr.write(`stepscope: ${fallback}\n`);
-  const dtypes = backend === 'cuda' ? ['fp32', 'tf32'] : ['fp32'];
+  const dtypes = backend === 'cuda' ? ['fp32', 'tf32', 'bf16'] : ['fp32'];
   if (!dtypes.includes(opts.dtype)) throw new UsageError(`--dtype '${opts.dtype}' is not allowed on the ${backend} backend: allowed ${dtypes.join(', ')}`);
-  const dtype = opts.dtype as 'fp32' | 'tf32';
+  const dtype = opts.dtype as 'fp32' | 'tf32' | 'bf16';
   if (backend === 'cuda' && opts.cold) throw new UsageError('--cold is not allowed with the cuda backend yet: only the cpu benchmark flushes caches');
   const layout = parseChoice('--layout', opts.layout, ['nchw', 'nhwc'] as const);
   if (layout === 'nhwc' && backend !== 'cuda') throw new UsageError("--layout nhwc is not allowed on the cpu backend: allowed nchw (nhwc is CUDA's, with cuDNN's convolutions)");
@@ -191,7 +191,7 @@ function reportFailedChecks(rows: ConvBenchRow[]) {
 
 async function runBenchConvCuda(
   opts: BenchConvOpts,
-  o: { batch: number; resolution: number; repeat: number; warmup: number; checkBatch: number; layers: ReturnType<typeof resnet50Convs>; passes: ConvPass[]; dtype: 'fp32' | 'tf32'; layout: 'nchw' | 'nhwc' },
+  o: { batch: number; resolution: number; repeat: number; warmup: number; checkBatch: number; layers: ReturnType<typeof resnet50Convs>; passes: ConvPass[]; dtype: 'fp32' | 'tf32' | 'bf16'; layout: 'nchw' | 'nhwc' },
 ) {
   const cuda = cudaAddon();
   const names = cuda.convVariants().map((v) => v.name);
@@ -377,7 +377,7 @@ async function runStep(opts: StepOpts) {
     // NCHW, fp32/tf32 so far (issue #5): the rest is refused before any work.
     if (opts.enqueueProbe) throw new UsageError('--enqueue-probe is not allowed with --backend cuda: a GPU already runs behind the host');
   }
-  const dtypes = backend === 'cuda' ? ['fp32', 'tf32'] : ['fp32'];
+  const dtypes = backend === 'cuda' ? ['fp32', 'tf32', 'bf16'] : ['fp32'];
   if (!dtypes.includes(opts.dtype)) throw new UsageError(`--dtype '${opts.dtype}' is not allowed on the ${backend} backend: allowed ${dtypes.join(', ')}`);
   if (opts.graph && backend !== 'cuda') throw new UsageError('--graph needs --backend cuda: a CUDA graph replays GPU work; the cpu backend has none');
   const batch = parseInteger('--batch', opts.batch, 1, 4096);
@@ -394,7 +394,7 @@ async function runStep(opts: StepOpts) {
     weightDecay: parseNumber('--weight-decay', opts.weightDecay, 0, 1),
     seed: parseInteger('--seed', opts.seed, 0, 2 ** 31 - 1),
     backend,
-    dtype: opts.dtype as 'fp32' | 'tf32',
+    dtype: opts.dtype as 'fp32' | 'tf32' | 'bf16',
     plan: parsePlan(opts.kernels ?? '', graph, backend),
     weights: opts.weights,
     input: opts.input,
@@ -639,7 +639,7 @@ export function buildProgram(): Command {
     .command('conv')
     .description('time the ResNet-50 convolutions per layer, pass and variant, each checked against the reference first')
     .option('--backend <b>', "cpu, cuda, or auto (cuda when a GPU is usable, else cpu, saying why)", 'cpu')
-    .option('--dtype <d>', "fp32, or tf32 (cuda: cuDNN and cuBLAS may use TF32 tensor cores)", 'fp32')
+    .option('--dtype <d>', "fp32; cuda also tf32 (cuDNN and cuBLAS may use TF32 tensor cores) or bf16 (bf16 x and y buffers, cudnn:* variants)", 'fp32')
     .option('--layout <l>', "nchw, or nhwc (cuda: x and y channels-last; cudnn:* variants only, our kernels are unsupported rows)", 'nchw')
     .option('--layer <names>', "a layer name (conv1, res2a_branch2a, ...), a comma list, or 'all'", 'all')
     .addOption(new Option('--pass <pass>', "fwd, bwd-data, bwd-filter, a comma list, or 'all'").default('all'))
@@ -696,7 +696,7 @@ export function buildProgram(): Command {
     .command('step')
     .description('run real ResNet-50 v1.5 training iterations and print the per-phase times and top kernels')
     .option('--backend <b>', 'cpu, cuda (one GPU; plan variants cudnn:*, cuda), or auto (cuda when usable, else cpu, saying why)', 'cpu')
-    .option('--dtype <d>', 'fp32, or tf32 with --backend cuda (the convolutions may use TF32 tensor cores, as torch.backends.cudnn.allow_tf32)', 'fp32')
+    .option('--dtype <d>', 'fp32; with --backend cuda also tf32 (the convolutions may use TF32 tensor cores, as torch.backends.cudnn.allow_tf32) or bf16 (bf16 activations, fp32 parameters and optimizer; every conv cudnn:*)', 'fp32')
     .option('--batch <n>', 'batch size', '32')
     .option('--iterations <n>', 'measured iterations', '10')
     .option('--warmup <n>', 'warm-up iterations first', '1')

@@ -69,7 +69,7 @@ test('the other ops\' arithmetic and the FC layer\'s cuBLAS layouts match the CP
   assert.equal(r.error, undefined, `${exe}: ${r.error?.message}`);
   const out = JSON.parse(r.stdout) as { ok: boolean; checks: { name: string; error: number; tolerance: number; ok: boolean }[] };
   for (const op of ['batchnorm', 'relu bwd', 'maxpool', 'bwd dx (gather against scatter)', 'avgpool', 'softmax-xent', 'bad label gives NaN', 'sgd', 'allreduce-local', 'fc',
-    'weights KCRS -> KRSC', 'KRSC -> KCRS round trip']) {
+    'weights KCRS -> KRSC', 'KRSC -> KCRS round trip', 'bf16 rounding']) {
     assert.ok(out.checks.some((c) => c.name.includes(op)), `no check of ${op}`);
   }
   // The NHWC layout (step --layout nhwc) of batch norm and pooling: as many checks as NCHW.
@@ -77,7 +77,7 @@ test('the other ops\' arithmetic and the FC layer\'s cuBLAS layouts match the CP
   assert.equal(nhwc.length, out.checks.filter((c) => /^(batchnorm|maxpool|avgpool)/.test(c.name) && !/ nhwc/.test(c.name)).length);
   assert.ok(nhwc.length >= 30, `${nhwc.length} NHWC checks`);
   for (const c of out.checks) assert.ok(c.ok && c.error <= c.tolerance, `${c.name}: ${c.error} > ${c.tolerance}`);
-  assert.equal(out.checks.length, 108);
+  assert.equal(out.checks.length, 110);
   assert.equal(r.status, 0);
 });
 
@@ -85,11 +85,15 @@ test('CUDA ops: the CPU addon\'s op names, parameters and buffers; clear errors;
   const cpu = addon();
   for (const c of CUDA_OP_CASES) {
     const d = new cuda!.OpKernel(c.op, c.variant ?? 'cuda', c.params, 'l1').describe();
-    const { nhwc: _layout, ...cpuParams } = c.params; // the CPU ops take NCHW (nhwc=1 is refused there)
+    const { nhwc: _layout, bf16: _dtype, ...cpuParams } = c.params; // the CPU ops take NCHW (nhwc=1 is refused there), fp32
     const ref = new cpu.OpKernel(c.op, 'reference', cpuParams, 'l1').describe();
-    assert.deepEqual(d.buffers, ref.buffers, c.op);
+    // The same buffers; with bf16=1 the activations say dtype 'bf16' (and count 2 bytes each).
+    assert.deepEqual(d.buffers.map(({ dtype: _d, ...b }) => b), ref.buffers, c.op);
+    assert.equal(d.buffers.some((b) => b.dtype === 'bf16'), c.params.bf16 === true, `${c.op} bf16`);
     // The communicator's records keep the CPU's names (allreduce / local): the what-if model keys on them.
     assert.deepEqual([d.op, d.pass, d.layer, d.variant, d.flops], [ref.op, ref.pass, 'l1', c.op === 'allreduce-local' ? 'local' : c.variant ?? 'cuda', ref.flops], c.op);
+    const halved = d.buffers.filter((b) => b.dtype === 'bf16').reduce((n, b) => n + 2 * b.length, 0);
+    assert.equal(d.bytes, ref.bytes - halved, `${c.op} bytes`);
   }
   const listed = cuda!.opVariants().map((v) => v.op);
   assert.deepEqual([...new Set(CUDA_OP_CASES.map((c) => c.op))].filter((op) => !listed.includes(op)), []);
@@ -109,7 +113,13 @@ test('CUDA ops: the CPU addon\'s op names, parameters and buffers; clear errors;
   // NHWC convolutions are cuDNN's: our own kernels say so before any device.
   assert.throws(() => new cuda!.ConvKernel(good, 'fwd', 'direct', 'l1', { layout: 'nhwc' }), err('ERR_UNSUPPORTED', /our own kernels take NCHW only; with layout nhwc use a cudnn:\* variant/));
   assert.throws(() => new cuda!.ConvKernel(good, 'fwd', 'cudnn:heuristic', 'l1', { layout: 'nchwc' as never }), err('ERR_INVALID_ARG', /layout 'nchwc': allowed nchw, nhwc/));
-  assert.deepEqual(new cuda!.OpKernel('to-nhwc', 'cuda', { n: 2, c: 3, hw: 4 }).describe().buffers, [{ name: 'x', length: 24 }, { name: 'y', length: 24 }]);
+  assert.deepEqual(new cuda!.OpKernel('input', 'cuda', { n: 2, c: 3, hw: 4, nhwc: true }).describe().buffers, [{ name: 'x', length: 24 }, { name: 'y', length: 24 }]);
+  // bf16 activations: the op says which buffers are bf16 (the statistics and parameters stay fp32).
+  assert.deepEqual(new cuda!.OpKernel('input', 'cuda', { n: 2, c: 3, hw: 4, bf16: true }).describe().buffers, [{ name: 'x', length: 24 }, { name: 'y', length: 24, dtype: 'bf16' }]);
+  const bnBf16 = new cuda!.OpKernel('batchnorm-fwd', 'cuda', { ...bn, bf16: true }).describe();
+  assert.deepEqual(bnBf16.buffers.filter((b) => b.dtype === 'bf16').map((b) => b.name), ['x', 'y']);
+  assert.equal(bnBf16.bytes, new cuda!.OpKernel('batchnorm-fwd', 'cuda', bn).describe().bytes - 2 * 2 * bn.n * bn.c * bn.hw);
+  assert.throws(() => new cuda!.ConvKernel(good, 'fwd', 'implicit-gemm-bf16', 'l1', { dtype: 'bf16' }), err('ERR_UNSUPPORTED', /our own kernels take fp32 buffers; with dtype bf16 use a cudnn:\* variant/));
   assert.throws(() => new cuda!.OpKernel('link-hold', 'cuda', { bytes: 1, workers: 2, gbps: 0 }), err('ERR_INVALID_ARG', /'gbps' must be positive/));
   assert.throws(() => new cuda!.OpKernel('batchnorm-fwd', 'cuda', { ...bn, n: 0 }), err('ERR_INVALID_ARG', /parameter 'n' is 0.*allowed an integer from 1/));
   assert.throws(() => new cuda!.OpKernel('maxpool-fwd', 'cuda', { n: 1, c: 1, h: 2, w: 2, k: 3, stride: 2, pad: 3 }), err('ERR_BAD_SHAPE', /gives no output/));
@@ -299,6 +309,11 @@ test('bench conv --backend cuda runs end to end on a CPU stand-in of the CUDA ad
   assert.equal(oom.status, 1);
   assert.match(oom.stderr, /^stepscope: ERR_OUT_OF_MEMORY: conv1 fwd direct: cudaMalloc failed: out of memory \(cudaErrorMemoryAllocation\)\n$/m);
   assert.doesNotMatch(oom.stderr, /\n\s+at /);
+  // --dtype bf16: cuDNN's rows run on bf16 buffers (precision bf16), our own kernels are unsupported rows.
+  const bf16Rows = JSON.parse(cli(['bench', 'conv', '--backend', 'cuda', '--dtype', 'bf16', '--layer', 'res2a_branch2b', '--pass', 'fwd', '--variant', 'cudnn:heuristic,direct',
+    '--batch', '2', '--resolution', '64', '--repeat', '1', '--json'], env).stdout);
+  assert.deepEqual(bf16Rows.rows.map((r: { variant: string; status: string; precision?: string }) => [r.variant, r.status, r.precision ?? null]),
+    [['cudnn:heuristic', 'ok', 'bf16'], ['direct', 'unsupported', null]]);
   // --layout nhwc: our own kernels are unsupported rows (cuDNN's NHWC rows need the device: the stand-in computes NCHW).
   const nhwcRows = JSON.parse(cli(['bench', 'conv', '--backend', 'cuda', '--layout', 'nhwc', '--layer', 'res2a_branch2b', '--pass', 'fwd', '--variant', 'direct',
     '--batch', '2', '--resolution', '64', '--repeat', '1', '--json'], env).stdout);
@@ -354,6 +369,16 @@ test('step --backend cuda runs the training step on the CUDA addon\'s classes (C
   const cpuNhwc = cli(['step', '--layout', 'nhwc', ...small]);
   assert.equal(cpuNhwc.status, 2);
   assert.match(cpuNhwc.stderr, /--layout nhwc is not allowed on the cpu backend: allowed auto, nchw, nChw16c/);
+  // --dtype bf16: bf16 activations (the stand-in keeps fp32 values, so the wiring gives the fp32 losses);
+  // a plan with a conv that takes fp32 buffers is refused.
+  const bf16 = cli(['step', '--backend', 'cuda', '--dtype', 'bf16', ...small], env);
+  assert.equal(bf16.status, 0, bf16.stderr);
+  const gb = JSON.parse(bf16.stdout);
+  assert.equal(gb.environment.dtype, 'bf16');
+  assert.deepEqual(gb.iterations.map((i: { loss: number }) => i.loss), g.iterations.map((i: { loss: number }) => i.loss));
+  const bf16Own = cli(['step', '--backend', 'cuda', '--dtype', 'bf16', '--kernels', 'conv=implicit-gemm-bf16', ...small], env);
+  assert.equal(bf16Own.status, 2);
+  assert.match(bf16Own.stderr, /--dtype bf16: conv conv1 runs 'implicit-gemm-bf16', which takes fp32 buffers; allowed: cudnn:\* variants/);
   // cuDNN's batch norm (unfused: the ReLU runs on its own): the CPU step's losses with unfused batch norm.
   const cudnnBn = cli(['step', '--backend', 'cuda', '--kernels', 'batchnorm=cudnn', ...small], env);
   assert.equal(cudnnBn.status, 0, cudnnBn.stderr);
@@ -527,14 +552,18 @@ for (const [cls, layer] of classes) {
   }
 }
 
-test('cuda: NHWC convolutions (cudnn:heuristic, cudnn:autotune) match the CPU reference on each shape class and pass; our kernels refuse NHWC', { skip: needsDevice }, async () => {
+test('cuda: NHWC and bf16 convolutions (cudnn:heuristic, cudnn:autotune) match the CPU reference on each shape class and pass; our kernels refuse both', { skip: needsDevice }, async () => {
   const c = cuda!;
   const stream = new c.Stream('nhwc');
   for (const [cls, layer] of classes) {
     for (const pass of CONV_PASSES) {
-      const checks = await checkCudaConvVariants(stream, layer.shape, pass, ['cudnn:heuristic', 'cudnn:autotune', 'direct'], 'fp32', 13, layer.name, 'nhwc');
+      const checks = [
+        ...(await checkCudaConvVariants(stream, layer.shape, pass, ['cudnn:heuristic', 'cudnn:autotune', 'direct'], 'fp32', 13, layer.name, 'nhwc')).map((x) => ({ ...x, mode: 'nhwc fp32' })),
+        ...(await checkCudaConvVariants(stream, layer.shape, pass, ['cudnn:heuristic', 'direct'], 'bf16', 13, layer.name, 'nchw')).map((x) => ({ ...x, mode: 'nchw bf16' })),
+        ...(await checkCudaConvVariants(stream, layer.shape, pass, ['cudnn:heuristic'], 'bf16', 13, layer.name, 'nhwc')).map((x) => ({ ...x, mode: 'nhwc bf16' })),
+      ];
       for (const check of checks) {
-        const what = `${cls} ${pass} ${check.variant} nhwc`;
+        const what = `${cls} ${pass} ${check.variant} ${check.mode}`;
         if (check.variant === 'direct') {
           assert.equal(check.status, 'unsupported', what);
           continue;
@@ -702,8 +731,17 @@ test('cuda: step --backend cuda trains on the GPU: the CPU step\'s first loss (s
   assert.equal(channelsLast.status, 0, channelsLast.stderr);
   const cl = JSON.parse(channelsLast.stdout);
   assert.equal(cl.environment.layout, 'nhwc');
-  assert.ok((cl.topKernels as { op: string }[]).some((k) => k.op === 'layout'), 'the input transpose is on the timeline');
+  assert.ok((cl.topKernels as { op: string }[]).some((k) => k.op === 'input'), 'the input transpose is on the timeline');
   assert.ok(Math.abs(cl.iterations[0].loss - lg) <= 1e-4 * Math.abs(lg), `loss ${cl.iterations[0].loss} NHWC, ${lg} NCHW`);
+  // --dtype bf16 (NCHW and NHWC): the first loss within bf16's rounding of fp32's; bf16 activations need less memory.
+  for (const layout of ['nchw', 'nhwc']) {
+    const half = cli(['step', '--backend', 'cuda', '--dtype', 'bf16', '--layout', layout, ...small]);
+    assert.equal(half.status, 0, half.stderr);
+    const h = JSON.parse(half.stdout);
+    assert.ok(Math.abs(h.iterations[0].loss - lg) <= 2e-2 * Math.abs(lg), `loss ${h.iterations[0].loss} bf16 ${layout}, ${lg} fp32`);
+    assert.ok(h.iterations.every((i: { loss: number }) => Number.isFinite(i.loss)));
+    assert.ok(h.summary.peakBytes < g.summary.peakBytes, `${h.summary.peakBytes} bytes bf16 vs ${g.summary.peakBytes} fp32`);
+  }
 });
 
 test('cuda: a captured graph replays its kernels; each launch puts them on the timeline with that launch\'s times', { skip: needsDevice }, async () => {

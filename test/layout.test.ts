@@ -15,3 +15,19 @@ test('toNhwc puts channels last; fromNhwc undoes it; a tensor of the wrong size 
   assert.equal(t[(1 * 7 + 4) * 5 + 3], x[(1 * 5 + 3) * 7 + 4]);
   assert.throws(() => toNhwc(new Float32Array(10), 3, 3), /not \[n, 3, 3\]/);
 });
+
+test('roundBf16Value rounds to the nearest bf16, ties to even, as the device does', async () => {
+  const { roundBf16Value, roundBf16 } = await import('../src/ops/bf16');
+  assert.equal(roundBf16Value(1), 1);
+  assert.equal(roundBf16Value(1 + 2 ** -8), 1); // a tie: the even neighbour
+  assert.equal(roundBf16Value(1 + 3 * 2 ** -8), 1 + 2 ** -6); // a tie: 1 + 2^-7 is odd, so up
+  assert.equal(roundBf16Value(1 + 2 ** -9), 1);
+  assert.equal(roundBf16Value(-2.5), -2.5);
+  assert.equal(roundBf16Value(3.4028234663852886e38), Infinity); // above the largest bf16 plus half a unit
+  assert.ok(Number.isNaN(roundBf16Value(Number.NaN)));
+  for (const f of [0.1, -7.3, 1234.5678, 1e-20]) {
+    const r = roundBf16Value(f);
+    assert.ok(Math.abs(r - f) <= 2 ** -8 * Math.abs(f), `${f} -> ${r}`);
+  }
+  assert.deepEqual(roundBf16(Float32Array.from([1, 1 + 2 ** -9])), Float32Array.from([1, 1]));
+});

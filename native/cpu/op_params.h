@@ -29,12 +29,13 @@ class OpParams {
 struct BufferSpec {
   std::string name;
   int64_t length;
+  bool bf16 = false;  // CUDA's bf16 activations (step --dtype bf16); the CPU's are fp32
 };
 
-// Bytes of an op's buffers (fp32), its traffic figure on both backends.
+// Bytes of an op's buffers, its traffic figure on both backends.
 inline double bufferBytes(const std::vector<BufferSpec>& buffers) {
   double total = 0;
-  for (const auto& b : buffers) total += 4.0 * double(b.length);
+  for (const auto& b : buffers) total += (b.bf16 ? 2.0 : 4.0) * double(b.length);
   return total;
 }
 

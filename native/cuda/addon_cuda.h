@@ -51,6 +51,7 @@ class CudaBufferWrap : public Napi::ObjectWrap<CudaBufferWrap> {
 
  private:
   Napi::Value length(const Napi::CallbackInfo& info);
+  Napi::Value dtype(const Napi::CallbackInfo& info);
   Napi::Value write(const Napi::CallbackInfo& info);
   Napi::Value read(const Napi::CallbackInfo& info);
   Napi::Value fill(const Napi::CallbackInfo& info);
@@ -59,6 +60,7 @@ class CudaBufferWrap : public Napi::ObjectWrap<CudaBufferWrap> {
   Napi::Value released(const Napi::CallbackInfo& info);
   CudaMemoryPtr memory_;
   size_t length_ = 0;
+  bool bf16_ = false;
 };
 
 class CudaEventWrap : public Napi::ObjectWrap<CudaEventWrap> {

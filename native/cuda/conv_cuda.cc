@@ -72,6 +72,11 @@ std::unique_ptr<CudaConvKernel> makeCudaConvKernel(const ConvShape& shape, ConvP
     throw CudaError("ERR_UNSUPPORTED", layer + " " + passName + " " + variant + ": our own kernels take NCHW only; with layout nhwc use a cudnn:* variant",
                     "NCHW only", layer);
   }
+  if (math == ConvMath::Bf16 && !cudnn) {
+    throw CudaError("ERR_UNSUPPORTED", layer + " " + passName + " " + variant +
+                                           ": our own kernels take fp32 buffers; with dtype bf16 use a cudnn:* variant (implicit-gemm-bf16 rounds fp32 buffers)",
+                    "fp32 buffers only", layer);
+  }
   requireDevice("ConvKernel");
   if (cudnn) return makeCudnnConv(shape, pass, variant, layer, math, nhwc);
   if (variant == "direct") return makeDirectCudaConv(shape, pass, layer);

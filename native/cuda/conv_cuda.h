@@ -16,7 +16,8 @@
 //   implicit-gemm-bf16  the same with bf16 inputs
 // Options: dtype "fp32" (cuDNN FMA math, plain cuBLAS) or "tf32" (cuDNN
 // default math, cuBLAS TF32 tensor ops); our own kernels have a fixed precision.
-// layout "nchw" or "nhwc" (x and y NHWC, weights still KCRS): cudnn:* only.
+// layout "nchw" or "nhwc" (x and y NHWC, weights still KCRS): cudnn:* only;
+// dtype "bf16" (bf16 x and y buffers): cudnn:* only.
 #pragma once
 #include <cuda_runtime_api.h>
 
@@ -29,7 +30,8 @@
 
 namespace stepscope {
 
-enum class ConvMath { Fp32, Tf32 };
+// Bf16: bf16 x and y buffers, bf16 products (cudnn:* only).
+enum class ConvMath { Fp32, Tf32, Bf16 };
 
 class CudaConvKernel {
  public:
@@ -46,6 +48,8 @@ class CudaConvKernel {
   virtual std::string precision() const { return "fp32"; }
   // "nchw" or "nhwc": the layout of x and y (the weights are KCRS in both).
   virtual std::string layout() const { return "nchw"; }
+  // x and y (dx, dy) are bf16 buffers; the weights (and their gradient) stay fp32.
+  virtual bool bf16() const { return false; }
 
   const ConvShape& shape() const { return shape_; }
   ConvPass pass() const { return pass_; }

@@ -10,6 +10,10 @@
 // x and y are NHWC and cuDNN takes the filter as KRSC, transposed on the
 // device from the step's KCRS weights before fwd and bwd-data, and the
 // KRSC gradient transposed back after bwd-filter (inside the same record).
+// Dtype bf16 (step --dtype bf16): x and y are bf16 buffers, the weights are
+// rounded to a bf16 copy (in the layout's order) before fwd and bwd-data,
+// bwd-filter's bf16 gradient is widened back into the fp32 one; products on
+// tensor cores, fp32 accumulation (cuDNN's BFLOAT16 config, compute FLOAT).
 #include <cudnn.h>
 
 #include <string>
@@ -62,17 +66,18 @@ class CudnnConv : public CudaConvKernel {
     checkCudnn(cudnnCreateConvolutionDescriptor(&convDesc_), "cudnnCreateConvolutionDescriptor", ctx);
     const ConvShape& s = shape_;
     const cudnnTensorFormat_t format = nhwc ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW;
-    checkCudnn(cudnnSetTensor4dDescriptor(xDesc_, format, CUDNN_DATA_FLOAT, s.n, s.c, s.h, s.w),
+    const cudnnDataType_t data = bf16() ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
+    checkCudnn(cudnnSetTensor4dDescriptor(xDesc_, format, data, s.n, s.c, s.h, s.w),
                "cudnnSetTensor4dDescriptor (x)", ctx);
-    checkCudnn(cudnnSetTensor4dDescriptor(yDesc_, format, CUDNN_DATA_FLOAT, s.n, s.k, s.p(), s.q()),
+    checkCudnn(cudnnSetTensor4dDescriptor(yDesc_, format, data, s.n, s.k, s.p(), s.q()),
                "cudnnSetTensor4dDescriptor (y)", ctx);
-    checkCudnn(cudnnSetFilter4dDescriptor(wDesc_, CUDNN_DATA_FLOAT, format, s.k, s.c, s.r, s.s),
+    checkCudnn(cudnnSetFilter4dDescriptor(wDesc_, data, format, s.k, s.c, s.r, s.s),
                "cudnnSetFilter4dDescriptor", ctx);
-    if (nhwc) krsc_ = std::make_unique<DeviceScratch>(size_t(s.wSize()) * sizeof(float));
+    if (nhwc || bf16()) cudnnWeights_ = std::make_unique<DeviceScratch>(size_t(s.wSize()) * (bf16() ? 2 : 4));
     checkCudnn(cudnnSetConvolution2dDescriptor(convDesc_, s.pad, s.pad, s.stride, s.stride, 1, 1,
                                                CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
                "cudnnSetConvolution2dDescriptor", ctx);
-    checkCudnn(cudnnSetConvolutionMathType(convDesc_, math == ConvMath::Tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH),
+    checkCudnn(cudnnSetConvolutionMathType(convDesc_, math == ConvMath::Fp32 ? CUDNN_FMA_MATH : math == ConvMath::Bf16 ? CUDNN_TENSOR_OP_MATH : CUDNN_DEFAULT_MATH),
                "cudnnSetConvolutionMathType", ctx);
     int n, c, h, w;
     checkCudnn(cudnnGetConvolution2dForwardOutputDim(convDesc_, xDesc_, wDesc_, &n, &c, &h, &w),
@@ -90,10 +95,11 @@ class CudnnConv : public CudaConvKernel {
     checkCudnn(cudnnSetStream(handle_, stream), "cudnnSetStream", ctx);
     void* ws = workspace_->get();
     const ConvShape& s = shape_;
-    float* kcrs = w;  // the step's weights (or their gradient)
-    if (nhwc_) {
-      w = static_cast<float*>(krsc_->get());
-      if (pass_ != ConvPass::BackwardFilter) launchKcrsToKrsc(kcrs, w, s.k, s.c, (long long)s.r * s.s, stream);
+    float* kcrs = w;  // the step's weights (or their gradient), fp32 KCRS
+    const long long rs = (long long)s.r * s.s;
+    if (cudnnWeights_) {
+      w = static_cast<float*>(cudnnWeights_->get());
+      if (pass_ != ConvPass::BackwardFilter) launchWeightsForCudnn(kcrs, w, s.k, s.c, rs, nhwc_, bf16(), stream);
     }
     switch (pass_) {
       case ConvPass::Forward:
@@ -112,7 +118,7 @@ class CudnnConv : public CudaConvKernel {
                                                   cudnnConvolutionBwdFilterAlgo_t(algo_), ws, workspaceBytes_, &zero,
                                                   wDesc_, w),
                    "cudnnConvolutionBackwardFilter", ctx);
-        if (nhwc_) launchKrscToKcrs(w, kcrs, s.k, s.c, (long long)s.r * s.s, stream);
+        if (cudnnWeights_) launchWeightsFromCudnn(w, kcrs, s.k, s.c, rs, nhwc_, bf16(), stream);
         break;
     }
   }
@@ -122,8 +128,9 @@ class CudnnConv : public CudaConvKernel {
     if (variant_ == "cudnn:heuristic" || variant_ == "cudnn:autotune") return variant_ + " -> cudnn:" + algoName_ + note_;
     return variant_;
   }
-  std::string precision() const override { return math_ == ConvMath::Tf32 ? "tf32" : "fp32"; }
+  std::string precision() const override { return math_ == ConvMath::Bf16 ? "bf16" : math_ == ConvMath::Tf32 ? "tf32" : "fp32"; }
   std::string layout() const override { return nhwc_ ? "nhwc" : "nchw"; }
+  bool bf16() const override { return math_ == ConvMath::Bf16; }
 
  private:
   size_t workspaceFor(int algo) {
@@ -247,7 +254,7 @@ class CudnnConv : public CudaConvKernel {
   size_t workspaceBytes_ = 0;
   std::unique_ptr<DeviceScratch> workspace_;
   bool nhwc_;
-  std::unique_ptr<DeviceScratch> krsc_;  // NHWC: the weights (or their gradient) as KRSC
+  std::unique_ptr<DeviceScratch> cudnnWeights_;  // NHWC or bf16: the weights (or their gradient) as cuDNN takes them
 };
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "core/bf16.h"
 #include "cuda/cuda_error.h"
 #include "cuda/device.h"
 
@@ -36,31 +37,43 @@ void resetCudaPeakMemory() {
   stats.peakBytes = stats.bytesInUse;
 }
 
-CudaMemory::CudaMemory(size_t length) : length_(length) {
+CudaMemory::CudaMemory(size_t length, bool bf16) : length_(length), bf16_(bf16) {
   requireDevice("Buffer");
   if (length == 0) throw Error("ERR_INVALID_ARG", "Buffer: length must be at least 1");
-  checkCuda(cudaMalloc(reinterpret_cast<void**>(&data_), length * sizeof(float)), "cudaMalloc",
-            "Buffer of " + std::to_string(length) + " floats");
-  account(int64_t(length * sizeof(float)));
+  checkCuda(cudaMalloc(reinterpret_cast<void**>(&data_), bytes()), "cudaMalloc",
+            "Buffer of " + std::to_string(length) + (bf16 ? " bf16 values" : " floats"));
+  account(int64_t(bytes()));
 }
 
 CudaMemory::~CudaMemory() {
   if (!data_) return;
   cudaFree(data_);  // cudaFree waits for kernels still using it
-  account(-int64_t(length_ * sizeof(float)));
+  account(-int64_t(bytes()));
 }
 
 void CudaMemory::write(const float* src, size_t offset, size_t count) {
-  checkCuda(cudaMemcpy(data_ + offset, src, count * sizeof(float), cudaMemcpyHostToDevice), "cudaMemcpy (write)");
+  if (!bf16_) {
+    checkCuda(cudaMemcpy(data_ + offset, src, count * sizeof(float), cudaMemcpyHostToDevice), "cudaMemcpy (write)");
+    return;
+  }
+  std::vector<Bf16> host(count);
+  for (size_t i = 0; i < count; ++i) host[i] = toBf16(src[i]);
+  checkCuda(cudaMemcpy(reinterpret_cast<Bf16*>(data_) + offset, host.data(), count * sizeof(Bf16), cudaMemcpyHostToDevice), "cudaMemcpy (write)");
 }
 
 void CudaMemory::read(float* dst, size_t offset, size_t count) const {
-  checkCuda(cudaMemcpy(dst, data_ + offset, count * sizeof(float), cudaMemcpyDeviceToHost), "cudaMemcpy (read)");
+  if (!bf16_) {
+    checkCuda(cudaMemcpy(dst, data_ + offset, count * sizeof(float), cudaMemcpyDeviceToHost), "cudaMemcpy (read)");
+    return;
+  }
+  std::vector<Bf16> host(count);
+  checkCuda(cudaMemcpy(host.data(), reinterpret_cast<const Bf16*>(data_) + offset, count * sizeof(Bf16), cudaMemcpyDeviceToHost), "cudaMemcpy (read)");
+  for (size_t i = 0; i < count; ++i) dst[i] = fromBf16(host[i]);
 }
 
 void CudaMemory::fill(float value) {
-  if (std::isnan(value)) {
-    checkCuda(cudaMemset(data_, 0xFF, length_ * sizeof(float)), "cudaMemset (fill)");
+  if (std::isnan(value)) {  // all-ones bytes: a NaN in fp32 and in bf16
+    checkCuda(cudaMemset(data_, 0xFF, bytes()), "cudaMemset (fill)");
     return;
   }
   std::vector<float> host(length_, value);

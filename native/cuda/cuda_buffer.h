@@ -1,6 +1,8 @@
-// Device memory of fp32 elements (cudaMalloc), the CUDA backend's Buffer.
-// Copies in and out are synchronous and not stream-ordered: synchronize the
-// streams that use the buffer first, as with the CPU Buffer.
+// Device memory of fp32 or bf16 elements (cudaMalloc), the CUDA backend's
+// Buffer. Copies in and out are synchronous and not stream-ordered:
+// synchronize the streams that use the buffer first, as with the CPU Buffer.
+// A bf16 buffer is read and written as floats (rounded to nearest even on
+// the way in): its kernels see core/bf16.h's Bf16.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -19,13 +21,16 @@ void resetCudaPeakMemory();  // the peak starts again from what is in use now
 
 class CudaMemory {
  public:
-  explicit CudaMemory(size_t length);  // throws ERR_NO_DEVICE, ERR_OUT_OF_MEMORY
+  explicit CudaMemory(size_t length, bool bf16 = false);  // throws ERR_NO_DEVICE, ERR_OUT_OF_MEMORY
   ~CudaMemory();
   CudaMemory(const CudaMemory&) = delete;
   CudaMemory& operator=(const CudaMemory&) = delete;
 
+  // The device address; a bf16 buffer's elements are Bf16 (kernels cast).
   float* data() const { return data_; }
   size_t size() const { return length_; }
+  bool bf16() const { return bf16_; }
+  size_t bytes() const { return length_ * (bf16_ ? 2 : 4); }
   void write(const float* src, size_t offset, size_t count);
   void read(float* dst, size_t offset, size_t count) const;
   // NaN is written as all-ones bytes (a quiet NaN), anything else via the host.
@@ -36,6 +41,7 @@ class CudaMemory {
  private:
   float* data_ = nullptr;
   size_t length_;
+  bool bf16_;
 };
 
 using CudaMemoryPtr = std::shared_ptr<CudaMemory>;

@@ -53,7 +53,7 @@ const Entry kOps[] = {
     {"sgd", "SGD with momentum and weight decay (PyTorch semantics)"},
     {"allreduce-local", "local communicator: W-1 stand-in gradients copied in on the device, all W summed and averaged"},
     {"link-hold", "holds the stream for the modeled ring all-reduce time of a bucket (a sleeping host function)"},
-    {"to-nhwc", "x [n, c, hw] NCHW -> y NHWC (the step's input in --layout nhwc)"},
+    {"input", "x [n, c, hw] fp32 NCHW -> y in the step's layout (nhwc=1) and dtype (bf16=1)"},
 };
 
 // Library variants beside our own kernels (variant `cuda`).
@@ -92,7 +92,7 @@ std::unique_ptr<CudaOpKernel> makeCudaOpKernel(const std::string& op, const std:
   if (op.find("pool") != std::string::npos) return makeCudaPool(op, p, layer);
   if (op.rfind("fc-", 0) == 0) return makeCudaLinear(op, p, layer);
   if (op == "allreduce-local" || op == "link-hold") return makeCudaComm(op, p, layer);
-  if (op == "to-nhwc") return makeCudaLayout(op, p, layer);
+  if (op == "input") return makeCudaInput(op, p, layer);
   return makeCudaElementOp(op, p, layer);
 }
 

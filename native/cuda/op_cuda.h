@@ -55,7 +55,7 @@ std::unique_ptr<CudaOpKernel> makeCudaOpKernel(const std::string& op, const std:
 // Factories, one per file.
 std::unique_ptr<CudaOpKernel> makeCudaBatchNorm(const std::string& op, const OpParams& p, const std::string& layer);
 // Our batch norm on NHWC activations (ops_batchnorm_nhwc.cu), what makeCudaBatchNorm gives for nhwc=1.
-std::unique_ptr<CudaOpKernel> makeCudaBatchNormNhwc(bool forward, int n, int c, long long hw, double eps, double momentum, bool relu,
+std::unique_ptr<CudaOpKernel> makeCudaBatchNormNhwc(bool forward, int n, int c, long long hw, double eps, double momentum, bool relu, bool bf16,
                                                     const std::string& layer);
 // Variant `cudnn` of batchnorm-fwd/-bwd: cuDNN's library kernels (ops_batchnorm_cudnn.cc).
 std::unique_ptr<CudaOpKernel> makeCudnnBatchNorm(const std::string& op, const OpParams& p, const std::string& layer);
@@ -63,8 +63,8 @@ std::unique_ptr<CudaOpKernel> makeCudaPool(const std::string& op, const OpParams
 std::unique_ptr<CudaOpKernel> makeCudaLinear(const std::string& op, const OpParams& p, const std::string& layer);
 // relu-fwd, relu-bwd, add, softmax-xent, sgd.
 std::unique_ptr<CudaOpKernel> makeCudaElementOp(const std::string& op, const OpParams& p, const std::string& layer);
-// to-nhwc (the step's input into the NHWC layout).
-std::unique_ptr<CudaOpKernel> makeCudaLayout(const std::string& op, const OpParams& p, const std::string& layer);
+// input (the step's fp32 NCHW batch into its activations' layout and dtype).
+std::unique_ptr<CudaOpKernel> makeCudaInput(const std::string& op, const OpParams& p, const std::string& layer);
 // allreduce-local, link-hold (the local communicator and the modeled link).
 std::unique_ptr<CudaOpKernel> makeCudaComm(const std::string& op, const OpParams& p, const std::string& layer);
 

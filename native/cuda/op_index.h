@@ -9,6 +9,7 @@
 
 #include <cmath>
 
+#include "core/bf16.h"
 #include "core/host_device.h"
 
 namespace stepscope {
@@ -81,7 +82,8 @@ struct PoolDims {
 
 // Output o of a plane: the max of its window (padding never wins, a NaN wins
 // and stays) and its index h * W + w, as a float.
-SS_HD inline void maxpoolForwardAt(const PoolDims& d, const float* plane, int o, float* best, float* arg) {
+template <typename T>  // float or Bf16 activations
+SS_HD inline void maxpoolForwardAt(const PoolDims& d, const T* plane, int o, float* best, float* arg) {
   const int p = o / d.q, q = o % d.q;
   float b = 0.0f;
   int bi = -1;
@@ -91,7 +93,7 @@ SS_HD inline void maxpoolForwardAt(const PoolDims& d, const float* plane, int o,
     for (int t = 0; t < d.k; ++t) {
       const int w = q * d.stride - d.pad + t;
       if (w < 0 || w >= d.w) continue;
-      const float v = plane[(long long)(h * d.w + w) * d.step];
+      const float v = loadf(plane[(long long)(h * d.w + w) * d.step]);
       if (bi < 0 || v > b || (v != v && b == b)) b = v, bi = h * d.w + w;
     }
   }
@@ -102,7 +104,8 @@ SS_HD inline void maxpoolForwardAt(const PoolDims& d, const float* plane, int o,
 // Input i of a plane: the sum of dy over the windows that contain it and
 // chose it (a gather: no atomics, the same sum on every run). dy and argmax
 // planes have the same step.
-SS_HD inline float maxpoolBackwardAt(const PoolDims& d, const float* dyPlane, const float* argPlane, int i) {
+template <typename T>
+SS_HD inline float maxpoolBackwardAt(const PoolDims& d, const T* dyPlane, const float* argPlane, int i) {
   const int h = i / d.w, w = i % d.w;
   // Windows p cover rows p*stride - pad .. p*stride - pad + k - 1.
   const int pLo = h + d.pad - d.k + 1 > 0 ? (h + d.pad - d.k + 1 + d.stride - 1) / d.stride : 0;
@@ -112,7 +115,7 @@ SS_HD inline float maxpoolBackwardAt(const PoolDims& d, const float* dyPlane, co
   float sum = 0.0f;
   for (int p = pLo; p <= pHi; ++p)
     for (int q = qLo; q <= qHi; ++q)
-      if (argPlane[(long long)(p * d.q + q) * d.step] == float(i)) sum += dyPlane[(long long)(p * d.q + q) * d.step];
+      if (argPlane[(long long)(p * d.q + q) * d.step] == float(i)) sum += loadf(dyPlane[(long long)(p * d.q + q) * d.step]);
   return sum;
 }
 

@@ -18,14 +18,15 @@ namespace {
 
 class CudnnBatchNorm : public CudaOpKernel {
  public:
-  CudnnBatchNorm(bool forward, int n, int c, long long hw, bool nhwc, double eps, double momentum, const std::string& layer)
-      : CudaOpKernel("batchnorm", forward ? "fwd" : "bwd", layer), forward_(forward), nhwc_(nhwc), n_(n), c_(c), hw_(hw), eps_(eps), momentum_(momentum) {
+  CudnnBatchNorm(bool forward, int n, int c, long long hw, bool nhwc, bool bf16, double eps, double momentum, const std::string& layer)
+      : CudaOpKernel("batchnorm", forward ? "fwd" : "bwd", layer), forward_(forward), nhwc_(nhwc), bf16_(bf16), n_(n), c_(c), hw_(hw), eps_(eps), momentum_(momentum) {
     variant_ = "cudnn";
     const long long N = (long long)n * c * hw;
+    const bool h = bf16;  // x, y, dy, dx in bf16; cuDNN keeps the scale, bias and statistics fp32
     if (forward) {
-      buffers_ = {{"x", N}, {"gamma", c}, {"beta", c}, {"running_mean", c}, {"running_var", c}, {"y", N}, {"save_mean", c}, {"save_invstd", c}};
+      buffers_ = {{"x", N, h}, {"gamma", c}, {"beta", c}, {"running_mean", c}, {"running_var", c}, {"y", N, h}, {"save_mean", c}, {"save_invstd", c}};
     } else {
-      buffers_ = {{"x", N}, {"gamma", c}, {"save_mean", c}, {"save_invstd", c}, {"dy", N}, {"dx", N}, {"dgamma", c}, {"dbeta", c}};
+      buffers_ = {{"x", N, h}, {"gamma", c}, {"save_mean", c}, {"save_invstd", c}, {"dy", N, h}, {"dx", N, h}, {"dgamma", c}, {"dbeta", c}};
     }
     flops_ = (forward ? 8.0 : 10.0) * double(N);
   }
@@ -59,11 +60,12 @@ class CudnnBatchNorm : public CudaOpKernel {
     if (hw_ > 2147483647LL) throw Error("ERR_UNSUPPORTED", ctx + ": cudnn batch norm: hw " + std::to_string(hw_) + " exceeds cuDNN's int dimensions");
     checkCudnn(cudnnCreateTensorDescriptor(&x_), "cudnnCreateTensorDescriptor", ctx);
     checkCudnn(cudnnCreateTensorDescriptor(&bn_), "cudnnCreateTensorDescriptor", ctx);
-    checkCudnn(cudnnSetTensor4dDescriptor(x_, nhwc_ ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n_, c_, int(hw_), 1), "cudnnSetTensor4dDescriptor", ctx);
+    checkCudnn(cudnnSetTensor4dDescriptor(x_, nhwc_ ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW, bf16_ ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT, n_, c_, int(hw_), 1),
+               "cudnnSetTensor4dDescriptor", ctx);
     checkCudnn(cudnnDeriveBNTensorDescriptor(bn_, x_, CUDNN_BATCHNORM_SPATIAL), "cudnnDeriveBNTensorDescriptor", ctx);
   }
 
-  bool forward_, nhwc_;
+  bool forward_, nhwc_, bf16_;
   int n_, c_;
   long long hw_;
   double eps_, momentum_;
@@ -80,7 +82,7 @@ std::unique_ptr<CudaOpKernel> makeCudnnBatchNorm(const std::string& op, const Op
     throw Error("ERR_UNSUPPORTED", op + " cudnn: no fused ReLU for NCHW fp32 (cuDNN fuses it only in its NHWC half-precision path); allowed: relu=0, or variant cuda");
   }
   if (eps < CUDNN_BN_MIN_EPSILON) throw Error("ERR_INVALID_ARG", op + " cudnn: eps " + std::to_string(eps) + " is below cuDNN's minimum " + std::to_string(CUDNN_BN_MIN_EPSILON));
-  return std::make_unique<CudnnBatchNorm>(op == "batchnorm-fwd", n, c, hw, p.flag("nhwc"), eps, momentum, layer);
+  return std::make_unique<CudnnBatchNorm>(op == "batchnorm-fwd", n, c, hw, p.flag("nhwc"), p.flag("bf16"), eps, momentum, layer);
 }
 
 }  // namespace stepscope

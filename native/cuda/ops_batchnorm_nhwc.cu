@@ -13,6 +13,7 @@
 
 #include <memory>
 
+#include "core/bf16.h"
 #include "cuda/cuda_buffer.h"
 #include "cuda/op_cuda.h"
 #include "cuda/op_index.h"
@@ -35,13 +36,14 @@ struct NhwcDims {
 };
 
 // Step 1 of forward: partial sums of x and x^2 per (tile, channel).
-__global__ void forwardPartials(NhwcDims d, const float* __restrict__ x, double* __restrict__ sum, double* __restrict__ sumSq) {
+template <typename T>
+__global__ void forwardPartials(NhwcDims d, const T* __restrict__ x, double* __restrict__ sum, double* __restrict__ sumSq) {
   __shared__ double s[kRows][kChannels], q[kRows][kChannels];
   const int c = blockIdx.x * kChannels + threadIdx.x;
   double a = 0, b = 0;
   if (c < d.c) {
     for (long long r = (long long)blockIdx.y * kRows + threadIdx.y; r < d.m; r += (long long)d.tiles * kRows) {
-      const double v = x[r * d.c + c];
+      const double v = loadf(x[r * d.c + c]);
       a += v;
       b += v * v;
     }
@@ -71,17 +73,19 @@ __global__ void forwardFinalize(NhwcDims d, const double* __restrict__ sum, cons
   coef[d.c + c] = float(beta[c] - gamma[c] * st.mean * st.invstd);
 }
 
-__global__ void forwardApply(NhwcDims d, const float* __restrict__ x, const float* __restrict__ coef, float* __restrict__ y) {
+template <typename T>
+__global__ void forwardApply(NhwcDims d, const T* __restrict__ x, const float* __restrict__ coef, T* __restrict__ y) {
   const long long total = d.m * d.c;
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x) {
     const int c = int(i % d.c);
-    y[i] = bnForwardValue(x[i], coef[c], coef[d.c + c], d.relu);
+    storef(y + i, bnForwardValue(loadf(x[i]), coef[c], coef[d.c + c], d.relu));
   }
 }
 
 // Step 1 of backward: partial sums of g and g * (x - mean) per (tile, channel).
-__global__ void backwardPartials(NhwcDims d, const float* __restrict__ x, const float* __restrict__ saveMean, const float* __restrict__ dy,
-                                 const float* __restrict__ y, double* __restrict__ sumG, double* __restrict__ sumGX) {
+template <typename T>
+__global__ void backwardPartials(NhwcDims d, const T* __restrict__ x, const float* __restrict__ saveMean, const T* __restrict__ dy,
+                                 const T* __restrict__ y, double* __restrict__ sumG, double* __restrict__ sumGX) {
   __shared__ double s[kRows][kChannels], q[kRows][kChannels];
   const int c = blockIdx.x * kChannels + threadIdx.x;
   double a = 0, b = 0;
@@ -89,9 +93,9 @@ __global__ void backwardPartials(NhwcDims d, const float* __restrict__ x, const 
     const float mean = saveMean[c];
     for (long long r = (long long)blockIdx.y * kRows + threadIdx.y; r < d.m; r += (long long)d.tiles * kRows) {
       const long long e = r * d.c + c;
-      const float g = bnGrad(dy[e], d.relu ? y[e] : 1.0f, d.relu);
+      const float g = bnGrad(loadf(dy[e]), d.relu ? loadf(y[e]) : 1.0f, d.relu);
       a += g;
-      b += double(g) * (double(x[e]) - mean);
+      b += double(g) * (double(loadf(x[e])) - mean);
     }
   }
   s[threadIdx.y][threadIdx.x] = a;
@@ -120,28 +124,30 @@ __global__ void backwardFinalize(NhwcDims d, const double* __restrict__ sumG, co
   coef[2 * d.c + c] = k.slope;
 }
 
-__global__ void backwardApply(NhwcDims d, const float* __restrict__ x, const float* __restrict__ saveMean, const float* __restrict__ dy,
-                              const float* __restrict__ y, const float* __restrict__ coef, float* __restrict__ dx) {
+template <typename T>
+__global__ void backwardApply(NhwcDims d, const T* __restrict__ x, const float* __restrict__ saveMean, const T* __restrict__ dy,
+                              const T* __restrict__ y, const float* __restrict__ coef, T* __restrict__ dx) {
   const long long total = d.m * d.c;
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x) {
     const int c = int(i % d.c);
-    const float g = bnGrad(dy[i], d.relu ? y[i] : 1.0f, d.relu);
-    dx[i] = coef[c] * g + coef[d.c + c] + coef[2 * d.c + c] * (x[i] - saveMean[c]);
+    const float g = bnGrad(loadf(dy[i]), d.relu ? loadf(y[i]) : 1.0f, d.relu);
+    storef(dx + i, coef[c] * g + coef[d.c + c] + coef[2 * d.c + c] * (loadf(x[i]) - saveMean[c]));
   }
 }
 
 class CudaBatchNormNhwc : public CudaOpKernel {
  public:
-  CudaBatchNormNhwc(bool forward, int n, int c, long long hw, double eps, double momentum, bool relu, const std::string& layer)
-      : CudaOpKernel("batchnorm", forward ? "fwd" : "bwd", layer), forward_(forward) {
+  CudaBatchNormNhwc(bool forward, int n, int c, long long hw, double eps, double momentum, bool relu, bool bf16, const std::string& layer)
+      : CudaOpKernel("batchnorm", forward ? "fwd" : "bwd", layer), forward_(forward), bf16_(bf16) {
     const long long m = (long long)n * hw, N = m * c;
     const long long tiles = (m + (long long)kRows * kRowsPerThread - 1) / ((long long)kRows * kRowsPerThread);
     d_ = {c, m, int(tiles < kMaxTiles ? tiles : kMaxTiles), eps, momentum, relu};
+    const bool h = bf16;
     if (forward) {
-      buffers_ = {{"x", N}, {"gamma", c}, {"beta", c}, {"running_mean", c}, {"running_var", c}, {"y", N}, {"save_mean", c}, {"save_invstd", c}};
+      buffers_ = {{"x", N, h}, {"gamma", c}, {"beta", c}, {"running_mean", c}, {"running_var", c}, {"y", N, h}, {"save_mean", c}, {"save_invstd", c}};
     } else {
-      buffers_ = {{"x", N}, {"gamma", c}, {"save_mean", c}, {"save_invstd", c}, {"dy", N}, {"dx", N}, {"dgamma", c}, {"dbeta", c}};
-      if (relu) buffers_.push_back({"y", N});
+      buffers_ = {{"x", N, h}, {"gamma", c}, {"save_mean", c}, {"save_invstd", c}, {"dy", N, h}, {"dx", N, h}, {"dgamma", c}, {"dbeta", c}};
+      if (relu) buffers_.push_back({"y", N, h});
     }
     flops_ = (forward ? 8.0 : 10.0) * double(N);
   }
@@ -153,32 +159,39 @@ class CudaBatchNormNhwc : public CudaOpKernel {
     double* p0 = static_cast<double*>(scratch_->get());
     double* p1 = p0 + partials;
     float* coef = reinterpret_cast<float*>(p1 + partials);
-    const dim3 block(kChannels, kRows), grid((d_.c + kChannels - 1) / kChannels, d_.tiles);
-    const int perChannel = (d_.c + 255) / 256;
-    if (forward_) {
-      forwardPartials<<<grid, block, 0, stream>>>(d_, b[0], p0, p1);
-      forwardFinalize<<<perChannel, 256, 0, stream>>>(d_, p0, p1, b[1], b[2], b[3], b[4], b[6], b[7], coef);
-      forwardApply<<<opGridFor(d_.m * d_.c), 256, 0, stream>>>(d_, b[0], coef, b[5]);
-    } else {
-      const float* y = d_.relu ? b[8] : nullptr;
-      backwardPartials<<<grid, block, 0, stream>>>(d_, b[0], b[2], b[4], y, p0, p1);
-      backwardFinalize<<<perChannel, 256, 0, stream>>>(d_, p0, p1, b[1], b[3], b[6], b[7], coef);
-      backwardApply<<<opGridFor(d_.m * d_.c), 256, 0, stream>>>(d_, b[0], b[2], b[4], y, coef, b[5]);
-    }
+    if (bf16_) run<Bf16>(b, p0, p1, coef, stream);
+    else run<float>(b, p0, p1, coef, stream);
     checkLaunch(forward_ ? "batchnorm nhwc forward launch" : "batchnorm nhwc backward launch", context());
   }
 
  private:
-  bool forward_;
+  template <typename T>
+  void run(const std::vector<float*>& b, double* p0, double* p1, float* coef, cudaStream_t stream) {
+    auto t = [&](int i) { return reinterpret_cast<T*>(b[i]); };  // the activations (bf16 or fp32)
+    const dim3 block(kChannels, kRows), grid((d_.c + kChannels - 1) / kChannels, d_.tiles);
+    const int perChannel = (d_.c + 255) / 256;
+    if (forward_) {
+      forwardPartials<T><<<grid, block, 0, stream>>>(d_, t(0), p0, p1);
+      forwardFinalize<<<perChannel, 256, 0, stream>>>(d_, p0, p1, b[1], b[2], b[3], b[4], b[6], b[7], coef);
+      forwardApply<T><<<opGridFor(d_.m * d_.c), 256, 0, stream>>>(d_, t(0), coef, t(5));
+    } else {
+      const T* y = d_.relu ? t(8) : nullptr;
+      backwardPartials<T><<<grid, block, 0, stream>>>(d_, t(0), b[2], t(4), y, p0, p1);
+      backwardFinalize<<<perChannel, 256, 0, stream>>>(d_, p0, p1, b[1], b[3], b[6], b[7], coef);
+      backwardApply<T><<<opGridFor(d_.m * d_.c), 256, 0, stream>>>(d_, t(0), b[2], t(4), y, coef, t(5));
+    }
+  }
+
+  bool forward_, bf16_;
   NhwcDims d_;
   std::unique_ptr<DeviceScratch> scratch_;
 };
 
 }  // namespace
 
-std::unique_ptr<CudaOpKernel> makeCudaBatchNormNhwc(bool forward, int n, int c, long long hw, double eps, double momentum, bool relu,
+std::unique_ptr<CudaOpKernel> makeCudaBatchNormNhwc(bool forward, int n, int c, long long hw, double eps, double momentum, bool relu, bool bf16,
                                                     const std::string& layer) {
-  return std::make_unique<CudaBatchNormNhwc>(forward, n, c, hw, eps, momentum, relu, layer);
+  return std::make_unique<CudaBatchNormNhwc>(forward, n, c, hw, eps, momentum, relu, bf16, layer);
 }
 
 }  // namespace stepscope

@@ -1,10 +1,12 @@
 // Elementwise ops, the loss and the optimizer on the CUDA backend, as
 // cpu/eltwise.cc, cpu/loss.cc and cpu/sgd.cc.
 //   relu-fwd: x -> y;  relu-bwd: y, dy -> dx;  add: a, b -> y (relu=1 fuses the ReLU)
+//     (bf16=1: every buffer bf16, the arithmetic fp32)
 //   softmax-xent: logits [n, classes], labels [n] -> loss [1], dlogits [n, classes]
 //   sgd: param, grad, momentum_buffer (in place)
 #include <cuda_runtime.h>
 
+#include "core/bf16.h"
 #include "cuda/cuda_buffer.h"
 #include "cuda/op_cuda.h"
 #include "cuda/op_index.h"
@@ -17,18 +19,19 @@ using namespace cudaops;
 enum class Kind { ReluForward, ReluBackward, Add, AddRelu };
 
 // The kind is a template parameter: no branch on it in the loop.
-template <Kind kind>
-__global__ void eltwise(long long n, const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ y) {
+template <Kind kind, typename T>
+__global__ void eltwise(long long n, const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ y) {
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+    const float av = loadf(a[i]);
     if constexpr (kind == Kind::ReluForward) {
-      y[i] = a[i] < 0.0f ? 0.0f : a[i];  // NaN passes, as in PyTorch
+      storef(y + i, av < 0.0f ? 0.0f : av);  // NaN passes, as in PyTorch
     } else if constexpr (kind == Kind::ReluBackward) {
-      y[i] = a[i] > 0.0f ? b[i] : 0.0f;  // a: the forward output, b: dy
+      storef(y + i, av > 0.0f ? loadf(b[i]) : 0.0f);  // a: the forward output, b: dy
     } else if constexpr (kind == Kind::Add) {
-      y[i] = a[i] + b[i];
+      storef(y + i, av + loadf(b[i]));
     } else {
-      const float v = a[i] + b[i];
-      y[i] = v < 0.0f ? 0.0f : v;
+      const float v = av + loadf(b[i]);
+      storef(y + i, v < 0.0f ? 0.0f : v);
     }
   }
 }
@@ -53,28 +56,36 @@ __global__ void sgdKernel(long long n, float* param, const float* __restrict__ g
 
 class CudaEltwise : public CudaOpKernel {
  public:
-  CudaEltwise(const std::string& op, long long size, bool relu, const std::string& layer)
-      : CudaOpKernel(op == "add" ? "add" : "relu", op == "relu-bwd" ? "bwd" : "fwd", layer), size_(size),
+  CudaEltwise(const std::string& op, long long size, bool relu, bool bf16, const std::string& layer)
+      : CudaOpKernel(op == "add" ? "add" : "relu", op == "relu-bwd" ? "bwd" : "fwd", layer), size_(size), bf16_(bf16),
         kind_(op == "relu-fwd" ? Kind::ReluForward : op == "relu-bwd" ? Kind::ReluBackward : relu ? Kind::AddRelu : Kind::Add) {
-    if (op == "relu-fwd") buffers_ = {{"x", size}, {"y", size}};
-    if (op == "relu-bwd") buffers_ = {{"y", size}, {"dy", size}, {"dx", size}};
-    if (op == "add") buffers_ = {{"a", size}, {"b", size}, {"y", size}};
+    if (op == "relu-fwd") buffers_ = {{"x", size, bf16}, {"y", size, bf16}};
+    if (op == "relu-bwd") buffers_ = {{"y", size, bf16}, {"dy", size, bf16}, {"dx", size, bf16}};
+    if (op == "add") buffers_ = {{"a", size, bf16}, {"b", size, bf16}, {"y", size, bf16}};
     flops_ = double(size);
   }
 
   void launch(const std::vector<float*>& b, cudaStream_t stream) override {
-    const int grid = opGridFor(size_);
-    switch (kind_) {
-      case Kind::ReluForward: eltwise<Kind::ReluForward><<<grid, 256, 0, stream>>>(size_, b[0], nullptr, b[1]); break;
-      case Kind::ReluBackward: eltwise<Kind::ReluBackward><<<grid, 256, 0, stream>>>(size_, b[0], b[1], b[2]); break;
-      case Kind::Add: eltwise<Kind::Add><<<grid, 256, 0, stream>>>(size_, b[0], b[1], b[2]); break;
-      case Kind::AddRelu: eltwise<Kind::AddRelu><<<grid, 256, 0, stream>>>(size_, b[0], b[1], b[2]); break;
-    }
+    if (bf16_) run<Bf16>(b, stream);
+    else run<float>(b, stream);
     checkLaunch("eltwise launch", context());
   }
 
  private:
+  template <typename T>
+  void run(const std::vector<float*>& f, cudaStream_t stream) {
+    const int grid = opGridFor(size_);
+    auto b = [&](int i) { return reinterpret_cast<T*>(f[i]); };  // a bf16 buffer's elements are Bf16
+    switch (kind_) {
+      case Kind::ReluForward: eltwise<Kind::ReluForward, T><<<grid, 256, 0, stream>>>(size_, b(0), nullptr, b(1)); break;
+      case Kind::ReluBackward: eltwise<Kind::ReluBackward, T><<<grid, 256, 0, stream>>>(size_, b(0), b(1), b(2)); break;
+      case Kind::Add: eltwise<Kind::Add, T><<<grid, 256, 0, stream>>>(size_, b(0), b(1), b(2)); break;
+      case Kind::AddRelu: eltwise<Kind::AddRelu, T><<<grid, 256, 0, stream>>>(size_, b(0), b(1), b(2)); break;
+    }
+  }
+
   long long size_;
+  bool bf16_;
   Kind kind_;
 };
 
@@ -126,7 +137,7 @@ std::unique_ptr<CudaOpKernel> makeCudaElementOp(const std::string& op, const OpP
     return std::make_unique<CudaSgd>(p.integer("size", 1, 2147483647), float(p.number("lr")), float(p.number("momentum", 0.0)),
                                      float(p.number("weightDecay", 0.0)), layer);
   }
-  return std::make_unique<CudaEltwise>(op, p.integer("size", 1, 2147483647), op == "add" && p.flag("relu"), layer);
+  return std::make_unique<CudaEltwise>(op, p.integer("size", 1, 2147483647), op == "add" && p.flag("relu"), p.flag("bf16"), layer);
 }
 
 }  // namespace stepscope

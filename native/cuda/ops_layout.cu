@@ -1,9 +1,10 @@
-// The layout transposes of layout_kernels.h, and the op `to-nhwc` (x [n, c,
-// hw] NCHW -> y NHWC) that puts the step's input into the NHWC layout.
-// One thread per output element in memory order: stores are coalesced, loads
-// strided (a tiled transpose would coalesce both: not needed for correctness).
+// The conversions of layout_kernels.h, and the op `input` (x [n, c, hw] fp32
+// NCHW -> y in the step's layout and dtype: NHWC with nhwc=1, bf16 with
+// bf16=1). One thread per output element in memory order: stores are
+// coalesced, loads strided (a tiled transpose would coalesce both).
 #include <cuda_runtime.h>
 
+#include "core/bf16.h"
 #include "cuda/layout_kernels.h"
 #include "cuda/op_cuda.h"
 #include "cuda/op_index.h"
@@ -13,54 +14,58 @@ namespace {
 
 using namespace cudaops;
 
-__global__ void nchwToNhwc(const float* __restrict__ x, float* __restrict__ y, long long n, long long c, long long s) {
+// out[i] (memory order of layout `nhwc`) = in at the same (n, c, s) in layout `inNhwc`.
+template <typename In, typename Out>
+__global__ void convert(const In* __restrict__ in, Out* __restrict__ out, long long n, long long c, long long s, bool inNhwc, bool nhwc) {
   const long long total = n * c * s;
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x) {
-    const ActPos at = actPos(true, i, c, s);
-    y[i] = x[actIndex(false, at.n, at.c, at.s, c, s)];
+    const ActPos at = actPos(nhwc, i, c, s);
+    storef(out + i, loadf(in[actIndex(inNhwc, at.n, at.c, at.s, c, s)]));
   }
 }
 
-// Weights are [k, c, rs] activations of "images" k: KRSC is their NHWC.
-__global__ void krscToKcrs(const float* __restrict__ krsc, float* __restrict__ kcrs, long long k, long long c, long long rs) {
-  const long long total = k * c * rs;
-  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x) {
-    const ActPos at = actPos(false, i, c, rs);
-    kcrs[i] = krsc[krscIndex(at.n, at.c, at.s, c, rs)];
-  }
+template <typename In, typename Out>
+void launchConvert(const void* in, void* out, long long n, long long c, long long s, bool inNhwc, bool nhwc, cudaStream_t stream) {
+  convert<In, Out><<<opGridFor(n * c * s), 256, 0, stream>>>(static_cast<const In*>(in), static_cast<Out*>(out), n, c, s, inNhwc, nhwc);
 }
 
-class CudaToNhwc : public CudaOpKernel {
+class CudaInput : public CudaOpKernel {
  public:
-  CudaToNhwc(long long n, long long c, long long hw, const std::string& layer)
-      : CudaOpKernel("layout", "fwd", layer), n_(n), c_(c), hw_(hw) {
-    buffers_ = {{"x", n * c * hw}, {"y", n * c * hw}};
+  CudaInput(long long n, long long c, long long hw, bool nhwc, bool bf16, const std::string& layer)
+      : CudaOpKernel("input", "fwd", layer), n_(n), c_(c), hw_(hw), nhwc_(nhwc), bf16_(bf16) {
+    buffers_ = {{"x", n * c * hw}, {"y", n * c * hw, bf16}};
   }
   void launch(const std::vector<float*>& b, cudaStream_t stream) override {
-    launchNchwToNhwc(b[0], b[1], n_, c_, hw_, stream);
-    checkLaunch("to-nhwc launch", context());
+    launchInputConversion(b[0], b[1], n_, c_, hw_, nhwc_, bf16_, stream);
+    checkLaunch("input launch", context());
   }
 
  private:
   long long n_, c_, hw_;
+  bool nhwc_, bf16_;
 };
 
 }  // namespace
 
-void launchNchwToNhwc(const float* x, float* y, long long n, long long c, long long s, cudaStream_t stream) {
-  nchwToNhwc<<<opGridFor(n * c * s), 256, 0, stream>>>(x, y, n, c, s);
+void launchInputConversion(const float* x, void* y, long long n, long long c, long long s, bool nhwc, bool bf16, cudaStream_t stream) {
+  if (bf16) launchConvert<float, Bf16>(x, y, n, c, s, false, nhwc, stream);
+  else launchConvert<float, float>(x, y, n, c, s, false, nhwc, stream);
 }
 
-void launchKcrsToKrsc(const float* kcrs, float* krsc, long long k, long long c, long long rs, cudaStream_t stream) {
-  nchwToNhwc<<<opGridFor(k * c * rs), 256, 0, stream>>>(kcrs, krsc, k, c, rs);
+// Weights are [k, c, rs] activations of "images" k: KRSC is their NHWC.
+void launchWeightsForCudnn(const float* kcrs, void* out, long long k, long long c, long long rs, bool krsc, bool bf16, cudaStream_t stream) {
+  if (bf16) launchConvert<float, Bf16>(kcrs, out, k, c, rs, false, krsc, stream);
+  else launchConvert<float, float>(kcrs, out, k, c, rs, false, krsc, stream);
 }
 
-void launchKrscToKcrs(const float* krsc, float* kcrs, long long k, long long c, long long rs, cudaStream_t stream) {
-  krscToKcrs<<<opGridFor(k * c * rs), 256, 0, stream>>>(krsc, kcrs, k, c, rs);
+void launchWeightsFromCudnn(const void* in, float* kcrs, long long k, long long c, long long rs, bool krsc, bool bf16, cudaStream_t stream) {
+  if (bf16) launchConvert<Bf16, float>(in, kcrs, k, c, rs, krsc, false, stream);
+  else launchConvert<float, float>(in, kcrs, k, c, rs, krsc, false, stream);
 }
 
-std::unique_ptr<CudaOpKernel> makeCudaLayout(const std::string& op, const OpParams& p, const std::string& layer) {
-  return std::make_unique<CudaToNhwc>(p.integer("n", 1, 1 << 20), p.integer("c", 1, 1 << 20), p.integer("hw", 1, 1 << 28), layer);
+std::unique_ptr<CudaOpKernel> makeCudaInput(const std::string& op, const OpParams& p, const std::string& layer) {
+  return std::make_unique<CudaInput>(p.integer("n", 1, 1 << 20), p.integer("c", 1, 1 << 20), p.integer("hw", 1, 1 << 28), p.flag("nhwc"), p.flag("bf16"),
+                                     layer);
 }
 
 }  // namespace stepscope

@@ -11,22 +11,32 @@ namespace stepscope {
 
 Napi::Function CudaBufferWrap::define(Napi::Env env) {
   return DefineClass(env, kClassName,
-                     {InstanceAccessor<&CudaBufferWrap::length>("length"),
+                     {InstanceAccessor<&CudaBufferWrap::length>("length"), InstanceAccessor<&CudaBufferWrap::dtype>("dtype"),
                       InstanceAccessor<&CudaBufferWrap::released>("released"),
                       InstanceMethod<&CudaBufferWrap::write>("write"), InstanceMethod<&CudaBufferWrap::read>("read"),
                       InstanceMethod<&CudaBufferWrap::fill>("fill"), InstanceMethod<&CudaBufferWrap::fillUniform>("fillUniform"),
                       InstanceMethod<&CudaBufferWrap::release>("release")});
 }
 
-// new Buffer(length)
+// new Buffer(length, {dtype?: 'fp32' | 'bf16'}); any other second argument
+// (the CPU addon's stream, from code shared with the CPU step) is ignored.
 CudaBufferWrap::CudaBufferWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CudaBufferWrap>(info) {
   cudaGuarded(info.Env(), [&] {
     const int length = intArg(info, 0, "length");
     if (length < 1) throw Error("ERR_INVALID_ARG", "Buffer(length): length " + std::to_string(length) + " must be at least 1");
-    memory_ = std::make_shared<CudaMemory>(size_t(length));
+    bool bf16 = false;
+    if (info.Length() > 1 && info[1].IsObject() && !info[1].As<Napi::Object>().Get("dtype").IsUndefined()) {
+      const std::string dtype = info[1].As<Napi::Object>().Get("dtype").ToString().Utf8Value();
+      if (dtype != "fp32" && dtype != "bf16") throw Error("ERR_INVALID_ARG", "Buffer: dtype '" + dtype + "': allowed fp32, bf16");
+      bf16 = dtype == "bf16";
+    }
+    memory_ = std::make_shared<CudaMemory>(size_t(length), bf16);
     length_ = size_t(length);
+    bf16_ = bf16;
   });
 }
+
+Napi::Value CudaBufferWrap::dtype(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), bf16_ ? "bf16" : "fp32"); }
 
 CudaMemoryPtr CudaBufferWrap::memory(Napi::Env env) const {
   if (!memory_) throw makeError(env, "ERR_INVALID_ARG", "buffer was released");
@@ -210,7 +220,7 @@ Napi::Function CudaConvKernelWrap::define(Napi::Env env) {
                       InstanceMethod<&CudaConvKernelWrap::describe>("describe")});
 }
 
-// new ConvKernel(shape, pass, variant, layer?, {dtype?: 'fp32' | 'tf32', layout?: 'nchw' | 'nhwc'})
+// new ConvKernel(shape, pass, variant, layer?, {dtype?: 'fp32' | 'tf32' | 'bf16', layout?: 'nchw' | 'nhwc'})
 CudaConvKernelWrap::CudaConvKernelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CudaConvKernelWrap>(info) {
   cudaGuarded(info.Env(), [&] {
     const ConvShape shape = convShapeArg(info[0]);
@@ -225,7 +235,8 @@ CudaConvKernelWrap::CudaConvKernelWrap(const Napi::CallbackInfo& info) : Napi::O
       if (!dtype.IsUndefined()) {
         std::string d = dtype.ToString().Utf8Value();
         if (d == "tf32") math = ConvMath::Tf32;
-        else if (d != "fp32") throw Error("ERR_INVALID_ARG", "ConvKernel: dtype '" + d + "': allowed fp32, tf32");
+        else if (d == "bf16") math = ConvMath::Bf16;
+        else if (d != "fp32") throw Error("ERR_INVALID_ARG", "ConvKernel: dtype '" + d + "': allowed fp32, tf32, bf16");
       }
       Napi::Value layout = info[4].As<Napi::Object>().Get("layout");
       if (!layout.IsUndefined()) {
@@ -266,16 +277,21 @@ Napi::Value CudaConvKernelWrap::enqueue(const Napi::CallbackInfo& info) {
     CudaMemoryPtr w = unwrapArg<CudaBufferWrap>(info, 2, "w")->memory(env);
     CudaMemoryPtr y = unwrapArg<CudaBufferWrap>(info, 3, "y")->memory(env);
     const ConvShape& sh = kernel_->shape();
-    auto check = [&](const CudaMemoryPtr& b, int64_t need, const char* role) {
+    auto check = [&](const CudaMemoryPtr& b, int64_t need, const char* role, bool bf16) {
       if (int64_t(b->size()) != need) {
         throw Error("ERR_INVALID_ARG", std::string("conv ") + convPassName(kernel_->pass()) + " " + sh.describe() +
                                            ": buffer '" + role + "' holds " + std::to_string(b->size()) +
                                            " values, the shape needs " + std::to_string(need));
       }
+      if (b->bf16() != bf16) {
+        throw Error("ERR_INVALID_ARG", std::string("conv ") + convPassName(kernel_->pass()) + " " + sh.describe() + ": buffer '" + role + "' holds " +
+                                           (b->bf16() ? "bf16" : "fp32") + " values, this kernel takes " + (bf16 ? "bf16" : "fp32"));
+      }
     };
-    check(x, sh.xSize(), "x");
-    check(w, sh.wSize(), "w");
-    check(y, sh.ySize(), "y");
+    // The activations are bf16 with dtype bf16; the weights (and their gradient) are always fp32.
+    check(x, sh.xSize(), "x", kernel_->bf16());
+    check(w, sh.wSize(), "w", false);
+    check(y, sh.ySize(), "y", kernel_->bf16());
     std::shared_ptr<CudaConvKernel> kernel = kernel_;
     stream->stream()->timed(kernel->info(), [&] { kernel->launch(x->data(), w->data(), y->data(), stream->stream()->get()); });
     return env.Undefined();

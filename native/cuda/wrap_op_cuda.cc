@@ -40,6 +40,10 @@ Napi::Value CudaOpKernelWrap::enqueue(const Napi::CallbackInfo& info) {
       if (!isInstance<CudaBufferWrap>(env, v)) throw Error("ERR_INVALID_ARG", kernel_->op() + ": buffer '" + spec[i].name + "' must be a CUDA Buffer");
       CudaMemoryPtr m = CudaBufferWrap::Unwrap(v.As<Napi::Object>())->memory(env);
       checkOpBufferLength(*kernel_, i, int64_t(m->size()));
+      if (m->bf16() != spec[i].bf16) {
+        throw Error("ERR_INVALID_ARG", kernel_->op() + " " + kernel_->pass() + ": buffer '" + spec[i].name + "' holds " + (m->bf16() ? "bf16" : "fp32") +
+                                           " values, needs " + (spec[i].bf16 ? "bf16" : "fp32"));
+      }
       ptrs.push_back(m->data());
       held.push_back(std::move(m));
     }

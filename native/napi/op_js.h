@@ -13,7 +13,7 @@
 
 namespace stepscope {
 
-// {op, variant, pass, layer, flops, bytes, buffers: [{name, length}]}
+// {op, variant, pass, layer, flops, bytes, buffers: [{name, length, dtype?: 'bf16'}]}
 template <typename Kernel>
 Napi::Object describeOpKernel(Napi::Env env, const Kernel& k) {
   Napi::Object o = Napi::Object::New(env);
@@ -28,6 +28,7 @@ Napi::Object describeOpKernel(Napi::Env env, const Kernel& k) {
     Napi::Object b = Napi::Object::New(env);
     b.Set("name", k.buffers()[i].name);
     b.Set("length", double(k.buffers()[i].length));
+    if (k.buffers()[i].bf16) b.Set("dtype", "bf16");  // absent: fp32
     buffers.Set(uint32_t(i), b);
   }
   o.Set("buffers", buffers);

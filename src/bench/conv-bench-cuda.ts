@@ -39,7 +39,7 @@ export async function benchConvCuda(options: CudaConvBenchOptions): Promise<Conv
     const checkShape = { ...shape, n: Math.min(shape.n, options.checkBatch) };
     const host = randomConvTensors(shape, seed);
     const layout = options.layout ?? 'nchw';
-    const device = toDevice(host, shape, layout);
+    const device = toDevice(host, shape, layout, options.dtype);
     try {
       for (const pass of options.passes) {
         const checks = await checkCudaConvVariants(stream, checkShape, pass, variantsOf(pass), options.dtype, seed + 7, group.first.name, layout);

@@ -17,18 +17,21 @@ export interface CudaConvTensors {
   y: CudaBuffer;
 }
 
-/** Device copies of x, w, y; with nhwc, x and y are transposed to NHWC (w stays KCRS). */
-export function toDevice(t: ConvTensors, shape?: ConvShape, layout: 'nchw' | 'nhwc' = 'nchw'): CudaConvTensors {
+/**
+ * Device copies of x, w, y; with nhwc, x and y are transposed to NHWC (w stays
+ * KCRS); with dtype bf16, x and y are bf16 buffers (w stays fp32).
+ */
+export function toDevice(t: ConvTensors, shape?: ConvShape, layout: 'nchw' | 'nhwc' = 'nchw', dtype: CudaConvDtype = 'fp32'): CudaConvTensors {
   const cuda = cudaAddon();
-  const copy = (b: ConvTensors['x'], arrange: (v: Float32Array) => Float32Array = (v) => v) => {
-    const d = new cuda.Buffer(b.length);
+  const copy = (b: ConvTensors['x'], activation: boolean, arrange: (v: Float32Array) => Float32Array = (v) => v) => {
+    const d = new cuda.Buffer(b.length, activation && dtype === 'bf16' ? { dtype: 'bf16' } : undefined);
     d.write(arrange(b.read()));
     return d;
   };
   if (layout === 'nhwc' && shape) {
-    return { x: copy(t.x, (v) => toNhwc(v, shape.c, shape.h * shape.w)), w: copy(t.w), y: copy(t.y, (v) => toNhwc(v, shape.k, outputPlane(shape))) };
+    return { x: copy(t.x, true, (v) => toNhwc(v, shape.c, shape.h * shape.w)), w: copy(t.w, false), y: copy(t.y, true, (v) => toNhwc(v, shape.k, outputPlane(shape))) };
   }
-  return { x: copy(t.x), w: copy(t.w), y: copy(t.y) };
+  return { x: copy(t.x, true), w: copy(t.w, false), y: copy(t.y, true) };
 }
 
 function outputPlane(s: ConvShape): number {
@@ -84,7 +87,7 @@ export async function checkCudaConvVariants(
   await runConv(cpuStream, shape, pass, 'reference', host);
   const ref = convOutput(host, pass).read();
   const checks: CudaCheck[] = [];
-  const device = toDevice(host, shape, layout);
+  const device = toDevice(host, shape, layout, dtype);
   // The output as NCHW: x and y come back from NHWC in that layout.
   const readOut = (out: CudaBuffer): Float32Array => {
     const v = out.read();

@@ -8,6 +8,7 @@ import { addon } from '../native';
 import { cudaAddon } from '../native-cuda';
 import { relativeError } from './conv';
 import { fromNhwc, toNhwc } from './layout';
+import { roundBf16 } from './bf16';
 
 export interface OpCase {
   op: OpName;
@@ -45,6 +46,22 @@ export const CUDA_OP_CASES: OpCase[] = [
   { op: 'maxpool-bwd', params: { ...pool, nhwc: true }, nhwc: { dy: 25, argmax: 25, dx: 81 }, outputs: ['dx'], tolerance: 1e-6 },
   { op: 'avgpool-fwd', params: { n: 2, c: 8, hw: 49, nhwc: true }, nhwc: { x: 49 }, outputs: ['y'], tolerance: 1e-6 },
   { op: 'avgpool-bwd', params: { n: 2, c: 8, hw: 49, nhwc: true }, nhwc: { dx: 49 }, outputs: ['dx'], tolerance: 1e-6 },
+  // bf16 activations (step --dtype bf16): the inputs rounded to bf16 for both sides, the outputs rounded once.
+  ...[false, true].flatMap((relu): OpCase[] => [
+    { op: 'batchnorm-fwd', params: { ...bn, relu, bf16: true }, outputs: ['y', 'save_mean', 'save_invstd', 'running_mean', 'running_var'], inout: ['running_mean', 'running_var'], tolerance: 1e-2 },
+    { op: 'batchnorm-bwd', params: { ...bn, relu, bf16: true }, outputs: ['dx', 'dgamma', 'dbeta'], tolerance: 1e-2 },
+    { op: 'add', params: { size: 1000, relu, bf16: true }, outputs: ['y'], tolerance: 1e-2 },
+  ]),
+  { op: 'batchnorm-fwd', params: { ...bn, relu: true, nhwc: true, bf16: true }, nhwc: { x: bn.hw, y: bn.hw }, outputs: ['y', 'save_mean', 'save_invstd', 'running_mean', 'running_var'], inout: ['running_mean', 'running_var'], tolerance: 1e-2 },
+  { op: 'batchnorm-bwd', params: { ...bn, relu: true, nhwc: true, bf16: true }, nhwc: { x: bn.hw, dy: bn.hw, dx: bn.hw, y: bn.hw }, outputs: ['dx', 'dgamma', 'dbeta'], tolerance: 1e-2 },
+  { op: 'batchnorm-fwd', variant: 'cudnn', params: { ...bn, relu: false, bf16: true }, outputs: ['y', 'save_mean', 'save_invstd', 'running_mean', 'running_var'], inout: ['running_mean', 'running_var'], tolerance: 1e-2 },
+  { op: 'batchnorm-bwd', variant: 'cudnn', params: { ...bn, relu: false, bf16: true }, outputs: ['dx', 'dgamma', 'dbeta'], tolerance: 1e-2 },
+  { op: 'relu-fwd', params: { size: 1000, bf16: true }, outputs: ['y'], tolerance: 0 },
+  { op: 'relu-bwd', params: { size: 1000, bf16: true }, outputs: ['dx'], tolerance: 0 },
+  { op: 'maxpool-fwd', params: { ...pool, bf16: true }, outputs: ['y', 'argmax'], tolerance: 0 },
+  { op: 'maxpool-bwd', params: { ...pool, bf16: true }, outputs: ['dx'], tolerance: 1e-2 },
+  { op: 'avgpool-fwd', params: { n: 2, c: 8, hw: 49, bf16: true }, outputs: ['y'], tolerance: 1e-5 },
+  { op: 'avgpool-bwd', params: { n: 2, c: 8, hw: 49, bf16: true }, outputs: ['dx'], tolerance: 1e-2 },
   { op: 'relu-fwd', params: { size: 1000 }, outputs: ['y'], tolerance: 0 },
   { op: 'relu-bwd', params: { size: 1000 }, outputs: ['dx'], tolerance: 0 },
   { op: 'maxpool-fwd', params: pool, outputs: ['y', 'argmax'], tolerance: 0 },
@@ -94,14 +111,21 @@ export async function checkCudaOps(cases: OpCase[] = CUDA_OP_CASES, seed = 5): P
   const rows: OpCheckRow[] = [];
   for (const [index, c] of cases.entries()) {
     const rand = lcg(seed * 1000 + index);
-    const { nhwc: _layout, ...cpuParams } = c.params; // the reference computes NCHW
+    const { nhwc: _layout, bf16: _dtype, ...cpuParams } = c.params; // the reference computes NCHW, fp32
     const ref = new cpu.OpKernel(c.op, 'reference', cpuParams, 'check');
     const channels = Number(c.params.c);
     const toDevice = (name: string, v: Float32Array) => (c.nhwc?.[name] ? toNhwc(v, channels, c.nhwc[name]) : v);
     const fromDevice = (name: string, v: Float32Array) => (c.nhwc?.[name] ? fromNhwc(v, channels, c.nhwc[name]) : v);
     const spec = ref.describe().buffers;
     const data = new Map<string, Float32Array>();
-    for (const b of spec) if (!c.outputs.includes(b.name) || c.inout?.includes(b.name)) data.set(b.name, inputData(b.name, b.length, c, rand));
+    // The kernel's own buffer dtypes (bf16 activations): inputs rounded first, so both sides read the same values.
+    const gpuSpec = new cuda.OpKernel(c.op, c.variant ?? 'cuda', c.params, 'check').describe().buffers;
+    const isBf16 = (name: string) => gpuSpec.find((b) => b.name === name)?.dtype === 'bf16';
+    for (const b of spec) {
+      if (c.outputs.includes(b.name) && !c.inout?.includes(b.name)) continue;
+      const d = inputData(b.name, b.length, c, rand);
+      data.set(b.name, isBf16(b.name) ? roundBf16(d) : d);
+    }
     if (c.op === 'maxpool-bwd') {
       // The argmax must come from a forward pass of the same shape.
       const fwd = new cpu.OpKernel('maxpool-fwd', 'reference', cpuParams, 'check');
@@ -122,7 +146,7 @@ export async function checkCudaOps(cases: OpCase[] = CUDA_OP_CASES, seed = 5): P
     await cpuStream.synchronize();
     const kernel = new cuda.OpKernel(c.op, c.variant ?? 'cuda', c.params, 'check');
     const gpuBuffers: CudaBuffer[] = spec.map((b) => {
-      const buf = new cuda.Buffer(b.length);
+      const buf = new cuda.Buffer(b.length, isBf16(b.name) ? { dtype: 'bf16' } : undefined);
       const d = data.get(b.name);
       if (d) buf.write(toDevice(b.name, d));
       else buf.fill(NaN);

@@ -137,11 +137,14 @@ class Pool {
     private stream: Stream,
     private native = addon(),
   ) {}
-  make(length: number): Buffer {
-    let b = this.free.get(length)?.pop();
+  /** bf16: a CUDA bf16 buffer (kept apart from fp32 ones of the same length: the key is -length). */
+  make(length: number, bf16 = false): Buffer {
+    const key = bf16 ? -length : length;
+    let b = this.free.get(key)?.pop();
     if (!b) {
-      b = new this.native.Buffer(length, this.stream);
-      this.lengths.set(b, length);
+      // The CPU addon takes the stream (stream-ordered allocation); the CUDA one a dtype.
+      b = new this.native.Buffer(length, bf16 ? ({ dtype: 'bf16' } as never) : this.stream);
+      this.lengths.set(b, key);
     }
     this.counts.set(b, 1);
     return b;
@@ -201,8 +204,18 @@ export class TrainingStep {
 
   /** The layout activations are held in (never 'auto'). */
   readonly layout: 'nchw' | 'nChw16c' | 'nhwc';
-  /** nhwc: the input's transpose into the layout, and its output (the network's input, NHWC). */
-  private toNhwc: { kernel: OpKernel; output: Buffer } | undefined;
+  /** nhwc or bf16: the input's conversion into the activations' layout and dtype, and its output (the network's input). */
+  private inputConversion: { kernel: OpKernel; output: Buffer } | undefined;
+  /**
+   * With dtype bf16 the activations (and their gradients) are bf16 buffers,
+   * but for these: the average pool's output and the FC layer's (its input
+   * and the logits stay fp32, as the loss); parameters, their gradients and
+   * the optimizer state are always fp32.
+   */
+  private fp32Tensors = new Set<string>();
+  private isBf16(tensor: string): boolean {
+    return this.dtype === 'bf16' && !this.fp32Tensors.has(tensor);
+  }
 
   readonly buckets: Bucket[] = [];
   readonly commStream: Stream | undefined;
@@ -216,8 +229,8 @@ export class TrainingStep {
     layout: StepLayout = 'auto',
     readonly reduction?: ReductionOptions,
     readonly backend: Backend = 'cpu',
-    /** tf32: the CUDA convolutions may use TF32 tensor cores (the other ops stay fp32). */
-    readonly dtype: 'fp32' | 'tf32' = 'fp32',
+    /** tf32: the CUDA convolutions may use TF32 tensor cores (the other ops stay fp32). bf16: bf16 activations (below). */
+    readonly dtype: 'fp32' | 'tf32' | 'bf16' = 'fp32',
   ) {
     if (dtype !== 'fp32' && backend !== 'cuda') throw new UsageError(`--dtype '${dtype}' is not allowed on the cpu backend: allowed fp32`);
     // The CUDA addon has the classes and calls the step uses (Buffer, Stream,
@@ -235,6 +248,11 @@ export class TrainingStep {
       const blockedProblem = canUseBlocked(graph, plan);
       if (layout === 'nChw16c' && blockedProblem) throw new UsageError(`--layout nChw16c: ${blockedProblem}`);
       this.layout = layout === 'nchw' || blockedProblem ? 'nchw' : 'nChw16c';
+    }
+    if (dtype === 'bf16') {
+      const problem = canUseNhwc(graph, plan);
+      if (problem) throw new UsageError(`--dtype bf16: ${problem.replace('which takes NCHW only', 'which takes fp32 buffers')}`);
+      for (const n of graph.nodes) if (n.kind === 'avgpool' || n.kind === 'fc') this.fp32Tensors.add(n.output);
     }
     this.stream = new native.Stream('compute');
     for (const p of graph.params) {
@@ -320,7 +338,7 @@ export class TrainingStep {
   private gradSumKernel(t: string): OpKernel {
     let k = this.gradSums.get(t);
     if (!k) {
-      k = new this.native.OpKernel('add', this.opVariant('add'), { size: this.graph.tensors.get(t)! }, `grad:${t}`);
+      k = new this.native.OpKernel('add', this.opVariant('add'), { size: this.graph.tensors.get(t)!, bf16: this.isBf16(t) }, `grad:${t}`);
       this.gradSums.set(t, k);
     }
     return k;
@@ -342,9 +360,13 @@ export class TrainingStep {
     const blocked = this.layout === 'nChw16c';
     const nhwc = this.layout === 'nhwc';
     const act = (tensor: string) => (blocked && tensor !== this.graph.input ? 'nChw16c' : 'nchw');
-    if (nhwc) {
+    const bf16 = this.dtype === 'bf16';
+    if (nhwc || bf16) {
       const [n, c, h, w] = this.graph.inputShape;
-      this.toNhwc = { kernel: new OpKernel('to-nhwc', 'cuda', { n, c, hw: h * w }, 'input'), output: new this.native.Buffer(n * c * h * w) };
+      this.inputConversion = {
+        kernel: new OpKernel('input', 'cuda', { n, c, hw: h * w, nhwc, bf16 }, 'input'),
+        output: new this.native.Buffer(n * c * h * w, bf16 ? ({ dtype: 'bf16' } as never) : undefined),
+      };
     }
     for (let i = 0; i < nodes.length; i++) {
       const node = nodes[i];
@@ -361,7 +383,7 @@ export class TrainingStep {
         case 'conv': {
           const variant = v('conv');
           // The CPU kernel reads the layouts, the CUDA one the dtype (each ignores the other's keys).
-          const layouts = { x: act(node.inputs[0]), y: act(node.output), ...(this.dtype === 'tf32' ? { dtype: 'tf32' } : {}), ...(nhwc ? { layout: 'nhwc' } : {}) } as const;
+          const layouts = { x: act(node.inputs[0]), y: act(node.output), ...(this.dtype !== 'fp32' ? { dtype: this.dtype } : {}), ...(nhwc ? { layout: 'nhwc' } : {}) } as const;
           const backward: Kernel[] = [new ConvKernel(node.shape, 'bwd-filter', variant, node.name, layouts)];
           if (node.inputs[0] !== this.graph.input) backward.push(new ConvKernel(node.shape, 'bwd-data', variant, node.name, layouts));
           this.prepared.push({ node, forward: [new ConvKernel(node.shape, 'fwd', variant, node.name, layouts)], backward, fusedRelu: false });
@@ -370,7 +392,7 @@ export class TrainingStep {
         case 'batchnorm': {
           const next = nodes[i + 1];
           const fused = variantFor(this.plan, 'batchnorm', node.name) === 'fused-relu' && next?.kind === 'relu' && next.inputs[0] === node.output;
-          const p = { n: node.n, c: node.c, hw: node.hw, relu: fused, blocked, nhwc };
+          const p = { n: node.n, c: node.c, hw: node.hw, relu: fused, blocked, nhwc, bf16 };
           this.prepared.push({
             node,
             forward: [new OpKernel('batchnorm-fwd', v('batchnorm'), p, node.name)],
@@ -384,22 +406,22 @@ export class TrainingStep {
           break;
         }
         case 'relu':
-          pair('relu', 'relu-fwd', 'relu-bwd', { size: node.size });
+          pair('relu', 'relu-fwd', 'relu-bwd', { size: node.size, bf16 });
           break;
         case 'add':
           this.prepared.push({
             node,
-            forward: [new OpKernel('add', v('add'), { size: node.size, relu: node.relu }, node.name)],
+            forward: [new OpKernel('add', v('add'), { size: node.size, relu: node.relu, bf16 }, node.name)],
             // The fused ReLU's backward; the sum's gradient then goes to both inputs as is.
-            backward: node.relu ? [new OpKernel('relu-bwd', v('add'), { size: node.size }, node.name)] : [],
+            backward: node.relu ? [new OpKernel('relu-bwd', v('add'), { size: node.size, bf16 }, node.name)] : [],
             fusedRelu: false,
           });
           break;
         case 'maxpool':
-          pair('maxpool', 'maxpool-fwd', 'maxpool-bwd', { n: node.n, c: node.c, h: node.h, w: node.w, k: 3, stride: 2, pad: 1, blocked, nhwc });
+          pair('maxpool', 'maxpool-fwd', 'maxpool-bwd', { n: node.n, c: node.c, h: node.h, w: node.w, k: 3, stride: 2, pad: 1, blocked, nhwc, bf16 });
           break;
         case 'avgpool':
-          pair('avgpool', 'avgpool-fwd', 'avgpool-bwd', { n: node.n, c: node.c, hw: node.hw, blocked, nhwc });
+          pair('avgpool', 'avgpool-fwd', 'avgpool-bwd', { n: node.n, c: node.c, hw: node.hw, blocked, nhwc, bf16 });
           break;
         case 'fc':
           pair('fc', 'fc-fwd', 'fc-bwd', { n: node.n, in: node.in, out: node.out });
@@ -568,17 +590,17 @@ export class TrainingStep {
     if (capture && comm) comm.wait(marks.start); // the comm stream joins the capture at its start
     this.phase(`iteration ${step}`);
     this.phase('forward');
-    if (this.toNhwc) {
-      // The batch arrives NCHW: one transpose, then the network reads NHWC.
-      this.toNhwc.kernel.enqueue(stream, [input, this.toNhwc.output]);
-      acts.set(this.graph.input, this.toNhwc.output);
+    if (this.inputConversion) {
+      // The batch arrives fp32 NCHW: one conversion, then the network reads its layout and dtype.
+      this.inputConversion.kernel.enqueue(stream, [input, this.inputConversion.output]);
+      acts.set(this.graph.input, this.inputConversion.output);
     }
 
     // Forward.
     for (const p of prepared) {
       const n = p.node;
       const x = acts.get(this.resolve(n.inputs[0]))!;
-      const out = pool.make(this.graph.tensors.get(n.output)!);
+      const out = pool.make(this.graph.tensors.get(n.output)!, this.isBf16(n.output));
       acts.set(n.output, out);
       switch (n.kind) {
         case 'conv':
@@ -624,7 +646,7 @@ export class TrainingStep {
       if (t === this.graph.input) return pool.drop(g);
       const prev = grads.get(t);
       if (!prev) return void grads.set(t, g);
-      const sum = pool.make(this.graph.tensors.get(t)!);
+      const sum = pool.make(this.graph.tensors.get(t)!, this.isBf16(t));
       this.gradSumKernel(t).enqueue(stream, [prev, g, sum]);
       pool.drop(prev);
       pool.drop(g);
@@ -655,7 +677,7 @@ export class TrainingStep {
       const x = acts.get(this.resolve(n.inputs[0]));
       switch (n.kind) {
         case 'fc': {
-          const dx = pool.make(this.graph.tensors.get(this.resolve(n.inputs[0]))!);
+          const dx = pool.make(this.graph.tensors.get(this.resolve(n.inputs[0]))!, this.isBf16(this.resolve(n.inputs[0])));
           (p.backward[0] as OpKernel).enqueue(stream, [x!, this.params.get(n.weight)!, dy, dx, this.grads.get(n.weight)!, this.grads.get(n.bias)!]);
           ready(n.weight, n.bias);
           contribute(n.inputs[0], dx);
@@ -663,13 +685,13 @@ export class TrainingStep {
         }
         case 'avgpool':
         case 'relu': {
-          const dx = pool.make(this.graph.tensors.get(this.resolve(n.inputs[0]))!);
+          const dx = pool.make(this.graph.tensors.get(this.resolve(n.inputs[0]))!, this.isBf16(this.resolve(n.inputs[0])));
           (p.backward[0] as OpKernel).enqueue(stream, n.kind === 'relu' ? [acts.get(n.output)!, dy, dx] : [dy, dx]);
           contribute(n.inputs[0], dx);
           break;
         }
         case 'maxpool': {
-          const dx = pool.make(this.graph.tensors.get(this.resolve(n.inputs[0]))!);
+          const dx = pool.make(this.graph.tensors.get(this.resolve(n.inputs[0]))!, this.isBf16(this.resolve(n.inputs[0])));
           (p.backward[0] as OpKernel).enqueue(stream, [dy, saved.get(n.name)![0], dx]);
           contribute(n.inputs[0], dx);
           break;
@@ -677,7 +699,7 @@ export class TrainingStep {
         case 'add': {
           let g = dy;
           if (n.relu) {
-            g = pool.make(n.size);
+            g = pool.make(n.size, this.isBf16(n.output));
             (p.backward[0] as OpKernel).enqueue(stream, [acts.get(n.output)!, dy, g]);
           } else {
             pool.retain(g); // dy's own reference is dropped below, like every node's
@@ -688,7 +710,7 @@ export class TrainingStep {
           break;
         }
         case 'batchnorm': {
-          const dx = pool.make(this.graph.tensors.get(n.inputs[0])!);
+          const dx = pool.make(this.graph.tensors.get(n.inputs[0])!, this.isBf16(n.inputs[0]));
           const [mean, invstd] = saved.get(n.name)!;
           const buffers = [x!, this.params.get(n.weight)!, mean, invstd, dy, dx, this.grads.get(n.weight)!, this.grads.get(n.bias)!];
           if (p.fusedRelu) buffers.push(acts.get(n.output)!);
@@ -701,7 +723,7 @@ export class TrainingStep {
           (p.backward[0] as ConvKernel).enqueue(stream, x!, this.grads.get(n.weight)!, dy);
           ready(n.weight);
           if (p.backward[1]) {
-            const dx = pool.make(this.graph.tensors.get(this.resolve(n.inputs[0]))!);
+            const dx = pool.make(this.graph.tensors.get(this.resolve(n.inputs[0]))!, this.isBf16(this.resolve(n.inputs[0])));
             (p.backward[1] as ConvKernel).enqueue(stream, dx, this.params.get(n.weight)!, dy);
             contribute(n.inputs[0], dx);
           }

@@ -22,8 +22,8 @@ import { UsageError } from '../errors';
 export interface TrainingConfig {
   /** The backend the step runs on (default cpu). */
   backend?: Backend;
-  /** tf32 (cuda): the convolutions may use TF32 tensor cores; the other ops stay fp32. */
-  dtype?: 'fp32' | 'tf32';
+  /** tf32 (cuda): the convolutions may use TF32 tensor cores; the other ops stay fp32. bf16 (cuda): bf16 activations. */
+  dtype?: 'fp32' | 'tf32' | 'bf16';
   batch: number;
   resolution: number;
   classes: number;
@@ -96,7 +96,7 @@ export interface Run {
   version: typeof RUN_FORMAT_VERSION;
   createdAt: string;
   config: Omit<TrainingConfig, 'plan'> & { plan: Plan };
-  environment: { cpuModel: string; threads: number; node: string; backend: Backend; gpu?: string; dtype: 'fp32' | 'tf32'; parameters: number; layout: 'nchw' | 'nChw16c' | 'nhwc' };
+  environment: { cpuModel: string; threads: number; node: string; backend: Backend; gpu?: string; dtype: 'fp32' | 'tf32' | 'bf16'; parameters: number; layout: 'nchw' | 'nChw16c' | 'nhwc' };
   iterations: IterationFigures[];
   /** Median, min, max over the measured (non-warm-up) iterations. */
   summary: Record<PhaseKey | 'loss', Summary> & {

@@ -50,7 +50,7 @@ export async function benchForPlan(run: Run, plan: Plan, label: string, onProgre
     const variants = [...new Set([variantOf(layer.name), runVariant.get(layer.name)!])];
     const common = { layers: [layer], passes: CONV_PASSES, variants, repeat: 5, warmup: 1, checkBatch: 1, onProgress: (_d: number, _t: number, what: string) => onProgress?.(done, changed.length, what) };
     const rows: ConvBenchRow[] = cuda
-      ? await benchConvCuda({ ...common, dtype: c.dtype === 'tf32' ? 'tf32' : 'fp32', layout: run.environment.layout === 'nhwc' ? 'nhwc' : 'nchw' })
+      ? await benchConvCuda({ ...common, dtype: c.dtype ?? 'fp32', layout: run.environment.layout === 'nhwc' ? 'nhwc' : 'nchw' })
       : await benchConv({ ...common, peakGflops: peak!.fmaGflops, cold: true });
     const failed = rows.find((r) => r.status === 'failed-check');
     if (failed) throw new UsageError(`--kernels ${label}: ${failed.layer} ${failed.pass} with ${failed.variant} failed the reference check (error ${failed.maxRelErr.toExponential(2)}); not predicted`);

@@ -6,17 +6,20 @@
 // without the fused ReLU, max-pool forward and backward (the gather against
 // the CPU's scatter) on several window shapes, average pooling, the NCHW and
 // NHWC layouts of those (the NHWC data transposed from the reference's, the
-// results transposed back), the weight transposes KCRS <-> KRSC, softmax cross-entropy
+// results transposed back), the weight transposes KCRS <-> KRSC, the bf16
+// rounding of core/bf16.h against a reference (nearest, ties to even), softmax cross-entropy
 // (and a bad label), SGD, the local communicator's average and the FC layer. Prints one JSON object; exit 1 if
 // any error exceeds its tolerance. No GPU needed.
 #include <cmath>
 #include <cstdint>
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <map>
 #include <string>
 #include <vector>
 
+#include "core/bf16.h"
 #include "cpu/op_kernel.h"
 #include "cuda/op_index.h"
 
@@ -237,6 +240,39 @@ void checkWeightTransposes(int k, int c, int rs) {
   record("weights KRSC -> KCRS round trip", relErr(back, w), 0);
 }
 
+// bf16 rounding (core/bf16.h) against the definition: of the two bf16 values
+// around f, the nearer; on a tie the one with an even last bit; NaN stays NaN.
+void checkBf16Rounding() {
+  auto reference = [](float f) -> float {
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    if (std::isnan(f)) return NAN;
+    if (std::isinf(f)) return f;
+    const uint32_t lowBits = u & 0xFFFF0000u, highBits = lowBits + 0x10000u;  // magnitudes below and above (the sign stays)
+    float lo, hi;
+    std::memcpy(&lo, &lowBits, 4);
+    std::memcpy(&hi, &highBits, 4);
+    // Above the largest bf16 the upper neighbour is infinity, which IEEE rounding places at 2^128.
+    const double hiValue = std::isinf(hi) ? std::copysign(std::ldexp(1.0, 128), double(f)) : double(hi);
+    const double dl = std::fabs(double(f) - lo), dh = std::fabs(hiValue - f);
+    if (dl < dh || (dl == dh && ((lowBits >> 16) & 1u) == 0)) return lo;
+    return hi;
+  };
+  std::vector<float> values = {0.0f, -0.0f, 1.0f, -1.0f, 1.00390625f /* 1 + 2^-8: a tie */, 1.01171875f /* 1 + 3 * 2^-8: a tie, odd */,
+                               1.0f + 1.0f / 512, 3.4028235e38f, -3.4028235e38f, 1e-40f, -1e-40f, INFINITY, -INFINITY, NAN};
+  const auto random = randomVector(100000, 61, -1.0f, 1.0f);
+  for (size_t i = 0; i < random.size(); ++i) values.push_back(random[i] * std::pow(2.0f, float(int(i % 200) - 100)));
+  double mismatches = 0, worst = 0;
+  for (float f : values) {
+    const float got = fromBf16(toBf16(f)), want = reference(f);
+    const bool same = (std::isnan(got) && std::isnan(want)) || std::memcmp(&got, &want, 4) == 0;
+    if (!same) mismatches += 1;
+    if (std::isfinite(f) && std::isfinite(got) && f != 0.0f && std::fabs(f) > 1e-37f) worst = std::max(worst, std::fabs(double(got) - f) / std::fabs(f));
+  }
+  record("bf16 rounding: nearest, ties to even (" + std::to_string(values.size()) + " values, mismatches)", mismatches, 0);
+  record("bf16 rounding: relative error <= 2^-8 (half a unit of the 8-bit significand)", worst > std::ldexp(1.0, -8) ? worst : 0, 0);
+}
+
 void checkSoftmax(int n, int classes) {
   const std::string tag = "softmax-xent n" + std::to_string(n) + " classes" + std::to_string(classes);
   const auto logits = randomVector(size_t(n) * classes, 31, -4.f, 4.f);
@@ -332,6 +368,7 @@ int main() {
     checkAvgPool(2, 5, 49, nhwc);
   }
   checkWeightTransposes(8, 3, 49);
+  checkBf16Rounding();
   checkWeightTransposes(4, 16, 9);
   checkSoftmax(5, 10);
   checkSoftmax(3, 1000);
