@@ -10,7 +10,7 @@
 #   bash scripts/gpu-check.sh --prepare   # here, before: .carry/node.xz and .carry/runtime.tar.xz
 #   run: carry [".carry"], command "bash scripts/gpu-check.sh", timeout ~540 s
 #
-# Knobs: CONV_BATCH (8), STEP_BATCH (32), CONV_LAYERS (all), CONV_REPEAT (5),
+# Knobs: PHASES ("tests conv pytorch step"), CONV_BATCH (8), STEP_BATCH (32), CONV_LAYERS (all), CONV_REPEAT (5),
 # STEP_DTYPES ("fp32 tf32 bf16"), SKIP_TF32_CONV=1. The stepscope step runs
 # eager in each dtype, with --graph in tf32, and NHWC with --graph in tf32 and bf16.
 set -uo pipefail
@@ -36,6 +36,9 @@ STEP_BATCH="${STEP_BATCH:-32}"
 CONV_LAYERS="${CONV_LAYERS:-all}"
 CONV_REPEAT="${CONV_REPEAT:-5}"
 STEP_DTYPES="${STEP_DTYPES:-fp32 tf32 bf16}"
+# PHASES: which parts run after the build (a device session can split them over two calls).
+PHASES="${PHASES:-tests conv pytorch step}"
+has_phase() { [[ " $PHASES " == *" $1 "* ]]; }
 log() { echo "[gpu-check $(date -u +%T)] $*" | tee -a "$OUT/gpu-check.log" >&2; }
 step() {  # step NAME TIMEOUT_S CMD...: runs, logs, never stops the script
   local name=$1 limit=$2; shift 2
@@ -69,22 +72,27 @@ cp "$OUT/doctor.out" "$OUT/doctor.json"
 node -e "const d=require('$OUT/doctor.json'); console.error(JSON.stringify(d.cuda.info ?? d.cuda.reason))" 2>&1 | tee -a "$OUT/gpu-check.log"
 
 # 3. Tests: every CUDA variant against the CPU reference (device tests run here).
+if has_phase tests; then
 step cuda-tests 240 node --test --test-reporter=tap dist/test/cuda.test.js
 grep -E "^# (pass|fail|skipped)" "$OUT/cuda-tests.out" | tee -a "$OUT/gpu-check.log"
 # The step's other ops (batch norm, pooling, FC, loss, SGD, ...) against the CPU reference, every output as a row.
 step cuda-ops 120 node -e "require('./dist/src/ops/ops-cuda-check').checkCudaOps().then((rows) => console.log(JSON.stringify(rows)))"
 cp "$OUT/cuda-ops.out" "$OUT/cuda-ops.json" 2>/dev/null
-node -e "const r=require('$OUT/cuda-ops.json'); const bad=r.filter((x)=>!x.ok); console.error('other ops vs CPU reference: '+(r.length-bad.length)+'/'+r.length+' outputs within tolerance'+(bad.length?'; failing: '+bad.map((x)=>x.op+' '+x.buffer+' '+x.maxRelErr).join(', '):''))" 2>&1 | tee -a "$OUT/gpu-check.log"
+node -e "const r=require('$OUT/cuda-ops.json'); const bad=r.filter((x)=>!x.ok); console.error('other ops vs CPU reference: '+(r.length-bad.length)+'/'+r.length+' outputs within tolerance'+(bad.length?'; failing: '+bad.map((x)=>x.op+' '+x.variant+' '+x.buffer+' '+x.maxRelErr).join(', '):''))" 2>&1 | tee -a "$OUT/gpu-check.log"
+fi
 
 # 4. The conv benchmark, every variant, fp32 then tf32.
+if has_phase conv; then
 step conv-cuda-fp32 300 node bin/stepscope.js bench conv --backend cuda --variant all --layer "$CONV_LAYERS" --batch "$CONV_BATCH" --repeat "$CONV_REPEAT" --json
 cp "$OUT/conv-cuda-fp32.out" "$OUT/conv-cuda-fp32.json"
 if [[ "${SKIP_TF32_CONV:-0}" != 1 ]]; then
   step conv-cuda-tf32 240 node bin/stepscope.js bench conv --backend cuda --dtype tf32 --variant cudnn:heuristic,cudnn:autotune,im2col-cublas,implicit-gemm-tf32,implicit-gemm-bf16 --layer "$CONV_LAYERS" --batch "$CONV_BATCH" --repeat "$CONV_REPEAT" --json
   cp "$OUT/conv-cuda-tf32.out" "$OUT/conv-cuda-tf32.json"
 fi
+fi
 
 # 5. PyTorch on the same GPU: the same unique conv shapes, then the step.
+if has_phase pytorch; then
 node -e "
 const { resnet50Convs } = require('./dist/src/model/resnet50');
 const { uniqueShapes } = require('./dist/src/bench/conv-bench');
@@ -99,6 +107,7 @@ for dtype in $STEP_DTYPES; do
   step "pytorch-step-$dtype" 180 python3 bench/pytorch_gpu.py step --batch "$STEP_BATCH" --dtype "$dtype" --channels-last
   cp "$OUT/pytorch-step-$dtype.out" "$OUT/pytorch-step-$dtype.json"
 done
+fi
 
 # The stepscope step on the GPU (cudnn:heuristic, one GPU) at the same batch and dtypes as PyTorch's step:
 # eager NCHW for every dtype; --graph for tf32; channels-last with --graph (PyTorch's layout) for tf32 and
@@ -109,7 +118,7 @@ stepscope_step() {  # stepscope_step NAME ARGS...: runs the step, saves NAME.jso
   cp "$OUT/$name.out" "$OUT/$name.json" 2>/dev/null
   node -e "const r=require('$OUT/$name.json'); const s=r.summary; console.error('$name (batch $STEP_BATCH): '+s.totalMs.median.toFixed(2)+' ms per iteration (forward '+s.forwardMs.median.toFixed(2)+', backward '+s.backwardMs.median.toFixed(2)+', enqueue '+s.enqueueUsPerKernel.median.toFixed(2)+' us/kernel), '+(1000*$STEP_BATCH/s.totalMs.median).toFixed(0)+' images/s')" 2>&1 | tee -a "$OUT/gpu-check.log"
 }
-for dtype in $STEP_DTYPES; do
+has_phase step && for dtype in $STEP_DTYPES; do
   stepscope_step "stepscope-step-$dtype" --dtype "$dtype"
   [[ "$dtype" == tf32 ]] && stepscope_step "stepscope-step-$dtype-graph" --dtype "$dtype" --graph
   [[ "$dtype" == fp32 ]] || stepscope_step "stepscope-step-$dtype-nhwc-graph" --dtype "$dtype" --layout nhwc --graph
