@@ -86,11 +86,25 @@ void abortLocked(NcclState& s, const std::string& why) {
   if (s.failure.empty()) s.failure = why;
 }
 
-// A CUDA graph's hold on the communicator whose all-reduce it captured.
-struct GraphHold {
+// A CUDA graph's hold on the communicator whose all-reduce it captured; after
+// each launch of the graph it gives the watchdog an event to time, as an
+// eager all-reduce does.
+struct GraphHold : LaunchHook {
   std::shared_ptr<NcclCommunicator> comm;
   NcclState* state;
-  ~GraphHold() { --state->liveGraphs; }
+  std::string layer;
+  GraphHold(std::shared_ptr<NcclCommunicator> c, NcclState* s, std::string l) : comm(std::move(c)), state(s), layer(std::move(l)) {}
+  ~GraphHold() override { --state->liveGraphs; }
+  void afterLaunch(cudaStream_t stream) override {
+    cudaEvent_t done = nullptr;
+    if (cudaEventCreateWithFlags(&done, cudaEventDisableTiming) != cudaSuccess) return;  // unwatched, not fatal
+    if (cudaEventRecord(done, stream) != cudaSuccess) {
+      cudaEventDestroy(done);
+      return;
+    }
+    std::lock_guard<std::mutex> lock(state->mutex);
+    state->inFlight.push_back({done, Clock::now(), layer + " (in a graph)"});
+  }
 };
 
 // Polls a non-blocking communicator until its pending call is done; aborts
@@ -240,7 +254,7 @@ void NcclCommunicator::allreduce(CudaStream& stream, const std::vector<std::pair
     });
     if (captured) {
       ++s.liveGraphs;
-      holdForCapture(std::make_shared<GraphHold>(GraphHold{shared_from_this(), &s}));
+      hookForCapture(std::make_shared<GraphHold>(shared_from_this(), &s, layer));
     }
     if (done) checkCuda(cudaEventRecord(done, stream.get()), "cudaEventRecord", layer);
   } catch (...) {

@@ -6,9 +6,10 @@
 // The communicator is non-blocking (ncclConfig_t.blocking = 0), so every wait
 // for the peers (init, each collective's launch) is polled against a
 // deadline: a dead or missing peer becomes ERR_COMM after timeoutMs, and the
-// communicator is aborted, never a hang. (Limit: an all-reduce replayed by a
-// CUDA graph is not watched, and an abort while such a graph lives runs on a
-// detached thread, since NCCL waits for the graph to die.)
+// communicator is aborted, never a hang. (Limit: an abort while a CUDA graph
+// holding one of its all-reduces lives runs on a detached thread, since NCCL
+// waits for the graph to die; each launch of such a graph is watched from
+// the end of the launch.)
 #pragma once
 #include <cstddef>
 #include <memory>

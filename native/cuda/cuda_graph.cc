@@ -43,6 +43,7 @@ void CudaGraph::launch(CudaStream& stream) {
   nvtxRangePop();
   checkCuda(e, "cudaGraphLaunch", stream.name());
   replayTimeline(timeline_);
+  runLaunchHooks(*timeline_, stream.get());
 }
 
 size_t CudaGraph::nodes() const {

@@ -51,6 +51,7 @@ uint64_t captureCount = 0;  // ids of captures: the open one is captureCount
 std::vector<PendingRecord> capturedRecords;
 std::vector<PendingWait> capturedWaits;
 std::vector<std::shared_ptr<void>> capturedHolds;
+std::vector<std::shared_ptr<LaunchHook>> capturedHooks;
 
 // In a capture, an event recorded as an external node keeps its time on every launch.
 cudaError_t recordTiming(cudaEvent_t e, cudaStream_t stream, bool captured) {
@@ -83,6 +84,7 @@ struct CapturedTimeline {
   std::vector<PendingWait> waits;
   std::shared_ptr<GraphEvents> events;
   std::vector<std::shared_ptr<void>> holds;  // alive as long as the graph
+  std::vector<std::shared_ptr<LaunchHook>> hooks;
 };
 
 void bindThreadToSelectedDevice() {
@@ -113,6 +115,15 @@ void holdForCapture(std::shared_ptr<void> holder) {
   if (capturingNow) capturedHolds.push_back(std::move(holder));
 }
 
+void hookForCapture(std::shared_ptr<LaunchHook> hook) {
+  std::lock_guard<std::mutex> lock(timelineMutex);
+  if (capturingNow) capturedHooks.push_back(std::move(hook));
+}
+
+void runLaunchHooks(const CapturedTimeline& captured, cudaStream_t stream) {
+  for (const auto& hook : captured.hooks) hook->afterLaunch(stream);
+}
+
 std::shared_ptr<CapturedTimeline> endTimelineCapture() {
   std::lock_guard<std::mutex> lock(timelineMutex);
   auto captured = std::make_shared<CapturedTimeline>();
@@ -120,6 +131,7 @@ std::shared_ptr<CapturedTimeline> endTimelineCapture() {
   captured->records.swap(capturedRecords);
   captured->waits.swap(capturedWaits);
   captured->holds.swap(capturedHolds);
+  captured->hooks.swap(capturedHooks);
   for (PendingRecord& r : captured->records) {
     captured->events->events.insert(captured->events->events.end(), {r.start, r.end});
     r.graph = captured->events;

@@ -123,6 +123,17 @@ uint64_t openCaptureId();
 // Keeps `holder` alive as long as the graph of the open capture (events its
 // nodes record, a communicator its all-reduce nodes use).
 void holdForCapture(std::shared_ptr<void> holder);
+
+// Something a graph's launches must tell: afterLaunch runs on the host right
+// after each cudaGraphLaunch, on the launch stream (the NCCL watchdog times
+// the graph's all-reduces from there). Kept alive as long as the graph.
+struct LaunchHook {
+  virtual ~LaunchHook() = default;
+  virtual void afterLaunch(cudaStream_t stream) = 0;
+};
+void hookForCapture(std::shared_ptr<LaunchHook> hook);
+// After a launch of the graph: runs its hooks.
+void runLaunchHooks(const CapturedTimeline& captured, cudaStream_t stream);
 // Closes it: the records since beginTimelineCapture(), owned by `events`.
 std::shared_ptr<CapturedTimeline> endTimelineCapture();
 bool timelineCapturing();
