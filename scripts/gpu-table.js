@@ -70,13 +70,16 @@ for (const dtype of ['fp32', 'tf32']) {
   out.push(pad(rows));
   out.push('');
 }
-const steps = [['training step', 'dtype', 'layout', 'batch', 'total ms', 'forward ms', 'backward ms', 'optimizer ms', 'x pytorch']];
+// The GPU's measured peaks (doctor --json): each stepscope step's GFLOP/s as a % of its dtype's peak.
+const doctor = read('doctor.json');
+const peakOf = (dtype) => doctor?.cudaPeak && (dtype === 'bf16' ? doctor.cudaPeak.bf16Gflops : dtype === 'tf32' ? doctor.cudaPeak.tf32Gflops : doctor.cudaPeak.fp32Gflops);
+const steps = [['training step', 'dtype', 'layout', 'batch', 'total ms', 'forward ms', 'backward ms', 'optimizer ms', 'x pytorch', '% peak']];
 const pytorchMs = new Map();
 for (const name of fs.readdirSync(dir).filter((f) => /^pytorch-step-.*\.json$/.test(f)).sort()) {
   const s = read(name);
   if (!s) continue;
   pytorchMs.set(s.dtype, s.median.totalMs);
-  steps.push([`pytorch ${s.torch}`, s.dtype, s.channelsLast ? 'NHWC' : 'NCHW', s.batch, fmt(s.median.totalMs, 2), fmt(s.median.forwardMs, 2), fmt(s.median.backwardMs, 2), fmt(s.median.optimizerMs, 2), '1.00']);
+  steps.push([`pytorch ${s.torch}`, s.dtype, s.channelsLast ? 'NHWC' : 'NCHW', s.batch, fmt(s.median.totalMs, 2), fmt(s.median.forwardMs, 2), fmt(s.median.backwardMs, 2), fmt(s.median.optimizerMs, 2), '1.00', '-']);
 }
 // Throughput against PyTorch eager of the same dtype (> 1: stepscope is faster).
 for (const name of fs.readdirSync(dir).filter((f) => /^stepscope-step-.*\.json$/.test(f)).sort()) {
@@ -84,7 +87,7 @@ for (const name of fs.readdirSync(dir).filter((f) => /^stepscope-step-.*\.json$/
   if (!r || !r.summary) continue;
   const s = r.summary, dtype = r.environment.dtype, peer = pytorchMs.get(dtype);
   steps.push([`stepscope${r.config.graph ? ' --graph' : ''}`, dtype, r.environment.layout.toUpperCase(), r.config.batch, fmt(s.totalMs.median, 2), fmt(s.forwardMs.median, 2),
-    fmt(s.backwardMs.median, 2), fmt(s.optimizerMs.median, 2), peer ? fmt(peer / s.totalMs.median, 2) : '-']);
+    fmt(s.backwardMs.median, 2), fmt(s.optimizerMs.median, 2), peer ? fmt(peer / s.totalMs.median, 2) : '-', peakOf(dtype) ? fmt((100 * s.gflops) / peakOf(dtype), 1) : '-']);
 }
 out.push(pad(steps));
 const text = out.join('\n');
