@@ -19,7 +19,10 @@ KernelInfo CudaConvKernel::info() const {
   i.layer = layer_;
   i.pass = convPassName(pass_);
   i.flops = shape_.flops();
-  i.bytes = shape_.bytes();
+  // x and y at their dtype's size, w fp32; a kernel that hands cuDNN a
+  // converted copy of w (NHWC, bf16) also reads w and writes the copy.
+  const double activation = bf16() ? 2.0 : 4.0;
+  i.bytes = activation * double(shape_.xSize() + shape_.ySize()) + 4.0 * double(shape_.wSize()) + convertedWeightBytes();
   return i;
 }
 

@@ -50,6 +50,8 @@ class CudaConvKernel {
   virtual std::string layout() const { return "nchw"; }
   // x and y (dx, dy) are bf16 buffers; the weights (and their gradient) stay fp32.
   virtual bool bf16() const { return false; }
+  // Traffic of converting the weights (or their gradient) for the library, per launch.
+  virtual double convertedWeightBytes() const { return 0; }
 
   const ConvShape& shape() const { return shape_; }
   ConvPass pass() const { return pass_; }

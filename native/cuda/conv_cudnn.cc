@@ -131,6 +131,9 @@ class CudnnConv : public CudaConvKernel {
   std::string precision() const override { return math_ == ConvMath::Bf16 ? "bf16" : math_ == ConvMath::Tf32 ? "tf32" : "fp32"; }
   std::string layout() const override { return nhwc_ ? "nhwc" : "nchw"; }
   bool bf16() const override { return math_ == ConvMath::Bf16; }
+  double convertedWeightBytes() const override {
+    return cudnnWeights_ ? double(shape_.wSize()) * (4.0 + (bf16() ? 2.0 : 4.0)) : 0.0;  // read fp32, write the copy (or back)
+  }
 
  private:
   size_t workspaceFor(int algo) {

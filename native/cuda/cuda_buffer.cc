@@ -15,6 +15,12 @@ namespace stepscope {
 
 namespace {
 
+// A pageable host-to-device cudaMemcpy may return before the data reaches the
+// device, and cudaMemset always does; the compute streams are non-blocking
+// (they do not wait for the legacy stream), so a copy in or a fill waits for
+// itself here: the promise of this class is a synchronous copy.
+void finishLegacyStream(const char* what) { checkCuda(cudaStreamSynchronize(cudaStreamLegacy), what); }
+
 // Bytes of the live Buffers (not the kernels' scratch), and the most at once.
 std::mutex statsMutex;
 CudaMemoryStats stats;
@@ -54,11 +60,13 @@ CudaMemory::~CudaMemory() {
 void CudaMemory::write(const float* src, size_t offset, size_t count) {
   if (!bf16_) {
     checkCuda(cudaMemcpy(data_ + offset, src, count * sizeof(float), cudaMemcpyHostToDevice), "cudaMemcpy (write)");
+    finishLegacyStream("cudaMemcpy (write)");
     return;
   }
   std::vector<Bf16> host(count);
   for (size_t i = 0; i < count; ++i) host[i] = toBf16(src[i]);
   checkCuda(cudaMemcpy(reinterpret_cast<Bf16*>(data_) + offset, host.data(), count * sizeof(Bf16), cudaMemcpyHostToDevice), "cudaMemcpy (write)");
+  finishLegacyStream("cudaMemcpy (write)");
 }
 
 void CudaMemory::read(float* dst, size_t offset, size_t count) const {
@@ -74,6 +82,7 @@ void CudaMemory::read(float* dst, size_t offset, size_t count) const {
 void CudaMemory::fill(float value) {
   if (std::isnan(value)) {  // all-ones bytes: a NaN in fp32 and in bf16
     checkCuda(cudaMemset(data_, 0xFF, bytes()), "cudaMemset (fill)");
+    finishLegacyStream("cudaMemset (fill)");
     return;
   }
   std::vector<float> host(length_, value);

@@ -62,7 +62,8 @@ class CudnnBatchNorm : public CudaOpKernel {
     checkCudnn(cudnnCreateTensorDescriptor(&bn_), "cudnnCreateTensorDescriptor", ctx);
     checkCudnn(cudnnSetTensor4dDescriptor(x_, nhwc_ ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW, bf16_ ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT, n_, c_, int(hw_), 1),
                "cudnnSetTensor4dDescriptor", ctx);
-    checkCudnn(cudnnDeriveBNTensorDescriptor(bn_, x_, CUDNN_BATCHNORM_SPATIAL), "cudnnDeriveBNTensorDescriptor", ctx);
+    // The scale, bias and statistics are fp32 whatever x is (deriving the descriptor from a bf16 x is not documented to give FLOAT).
+    checkCudnn(cudnnSetTensor4dDescriptor(bn_, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, 1, c_, 1, 1), "cudnnSetTensor4dDescriptor (scale)", ctx);
   }
 
   bool forward_, nhwc_, bf16_;

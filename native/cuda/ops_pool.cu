@@ -131,6 +131,10 @@ std::unique_ptr<CudaOpKernel> makeCudaPool(const std::string& op, const OpParams
   PoolDims d{p.integer("h", 1, 1 << 16), p.integer("w", 1, 1 << 16), p.integer("k", 1, 64, 3), p.integer("stride", 1, 64, 2), p.integer("pad", 0, 63, 1), 0, 0, nhwc ? c : 1};
   d.p = (d.h + 2 * d.pad - d.k) / d.stride + 1;
   d.q = (d.w + 2 * d.pad - d.k) / d.stride + 1;
+  // The argmax is a plane index held as a float: exact up to 2^24.
+  if ((long long)d.h * d.w > (1LL << 24)) {
+    throw Error("ERR_BAD_SHAPE", "maxpool: a plane of " + std::to_string(d.h) + "x" + std::to_string(d.w) + " exceeds 2^24 values (the argmax is a float index)");
+  }
   if (d.pad >= d.k || d.p < 1 || d.q < 1) {
     throw Error("ERR_BAD_SHAPE", "maxpool: input " + std::to_string(d.h) + "x" + std::to_string(d.w) + " with kernel " +
                                      std::to_string(d.k) + " and pad " + std::to_string(d.pad) + " gives no output");

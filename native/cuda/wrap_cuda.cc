@@ -260,7 +260,7 @@ Napi::Value CudaConvKernelWrap::describe(const Napi::CallbackInfo& info) {
   o.Set("precision", kernel_->precision());
   o.Set("layout", kernel_->layout());
   o.Set("flops", sh.flops());
-  o.Set("bytes", sh.bytes());
+  o.Set("bytes", kernel_->info().bytes);  // as its timeline records count it (dtype, weight conversions)
   o.Set("workspaceBytes", double(kernel_->workspaceBytes()));
   o.Set("xLength", double(sh.xSize()));
   o.Set("wLength", double(sh.wSize()));

@@ -72,6 +72,7 @@ Napi::Value CudaNcclWrap::allreduce(const Napi::CallbackInfo& info) {
     for (size_t i = 0; i < values.size(); ++i) {
       if (!isInstance<CudaBufferWrap>(env, values[i])) throw Error("ERR_INVALID_ARG", "nccl allreduce: buffer " + std::to_string(i) + " must be a CUDA Buffer");
       CudaMemoryPtr m = CudaBufferWrap::Unwrap(values[i].As<Napi::Object>())->memory(env);
+      if (m->bf16()) throw Error("ERR_INVALID_ARG", "nccl allreduce: buffer " + std::to_string(i) + " holds bf16 values; the gradients reduced are fp32");
       buffers.emplace_back(m->data(), m->size());
       held.push_back(std::move(m));
     }
