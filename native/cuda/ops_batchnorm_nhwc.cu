@@ -35,10 +35,23 @@ struct NhwcDims {
   bool relu;
 };
 
+// The block's two sums per channel (its kRows threads of a channel added
+// together), stored as this tile's partials. Every thread of the block calls it.
+__device__ void storeTilePartials(const NhwcDims& d, int c, double a, double b, double* __restrict__ out0, double* __restrict__ out1) {
+  __shared__ double s[kRows][kChannels], q[kRows][kChannels];
+  s[threadIdx.y][threadIdx.x] = a;
+  q[threadIdx.y][threadIdx.x] = b;
+  __syncthreads();
+  if (threadIdx.y == 0 && c < d.c) {
+    for (int r = 1; r < kRows; ++r) a += s[r][threadIdx.x], b += q[r][threadIdx.x];
+    out0[(long long)blockIdx.y * d.c + c] = a;
+    out1[(long long)blockIdx.y * d.c + c] = b;
+  }
+}
+
 // Step 1 of forward: partial sums of x and x^2 per (tile, channel).
 template <typename T>
 __global__ void forwardPartials(NhwcDims d, const T* __restrict__ x, double* __restrict__ sum, double* __restrict__ sumSq) {
-  __shared__ double s[kRows][kChannels], q[kRows][kChannels];
   const int c = blockIdx.x * kChannels + threadIdx.x;
   double a = 0, b = 0;
   if (c < d.c) {
@@ -48,14 +61,7 @@ __global__ void forwardPartials(NhwcDims d, const T* __restrict__ x, double* __r
       b += v * v;
     }
   }
-  s[threadIdx.y][threadIdx.x] = a;
-  q[threadIdx.y][threadIdx.x] = b;
-  __syncthreads();
-  if (threadIdx.y == 0 && c < d.c) {
-    for (int r = 1; r < kRows; ++r) a += s[r][threadIdx.x], b += q[r][threadIdx.x];
-    sum[(long long)blockIdx.y * d.c + c] = a;
-    sumSq[(long long)blockIdx.y * d.c + c] = b;
-  }
+  storeTilePartials(d, c, a, b, sum, sumSq);
 }
 
 // Step 2 of forward: statistics, running statistics, and scale/shift per channel.
@@ -86,7 +92,6 @@ __global__ void forwardApply(NhwcDims d, const T* __restrict__ x, const float* _
 template <typename T>
 __global__ void backwardPartials(NhwcDims d, const T* __restrict__ x, const float* __restrict__ saveMean, const T* __restrict__ dy,
                                  const T* __restrict__ y, double* __restrict__ sumG, double* __restrict__ sumGX) {
-  __shared__ double s[kRows][kChannels], q[kRows][kChannels];
   const int c = blockIdx.x * kChannels + threadIdx.x;
   double a = 0, b = 0;
   if (c < d.c) {
@@ -98,14 +103,7 @@ __global__ void backwardPartials(NhwcDims d, const T* __restrict__ x, const floa
       b += double(g) * (double(loadf(x[e])) - mean);
     }
   }
-  s[threadIdx.y][threadIdx.x] = a;
-  q[threadIdx.y][threadIdx.x] = b;
-  __syncthreads();
-  if (threadIdx.y == 0 && c < d.c) {
-    for (int r = 1; r < kRows; ++r) a += s[r][threadIdx.x], b += q[r][threadIdx.x];
-    sumG[(long long)blockIdx.y * d.c + c] = a;
-    sumGX[(long long)blockIdx.y * d.c + c] = b;
-  }
+  storeTilePartials(d, c, a, b, sumG, sumGX);
 }
 
 // Step 2 of backward: dgamma, dbeta and dx's coefficients per channel.
