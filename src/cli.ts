@@ -244,6 +244,7 @@ interface StepOpts {
   kernels?: string;
   weights?: string;
   saveWeights?: string;
+  savePlan?: string;
   input?: string;
   lr: string;
   momentum: string;
@@ -399,6 +400,7 @@ async function runStep(opts: StepOpts) {
     weights: opts.weights,
     input: opts.input,
     saveWeights: opts.saveWeights,
+    savePlan: opts.savePlan,
     layout: parseChoice('--layout', opts.layout, ['auto', 'nchw', 'nChw16c', 'nhwc'] as const),
     enqueueProbeMs: opts.enqueueProbe ? 500 : 0,
     data: parseDataOptions(opts),
@@ -432,7 +434,8 @@ async function runStep(opts: StepOpts) {
         lastComm = { comm: gloo, native };
       }
     }
-    const run = await runTraining({ ...config, reduction, rank: place?.rank ?? 0, saveWeights: place && place.rank > 0 && config.saveWeights ? `${config.saveWeights}.rank${place.rank}` : config.saveWeights }, (f) => {
+    const rankSuffix = (file: string | undefined) => (place && place.rank > 0 && file ? `${file}.rank${place.rank}` : file);
+    const run = await runTraining({ ...config, reduction, rank: place?.rank ?? 0, saveWeights: rankSuffix(config.saveWeights), savePlan: rankSuffix(config.savePlan) }, (f) => {
       const done = runs.length * perRun + f.index + 1;
       bar.update(done / (schedules.length * perRun), `${schedule}: iteration ${f.index + 1}/${perRun}${f.warmup ? ' (warm-up)' : ''}: ${f.totalMs.toFixed(0)} ms, loss ${f.loss.toFixed(4)}`);
     });
@@ -706,6 +709,7 @@ export function buildProgram(): Command {
     .option('--kernels <plan>', "variants per op and layer: 'conv=onednn,res2a_branch2b=im2col-gemm,batchnorm=fused-relu' or a plan JSON file")
     .option('--weights <file>', 'load parameters and running statistics from safetensors (torchvision names)')
     .option('--save-weights <file>', 'write the parameters after the run as safetensors')
+    .option('--save-plan <file>', 'write the plan as it ran: each conv pass with the variant that really ran (cudnn:autotune and cudnn:heuristic resolved to the algorithm they chose), to replay with --kernels <file>')
     .option('--input <file>', "a fixed batch from safetensors ('input' NCHW float32, 'labels' int64) for every iteration")
     .option('--lr <x>', 'learning rate', '0.1')
     .option('--momentum <x>', 'SGD momentum', '0.9')

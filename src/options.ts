@@ -60,7 +60,7 @@ export function parseBuckets(opts: { bucketMb: string; firstBucketMb: string }):
 }
 
 /** Options that name a file the command writes at the end: checked before any work, so no result is lost. */
-export const OUTPUT_FILE_OPTIONS = { report: '--report', save: '--save', trace: '--trace', saveWeights: '--save-weights' } as const;
+export const OUTPUT_FILE_OPTIONS = { report: '--report', save: '--save', trace: '--trace', saveWeights: '--save-weights', savePlan: '--save-plan' } as const;
 
 export function checkOutputFile(option: string, file: string): void {
   const dir = path.dirname(path.resolve(file));

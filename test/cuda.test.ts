@@ -464,6 +464,38 @@ test('whatif --kernels on a CUDA run measures the plan\'s CUDA variants (CPU sta
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
+test('step --save-plan writes the plan as it ran (cudnn:autotune resolved per pass) and --kernels replays it (CPU stand-in)', { skip: needsAddon }, () => {
+  const env = { STEPSCOPE_CUDA_ADDON: path.join(ROOT, 'test', 'fixtures', 'fake-cuda-addon.js') };
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stepscope-plan-'));
+  const plan = path.join(dir, 'plan.json');
+  const small = ['--batch', '1', '--resolution', '32', '--width', '4', '--classes', '10', '--iterations', '2', '--warmup', '0', '--seed', '3', '--json'];
+  const tuned = cli(['step', '--backend', 'cuda', '--kernels', 'conv=cudnn:autotune', '--save-plan', plan, ...small], env);
+  assert.equal(tuned.status, 0, tuned.stderr);
+  const saved = JSON.parse(fs.readFileSync(plan, 'utf8'));
+  // 53 forward, 53 bwd-filter and 52 bwd-data convolutions (conv1 has no bwd-data), each under the algorithm chosen.
+  const passes = Object.entries(saved.layers as Record<string, string>).filter(([k]) => k.includes('/'));
+  assert.equal(passes.length, 158);
+  assert.equal(saved.layers['res2a_branch2b/fwd'], 'cudnn:implicit-gemm');
+  assert.equal(saved.layers['res2a_branch2b/bwd-data'], 'cudnn:algo-1');
+  assert.equal(saved.layers['conv1/bwd-data'], undefined);
+  const replay = cli(['step', '--backend', 'cuda', '--kernels', plan, ...small], env);
+  assert.equal(replay.status, 0, replay.stderr);
+  const r = JSON.parse(replay.stdout);
+  assert.deepEqual(r.iterations.map((i: { loss: number }) => i.loss), JSON.parse(tuned.stdout).iterations.map((i: { loss: number }) => i.loss));
+  assert.ok((r.topKernels as { op: string; pass: string; variant: string }[]).filter((k) => k.op === 'conv').every((k) => k.variant === (k.pass === 'fwd' ? 'cudnn:implicit-gemm' : 'cudnn:algo-1')));
+  // Per-pass entries are checked: a pass the variant lacks, or a key that is not a conv layer and pass.
+  for (const [pair, re] of [
+    ['res2a_branch2b/bwd-data=cudnn:implicit-gemm', /variant 'cudnn:implicit-gemm' has no bwd-data pass; it has fwd/],
+    ['pool1/fwd=cudnn:algo-1', /'pool1\/fwd' is not a convolution and pass/],
+    ['res2a_branch2b/sideways=cudnn:algo-1', /is not a convolution and pass .*passes fwd, bwd-data, bwd-filter/],
+  ] as [string, RegExp][]) {
+    const bad = cli(['step', '--backend', 'cuda', '--kernels', pair, ...small], env);
+    assert.equal(bad.status, 2, `${pair}: ${bad.stderr}`);
+    assert.match(bad.stderr, re);
+  }
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
 test('NCCL: the unique id needs no device; bad options are refused before any device', { skip: needsAddon }, () => {
   const c = cuda!;
   if (!c.cudaInfo().nccl.found) {

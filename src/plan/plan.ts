@@ -1,13 +1,19 @@
 // A plan says which variant runs for each op and layer: defaults per op
-// kind, overrides per layer (node name). It is plain JSON a user can save,
-// edit and replay, or the `--kernels conv=onednn,res2a_branch2b=im2col-gemm`
-// shorthand. `batchnorm=fused-relu` fuses each batch norm with the ReLU after it.
+// kind, overrides per layer (node name) and, for convolutions, per layer and
+// pass (`res2a_branch2b/bwd-data`: what `step --save-plan` writes for
+// cudnn:autotune, the algorithm it chose for each pass). It is plain JSON a
+// user can save, edit and replay, or the `--kernels
+// conv=onednn,res2a_branch2b=im2col-gemm` shorthand. `batchnorm=fused-relu`
+// fuses each batch norm with the ReLU after it.
 import * as fs from 'node:fs';
 import { UsageError } from '../errors';
 import type { NodeKind, ResNetGraph } from '../model/graph';
 import type { Backend } from '../backend';
 import { cudaAddonIfLoaded } from '../native-cuda';
 import { availableConvVariants } from '../variants';
+import type { ConvPass } from '../../binding';
+
+const PASS_NAMES: readonly ConvPass[] = ['fwd', 'bwd-data', 'bwd-filter'];
 
 /** Op kinds a plan names: the graph's node kinds, plus the loss and the optimizer. */
 export const PLAN_OPS = ['conv', 'batchnorm', 'relu', 'maxpool', 'add', 'avgpool', 'fc', 'loss', 'sgd'] as const;
@@ -15,7 +21,7 @@ export type PlanOp = (typeof PLAN_OPS)[number];
 
 export interface Plan {
   ops: Record<PlanOp, string>;
-  /** Per-layer overrides, by node name (res2a_branch2b, bn2a_branch2a, pool1, res2a, fc1000, ...). */
+  /** Per-layer overrides, by node name (res2a_branch2b, bn2a_branch2a, pool1, res2a, fc1000, ...), and per conv layer and pass (res2a_branch2b/fwd). */
   layers: Record<string, string>;
 }
 
@@ -89,6 +95,18 @@ function applyPairs(pairs: [string, string][], graph: ResNetGraph, backend: Back
   const plan = defaultPlan(backend);
   const kindOf = new Map<string, NodeKind>(graph.nodes.map((n) => [n.name, n.kind]));
   for (const [key, variant] of pairs) {
+    const [layer, pass] = key.split('/');
+    if (pass !== undefined) {
+      // A convolution's pass: a variant that has that pass (cuDNN's algorithms differ per pass).
+      if (kindOf.get(layer) !== 'conv' || !(PASS_NAMES as readonly string[]).includes(pass)) {
+        throw new UsageError(`--kernels: '${key}' is not a convolution and pass (layer/pass, e.g. res2a_branch2b/bwd-data; passes ${PASS_NAMES.join(', ')})`);
+      }
+      checkVariant(`--kernels ${key}`, 'conv', variant, backend);
+      const passes = backend === 'cuda' ? cudaAddonIfLoaded()?.convVariants().find((v) => v.name === variant)?.passes : undefined;
+      if (passes && !passes.includes(pass as ConvPass)) throw new UsageError(`--kernels ${key}: variant '${variant}' has no ${pass} pass; it has ${passes.join(', ')}`);
+      plan.layers[key] = variant;
+      continue;
+    }
     if ((PLAN_OPS as readonly string[]).includes(key)) {
       checkVariant(`--kernels ${key}`, key as PlanOp, variant, backend);
       plan.ops[key as PlanOp] = variant;
@@ -104,6 +122,17 @@ function applyPairs(pairs: [string, string][], graph: ResNetGraph, backend: Back
   return plan;
 }
 
-export function variantFor(plan: Plan, op: PlanOp, layer?: string): string {
-  return (layer !== undefined ? plan.layers[layer] : undefined) ?? plan.ops[op];
+/** The variant of an op (of a layer; of a conv layer's pass: a per-pass entry first). */
+export function variantFor(plan: Plan, op: PlanOp, layer?: string, pass?: ConvPass): string {
+  return (layer !== undefined && pass !== undefined ? plan.layers[`${layer}/${pass}`] : undefined) ?? (layer !== undefined ? plan.layers[layer] : undefined) ?? plan.ops[op];
+}
+
+/** The variants a conv layer runs, one per pass (differing only with per-pass entries). */
+export function convVariantsOf(plan: Plan, layer: string): string[] {
+  return [...new Set(PASS_NAMES.map((p) => variantFor(plan, 'conv', layer, p)))];
+}
+
+/** True when the plan names a variant per pass somewhere (what `whatif --kernels` cannot measure yet). */
+export function hasPassEntries(plan: Plan): boolean {
+  return Object.keys(plan.layers).some((k) => k.includes('/'));
 }

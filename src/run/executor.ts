@@ -7,14 +7,14 @@
 // Events: after the backward kernels that produce a parameter's gradient,
 // an event is recorded; `gradientEvents` lists them in the order they fire
 // (reverse layer order), for the schedules that overlap reduction with backward.
-import type { Buffer, ConvKernel, Event, GlooCommunicator, OpKernel, OpName, Stream } from '../../binding';
+import type { Buffer, ConvKernel, ConvPass, Event, GlooCommunicator, OpKernel, OpName, Stream } from '../../binding';
 import type { Buffer as CudaBuffer, Graph as CudaGraph, NcclCommunicator, Stream as CudaStream } from '../../binding-cuda';
 import type { CudaAddon } from '../native-cuda';
 import type { GraphNode, ResNetGraph } from '../model/graph';
 import type { Backend } from '../backend';
 import { addon, type Addon } from '../native';
 import { cudaAddon } from '../native-cuda';
-import { variantFor, type Plan, type PlanOp } from '../plan/plan';
+import { convVariantsOf, variantFor, type Plan, type PlanOp } from '../plan/plan';
 import { UsageError } from '../errors';
 import { assignBuckets, type Bucket } from '../schedule/buckets';
 
@@ -40,8 +40,8 @@ export type StepLayout = 'auto' | 'nchw' | 'nChw16c' | 'nhwc';
 export function canUseNhwc(graph: ResNetGraph, plan: Plan): string | null {
   for (const n of graph.nodes) {
     if (n.kind !== 'conv') continue;
-    const v = variantFor(plan, 'conv', n.name);
-    if (!v.startsWith('cudnn:')) return `conv ${n.name} runs '${v}', which takes NCHW only; allowed: cudnn:* variants`;
+    const v = convVariantsOf(plan, n.name).find((x) => !x.startsWith('cudnn:'));
+    if (v !== undefined) return `conv ${n.name} runs '${v}', which takes NCHW only; allowed: cudnn:* variants`;
   }
   return null;
 }
@@ -82,8 +82,8 @@ const PROBE_SETTLE_MS = 50;
 export function canUseBlocked(graph: ResNetGraph, plan: Plan): string | null {
   for (const n of graph.nodes) {
     if (n.kind !== 'conv') continue;
-    const v = variantFor(plan, 'conv', n.name);
-    if (v !== 'onednn') return `conv ${n.name} runs '${v}', which takes NCHW only`;
+    const v = convVariantsOf(plan, n.name).find((x) => x !== 'onednn');
+    if (v !== undefined) return `conv ${n.name} runs '${v}', which takes NCHW only`;
     if (n.shape.k % 16 || (n.inputs[0] !== graph.input && n.shape.c % 16)) return `conv ${n.name} has channels not divisible by 16`;
   }
   return null;
@@ -381,12 +381,12 @@ export class TrainingStep {
         });
       switch (node.kind) {
         case 'conv': {
-          const variant = v('conv');
+          const variant = (pass: ConvPass) => variantFor(this.plan, 'conv', node.name, pass);
           // The CPU kernel reads the layouts, the CUDA one the dtype (each ignores the other's keys).
           const layouts = { x: act(node.inputs[0]), y: act(node.output), ...(this.dtype !== 'fp32' ? { dtype: this.dtype } : {}), ...(nhwc ? { layout: 'nhwc' } : {}) } as const;
-          const backward: Kernel[] = [new ConvKernel(node.shape, 'bwd-filter', variant, node.name, layouts)];
-          if (node.inputs[0] !== this.graph.input) backward.push(new ConvKernel(node.shape, 'bwd-data', variant, node.name, layouts));
-          this.prepared.push({ node, forward: [new ConvKernel(node.shape, 'fwd', variant, node.name, layouts)], backward, fusedRelu: false });
+          const backward: Kernel[] = [new ConvKernel(node.shape, 'bwd-filter', variant('bwd-filter'), node.name, layouts)];
+          if (node.inputs[0] !== this.graph.input) backward.push(new ConvKernel(node.shape, 'bwd-data', variant('bwd-data'), node.name, layouts));
+          this.prepared.push({ node, forward: [new ConvKernel(node.shape, 'fwd', variant('fwd'), node.name, layouts)], backward, fusedRelu: false });
           break;
         }
         case 'batchnorm': {
@@ -798,6 +798,25 @@ export class TrainingStep {
   private eventRing: EventRing | undefined;
   private get events(): EventRing {
     return (this.eventRing ??= new EventRing(this.native));
+  }
+
+  /**
+   * The plan as it ran: every convolution's pass under the variant that
+   * really ran, so that a library's choice (cudnn:autotune, cudnn:heuristic:
+   * "cudnn:autotune -> cudnn:fft-tiling ...") replays as that algorithm,
+   * without timing again. Other entries as given.
+   */
+  resolvedPlan(): Plan {
+    const layers = { ...this.plan.layers };
+    for (const p of this.prepared) {
+      if (p.node.kind !== 'conv') continue;
+      for (const k of [...p.forward, ...p.backward] as ConvKernel[]) {
+        const d = k.describe() as { pass: ConvPass; variant: string; implementation?: string };
+        const chosen = /-> (cudnn:[a-z0-9-]+)/.exec(d.implementation ?? '')?.[1];
+        layers[`${p.node.name}/${d.pass}`] = chosen ?? d.variant;
+      }
+    }
+    return { ops: { ...this.plan.ops }, layers };
   }
 
   /** Gives the activation buffers this step holds between iterations back to the allocator (and drops a captured graph). */

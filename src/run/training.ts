@@ -18,6 +18,7 @@ import { kernelKey, kernelStats, type IterationMarks, type KernelStat } from './
 import { CONTENTION_ITERATIONS, contentionFromIterations, type Contention } from './contention';
 import { DataPipeline, type DataOptions } from '../data/pipeline';
 import { UsageError } from '../errors';
+import { writeJsonAtomic } from '../io/json-file';
 
 export interface TrainingConfig {
   /** The backend the step runs on (default cpu). */
@@ -49,6 +50,8 @@ export interface TrainingConfig {
   data?: DataOptions;
   /** cuda: the measured iterations replay one CUDA graph captured from the first of them (after warm-up). */
   graph?: boolean;
+  /** Write the plan as it ran (each conv pass's variant, library choices resolved) as JSON. */
+  savePlan?: string;
 }
 
 export interface IterationFigures {
@@ -248,6 +251,7 @@ async function iterate(
     : undefined;
   if (contention) contention.other = { schedule: other, totalMs: inOther.map((x) => x.figures.totalMs), iterations: inOther.map((x) => x.figures) };
   if (config.saveWeights) saveWeights(step, config.saveWeights);
+  if (config.savePlan) writeJsonAtomic(config.savePlan, step.resolvedPlan());
   step.releaseActivations();
 
   const measured = iterations.filter((f) => !f.warmup);

@@ -11,7 +11,7 @@ import { UsageError } from '../errors';
 import { resnet50Convs } from '../model/resnet50';
 import { addon } from '../native';
 import { CONV_PASSES } from '../ops/conv';
-import type { Plan, PlanOp } from '../plan/plan';
+import { hasPassEntries, type Plan, type PlanOp } from '../plan/plan';
 import type { Run } from '../run/training';
 import type { BenchFile } from './changes';
 import { runGraph } from './step-model';
@@ -26,6 +26,9 @@ export interface PlanBench {
 
 export async function benchForPlan(run: Run, plan: Plan, label: string, onProgress?: (done: number, total: number, what: string) => void): Promise<PlanBench> {
   const c = run.config;
+  if (hasPassEntries(plan)) {
+    throw new UsageError(`--kernels ${label}: the plan names variants per pass (layer/pass); whatif measures one variant per layer: record a run with the plan (step --kernels ${label} --save) and give that run`);
+  }
   // Only convolutions can be measured alone; other ops' variants need a recorded run.
   const effective = (p: Plan, name: string, kind: PlanOp) => p.layers[name] ?? p.ops[kind];
   const others: { name: string; kind: PlanOp }[] = [
