@@ -116,7 +116,7 @@ stepscope_step() {  # stepscope_step NAME ARGS...: runs the step, saves NAME.jso
   local name=$1; shift
   step "$name" 300 node bin/stepscope.js step --backend cuda --batch "$STEP_BATCH" --resolution 224 --iterations 10 --warmup 3 --json "$@"
   cp "$OUT/$name.out" "$OUT/$name.json" 2>/dev/null
-  node -e "const r=require('$OUT/$name.json'); const s=r.summary; console.error('$name (batch $STEP_BATCH): '+s.totalMs.median.toFixed(2)+' ms per iteration (forward '+s.forwardMs.median.toFixed(2)+', backward '+s.backwardMs.median.toFixed(2)+', enqueue '+s.enqueueUsPerKernel.median.toFixed(2)+' us/kernel), '+(1000*$STEP_BATCH/s.totalMs.median).toFixed(0)+' images/s')" 2>&1 | tee -a "$OUT/gpu-check.log"
+  node -e "const r=require('$OUT/$name.json'); const s=r.summary; console.error('$name (batch $STEP_BATCH): '+s.totalMs.median.toFixed(2)+' ms per iteration (forward '+s.forwardMs.median.toFixed(2)+', backward '+s.backwardMs.median.toFixed(2)+', enqueue '+s.enqueueUsPerKernel.toFixed(2)+' us/kernel), '+(1000*$STEP_BATCH/s.totalMs.median).toFixed(0)+' images/s')" 2>&1 | tee -a "$OUT/gpu-check.log"
 }
 has_phase step && for dtype in $STEP_DTYPES; do
   stepscope_step "stepscope-step-$dtype" --dtype "$dtype"
