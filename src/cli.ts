@@ -374,10 +374,8 @@ async function runStep(opts: StepOpts) {
   const { backend, fallback } = resolveBackend(opts.backend);
   if (fallback) process.stderr.write(`stepscope: ${fallback}\n`);
   const comm = parseComm(opts.comm, backend);
-  if (backend === 'cuda') {
-    // NCHW, fp32/tf32 so far (issue #5): the rest is refused before any work.
-    if (opts.enqueueProbe) throw new UsageError('--enqueue-probe is not allowed with --backend cuda: a GPU already runs behind the host');
-  }
+  // What the CUDA step cannot do is refused before any work.
+  if (backend === 'cuda' && opts.enqueueProbe) throw new UsageError('--enqueue-probe is not allowed with --backend cuda: a GPU already runs behind the host');
   const dtypes = backend === 'cuda' ? ['fp32', 'tf32', 'bf16'] : ['fp32'];
   if (!dtypes.includes(opts.dtype)) throw new UsageError(`--dtype '${opts.dtype}' is not allowed on the ${backend} backend: allowed ${dtypes.join(', ')}`);
   if (opts.graph && backend !== 'cuda') throw new UsageError('--graph needs --backend cuda: a CUDA graph replays GPU work; the cpu backend has none');
