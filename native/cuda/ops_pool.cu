@@ -52,6 +52,19 @@ __global__ void avgpoolForward(int n, int c, long long hw, bool nhwc, const T* _
   if (lane == 0) y[plane] = float(s / double(hw));
 }
 
+// NHWC: a thread per (image, channel), threads across channels, so each step
+// over the plane's positions reads consecutive addresses (a warp per plane
+// would read C floats apart).
+template <typename T>
+__global__ void avgpoolForwardNhwc(int n, int c, long long hw, const T* __restrict__ x, float* __restrict__ y) {
+  for (long long plane = blockIdx.x * (long long)blockDim.x + threadIdx.x; plane < (long long)n * c; plane += (long long)gridDim.x * blockDim.x) {
+    const long long img = plane / c, ch = plane % c;
+    double s = 0;
+    for (long long i = 0; i < hw; ++i) s += loadf(x[actIndex(true, img, ch, i, c, hw)]);
+    y[plane] = float(s / double(hw));
+  }
+}
+
 template <typename T>
 __global__ void avgpoolBackward(int n, int c, long long hw, bool nhwc, const float* __restrict__ dy, T* __restrict__ dx) {
   const long long total = (long long)n * c * hw;
@@ -112,7 +125,8 @@ class CudaAvgPool : public CudaOpKernel {
   template <typename T>
   void run(const std::vector<float*>& b, cudaStream_t stream) {
     const long long planes = (long long)n_ * c_;
-    if (forward_) avgpoolForward<T><<<opGridFor(planes * 32), 256, 0, stream>>>(n_, c_, hw_, nhwc_, reinterpret_cast<const T*>(b[0]), b[1]);
+    if (forward_ && nhwc_) avgpoolForwardNhwc<T><<<opGridFor(planes), 256, 0, stream>>>(n_, c_, hw_, reinterpret_cast<const T*>(b[0]), b[1]);
+    else if (forward_) avgpoolForward<T><<<opGridFor(planes * 32), 256, 0, stream>>>(n_, c_, hw_, nhwc_, reinterpret_cast<const T*>(b[0]), b[1]);
     else avgpoolBackward<T><<<opGridFor(planes * hw_), 256, 0, stream>>>(n_, c_, hw_, nhwc_, b[0], reinterpret_cast<T*>(b[1]));
   }
 
