@@ -22,7 +22,7 @@ import { runTraining, type Run } from './run/training';
 import { formatComparison, formatRun } from './report/run-report';
 import { convBenchReport, dataBenchReport, formatBenchRows } from './report/bench-report';
 import { progressBar } from './report/progress';
-import { CROSS_PROCESS_COMM, type Communicator, type ReductionOptions } from './run/executor';
+import { CROSS_PROCESS_COMM, graphProblem, type Communicator, type ReductionOptions } from './run/executor';
 import { chromeTrace } from './report/trace';
 import { launch } from './launch';
 import { registerAnalysisCommands } from './commands/register';
@@ -378,7 +378,8 @@ async function runStep(opts: StepOpts) {
   if (backend === 'cuda' && opts.enqueueProbe) throw new UsageError('--enqueue-probe is not allowed with --backend cuda: a GPU already runs behind the host');
   const dtypes = backend === 'cuda' ? ['fp32', 'tf32', 'bf16'] : ['fp32'];
   if (!dtypes.includes(opts.dtype)) throw new UsageError(`--dtype '${opts.dtype}' is not allowed on the ${backend} backend: allowed ${dtypes.join(', ')}`);
-  if (opts.graph && backend !== 'cuda') throw new UsageError('--graph needs --backend cuda: a CUDA graph replays GPU work; the cpu backend has none');
+  const cannotGraph = opts.graph ? graphProblem(backend, parseInteger('--warmup', opts.warmup, 0, 1000)) : null;
+  if (cannotGraph) throw new UsageError(cannotGraph); // before any rendezvous
   const batch = parseInteger('--batch', opts.batch, 1, 4096);
   const resolution = parseInteger('--resolution', opts.resolution, 32, 1024);
   const classes = parseInteger('--classes', opts.classes, 2, 100000);

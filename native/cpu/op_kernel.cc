@@ -7,19 +7,6 @@
 
 namespace stepscope {
 
-double OpKernel::bytes() const { return bufferBytes(buffers_); }
-
-KernelInfo OpKernel::info() const {
-  KernelInfo i;
-  i.op = op_;
-  i.variant = variant_;
-  i.layer = layer_;
-  i.pass = pass_;
-  i.flops = flops_;
-  i.bytes = bytes();
-  return i;
-}
-
 namespace {
 
 struct OpEntry {

@@ -17,11 +17,9 @@
 
 namespace stepscope {
 
-class OpKernel {
+class OpKernel : public OpDescription {
  public:
-  OpKernel(std::string op, std::string variant, std::string pass, std::string layer)
-      : op_(std::move(op)), variant_(std::move(variant)), pass_(std::move(pass)), layer_(std::move(layer)) {}
-  virtual ~OpKernel() = default;
+  using OpDescription::OpDescription;
 
   // buffers[i] has buffers()[i].length floats (checked by the caller).
   virtual void run(const std::vector<float*>& buffers) = 0;
@@ -29,19 +27,6 @@ class OpKernel {
   void execute(const std::vector<float*>& buffers, KernelRecorder& recorder) {
     recorder.run(info(), [&] { run(buffers); });
   }
-  const std::vector<BufferSpec>& buffers() const { return buffers_; }
-  const std::string& op() const { return op_; }
-  const std::string& variant() const { return variant_; }
-  const std::string& pass() const { return pass_; }
-  const std::string& layer() const { return layer_; }
-  double flops() const { return flops_; }
-  double bytes() const;
-
- protected:
-  KernelInfo info() const;
-  std::string op_, variant_, pass_, layer_;
-  std::vector<BufferSpec> buffers_;
-  double flops_ = 0;
 };
 
 std::vector<OpVariantInfo> cpuOpVariants();

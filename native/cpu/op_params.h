@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "core/timeline.h"
+
 namespace stepscope {
 
 // Numeric parameters of an op, read with range checks that name the field.
@@ -38,6 +40,38 @@ inline double bufferBytes(const std::vector<BufferSpec>& buffers) {
   for (const auto& b : buffers) total += (b.bf16 ? 2.0 : 4.0) * double(b.length);
   return total;
 }
+
+// What an op kernel is on either backend: its names, the buffers it takes and
+// its flops, and the KernelInfo its timeline records carry.
+class OpDescription {
+ public:
+  OpDescription(std::string op, std::string variant, std::string pass, std::string layer)
+      : op_(std::move(op)), variant_(std::move(variant)), pass_(std::move(pass)), layer_(std::move(layer)) {}
+  virtual ~OpDescription() = default;
+
+  const std::vector<BufferSpec>& buffers() const { return buffers_; }
+  const std::string& op() const { return op_; }
+  const std::string& variant() const { return variant_; }
+  const std::string& pass() const { return pass_; }
+  const std::string& layer() const { return layer_; }
+  double flops() const { return flops_; }
+  double bytes() const { return bufferBytes(buffers_); }
+  KernelInfo info() const {
+    KernelInfo i;
+    i.op = op_;
+    i.variant = variant_;
+    i.layer = layer_;
+    i.pass = pass_;
+    i.flops = flops_;
+    i.bytes = bytes();
+    return i;
+  }
+
+ protected:
+  std::string op_, variant_, pass_, layer_;
+  std::vector<BufferSpec> buffers_;
+  double flops_ = 0;
+};
 
 // One row of a backend's op table (`variants` lists them).
 struct OpVariantInfo {

@@ -110,7 +110,7 @@ class CudaGraphWrap : public Napi::ObjectWrap<CudaGraphWrap> {
   Napi::Value release(const Napi::CallbackInfo& info);
   Napi::Value nodes(const Napi::CallbackInfo& info);
   Napi::Value kernels(const Napi::CallbackInfo& info);
-  const CudaGraphPtr& graph(Napi::Env env) const;  // throws once released
+  const CudaGraphPtr& graph() const;  // throws once released
   CudaGraphPtr graph_;
 };
 

@@ -46,8 +46,10 @@ struct PendingWait {
 };
 
 // The open capture's records (timelineMutex held).
-bool capturingNow = false;
-uint64_t captureCount = 0;  // ids of captures: the open one is captureCount
+// The open capture's id, 0 when none: read on every kernel launch, so atomic
+// (no lock); changed under timelineMutex.
+std::atomic<uint64_t> openCapture{0};
+uint64_t lastCaptureId = 0;
 std::vector<PendingRecord> capturedRecords;
 std::vector<PendingWait> capturedWaits;
 std::vector<std::shared_ptr<void>> capturedHolds;
@@ -100,24 +102,20 @@ GraphEvents::~GraphEvents() {
 
 void beginTimelineCapture() {
   std::lock_guard<std::mutex> lock(timelineMutex);
-  if (capturingNow) throw Error("ERR_INVALID_STATE", "a CUDA graph capture is already open: end it first (one capture at a time)");
-  capturingNow = true;
-  ++captureCount;
+  if (openCapture.load() != 0) throw Error("ERR_INVALID_STATE", "a CUDA graph capture is already open: end it first (one capture at a time)");
+  openCapture = ++lastCaptureId;
 }
 
-uint64_t openCaptureId() {
-  std::lock_guard<std::mutex> lock(timelineMutex);
-  return capturingNow ? captureCount : 0;
-}
+uint64_t openCaptureId() { return openCapture.load(); }
 
 void holdForCapture(std::shared_ptr<void> holder) {
   std::lock_guard<std::mutex> lock(timelineMutex);
-  if (capturingNow) capturedHolds.push_back(std::move(holder));
+  if (openCapture.load() != 0) capturedHolds.push_back(std::move(holder));
 }
 
 void hookForCapture(std::shared_ptr<LaunchHook> hook) {
   std::lock_guard<std::mutex> lock(timelineMutex);
-  if (capturingNow) capturedHooks.push_back(std::move(hook));
+  if (openCapture.load() != 0) capturedHooks.push_back(std::move(hook));
 }
 
 void runLaunchHooks(const CapturedTimeline& captured, cudaStream_t stream) {
@@ -140,14 +138,11 @@ std::shared_ptr<CapturedTimeline> endTimelineCapture() {
     captured->events->events.insert(captured->events->events.end(), {w.start, w.end});
     w.graph = captured->events;
   }
-  capturingNow = false;
+  openCapture = 0;
   return captured;
 }
 
-bool timelineCapturing() {
-  std::lock_guard<std::mutex> lock(timelineMutex);
-  return capturingNow;
-}
+bool timelineCapturing() { return openCapture.load() != 0; }
 
 void replayTimeline(const std::shared_ptr<CapturedTimeline>& captured) {
   std::lock_guard<std::mutex> lock(timelineMutex);

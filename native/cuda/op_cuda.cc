@@ -8,20 +8,7 @@
 
 namespace stepscope {
 
-double CudaOpKernel::bytes() const { return bufferBytes(buffers_); }
-
 std::string CudaOpKernel::context() const { return (layer_.empty() ? op_ : layer_) + " " + pass_ + " " + op_; }
-
-KernelInfo CudaOpKernel::info() const {
-  KernelInfo i;
-  i.op = op_;
-  i.variant = variant_;
-  i.layer = layer_;
-  i.pass = pass_;
-  i.flops = flops_;
-  i.bytes = bytes();
-  return i;
-}
 
 void checkLaunch(const char* what, const std::string& context) { checkCuda(cudaGetLastError(), what, context); }
 

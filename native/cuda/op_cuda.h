@@ -1,11 +1,12 @@
 // The step's ops other than convolution on the CUDA backend: batch norm (with
 // the fused ReLU), ReLU, residual add, max- and average-pool, the FC layer
-// (cuBLAS), softmax cross-entropy, SGD, and the local communicator with the
-// modeled link (ops_comm.cu). Same op names, parameters and
-// buffers as the CPU kernels (cpu/op_kernel.h, read through cpu/op_params.h),
-// NCHW fp32; one variant, `cuda` (our kernels, cuBLAS for the FC GEMMs).
-// A kernel is prepared without a device (its buffers can be described and
-// checked anywhere); launching needs one.
+// (cuBLAS), softmax cross-entropy, SGD, the local communicator with the
+// modeled link (ops_comm.cu), and the input's conversion (ops_layout.cu).
+// Same op names, parameters and buffers as the CPU kernels (cpu/op_kernel.h,
+// read through cpu/op_params.h); NCHW or NHWC (nhwc=1), fp32 or bf16
+// activations (bf16=1). Variant `cuda` (our kernels, cuBLAS for the FC GEMMs),
+// and `cudnn` for batch norm. A kernel is prepared without a device (its
+// buffers can be described and checked anywhere); launching needs one.
 #pragma once
 #include <cuda_runtime_api.h>
 
@@ -18,30 +19,17 @@
 
 namespace stepscope {
 
-class CudaOpKernel {
+class CudaOpKernel : public OpDescription {
  public:
+  // Variant `cuda` (our kernels); a library's kernel sets its own (`cudnn`).
   CudaOpKernel(std::string op, std::string pass, std::string layer)
-      : op_(std::move(op)), pass_(std::move(pass)), layer_(std::move(layer)) {}
-  virtual ~CudaOpKernel() = default;
+      : OpDescription(std::move(op), "cuda", std::move(pass), std::move(layer)) {}
 
-  // buffers[i] holds buffers()[i].length floats of device memory (checked by the caller).
+  // buffers[i] holds buffers()[i].length values of device memory (checked by the caller).
   virtual void launch(const std::vector<float*>& buffers, cudaStream_t stream) = 0;
 
-  const std::vector<BufferSpec>& buffers() const { return buffers_; }
-  const std::string& op() const { return op_; }
-  const std::string& variant() const { return variant_; }
-  const std::string& pass() const { return pass_; }
-  const std::string& layer() const { return layer_; }
-  double flops() const { return flops_; }
-  double bytes() const;
   // "bn1 fwd batchnorm": the context of every error message.
   std::string context() const;
-  KernelInfo info() const;
-
- protected:
-  std::string op_, variant_ = "cuda", pass_, layer_;
-  std::vector<BufferSpec> buffers_;
-  double flops_ = 0;
 };
 
 std::vector<OpVariantInfo> cudaOpVariants();

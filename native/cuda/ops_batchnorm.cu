@@ -22,7 +22,6 @@ struct BnDims {
   long long hw;
   double eps, momentum;
   bool relu;
-  bool nhwc;
   bool bf16;  // x, y, dy, dx bf16 (the statistics and parameters stay fp32)
 };
 
@@ -41,7 +40,7 @@ __device__ double blockSum(double v, double* shared) {
 
 // Value i (0 .. n*hw) of channel c.
 __device__ __forceinline__ long long at(const BnDims& d, int c, long long i) {
-  return actIndex(d.nhwc, i / d.hw, c, i % d.hw, d.c, d.hw);
+  return actIndex(false, i / d.hw, c, i % d.hw, d.c, d.hw);
 }
 
 template <typename T>
@@ -63,9 +62,7 @@ __global__ void bnForward(BnDims d, const T* __restrict__ x, const float* __rest
   if (threadIdx.x == 0) {
     saveMean[c] = float(mean);
     saveInvStd[c] = float(invstd);
-    const double unbiased = m > 1 ? var * double(m) / double(m - 1) : var;
-    runMean[c] = float((1 - d.momentum) * runMean[c] + d.momentum * mean);
-    runVar[c] = float((1 - d.momentum) * runVar[c] + d.momentum * unbiased);
+    bnRunningUpdate(runMean + c, runVar + c, BnStats{mean, var, invstd}, double(m), d.momentum);
   }
   const float scale = float(gamma[c] * invstd), shift = float(beta[c] - gamma[c] * mean * invstd);
   for (long long i = threadIdx.x; i < m; i += blockDim.x) {
@@ -142,9 +139,9 @@ class CudaBatchNorm : public CudaOpKernel {
 
 std::unique_ptr<CudaOpKernel> makeCudaBatchNorm(const std::string& op, const OpParams& p, const std::string& layer) {
   BnDims d{p.integer("n", 1, 1 << 20), p.integer("c", 1, 1 << 20), p.integer("hw", 1, 1 << 28), p.number("eps", 1e-5),
-           p.number("momentum", 0.1), p.flag("relu"), p.flag("nhwc"), p.flag("bf16")};
+           p.number("momentum", 0.1), p.flag("relu"), p.flag("bf16")};
   // NHWC: threads across channels (ops_batchnorm_nhwc.cu); a block per channel would read strided.
-  if (d.nhwc) return makeCudaBatchNormNhwc(op == "batchnorm-fwd", d.n, d.c, d.hw, d.eps, d.momentum, d.relu, d.bf16, layer);
+  if (p.flag("nhwc")) return makeCudaBatchNormNhwc(op == "batchnorm-fwd", d.n, d.c, d.hw, d.eps, d.momentum, d.relu, d.bf16, layer);
   return std::make_unique<CudaBatchNorm>(op == "batchnorm-fwd", d, layer);
 }
 

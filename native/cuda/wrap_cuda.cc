@@ -184,7 +184,7 @@ CudaGraphWrap::CudaGraphWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<
   });
 }
 
-const CudaGraphPtr& CudaGraphWrap::graph(Napi::Env) const {
+const CudaGraphPtr& CudaGraphWrap::graph() const {
   if (!graph_) throw Error("ERR_INVALID_STATE", "the graph was released");
   return graph_;
 }
@@ -192,7 +192,7 @@ const CudaGraphPtr& CudaGraphWrap::graph(Napi::Env) const {
 // launch(stream): one launch of the whole graph; its kernels' records go on the timeline.
 Napi::Value CudaGraphWrap::launch(const Napi::CallbackInfo& info) {
   return cudaGuarded(info.Env(), [&]() -> Napi::Value {
-    graph(info.Env())->launch(*unwrapArg<CudaStreamWrap>(info, 0, "stream")->stream());
+    graph()->launch(*unwrapArg<CudaStreamWrap>(info, 0, "stream")->stream());
     return info.Env().Undefined();
   });
 }
@@ -205,11 +205,11 @@ Napi::Value CudaGraphWrap::release(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value CudaGraphWrap::nodes(const Napi::CallbackInfo& info) {
-  return cudaGuarded(info.Env(), [&]() -> Napi::Value { return Napi::Number::New(info.Env(), double(graph(info.Env())->nodes())); });
+  return cudaGuarded(info.Env(), [&]() -> Napi::Value { return Napi::Number::New(info.Env(), double(graph()->nodes())); });
 }
 
 Napi::Value CudaGraphWrap::kernels(const Napi::CallbackInfo& info) {
-  return cudaGuarded(info.Env(), [&]() -> Napi::Value { return Napi::Number::New(info.Env(), double(graph(info.Env())->kernels())); });
+  return cudaGuarded(info.Env(), [&]() -> Napi::Value { return Napi::Number::New(info.Env(), double(graph()->kernels())); });
 }
 
 // ---- ConvKernel

@@ -4,21 +4,25 @@
 
 /** data[n, c, s] (NCHW) arranged as [n, s, c] (NHWC). */
 export function toNhwc(data: Float32Array, c: number, s: number): Float32Array {
-  const n = checkDims(data, c, s);
-  const out = new Float32Array(data.length);
-  for (let img = 0; img < n; img++)
-    for (let ch = 0; ch < c; ch++)
-      for (let i = 0; i < s; i++) out[(img * s + i) * c + ch] = data[(img * c + ch) * s + i];
-  return out;
+  return relayout(data, c, s, true);
 }
 
 /** The inverse of toNhwc. */
 export function fromNhwc(data: Float32Array, c: number, s: number): Float32Array {
+  return relayout(data, c, s, false);
+}
+
+/** Moves every element (n, c, i) between its NCHW and NHWC positions, in the direction asked. */
+function relayout(data: Float32Array, c: number, s: number, toChannelsLast: boolean): Float32Array {
   const n = checkDims(data, c, s);
   const out = new Float32Array(data.length);
   for (let img = 0; img < n; img++)
     for (let ch = 0; ch < c; ch++)
-      for (let i = 0; i < s; i++) out[(img * c + ch) * s + i] = data[(img * s + i) * c + ch];
+      for (let i = 0; i < s; i++) {
+        const nchw = (img * c + ch) * s + i, nhwc = (img * s + i) * c + ch;
+        if (toChannelsLast) out[nhwc] = data[nchw];
+        else out[nchw] = data[nhwc];
+      }
   return out;
 }
 

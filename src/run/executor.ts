@@ -36,12 +36,22 @@ export interface OptimizerOptions {
  */
 export type StepLayout = 'auto' | 'nchw' | 'nChw16c' | 'nhwc';
 
-/** Why a plan cannot run NHWC on CUDA (every conv must be cuDNN's), or null. */
-export function canUseNhwc(graph: ResNetGraph, plan: Plan): string | null {
+/** Why `--graph` cannot run (CUDA only; after an eager warm-up iteration), or null. */
+export function graphProblem(backend: Backend, warmup: number): string | null {
+  if (backend !== 'cuda') return '--graph needs --backend cuda: a CUDA graph replays GPU work; the cpu backend has none';
+  if (warmup < 1) return '--graph needs --warmup 1 or more: the libraries set up their workspaces in a first eager iteration, which a graph capture cannot do';
+  return null;
+}
+
+/**
+ * The first convolution a plan runs with one of our own CUDA kernels, or
+ * null: NHWC and bf16 need every conv to be cuDNN's (ours take NCHW fp32).
+ */
+export function firstNonCudnnConv(graph: ResNetGraph, plan: Plan): { layer: string; variant: string } | null {
   for (const n of graph.nodes) {
     if (n.kind !== 'conv') continue;
-    const v = convVariantsOf(plan, n.name).find((x) => !x.startsWith('cudnn:'));
-    if (v !== undefined) return `conv ${n.name} runs '${v}', which takes NCHW only; allowed: cudnn:* variants`;
+    const variant = convVariantsOf(plan, n.name).find((x) => !x.startsWith('cudnn:'));
+    if (variant !== undefined) return { layer: n.name, variant };
   }
   return null;
 }
@@ -241,8 +251,8 @@ export class TrainingStep {
     }
     if (layout === 'nhwc') {
       if (backend !== 'cuda') throw new UsageError("--layout nhwc is not allowed on the cpu backend: allowed auto, nchw, nChw16c (nhwc is CUDA's, with cuDNN's convolutions)");
-      const nhwcProblem = canUseNhwc(graph, plan);
-      if (nhwcProblem) throw new UsageError(`--layout nhwc: ${nhwcProblem}`);
+      const own = firstNonCudnnConv(graph, plan);
+      if (own) throw new UsageError(`--layout nhwc: conv ${own.layer} runs '${own.variant}', which takes NCHW only; allowed: cudnn:* variants`);
       this.layout = 'nhwc';
     } else {
       const blockedProblem = canUseBlocked(graph, plan);
@@ -250,8 +260,8 @@ export class TrainingStep {
       this.layout = layout === 'nchw' || blockedProblem ? 'nchw' : 'nChw16c';
     }
     if (dtype === 'bf16') {
-      const problem = canUseNhwc(graph, plan);
-      if (problem) throw new UsageError(`--dtype bf16: ${problem.replace('which takes NCHW only', 'which takes fp32 buffers')}`);
+      const own = firstNonCudnnConv(graph, plan);
+      if (own) throw new UsageError(`--dtype bf16: conv ${own.layer} runs '${own.variant}', which takes fp32 buffers; allowed: cudnn:* variants`);
       for (const n of graph.nodes) if (n.kind === 'avgpool' || n.kind === 'fc') this.fp32Tensors.add(n.output);
     }
     this.stream = new native.Stream('compute');
@@ -503,7 +513,7 @@ export class TrainingStep {
     return this.graphMode;
   }
   set useGraph(on: boolean) {
-    if (on && this.backend !== 'cuda') throw new UsageError('--graph needs --backend cuda: a CUDA graph replays GPU work; the cpu backend has none');
+    if (on && this.backend !== 'cuda') throw new UsageError(graphProblem(this.backend, 1)!);
     this.graphMode = on;
   }
   private graphMode = false;
@@ -761,9 +771,7 @@ export class TrainingStep {
       const graph = this.cudaStream.endCapture();
       this.captureOpen = false;
       this.captured = { graph, marks, logits, comm };
-      const launchStart = native.nowNs();
-      graph.launch(this.cudaStream);
-      return this.completeIteration(step, marks, logits, comm, native.nowNs() - launchStart);
+      return this.replayGraph(step); // a capture runs nothing: its first launch is this iteration
     }
     return this.completeIteration(step, marks, logits, comm, native.nowNs() - enqueueStart);
   }

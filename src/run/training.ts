@@ -11,7 +11,7 @@ import type { Backend } from '../backend';
 import { addon } from '../native';
 import { cudaStatus } from '../native-cuda';
 import type { Plan } from '../plan/plan';
-import { TrainingStep, type ReductionOptions, type StepLayout } from './executor';
+import { graphProblem, TrainingStep, type ReductionOptions, type StepLayout } from './executor';
 import { breakdown, type Breakdown } from '../analysis/breakdown';
 import { initWeights, loadBatch, loadWeights, saveWeights } from './weights';
 import { kernelKey, kernelStats, type IterationMarks, type KernelStat } from './kernel-stats';
@@ -158,10 +158,8 @@ export async function runTraining(config: TrainingConfig, onIteration?: (f: Iter
   if (pipeline && pipeline.classes > config.classes) {
     throw new UsageError(`--classes ${config.classes} is not allowed with this dataset: it has ${pipeline.classes} classes (give --classes ${pipeline.classes} or more)`);
   }
-  if (config.graph && config.backend !== 'cuda') throw new UsageError('--graph needs --backend cuda: a CUDA graph replays GPU work; the cpu backend has none');
-  if (config.graph && config.warmup < 1) {
-    throw new UsageError('--graph needs --warmup 1 or more: the libraries set up their workspaces in a first eager iteration, which a graph capture cannot do');
-  }
+  const cannotGraph = config.graph ? graphProblem(config.backend ?? 'cpu', config.warmup) : null;
+  if (cannotGraph) throw new UsageError(cannotGraph);
   const step = new TrainingStep(graph, config.plan, { lr: config.lr, momentum: config.momentum, weightDecay: config.weightDecay }, config.layout, config.reduction, config.backend, config.dtype);
   step.enqueueProbeMs = config.enqueueProbeMs ?? 0;
   if (config.weights) loadWeights(step, config.weights);

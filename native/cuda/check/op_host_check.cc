@@ -77,23 +77,18 @@ void cpuReference(const std::string& op, const std::map<std::string, double>& pa
 
 std::vector<float> poisoned(size_t n) { return std::vector<float>(n, NAN); }
 
-// An NCHW [n, c, s] tensor in the given layout (op_index.h's actIndex), and back.
-std::vector<float> inLayout(const std::vector<float>& nchw, long long c, long long s, bool nhwc) {
-  std::vector<float> out(nchw.size());
-  for (long long i = 0; i < (long long)nchw.size(); ++i) {
-    const ActPos p = actPos(false, i, c, s);
-    out[actIndex(nhwc, p.n, p.c, p.s, c, s)] = nchw[i];
-  }
-  return out;
-}
-std::vector<float> toNchw(const std::vector<float>& v, long long c, long long s, bool nhwc) {
+// An [n, c, s] tensor moved from one layout to another (op_index.h's
+// actIndex and actPos): NCHW data into the kernels' layout, and back.
+std::vector<float> relayout(const std::vector<float>& v, long long c, long long s, bool fromNhwc, bool toNhwc) {
   std::vector<float> out(v.size());
   for (long long i = 0; i < (long long)v.size(); ++i) {
-    const ActPos p = actPos(nhwc, i, c, s);
-    out[actIndex(false, p.n, p.c, p.s, c, s)] = v[i];
+    const ActPos p = actPos(fromNhwc, i, c, s);
+    out[actIndex(toNhwc, p.n, p.c, p.s, c, s)] = v[i];
   }
   return out;
 }
+std::vector<float> inLayout(const std::vector<float>& nchw, long long c, long long s, bool nhwc) { return relayout(nchw, c, s, false, nhwc); }
+std::vector<float> toNchw(const std::vector<float>& v, long long c, long long s, bool nhwc) { return relayout(v, c, s, nhwc, false); }
 const char* layoutName(bool nhwc) { return nhwc ? " nhwc" : ""; }
 
 void checkBatchNorm(int n, int c, int hw, bool relu, bool nhwc) {
