@@ -33,10 +33,16 @@ export interface CudaInfo {
  * Device memory of fp32 or bf16 elements. Copies are synchronous: synchronize
  * streams first. A bf16 buffer is read and written as floats (rounded to
  * nearest even on the way in).
+ *
+ * Several GPUs in one process: a Buffer, Stream, ConvKernel or communicator
+ * lives on the GPU of its `device` option (default: the process's GPU,
+ * setDevice), an OpKernel on the GPU of its first enqueue, an Event on that
+ * of the stream it was last recorded on. A kernel enqueued on a stream of
+ * another GPU than its own or its buffers' is ERR_INVALID_ARG.
  */
 export declare class Buffer {
-  /** A second argument other than {dtype} (the CPU addon's stream, in shared code) is ignored. */
-  constructor(length: number, options?: { dtype?: 'fp32' | 'bf16' } | unknown);
+  /** A CUDA Stream as the second argument puts the buffer on the stream's GPU; anything else without {dtype, device} (the CPU addon's stream, in shared code) is ignored. */
+  constructor(length: number, options?: { dtype?: 'fp32' | 'bf16'; device?: number } | Stream | unknown);
   readonly length: number;
   readonly dtype: 'fp32' | 'bf16';
   readonly released: boolean;
@@ -61,9 +67,11 @@ export declare class Event {
 
 /** A cudaStream_t. Kernels enqueued on it are timed with CUDA events. */
 export declare class Stream {
-  constructor(name?: string);
+  constructor(name?: string, options?: { device?: number });
   readonly id: number;
   readonly name: string;
+  /** The GPU it runs on. */
+  readonly device: number;
   record(event: Event): this;
   /** Later work on this stream waits for the event's latest record (timed: waitsDrain()). */
   wait(event: Event): this;
@@ -103,6 +111,8 @@ export interface CudaConvKernelDescription {
   precision: 'fp32' | 'tf32' | 'bf16';
   /** The layout of x and y. */
   layout: 'nchw' | 'nhwc';
+  /** The GPU it was prepared on (enqueued on its streams only). */
+  device: number;
   flops: number;
   bytes: number;
   workspaceBytes: number;
@@ -119,7 +129,7 @@ export interface CudaConvKernelDescription {
  */
 export declare class ConvKernel {
   /** layout nhwc: x and y NHWC, w still KCRS (cudnn:* only; our own kernels: ERR_UNSUPPORTED). */
-  constructor(shape: ConvShape, pass: ConvPass, variant: string, layer?: string, options?: { dtype?: CudaConvDtype; layout?: 'nchw' | 'nhwc' });
+  constructor(shape: ConvShape, pass: ConvPass, variant: string, layer?: string, options?: { dtype?: CudaConvDtype; layout?: 'nchw' | 'nhwc'; device?: number });
   enqueue(stream: Stream, x: Buffer, w: Buffer, y: Buffer): void;
   describe(): CudaConvKernelDescription;
 }
@@ -132,7 +142,7 @@ export interface CudaConvVariantInfo {
 
 /** The step's other ops (batch norm, ReLU, add, pooling, FC, loss, SGD): the CPU addon's op names, parameters and buffers; variant `cuda`. */
 export declare class OpKernel {
-  /** Needs no device (describe() works anywhere); enqueue does. */
+  /** Needs no device (describe() works anywhere); enqueue does, and binds it to the stream's GPU. */
   constructor(op: OpName, variant: string, params: Record<string, number | boolean>, layer?: string);
   enqueue(stream: Stream, buffers: Buffer[]): void;
   describe(): OpKernelDescription;
@@ -145,12 +155,22 @@ export declare class OpKernel {
  * that dies later aborts the communicator (a watchdog), so no stream waits
  * forever; the next call throws ERR_COMM with the reason. ERR_UNAVAILABLE
  * when the addon was built without NCCL.
+ *
+ * All local GPUs in one process: local(devices) makes one communicator per
+ * GPU (ranks in that order; connect() each), and allreduceGroup() reduces a
+ * bucket on all of them in one NCCL group (one thread must issue every
+ * local rank's call together).
  */
 export declare class NcclCommunicator {
   static uniqueId(): Uint8Array;
-  constructor(options: { id: Uint8Array; rank: number; size: number; timeoutMs?: number });
+  static local(devices: number[], options?: { timeoutMs?: number }): NcclCommunicator[];
+  /** Each call: one local rank's buffers on its stream (same sizes on every rank); one record per stream. Not in a graph capture (ERR_UNSUPPORTED). */
+  static allreduceGroup(calls: { comm: NcclCommunicator; stream: Stream; buffers: Buffer | Buffer[] }[], scale: number, layer?: string): void;
+  constructor(options: { id: Uint8Array; rank: number; size: number; timeoutMs?: number; device?: number });
   readonly rank: number;
   readonly size: number;
+  /** The GPU of this rank. */
+  readonly device: number;
   /** Resolves when every rank has joined (the event loop stays free meanwhile). */
   connect(): Promise<void>;
   /** Enqueues on the stream, in place, one grouped launch (one kernel record, variant 'nccl'): each buffer = scale * sum over ranks. */
@@ -159,7 +179,7 @@ export declare class NcclCommunicator {
   destroy(): void;
 }
 
-/** This process's GPU (one rank per GPU), before any stream or buffer; ERR_INVALID_ARG out of range, ERR_INVALID_STATE once device objects exist. */
+/** This process's default GPU (one rank per GPU: objects made without a device option go there), before any stream or buffer; ERR_INVALID_ARG out of range, ERR_INVALID_STATE once device objects exist. */
 export declare function setDevice(index: number): void;
 
 /** The GPU's measured peaks: cuBLAS 8192^3 GEMMs (fp32 without tensor cores, TF32, bf16) and device-to-device copy bandwidth (read + write); the best of `trials`. */

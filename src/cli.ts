@@ -32,6 +32,7 @@ import type { ConvPass, KernelRecord } from '../binding';
 import type { NcclCommunicator } from '../binding-cuda';
 import { gatherTimelines, type GatherAddon, type RankTimeline } from './run/gather';
 import { shareFromRankZero, type RendezvousPlace } from './comm/rendezvous';
+import { LocalNcclGroup } from './comm/local-nccl';
 import { checkDataOptions, type DataKind, type DataOptions } from './data/pipeline';
 import { makeImageFolder } from './data/make';
 import { packImageFolder } from './data/pack';
@@ -255,7 +256,9 @@ interface StepOpts {
   layout: string;
   workers: string;
   schedule: string;
-  comm: string;
+  /** Left out: local (or, with --gpus 2 or more, nccl). */
+  comm?: string;
+  gpus: string;
   link?: string;
   latency: string;
   bucketMb: string;
@@ -327,7 +330,8 @@ function rankWorkers(comm: 'gloo' | 'nccl', given: string): number {
 }
 
 /** The communicators of a backend: local, and the one that reduces across processes. */
-function parseComm(value: string, backend: Backend): 'local' | 'gloo' | 'nccl' {
+function parseComm(value: string | undefined, backend: Backend): 'local' | 'gloo' | 'nccl' {
+  if (value === undefined) return 'local';
   const cross = CROSS_PROCESS_COMM[backend];
   const other = cross === 'gloo' ? 'nccl' : 'gloo';
   if (value === other) {
@@ -340,9 +344,13 @@ function parseReduction(opts: StepOpts, schedule: 'serialized' | 'overlapped', b
   const comm = parseComm(opts.comm, backend);
   const workers = comm === 'local' ? parseInteger('--workers', opts.workers, 1, 16) : rankWorkers(comm, opts.workers);
   const buckets = parseBuckets(opts);
-  const link = opts.link === undefined ? undefined : { gbps: parseNumber('--link', opts.link, 0.001, 10000), latencyUs: parseNumber('--latency', opts.latency, 0, 1e6) };
+  const link = parseLink(opts);
   if (workers === 1) return undefined;
   return { workers, schedule, comm, ...buckets, link };
+}
+
+function parseLink(opts: StepOpts): ReductionOptions['link'] {
+  return opts.link === undefined ? undefined : { gbps: parseNumber('--link', opts.link, 0.001, 10000), latencyUs: parseNumber('--latency', opts.latency, 0, 1e6) };
 }
 
 /**
@@ -361,6 +369,29 @@ function selectRankDevice(): void {
   cuda.setDevice(index);
 }
 
+/**
+ * --gpus: how many local GPUs this process drives (one replica each), 1
+ * without the option. With 2 or more the reduction is NCCL's, in this
+ * process: not under launch, not another communicator, not --graph.
+ */
+function parseGpus(opts: StepOpts, backend: Backend): number {
+  if (opts.gpus === '1') return 1;
+  if (backend !== 'cuda') throw new UsageError(`--gpus ${opts.gpus} needs --backend cuda: the cpu backend runs one worker per process (stepscope launch -n N -- step --comm gloo)`);
+  const count = cudaAddon().cudaInfo().deviceCount;
+  const gpus = opts.gpus === 'all' ? count : parseInteger('--gpus', opts.gpus, 1, 1024);
+  if (gpus > count) throw new UsageError(`--gpus ${gpus} is not allowed: ${count} GPU${count === 1 ? '' : 's'} visible (allowed 1..${count}, or all)`);
+  if (gpus === 1) return 1;
+  if (process.env.WORLD_SIZE !== undefined) {
+    throw new UsageError(`--gpus ${opts.gpus} is not allowed under launch (WORLD_SIZE ${process.env.WORLD_SIZE}): one process per GPU, or all GPUs in one process, not both`);
+  }
+  if (opts.comm !== undefined && opts.comm !== 'nccl') throw new UsageError(`--comm ${opts.comm} is not allowed with --gpus ${gpus}: the GPUs of one process reduce with nccl (leave --comm out)`);
+  const workers = parseInteger('--workers', opts.workers, 1, 100000);
+  if (workers !== 1 && workers !== gpus) throw new UsageError(`--workers ${workers} is not allowed with --gpus ${gpus}: the workers are the GPUs (leave --workers out, or give ${gpus})`);
+  if (opts.graph) throw new UsageError(`--graph is not allowed with --gpus ${gpus}: a CUDA graph captures one GPU's streams, and the grouped all-reduce spans them all`);
+  if (opts.data !== 'synthetic') throw new UsageError(`--data ${opts.data} is not allowed with --gpus ${gpus} yet: the input pipeline feeds one replica; use --data synthetic, or launch one rank per GPU`);
+  return gpus;
+}
+
 /** The NCCL communicator of this rank: rank 0 makes the id, every rank joins with it. */
 async function connectNccl(place: RankPlace, timeoutMs: number): Promise<NcclCommunicator> {
   const cuda = cudaAddon();
@@ -373,7 +404,8 @@ async function connectNccl(place: RankPlace, timeoutMs: number): Promise<NcclCom
 async function runStep(opts: StepOpts) {
   const { backend, fallback } = resolveBackend(opts.backend);
   if (fallback) process.stderr.write(`stepscope: ${fallback}\n`);
-  const comm = parseComm(opts.comm, backend);
+  const gpus = parseGpus(opts, backend);
+  const comm = gpus > 1 ? 'nccl' : parseComm(opts.comm, backend);
   // What the CUDA step cannot do is refused before any work.
   if (backend === 'cuda' && opts.enqueueProbe) throw new UsageError('--enqueue-probe is not allowed with --backend cuda: a GPU already runs behind the host');
   const dtypes = backend === 'cuda' ? ['fp32', 'tf32', 'bf16'] : ['fp32'];
@@ -412,15 +444,19 @@ async function runStep(opts: StepOpts) {
   const bar = progressBar(!opts.json);
   const perRun = config.warmup + config.iterations;
   const runs: Run[] = [];
-  const place = comm === 'local' ? undefined : rankPlace(comm);
-  if (comm !== 'local') rankWorkers(comm, opts.workers); // refused before any rendezvous
+  // Across processes: this rank's place. With --gpus, every rank is in this process.
+  const place = comm === 'local' || gpus > 1 ? undefined : rankPlace(comm);
+  if (place) rankWorkers(comm as 'gloo' | 'nccl', opts.workers); // refused before any rendezvous
   const timeoutMs = parseInteger('--comm-timeout-ms', opts.commTimeoutMs, 100, 3_600_000);
   if (backend === 'cuda') selectRankDevice();
-  // NCCL: one communicator for every schedule. Gloo: one rendezvous per schedule (a fresh store prefix keeps runs apart).
+  // NCCL: one communicator (or one local group) for every schedule. Gloo: one rendezvous per schedule (a fresh store prefix keeps runs apart).
   const nccl = place && comm === 'nccl' && place.size > 1 ? await connectNccl(place, timeoutMs) : undefined;
+  const localGroup = gpus > 1 ? await LocalNcclGroup.connect(cudaAddon(), [...Array(gpus).keys()], timeoutMs) : undefined;
   let lastComm: { comm: Communicator; native: GatherAddon } | undefined;
   for (const schedule of schedules) {
-    const reduction = parseReduction(opts, schedule, backend);
+    const reduction = localGroup
+      ? { workers: gpus, schedule, comm: 'nccl' as const, ...parseBuckets(opts), link: parseLink(opts) }
+      : parseReduction(opts, schedule, backend);
     if (reduction && place) {
       if (nccl) {
         reduction.communicator = nccl;
@@ -434,7 +470,7 @@ async function runStep(opts: StepOpts) {
       }
     }
     const rankSuffix = (file: string | undefined) => (place && place.rank > 0 && file ? `${file}.rank${place.rank}` : file);
-    const run = await runTraining({ ...config, reduction, rank: place?.rank ?? 0, saveWeights: rankSuffix(config.saveWeights), savePlan: rankSuffix(config.savePlan) }, (f) => {
+    const run = await runTraining({ ...config, reduction, localGroup, rank: place?.rank ?? 0, saveWeights: rankSuffix(config.saveWeights), savePlan: rankSuffix(config.savePlan) }, (f) => {
       const done = runs.length * perRun + f.index + 1;
       bar.update(done / (schedules.length * perRun), `${schedule}: iteration ${f.index + 1}/${perRun}${f.warmup ? ' (warm-up)' : ''}: ${f.totalMs.toFixed(0)} ms, loss ${f.loss.toFixed(4)}`);
     });
@@ -450,6 +486,7 @@ async function runStep(opts: StepOpts) {
     for (const run of runs) perRank.push(await gatherTimelines(lastComm.comm, lastComm.native, place.rank, place.size, { timeline: run.timeline, marks: run.marks }));
   }
   nccl?.destroy(); // every rank, after its last collective
+  localGroup?.destroy();
   if (place && place.rank > 0) return; // rank 0 reports for all
   if (opts.save) writeJsonAtomic(opts.save, runs.length === 1 ? runs[0] : runs);
   if (opts.report) {
@@ -717,7 +754,8 @@ export function buildProgram(): Command {
     .option('--layout <layout>', "activations: 'nChw16c' (cpu: oneDNN's blocked layout kept between layers, no reorders), 'nchw', 'nhwc' (cuda: channels-last, cuDNN's convolutions), or 'auto' (nChw16c when every conv is onednn, else nchw)", 'auto')
     .option('--workers <n>', 'data-parallel workers (batch is per worker); 1: no reduction', '1')
     .option('--schedule <s>', "gradient reduction: 'serialized' (after backward, exclusively) or 'overlapped' (buckets on a comm stream during backward)", 'overlapped')
-    .option('--comm <c>', "communicator: 'local' (this process computes one worker; the others' gradients are stood in by copies), 'gloo' (cpu: real all-reduce across processes) or 'nccl' (cuda: across GPUs, one rank per GPU); start the ranks with launch", 'local')
+    .option('--comm <c>', "communicator: 'local' (the default: this process computes one worker; the others' gradients are stood in by copies), 'gloo' (cpu: real all-reduce across processes) or 'nccl' (cuda: across GPUs, one rank per GPU started with launch, or --gpus)")
+    .option('--gpus <n>', "cuda: drive N local GPUs (or 'all') from this one process, one replica each, gradients reduced with NCCL (replica r takes rank r's batch)", '1')
     .option('--link <GB/s>', 'model a link: hold the comm stream for the ring all-reduce time of each bucket')
     .option('--latency <us>', 'per-hop latency of the modeled link', '5')
     .option('--bucket-mb <mb>', 'gradient bucket size', '25')

@@ -200,6 +200,11 @@ test('without a device, buffers, streams and kernels throw ERR_NO_DEVICE with th
     assert.throws(() => new cuda!.ConvKernel(good, 'fwd', variant, 'res2a_branch2b'), noDevice, variant);
   }
   assert.deepEqual(cuda!.timelineDrain(), []);
+  // A device option is checked before the device is needed.
+  const badDevice = (e: CudaError) => e.code === 'ERR_INVALID_ARG' && /must be a GPU index/.test(e.message);
+  assert.throws(() => new cuda!.Buffer(16, { device: -1 }), badDevice);
+  assert.throws(() => new cuda!.Stream('s', { device: 1.5 }), badDevice);
+  assert.throws(() => new cuda!.ConvKernel(good, 'fwd', 'direct', 'l', { device: 'gpu1' as never }), badDevice);
 });
 
 test('--backend cuda without a usable device exits 2 naming the reason; auto falls back and says so', { skip: status.available ? 'a CUDA device is present' : false }, () => {
@@ -508,8 +513,12 @@ test('NCCL: the unique id needs no device; bad options are refused before any de
   assert.throws(() => new c.NcclCommunicator({ id: a.subarray(0, 12), rank: 0, size: 1 }), (e: CudaError) => e.code === 'ERR_INVALID_ARG' && /12 bytes; allowed: 128/.test(e.message));
   assert.throws(() => new c.NcclCommunicator({ id: a, rank: 2, size: 2 }), (e: CudaError) => e.code === 'ERR_INVALID_ARG' && /rank 2 is not in 0\.\.1/.test(e.message));
   assert.throws(() => new c.NcclCommunicator({ id: [1, 2] as never, rank: 0, size: 1 }), (e: CudaError) => e.code === 'ERR_INVALID_ARG' && /must be a Uint8Array/.test(e.message));
+  assert.throws(() => c.NcclCommunicator.local([]), (e: CudaError) => e.code === 'ERR_INVALID_ARG' && /must not be empty/.test(e.message));
+  assert.throws(() => c.NcclCommunicator.local([-1]), (e: CudaError) => e.code === 'ERR_INVALID_ARG' && /device -1 must be a GPU index/.test(e.message));
+  assert.throws(() => c.NcclCommunicator.allreduceGroup([], 1), (e: CudaError) => e.code === 'ERR_INVALID_ARG' && /no calls/.test(e.message));
   if (!status.available) {
     assert.throws(() => new c.NcclCommunicator({ id: a, rank: 0, size: 1 }), (e: CudaError) => e.code === 'ERR_NO_DEVICE');
+    assert.throws(() => c.NcclCommunicator.local([0]), (e: CudaError) => e.code === 'ERR_NO_DEVICE');
     assert.throws(() => c.setDevice(1), (e: CudaError) => e.code === 'ERR_NO_DEVICE');
   }
 });
@@ -536,6 +545,18 @@ test('step --backend cuda --comm nccl across 2 launched ranks (CPU stand-in): th
   const t = JSON.parse(fs.readFileSync(trace, 'utf8'));
   const names = t.traceEvents.filter((e: { name: string }) => e.name === 'process_name').map((e: { args: { name: string } }) => e.args.name);
   assert.deepEqual(names, ['rank 0 (serialized)', 'rank 1 (serialized)', 'rank 0 (overlapped)', 'rank 1 (overlapped)']);
+  // Both GPUs in one process (--gpus 2): replica r takes rank r's batch, the buckets are reduced in one
+  // group across the replicas, so GPU 0 reports rank 0's losses; its timeline is GPU 0's streams only.
+  const local = cli(['step', '--backend', 'cuda', '--gpus', '2', ...small], env);
+  assert.equal(local.status, 0, local.stderr);
+  const l = JSON.parse(local.stdout);
+  for (let i = 0; i < 2; i++) {
+    assert.deepEqual([l[i].config.reduction.comm, l[i].config.reduction.workers, l[i].environment.gpus, l[i].replicas.devices], ['nccl', 2, 2, [0, 1]]);
+    assert.deepEqual(l[i].iterations.map((it: { loss: number }) => it.loss), c[i].iterations.map((it: { loss: number }) => it.loss), `--gpus 2 ${l[i].config.reduction.schedule}`);
+    assert.equal(l[i].replicas.spanMs.length, 2);
+    assert.ok(l[i].replicas.spanMs.every((s: { median: number }) => s.median > 0));
+    assert.ok(l[i].topKernels.some((k: { op: string }) => k.op === 'allreduce'));
+  }
   // Refused before any work, naming what is allowed.
   const one = ['step', '--batch', '1', '--resolution', '32', '--width', '4', '--iterations', '1', '--warmup', '0'];
   for (const [args, extra, re] of [
@@ -543,6 +564,14 @@ test('step --backend cuda --comm nccl across 2 launched ranks (CPU stand-in): th
     [['--backend', 'cuda', '--comm', 'nccl'], {}, /--comm nccl needs RANK and WORLD_SIZE/],
     [['--backend', 'cuda', '--comm', 'nccl'], { RANK: '0', WORLD_SIZE: '2', LOCAL_RANK: '2', STEPSCOPE_GLOO_STORE: dir }, /LOCAL_RANK 2 has no GPU: 2 visible/],
     [['--backend', 'cuda', '--comm', 'nccl', '--workers', '3'], { RANK: '0', WORLD_SIZE: '2', STEPSCOPE_GLOO_STORE: dir }, /--workers 3 is not allowed with --comm nccl and WORLD_SIZE 2/],
+    [['--backend', 'cuda', '--gpus', '3'], {}, /--gpus 3 is not allowed: 2 GPUs visible \(allowed 1\.\.2, or all\)/],
+    [['--backend', 'cuda', '--gpus', 'two'], {}, /--gpus/],
+    [['--backend', 'cpu', '--gpus', '2'], {}, /--gpus 2 needs --backend cuda/],
+    [['--backend', 'cuda', '--gpus', 'all', '--comm', 'local'], {}, /--comm local is not allowed with --gpus 2: the GPUs of one process reduce with nccl/],
+    [['--backend', 'cuda', '--gpus', '2', '--workers', '4'], {}, /--workers 4 is not allowed with --gpus 2/],
+    [['--backend', 'cuda', '--gpus', '2', '--graph', '--warmup', '1'], {}, /--graph is not allowed with --gpus 2/],
+    [['--backend', 'cuda', '--gpus', '2', '--data', 'raw', '--dataset', dir], {}, /--data raw is not allowed with --gpus 2 yet/],
+    [['--backend', 'cuda', '--gpus', '2'], { RANK: '0', WORLD_SIZE: '2', STEPSCOPE_GLOO_STORE: dir }, /--gpus 2 is not allowed under launch \(WORLD_SIZE 2\)/],
   ] as [string[], Record<string, string>, RegExp][]) {
     const r = cli([...one, ...args], { ...env, ...extra });
     assert.equal(r.status, 2, `${args.join(' ')}: ${r.stderr}`);
@@ -721,6 +750,66 @@ test('cuda: NCCL on one GPU: a grouped in-place all-reduce (scale applied), time
   graph.release();
   comm.destroy();
   assert.throws(() => comm.allreduce(stream, a, 1), (e: CudaError) => e.code === 'ERR_COMM' && /unusable/.test(e.message));
+});
+
+test('cuda: several GPUs in one process: objects keep their GPU; a local NCCL group reduces across them in one call', { skip: status.available && cuda?.cudaInfo().nccl.found ? false : 'needs a CUDA device and NCCL' }, async () => {
+  const c = cuda!;
+  const count = c.cudaInfo().deviceCount;
+  const devices = [...Array(Math.min(count, 4)).keys()];
+  assert.throws(() => new c.Buffer(4, { device: count }), (e: CudaError) => e.code === 'ERR_INVALID_ARG' && new RegExp(`device ${count} is not in 0\\.\\.${count - 1}`).test(e.message));
+  const comms = c.NcclCommunicator.local(devices, { timeoutMs: 20_000 });
+  assert.deepEqual(comms.map((x) => [x.rank, x.size, x.device]), devices.map((d) => [d, devices.length, d]));
+  await Promise.all(comms.map((x) => x.connect()));
+  const streams = devices.map((d) => new c.Stream(`comm@gpu${d}`, { device: d }));
+  assert.deepEqual(streams.map((x) => x.device), devices);
+  // Rank r holds r + 1 everywhere: the scaled sum is the same on every GPU.
+  const buffers = devices.map((d) => new c.Buffer(1000, { device: d }));
+  buffers.forEach((b, r) => b.fill(r + 1));
+  c.timelineClear();
+  c.NcclCommunicator.allreduceGroup(devices.map((d, r) => ({ comm: comms[r], stream: streams[r], buffers: [buffers[r]] })), 0.5, 'bucket0');
+  await Promise.all(streams.map((x) => x.synchronize()));
+  const want = 0.5 * devices.reduce((sum, r) => sum + r + 1, 0);
+  for (const b of buffers) assert.deepEqual([...new Set(b.read())], [want]);
+  const records = c.timelineDrain();
+  assert.deepEqual(records.map((r) => [r.op, r.variant, r.layer, r.streamName]), streams.map((x) => ['allreduce', 'nccl', 'bucket0', x.name]));
+  // Every rank must take part once; a group cannot be captured.
+  if (devices.length > 1) {
+    assert.throws(() => c.NcclCommunicator.allreduceGroup([{ comm: comms[0], stream: streams[0], buffers: buffers[0] }], 1), (e: CudaError) => e.code === 'ERR_INVALID_ARG' && /ranks given/.test(e.message));
+  }
+  assert.throws(() => c.NcclCommunicator.allreduceGroup(devices.flatMap((d, r) => [{ comm: comms[r], stream: streams[r], buffers: buffers[r] }, { comm: comms[r], stream: streams[r], buffers: buffers[r] }]), 1),
+    (e: CudaError) => e.code === 'ERR_INVALID_ARG' && /given twice/.test(e.message));
+  streams[0].beginCapture();
+  try {
+    assert.throws(() => c.NcclCommunicator.allreduceGroup(devices.map((d, r) => ({ comm: comms[r], stream: streams[r], buffers: buffers[r] })), 1, 'captured'),
+      (e: CudaError) => e.code === 'ERR_UNSUPPORTED' && /cannot be captured/.test(e.message));
+  } finally {
+    streams[0].endCapture().release();
+  }
+  // Kernels and buffers of another GPU are refused, naming both.
+  if (devices.length > 1) {
+    const relu = new c.OpKernel('relu-fwd', 'cuda', { size: 1000 }, 'relu1');
+    assert.throws(() => relu.enqueue(streams[0], [buffers[0], buffers[1]]), (e: CudaError) => e.code === 'ERR_INVALID_ARG' && /buffer 'y' is on GPU 1, stream 'comm@gpu0' on GPU 0/.test(e.message));
+    relu.enqueue(streams[0], [buffers[0], new c.Buffer(1000, { device: 0 })]);
+    assert.throws(() => relu.enqueue(streams[1], [buffers[1], new c.Buffer(1000, { device: 1 })]), (e: CudaError) => e.code === 'ERR_INVALID_ARG' && /first enqueued on GPU 0/.test(e.message));
+    const conv = new c.ConvKernel(good, 'fwd', 'cudnn:heuristic', 'l', { device: 1 });
+    assert.equal(conv.describe().device, 1);
+    assert.throws(() => conv.enqueue(streams[0], new c.Buffer(256, { device: 0 }), new c.Buffer(144, { device: 0 }), new c.Buffer(256, { device: 0 })), (e: CudaError) => e.code === 'ERR_INVALID_ARG' && /prepared on GPU 1/.test(e.message));
+    await streams[0].synchronize();
+    c.timelineDrain();
+  }
+  for (const x of comms) x.destroy();
+});
+
+test('cuda: step --gpus 2 (both GPUs in one process) computes what two launched ranks compute', { skip: status.available && cuda?.cudaInfo().nccl.found && cuda.cudaInfo().deviceCount >= 2 ? false : 'needs 2 CUDA devices and NCCL' }, async () => {
+  const small = ['--backend', 'cuda', '--batch', '4', '--resolution', '64', '--width', '16', '--classes', '10', '--iterations', '2', '--warmup', '0', '--json', '--bucket-mb', '1'];
+  const local = cli(['step', '--gpus', '2', ...small]);
+  assert.equal(local.status, 0, local.stderr);
+  const launched = cli(['launch', '-n', '2', '--master-port', String(await freePort()), '--', 'step', '--comm', 'nccl', ...small]);
+  assert.equal(launched.status, 0, launched.stderr);
+  const [l, r] = [JSON.parse(local.stdout), JSON.parse(launched.stdout)];
+  // The same kernels on the same data; NCCL's reduction order may differ between the two arrangements.
+  l.iterations.forEach((it: { loss: number }, i: number) => assert.ok(Math.abs(it.loss - r.iterations[i].loss) <= 1e-4 * Math.abs(r.iterations[i].loss), `iteration ${i}: ${it.loss} vs ${r.iterations[i].loss}`));
+  assert.deepEqual(l.replicas.devices, [0, 1]);
 });
 
 test('cuda: fillUniform gives the CPU addon\'s values for the same seed', { skip: needsDevice }, () => {

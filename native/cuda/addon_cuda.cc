@@ -169,7 +169,9 @@ Napi::Object initCuda(Napi::Env env, Napi::Object exports) {
   exports.Set("Graph", graph);
   exports.Set("nvtxRangePush", Napi::Function::New(env, nvtxPush));
   exports.Set("nvtxRangePop", Napi::Function::New(env, nvtxPop));
-  exports.Set("NcclCommunicator", CudaNcclWrap::define(env));
+  Napi::Function nccl = CudaNcclWrap::define(env);
+  data->nccl = Napi::Persistent(nccl);
+  exports.Set("NcclCommunicator", nccl);
   exports.Set("setDevice", Napi::Function::New(env, setDevice));
   exports.Set("measurePeak", Napi::Function::New(env, measurePeak));
   exports.Set("opVariants", Napi::Function::New(env, opVariants));

@@ -16,7 +16,7 @@
 namespace stepscope {
 
 struct CudaAddonData {
-  Napi::FunctionReference buffer, stream, event, convKernel, opKernel, graph;
+  Napi::FunctionReference buffer, stream, event, convKernel, opKernel, graph, nccl;
 };
 inline CudaAddonData& cudaAddonData(Napi::Env env) { return *env.GetInstanceData<CudaAddonData>(); }
 
@@ -40,6 +40,11 @@ auto cudaGuarded(Napi::Env env, F&& body) -> decltype(body()) {
     throw makeError(env, "ERR_NATIVE", e.what());
   }
 }
+
+// `options.device` of argument `index` (an object) when given, else -1 (the default GPU); ERR_INVALID_ARG naming `what`.
+int deviceOption(const Napi::CallbackInfo& info, size_t index, const char* what);
+// ERR_INVALID_ARG unless the buffer lives on the stream's GPU.
+void checkSameDevice(const CudaMemory& buffer, const CudaStream& stream, const std::string& context, const std::string& role);
 
 class CudaBufferWrap : public Napi::ObjectWrap<CudaBufferWrap> {
  public:
@@ -89,6 +94,7 @@ class CudaStreamWrap : public Napi::ObjectWrap<CudaStreamWrap> {
  private:
   Napi::Value id(const Napi::CallbackInfo& info);
   Napi::Value name(const Napi::CallbackInfo& info);
+  Napi::Value device(const Napi::CallbackInfo& info);
   Napi::Value synchronize(const Napi::CallbackInfo& info);
   Napi::Value record(const Napi::CallbackInfo& info);
   Napi::Value wait(const Napi::CallbackInfo& info);
@@ -137,16 +143,22 @@ class CudaOpKernelWrap : public Napi::ObjectWrap<CudaOpKernelWrap> {
   Napi::Value enqueue(const Napi::CallbackInfo& info);
   Napi::Value describe(const Napi::CallbackInfo& info);
   std::shared_ptr<CudaOpKernel> kernel_;
+  // The GPU of its first enqueue (its scratch is made there): later ones must be on it. -1: none yet.
+  int device_ = -1;
 };
 
 class CudaNcclWrap : public Napi::ObjectWrap<CudaNcclWrap> {
  public:
   static constexpr const char* kClassName = "NcclCommunicator";
   static Napi::Function define(Napi::Env env);
+  static Napi::Function constructor(Napi::Env env) { return cudaAddonData(env).nccl.Value(); }
   explicit CudaNcclWrap(const Napi::CallbackInfo& info);
 
  private:
   static Napi::Value uniqueId(const Napi::CallbackInfo& info);
+  static Napi::Value local(const Napi::CallbackInfo& info);
+  static Napi::Value allreduceGroup(const Napi::CallbackInfo& info);
+  Napi::Value device(const Napi::CallbackInfo& info);
   Napi::Value connect(const Napi::CallbackInfo& info);
   Napi::Value allreduce(const Napi::CallbackInfo& info);
   Napi::Value destroy(const Napi::CallbackInfo& info);

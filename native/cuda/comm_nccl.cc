@@ -169,9 +169,172 @@ void watch(NcclState* s, NcclOptions o) {
   }
 }
 
+// ERR_COMM when the communicator was aborted, destroyed or not connected; state.mutex held.
+void requireUsableLocked(const NcclState& s, const NcclOptions& o, const std::string& layer) {
+  if (!s.comm) throw CudaError("ERR_COMM", rankText(o) + ": the communicator is unusable: " + (s.failure.empty() ? "destroyed" : s.failure), "ncclInvalidUsage", layer);
+  if (!s.connected) throw CudaError("ERR_COMM", rankText(o) + ": all-reduce before connect()", "ncclInvalidUsage", layer);
+}
+
+// The sum pre-multiplied by `scale` (made once per scale), or ncclSum for 1; state.mutex held.
+ncclRedOp_t scaledSumLocked(NcclState& s, const NcclOptions& o, float scale, const std::string& layer) {
+  if (scale == 1.0f) return ncclSum;
+  auto found = s.scaled.find(scale);
+  if (found == s.scaled.end()) {
+    ncclRedOp_t created;
+    ncclResult_t r = ncclRedOpCreatePreMulSum(&created, &scale, ncclFloat32, ncclScalarHostImmediate, s.comm);
+    if (r == ncclInProgress) awaitLocked(s, o, "ncclRedOpCreatePreMulSum", layer), r = ncclSuccess;
+    if (r != ncclSuccess) failLocked(s, o, r, "ncclRedOpCreatePreMulSum", layer);
+    found = s.scaled.emplace(scale, created).first;
+  }
+  return found->second;
+}
+
+KernelInfo allreduceInfo(const std::vector<std::pair<float*, size_t>>& buffers, const std::string& layer) {
+  KernelInfo info;
+  info.op = "allreduce";
+  info.pass = "comm";
+  info.variant = "nccl";
+  info.layer = layer;
+  for (const auto& b : buffers) info.bytes += double(b.second) * sizeof(float);
+  return info;
+}
+
+// An event after the collective on `stream`, for the watchdog to time; state.mutex held.
+void watchLocked(NcclState& s, cudaStream_t stream, const std::string& layer) {
+  cudaEvent_t done = nullptr;
+  checkCuda(cudaEventCreateWithFlags(&done, cudaEventDisableTiming), "cudaEventCreate", layer);
+  const cudaError_t e = cudaEventRecord(done, stream);
+  if (e != cudaSuccess) {
+    cudaEventDestroy(done);
+    checkCuda(e, "cudaEventRecord", layer);
+  }
+  s.inFlight.push_back({done, Clock::now(), layer});
+}
+
 }  // namespace
 
 bool ncclBuiltIn() { return true; }
+
+int NcclCommunicator::device() const { return state_->device; }
+
+std::vector<NcclPtr> NcclCommunicator::local(const std::vector<int>& devices, int timeoutMs) {
+  if (devices.empty()) throw Error("ERR_INVALID_ARG", "nccl local: devices must not be empty");
+  if (timeoutMs < 1) throw Error("ERR_INVALID_ARG", "nccl local: timeoutMs " + std::to_string(timeoutMs) + " must be >= 1");
+  for (int d : devices) {
+    if (d < 0) throw Error("ERR_INVALID_ARG", "nccl local: device " + std::to_string(d) + " must be a GPU index (>= 0)");
+  }
+  requireDevice("NcclCommunicator.local");
+  for (size_t i = 0; i < devices.size(); ++i) {
+    deviceOrDefault(devices[i], "NcclCommunicator.local");  // in range
+    for (size_t j = 0; j < i; ++j) {
+      if (devices[j] == devices[i]) throw Error("ERR_INVALID_ARG", "nccl local: GPU " + std::to_string(devices[i]) + " is given twice (one rank per GPU)");
+    }
+  }
+  const std::string uniqueId = newNcclUniqueId();
+  ::ncclUniqueId id;
+  std::copy(uniqueId.begin(), uniqueId.end(), id.internal);
+  std::vector<NcclPtr> comms;
+  for (size_t i = 0; i < devices.size(); ++i) {
+    NcclOptions o;
+    o.uniqueId = uniqueId;
+    o.rank = int(i);
+    o.size = int(devices.size());
+    o.timeoutMs = timeoutMs;
+    o.device = devices[i];
+    comms.push_back(NcclPtr(new NcclCommunicator(o, Deferred{})));  // private constructor: no make_shared
+    comms.back()->state_->device = devices[i];
+  }
+  // One thread joins several ranks: their inits must be one group.
+  ncclResult_t r = ncclGroupStart();
+  for (size_t i = 0; i < comms.size() && r == ncclSuccess; ++i) {
+    useDevice(devices[i]);
+    ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+    config.blocking = 0;
+    r = ncclCommInitRankConfig(&comms[i]->state_->comm, int(devices.size()), id, int(i), &config);
+  }
+  const ncclResult_t end = ncclGroupEnd();
+  if (r == ncclSuccess || r == ncclInProgress) r = end;
+  if (r != ncclSuccess && r != ncclInProgress) {
+    for (NcclPtr& c : comms) {
+      if (c->state_->comm) ncclCommAbort(c->state_->comm);
+      c->state_->comm = nullptr;
+    }
+    throwNccl(comms[0]->options_, r, nullptr, "ncclCommInitRankConfig (local group)", "");
+  }
+  return comms;
+}
+
+void NcclCommunicator::allreduceGroup(const std::vector<NcclGroupCall>& calls, float scale, const std::string& layer) {
+  if (calls.empty()) throw Error("ERR_INVALID_ARG", "nccl allreduceGroup: no calls");
+  const int size = calls[0].comm->options_.size;
+  std::vector<bool> seen(static_cast<size_t>(size), false);
+  for (const NcclGroupCall& c : calls) {
+    const NcclOptions& o = c.comm->options_;
+    if (o.size != size || o.uniqueId != calls[0].comm->options_.uniqueId) {
+      throw Error("ERR_INVALID_ARG", "nccl allreduceGroup (" + layer + "): the communicators are not of one local clique (NcclCommunicator.local())");
+    }
+    if (seen[size_t(o.rank)]) throw Error("ERR_INVALID_ARG", "nccl allreduceGroup (" + layer + "): rank " + std::to_string(o.rank) + " is given twice");
+    seen[size_t(o.rank)] = true;
+    if (c.stream->device() != c.comm->state_->device) {
+      throw Error("ERR_INVALID_ARG", rankText(o) + " (" + layer + "): stream '" + c.stream->name() + "' is on GPU " + std::to_string(c.stream->device()) +
+                                         ", the communicator on GPU " + std::to_string(c.comm->state_->device));
+    }
+    if (c.buffers.size() != calls[0].buffers.size()) {
+      throw Error("ERR_INVALID_ARG", "nccl allreduceGroup (" + layer + "): rank " + std::to_string(o.rank) + " gives " + std::to_string(c.buffers.size()) +
+                                         " buffers, rank " + std::to_string(calls[0].comm->options_.rank) + " " + std::to_string(calls[0].buffers.size()));
+    }
+    for (size_t b = 0; b < c.buffers.size(); ++b) {
+      if (c.buffers[b].second != calls[0].buffers[b].second) {
+        throw Error("ERR_INVALID_ARG", "nccl allreduceGroup (" + layer + "): buffer " + std::to_string(b) + " holds " + std::to_string(c.buffers[b].second) +
+                                           " values on rank " + std::to_string(o.rank) + ", " + std::to_string(calls[0].buffers[b].second) + " on rank " +
+                                           std::to_string(calls[0].comm->options_.rank));
+      }
+    }
+  }
+  if (int(calls.size()) != size) {
+    throw Error("ERR_INVALID_ARG", "nccl allreduceGroup (" + layer + "): " + std::to_string(calls.size()) + " of " + std::to_string(size) +
+                                       " ranks given; every local rank must take part (the others would wait forever)");
+  }
+  // Rank order: the watchdogs lock one state at a time, so no lock-order cycle.
+  std::vector<const NcclGroupCall*> ordered(static_cast<size_t>(size), nullptr);
+  for (const NcclGroupCall& c : calls) ordered[size_t(c.comm->options_.rank)] = &c;
+  std::vector<std::unique_lock<std::mutex>> locks;
+  std::vector<ncclRedOp_t> ops;
+  for (const NcclGroupCall* c : ordered) {
+    NcclState& s = *c->comm->state_;
+    locks.emplace_back(s.mutex);
+    requireUsableLocked(s, c->comm->options_, layer);
+    ops.push_back(scaledSumLocked(s, c->comm->options_, scale, layer));
+  }
+  std::vector<std::pair<CudaStream*, KernelInfo>> streams;
+  for (const NcclGroupCall* c : ordered) streams.emplace_back(c->stream, allreduceInfo(c->buffers, layer));
+  timedTogether(streams, [&] {
+    ncclResult_t r = ncclGroupStart();
+    for (size_t i = 0; i < ordered.size() && r == ncclSuccess; ++i) {
+      const NcclGroupCall& c = *ordered[i];
+      useDevice(c.stream->device());
+      for (const auto& b : c.buffers) {
+        if (r != ncclSuccess) break;
+        r = ncclAllReduce(b.first, b.first, b.second, ncclFloat32, ops[i], c.comm->state_->comm, c.stream->get());
+      }
+    }
+    const ncclResult_t end = ncclGroupEnd();
+    if (r == ncclSuccess) r = end;
+    if (r == ncclInProgress) {
+      for (const NcclGroupCall* c : ordered) awaitLocked(*c->comm->state_, c->comm->options_, "all-reduce", layer);
+      r = ncclSuccess;
+    }
+    if (r != ncclSuccess) {
+      // One group failed: every rank of it is unusable.
+      for (size_t i = 1; i < ordered.size(); ++i) abortLocked(*ordered[i]->comm->state_, std::string("a grouped all-reduce failed: ") + ncclResultName(r));
+      failLocked(*ordered[0]->comm->state_, ordered[0]->comm->options_, r, "ncclAllReduce (local group)", layer);
+    }
+  });
+  for (const NcclGroupCall* c : ordered) {
+    useDevice(c->stream->device());
+    watchLocked(*c->comm->state_, c->stream->get(), layer);
+  }
+}
 
 std::string newNcclUniqueId() {
   ::ncclUniqueId id;
@@ -179,6 +342,8 @@ std::string newNcclUniqueId() {
   if (r != ncclSuccess) throwNccl(NcclOptions{}, r, nullptr, "ncclGetUniqueId", "");
   return std::string(id.internal, sizeof(id.internal));
 }
+
+NcclCommunicator::NcclCommunicator(NcclOptions options, Deferred) : options_(std::move(options)), state_(std::make_unique<NcclState>()) {}
 
 NcclCommunicator::NcclCommunicator(NcclOptions options) : options_(std::move(options)), state_(std::make_unique<NcclState>()) {
   const NcclOptions& o = options_;
@@ -188,7 +353,8 @@ NcclCommunicator::NcclCommunicator(NcclOptions options) : options_(std::move(opt
   if (o.size < 1 || o.rank < 0 || o.rank >= o.size) throw Error("ERR_INVALID_ARG", "nccl: rank " + std::to_string(o.rank) + " is not in 0.." + std::to_string(o.size - 1));
   if (o.timeoutMs < 1) throw Error("ERR_INVALID_ARG", "nccl: timeoutMs " + std::to_string(o.timeoutMs) + " must be >= 1");
   requireDevice("NcclCommunicator");
-  state_->device = selectedDevice();
+  state_->device = deviceOrDefault(o.device, "NcclCommunicator");
+  useDevice(state_->device);
   ::ncclUniqueId id;
   std::copy(o.uniqueId.begin(), o.uniqueId.end(), id.internal);
   ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
@@ -215,53 +381,33 @@ void NcclCommunicator::connect() {
 void NcclCommunicator::allreduce(CudaStream& stream, const std::vector<std::pair<float*, size_t>>& buffers, float scale, const std::string& layer) {
   NcclState& s = *state_;
   std::lock_guard<std::mutex> lock(s.mutex);
-  if (!s.comm) throw CudaError("ERR_COMM", rankText(options_) + ": the communicator is unusable: " + (s.failure.empty() ? "destroyed" : s.failure), "ncclInvalidUsage", layer);
-  if (!s.connected) throw CudaError("ERR_COMM", rankText(options_) + ": all-reduce before connect()", "ncclInvalidUsage", layer);
-  ncclRedOp_t op = ncclSum;
-  if (scale != 1.0f) {
-    auto found = s.scaled.find(scale);
-    if (found == s.scaled.end()) {
-      ncclRedOp_t created;
-      ncclResult_t r = ncclRedOpCreatePreMulSum(&created, &scale, ncclFloat32, ncclScalarHostImmediate, s.comm);
-      if (r == ncclInProgress) awaitLocked(s, options_, "ncclRedOpCreatePreMulSum", layer), r = ncclSuccess;
-      if (r != ncclSuccess) failLocked(s, options_, r, "ncclRedOpCreatePreMulSum", layer);
-      found = s.scaled.emplace(scale, created).first;
-    }
-    op = found->second;
+  requireUsableLocked(s, options_, layer);
+  if (stream.device() != s.device) {
+    throw Error("ERR_INVALID_ARG", rankText(options_) + " (" + layer + "): stream '" + stream.name() + "' is on GPU " + std::to_string(stream.device()) +
+                                       ", the communicator on GPU " + std::to_string(s.device));
   }
-  KernelInfo info;
-  info.op = "allreduce";
-  info.pass = "comm";
-  info.variant = "nccl";
-  info.layer = layer;
-  for (const auto& b : buffers) info.bytes += double(b.second) * sizeof(float);
+  const ncclRedOp_t op = scaledSumLocked(s, options_, scale, layer);
+  const KernelInfo info = allreduceInfo(buffers, layer);
   // In a graph capture the watchdog cannot time a launch: only eager calls are tracked.
   const bool captured = stream.capturing();
-  cudaEvent_t done = nullptr;
-  if (!captured) checkCuda(cudaEventCreateWithFlags(&done, cudaEventDisableTiming), "cudaEventCreate", layer);
-  try {
-    stream.timed(info, [&] {
-      // One group: NCCL fuses the bucket's tensors into one launch.
-      ncclResult_t r = ncclGroupStart();
-      for (const auto& b : buffers) {
-        if (r != ncclSuccess) break;
-        r = ncclAllReduce(b.first, b.first, b.second, ncclFloat32, op, s.comm, stream.get());
-      }
-      const ncclResult_t end = ncclGroupEnd();
-      if (r == ncclSuccess) r = end;
-      if (r == ncclInProgress) awaitLocked(s, options_, "all-reduce", layer), r = ncclSuccess;
-      if (r != ncclSuccess) failLocked(s, options_, r, "ncclAllReduce", layer);
-    });
-    if (captured) {
-      ++s.liveGraphs;
-      hookForCapture(std::make_shared<GraphHold>(shared_from_this(), &s, layer));
+  stream.timed(info, [&] {
+    // One group: NCCL fuses the bucket's tensors into one launch.
+    ncclResult_t r = ncclGroupStart();
+    for (const auto& b : buffers) {
+      if (r != ncclSuccess) break;
+      r = ncclAllReduce(b.first, b.first, b.second, ncclFloat32, op, s.comm, stream.get());
     }
-    if (done) checkCuda(cudaEventRecord(done, stream.get()), "cudaEventRecord", layer);
-  } catch (...) {
-    if (done) cudaEventDestroy(done);
-    throw;
+    const ncclResult_t end = ncclGroupEnd();
+    if (r == ncclSuccess) r = end;
+    if (r == ncclInProgress) awaitLocked(s, options_, "all-reduce", layer), r = ncclSuccess;
+    if (r != ncclSuccess) failLocked(s, options_, r, "ncclAllReduce", layer);
+  });
+  if (captured) {
+    ++s.liveGraphs;
+    hookForCapture(std::make_shared<GraphHold>(shared_from_this(), &s, layer));
+  } else {
+    watchLocked(s, stream.get(), layer);
   }
-  if (done) s.inFlight.push_back({done, Clock::now(), layer});
 }
 
 void NcclCommunicator::destroy() {
@@ -318,6 +464,10 @@ bool ncclBuiltIn() { return false; }
 
 std::string newNcclUniqueId() { unavailable(); }
 NcclCommunicator::NcclCommunicator(NcclOptions options) : options_(std::move(options)) { unavailable(); }
+NcclCommunicator::NcclCommunicator(NcclOptions options, Deferred) : options_(std::move(options)) { unavailable(); }
+std::vector<NcclPtr> NcclCommunicator::local(const std::vector<int>&, int) { unavailable(); }
+int NcclCommunicator::device() const { return options_.device; }
+void NcclCommunicator::allreduceGroup(const std::vector<NcclGroupCall>&, float, const std::string&) { unavailable(); }
 NcclCommunicator::~NcclCommunicator() = default;
 void NcclCommunicator::allreduce(CudaStream&, const std::vector<std::pair<float*, size_t>>&, float, const std::string&) { unavailable(); }
 void NcclCommunicator::connect() { unavailable(); }

@@ -1,7 +1,9 @@
 // The `nccl` communicator: gradient all-reduce across GPUs with NCCL, one
-// rank per process (stepscope launch starts them, one GPU each). The ranks
-// meet through a unique id that rank 0 makes and the others receive (the JS
-// side passes it through the launch's store: src/comm/rendezvous.ts).
+// rank per process (stepscope launch starts them, one GPU each), or all local
+// GPUs in one process (local(): one communicator per GPU, their all-reduces
+// issued together by allreduceGroup). Across processes the ranks meet through
+// a unique id that rank 0 makes and the others receive (the JS side passes it
+// through the launch's store: src/comm/rendezvous.ts).
 //
 // The communicator is non-blocking (ncclConfig_t.blocking = 0), so every wait
 // for the peers (init, each collective's launch) is polled against a
@@ -27,6 +29,7 @@ struct NcclOptions {
   int rank = 0;
   int size = 1;
   int timeoutMs = 30000;
+  int device = -1;  // this rank's GPU; -1: the default one
 };
 
 // A fresh unique id (rank 0 makes it). Throws ERR_UNAVAILABLE without NCCL.
@@ -35,11 +38,32 @@ bool ncclBuiltIn();
 
 struct NcclState;
 
+class NcclCommunicator;
+using NcclPtr = std::shared_ptr<NcclCommunicator>;
+
+// One local rank's part of a grouped all-reduce: its buffers, on its stream.
+struct NcclGroupCall {
+  NcclPtr comm;
+  CudaStream* stream;
+  std::vector<std::pair<float*, size_t>> buffers;
+};
+
 class NcclCommunicator : public std::enable_shared_from_this<NcclCommunicator> {
  public:
-  // Starts joining the other ranks on the current device; returns at once
+  // Starts joining the other ranks on GPU options.device; returns at once
   // (NCCL joins on its own thread).
   explicit NcclCommunicator(NcclOptions options);
+  // Ranks 0..n-1 of one clique on these GPUs of this process, joined in one
+  // NCCL group (as ncclCommInitAll); connect() each. ERR_INVALID_ARG for a
+  // GPU out of range or given twice.
+  static std::vector<NcclPtr> local(const std::vector<int>& devices, int timeoutMs);
+  // The all-reduces of one bucket on every local rank of a clique made by
+  // local(), in one NCCL group: a single thread must issue them together
+  // (one rank's call alone would wait for the others forever). One kernel
+  // record per stream. Throws ERR_COMM; ERR_INVALID_ARG unless the calls
+  // cover each rank once with matching buffer sizes; ERR_UNSUPPORTED in a
+  // graph capture.
+  static void allreduceGroup(const std::vector<NcclGroupCall>& calls, float scale, const std::string& layer);
   // Blocks until every rank has joined (ERR_COMM after timeoutMs); any thread.
   void connect();
   ~NcclCommunicator();
@@ -56,12 +80,13 @@ class NcclCommunicator : public std::enable_shared_from_this<NcclCommunicator> {
   // graphs to die: release them first).
   void destroy();
   const NcclOptions& options() const { return options_; }
+  int device() const;  // the GPU its rank runs on
 
  private:
+  struct Deferred {};  // local(): the group initializes the communicator
+  NcclCommunicator(NcclOptions options, Deferred);
   NcclOptions options_;
   std::unique_ptr<NcclState> state_;
 };
-
-using NcclPtr = std::shared_ptr<NcclCommunicator>;
 
 }  // namespace stepscope

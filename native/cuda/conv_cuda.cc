@@ -51,8 +51,20 @@ std::vector<CudaConvVariantInfo> cudaConvVariants() {
   return out;
 }
 
+namespace {
+std::unique_ptr<CudaConvKernel> makeOnCurrentDevice(const ConvShape& shape, ConvPass pass, const std::string& variant, const std::string& layer,
+                                                    ConvMath math, bool nhwc) {
+  if (variant.rfind("cudnn:", 0) == 0) return makeCudnnConv(shape, pass, variant, layer, math, nhwc);
+  if (variant == "direct") return makeDirectCudaConv(shape, pass, layer);
+  if (variant == "im2col-cublas") return makeIm2colCublasConv(shape, pass, layer, math);
+  if (variant == "implicit-gemm-tf32") return makeImplicitGemmConv(shape, pass, layer, false);
+  if (variant == "implicit-gemm-bf16") return makeImplicitGemmConv(shape, pass, layer, true);
+  throw Error("ERR_UNKNOWN_VARIANT", "conv variant '" + variant + "' has no factory");  // a table/factory mismatch
+}
+}  // namespace
+
 std::unique_ptr<CudaConvKernel> makeCudaConvKernel(const ConvShape& shape, ConvPass pass, const std::string& variant,
-                                                   const std::string& layer, ConvMath math, bool nhwc) {
+                                                   const std::string& layer, ConvMath math, bool nhwc, int device) {
   shape.validate();
   std::string names;
   const CudaConvVariantInfo* found = nullptr;
@@ -81,12 +93,11 @@ std::unique_ptr<CudaConvKernel> makeCudaConvKernel(const ConvShape& shape, ConvP
                     "fp32 buffers only", layer);
   }
   requireDevice("ConvKernel");
-  if (cudnn) return makeCudnnConv(shape, pass, variant, layer, math, nhwc);
-  if (variant == "direct") return makeDirectCudaConv(shape, pass, layer);
-  if (variant == "im2col-cublas") return makeIm2colCublasConv(shape, pass, layer, math);
-  if (variant == "implicit-gemm-tf32") return makeImplicitGemmConv(shape, pass, layer, false);
-  if (variant == "implicit-gemm-bf16") return makeImplicitGemmConv(shape, pass, layer, true);
-  throw Error("ERR_UNKNOWN_VARIANT", "conv variant '" + variant + "' has no factory");  // a table/factory mismatch
+  const int gpu = deviceOrDefault(device, "ConvKernel");
+  useDevice(gpu);  // its workspace, handle and autotuning are that GPU's
+  std::unique_ptr<CudaConvKernel> kernel = makeOnCurrentDevice(shape, pass, variant, layer, math, nhwc);
+  kernel->setDevice(gpu);
+  return kernel;
 }
 
 }  // namespace stepscope

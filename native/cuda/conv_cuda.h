@@ -57,6 +57,9 @@ class CudaConvKernel {
   ConvPass pass() const { return pass_; }
   const std::string& variant() const { return variant_; }
   const std::string& layer() const { return layer_; }
+  // The GPU it was prepared on (its workspace, handle and algorithm choice): enqueued there only.
+  int device() const { return device_; }
+  void setDevice(int device) { device_ = device; }
   // "res2a_branch2b fwd cudnn:fft": the context of every error message.
   std::string context() const;
   KernelInfo info() const;
@@ -66,6 +69,7 @@ class CudaConvKernel {
   ConvPass pass_;
   std::string variant_;
   std::string layer_;
+  int device_ = 0;
 };
 
 struct CudaConvVariantInfo {
@@ -78,9 +82,10 @@ std::vector<CudaConvVariantInfo> cudaConvVariants();
 
 // Checks the name and pass first (ERR_UNKNOWN_VARIANT listing the valid
 // names; ERR_UNSUPPORTED when the variant has no such pass), then needs a
-// device (ERR_NO_DEVICE). Library statuses become CudaErrors.
+// device (ERR_NO_DEVICE). Library statuses become CudaErrors. Prepared on
+// GPU `device` (-1: the default one).
 std::unique_ptr<CudaConvKernel> makeCudaConvKernel(const ConvShape& shape, ConvPass pass, const std::string& variant,
-                                                   const std::string& layer, ConvMath math, bool nhwc = false);
+                                                   const std::string& layer, ConvMath math, bool nhwc = false, int device = -1);
 
 // Factories, one per file.
 std::unique_ptr<CudaConvKernel> makeCudnnConv(const ConvShape&, ConvPass, const std::string& variant,

@@ -43,9 +43,11 @@ void resetCudaPeakMemory() {
   stats.peakBytes = stats.bytesInUse;
 }
 
-CudaMemory::CudaMemory(size_t length, bool bf16) : length_(length), bf16_(bf16) {
+CudaMemory::CudaMemory(size_t length, bool bf16, int device) : length_(length), bf16_(bf16) {
   requireDevice("Buffer");
   if (length == 0) throw Error("ERR_INVALID_ARG", "Buffer: length must be at least 1");
+  device_ = deviceOrDefault(device, "Buffer");
+  useDevice(device_);
   checkCuda(cudaMalloc(reinterpret_cast<void**>(&data_), bytes()), "cudaMalloc",
             "Buffer of " + std::to_string(length) + (bf16 ? " bf16 values" : " floats"));
   account(int64_t(bytes()));
@@ -53,11 +55,20 @@ CudaMemory::CudaMemory(size_t length, bool bf16) : length_(length), bf16_(bf16) 
 
 CudaMemory::~CudaMemory() {
   if (!data_) return;
-  cudaFree(data_);  // cudaFree waits for kernels still using it
+  freeOnDevice(data_, device_);  // cudaFree waits for kernels still using it
   account(-int64_t(bytes()));
 }
 
+void freeOnDevice(void* ptr, int device) {
+  int current = -1;
+  cudaGetDevice(&current);
+  if (current != device) cudaSetDevice(device);
+  cudaFree(ptr);
+  if (current != device && current >= 0) cudaSetDevice(current);
+}
+
 void CudaMemory::write(const float* src, size_t offset, size_t count) {
+  useDevice(device_);  // the legacy stream synchronized below is this GPU's
   if (!bf16_) {
     checkCuda(cudaMemcpy(data_ + offset, src, count * sizeof(float), cudaMemcpyHostToDevice), "cudaMemcpy (write)");
     finishLegacyStream("cudaMemcpy (write)");
@@ -70,6 +81,7 @@ void CudaMemory::write(const float* src, size_t offset, size_t count) {
 }
 
 void CudaMemory::read(float* dst, size_t offset, size_t count) const {
+  useDevice(device_);
   if (!bf16_) {
     checkCuda(cudaMemcpy(dst, data_ + offset, count * sizeof(float), cudaMemcpyDeviceToHost), "cudaMemcpy (read)");
     return;
@@ -80,6 +92,7 @@ void CudaMemory::read(float* dst, size_t offset, size_t count) const {
 }
 
 void CudaMemory::fill(float value) {
+  useDevice(device_);
   if (std::isnan(value)) {  // all-ones bytes: a NaN in fp32 and in bf16
     checkCuda(cudaMemset(data_, 0xFF, bytes()), "cudaMemset (fill)");
     finishLegacyStream("cudaMemset (fill)");
@@ -90,11 +103,12 @@ void CudaMemory::fill(float value) {
 }
 
 DeviceScratch::DeviceScratch(size_t bytes) : bytes_(bytes) {
+  checkCuda(cudaGetDevice(&device_), "cudaGetDevice", "workspace");
   if (bytes > 0) checkCuda(cudaMalloc(&ptr_, bytes), "cudaMalloc", "workspace of " + std::to_string(bytes) + " bytes");
 }
 
 DeviceScratch::~DeviceScratch() {
-  if (ptr_) cudaFree(ptr_);
+  if (ptr_) freeOnDevice(ptr_, device_);
 }
 
 }  // namespace stepscope

@@ -21,7 +21,8 @@ void resetCudaPeakMemory();  // the peak starts again from what is in use now
 
 class CudaMemory {
  public:
-  explicit CudaMemory(size_t length, bool bf16 = false);  // throws ERR_NO_DEVICE, ERR_OUT_OF_MEMORY
+  // On GPU `device` (-1: the default one, device.h). Throws ERR_NO_DEVICE, ERR_OUT_OF_MEMORY, ERR_INVALID_ARG.
+  explicit CudaMemory(size_t length, bool bf16 = false, int device = -1);
   ~CudaMemory();
   CudaMemory(const CudaMemory&) = delete;
   CudaMemory& operator=(const CudaMemory&) = delete;
@@ -31,6 +32,7 @@ class CudaMemory {
   size_t size() const { return length_; }
   bool bf16() const { return bf16_; }
   size_t bytes() const { return length_ * (bf16_ ? 2 : 4); }
+  int device() const { return device_; }
   void write(const float* src, size_t offset, size_t count);
   void read(float* dst, size_t offset, size_t count) const;
   // NaN is written as all-ones bytes (a quiet NaN), anything else via the host.
@@ -42,11 +44,13 @@ class CudaMemory {
   float* data_ = nullptr;
   size_t length_;
   bool bf16_;
+  int device_ = 0;
 };
 
 using CudaMemoryPtr = std::shared_ptr<CudaMemory>;
 
-// Scratch memory of a prepared kernel (workspace, im2col columns).
+// Scratch memory of a prepared kernel (workspace, im2col columns), on the
+// calling thread's current GPU (the kernel's: it made it current).
 class DeviceScratch {
  public:
   DeviceScratch() = default;
@@ -60,6 +64,10 @@ class DeviceScratch {
  private:
   void* ptr_ = nullptr;
   size_t bytes_ = 0;
+  int device_ = 0;
 };
+
+// Frees device memory of GPU `device` from any thread (never throws: destructors).
+void freeOnDevice(void* ptr, int device);
 
 }  // namespace stepscope

@@ -3,10 +3,12 @@
 #include <nvtx3/nvToolsExt.h>
 
 #include "cuda/cuda_error.h"
+#include "cuda/device.h"
 
 namespace stepscope {
 
 void CudaGraph::beginCapture(CudaStream& origin) {
+  useDevice(origin.device());
   beginTimelineCapture();
   const cudaError_t e = cudaStreamBeginCapture(origin.get(), cudaStreamCaptureModeRelaxed);
   if (e != cudaSuccess) {
@@ -17,6 +19,8 @@ void CudaGraph::beginCapture(CudaStream& origin) {
 
 CudaGraphPtr CudaGraph::endCapture(CudaStream& origin) {
   std::shared_ptr<CudaGraph> g(new CudaGraph());
+  useDevice(origin.device());
+  g->device_ = origin.device();
   const cudaError_t e = cudaStreamEndCapture(origin.get(), &g->graph_);
   g->timeline_ = endTimelineCapture();  // always: the capture is over either way
   if (e != cudaSuccess) {
@@ -38,6 +42,11 @@ CudaGraph::~CudaGraph() {
 }
 
 void CudaGraph::launch(CudaStream& stream) {
+  if (stream.device() != device_) {
+    throw Error("ERR_INVALID_ARG", "graph launch: the graph was captured on GPU " + std::to_string(device_) + "; stream '" + stream.name() + "' is on GPU " +
+                                       std::to_string(stream.device()));
+  }
+  useDevice(device_);
   nvtxRangePushA("graph launch");
   const cudaError_t e = cudaGraphLaunch(exec_, stream.get());
   nvtxRangePop();

@@ -35,6 +35,7 @@ class CudaGraph {
   CudaGraph() = default;
   cudaGraph_t graph_ = nullptr;
   cudaGraphExec_t exec_ = nullptr;
+  int device_ = 0;  // of the stream it was captured from; launched there only
   std::shared_ptr<CapturedTimeline> timeline_;
 };
 

@@ -89,13 +89,6 @@ struct CapturedTimeline {
   std::vector<std::shared_ptr<LaunchHook>> hooks;
 };
 
-void bindThreadToSelectedDevice() {
-  thread_local bool bound = false;
-  if (bound) return;
-  cudaSetDevice(selectedDevice());
-  bound = true;
-}
-
 GraphEvents::~GraphEvents() {
   for (cudaEvent_t e : events) cudaEventDestroy(e);
 }
@@ -156,8 +149,10 @@ StreamAnchor::~StreamAnchor() {
   if (event) cudaEventDestroy(event);
 }
 
-CudaStream::CudaStream(std::string name) : id_(nextStreamId++), name_(std::move(name)) {
+CudaStream::CudaStream(std::string name, int device) : id_(nextStreamId++), name_(std::move(name)) {
   requireDevice("CudaStream");
+  device_ = deviceOrDefault(device, "Stream");
+  useDevice(device_);
   checkCuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
   anchor_ = std::make_shared<StreamAnchor>();
   checkCuda(cudaEventCreate(&anchor_->event), "cudaEventCreate");
@@ -168,6 +163,7 @@ CudaStream::CudaStream(std::string name) : id_(nextStreamId++), name_(std::move(
 
 CudaStream::~CudaStream() {
   if (stream_) {
+    cudaSetDevice(device_);  // not useDevice: a destructor never throws
     cudaStreamSynchronize(stream_);
     cudaStreamDestroy(stream_);
   }
@@ -180,6 +176,7 @@ bool CudaStream::capturing() const {
 }
 
 void CudaStream::timed(const KernelInfo& info, const std::function<void()>& body) {
+  useDevice(device_);  // the events below, the body's launches and library handles are this GPU's
   const std::string context = info.layer + " " + info.pass + " " + info.variant;
   const bool captured = capturing();
   cudaEvent_t start = nullptr, end = nullptr;
@@ -202,8 +199,52 @@ void CudaStream::timed(const KernelInfo& info, const std::function<void()>& body
   (captured ? capturedRecords : pending()).push_back({info, id_, name_, anchor_, start, end, nullptr});
 }
 
+void timedTogether(const std::vector<std::pair<CudaStream*, KernelInfo>>& streams, const std::function<void()>& body) {
+  struct Bracket {
+    CudaStream* stream;
+    const KernelInfo* info;
+    cudaEvent_t start = nullptr, end = nullptr;
+  };
+  std::vector<Bracket> brackets;
+  auto destroyAll = [&] {
+    for (Bracket& b : brackets) {
+      if (b.start) cudaEventDestroy(b.start);
+      if (b.end) cudaEventDestroy(b.end);
+    }
+  };
+  try {
+    for (const auto& [stream, info] : streams) {
+      if (stream->capturing()) throw Error("ERR_UNSUPPORTED", stream->name() + ": a launch across several streams at once cannot be captured into a graph");
+      brackets.push_back({stream, &info});
+      Bracket& b = brackets.back();
+      const std::string context = info.layer + " " + info.pass + " " + info.variant + " (" + stream->name() + ")";
+      useDevice(stream->device());  // an event belongs to its stream's GPU
+      checkCuda(cudaEventCreate(&b.start), "cudaEventCreate", context);
+      checkCuda(cudaEventCreate(&b.end), "cudaEventCreate", context);
+      checkCuda(cudaEventRecord(b.start, stream->get()), "cudaEventRecord", context);
+    }
+    nvtxRangePushA((streams.empty() ? std::string("group") : streams[0].second.layer + " " + streams[0].second.pass + " " + streams[0].second.variant).c_str());
+    try {
+      body();
+    } catch (...) {
+      nvtxRangePop();
+      throw;
+    }
+    nvtxRangePop();
+    for (Bracket& b : brackets) {
+      useDevice(b.stream->device());
+      checkCuda(cudaEventRecord(b.end, b.stream->get()), "cudaEventRecord", b.stream->name());
+    }
+  } catch (...) {
+    destroyAll();
+    throw;
+  }
+  std::lock_guard<std::mutex> lock(timelineMutex);
+  for (Bracket& b : brackets) pending().push_back({*b.info, b.stream->id(), b.stream->name(), b.stream->anchor(), b.start, b.end, nullptr});
+}
+
 void CudaStream::synchronize() {
-  bindThreadToSelectedDevice();
+  useDevice(device_);  // also on libuv's workers
   checkCuda(cudaStreamSynchronize(stream_), "cudaStreamSynchronize", name_);
   if (nowNs() - anchor_->hostNs > kAnchorAgeNs) refreshAnchor();
 }
@@ -211,6 +252,7 @@ void CudaStream::synchronize() {
 // A new anchor for later records; earlier ones keep theirs (no negative spans).
 void CudaStream::refreshAnchor() {
   if (capturing()) return;
+  useDevice(device_);
   auto fresh = std::make_shared<StreamAnchor>();
   checkCuda(cudaEventCreate(&fresh->event), "cudaEventCreate (anchor)", name_);
   checkCuda(cudaEventRecord(fresh->event, stream_), "cudaEventRecord (anchor)", name_);
@@ -220,6 +262,7 @@ void CudaStream::refreshAnchor() {
 }
 
 void CudaStream::wait(const CudaEventPtr& event) {
+  if (!event->get()) return;  // never recorded: nothing to wait for (as CUDA's wait on a fresh event)
   const bool captured = capturing();
   if (captured && !event->inOpenCapture()) {
     throw Error("ERR_INVALID_STATE", name_ + ": a stream in a graph capture can only wait on events recorded in that capture (event of '" +
@@ -233,6 +276,7 @@ void CudaStream::wait(const CudaEventPtr& event) {
   }
   // In the capture: the internal event (a dependency). Eager: after a
   // capture, the timing event the graph records (the internal one is the graph's).
+  useDevice(device_);
   const cudaEvent_t awaited = captured ? event->get() : event->eagerHandle();
   cudaEvent_t start = nullptr, end = nullptr;
   checkCuda(cudaEventCreate(&start), "cudaEventCreate", name_);
@@ -250,10 +294,7 @@ void CudaStream::wait(const CudaEventPtr& event) {
   (captured ? capturedWaits : pendingWaits()).push_back({id_, name_, event->streamName(), anchor_, start, end, event, event->generation(), nullptr});
 }
 
-CudaEvent::CudaEvent() {
-  requireDevice("Event");
-  checkCuda(cudaEventCreate(&event_), "cudaEventCreate");
-}
+CudaEvent::CudaEvent() { requireDevice("Event"); }
 
 CudaEvent::~CudaEvent() {
   if (event_) cudaEventDestroy(event_);
@@ -262,6 +303,19 @@ CudaEvent::~CudaEvent() {
 
 void CudaEvent::record(CudaStream& stream) {
   captured_ = stream.capturing();
+  useDevice(stream.device());
+  if (device_ != stream.device()) {
+    if (captured_ && event_) {
+      throw Error("ERR_INVALID_STATE", stream.name() + ": an event recorded on GPU " + std::to_string(device_) + " cannot be recorded in a capture on GPU " +
+                                           std::to_string(stream.device()));
+    }
+    // Another GPU: the old events are only waited on through records that have fired or been replaced.
+    if (event_) cudaEventDestroy(event_);
+    if (timing_) cudaEventDestroy(timing_);
+    event_ = timing_ = nullptr;
+    checkCuda(cudaEventCreate(&event_), "cudaEventCreate", stream.name());
+    device_ = stream.device();
+  }
   checkCuda(cudaEventRecord(event_, stream.get()), "cudaEventRecord", stream.name());
   if (captured_) {
     if (!timing_) checkCuda(cudaEventCreate(&timing_), "cudaEventCreate", stream.name());
@@ -291,7 +345,7 @@ int64_t CudaEvent::timestampNs() const {
 }
 
 void CudaEvent::synchronize() const {
-  bindThreadToSelectedDevice();
+  if (device_ >= 0) useDevice(device_);  // also on libuv's workers
   if (generation_ > 0) checkCuda(cudaEventSynchronize(timeSource()), "cudaEventSynchronize", streamName_);
 }
 

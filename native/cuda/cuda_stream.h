@@ -30,14 +30,12 @@ struct StreamAnchor {
   ~StreamAnchor();
 };
 
-// Makes the calling thread's current device the selected one (device.h) once
-// per thread: libuv's workers synchronize streams of GPU LOCAL_RANK too.
-void bindThreadToSelectedDevice();
-
 class CudaStream;
 
 // A point on a stream (cudaEvent_t with timing): record() marks where the
-// stream is; another stream's wait() makes its later work wait for it.
+// stream is; another stream's wait() makes its later work wait for it. The
+// CUDA events are made at the first record, on the stream's GPU (an event
+// belongs to one device; recording it on another GPU's stream makes new ones).
 class CudaEvent : public std::enable_shared_from_this<CudaEvent> {
  public:
   CudaEvent();  // throws ERR_NO_DEVICE without a GPU
@@ -63,6 +61,7 @@ class CudaEvent : public std::enable_shared_from_this<CudaEvent> {
  private:
   cudaEvent_t event_ = nullptr;
   cudaEvent_t timing_ = nullptr;  // recorded as an external node when the latest record was captured
+  int device_ = -1;               // of event_ and timing_; -1 before the first record
   bool captured_ = false;
   uint64_t captureId_ = 0;  // the capture of the latest captured record
   cudaEvent_t timeSource() const { return captured_ ? timing_ : event_; }
@@ -74,13 +73,15 @@ using CudaEventPtr = std::shared_ptr<CudaEvent>;
 
 class CudaStream {
  public:
-  explicit CudaStream(std::string name);  // throws ERR_NO_DEVICE without a GPU
+  // On GPU `device` (-1: the default one). Throws ERR_NO_DEVICE without a GPU.
+  explicit CudaStream(std::string name, int device = -1);
   ~CudaStream();
   CudaStream(const CudaStream&) = delete;
   CudaStream& operator=(const CudaStream&) = delete;
 
   cudaStream_t get() const { return stream_; }
   int id() const { return id_; }
+  int device() const { return device_; }
   const std::string& name() const { return name_; }
   // Launches body's kernels between two events; a launch error throws here.
   void timed(const KernelInfo& info, const std::function<void()>& body);
@@ -99,11 +100,17 @@ class CudaStream {
  private:
   cudaStream_t stream_ = nullptr;
   int id_;
+  int device_ = 0;
   std::string name_;
   std::shared_ptr<StreamAnchor> anchor_;
 };
 
 using CudaStreamPtr = std::shared_ptr<CudaStream>;
+
+// timed() for one host call that launches on several streams (of different
+// GPUs): each stream gets its own record, bracketing what body() enqueued
+// there. Not in a graph capture (ERR_UNSUPPORTED).
+void timedTogether(const std::vector<std::pair<CudaStream*, KernelInfo>>& streams, const std::function<void()>& body);
 
 // The timing events a graph owns (destroyed with the last holder: the graph,
 // or a record of one of its launches not yet drained).

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <mutex>
+#include <vector>
 
 #include "cuda/cuda_error.h"
 
@@ -78,11 +79,28 @@ void selectDevice(int index) {
     throw Error("ERR_INVALID_STATE", "setDevice(" + std::to_string(index) + "): device " + std::to_string(s.device) +
                                          " already holds streams or buffers; select the device before any other CUDA call");
   }
-  checkCuda(cudaSetDevice(index), "cudaSetDevice");
+  useDevice(index);
   if (!readProperties(index)) throw CudaError("ERR_CUDA", "setDevice: " + status.reason, status.reason, "");
 }
 
 int selectedDevice() { return deviceStatus().device; }
+
+void useDevice(int index) {
+  int current = -1;
+  // cudaGetDevice is a thread-local read: cheaper than a redundant cudaSetDevice.
+  if (cudaGetDevice(&current) == cudaSuccess && current == index) return;
+  checkCuda(cudaSetDevice(index), "cudaSetDevice", "GPU " + std::to_string(index));
+}
+
+int deviceOrDefault(int index, const char* what) {
+  const DeviceStatus s = deviceStatus();
+  if (index == -1) return s.device;
+  if (index < 0 || index >= s.count) {
+    throw Error("ERR_INVALID_ARG", std::string(what) + ": device " + std::to_string(index) + " is not in 0.." + std::to_string(s.count - 1) + " (" +
+                                       std::to_string(s.count) + " visible GPU" + (s.count == 1 ? "" : "s") + ")");
+  }
+  return index;
+}
 
 static std::string dotted(size_t v, size_t major, size_t minor) {
   return std::to_string(v / major) + "." + std::to_string((v % major) / minor) + "." + std::to_string(v % minor);
@@ -132,12 +150,27 @@ struct ThreadHandles {
   cudnnHandle_t cudnn = nullptr;
   cublasHandle_t cublas = nullptr;
 };
-thread_local ThreadHandles handles;
+thread_local std::vector<ThreadHandles> perDevice;
+
+// The calling thread's handles for its current GPU (a handle belongs to the
+// device that was current when it was made).
+ThreadHandles& currentHandles(const char* what) {
+  int device = 0;
+  const cudaError_t e = cudaGetDevice(&device);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    requireDevice(what);  // no device: its reason
+    checkCuda(e, "cudaGetDevice", what);
+  }
+  if (size_t(device) >= perDevice.size()) perDevice.resize(size_t(device) + 1);
+  return perDevice[size_t(device)];
+}
 }  // namespace
 
 cudnnHandle_t cudnnHandle() {
+  if (!cudnnUnusableReason().empty()) throw CudaError("ERR_UNAVAILABLE", "cuDNN is unavailable: " + cudnnUnusableReason(), "", "");
+  ThreadHandles& handles = currentHandles("cuDNN");
   if (!handles.cudnn) {
-    if (!cudnnUnusableReason().empty()) throw CudaError("ERR_UNAVAILABLE", "cuDNN is unavailable: " + cudnnUnusableReason(), "", "");
     requireDevice("cuDNN");
     checkCudnn(cudnnCreate(&handles.cudnn), "cudnnCreate");
   }
@@ -145,6 +178,7 @@ cudnnHandle_t cudnnHandle() {
 }
 
 cublasHandle_t cublasHandle() {
+  ThreadHandles& handles = currentHandles("cuBLAS");
   if (!handles.cublas) {
     requireDevice("cuBLAS");
     checkCublas(cublasCreate(&handles.cublas), "cublasCreate");

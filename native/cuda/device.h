@@ -25,12 +25,22 @@ struct DeviceStatus {
 DeviceStatus deviceStatus();  // of the selected device; cached
 // Throws ERR_NO_DEVICE with CUDA's reason; `what` names the caller.
 void requireDevice(const char* what);
-// Makes GPU `index` this process's device (one rank per GPU: LOCAL_RANK).
-// Only before the first stream, buffer, event or handle: they belong to the
-// device that was current when they were made. Throws ERR_INVALID_ARG for an
-// index out of range, ERR_INVALID_STATE once device objects exist.
+// Makes GPU `index` this process's default device (one rank per GPU:
+// LOCAL_RANK): streams, buffers and kernels made without a device go there.
+// Only before the first of them. Throws ERR_INVALID_ARG for an index out of
+// range, ERR_INVALID_STATE once device objects exist.
 void selectDevice(int index);
 int selectedDevice();
+
+// Several GPUs in one process: every device object (stream, buffer, kernel,
+// event) remembers its GPU, and every call that touches it first makes that
+// GPU the calling thread's current one (useDevice). Nothing relies on what
+// was current before, so replicas on different GPUs can be driven in turn
+// from one thread.
+// Makes `index` current on the calling thread (cheap when it already is).
+void useDevice(int index);
+// `index` when it names a visible GPU, the default device for -1; else ERR_INVALID_ARG naming `what`.
+int deviceOrDefault(int index, const char* what);
 
 struct LibraryVersions {
   std::string cudnn, cudnnCudart, cublas, nccl;
@@ -45,8 +55,9 @@ struct LibraryVersions {
 const std::string& cudnnUnusableReason();
 LibraryVersions libraryVersions();  // needs no device
 
-// Handles of the current thread, created on first use (they are not
-// thread-safe; each libuv worker or main thread gets its own).
+// Handles of the current thread and its current device, created on first
+// use (they are not thread-safe; each libuv worker or main thread gets its
+// own, one per GPU).
 cudnnHandle_t cudnnHandle();
 cublasHandle_t cublasHandle();
 

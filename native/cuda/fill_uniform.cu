@@ -6,6 +6,7 @@
 #include "core/uniform.h"
 #include "cuda/cuda_buffer.h"
 #include "cuda/cuda_error.h"
+#include "cuda/device.h"
 
 namespace stepscope {
 namespace {
@@ -19,6 +20,7 @@ __global__ void fillUniformKernel(T* out, long long n, uint64_t key, float lo, f
 }  // namespace
 
 void CudaMemory::fillUniform(uint64_t seed, float lo, float hi) {
+  useDevice(device_);
   const long long n = (long long)length_;
   const long long blocks = (n + 255) / 256;
   const int grid = int(blocks < 65535LL * 32 ? blocks : 65535LL * 32);

@@ -52,7 +52,7 @@ double bestMs(cudaStream_t stream, int trials, const std::function<void()>& body
 
 CudaPeak measureCudaPeak(int trials) {
   requireDevice("measurePeak");
-  bindThreadToSelectedDevice();
+  useDevice(selectedDevice());
   CudaPeak peak;
   peak.gemmSize = kGemm;
   peak.trials = trials;

@@ -7,6 +7,24 @@
 
 namespace stepscope {
 
+// `options.device` when given (an integer >= 0), else -1 (the default GPU).
+int deviceOption(const Napi::CallbackInfo& info, size_t index, const char* what) {
+  if (info.Length() <= index || !info[index].IsObject()) return -1;
+  Napi::Value device = info[index].As<Napi::Object>().Get("device");
+  if (device.IsUndefined()) return -1;
+  const double d = device.IsNumber() ? device.As<Napi::Number>().DoubleValue() : -1;
+  if (!(d >= 0) || d != std::floor(d) || d > 1024) {
+    throw Error("ERR_INVALID_ARG", std::string(what) + ": device " + device.ToString().Utf8Value() + " must be a GPU index (an integer >= 0)");
+  }
+  return int(d);
+}
+
+void checkSameDevice(const CudaMemory& buffer, const CudaStream& stream, const std::string& context, const std::string& role) {
+  if (buffer.device() == stream.device()) return;
+  throw Error("ERR_INVALID_ARG", context + ": buffer '" + role + "' is on GPU " + std::to_string(buffer.device()) + ", stream '" + stream.name() +
+                                     "' on GPU " + std::to_string(stream.device()) + " (a kernel reads and writes its own GPU's memory)");
+}
+
 // ---- Buffer
 
 Napi::Function CudaBufferWrap::define(Napi::Env env) {
@@ -18,8 +36,9 @@ Napi::Function CudaBufferWrap::define(Napi::Env env) {
                       InstanceMethod<&CudaBufferWrap::release>("release")});
 }
 
-// new Buffer(length, {dtype?: 'fp32' | 'bf16'}); any other second argument
-// (the CPU addon's stream, from code shared with the CPU step) is ignored.
+// new Buffer(length, {dtype?: 'fp32' | 'bf16', device?: number}). A CUDA
+// Stream as the second argument (code shared with the CPU step passes its
+// stream) puts the buffer on the stream's GPU; anything else is ignored.
 CudaBufferWrap::CudaBufferWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CudaBufferWrap>(info) {
   cudaGuarded(info.Env(), [&] {
     const int length = intArg(info, 0, "length");
@@ -30,7 +49,7 @@ CudaBufferWrap::CudaBufferWrap(const Napi::CallbackInfo& info) : Napi::ObjectWra
       if (dtype != "fp32" && dtype != "bf16") throw Error("ERR_INVALID_ARG", "Buffer: dtype '" + dtype + "': allowed fp32, bf16");
       bf16 = dtype == "bf16";
     }
-    memory_ = std::make_shared<CudaMemory>(size_t(length), bf16);
+    memory_ = std::make_shared<CudaMemory>(size_t(length), bf16, deviceOption(info, 1, "Buffer"));
     length_ = size_t(length);
     bf16_ = bf16;
   });
@@ -114,6 +133,7 @@ Napi::Value CudaBufferWrap::release(const Napi::CallbackInfo& info) {
 Napi::Function CudaStreamWrap::define(Napi::Env env) {
   return DefineClass(env, kClassName,
                      {InstanceAccessor<&CudaStreamWrap::id>("id"), InstanceAccessor<&CudaStreamWrap::name>("name"),
+                      InstanceAccessor<&CudaStreamWrap::device>("device"),
                       InstanceMethod<&CudaStreamWrap::synchronize>("synchronize"),
                       InstanceMethod<&CudaStreamWrap::record>("record"), InstanceMethod<&CudaStreamWrap::wait>("wait"),
                       InstanceMethod<&CudaStreamWrap::beginCapture>("beginCapture"),
@@ -122,13 +142,15 @@ Napi::Function CudaStreamWrap::define(Napi::Env env) {
 
 CudaStreamWrap::CudaStreamWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CudaStreamWrap>(info) {
   cudaGuarded(info.Env(), [&] {
+    // new Stream(name?, {device?})
     std::string name = info.Length() > 0 && !info[0].IsUndefined() ? stringArg(info, 0, "name") : "cuda";
-    stream_ = std::make_shared<CudaStream>(name);
+    stream_ = std::make_shared<CudaStream>(name, deviceOption(info, 1, "Stream"));
   });
 }
 
 Napi::Value CudaStreamWrap::id(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), stream_->id()); }
 Napi::Value CudaStreamWrap::name(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), stream_->name()); }
+Napi::Value CudaStreamWrap::device(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), stream_->device()); }
 
 Napi::Value CudaStreamWrap::synchronize(const Napi::CallbackInfo& info) {
   CudaStreamPtr stream = stream_;
@@ -220,7 +242,8 @@ Napi::Function CudaConvKernelWrap::define(Napi::Env env) {
                       InstanceMethod<&CudaConvKernelWrap::describe>("describe")});
 }
 
-// new ConvKernel(shape, pass, variant, layer?, {dtype?: 'fp32' | 'tf32' | 'bf16', layout?: 'nchw' | 'nhwc'})
+// new ConvKernel(shape, pass, variant, layer?, {dtype?: 'fp32' | 'tf32' | 'bf16', layout?: 'nchw' | 'nhwc', device?: number}):
+// prepared on that GPU (workspace, library handle, autotuning), enqueued on its streams only.
 CudaConvKernelWrap::CudaConvKernelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CudaConvKernelWrap>(info) {
   cudaGuarded(info.Env(), [&] {
     const ConvShape shape = convShapeArg(info[0]);
@@ -230,7 +253,7 @@ CudaConvKernelWrap::CudaConvKernelWrap(const Napi::CallbackInfo& info) : Napi::O
     ConvMath math = ConvMath::Fp32;
     bool nhwc = false;
     if (info.Length() > 4 && !info[4].IsUndefined()) {
-      if (!info[4].IsObject()) throw Error("ERR_INVALID_ARG", "ConvKernel: options must be an object {dtype?, layout?}");
+      if (!info[4].IsObject()) throw Error("ERR_INVALID_ARG", "ConvKernel: options must be an object {dtype?, layout?, device?}");
       Napi::Value dtype = info[4].As<Napi::Object>().Get("dtype");
       if (!dtype.IsUndefined()) {
         std::string d = dtype.ToString().Utf8Value();
@@ -245,7 +268,7 @@ CudaConvKernelWrap::CudaConvKernelWrap(const Napi::CallbackInfo& info) : Napi::O
         else if (l != "nchw") throw Error("ERR_INVALID_ARG", "ConvKernel: layout '" + l + "': allowed nchw, nhwc");
       }
     }
-    kernel_ = makeCudaConvKernel(shape, pass, variant, layer, math, nhwc);
+    kernel_ = makeCudaConvKernel(shape, pass, variant, layer, math, nhwc, deviceOption(info, 4, "ConvKernel"));
   });
 }
 
@@ -259,6 +282,7 @@ Napi::Value CudaConvKernelWrap::describe(const Napi::CallbackInfo& info) {
   o.Set("implementation", kernel_->implementation());
   o.Set("precision", kernel_->precision());
   o.Set("layout", kernel_->layout());
+  o.Set("device", kernel_->device());
   o.Set("flops", sh.flops());
   o.Set("bytes", kernel_->info().bytes);  // as its timeline records count it (dtype, weight conversions)
   o.Set("workspaceBytes", double(kernel_->workspaceBytes()));
@@ -292,6 +316,14 @@ Napi::Value CudaConvKernelWrap::enqueue(const Napi::CallbackInfo& info) {
     check(x, sh.xSize(), "x", kernel_->bf16());
     check(w, sh.wSize(), "w", false);
     check(y, sh.ySize(), "y", kernel_->bf16());
+    const CudaStream& s = *stream->stream();
+    if (s.device() != kernel_->device()) {
+      throw Error("ERR_INVALID_ARG", kernel_->context() + ": prepared on GPU " + std::to_string(kernel_->device()) + ", enqueued on stream '" + s.name() +
+                                         "' of GPU " + std::to_string(s.device()) + " (prepare one kernel per GPU: options.device)");
+    }
+    checkSameDevice(*x, s, kernel_->context(), "x");
+    checkSameDevice(*w, s, kernel_->context(), "w");
+    checkSameDevice(*y, s, kernel_->context(), "y");
     std::shared_ptr<CudaConvKernel> kernel = kernel_;
     stream->stream()->timed(kernel->info(), [&] { kernel->launch(x->data(), w->data(), y->data(), stream->stream()->get()); });
     return env.Undefined();

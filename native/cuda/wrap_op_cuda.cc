@@ -12,7 +12,8 @@ Napi::Function CudaOpKernelWrap::define(Napi::Env env) {
                       InstanceMethod<&CudaOpKernelWrap::describe>("describe")});
 }
 
-// new OpKernel(op, variant, params: {name: number | boolean}, layer?): needs no device.
+// new OpKernel(op, variant, params: {name: number | boolean}, layer?): needs
+// no device; it is bound to the GPU of its first enqueue.
 CudaOpKernelWrap::CudaOpKernelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CudaOpKernelWrap>(info) {
   cudaGuarded(info.Env(), [&] {
     std::string op = stringArg(info, 0, "op");
@@ -29,6 +30,11 @@ Napi::Value CudaOpKernelWrap::enqueue(const Napi::CallbackInfo& info) {
   return cudaGuarded(info.Env(), [&]() -> Napi::Value {
     Napi::Env env = info.Env();
     CudaStreamWrap* stream = unwrapArg<CudaStreamWrap>(info, 0, "stream");
+    const CudaStream& s = *stream->stream();
+    if (device_ >= 0 && s.device() != device_) {
+      throw Error("ERR_INVALID_ARG", kernel_->context() + ": first enqueued on GPU " + std::to_string(device_) + ", now on stream '" + s.name() + "' of GPU " +
+                                         std::to_string(s.device()) + " (its scratch lives on the first: one kernel per GPU)");
+    }
     if (!info[1].IsArray()) throw Error("ERR_INVALID_ARG", kernel_->op() + ".enqueue(stream, buffers): buffers must be an array");
     Napi::Array arr = info[1].As<Napi::Array>();
     const auto& spec = kernel_->buffers();
@@ -44,10 +50,12 @@ Napi::Value CudaOpKernelWrap::enqueue(const Napi::CallbackInfo& info) {
         throw Error("ERR_INVALID_ARG", kernel_->op() + " " + kernel_->pass() + ": buffer '" + spec[i].name + "' holds " + (m->bf16() ? "bf16" : "fp32") +
                                            " values, needs " + (spec[i].bf16 ? "bf16" : "fp32"));
       }
+      checkSameDevice(*m, s, kernel_->context(), spec[i].name);
       ptrs.push_back(m->data());
       held.push_back(std::move(m));
     }
     std::shared_ptr<CudaOpKernel> kernel = kernel_;
+    device_ = s.device();
     stream->stream()->timed(kernel->info(), [&] { kernel->launch(ptrs, stream->stream()->get()); });
     return env.Undefined();
   });

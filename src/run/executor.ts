@@ -17,6 +17,7 @@ import { cudaAddon } from '../native-cuda';
 import { convVariantsOf, variantFor, type Plan, type PlanOp } from '../plan/plan';
 import { UsageError } from '../errors';
 import { assignBuckets, type Bucket } from '../schedule/buckets';
+import type { LocalNcclGroup } from '../comm/local-nccl';
 
 export interface OptimizerOptions {
   lr: number;
@@ -68,6 +69,8 @@ export interface ReductionOptions {
   comm: 'local' | 'gloo' | 'nccl';
   /** The connected communicator, with comm 'gloo' or 'nccl' (workers = its size). */
   communicator?: Communicator;
+  /** comm 'nccl' with all local GPUs in one process: the group this step's replica reduces in, and its rank there (workers = the group's size). */
+  localGroup?: { group: LocalNcclGroup; rank: number };
   bucketBytes: number;
   firstBucketBytes: number;
   /** A modeled link: the stream is held for the ring all-reduce transfer time of each bucket. */
@@ -146,14 +149,17 @@ class Pool {
   constructor(
     private stream: Stream,
     private native = addon(),
+    /** CUDA: the GPU of the step's replica (undefined: the process's). */
+    private device?: number,
   ) {}
   /** bf16: a CUDA bf16 buffer (kept apart from fp32 ones of the same length: the key is -length). */
   make(length: number, bf16 = false): Buffer {
     const key = bf16 ? -length : length;
     let b = this.free.get(key)?.pop();
     if (!b) {
-      // The CPU addon takes the stream (stream-ordered allocation); the CUDA one a dtype.
-      b = new this.native.Buffer(length, bf16 ? ({ dtype: 'bf16' } as never) : this.stream);
+      // The CPU addon takes the stream (stream-ordered allocation); the CUDA one a dtype
+      // and a device, or the stream (its GPU).
+      b = new this.native.Buffer(length, bf16 ? ({ dtype: 'bf16', device: this.device } as never) : this.stream);
       this.lengths.set(b, key);
     }
     this.counts.set(b, 1);
@@ -241,7 +247,10 @@ export class TrainingStep {
     readonly backend: Backend = 'cpu',
     /** tf32: the CUDA convolutions may use TF32 tensor cores (the other ops stay fp32). bf16: bf16 activations (below). */
     readonly dtype: 'fp32' | 'tf32' | 'bf16' = 'fp32',
+    /** CUDA, several GPUs in one process: the GPU of this replica (its buffers, streams and kernels); undefined: the process's GPU. */
+    readonly device?: number,
   ) {
+    if (device !== undefined && backend !== 'cuda') throw new UsageError(`a device (GPU ${device}) is not allowed on the ${backend} backend`);
     if (dtype !== 'fp32' && backend !== 'cuda') throw new UsageError(`--dtype '${dtype}' is not allowed on the cpu backend: allowed fp32`);
     // The CUDA addon has the classes and calls the step uses (Buffer, Stream,
     // Event, ConvKernel, OpKernel, memoryStats, timelineDrain, waitsDrain, nowNs).
@@ -264,20 +273,20 @@ export class TrainingStep {
       if (own) throw new UsageError(`--dtype bf16: conv ${own.layer} runs '${own.variant}', which takes fp32 buffers; allowed: cudnn:* variants`);
       for (const n of graph.nodes) if (n.kind === 'avgpool' || n.kind === 'fc') this.fp32Tensors.add(n.output);
     }
-    this.stream = new native.Stream('compute');
+    this.stream = this.newStream('compute');
     for (const p of graph.params) {
       const length = p.shape.reduce((a, b) => a * b, 1);
-      this.params.set(p.name, new native.Buffer(length));
+      this.params.set(p.name, this.buffer(length));
       if (p.trainable) {
-        this.grads.set(p.name, new native.Buffer(length));
-        const m = new native.Buffer(length);
+        this.grads.set(p.name, this.buffer(length));
+        const m = this.buffer(length);
         m.fill(0);
         this.momentum.set(p.name, m);
       }
     }
-    this.input = new native.Buffer(graph.tensors.get(graph.input)!);
-    this.labels = new native.Buffer(graph.batch);
-    this.loss = new native.Buffer(1);
+    this.input = this.buffer(graph.tensors.get(graph.input)!);
+    this.labels = this.buffer(graph.batch);
+    this.loss = this.buffer(1);
     this.prepare();
     if (reduction && reduction.workers > 1) this.prepareReduction(reduction);
     this.lossKernel = new native.OpKernel('softmax-xent', this.opVariant('loss'), { n: graph.batch, classes: graph.classes }, 'loss');
@@ -295,6 +304,19 @@ export class TrainingStep {
     }
   }
 
+  /** A stream of this step: on its GPU; on GPUs other than 0 the name says which ("compute@gpu1"). */
+  private newStream(role: 'compute' | 'comm'): Stream {
+    if (this.device === undefined) return new this.native.Stream(role);
+    const name = this.device === 0 ? role : `${role}@gpu${this.device}`;
+    return new (this.native.Stream as unknown as new (name: string, options: { device: number }) => Stream)(name, { device: this.device });
+  }
+
+  /** A buffer of this step (fp32, or bf16 on CUDA): on its GPU. */
+  private buffer(length: number, bf16 = false): Buffer {
+    if (this.device === undefined && !bf16) return new this.native.Buffer(length);
+    return new this.native.Buffer(length, { dtype: bf16 ? 'bf16' : 'fp32', device: this.device } as never);
+  }
+
   private prepareReduction(r: ReductionOptions): void {
     const native = this.native;
     // Gradients become ready in reverse parameter order (as DDP assumes).
@@ -308,25 +330,34 @@ export class TrainingStep {
       const local = Math.min(r.workers, LOCAL_STAND_IN_LIMIT);
       this.reduceKernels.set(p.name, {
         kernel: new native.OpKernel('allreduce-local', this.commVariant, { size, workers: local }, p.name),
-        replicas: new native.Buffer(size * (local - 1)),
+        replicas: this.buffer(size * (local - 1)),
       });
     }
     this.linkKernels = this.buckets.map((b) =>
       r.link ? new native.OpKernel('link-hold', this.commVariant, { bytes: b.bytes, workers: r.workers, gbps: r.link.gbps, latencyUs: r.link.latencyUs }, `bucket${b.index}`) : undefined,
     );
-    (this as { commStream: Stream | undefined }).commStream = r.schedule === 'overlapped' ? new native.Stream('comm') : undefined;
+    (this as { commStream: Stream | undefined }).commStream = r.schedule === 'overlapped' ? this.newStream('comm') : undefined;
   }
 
-  /** Enqueues the reduction of one bucket on `stream`. */
-  private enqueueBucket(b: Bucket, stream: Stream): void {
+  /**
+   * Enqueues the reduction of one bucket on `stream`. In a local NCCL group
+   * the bucket is reduced once every replica has handed it in: until then
+   * the promise returned is pending, and the caller awaits it (the other
+   * replicas go on enqueueing meanwhile).
+   */
+  private enqueueBucket(b: Bucket, stream: Stream): Promise<void> | undefined {
     const r = this.reduction!;
+    if (r.localGroup) {
+      const buffers = b.params.map((name) => this.grads.get(name)!) as unknown as CudaBuffer[];
+      return r.localGroup.group.submit(r.localGroup.rank, stream as unknown as CudaStream, buffers, 1 / r.workers, `bucket${b.index}`);
+    }
     if (r.comm === 'nccl') {
       // One grouped NCCL launch for the whole bucket (one kernel record).
       // The CUDA addon's Stream and Buffer behind the CPU addon's types (the executor's Addon view).
       const cudaBuffers = b.params.map((name) => this.grads.get(name)!) as unknown as CudaBuffer[];
       (r.communicator as NcclCommunicator).allreduce(stream as unknown as CudaStream, cudaBuffers, 1 / r.workers, `bucket${b.index}`);
       this.linkKernels[b.index]?.enqueue(stream, []);
-      return;
+      return undefined;
     }
     for (const name of b.params) {
       if (r.comm === 'gloo') {
@@ -337,6 +368,7 @@ export class TrainingStep {
       kernel.enqueue(stream, [this.grads.get(name)!, replicas]);
     }
     this.linkKernels[b.index]?.enqueue(stream, []);
+    return undefined;
   }
 
   /** With > 0, each iteration is enqueued behind a gate of this many ms (see iteration()). */
@@ -375,7 +407,7 @@ export class TrainingStep {
       const [n, c, h, w] = this.graph.inputShape;
       this.inputConversion = {
         kernel: new OpKernel('input', 'cuda', { n, c, hw: h * w, nhwc, bf16 }, 'input'),
-        output: new this.native.Buffer(n * c * h * w, bf16 ? ({ dtype: 'bf16' } as never) : undefined),
+        output: this.buffer(n * c * h * w, bf16),
       };
     }
     for (let i = 0; i < nodes.length; i++) {
@@ -393,7 +425,10 @@ export class TrainingStep {
         case 'conv': {
           const variant = (pass: ConvPass) => variantFor(this.plan, 'conv', node.name, pass);
           // The CPU kernel reads the layouts, the CUDA one the dtype (each ignores the other's keys).
-          const layouts = { x: act(node.inputs[0]), y: act(node.output), ...(this.dtype !== 'fp32' ? { dtype: this.dtype } : {}), ...(nhwc ? { layout: 'nhwc' } : {}) } as const;
+          const layouts = {
+            x: act(node.inputs[0]), y: act(node.output),
+            ...(this.dtype !== 'fp32' ? { dtype: this.dtype } : {}), ...(nhwc ? { layout: 'nhwc' } : {}), ...(this.device !== undefined ? { device: this.device } : {}),
+          } as const;
           const backward: Kernel[] = [new ConvKernel(node.shape, 'bwd-filter', variant('bwd-filter'), node.name, layouts)];
           if (node.inputs[0] !== this.graph.input) backward.push(new ConvKernel(node.shape, 'bwd-data', variant('bwd-data'), node.name, layouts));
           this.prepared.push({ node, forward: [new ConvKernel(node.shape, 'fwd', variant('fwd'), node.name, layouts)], backward, fusedRelu: false });
@@ -553,8 +588,8 @@ export class TrainingStep {
   private async runIteration(step: number, input: Buffer, arrangement: 'serialized' | 'overlapped' | undefined, capture: boolean): Promise<IterationResult> {
     const native = this.native;
     const comm: Stream | undefined = arrangement === undefined ? this.commStream
-      : arrangement === 'overlapped' ? (this.commStream ?? (this.probeCommStream ??= new native.Stream('comm'))) : undefined;
-    const pool = (this.pool ??= new Pool(this.stream, native));
+      : arrangement === 'overlapped' ? (this.commStream ?? (this.probeCommStream ??= this.newStream('comm'))) : undefined;
+    const pool = (this.pool ??= new Pool(this.stream, native, this.device));
     const events = this.events;
     events.rewind();
     const stream = this.stream;
@@ -666,6 +701,8 @@ export class TrainingStep {
     const overlapped = comm !== undefined;
     const pendingInBucket = this.buckets.map((b) => b.params.length);
     const bucketOf = this.bucketOf;
+    // A bucket handed to a local NCCL group that the other replicas have not reached yet.
+    let handedIn: Promise<void> | undefined;
     const ready = (...names: string[]) => {
       const event = events.take();
       stream.record(event);
@@ -675,7 +712,7 @@ export class TrainingStep {
         if (!overlapped || !b || --pendingInBucket[b.index] > 0) continue;
         // The bucket's last gradient: reduce it on the comm stream once this event fires.
         comm!.wait(event);
-        this.enqueueBucket(b, comm!);
+        handedIn = this.enqueueBucket(b, comm!);
       }
     };
 
@@ -744,6 +781,10 @@ export class TrainingStep {
       for (const b of saved.get(n.name) ?? []) pool.drop(b);
       saved.delete(n.name);
       for (const t of this.savedFor(p)) use(t);
+      if (handedIn) {
+        await handedIn; // until every replica has handed in the bucket (issued in one NCCL group)
+        handedIn = undefined;
+      }
     }
     stream.record(marks.backward);
     this.phase(undefined);
@@ -754,7 +795,7 @@ export class TrainingStep {
         comm!.record(reduced);
         stream.wait(reduced);
       } else {
-        for (const b of this.buckets) this.enqueueBucket(b, stream);
+        for (const b of this.buckets) await this.enqueueBucket(b, stream);
       }
       this.phase(undefined);
     }

@@ -12,6 +12,8 @@ import { addon } from '../native';
 import { cudaStatus } from '../native-cuda';
 import type { Plan } from '../plan/plan';
 import { graphProblem, TrainingStep, type ReductionOptions, type StepLayout } from './executor';
+import { ReplicatedStep } from './replicated';
+import type { LocalNcclGroup } from '../comm/local-nccl';
 import { breakdown, type Breakdown } from '../analysis/breakdown';
 import { initWeights, loadBatch, loadWeights, saveWeights } from './weights';
 import { kernelKey, kernelStats, type IterationMarks, type KernelStat } from './kernel-stats';
@@ -52,6 +54,12 @@ export interface TrainingConfig {
   graph?: boolean;
   /** Write the plan as it ran (each conv pass's variant, library choices resolved) as JSON. */
   savePlan?: string;
+  /**
+   * cuda, all local GPUs in one process (--gpus N): one replica per GPU of
+   * the group, reduced through it (reduction.comm 'nccl', workers = its size).
+   * A native handle: not saved with the run.
+   */
+  localGroup?: LocalNcclGroup;
 }
 
 export interface IterationFigures {
@@ -99,7 +107,7 @@ export interface Run {
   version: typeof RUN_FORMAT_VERSION;
   createdAt: string;
   config: Omit<TrainingConfig, 'plan'> & { plan: Plan };
-  environment: { cpuModel: string; threads: number; node: string; backend: Backend; gpu?: string; dtype: 'fp32' | 'tf32' | 'bf16'; parameters: number; layout: 'nchw' | 'nChw16c' | 'nhwc' };
+  environment: { cpuModel: string; threads: number; node: string; backend: Backend; gpu?: string; /** cuda: GPUs this process ran on (--gpus). */ gpus?: number; dtype: 'fp32' | 'tf32' | 'bf16'; parameters: number; layout: 'nchw' | 'nChw16c' | 'nhwc' };
   iterations: IterationFigures[];
   /** Median, min, max over the measured (non-warm-up) iterations. */
   summary: Record<PhaseKey | 'loss', Summary> & {
@@ -123,6 +131,8 @@ export interface Run {
   kernels: KernelStat[];
   /** How compute and communication slow each other on this machine (runs with a local reduction). */
   contention?: Contention;
+  /** With --gpus N: the GPUs of the replicas, and each one's span per measured iteration (start to end mark); the rest of the run (timeline, phases, loss) is GPU 0's. */
+  replicas?: { devices: number[]; spanMs: Summary[] };
 }
 
 /**
@@ -160,13 +170,16 @@ export async function runTraining(config: TrainingConfig, onIteration?: (f: Iter
   }
   const cannotGraph = config.graph ? graphProblem(config.backend ?? 'cpu', config.warmup) : null;
   if (cannotGraph) throw new UsageError(cannotGraph);
-  const step = new TrainingStep(graph, config.plan, { lr: config.lr, momentum: config.momentum, weightDecay: config.weightDecay }, config.layout, config.reduction, config.backend, config.dtype);
+  const step = makeStep(config, graph, pipeline !== undefined);
   step.enqueueProbeMs = config.enqueueProbeMs ?? 0;
-  if (config.weights) loadWeights(step, config.weights);
-  else initWeights(step, config.seed);
-  if (fixed) {
-    step.input.write(fixed.input);
-    step.labels.write(fixed.labels);
+  // Every replica starts from the same weights (as DDP broadcasts rank 0's).
+  for (const replica of replicasOf(step)) {
+    if (config.weights) loadWeights(replica, config.weights);
+    else initWeights(replica, config.seed);
+    if (fixed) {
+      replica.input.write(fixed.input);
+      replica.labels.write(fixed.labels);
+    }
   }
   try {
     return await iterate(config, step, graph, fixed !== undefined, pipeline, onIteration);
@@ -175,8 +188,25 @@ export async function runTraining(config: TrainingConfig, onIteration?: (f: Iter
   }
 }
 
+/** The step of one GPU (or the CPU), or one replica per GPU of a local NCCL group. */
+function makeStep(config: TrainingConfig, graph: ResNetGraph, realData: boolean): TrainingStep | ReplicatedStep {
+  const optimizer = { lr: config.lr, momentum: config.momentum, weightDecay: config.weightDecay };
+  const group = config.localGroup;
+  if (!group) return new TrainingStep(graph, config.plan, optimizer, config.layout, config.reduction, config.backend, config.dtype);
+  const r = config.reduction;
+  if (config.backend !== 'cuda' || !r || r.comm !== 'nccl') throw new UsageError('--gpus needs --backend cuda and the nccl communicator');
+  if (config.graph) throw new UsageError('--graph is not allowed with --gpus 2 or more: a CUDA graph captures one GPU\'s streams, and the grouped all-reduce spans them all');
+  if (realData) throw new UsageError('--data raw|records is not allowed with --gpus yet: the input pipeline feeds one replica; use --data synthetic, or stepscope launch with one rank per GPU');
+  return new ReplicatedStep(graph, config.plan, optimizer, config.layout ?? 'auto',
+    { schedule: r.schedule, bucketBytes: r.bucketBytes, firstBucketBytes: r.firstBucketBytes, link: r.link }, config.dtype ?? 'fp32', group);
+}
+
+function replicasOf(step: TrainingStep | ReplicatedStep): TrainingStep[] {
+  return step instanceof ReplicatedStep ? step.replicas : [step];
+}
+
 async function iterate(
-  config: TrainingConfig, step: TrainingStep, graph: ResNetGraph, fixed: boolean, pipeline: DataPipeline | undefined,
+  config: TrainingConfig, step: TrainingStep | ReplicatedStep, graph: ResNetGraph, fixed: boolean, pipeline: DataPipeline | undefined,
   onIteration?: (f: IterationFigures) => void,
 ): Promise<Run> {
   const native = step.native;
@@ -210,11 +240,18 @@ async function iterate(
       step.labels.write(b.labels);
       dataBusyMs = b.busyMs;
       skippedImages = b.skipped.length;
-    } else if (!fixed) syntheticBatch(step, config.seed, i, config.rank ?? 0);
+    } else if (!fixed) {
+      // Replica r of a --gpus run takes rank r's batch, as a launch would.
+      replicasOf(step).forEach((replica, r) => syntheticBatch(replica, config.seed, i, (config.rank ?? 0) + r));
+    }
     const dataMs = (native.nowNs() - dataStart) / 1e6;
     const r = await step.iteration(i, input, isProbe(i) ? other : undefined);
-    const records = native.timelineDrain().filter((k) => k.layer !== 'enqueue-probe'); // the gate is not part of the step
-    const waits = native.waitsDrain().filter((w) => w.sourceStream !== 'gate');
+    let records = native.timelineDrain().filter((k) => k.layer !== 'enqueue-probe'); // the gate is not part of the step
+    let waits = native.waitsDrain().filter((w) => w.sourceStream !== 'gate');
+    if (step instanceof ReplicatedStep) {
+      records = step.firstReplicaRecords(records);
+      waits = step.firstReplicaWaits(waits);
+    }
     if (isProbe(i)) {
       if (i > 0) inOther.push({ index: i, records, waits, figures: breakdown(records, r, dataMs) }); // the very first iteration is a cold start
       continue;
@@ -248,7 +285,7 @@ async function iterate(
       `${inOther.length} iteration(s) with the reduction ${other} (index ${inOther.map((x) => x.index).join(', ')}) against the ${mine.length} measured ${schedule} ones`)
     : undefined;
   if (contention) contention.other = { schedule: other, totalMs: inOther.map((x) => x.figures.totalMs), iterations: inOther.map((x) => x.figures) };
-  if (config.saveWeights) saveWeights(step, config.saveWeights);
+  if (config.saveWeights) saveWeights(replicasOf(step)[0], config.saveWeights);
   if (config.savePlan) writeJsonAtomic(config.savePlan, step.resolvedPlan());
   step.releaseActivations();
 
@@ -273,13 +310,13 @@ async function iterate(
     format: 'stepscope-run',
     version: RUN_FORMAT_VERSION,
     createdAt: new Date().toISOString(),
-    config,
+    config: { ...config, localGroup: undefined }, // a native handle, not data
     environment: {
       cpuModel: os.cpus()[0]?.model ?? 'unknown',
       threads: addon().buildInfo().threads, // the host's threads (the CPU addon's), on both backends
       node: process.version,
       backend: step.backend,
-      ...(step.backend === 'cuda' ? { gpu: cudaStatus().info?.device?.name } : {}),
+      ...(step.backend === 'cuda' ? { gpu: cudaStatus().info?.device?.name, gpus: replicasOf(step).length } : {}),
       dtype: config.dtype ?? 'fp32',
       parameters: paramCount(graph),
       layout: step.layout,
@@ -307,5 +344,12 @@ async function iterate(
     marks,
     kernels: kernelStats(recorded),
     contention,
+    ...(step instanceof ReplicatedStep ? {
+      replicas: {
+        devices: step.group.devices,
+        // The measured iterations' spans (the warm-ups came first).
+        spanMs: step.group.devices.map((_, d) => summarize(step.spansMs.slice(config.warmup).map((spans) => spans[d]))),
+      },
+    } : {}),
   };
 }
