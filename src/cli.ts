@@ -388,7 +388,6 @@ function parseGpus(opts: StepOpts, backend: Backend): number {
   const workers = parseInteger('--workers', opts.workers, 1, 100000);
   if (workers !== 1 && workers !== gpus) throw new UsageError(`--workers ${workers} is not allowed with --gpus ${gpus}: the workers are the GPUs (leave --workers out, or give ${gpus})`);
   if (opts.graph) throw new UsageError(`--graph is not allowed with --gpus ${gpus}: a CUDA graph captures one GPU's streams, and the grouped all-reduce spans them all`);
-  if (opts.data !== 'synthetic') throw new UsageError(`--data ${opts.data} is not allowed with --gpus ${gpus} yet: the input pipeline feeds one replica; use --data synthetic, or launch one rank per GPU`);
   return gpus;
 }
 

@@ -557,6 +557,18 @@ test('step --backend cuda --comm nccl across 2 launched ranks (CPU stand-in): th
     assert.ok(l[i].replicas.spanMs.every((s: { median: number }) => s.median > 0));
     assert.ok(l[i].topKernels.some((k: { op: string }) => k.op === 'allreduce'));
   }
+  // Decoded data: one pipeline per replica, replica r reading rank r's share of the dataset.
+  const data = fs.mkdtempSync(path.join(os.tmpdir(), 'stepscope-gpus-data-'));
+  assert.equal(cli(['data', 'make', data, '--images', '8', '--classes', '4']).status, 0);
+  const withData = [...small.filter((a) => a !== '--compare'), '--data', 'raw', '--dataset', data];
+  const localData = cli(['step', '--backend', 'cuda', '--gpus', '2', ...withData], env);
+  assert.equal(localData.status, 0, localData.stderr);
+  const cpuData = cli(['launch', '-n', '2', '--', 'step', '--backend', 'cpu', '--comm', 'gloo', '--kernels', 'conv=im2col-gemm', '--layout', 'nchw', ...withData]);
+  assert.equal(cpuData.status, 0, cpuData.stderr);
+  const [ld, cdd] = [JSON.parse(localData.stdout), JSON.parse(cpuData.stdout)];
+  assert.equal(ld.data.kind, 'raw');
+  assert.deepEqual(ld.iterations.map((it: { loss: number }) => it.loss), cdd.iterations.map((it: { loss: number }) => it.loss));
+  fs.rmSync(data, { recursive: true, force: true });
   // Refused before any work, naming what is allowed.
   const one = ['step', '--batch', '1', '--resolution', '32', '--width', '4', '--iterations', '1', '--warmup', '0'];
   for (const [args, extra, re] of [
@@ -570,7 +582,6 @@ test('step --backend cuda --comm nccl across 2 launched ranks (CPU stand-in): th
     [['--backend', 'cuda', '--gpus', 'all', '--comm', 'local'], {}, /--comm local is not allowed with --gpus 2: the GPUs of one process reduce with nccl/],
     [['--backend', 'cuda', '--gpus', '2', '--workers', '4'], {}, /--workers 4 is not allowed with --gpus 2/],
     [['--backend', 'cuda', '--gpus', '2', '--graph', '--warmup', '1'], {}, /--graph is not allowed with --gpus 2/],
-    [['--backend', 'cuda', '--gpus', '2', '--data', 'raw', '--dataset', dir], {}, /--data raw is not allowed with --gpus 2 yet/],
     [['--backend', 'cuda', '--gpus', '2'], { RANK: '0', WORLD_SIZE: '2', STEPSCOPE_GLOO_STORE: dir }, /--gpus 2 is not allowed under launch \(WORLD_SIZE 2\)/],
   ] as [string[], Record<string, string>, RegExp][]) {
     const r = cli([...one, ...args], { ...env, ...extra });

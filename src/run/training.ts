@@ -159,18 +159,35 @@ export function contentionIterations(config: Pick<TrainingConfig, 'reduction'>):
 export async function runTraining(config: TrainingConfig, onIteration?: (f: IterationFigures) => void): Promise<Run> {
   const graph: ResNetGraph = resnet50Graph({ batch: config.batch, resolution: config.resolution, width: config.width, classes: config.classes });
   const fixed = config.input ? loadBatch(graph, config.input) : undefined;
-  // The dataset is opened (and checked) before the model is built.
+  // The dataset is opened (and checked) before the model is built: one
+  // pipeline per replica of this process (--gpus: replica r reads rank r's share).
   const d = config.data;
-  const pipeline = d && d.kind !== 'synthetic' && !fixed
-    ? new DataPipeline({ ...d, kind: d.kind, dataset: d.dataset! }, config.batch, config.resolution, config.seed, config.warmup + contentionIterations(config) + config.iterations,
-      { rank: config.rank ?? 0, workers: config.reduction?.workers ?? 1 })
-    : undefined;
-  if (pipeline && pipeline.classes > config.classes) {
-    throw new UsageError(`--classes ${config.classes} is not allowed with this dataset: it has ${pipeline.classes} classes (give --classes ${pipeline.classes} or more)`);
+  const pipelines: DataPipeline[] = [];
+  const closeAll = () => Promise.all(pipelines.map((p) => p.close()));
+  if (d && d.kind !== 'synthetic' && !fixed) {
+    try {
+      for (let r = 0; r < (config.localGroup?.size ?? 1); r++) {
+        pipelines.push(new DataPipeline({ ...d, kind: d.kind, dataset: d.dataset! }, config.batch, config.resolution, config.seed,
+          config.warmup + contentionIterations(config) + config.iterations, { rank: (config.rank ?? 0) + r, workers: config.reduction?.workers ?? 1 }));
+      }
+    } catch (err) {
+      await closeAll();
+      throw err;
+    }
   }
-  const cannotGraph = config.graph ? graphProblem(config.backend ?? 'cpu', config.warmup) : null;
-  if (cannotGraph) throw new UsageError(cannotGraph);
-  const step = makeStep(config, graph, pipeline !== undefined);
+  const pipeline = pipelines[0];
+  let step: TrainingStep | ReplicatedStep;
+  try {
+    if (pipeline && pipeline.classes > config.classes) {
+      throw new UsageError(`--classes ${config.classes} is not allowed with this dataset: it has ${pipeline.classes} classes (give --classes ${pipeline.classes} or more)`);
+    }
+    const cannotGraph = config.graph ? graphProblem(config.backend ?? 'cpu', config.warmup) : null;
+    if (cannotGraph) throw new UsageError(cannotGraph);
+    step = makeStep(config, graph);
+  } catch (err) {
+    await closeAll();
+    throw err;
+  }
   step.enqueueProbeMs = config.enqueueProbeMs ?? 0;
   // Every replica starts from the same weights (as DDP broadcasts rank 0's).
   for (const replica of replicasOf(step)) {
@@ -182,21 +199,20 @@ export async function runTraining(config: TrainingConfig, onIteration?: (f: Iter
     }
   }
   try {
-    return await iterate(config, step, graph, fixed !== undefined, pipeline, onIteration);
+    return await iterate(config, step, graph, fixed !== undefined, pipelines, onIteration);
   } finally {
-    await pipeline?.close();
+    await closeAll();
   }
 }
 
 /** The step of one GPU (or the CPU), or one replica per GPU of a local NCCL group. */
-function makeStep(config: TrainingConfig, graph: ResNetGraph, realData: boolean): TrainingStep | ReplicatedStep {
+function makeStep(config: TrainingConfig, graph: ResNetGraph): TrainingStep | ReplicatedStep {
   const optimizer = { lr: config.lr, momentum: config.momentum, weightDecay: config.weightDecay };
   const group = config.localGroup;
   if (!group) return new TrainingStep(graph, config.plan, optimizer, config.layout, config.reduction, config.backend, config.dtype);
   const r = config.reduction;
   if (config.backend !== 'cuda' || !r || r.comm !== 'nccl') throw new UsageError('--gpus needs --backend cuda and the nccl communicator');
   if (config.graph) throw new UsageError('--graph is not allowed with --gpus 2 or more: a CUDA graph captures one GPU\'s streams, and the grouped all-reduce spans them all');
-  if (realData) throw new UsageError('--data raw|records is not allowed with --gpus yet: the input pipeline feeds one replica; use --data synthetic, or stepscope launch with one rank per GPU');
   return new ReplicatedStep(graph, config.plan, optimizer, config.layout ?? 'auto',
     { schedule: r.schedule, bucketBytes: r.bucketBytes, firstBucketBytes: r.firstBucketBytes, link: r.link }, config.dtype ?? 'fp32', group);
 }
@@ -206,10 +222,11 @@ function replicasOf(step: TrainingStep | ReplicatedStep): TrainingStep[] {
 }
 
 async function iterate(
-  config: TrainingConfig, step: TrainingStep | ReplicatedStep, graph: ResNetGraph, fixed: boolean, pipeline: DataPipeline | undefined,
+  config: TrainingConfig, step: TrainingStep | ReplicatedStep, graph: ResNetGraph, fixed: boolean, pipelines: DataPipeline[],
   onIteration?: (f: IterationFigures) => void,
 ): Promise<Run> {
   const native = step.native;
+  const pipeline = pipelines[0]; // what the run reports of the dataset (every replica reads the same one)
 
   // With a local reduction, a few iterations after the warm-up run the reduction in the other arrangement:
   // both arrangements of the same kernels give the contention (run/contention.ts).
@@ -230,16 +247,20 @@ async function iterate(
     let dataBusyMs: number | undefined, skippedImages: number | undefined;
     let input = step.input;
     if (pipeline) {
-      const b = await pipeline.take(i); // with prefetch: usually ready already
-      if (step.backend === 'cuda') {
-        // The pipeline decodes into host memory: the batch is copied to the device, inside the data time.
-        step.input.write(b.input.read());
-      } else {
-        input = b.input; // filled in place by the pipeline: nothing to copy
-      }
-      step.labels.write(b.labels);
-      dataBusyMs = b.busyMs;
-      skippedImages = b.skipped.length;
+      // With prefetch: usually ready already. One batch per replica (--gpus), each on its GPU.
+      const batches = await Promise.all(pipelines.map((p) => p.take(i)));
+      replicasOf(step).forEach((replica, r) => {
+        const b = batches[r];
+        if (replica.backend === 'cuda') {
+          // The pipeline decodes into host memory: the batch is copied to the device, inside the data time.
+          replica.input.write(b.input.read());
+        } else {
+          input = b.input; // filled in place by the pipeline: nothing to copy
+        }
+        replica.labels.write(b.labels);
+      });
+      dataBusyMs = Math.max(...batches.map((b) => b.busyMs));
+      skippedImages = batches.reduce((n, b) => n + b.skipped.length, 0);
     } else if (!fixed) {
       // Replica r of a --gpus run takes rank r's batch, as a launch would.
       replicasOf(step).forEach((replica, r) => syntheticBatch(replica, config.seed, i, (config.rank ?? 0) + r));
@@ -334,7 +355,7 @@ async function iterate(
       data: {
         kind: pipeline.options.kind, dataset: pipeline.options.dataset, images: pipeline.loader.length, classes: pipeline.classes,
         threads: pipeline.loader.threads, prefetch: pipeline.options.prefetch,
-        skipped: [...pipeline.skipped].map(([source, message]) => ({ source, message })),
+        skipped: pipelines.flatMap((p) => [...p.skipped].map(([source, message]) => ({ source, message }))),
       },
     } : {}),
     topKernels,
