@@ -123,6 +123,9 @@ has_phase step && for dtype in $STEP_DTYPES; do
   [[ "$dtype" == tf32 ]] && stepscope_step "stepscope-step-$dtype-graph" --dtype "$dtype" --graph
   [[ "$dtype" == fp32 ]] || stepscope_step "stepscope-step-$dtype-nhwc-graph" --dtype "$dtype" --layout nhwc --graph
 done
+# With 2 GPUs or more: every GPU driven from one process (--gpus all), overlapped NCCL buckets, bf16 NHWC eager.
+GPU_COUNT=$(node -e "try { console.log(require('./build/stepscope_cuda.node').cudaInfo().deviceCount) } catch { console.log(0) }")
+has_phase step && (( GPU_COUNT >= 2 )) && stepscope_step "stepscope-step-bf16-nhwc-gpus$GPU_COUNT" --dtype bf16 --layout nhwc --gpus all
 
 # 6. The side-by-side table, last.
 node scripts/gpu-table.js "$OUT"
