@@ -159,13 +159,16 @@ export declare class OpKernel {
  * All local GPUs in one process: local(devices) makes one communicator per
  * GPU (ranks in that order; connect() each), and allreduceGroup() reduces a
  * bucket on all of them in one NCCL group (one thread must issue every
- * local rank's call together).
+ * local rank's call together); destroyGroup() releases them together, and a
+ * failure of one aborts them all.
  */
 export declare class NcclCommunicator {
   static uniqueId(): Uint8Array;
   static local(devices: number[], options?: { timeoutMs?: number }): NcclCommunicator[];
   /** Each call: one local rank's buffers on its stream (same sizes on every rank); one record per stream. Not in a graph capture (ERR_UNSUPPORTED). */
   static allreduceGroup(calls: { comm: NcclCommunicator; stream: Stream; buffers: Buffer | Buffer[] }[], scale: number, layer?: string): void;
+  /** Releases every communicator of one local() clique together (one grouped finalize; an abort of all on failure). A member's own destroy() is ERR_INVALID_STATE. */
+  static destroyGroup(comms: NcclCommunicator[]): void;
   constructor(options: { id: Uint8Array; rank: number; size: number; timeoutMs?: number; device?: number });
   readonly rank: number;
   readonly size: number;

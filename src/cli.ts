@@ -451,68 +451,75 @@ async function runStep(opts: StepOpts) {
   // NCCL: one communicator (or one local group) for every schedule. Gloo: one rendezvous per schedule (a fresh store prefix keeps runs apart).
   const nccl = place && comm === 'nccl' && place.size > 1 ? await connectNccl(place, timeoutMs) : undefined;
   const localGroup = gpus > 1 ? await LocalNcclGroup.connect(cudaAddon(), [...Array(gpus).keys()], timeoutMs) : undefined;
-  let lastComm: { comm: Communicator; native: GatherAddon } | undefined;
-  for (const schedule of schedules) {
-    const reduction = localGroup
-      ? { workers: gpus, schedule, comm: 'nccl' as const, ...parseBuckets(opts), link: parseLink(opts) }
-      : parseReduction(opts, schedule, backend);
-    if (reduction && place) {
-      if (nccl) {
-        reduction.communicator = nccl;
-        lastComm = { comm: nccl, native: cudaAddon() };
-      } else {
-        const native = addon();
-        const gloo = new native.GlooCommunicator({ ...place.store, storePrefix: schedule, rank: place.rank, size: place.size, timeoutMs, hostname: glooHostname(place) });
-        await gloo.connect();
-        reduction.communicator = gloo;
-        lastComm = { comm: gloo, native };
+  try {
+    await runSchedules();
+  } finally {
+    localGroup?.destroy(); // also after a failed run: the clique is released together, never left to hang
+  }
+
+  async function runSchedules(): Promise<void> {
+    let lastComm: { comm: Communicator; native: GatherAddon } | undefined;
+    for (const schedule of schedules) {
+      const reduction = localGroup
+        ? { workers: gpus, schedule, comm: 'nccl' as const, ...parseBuckets(opts), link: parseLink(opts) }
+        : parseReduction(opts, schedule, backend);
+      if (reduction && place) {
+        if (nccl) {
+          reduction.communicator = nccl;
+          lastComm = { comm: nccl, native: cudaAddon() };
+        } else {
+          const native = addon();
+          const gloo = new native.GlooCommunicator({ ...place.store, storePrefix: schedule, rank: place.rank, size: place.size, timeoutMs, hostname: glooHostname(place) });
+          await gloo.connect();
+          reduction.communicator = gloo;
+          lastComm = { comm: gloo, native };
+        }
       }
+      const rankSuffix = (file: string | undefined) => (place && place.rank > 0 && file ? `${file}.rank${place.rank}` : file);
+      const run = await runTraining({ ...config, reduction, localGroup, rank: place?.rank ?? 0, saveWeights: rankSuffix(config.saveWeights), savePlan: rankSuffix(config.savePlan) }, (f) => {
+        const done = runs.length * perRun + f.index + 1;
+        bar.update(done / (schedules.length * perRun), `${schedule}: iteration ${f.index + 1}/${perRun}${f.warmup ? ' (warm-up)' : ''}: ${f.totalMs.toFixed(0)} ms, loss ${f.loss.toFixed(4)}`);
+      });
+      runs.push(run);
     }
-    const rankSuffix = (file: string | undefined) => (place && place.rank > 0 && file ? `${file}.rank${place.rank}` : file);
-    const run = await runTraining({ ...config, reduction, localGroup, rank: place?.rank ?? 0, saveWeights: rankSuffix(config.saveWeights), savePlan: rankSuffix(config.savePlan) }, (f) => {
-      const done = runs.length * perRun + f.index + 1;
-      bar.update(done / (schedules.length * perRun), `${schedule}: iteration ${f.index + 1}/${perRun}${f.warmup ? ' (warm-up)' : ''}: ${f.totalMs.toFixed(0)} ms, loss ${f.loss.toFixed(4)}`);
-    });
-    runs.push(run);
+    bar.done();
+    for (const r of runs) if (r.config.reduction) delete r.config.reduction.communicator; // a native handle, not data
+    // Across processes, every rank's timelines go to rank 0's trace (one process per rank and run).
+    let perRank: RankTimeline[][] | undefined;
+    if (place && (opts.trace || opts.report) && lastComm) {
+      perRank = [];
+      // One after the other: the ranks must issue the same collectives in the same order.
+      for (const run of runs) perRank.push(await gatherTimelines(lastComm.comm, lastComm.native, place.rank, place.size, { timeline: run.timeline, marks: run.marks }));
+    }
+    nccl?.destroy(); // every rank, after its last collective
+    if (place && place.rank > 0) return; // rank 0 reports for all
+    if (opts.save) writeJsonAtomic(opts.save, runs.length === 1 ? runs[0] : runs);
+    if (opts.report) {
+      const named = runs.map((run, i) => ({
+        name: run.config.reduction?.schedule ?? 'step', run, path: pathOf(run),
+        // Across processes: every other rank's timeline beside rank 0's.
+        otherRanks: perRank?.[i].slice(1).map((r, k) => ({ name: `rank ${k + 1}`, ...r })),
+      }));
+      writeTextAtomic(opts.report, htmlReport({
+        title: `stepscope step: ${runs.map((r) => r.config.reduction?.schedule ?? 'single worker').join(' vs ')}`,
+        runs: named,
+        attribution: runs.length === 2 ? attribute(runs[0], runs[1]) : undefined,
+      }));
+    }
+    if (opts.trace) {
+      const label = (r: Run) => r.config.reduction?.schedule ?? 'single worker';
+      const processes = perRank
+        ? runs.flatMap((r, i) => perRank![i].map(({ timeline: records }, rank) => ({ rank: i * perRank![i].length + rank, label: `rank ${rank} (${label(r)})`, records })))
+        : runs.map((r, i) => ({ rank: i, label: `rank 0 (${label(r)})`, records: r.timeline }));
+      writeJsonAtomic(opts.trace, chromeTrace(processes));
+    }
+    if (opts.json) {
+      const strip = ({ timeline: _t, ...rest }: Run) => rest;
+      return print(JSON.stringify(runs.length === 1 ? strip(runs[0]) : runs.map(strip), null, 2));
+    }
+    if (runs.length === 1) return print(formatRun(runs[0]));
+    print(formatComparison(runs[0], runs[1]));
   }
-  bar.done();
-  for (const r of runs) if (r.config.reduction) delete r.config.reduction.communicator; // a native handle, not data
-  // Across processes, every rank's timelines go to rank 0's trace (one process per rank and run).
-  let perRank: RankTimeline[][] | undefined;
-  if (place && (opts.trace || opts.report) && lastComm) {
-    perRank = [];
-    // One after the other: the ranks must issue the same collectives in the same order.
-    for (const run of runs) perRank.push(await gatherTimelines(lastComm.comm, lastComm.native, place.rank, place.size, { timeline: run.timeline, marks: run.marks }));
-  }
-  nccl?.destroy(); // every rank, after its last collective
-  localGroup?.destroy();
-  if (place && place.rank > 0) return; // rank 0 reports for all
-  if (opts.save) writeJsonAtomic(opts.save, runs.length === 1 ? runs[0] : runs);
-  if (opts.report) {
-    const named = runs.map((run, i) => ({
-      name: run.config.reduction?.schedule ?? 'step', run, path: pathOf(run),
-      // Across processes: every other rank's timeline beside rank 0's.
-      otherRanks: perRank?.[i].slice(1).map((r, k) => ({ name: `rank ${k + 1}`, ...r })),
-    }));
-    writeTextAtomic(opts.report, htmlReport({
-      title: `stepscope step: ${runs.map((r) => r.config.reduction?.schedule ?? 'single worker').join(' vs ')}`,
-      runs: named,
-      attribution: runs.length === 2 ? attribute(runs[0], runs[1]) : undefined,
-    }));
-  }
-  if (opts.trace) {
-    const label = (r: Run) => r.config.reduction?.schedule ?? 'single worker';
-    const processes = perRank
-      ? runs.flatMap((r, i) => perRank![i].map(({ timeline: records }, rank) => ({ rank: i * perRank![i].length + rank, label: `rank ${rank} (${label(r)})`, records })))
-      : runs.map((r, i) => ({ rank: i, label: `rank 0 (${label(r)})`, records: r.timeline }));
-    writeJsonAtomic(opts.trace, chromeTrace(processes));
-  }
-  if (opts.json) {
-    const strip = ({ timeline: _t, ...rest }: Run) => rest;
-    return print(JSON.stringify(runs.length === 1 ? strip(runs[0]) : runs.map(strip), null, 2));
-  }
-  if (runs.length === 1) return print(formatRun(runs[0]));
-  print(formatComparison(runs[0], runs[1]));
 }
 
 async function runDataMake(dir: string, opts: { images: string; classes: string; seed: string; threads: string; quality: string }) {

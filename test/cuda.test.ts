@@ -557,6 +557,11 @@ test('step --backend cuda --comm nccl across 2 launched ranks (CPU stand-in): th
     assert.ok(l[i].replicas.spanMs.every((s: { median: number }) => s.median > 0));
     assert.ok(l[i].topKernels.some((k: { op: string }) => k.op === 'allreduce'));
   }
+  // The modeled link holds each replica's comm stream after its bucket's all-reduce.
+  const linked = cli(['step', '--backend', 'cuda', '--gpus', '2', '--link', '50', ...small.filter((a) => a !== '--compare')], env);
+  assert.equal(linked.status, 0, linked.stderr);
+  const lk = JSON.parse(linked.stdout);
+  assert.ok(lk.topKernels.some((k: { op: string; variant: string }) => k.op === 'link' && k.variant === 'modeled'), JSON.stringify(lk.topKernels.map((k: { op: string }) => k.op)));
   // Decoded data: one pipeline per replica, replica r reading rank r's share of the dataset.
   const data = fs.mkdtempSync(path.join(os.tmpdir(), 'stepscope-gpus-data-'));
   assert.equal(cli(['data', 'make', data, '--images', '8', '--classes', '4']).status, 0);
@@ -808,7 +813,11 @@ test('cuda: several GPUs in one process: objects keep their GPU; a local NCCL gr
     await streams[0].synchronize();
     c.timelineDrain();
   }
-  for (const x of comms) x.destroy();
+  // A clique is released together: one member alone is refused (its finalize would wait for the others).
+  assert.throws(() => comms[0].destroy(), (e: CudaError) => e.code === 'ERR_INVALID_STATE' && /destroyGroup/.test(e.message));
+  c.NcclCommunicator.destroyGroup(comms);
+  assert.throws(() => c.NcclCommunicator.allreduceGroup(devices.map((d, r) => ({ comm: comms[r], stream: streams[r], buffers: buffers[r] })), 1),
+    (e: CudaError) => e.code === 'ERR_COMM' && /unusable/.test(e.message));
 });
 
 test('cuda: step --gpus 2 (both GPUs in one process) computes what two launched ranks compute', { skip: status.available && cuda?.cudaInfo().nccl.found && cuda.cudaInfo().deviceCount >= 2 ? false : 'needs 2 CUDA devices and NCCL' }, async () => {

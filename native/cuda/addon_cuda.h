@@ -158,6 +158,7 @@ class CudaNcclWrap : public Napi::ObjectWrap<CudaNcclWrap> {
   static Napi::Value uniqueId(const Napi::CallbackInfo& info);
   static Napi::Value local(const Napi::CallbackInfo& info);
   static Napi::Value allreduceGroup(const Napi::CallbackInfo& info);
+  static Napi::Value destroyGroup(const Napi::CallbackInfo& info);
   Napi::Value device(const Napi::CallbackInfo& info);
   Napi::Value connect(const Napi::CallbackInfo& info);
   Napi::Value allreduce(const Napi::CallbackInfo& info);

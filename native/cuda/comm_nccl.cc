@@ -6,6 +6,7 @@
 #include <chrono>
 #include <map>
 #include <mutex>
+#include <system_error>
 #include <thread>
 
 #include "core/error.h"
@@ -14,16 +15,12 @@
 #include "cuda/device.h"
 
 #ifdef STEPSCOPE_HAVE_NCCL
-#include <nccl.h>
+#include "cuda/comm_nccl_state.h"
 #endif
 
 namespace stepscope {
 
 #ifdef STEPSCOPE_HAVE_NCCL
-
-namespace {
-
-using Clock = std::chrono::steady_clock;
 
 const char* ncclResultName(ncclResult_t r) {
   switch (r) {
@@ -38,31 +35,6 @@ const char* ncclResultName(ncclResult_t r) {
     default: return "ncclUnknownError";
   }
 }
-
-// A collective enqueued and not yet seen complete: the watchdog aborts the
-// communicator when one is still running timeoutMs after its enqueue.
-struct InFlight {
-  cudaEvent_t done;
-  Clock::time_point enqueued;
-  std::string layer;
-};
-
-}  // namespace
-
-struct NcclState {
-  ncclComm_t comm = nullptr;
-  std::map<float, ncclRedOp_t> scaled;  // pre-multiplied sums, one per scale
-  std::mutex mutex;                     // the comm: enqueue, poll and abort never overlap
-  std::vector<InFlight> inFlight;
-  std::string failure;  // why the communicator was aborted; every later call throws it
-  bool connected = false;
-  std::atomic<int> liveGraphs{0};  // CUDA graphs holding a captured all-reduce of this communicator
-  std::atomic<bool> stop{false};
-  std::thread watchdog;
-  int device = 0;
-};
-
-namespace {
 
 std::string rankText(const NcclOptions& o) { return "nccl rank " + std::to_string(o.rank) + " of " + std::to_string(o.size); }
 
@@ -86,6 +58,42 @@ void abortLocked(NcclState& s, const std::string& why) {
   if (s.failure.empty()) s.failure = why;
 }
 
+void abortCliqueLocked(const std::vector<NcclState*>& members, const std::string& why) {
+  std::vector<ncclComm_t> comms;
+  for (NcclState* s : members) {
+    if (s->comm) comms.push_back(s->comm);
+    s->comm = nullptr;
+    if (s->failure.empty()) s->failure = why;
+  }
+  // Each rank's abort on its own thread, at once: whether NCCL's abort waits
+  // for the other local ranks or not, none waits for a call not yet made.
+  std::vector<std::thread> threads;
+  for (ncclComm_t c : comms) {
+    try {
+      threads.emplace_back([c] { ncclCommAbort(c); });
+    } catch (const std::system_error&) {
+      ncclCommAbort(c);  // no thread to be had: inline
+    }
+  }
+  for (std::thread& t : threads) t.join();
+}
+
+void abortClique(const NcclClique& clique, const std::string& why) {
+  std::vector<std::shared_ptr<NcclState>> alive;
+  for (const auto& weak : clique.members) {
+    if (auto s = weak.lock()) alive.push_back(std::move(s));
+  }
+  std::vector<std::unique_lock<std::mutex>> locks;
+  std::vector<NcclState*> members;
+  for (auto& s : alive) {
+    locks.emplace_back(s->mutex);
+    members.push_back(s.get());
+  }
+  abortCliqueLocked(members, why);
+}
+
+namespace {
+
 // A CUDA graph's hold on the communicator whose all-reduce it captured; after
 // each launch of the graph it gives the watchdog an event to time, as an
 // eager all-reduce does.
@@ -103,31 +111,37 @@ struct GraphHold : LaunchHook {
       return;
     }
     std::lock_guard<std::mutex> lock(state->mutex);
-    state->inFlight.push_back({done, Clock::now(), layer + " (in a graph)"});
+    state->inFlight.push_back({done, NcclClock::now(), layer + " (in a graph)"});
   }
 };
 
-// Polls a non-blocking communicator until its pending call is done; aborts
-// and throws on an error or at the deadline. state.mutex held.
-void awaitLocked(NcclState& s, const NcclOptions& o, const std::string& what, const std::string& layer) {
-  const auto deadline = Clock::now() + std::chrono::milliseconds(o.timeoutMs);
+}  // namespace
+
+std::string pollLocked(NcclState& s, NcclClock::time_point deadline, int timeoutMs, const std::string& what, std::string* status) {
   for (;;) {
     ncclResult_t state = ncclSuccess;
     const ncclResult_t r = ncclCommGetAsyncError(s.comm, &state);
     if (r != ncclSuccess) state = r;
-    if (state == ncclSuccess) return;
+    if (state == ncclSuccess) return "";
     if (state != ncclInProgress) {
-      const std::string message = std::string(ncclResultName(state)) + " (" + ncclGetErrorString(state) + ")";
+      *status = ncclResultName(state);
       const char* detail = ncclGetLastError(s.comm);
-      abortLocked(s, what + " failed: " + message + (detail && *detail ? std::string(": ") + detail : ""));
-      throw CudaError("ERR_COMM", rankText(o) + ": " + s.failure, ncclResultName(state), layer);
+      return what + " failed: " + ncclResultName(state) + " (" + ncclGetErrorString(state) + ")" + (detail && *detail ? std::string(": ") + detail : "");
     }
-    if (Clock::now() > deadline) {
-      abortLocked(s, what + " did not complete within " + std::to_string(o.timeoutMs) + " ms (a peer died, never started, or runs another collective)");
-      throw CudaError("ERR_COMM", rankText(o) + ": " + s.failure, "ncclTimeout", layer);
+    if (NcclClock::now() > deadline) {
+      *status = "ncclTimeout";
+      return what + " did not complete within " + std::to_string(timeoutMs) + " ms (a peer died, never started, or runs another collective)";
     }
     std::this_thread::sleep_for(std::chrono::microseconds(100));
   }
+}
+
+void awaitLocked(NcclState& s, const NcclOptions& o, const std::string& what, const std::string& layer) {
+  std::string status;
+  const std::string why = pollLocked(s, NcclClock::now() + std::chrono::milliseconds(o.timeoutMs), o.timeoutMs, what, &status);
+  if (why.empty()) return;
+  abortLocked(s, why);
+  throw CudaError("ERR_COMM", rankText(o) + ": " + s.failure, status, layer);
 }
 
 // A failed call: NCCL's error table asks for an abort after every error but
@@ -140,32 +154,50 @@ void awaitLocked(NcclState& s, const NcclOptions& o, const std::string& what, co
   throw CudaError("ERR_COMM", message, ncclResultName(r), layer);
 }
 
+namespace {
+// Why the watchdog must abort the communicator now, or "" (healthy). state.mutex held.
+std::string watchFailureLocked(NcclState& s, const NcclOptions& o) {
+  ncclResult_t state = ncclSuccess;
+  if (ncclCommGetAsyncError(s.comm, &state) == ncclSuccess && state != ncclSuccess && state != ncclInProgress) {
+    return std::string("asynchronous error: ") + ncclResultName(state) + " (" + ncclGetErrorString(state) + ")";
+  }
+  const auto now = NcclClock::now();
+  for (auto it = s.inFlight.begin(); it != s.inFlight.end();) {
+    if (cudaEventQuery(it->done) != cudaErrorNotReady) {
+      cudaEventDestroy(it->done);
+      it = s.inFlight.erase(it);
+    } else if (now - it->enqueued > std::chrono::milliseconds(o.timeoutMs)) {
+      return "the all-reduce of " + it->layer + " did not complete within " + std::to_string(o.timeoutMs) + " ms (a peer died or stopped)";
+    } else {
+      ++it;
+    }
+  }
+  return "";
+}
+}  // namespace
+
 // The watchdog (as PyTorch's): every 50 ms, an asynchronous NCCL error (a
 // peer's socket closed) or a collective running past the timeout aborts the
-// communicator, so its kernels return and no stream waits forever.
+// communicator (with every other rank of its clique in this process), so its
+// kernels return and no stream waits forever.
 void watch(NcclState* s, NcclOptions o) {
   cudaSetDevice(s->device);
   while (!s->stop.load()) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    std::lock_guard<std::mutex> lock(s->mutex);
-    if (!s->comm) continue;
-    ncclResult_t state = ncclSuccess;
-    if (ncclCommGetAsyncError(s->comm, &state) == ncclSuccess && state != ncclSuccess && state != ncclInProgress) {
-      abortLocked(*s, std::string("asynchronous error: ") + ncclResultName(state) + " (" + ncclGetErrorString(state) + ")");
-      continue;
-    }
-    const auto now = Clock::now();
-    for (auto it = s->inFlight.begin(); it != s->inFlight.end();) {
-      if (cudaEventQuery(it->done) != cudaErrorNotReady) {
-        cudaEventDestroy(it->done);
-        it = s->inFlight.erase(it);
-      } else if (now - it->enqueued > std::chrono::milliseconds(o.timeoutMs)) {
-        abortLocked(*s, "the all-reduce of " + it->layer + " did not complete within " + std::to_string(o.timeoutMs) + " ms (a peer died or stopped)");
-        break;
-      } else {
-        ++it;
+    std::string why;
+    std::shared_ptr<NcclClique> clique;
+    {
+      std::lock_guard<std::mutex> lock(s->mutex);
+      if (!s->comm) continue;
+      why = watchFailureLocked(*s, o);
+      if (why.empty()) continue;
+      clique = s->clique;
+      if (!clique) {
+        abortLocked(*s, why);
+        continue;
       }
     }
+    abortClique(*clique, why);  // takes every member's mutex, this one's too: not held here
   }
 }
 
@@ -208,133 +240,12 @@ void watchLocked(NcclState& s, cudaStream_t stream, const std::string& layer) {
     cudaEventDestroy(done);
     checkCuda(e, "cudaEventRecord", layer);
   }
-  s.inFlight.push_back({done, Clock::now(), layer});
+  s.inFlight.push_back({done, NcclClock::now(), layer});
 }
-
-}  // namespace
 
 bool ncclBuiltIn() { return true; }
 
 int NcclCommunicator::device() const { return state_->device; }
-
-std::vector<NcclPtr> NcclCommunicator::local(const std::vector<int>& devices, int timeoutMs) {
-  if (devices.empty()) throw Error("ERR_INVALID_ARG", "nccl local: devices must not be empty");
-  if (timeoutMs < 1) throw Error("ERR_INVALID_ARG", "nccl local: timeoutMs " + std::to_string(timeoutMs) + " must be >= 1");
-  for (int d : devices) {
-    if (d < 0) throw Error("ERR_INVALID_ARG", "nccl local: device " + std::to_string(d) + " must be a GPU index (>= 0)");
-  }
-  requireDevice("NcclCommunicator.local");
-  for (size_t i = 0; i < devices.size(); ++i) {
-    deviceOrDefault(devices[i], "NcclCommunicator.local");  // in range
-    for (size_t j = 0; j < i; ++j) {
-      if (devices[j] == devices[i]) throw Error("ERR_INVALID_ARG", "nccl local: GPU " + std::to_string(devices[i]) + " is given twice (one rank per GPU)");
-    }
-  }
-  const std::string uniqueId = newNcclUniqueId();
-  ::ncclUniqueId id;
-  std::copy(uniqueId.begin(), uniqueId.end(), id.internal);
-  std::vector<NcclPtr> comms;
-  for (size_t i = 0; i < devices.size(); ++i) {
-    NcclOptions o;
-    o.uniqueId = uniqueId;
-    o.rank = int(i);
-    o.size = int(devices.size());
-    o.timeoutMs = timeoutMs;
-    o.device = devices[i];
-    comms.push_back(NcclPtr(new NcclCommunicator(o, Deferred{})));  // private constructor: no make_shared
-    comms.back()->state_->device = devices[i];
-  }
-  // One thread joins several ranks: their inits must be one group.
-  ncclResult_t r = ncclGroupStart();
-  for (size_t i = 0; i < comms.size() && r == ncclSuccess; ++i) {
-    useDevice(devices[i]);
-    ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
-    config.blocking = 0;
-    r = ncclCommInitRankConfig(&comms[i]->state_->comm, int(devices.size()), id, int(i), &config);
-  }
-  const ncclResult_t end = ncclGroupEnd();
-  if (r == ncclSuccess || r == ncclInProgress) r = end;
-  if (r != ncclSuccess && r != ncclInProgress) {
-    for (NcclPtr& c : comms) {
-      if (c->state_->comm) ncclCommAbort(c->state_->comm);
-      c->state_->comm = nullptr;
-    }
-    throwNccl(comms[0]->options_, r, nullptr, "ncclCommInitRankConfig (local group)", "");
-  }
-  return comms;
-}
-
-void NcclCommunicator::allreduceGroup(const std::vector<NcclGroupCall>& calls, float scale, const std::string& layer) {
-  if (calls.empty()) throw Error("ERR_INVALID_ARG", "nccl allreduceGroup: no calls");
-  const int size = calls[0].comm->options_.size;
-  std::vector<bool> seen(static_cast<size_t>(size), false);
-  for (const NcclGroupCall& c : calls) {
-    const NcclOptions& o = c.comm->options_;
-    if (o.size != size || o.uniqueId != calls[0].comm->options_.uniqueId) {
-      throw Error("ERR_INVALID_ARG", "nccl allreduceGroup (" + layer + "): the communicators are not of one local clique (NcclCommunicator.local())");
-    }
-    if (seen[size_t(o.rank)]) throw Error("ERR_INVALID_ARG", "nccl allreduceGroup (" + layer + "): rank " + std::to_string(o.rank) + " is given twice");
-    seen[size_t(o.rank)] = true;
-    if (c.stream->device() != c.comm->state_->device) {
-      throw Error("ERR_INVALID_ARG", rankText(o) + " (" + layer + "): stream '" + c.stream->name() + "' is on GPU " + std::to_string(c.stream->device()) +
-                                         ", the communicator on GPU " + std::to_string(c.comm->state_->device));
-    }
-    if (c.buffers.size() != calls[0].buffers.size()) {
-      throw Error("ERR_INVALID_ARG", "nccl allreduceGroup (" + layer + "): rank " + std::to_string(o.rank) + " gives " + std::to_string(c.buffers.size()) +
-                                         " buffers, rank " + std::to_string(calls[0].comm->options_.rank) + " " + std::to_string(calls[0].buffers.size()));
-    }
-    for (size_t b = 0; b < c.buffers.size(); ++b) {
-      if (c.buffers[b].second != calls[0].buffers[b].second) {
-        throw Error("ERR_INVALID_ARG", "nccl allreduceGroup (" + layer + "): buffer " + std::to_string(b) + " holds " + std::to_string(c.buffers[b].second) +
-                                           " values on rank " + std::to_string(o.rank) + ", " + std::to_string(calls[0].buffers[b].second) + " on rank " +
-                                           std::to_string(calls[0].comm->options_.rank));
-      }
-    }
-  }
-  if (int(calls.size()) != size) {
-    throw Error("ERR_INVALID_ARG", "nccl allreduceGroup (" + layer + "): " + std::to_string(calls.size()) + " of " + std::to_string(size) +
-                                       " ranks given; every local rank must take part (the others would wait forever)");
-  }
-  // Rank order: the watchdogs lock one state at a time, so no lock-order cycle.
-  std::vector<const NcclGroupCall*> ordered(static_cast<size_t>(size), nullptr);
-  for (const NcclGroupCall& c : calls) ordered[size_t(c.comm->options_.rank)] = &c;
-  std::vector<std::unique_lock<std::mutex>> locks;
-  std::vector<ncclRedOp_t> ops;
-  for (const NcclGroupCall* c : ordered) {
-    NcclState& s = *c->comm->state_;
-    locks.emplace_back(s.mutex);
-    requireUsableLocked(s, c->comm->options_, layer);
-    ops.push_back(scaledSumLocked(s, c->comm->options_, scale, layer));
-  }
-  std::vector<std::pair<CudaStream*, KernelInfo>> streams;
-  for (const NcclGroupCall* c : ordered) streams.emplace_back(c->stream, allreduceInfo(c->buffers, layer));
-  timedTogether(streams, [&] {
-    ncclResult_t r = ncclGroupStart();
-    for (size_t i = 0; i < ordered.size() && r == ncclSuccess; ++i) {
-      const NcclGroupCall& c = *ordered[i];
-      useDevice(c.stream->device());
-      for (const auto& b : c.buffers) {
-        if (r != ncclSuccess) break;
-        r = ncclAllReduce(b.first, b.first, b.second, ncclFloat32, ops[i], c.comm->state_->comm, c.stream->get());
-      }
-    }
-    const ncclResult_t end = ncclGroupEnd();
-    if (r == ncclSuccess) r = end;
-    if (r == ncclInProgress) {
-      for (const NcclGroupCall* c : ordered) awaitLocked(*c->comm->state_, c->comm->options_, "all-reduce", layer);
-      r = ncclSuccess;
-    }
-    if (r != ncclSuccess) {
-      // One group failed: every rank of it is unusable.
-      for (size_t i = 1; i < ordered.size(); ++i) abortLocked(*ordered[i]->comm->state_, std::string("a grouped all-reduce failed: ") + ncclResultName(r));
-      failLocked(*ordered[0]->comm->state_, ordered[0]->comm->options_, r, "ncclAllReduce (local group)", layer);
-    }
-  });
-  for (const NcclGroupCall* c : ordered) {
-    useDevice(c->stream->device());
-    watchLocked(*c->comm->state_, c->stream->get(), layer);
-  }
-}
 
 std::string newNcclUniqueId() {
   ::ncclUniqueId id;
@@ -343,9 +254,9 @@ std::string newNcclUniqueId() {
   return std::string(id.internal, sizeof(id.internal));
 }
 
-NcclCommunicator::NcclCommunicator(NcclOptions options, Deferred) : options_(std::move(options)), state_(std::make_unique<NcclState>()) {}
+NcclCommunicator::NcclCommunicator(NcclOptions options, Deferred) : options_(std::move(options)), state_(std::make_shared<NcclState>()) {}
 
-NcclCommunicator::NcclCommunicator(NcclOptions options) : options_(std::move(options)), state_(std::make_unique<NcclState>()) {
+NcclCommunicator::NcclCommunicator(NcclOptions options) : options_(std::move(options)), state_(std::make_shared<NcclState>()) {
   const NcclOptions& o = options_;
   if (o.uniqueId.size() != NCCL_UNIQUE_ID_BYTES) {
     throw Error("ERR_INVALID_ARG", "nccl: the unique id has " + std::to_string(o.uniqueId.size()) + " bytes; allowed: " + std::to_string(NCCL_UNIQUE_ID_BYTES) + " (NcclCommunicator.uniqueId() of rank 0)");
@@ -370,12 +281,25 @@ NcclCommunicator::NcclCommunicator(NcclOptions options) : options_(std::move(opt
 
 void NcclCommunicator::connect() {
   NcclState& s = *state_;
-  std::lock_guard<std::mutex> lock(s.mutex);
-  if (s.connected) return;
-  if (!s.comm) throw CudaError("ERR_COMM", rankText(options_) + ": the communicator is unusable: " + s.failure, "ncclInvalidUsage", "");
-  awaitLocked(s, options_, "joining the other ranks", "");
-  s.connected = true;
-  s.watchdog = std::thread(watch, state_.get(), options_);
+  std::string why, status;
+  {
+    std::lock_guard<std::mutex> lock(s.mutex);
+    if (s.connected) return;
+    if (!s.comm) throw CudaError("ERR_COMM", rankText(options_) + ": the communicator is unusable: " + s.failure, "ncclInvalidUsage", "");
+    if (!s.clique) {
+      awaitLocked(s, options_, "joining the other ranks", "");
+    } else {
+      why = pollLocked(s, NcclClock::now() + std::chrono::milliseconds(options_.timeoutMs), options_.timeoutMs, "joining the other ranks", &status);
+    }
+    if (why.empty()) {
+      s.connected = true;
+      s.watchdog = std::thread(watch, state_.get(), options_);
+      return;
+    }
+  }
+  // A rank of a local clique: all of them are aborted together (lock order: the clique's).
+  abortClique(*s.clique, why);
+  throw CudaError("ERR_COMM", rankText(options_) + ": " + why, status, "");
 }
 
 void NcclCommunicator::allreduce(CudaStream& stream, const std::vector<std::pair<float*, size_t>>& buffers, float scale, const std::string& layer) {
@@ -412,6 +336,9 @@ void NcclCommunicator::allreduce(CudaStream& stream, const std::vector<std::pair
 
 void NcclCommunicator::destroy() {
   NcclState& s = *state_;
+  if (s.clique) {
+    throw Error("ERR_INVALID_STATE", rankText(options_) + ": a communicator of NcclCommunicator.local() is released with all of its clique (NcclCommunicator.destroyGroup)");
+  }
   if (s.liveGraphs.load() > 0) {
     throw Error("ERR_INVALID_STATE", rankText(options_) + ": " + std::to_string(s.liveGraphs.load()) +
                                          " CUDA graph(s) that captured this communicator's all-reduce still exist: release them first (graph.release())");
@@ -449,7 +376,10 @@ NcclCommunicator::~NcclCommunicator() {
   s.stop = true;
   if (s.watchdog.joinable()) s.watchdog.join();
   for (InFlight& f : s.inFlight) cudaEventDestroy(f.done);
-  if (s.comm) ncclCommAbort(s.comm);  // never blocks: a destructor must not wait for peers
+  if (!s.comm) return;
+  // Never waits for peers. A clique's ranks are aborted together (one alone could wait for the others).
+  if (s.clique) abortClique(*s.clique, "destroyed without destroyGroup");
+  else ncclCommAbort(s.comm);
 }
 
 #else  // built without NCCL
@@ -466,6 +396,7 @@ std::string newNcclUniqueId() { unavailable(); }
 NcclCommunicator::NcclCommunicator(NcclOptions options) : options_(std::move(options)) { unavailable(); }
 NcclCommunicator::NcclCommunicator(NcclOptions options, Deferred) : options_(std::move(options)) { unavailable(); }
 std::vector<NcclPtr> NcclCommunicator::local(const std::vector<int>&, int) { unavailable(); }
+void NcclCommunicator::destroyGroup(const std::vector<NcclPtr>&) { unavailable(); }
 int NcclCommunicator::device() const { return options_.device; }
 void NcclCommunicator::allreduceGroup(const std::vector<NcclGroupCall>&, float, const std::string&) { unavailable(); }
 NcclCommunicator::~NcclCommunicator() = default;

@@ -64,6 +64,12 @@ class NcclCommunicator : public std::enable_shared_from_this<NcclCommunicator> {
   // cover each rank once with matching buffer sizes; ERR_UNSUPPORTED in a
   // graph capture.
   static void allreduceGroup(const std::vector<NcclGroupCall>& calls, float scale, const std::string& layer);
+  // Releases every communicator of a clique made by local(): their watchdogs
+  // stop, then one grouped ncclCommFinalize (from one thread a rank's finalize
+  // waits for the others'), polled to a deadline, then ncclCommDestroy; an
+  // abort of all on any failure. ERR_INVALID_ARG unless `comms` is the whole
+  // clique; ERR_INVALID_STATE while a graph holds one of them.
+  static void destroyGroup(const std::vector<NcclPtr>& comms);
   // Blocks until every rank has joined (ERR_COMM after timeoutMs); any thread.
   void connect();
   ~NcclCommunicator();
@@ -77,7 +83,8 @@ class NcclCommunicator : public std::enable_shared_from_this<NcclCommunicator> {
   // Releases the communicator (ncclCommFinalize + destroy; an abort when it
   // never connected or finalize fails); later calls throw. ERR_INVALID_STATE
   // while a CUDA graph that captured its all-reduce lives (NCCL waits for such
-  // graphs to die: release them first).
+  // graphs to die: release them first), and for a member of a local clique
+  // (destroyGroup releases those together).
   void destroy();
   const NcclOptions& options() const { return options_; }
   int device() const;  // the GPU its rank runs on
@@ -86,7 +93,7 @@ class NcclCommunicator : public std::enable_shared_from_this<NcclCommunicator> {
   struct Deferred {};  // local(): the group initializes the communicator
   NcclCommunicator(NcclOptions options, Deferred);
   NcclOptions options_;
-  std::unique_ptr<NcclState> state_;
+  std::shared_ptr<NcclState> state_;  // shared: a clique (comm_nccl_state.h) refers to its members' states
 };
 
 }  // namespace stepscope

@@ -302,12 +302,13 @@ CudaEvent::~CudaEvent() {
 }
 
 void CudaEvent::record(CudaStream& stream) {
-  captured_ = stream.capturing();
+  const bool captured = stream.capturing();
   useDevice(stream.device());
   if (device_ != stream.device()) {
-    if (captured_ && event_) {
-      throw Error("ERR_INVALID_STATE", stream.name() + ": an event recorded on GPU " + std::to_string(device_) + " cannot be recorded in a capture on GPU " +
-                                           std::to_string(stream.device()));
+    // A graph may still record timing_ (an external node): such an event stays on its GPU.
+    if (event_ && (captured || captured_)) {
+      throw Error("ERR_INVALID_STATE", stream.name() + ": an event recorded on GPU " + std::to_string(device_) + " in a graph capture (or now into one) cannot move to GPU " +
+                                           std::to_string(stream.device()) + "; use one event per GPU");
     }
     // Another GPU: the old events are only waited on through records that have fired or been replaced.
     if (event_) cudaEventDestroy(event_);
@@ -316,6 +317,7 @@ void CudaEvent::record(CudaStream& stream) {
     checkCuda(cudaEventCreate(&event_), "cudaEventCreate", stream.name());
     device_ = stream.device();
   }
+  captured_ = captured;
   checkCuda(cudaEventRecord(event_, stream.get()), "cudaEventRecord", stream.name());
   if (captured_) {
     if (!timing_) checkCuda(cudaEventCreate(&timing_), "cudaEventCreate", stream.name());

@@ -3,8 +3,9 @@
 // await connect() on every rank (as GlooCommunicator), allreduce(stream,
 // buffer | buffers[], scale, layer), destroy(). All local GPUs in one
 // process: NcclCommunicator.local(devices, {timeoutMs}) gives one per GPU
-// (connect() each), and NcclCommunicator.allreduceGroup(calls, scale, layer)
-// reduces one bucket on all of them at once.
+// (connect() each), NcclCommunicator.allreduceGroup(calls, scale, layer)
+// reduces one bucket on all of them at once, and
+// NcclCommunicator.destroyGroup(comms) releases them together.
 #include <cmath>
 
 #include "cuda/addon_cuda.h"
@@ -16,6 +17,7 @@ Napi::Function CudaNcclWrap::define(Napi::Env env) {
                      {StaticMethod<&CudaNcclWrap::uniqueId>("uniqueId"),
                       StaticMethod<&CudaNcclWrap::local>("local"),
                       StaticMethod<&CudaNcclWrap::allreduceGroup>("allreduceGroup"),
+                      StaticMethod<&CudaNcclWrap::destroyGroup>("destroyGroup"),
                       InstanceAccessor<&CudaNcclWrap::device>("device"),
                       InstanceMethod<&CudaNcclWrap::connect>("connect"),
                       InstanceMethod<&CudaNcclWrap::allreduce>("allreduce"),
@@ -158,6 +160,22 @@ Napi::Value CudaNcclWrap::allreduceGroup(const Napi::CallbackInfo& info) {
     const float scale = scaleArg(info[1]);
     const std::string layer = info.Length() > 2 && info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : "";
     NcclCommunicator::allreduceGroup(calls, scale, layer);
+    return env.Undefined();
+  });
+}
+
+// NcclCommunicator.destroyGroup(comms): every communicator of one local() clique, released together.
+Napi::Value CudaNcclWrap::destroyGroup(const Napi::CallbackInfo& info) {
+  return cudaGuarded(info.Env(), [&]() -> Napi::Value {
+    Napi::Env env = info.Env();
+    if (!info[0].IsArray()) throw Error("ERR_INVALID_ARG", "NcclCommunicator.destroyGroup(comms): comms must be an array of NcclCommunicators");
+    Napi::Array arr = info[0].As<Napi::Array>();
+    std::vector<NcclPtr> comms;
+    for (uint32_t i = 0; i < arr.Length(); ++i) {
+      if (!isInstance<CudaNcclWrap>(env, arr.Get(i))) throw Error("ERR_INVALID_ARG", "destroyGroup: comms[" + std::to_string(i) + "] must be an NcclCommunicator");
+      comms.push_back(CudaNcclWrap::Unwrap(arr.Get(i).As<Napi::Object>())->comm_);
+    }
+    NcclCommunicator::destroyGroup(comms);
     return env.Undefined();
   });
 }

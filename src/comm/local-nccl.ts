@@ -29,7 +29,13 @@ export class LocalNcclGroup {
   /** One communicator per GPU (rank r on devices[r]), connected. */
   static async connect(cuda: CudaAddon, devices: number[], timeoutMs: number): Promise<LocalNcclGroup> {
     const comms = cuda.NcclCommunicator.local(devices, { timeoutMs });
-    await Promise.all(comms.map((c) => c.connect()));
+    try {
+      await Promise.all(comms.map((c) => c.connect()));
+    } catch (err) {
+      await Promise.allSettled(comms.map((c) => c.connect())); // every join has ended (each is bounded by timeoutMs)
+      cuda.NcclCommunicator.destroyGroup(comms); // aborts them all
+      throw err;
+    }
     return new LocalNcclGroup(cuda, devices, comms);
   }
 
@@ -76,8 +82,8 @@ export class LocalNcclGroup {
     this.pending.clear();
   }
 
-  /** After the last collective: releases every communicator. */
+  /** After the last collective: releases every communicator, together (one grouped finalize). */
   destroy(): void {
-    for (const c of this.comms) c.destroy();
+    this.cuda.NcclCommunicator.destroyGroup(this.comms);
   }
 }

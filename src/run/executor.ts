@@ -349,7 +349,12 @@ export class TrainingStep {
     const r = this.reduction!;
     if (r.localGroup) {
       const buffers = b.params.map((name) => this.grads.get(name)!) as unknown as CudaBuffer[];
-      return r.localGroup.group.submit(r.localGroup.rank, stream as unknown as CudaStream, buffers, 1 / r.workers, `bucket${b.index}`);
+      const issued = r.localGroup.group.submit(r.localGroup.rank, stream as unknown as CudaStream, buffers, 1 / r.workers, `bucket${b.index}`);
+      const link = this.linkKernels[b.index];
+      if (!link) return issued;
+      // The modeled link holds the stream after the all-reduce: once the group has issued it.
+      if (!issued) return void link.enqueue(stream, []);
+      return issued.then(() => link.enqueue(stream, []));
     }
     if (r.comm === 'nccl') {
       // One grouped NCCL launch for the whole bucket (one kernel record).
@@ -701,8 +706,8 @@ export class TrainingStep {
     const overlapped = comm !== undefined;
     const pendingInBucket = this.buckets.map((b) => b.params.length);
     const bucketOf = this.bucketOf;
-    // A bucket handed to a local NCCL group that the other replicas have not reached yet.
-    let handedIn: Promise<void> | undefined;
+    // Buckets handed to a local NCCL group that the other replicas have not reached yet.
+    const handedIn: Promise<void>[] = [];
     const ready = (...names: string[]) => {
       const event = events.take();
       stream.record(event);
@@ -712,7 +717,8 @@ export class TrainingStep {
         if (!overlapped || !b || --pendingInBucket[b.index] > 0) continue;
         // The bucket's last gradient: reduce it on the comm stream once this event fires.
         comm!.wait(event);
-        handedIn = this.enqueueBucket(b, comm!);
+        const issued = this.enqueueBucket(b, comm!);
+        if (issued) handedIn.push(issued);
       }
     };
 
@@ -781,9 +787,9 @@ export class TrainingStep {
       for (const b of saved.get(n.name) ?? []) pool.drop(b);
       saved.delete(n.name);
       for (const t of this.savedFor(p)) use(t);
-      if (handedIn) {
-        await handedIn; // until every replica has handed in the bucket (issued in one NCCL group)
-        handedIn = undefined;
+      if (handedIn.length > 0) {
+        await Promise.all(handedIn); // until every replica has handed in the buckets (each issued in one NCCL group)
+        handedIn.length = 0;
       }
     }
     stream.record(marks.backward);

@@ -1,0 +1,253 @@
+// All local GPUs in one process (comm_nccl.h: local, allreduceGroup,
+// destroyGroup). One thread drives every rank of the clique, so each NCCL
+// call that waits for the other ranks (init, each all-reduce, finalize) is
+// issued for all of them inside one ncclGroupStart/End, and a failure of one
+// rank aborts them all (abortClique).
+#include <cuda_runtime_api.h>
+
+#include "core/error.h"
+#include "cuda/comm_nccl.h"
+#include "cuda/cuda_error.h"
+#include "cuda/cuda_stream.h"
+#include "cuda/device.h"
+
+#ifdef STEPSCOPE_HAVE_NCCL
+#include "cuda/comm_nccl_state.h"
+#endif
+
+namespace stepscope {
+
+#ifdef STEPSCOPE_HAVE_NCCL
+
+namespace {
+
+// Inside a group nothing may throw before ncclGroupEnd (an open group would
+// swallow every later NCCL call of this thread): a failed cudaSetDevice is
+// remembered and thrown after the group is closed.
+struct GroupDeviceError {
+  cudaError_t error = cudaSuccess;
+  int device = -1;
+  bool set(int d) {
+    const cudaError_t e = cudaSetDevice(d);
+    if (e == cudaSuccess) return true;
+    cudaGetLastError();
+    if (error == cudaSuccess) error = e, device = d;
+    return false;
+  }
+  void throwIfAny() const {
+    if (error != cudaSuccess) checkCuda(error, "cudaSetDevice", "GPU " + std::to_string(device));
+  }
+};
+
+}  // namespace
+
+std::vector<NcclPtr> NcclCommunicator::local(const std::vector<int>& devices, int timeoutMs) {
+  if (devices.empty()) throw Error("ERR_INVALID_ARG", "nccl local: devices must not be empty");
+  if (timeoutMs < 1) throw Error("ERR_INVALID_ARG", "nccl local: timeoutMs " + std::to_string(timeoutMs) + " must be >= 1");
+  for (int d : devices) {
+    if (d < 0) throw Error("ERR_INVALID_ARG", "nccl local: device " + std::to_string(d) + " must be a GPU index (>= 0)");
+  }
+  requireDevice("NcclCommunicator.local");
+  for (size_t i = 0; i < devices.size(); ++i) {
+    deviceOrDefault(devices[i], "NcclCommunicator.local");  // in range
+    for (size_t j = 0; j < i; ++j) {
+      if (devices[j] == devices[i]) throw Error("ERR_INVALID_ARG", "nccl local: GPU " + std::to_string(devices[i]) + " is given twice (one rank per GPU)");
+    }
+  }
+  const std::string uniqueId = newNcclUniqueId();
+  ::ncclUniqueId id;
+  std::copy(uniqueId.begin(), uniqueId.end(), id.internal);
+  auto clique = std::make_shared<NcclClique>();
+  std::vector<NcclPtr> comms;
+  for (size_t i = 0; i < devices.size(); ++i) {
+    NcclOptions o;
+    o.uniqueId = uniqueId;
+    o.rank = int(i);
+    o.size = int(devices.size());
+    o.timeoutMs = timeoutMs;
+    o.device = devices[i];
+    comms.push_back(NcclPtr(new NcclCommunicator(o, Deferred{})));  // private constructor: no make_shared
+    comms.back()->state_->device = devices[i];
+    comms.back()->state_->clique = clique;
+    clique->members.push_back(comms.back()->state_);
+  }
+  // One thread joins several ranks: their inits must be one group.
+  GroupDeviceError deviceError;
+  ncclResult_t r = ncclGroupStart();
+  for (size_t i = 0; i < comms.size() && r == ncclSuccess; ++i) {
+    if (!deviceError.set(devices[i])) break;
+    ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+    config.blocking = 0;
+    r = ncclCommInitRankConfig(&comms[i]->state_->comm, int(devices.size()), id, int(i), &config);
+  }
+  const ncclResult_t end = ncclGroupEnd();
+  if (r == ncclSuccess || r == ncclInProgress) r = end;
+  if (deviceError.error != cudaSuccess || (r != ncclSuccess && r != ncclInProgress)) {
+    std::vector<NcclState*> members;
+    for (NcclPtr& c : comms) members.push_back(c->state_.get());
+    abortCliqueLocked(members, "the group's init failed");  // nothing else can hold these yet
+    deviceError.throwIfAny();
+    throwNccl(comms[0]->options_, r, nullptr, "ncclCommInitRankConfig (local group)", "");
+  }
+  return comms;
+}
+
+void NcclCommunicator::allreduceGroup(const std::vector<NcclGroupCall>& calls, float scale, const std::string& layer) {
+  if (calls.empty()) throw Error("ERR_INVALID_ARG", "nccl allreduceGroup: no calls");
+  const NcclOptions& first = calls[0].comm->options_;
+  const int size = first.size;
+  std::vector<bool> seen(static_cast<size_t>(size), false);
+  for (const NcclGroupCall& c : calls) {
+    const NcclOptions& o = c.comm->options_;
+    if (!c.comm->state_->clique || c.comm->state_->clique != calls[0].comm->state_->clique) {
+      throw Error("ERR_INVALID_ARG", "nccl allreduceGroup (" + layer + "): the communicators are not of one local clique (NcclCommunicator.local())");
+    }
+    if (seen[size_t(o.rank)]) throw Error("ERR_INVALID_ARG", "nccl allreduceGroup (" + layer + "): rank " + std::to_string(o.rank) + " is given twice");
+    seen[size_t(o.rank)] = true;
+    if (c.stream->device() != c.comm->state_->device) {
+      throw Error("ERR_INVALID_ARG", rankText(o) + " (" + layer + "): stream '" + c.stream->name() + "' is on GPU " + std::to_string(c.stream->device()) +
+                                         ", the communicator on GPU " + std::to_string(c.comm->state_->device));
+    }
+    if (c.buffers.size() != calls[0].buffers.size()) {
+      throw Error("ERR_INVALID_ARG", "nccl allreduceGroup (" + layer + "): rank " + std::to_string(o.rank) + " gives " + std::to_string(c.buffers.size()) +
+                                         " buffers, rank " + std::to_string(first.rank) + " " + std::to_string(calls[0].buffers.size()));
+    }
+    for (size_t b = 0; b < c.buffers.size(); ++b) {
+      if (c.buffers[b].second != calls[0].buffers[b].second) {
+        throw Error("ERR_INVALID_ARG", "nccl allreduceGroup (" + layer + "): buffer " + std::to_string(b) + " holds " + std::to_string(c.buffers[b].second) +
+                                           " values on rank " + std::to_string(o.rank) + ", " + std::to_string(calls[0].buffers[b].second) + " on rank " +
+                                           std::to_string(first.rank));
+      }
+    }
+  }
+  if (int(calls.size()) != size) {
+    throw Error("ERR_INVALID_ARG", "nccl allreduceGroup (" + layer + "): " + std::to_string(calls.size()) + " of " + std::to_string(size) +
+                                       " ranks given; every local rank must take part (the others would wait forever)");
+  }
+  // Rank order: the watchdogs and abortClique lock in that order too.
+  std::vector<const NcclGroupCall*> ordered(static_cast<size_t>(size), nullptr);
+  for (const NcclGroupCall& c : calls) ordered[size_t(c.comm->options_.rank)] = &c;
+  std::vector<std::unique_lock<std::mutex>> locks;
+  std::vector<NcclState*> members;
+  std::vector<ncclRedOp_t> ops;
+  for (const NcclGroupCall* c : ordered) {
+    NcclState& s = *c->comm->state_;
+    locks.emplace_back(s.mutex);
+    members.push_back(&s);
+  }
+  for (const NcclGroupCall* c : ordered) {
+    NcclState& s = *c->comm->state_;
+    requireUsableLocked(s, c->comm->options_, layer);
+    ops.push_back(scaledSumLocked(s, c->comm->options_, scale, layer));
+  }
+  std::vector<std::pair<CudaStream*, KernelInfo>> streams;
+  for (const NcclGroupCall* c : ordered) streams.emplace_back(c->stream, allreduceInfo(c->buffers, layer));
+  // Any failure from here aborts every rank: a half-issued group leaves the others' kernels waiting.
+  auto failAll = [&](const std::string& why, const std::string& status) {
+    abortCliqueLocked(members, why);
+    throw CudaError("ERR_COMM", "nccl local group of " + std::to_string(size) + " (" + layer + "): " + why, status, layer);
+  };
+  timedTogether(streams, [&] {
+    GroupDeviceError deviceError;
+    ncclResult_t r = ncclGroupStart();
+    for (size_t i = 0; i < ordered.size() && r == ncclSuccess; ++i) {
+      const NcclGroupCall& c = *ordered[i];
+      if (!deviceError.set(c.stream->device())) break;
+      for (const auto& b : c.buffers) {
+        if (r != ncclSuccess) break;
+        r = ncclAllReduce(b.first, b.first, b.second, ncclFloat32, ops[i], c.comm->state_->comm, c.stream->get());
+      }
+    }
+    const ncclResult_t end = ncclGroupEnd();
+    if (r == ncclSuccess) r = end;
+    if (deviceError.error != cudaSuccess) failAll(std::string("cudaSetDevice failed on GPU ") + std::to_string(deviceError.device) + ": " + cudaGetErrorName(deviceError.error), cudaGetErrorName(deviceError.error));
+    if (r != ncclSuccess && r != ncclInProgress) failAll(std::string("ncclAllReduce failed: ") + ncclResultName(r) + " (" + ncclGetErrorString(r) + ")", ncclResultName(r));
+    if (r == ncclInProgress) {
+      // One deadline for the whole group.
+      const int timeoutMs = first.timeoutMs;
+      const auto deadline = NcclClock::now() + std::chrono::milliseconds(timeoutMs);
+      for (NcclState* s : members) {
+        std::string status;
+        const std::string why = pollLocked(*s, deadline, timeoutMs, "all-reduce", &status);
+        if (!why.empty()) failAll(why, status);
+      }
+    }
+  });
+  try {
+    for (size_t i = 0; i < ordered.size(); ++i) {
+      useDevice(ordered[i]->stream->device());
+      watchLocked(*members[i], ordered[i]->stream->get(), layer);
+    }
+  } catch (const Error& e) {
+    failAll(std::string("watching the all-reduce failed: ") + e.what(), "cudaError");
+  }
+}
+
+void NcclCommunicator::destroyGroup(const std::vector<NcclPtr>& comms) {
+  if (comms.empty()) return;
+  const std::shared_ptr<NcclClique> clique = comms[0]->state_->clique;
+  if (!clique) throw Error("ERR_INVALID_ARG", "nccl destroyGroup: the communicators are not of NcclCommunicator.local()");
+  std::vector<NcclState*> members(clique->members.size(), nullptr);
+  for (const NcclPtr& c : comms) {
+    if (c->state_->clique != clique) throw Error("ERR_INVALID_ARG", "nccl destroyGroup: the communicators are not of one local clique");
+    members[size_t(c->options_.rank)] = c->state_.get();
+  }
+  for (NcclState* s : members) {
+    if (!s) throw Error("ERR_INVALID_ARG", "nccl destroyGroup: " + std::to_string(comms.size()) + " of " + std::to_string(members.size()) + " ranks given; the whole clique is released together");
+    if (s->liveGraphs.load() > 0) throw Error("ERR_INVALID_STATE", "nccl destroyGroup: a CUDA graph that captured an all-reduce still exists: release it first");
+  }
+  for (NcclState* s : members) {  // before any lock: a watchdog may be waiting for one
+    s->stop = true;
+    if (s->watchdog.joinable()) s->watchdog.join();
+  }
+  std::vector<std::unique_lock<std::mutex>> locks;
+  for (NcclState* s : members) locks.emplace_back(s->mutex);
+  bool usable = true;
+  for (NcclState* s : members) {
+    for (InFlight& f : s->inFlight) cudaEventDestroy(f.done);
+    s->inFlight.clear();
+    usable = usable && s->comm && s->connected;
+  }
+  if (!usable) {  // finalize needs every rank ready: a failed or unfinished join is aborted
+    abortCliqueLocked(members, "destroyed");
+    return;
+  }
+  for (NcclState* s : members) {
+    for (auto& [scale, op] : s->scaled) ncclRedOpDestroy(op, s->comm);
+    s->scaled.clear();
+  }
+  // Finalize waits for the issued collectives; from one thread the ranks' finalizes are one group.
+  GroupDeviceError deviceError;
+  ncclResult_t r = ncclGroupStart();
+  for (NcclState* s : members) {
+    if (r != ncclSuccess || !deviceError.set(s->device)) break;
+    r = ncclCommFinalize(s->comm);
+  }
+  const ncclResult_t end = ncclGroupEnd();
+  if (r == ncclSuccess) r = end;
+  if (deviceError.error != cudaSuccess || (r != ncclSuccess && r != ncclInProgress)) {
+    abortCliqueLocked(members, std::string("ncclCommFinalize failed: ") + ncclResultName(r));
+    return;
+  }
+  const int timeoutMs = comms[0]->options_.timeoutMs;
+  const auto deadline = NcclClock::now() + std::chrono::milliseconds(timeoutMs);
+  for (NcclState* s : members) {
+    std::string status;
+    const std::string why = pollLocked(*s, deadline, timeoutMs, "ncclCommFinalize", &status);
+    if (!why.empty()) {
+      abortCliqueLocked(members, why);
+      return;
+    }
+  }
+  // Finalized: destroying is local to each rank.
+  for (NcclState* s : members) {
+    cudaSetDevice(s->device);
+    ncclCommDestroy(s->comm);
+    s->comm = nullptr;
+    if (s->failure.empty()) s->failure = "destroyed";
+  }
+}
+
+#endif  // STEPSCOPE_HAVE_NCCL (the stubs without NCCL are in comm_nccl.cc)
+
+}  // namespace stepscope
