@@ -20,10 +20,10 @@ import { replay } from '../src/whatif/replay';
 import { kernelsFromRun } from '../src/whatif/changes';
 import type { Run } from '../src/run/training';
 import type { StepModel } from '../src/whatif/step-model';
-import { browserEnv, cli, findChromium, renderedDom } from './helpers';
+import { browserEnv, cli, findChromium, renderedDom, tempDir } from './helpers';
 import { addon } from '../src/native';
 
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stepscope-analysis-'));
+const dir = tempDir('stepscope-analysis-');
 
 /** Two compute tasks of backward, each producing one gradient, then one optimizer task. */
 function model(over: Partial<StepModel["comm"]> = {}, contention = { compute: 0, memory: 0, comm: 0, uncovered: 0 }): StepModel {
@@ -253,6 +253,12 @@ test('whatif --kernels <plan>: the convolutions the plan changes are measured at
   const pairs = cli(['whatif', `${runsFile}:0`, '--kernels', `conv=${variant},res2a_branch2b=${run.config.plan.ops.conv}`, '--json']);
   assert.equal(pairs.status, 0, pairs.stderr);
   assert.match(JSON.parse(pairs.stdout).changes[0], /layers changed/);
+  // A plan per pass (as step --save-plan writes): only that pass is measured and replaced.
+  const perPass = cli(['whatif', `${runsFile}:0`, '--kernels', `res2a_branch2b/fwd=${variant}`, '--json']);
+  assert.equal(perPass.status, 0, perPass.stderr);
+  const pp = JSON.parse(perPass.stdout);
+  assert.match(pp.changes[0], /\(1 layers changed, 1 passes,/);
+  assert.ok(pp.prediction.notes.some((n: string) => /the plan's variants\); 1 convolution kernels matched/.test(n)), pp.prediction.notes.join('\n'));
   const other = cli(['whatif', `${runsFile}:0`, '--kernels', 'batchnorm=reference']);
   assert.equal(other.status, 2);
   assert.match(other.stderr, /a plan can change convolution variants only .*'reference' in the plan and '[a-z-]+' in the run: record a run with the plan/);

@@ -19,7 +19,7 @@ import { CONV_PASSES } from '../src/ops/conv';
 import { checkCudaConvVariants } from '../src/ops/conv-cuda';
 import { checkCudaOps, CUDA_OP_CASES } from '../src/ops/ops-cuda-check';
 import { addon } from '../src/native';
-import { cli, freePort, ROOT } from './helpers';
+import { cli, freePort, ROOT, tempDir } from './helpers';
 
 const status = cudaStatus();
 const cuda = cudaAddonIfLoaded();
@@ -247,7 +247,7 @@ test('variants and doctor show the CUDA backend', { skip: needsAddon }, () => {
 });
 
 test('a missing or broken CUDA addon never breaks the CPU path', () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stepscope-cuda-'));
+  const dir = tempDir('stepscope-cuda-');
   const broken = path.join(dir, 'broken.node');
   fs.writeFileSync(broken, 'not a shared object');
   for (const [file, reason] of [[path.join(dir, 'missing.node'), /CUDA addon not built/], [broken, /CUDA addon failed to load: /]] as const) {
@@ -349,7 +349,7 @@ test('step --backend cuda runs the training step on the CUDA addon\'s classes (C
   assert.deepEqual(g.iterations.map((i: { loss: number }) => i.loss), cpuRun.iterations.map((i: { loss: number }) => i.loss));
   assert.ok(g.summary.peakBytes > 0);
   // Real data: the pipeline's host batch is copied to the device each iteration; the same losses as on the CPU.
-  const data = fs.mkdtempSync(path.join(os.tmpdir(), 'stepscope-cuda-data-'));
+  const data = tempDir('stepscope-cuda-data-');
   assert.equal(cli(['data', 'make', data, '--images', '8', '--classes', '4']).status, 0);
   const withData = [...small, '--data', 'raw', '--dataset', data];
   const gd = cli(['step', '--backend', 'cuda', ...withData], env);
@@ -440,7 +440,7 @@ test('step --backend cuda --graph (CPU stand-in): the eager losses from replays 
 
 test('sweep --backend cuda runs its points on the CUDA addon (CPU stand-in)', { skip: needsAddon }, () => {
   const env = { STEPSCOPE_CUDA_ADDON: path.join(ROOT, 'test', 'fixtures', 'fake-cuda-addon.js') };
-  const out = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'stepscope-sweep-cuda-')), 'sweep.json');
+  const out = path.join(tempDir('stepscope-sweep-cuda-'), 'sweep.json');
   const r = cli(['sweep', '--backend', 'cuda', '--workers', '2', '--link', '1', '--schedule', 'overlapped', '--batch', '1', '--resolution', '32', '--width', '4',
     '--iterations', '1', '--warmup', '0', '--save', out], env);
   assert.equal(r.status, 0, r.stderr);
@@ -453,7 +453,7 @@ test('sweep --backend cuda runs its points on the CUDA addon (CPU stand-in)', { 
 
 test('whatif --kernels on a CUDA run measures the plan\'s CUDA variants (CPU stand-in); CPU variants are refused', { skip: needsAddon }, () => {
   const env = { STEPSCOPE_CUDA_ADDON: path.join(ROOT, 'test', 'fixtures', 'fake-cuda-addon.js') };
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stepscope-whatif-cuda-'));
+  const dir = tempDir('stepscope-whatif-cuda-');
   const run = path.join(dir, 'run.json');
   const r = cli(['step', '--backend', 'cuda', '--batch', '1', '--resolution', '32', '--width', '4', '--iterations', '2', '--warmup', '1', '--save', run], env);
   assert.equal(r.status, 0, r.stderr);
@@ -471,7 +471,7 @@ test('whatif --kernels on a CUDA run measures the plan\'s CUDA variants (CPU sta
 
 test('step --save-plan writes the plan as it ran (cudnn:autotune resolved per pass) and --kernels replays it (CPU stand-in)', { skip: needsAddon }, () => {
   const env = { STEPSCOPE_CUDA_ADDON: path.join(ROOT, 'test', 'fixtures', 'fake-cuda-addon.js') };
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stepscope-plan-'));
+  const dir = tempDir('stepscope-plan-');
   const plan = path.join(dir, 'plan.json');
   const small = ['--batch', '1', '--resolution', '32', '--width', '4', '--classes', '10', '--iterations', '2', '--warmup', '0', '--seed', '3', '--json'];
   const tuned = cli(['step', '--backend', 'cuda', '--kernels', 'conv=cudnn:autotune', '--save-plan', plan, ...small], env);
@@ -527,7 +527,7 @@ test('step --backend cuda --comm nccl across 2 launched ranks (CPU stand-in): th
   // The stand-in's NCCL is the CPU's Gloo under the NCCL surface: what runs for real is the JS side
   // (the id's rendezvous, one device per LOCAL_RANK, a bucket's gradients in one call, the gather, destroy).
   const env = { STEPSCOPE_CUDA_ADDON: path.join(ROOT, 'test', 'fixtures', 'fake-cuda-addon.js'), FAKE_CUDA_DEVICES: '2' };
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stepscope-nccl-'));
+  const dir = tempDir('stepscope-nccl-');
   const small = ['--batch', '1', '--resolution', '32', '--width', '4', '--classes', '10', '--iterations', '2', '--warmup', '0', '--seed', '3', '--compare', '--json',
     '--bucket-mb', '0.05', '--first-bucket-mb', '0.01'];
   const trace = path.join(dir, 'trace.json');
@@ -563,7 +563,7 @@ test('step --backend cuda --comm nccl across 2 launched ranks (CPU stand-in): th
   const lk = JSON.parse(linked.stdout);
   assert.ok(lk.topKernels.some((k: { op: string; variant: string }) => k.op === 'link' && k.variant === 'modeled'), JSON.stringify(lk.topKernels.map((k: { op: string }) => k.op)));
   // Decoded data: one pipeline per replica, replica r reading rank r's share of the dataset.
-  const data = fs.mkdtempSync(path.join(os.tmpdir(), 'stepscope-gpus-data-'));
+  const data = tempDir('stepscope-gpus-data-');
   assert.equal(cli(['data', 'make', data, '--images', '8', '--classes', '4']).status, 0);
   const withData = [...small.filter((a) => a !== '--compare'), '--data', 'raw', '--dataset', data];
   const localData = cli(['step', '--backend', 'cuda', '--gpus', '2', ...withData], env);

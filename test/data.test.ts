@@ -13,10 +13,10 @@ import { scanImageFolder } from '../src/data/imagefolder';
 import { batchSamples } from '../src/data/sampler';
 import { makeImageFolder } from '../src/data/make';
 import { DataError } from '../src/errors';
-import { cli } from './helpers';
+import { cli, tempDir } from './helpers';
 
 const native = addon();
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'stepscope-data-'));
+const tmp = tempDir('stepscope-data-');
 const MEAN = [0.485, 0.456, 0.406];
 const STD = [0.229, 0.224, 0.225];
 

@@ -1,6 +1,8 @@
 // Shared by the tests: the CLI run as a user runs it.
 import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as net from 'node:net';
+import * as os from 'node:os';
 import * as path from 'node:path';
 
 export const ROOT = path.resolve(__dirname, '..', '..');
@@ -12,6 +14,18 @@ export function cli(args: string[], env: Record<string, string> = {}): { status:
     timeout: 300_000,
   });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+const made: string[] = [];
+process.on('exit', () => {
+  for (const dir of made) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+/** A fresh directory under the system's temporary one, removed when the test process exits. */
+export function tempDir(prefix: string): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  made.push(dir);
+  return dir;
 }
 
 /** Debian's chromium (or another Chromium on the PATH), or undefined. */

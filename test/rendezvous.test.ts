@@ -8,7 +8,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { shareFromRankZero, type RendezvousStore } from '../src/comm/rendezvous';
-import { freePort } from './helpers';
+import { freePort, tempDir } from './helpers';
 
 const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -26,7 +26,7 @@ async function exchange(store: RendezvousStore, key: string, size: number): Prom
 }
 
 test('rendezvous through a store directory: every rank gets rank 0\'s bytes', async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stepscope-rdv-'));
+  const dir = tempDir('stepscope-rdv-');
   await exchange({ storePath: dir }, 'nccl-unique-id', 3);
   // Two keys in one store stay apart.
   const again = await exchange({ storePath: dir }, 'second', 2);
@@ -44,7 +44,7 @@ test('rendezvous through rank 0\'s TCP server: every rank gets rank 0\'s bytes, 
 });
 
 test('rendezvous without rank 0: ERR_COMM naming the place and the timeout; bad keys refused', async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stepscope-rdv-'));
+  const dir = tempDir('stepscope-rdv-');
   await assert.rejects(shareFromRankZero({ rank: 1, size: 2, store: { storePath: dir } }, 'id', () => new Uint8Array(1), 200),
     (e: Error & { code?: string }) => e.code === 'ERR_COMM' && e.message.includes(path.join(dir, 'id')) && /within 200 ms/.test(e.message));
   const port = await freePort();

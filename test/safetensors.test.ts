@@ -5,6 +5,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
+import { tempDir } from './helpers';
 import {
   readSafetensors,
   SafeTensor,
@@ -13,7 +14,7 @@ import {
   writeSafetensors,
 } from '../src/io/safetensors';
 
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stepscope-safetensors-'));
+const dir = tempDir('stepscope-safetensors-');
 process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
 let counter = 0;
 function tmpFile(): string {

@@ -15,7 +15,7 @@ import { TrainingStep, type ReductionOptions } from '../src/run/executor';
 import { initWeights } from '../src/run/weights';
 import { assignBuckets } from '../src/schedule/buckets';
 import { relativeError } from '../src/ops/conv';
-import { cli, freePort, ROOT } from './helpers';
+import { cli, freePort, ROOT, tempDir } from './helpers';
 import { spawn } from 'node:child_process';
 
 const MB = 2 ** 20;
@@ -113,7 +113,7 @@ test('overlapped: each bucket starts after the event of its last gradient, on th
 });
 
 test('step --compare prints both schedules; --trace writes a Perfetto-loadable trace, --report the HTML report; bad values exit 2', () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stepscope-sched-'));
+  const dir = tempDir('stepscope-sched-');
   const trace = path.join(dir, 'trace.json');
   const small = ['step', '--batch', '2', '--resolution', '32', '--width', '4', '--classes', '10', '--iterations', '1', '--warmup', '0'];
   const report = path.join(dir, 'report.html');
@@ -149,7 +149,7 @@ test('step --compare prints both schedules; --trace writes a Perfetto-loadable t
 test('gloo, 2 processes: parameters after a step equal one process averaging both workers\' gradients', async (t) => {
   const { addon } = await import('../src/native');
   if (!addon().buildInfo().gloo.found) return t.skip('built without libgloo-dev');
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stepscope-gloo-test-'));
+  const dir = tempDir('stepscope-gloo-test-');
   const weights = path.join(__dirname, '..', '..', 'test', 'fixtures', 'step-small', 'weights.safetensors');
   const { readSafetensors } = await import('../src/io/safetensors');
   const { loadWeights } = await import('../src/run/weights');
@@ -198,7 +198,7 @@ test('gloo, 2 processes: parameters after a step equal one process averaging bot
 test('gloo: a peer that never arrives gives a clear error within the timeout, no hang', async (t) => {
   const { addon } = await import('../src/native');
   if (!addon().buildInfo().gloo.found) return t.skip('built without libgloo-dev');
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stepscope-gloo-alone-'));
+  const dir = tempDir('stepscope-gloo-alone-');
   const start = Date.now();
   const r = cli(['step', '--batch', '2', '--resolution', '32', '--width', '4', '--classes', '10', '--iterations', '1',
     '--comm', 'gloo', '--comm-timeout-ms', '800'], { RANK: '0', WORLD_SIZE: '2', STEPSCOPE_GLOO_STORE: dir });
@@ -258,7 +258,7 @@ test('gloo: a TCP store that is never served, or a bad MASTER_PORT, gives a clea
 });
 
 test('sweep prints and saves iteration time per workers x link x schedule', () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stepscope-sweep-'));
+  const dir = tempDir('stepscope-sweep-');
   const out = path.join(dir, 'sweep.json');
   const report = path.join(dir, 'sweep.html');
   const r = cli(['sweep', '--workers', '2,32', '--link', '0.01,50', '--batch', '2', '--resolution', '32', '--width', '4', '--iterations', '1', '--warmup', '0', '--save', out, '--report', report]);

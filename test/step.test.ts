@@ -13,10 +13,10 @@ import { defaultPlan, parsePlan, type Plan } from '../src/plan/plan';
 import { TrainingStep } from '../src/run/executor';
 import { initWeights, loadBatch, loadWeights } from '../src/run/weights';
 import { relativeError } from '../src/ops/conv';
-import { cli, ROOT } from './helpers';
+import { cli, ROOT, tempDir } from './helpers';
 
 const FIXTURE = path.join(ROOT, 'test', 'fixtures', 'step-small');
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'stepscope-step-'));
+const tmp = tempDir('stepscope-step-');
 
 /**
  * Tolerances against PyTorch (fp32 both, different summation orders), as

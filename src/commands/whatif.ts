@@ -71,7 +71,7 @@ export async function parseChanges(opts: WhatIfOpts, base: Run, onProgress?: Pro
     } else if (plan) {
       const measured = await benchForPlan(base, plan, text, onProgress);
       kernelSource = (m) => measured.changed.length ? kernelsFromBench(m, measured.bench, `the plan ${text}`, measured.variantOf, base).model : m;
-      described.push(`conv kernels of the plan ${text} (${measured.changed.length} layers changed, measured now at the run's shapes)`);
+      described.push(`conv kernels of the plan ${text} (${measured.changedLayers.length} layers changed, ${measured.changed.length} passes, measured now at the run's shapes)`);
     } else {
       if (!fs.existsSync(text.replace(/:\d+$/, ''))) throw new UsageError(`--kernels: '${text}' does not exist (give a saved run, the JSON of bench conv --json, a plan JSON or op=variant pairs)`);
       const source = readRun(text); // a saved run (file.json:N for one of several); says what is wrong otherwise

@@ -1,6 +1,7 @@
 // The changes a what-if applies to a StepModel: kernel durations from another
 // run or from a conv benchmark, and the reduction's schedule, buckets,
 // workers and modeled link.
+import type { ConvPass } from '../../binding';
 import { UsageError } from '../errors';
 import type { Run } from '../run/training';
 import { aloneDurations, isOverlapped, type StepModel } from './step-model';
@@ -69,14 +70,14 @@ export interface BenchFile {
  * Takes convolution durations from `stepscope bench conv --json` output, for
  * one variant or the fastest per layer and pass (`best`).
  */
-export function kernelsFromBench(model: StepModel, bench: BenchFile, file: string, variant: string | ((layer: string) => string), run: Run): { model: StepModel; change: KernelChange } {
+export function kernelsFromBench(model: StepModel, bench: BenchFile, file: string, variant: string | ((layer: string, pass: ConvPass) => string), run: Run): { model: StepModel; change: KernelChange } {
   if (bench.batch !== run.config.batch || (bench.resolution !== undefined && bench.resolution !== run.config.resolution)) {
     throw new UsageError(`--kernels: '${file}' was measured at batch ${bench.batch}${bench.resolution ? `, ${bench.resolution}x${bench.resolution}` : ''}; the run is batch ${run.config.batch}, ${run.config.resolution}x${run.config.resolution}`);
   }
   const variants = [...new Set(bench.rows.map((r) => r.variant))];
   if (typeof variant === 'string' && variant !== 'best' && !variants.includes(variant)) throw new UsageError(`--variant '${variant}' is not in '${file}'; it holds: ${variants.join(', ')}, or best`);
-  // One variant, the fastest ('best'), or the one a plan names for the layer.
-  const wanted = (r: { layer: string; variant: string }) => (typeof variant === 'function' ? r.variant === variant(r.layer) : variant === 'best' || r.variant === variant);
+  // One variant, the fastest ('best'), or the one a plan names for the layer's pass.
+  const wanted = (r: { layer: string; pass: string; variant: string }) => (typeof variant === 'function' ? r.variant === variant(r.layer, r.pass as ConvPass) : variant === 'best' || r.variant === variant);
   const best = new Map<string, { ms: number; reorderMs: number; variant: string }>();
   for (const r of bench.rows) {
     if (r.status !== 'ok' || r.medianMs === null || !wanted(r)) continue;
