@@ -484,12 +484,17 @@ async function runStep(opts: StepOpts) {
     }
     bar.done();
     for (const r of runs) if (r.config.reduction) delete r.config.reduction.communicator; // a native handle, not data
-    // Across processes, every rank's timelines go to rank 0's trace (one process per rank and run).
+    // Across processes, every rank's timelines go to rank 0's trace (one process per rank and run);
+    // with --gpus, every GPU's of this process (the run keeps them).
     let perRank: RankTimeline[][] | undefined;
+    let worker = 'rank';
     if (place && (opts.trace || opts.report) && lastComm) {
       perRank = [];
       // One after the other: the ranks must issue the same collectives in the same order.
       for (const run of runs) perRank.push(await gatherTimelines(lastComm.comm, lastComm.native, place.rank, place.size, { timeline: run.timeline, marks: run.marks }));
+    } else if (localGroup) {
+      perRank = runs.map((run) => [{ timeline: run.timeline, marks: run.marks }, ...(run.replicas?.timelines ?? [])]);
+      worker = 'GPU';
     }
     nccl?.destroy(); // every rank, after its last collective
     if (place && place.rank > 0) return; // rank 0 reports for all
@@ -498,7 +503,7 @@ async function runStep(opts: StepOpts) {
       const named = runs.map((run, i) => ({
         name: run.config.reduction?.schedule ?? 'step', run, path: pathOf(run),
         // Across processes: every other rank's timeline beside rank 0's.
-        otherRanks: perRank?.[i].slice(1).map((r, k) => ({ name: `rank ${k + 1}`, ...r })),
+        otherRanks: perRank?.[i].slice(1).map((r, k) => ({ name: `${worker} ${k + 1}`, timeline: r.timeline, marks: r.marks })),
       }));
       writeTextAtomic(opts.report, htmlReport({
         title: `stepscope step: ${runs.map((r) => r.config.reduction?.schedule ?? 'single worker').join(' vs ')}`,
@@ -509,12 +514,12 @@ async function runStep(opts: StepOpts) {
     if (opts.trace) {
       const label = (r: Run) => r.config.reduction?.schedule ?? 'single worker';
       const processes = perRank
-        ? runs.flatMap((r, i) => perRank![i].map(({ timeline: records }, rank) => ({ rank: i * perRank![i].length + rank, label: `rank ${rank} (${label(r)})`, records })))
+        ? runs.flatMap((r, i) => perRank![i].map(({ timeline: records }, rank) => ({ rank: i * perRank![i].length + rank, label: `${worker} ${rank} (${label(r)})`, records })))
         : runs.map((r, i) => ({ rank: i, label: `rank 0 (${label(r)})`, records: r.timeline }));
       writeJsonAtomic(opts.trace, chromeTrace(processes));
     }
     if (opts.json) {
-      const strip = ({ timeline: _t, ...rest }: Run) => rest;
+      const strip = ({ timeline: _t, ...rest }: Run) => (rest.replicas ? { ...rest, replicas: { ...rest.replicas, timelines: undefined } } : rest);
       return print(JSON.stringify(runs.length === 1 ? strip(runs[0]) : runs.map(strip), null, 2));
     }
     if (runs.length === 1) return print(formatRun(runs[0]));

@@ -547,9 +547,18 @@ test('step --backend cuda --comm nccl across 2 launched ranks (CPU stand-in): th
   assert.deepEqual(names, ['rank 0 (serialized)', 'rank 1 (serialized)', 'rank 0 (overlapped)', 'rank 1 (overlapped)']);
   // Both GPUs in one process (--gpus 2): replica r takes rank r's batch, the buckets are reduced in one
   // group across the replicas, so GPU 0 reports rank 0's losses; its timeline is GPU 0's streams only.
-  const local = cli(['step', '--backend', 'cuda', '--gpus', '2', ...small], env);
+  const localTrace = path.join(dir, 'trace-gpus.json');
+  const localReport = path.join(dir, 'report-gpus.html');
+  const local = cli(['step', '--backend', 'cuda', '--gpus', '2', '--trace', localTrace, '--report', localReport, ...small], env);
   assert.equal(local.status, 0, local.stderr);
   const l = JSON.parse(local.stdout);
+  // One trace process per GPU and schedule, each GPU's own streams; the report shows GPU 1 beside GPU 0.
+  const lt = JSON.parse(fs.readFileSync(localTrace, 'utf8'));
+  const processNames = lt.traceEvents.filter((e: { name: string }) => e.name === 'process_name').map((e: { args: { name: string } }) => e.args.name);
+  assert.deepEqual(processNames, ['GPU 0 (serialized)', 'GPU 1 (serialized)', 'GPU 0 (overlapped)', 'GPU 1 (overlapped)']);
+  const threadNames = new Set(lt.traceEvents.filter((e: { name: string }) => e.name === 'thread_name').map((e: { args: { name: string } }) => e.args.name));
+  assert.ok(threadNames.has('compute') && threadNames.has('compute@gpu1') && threadNames.has('comm@gpu1'), [...threadNames].join(', '));
+  assert.match(fs.readFileSync(localReport, 'utf8'), /GPU 1/);
   for (let i = 0; i < 2; i++) {
     assert.deepEqual([l[i].config.reduction.comm, l[i].config.reduction.workers, l[i].environment.gpus, l[i].replicas.devices], ['nccl', 2, 2, [0, 1]]);
     assert.deepEqual(l[i].iterations.map((it: { loss: number }) => it.loss), c[i].iterations.map((it: { loss: number }) => it.loss), `--gpus 2 ${l[i].config.reduction.schedule}`);

@@ -16,11 +16,14 @@ import { UsageError } from '../errors';
 
 /** Streams of replicas on GPUs other than 0 carry the GPU in their name ("compute@gpu1"). */
 const isFirstReplicas = (streamName: string) => !streamName.includes('@gpu');
+const isReplicas = (device: number) => (streamName: string) => (device === 0 ? isFirstReplicas(streamName) : streamName.endsWith(`@gpu${device}`));
 
 export class ReplicatedStep {
   readonly replicas: TrainingStep[];
   /** Per measured or warm-up iteration run so far: each replica's span (start to end mark), ms. */
   readonly spansMs: number[][] = [];
+  /** The last iteration's result on each replica (its phase marks). */
+  lastResults: IterationResult[] = [];
 
   constructor(
     graph: ResNetGraph, plan: Plan, optimizer: OptimizerOptions, layout: StepLayout,
@@ -60,12 +63,17 @@ export class ReplicatedStep {
       throw err;
     })));
     this.spansMs.push(results.map((r) => (r.endNs - r.startNs) / 1e6));
+    this.lastResults = results;
     return results[0];
   }
 
   /** Replica 0's kernels: the timeline reported. */
   firstReplicaRecords(records: KernelRecord[]): KernelRecord[] {
     return records.filter((k) => isFirstReplicas(k.streamName));
+  }
+  /** The other replicas' kernels of the last iteration, with their marks (for a trace and report per GPU). */
+  otherReplicas(records: KernelRecord[]): { device: number; records: KernelRecord[]; marks: IterationResult }[] {
+    return this.group.devices.slice(1).map((device, i) => ({ device, records: records.filter((k) => isReplicas(device)(k.streamName)), marks: this.lastResults[i + 1] }));
   }
   firstReplicaWaits(waits: WaitRecord[]): WaitRecord[] {
     return waits.filter((w) => isFirstReplicas(w.streamName));

@@ -131,8 +131,13 @@ export interface Run {
   kernels: KernelStat[];
   /** How compute and communication slow each other on this machine (runs with a local reduction). */
   contention?: Contention;
-  /** With --gpus N: the GPUs of the replicas, and each one's span per measured iteration (start to end mark); the rest of the run (timeline, phases, loss) is GPU 0's. */
-  replicas?: { devices: number[]; spanMs: Summary[] };
+  /**
+   * With --gpus N: the GPUs of the replicas, and each one's span per measured
+   * iteration (start to end mark); the rest of the run (timeline, phases,
+   * loss) is GPU 0's. `timelines`: the other GPUs' kernels and marks in the
+   * same iteration as `timeline`, on the same time axis (for the trace and report).
+   */
+  replicas?: { devices: number[]; spanMs: Summary[]; timelines: { device: number; timeline: KernelRecord[]; marks: IterationMarks }[] };
 }
 
 /**
@@ -236,7 +241,7 @@ async function iterate(
   const isProbe = (i: number) => i >= config.warmup && i < config.warmup + probeCount;
   const inOther: { index: number; records: KernelRecord[]; waits: WaitRecord[]; figures: Breakdown }[] = [];
   const iterations: IterationFigures[] = [];
-  const recorded: { index: number; records: KernelRecord[]; waits: WaitRecord[]; marks: IterationMarks }[] = [];
+  const recorded: { index: number; records: KernelRecord[]; waits: WaitRecord[]; marks: IterationMarks; others?: { device: number; records: KernelRecord[]; marks: IterationMarks }[] }[] = [];
   const perKernel = new Map<string, { k: Omit<KernelSummary, 'medianMs' | 'calls'>; times: number[] }>();
   native.timelineDrain();
   native.waitsDrain();
@@ -269,7 +274,9 @@ async function iterate(
     const r = await step.iteration(i, input, isProbe(i) ? other : undefined);
     let records = native.timelineDrain().filter((k) => k.layer !== 'enqueue-probe'); // the gate is not part of the step
     let waits = native.waitsDrain().filter((w) => w.sourceStream !== 'gate');
+    let others: { device: number; records: KernelRecord[]; marks: IterationMarks }[] | undefined;
     if (step instanceof ReplicatedStep) {
+      others = step.otherReplicas(records);
       records = step.firstReplicaRecords(records);
       waits = step.firstReplicaWaits(waits);
     }
@@ -291,7 +298,7 @@ async function iterate(
     iterations.push(figures);
     onIteration?.(figures);
     if (figures.warmup) continue;
-    recorded.push({ index: i, records, waits, marks: r });
+    recorded.push({ index: i, records, waits, marks: r, others });
     const perIteration = new Map<string, number>();
     for (const k of records) {
       const key = kernelKey(k);
@@ -370,6 +377,11 @@ async function iterate(
         devices: step.group.devices,
         // The measured iterations' spans (the warm-ups came first).
         spanMs: step.group.devices.map((_, d) => summarize(step.spansMs.slice(config.warmup).map((spans) => spans[d]))),
+        timelines: (median.others ?? []).map((o) => ({
+          device: o.device,
+          timeline: o.records.map((k) => ({ ...k, startNs: k.startNs - t0, endNs: k.endNs - t0 })),
+          marks: { startNs: o.marks.startNs - t0, forwardEndNs: o.marks.forwardEndNs - t0, backwardEndNs: o.marks.backwardEndNs - t0, reducedNs: o.marks.reducedNs - t0, endNs: o.marks.endNs - t0 },
+        })),
       },
     } : {}),
   };
