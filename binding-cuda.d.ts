@@ -206,7 +206,7 @@ export declare function timelineDrain(): KernelRecord[];
 export declare function timelineClear(): void;
 /** The streams' waits for other streams' events since the last drain, on the nowNs() clock. */
 export declare function waitsDrain(): WaitRecord[];
-/** Device memory held by live Buffers (cachedBytes: 0, no caching allocator yet). */
-export declare function memoryStats(): MemoryStats;
-export declare function resetPeakMemory(): void;
+/** Device memory held by live Buffers (cachedBytes: 0, no caching allocator yet): of the process, or of one GPU. */
+export declare function memoryStats(device?: number): MemoryStats;
+export declare function resetPeakMemory(device?: number): void;
 export declare function nowNs(): number;

@@ -205,6 +205,8 @@ test('without a device, buffers, streams and kernels throw ERR_NO_DEVICE with th
   assert.throws(() => new cuda!.Buffer(16, { device: -1 }), badDevice);
   assert.throws(() => new cuda!.Stream('s', { device: 1.5 }), badDevice);
   assert.throws(() => new cuda!.ConvKernel(good, 'fwd', 'direct', 'l', { device: 'gpu1' as never }), badDevice);
+  assert.throws(() => cuda!.memoryStats(-1), badDevice);
+  assert.deepEqual(cuda!.memoryStats(0), { bytesInUse: 0, peakBytes: 0, cachedBytes: 0 });
 });
 
 test('--backend cuda without a usable device exits 2 naming the reason; auto falls back and says so', { skip: status.available ? 'a CUDA device is present' : false }, () => {
@@ -788,8 +790,11 @@ test('cuda: several GPUs in one process: objects keep their GPU; a local NCCL gr
   const streams = devices.map((d) => new c.Stream(`comm@gpu${d}`, { device: d }));
   assert.deepEqual(streams.map((x) => x.device), devices);
   // Rank r holds r + 1 everywhere: the scaled sum is the same on every GPU.
+  const before = devices.map((d) => c.memoryStats(d).bytesInUse);
   const buffers = devices.map((d) => new c.Buffer(1000, { device: d }));
   buffers.forEach((b, r) => b.fill(r + 1));
+  // Memory is counted per GPU (each replica of a --gpus step reports its own peak).
+  devices.forEach((d, r) => assert.equal(c.memoryStats(d).bytesInUse - before[r], 4000));
   c.timelineClear();
   c.NcclCommunicator.allreduceGroup(devices.map((d, r) => ({ comm: comms[r], stream: streams[r], buffers: [buffers[r]] })), 0.5, 'bucket0');
   await Promise.all(streams.map((x) => x.synchronize()));

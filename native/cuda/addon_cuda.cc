@@ -79,8 +79,16 @@ Napi::Value waitsDrain(const Napi::CallbackInfo& info) {
   return cudaGuarded(info.Env(), [&]() -> Napi::Value { return waitRecordsToJs(info.Env(), drainWaits()); });
 }
 
+// memoryStats(device?): of the process, or of one GPU.
+int statsDevice(const Napi::CallbackInfo& info, const char* what) {
+  if (info.Length() < 1 || info[0].IsUndefined()) return -1;
+  const double d = info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : -1;
+  if (!(d >= 0) || d != double(int(d))) throw Error("ERR_INVALID_ARG", std::string(what) + "(device): device " + info[0].ToString().Utf8Value() + " must be a GPU index (an integer >= 0)");
+  return int(d);
+}
+
 Napi::Value memoryStats(const Napi::CallbackInfo& info) {
-  const CudaMemoryStats s = cudaMemoryStats();
+  const CudaMemoryStats s = cudaGuarded(info.Env(), [&] { return cudaMemoryStats(statsDevice(info, "memoryStats")); });
   Napi::Object o = Napi::Object::New(info.Env());
   o.Set("bytesInUse", double(s.bytesInUse));
   o.Set("peakBytes", double(s.peakBytes));
@@ -89,7 +97,7 @@ Napi::Value memoryStats(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value resetPeakMemory(const Napi::CallbackInfo& info) {
-  resetCudaPeakMemory();
+  cudaGuarded(info.Env(), [&] { resetCudaPeakMemory(statsDevice(info, "resetPeakMemory")); });
   return info.Env().Undefined();
 }
 

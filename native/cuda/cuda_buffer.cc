@@ -21,26 +21,41 @@ namespace {
 // itself here: the promise of this class is a synchronous copy.
 void finishLegacyStream(const char* what) { checkCuda(cudaStreamSynchronize(cudaStreamLegacy), what); }
 
-// Bytes of the live Buffers (not the kernels' scratch), and the most at once.
+// Bytes of the live Buffers (not the kernels' scratch), and the most at
+// once: of the process, and of each GPU (replicas on several GPUs each
+// track their own peak).
 std::mutex statsMutex;
-CudaMemoryStats stats;
+CudaMemoryStats total;
+std::vector<CudaMemoryStats> perDevice;
 
-void account(int64_t bytes) {
+void grow(CudaMemoryStats& s, int64_t bytes) {
+  s.bytesInUse += bytes;
+  if (s.bytesInUse > s.peakBytes) s.peakBytes = s.bytesInUse;
+}
+
+void account(int device, int64_t bytes) {
   std::lock_guard<std::mutex> lock(statsMutex);
-  stats.bytesInUse += bytes;
-  if (stats.bytesInUse > stats.peakBytes) stats.peakBytes = stats.bytesInUse;
+  grow(total, bytes);
+  if (size_t(device) >= perDevice.size()) perDevice.resize(size_t(device) + 1);
+  grow(perDevice[size_t(device)], bytes);
 }
 
 }  // namespace
 
-CudaMemoryStats cudaMemoryStats() {
+CudaMemoryStats cudaMemoryStats(int device) {
   std::lock_guard<std::mutex> lock(statsMutex);
-  return stats;
+  if (device < 0) return total;
+  return size_t(device) < perDevice.size() ? perDevice[size_t(device)] : CudaMemoryStats{};
 }
 
-void resetCudaPeakMemory() {
+void resetCudaPeakMemory(int device) {
   std::lock_guard<std::mutex> lock(statsMutex);
-  stats.peakBytes = stats.bytesInUse;
+  if (device < 0) {
+    total.peakBytes = total.bytesInUse;
+    for (CudaMemoryStats& s : perDevice) s.peakBytes = s.bytesInUse;
+  } else if (size_t(device) < perDevice.size()) {
+    perDevice[size_t(device)].peakBytes = perDevice[size_t(device)].bytesInUse;
+  }
 }
 
 CudaMemory::CudaMemory(size_t length, bool bf16, int device) : length_(length), bf16_(bf16) {
@@ -50,13 +65,13 @@ CudaMemory::CudaMemory(size_t length, bool bf16, int device) : length_(length), 
   useDevice(device_);
   checkCuda(cudaMalloc(reinterpret_cast<void**>(&data_), bytes()), "cudaMalloc",
             "Buffer of " + std::to_string(length) + (bf16 ? " bf16 values" : " floats"));
-  account(int64_t(bytes()));
+  account(device_, int64_t(bytes()));
 }
 
 CudaMemory::~CudaMemory() {
   if (!data_) return;
   freeOnDevice(data_, device_);  // cudaFree waits for kernels still using it
-  account(-int64_t(bytes()));
+  account(device_, -int64_t(bytes()));
 }
 
 void freeOnDevice(void* ptr, int device) {

@@ -16,8 +16,9 @@ struct CudaMemoryStats {
   int64_t bytesInUse = 0;
   int64_t peakBytes = 0;
 };
-CudaMemoryStats cudaMemoryStats();
-void resetCudaPeakMemory();  // the peak starts again from what is in use now
+// Of the whole process (device -1), or of one GPU.
+CudaMemoryStats cudaMemoryStats(int device = -1);
+void resetCudaPeakMemory(int device = -1);  // the peak starts again from what is in use now
 
 class CudaMemory {
  public:

@@ -576,10 +576,19 @@ export class TrainingStep {
 
   private async replayGraph(step: number): Promise<IterationResult> {
     const { graph, marks, logits, comm } = this.captured!;
-    this.native.resetPeakMemory();
+    this.resetPeakMemory();
     const launchStart = this.native.nowNs();
     graph.launch(this.cudaStream);
     return this.completeIteration(step, marks, logits, comm, this.native.nowNs() - launchStart);
+  }
+
+  /** The memory peak of this step's device: its GPU's with a device (replicas each track their own), else the process's. */
+  private resetPeakMemory(): void {
+    if (this.device === undefined) this.native.resetPeakMemory();
+    else (this.native as unknown as CudaAddon).resetPeakMemory(this.device);
+  }
+  private peakBytes(): number {
+    return this.device === undefined ? this.native.memoryStats().peakBytes : (this.native as unknown as CudaAddon).memoryStats(this.device).peakBytes;
   }
 
   /** NVTX ranges for the phases (CUDA addon; a no-op on the CPU). */
@@ -614,7 +623,7 @@ export class TrainingStep {
 
     pool.drop(this.lastLogits); // the previous iteration's logits
     this.lastLogits = undefined;
-    native.resetPeakMemory();
+    this.resetPeakMemory();
     if (this.enqueueProbeMs > 0) {
       if (this.backend === 'cuda') throw new UsageError('--enqueue-probe is not allowed with --backend cuda: a GPU already runs behind the host (the probe holds a CPU stream)');
       // Hold the stream so the whole iteration is enqueued before any kernel
@@ -841,7 +850,7 @@ export class TrainingStep {
       backwardEndNs: marks.backward.timestampNs!,
       reducedNs: marks.reduced.timestampNs!,
       endNs: marks.end.timestampNs!,
-      peakBytes: native.memoryStats().peakBytes,
+      peakBytes: this.peakBytes(),
       enqueueNs,
     };
   }
