@@ -1,0 +1,324 @@
+// `stepscope step`: parses and checks the step's options, meets the other
+// ranks (Gloo's store, NCCL's unique id) or connects the local GPUs' NCCL
+// group, runs the training step once per schedule, and writes what was
+// asked for (save, report, trace, JSON, the printed table).
+import * as os from 'node:os';
+import type { NcclCommunicator } from '../../binding-cuda';
+import { resolveBackend, type Backend } from '../backend';
+import { cudaAddon } from '../native-cuda';
+import { UsageError } from '../errors';
+import { addon } from '../native';
+import { parseBuckets, parseChoice, parseInteger, parseNumber } from '../options';
+import { writeJsonAtomic, writeTextAtomic } from '../io/json-file';
+import { htmlReport } from '../report/html-report';
+import { pathOf } from './explain';
+import { attribute } from '../analysis/attribution';
+import { resnet50Graph } from '../model/graph';
+import { parsePlan } from '../plan/plan';
+import { runTraining, type Run } from '../run/training';
+import { formatComparison, formatRun } from '../report/run-report';
+import { progressBar } from '../report/progress';
+import { CROSS_PROCESS_COMM, graphProblem, type Communicator, type ReductionOptions } from '../run/executor';
+import { chromeTrace } from '../report/trace';
+import { gatherTimelines, type GatherAddon, type RankTimeline } from '../run/gather';
+import { shareFromRankZero, type RendezvousPlace } from '../comm/rendezvous';
+import { LocalNcclGroup } from '../comm/local-nccl';
+import { checkDataOptions, type DataKind, type DataOptions } from '../data/pipeline';
+
+/** This process among the ranks (gloo or nccl), and where the ranks meet. */
+type RankPlace = RendezvousPlace;
+
+export interface StepOpts {
+  backend: string;
+  dtype: string;
+  batch: string;
+  iterations: string;
+  warmup: string;
+  resolution: string;
+  classes: string;
+  width: string;
+  kernels?: string;
+  weights?: string;
+  saveWeights?: string;
+  savePlan?: string;
+  input?: string;
+  lr: string;
+  momentum: string;
+  weightDecay: string;
+  seed: string;
+  save?: string;
+  json?: boolean;
+  layout: string;
+  workers: string;
+  schedule: string;
+  /** Left out: local (or, with --gpus 2 or more, nccl). */
+  comm?: string;
+  gpus: string;
+  link?: string;
+  latency: string;
+  bucketMb: string;
+  firstBucketMb: string;
+  compare?: boolean;
+  trace?: string;
+  report?: string;
+  commTimeoutMs: string;
+  enqueueProbe?: boolean;
+  graph?: boolean;
+  data: string;
+  dataset?: string;
+  dataThreads: string;
+  prefetch: string;
+  onBadImage: string;
+}
+
+export const DEFAULT_DATA_THREADS = String(Math.min(8, os.availableParallelism()));
+
+export function parseOnBadImage(value: string): 'skip' | 'fail' {
+  return parseChoice('--on-bad-image', value, ['skip', 'fail'] as const);
+}
+
+function parseDataOptions(opts: StepOpts): DataOptions {
+  const data: DataOptions = {
+    kind: parseChoice('--data', opts.data, ['synthetic', 'raw', 'records'] as const) as DataKind,
+    dataset: opts.dataset,
+    threads: parseInteger('--data-threads', opts.dataThreads, 1, 256),
+    prefetch: parseInteger('--prefetch', opts.prefetch, 0, 64),
+    onBadImage: parseOnBadImage(opts.onBadImage),
+  };
+  checkDataOptions(data);
+  if (data.kind !== 'synthetic' && opts.input) throw new UsageError(`--input '${opts.input}' is not allowed with --data ${data.kind}: a fixed batch replaces the dataset`);
+  return data;
+}
+
+/**
+ * With --comm gloo or nccl: this process's place among the ranks, from the
+ * torchrun-style variables. The ranks meet in STEPSCOPE_GLOO_STORE (a directory,
+ * set by launch) or, without it, at MASTER_ADDR:MASTER_PORT, where rank 0 serves
+ * the rendezvous (Gloo's TCP store, or NCCL's unique id).
+ */
+function rankPlace(comm: 'gloo' | 'nccl'): RankPlace {
+  const { RANK, WORLD_SIZE, STEPSCOPE_GLOO_STORE, MASTER_ADDR, MASTER_PORT } = process.env;
+  if (RANK === undefined || WORLD_SIZE === undefined || (!STEPSCOPE_GLOO_STORE && (!MASTER_ADDR || !MASTER_PORT))) {
+    throw new UsageError(`--comm ${comm} needs RANK and WORLD_SIZE, and MASTER_ADDR and MASTER_PORT (rank 0 serves the rendezvous there) or STEPSCOPE_GLOO_STORE (a directory all ranks share): on one machine, start the ranks with \`stepscope launch -n N -- step ...\``);
+  }
+  const size = parseInteger('WORLD_SIZE', WORLD_SIZE, 1, 1024);
+  const rank = parseInteger('RANK', RANK, 0, size - 1);
+  if (STEPSCOPE_GLOO_STORE) return { rank, size, store: { storePath: STEPSCOPE_GLOO_STORE } };
+  return { rank, size, store: { storeHost: MASTER_ADDR!, storePort: parseInteger('MASTER_PORT', MASTER_PORT!, 1, 65535) } };
+}
+
+/** The address this rank's Gloo pairs listen on: loopback when the store is local, else this host's name. */
+function glooHostname(place: RankPlace): string {
+  if (process.env.STEPSCOPE_GLOO_HOST) return process.env.STEPSCOPE_GLOO_HOST;
+  const host = 'storeHost' in place.store ? place.store.storeHost : '127.0.0.1';
+  return ['127.0.0.1', 'localhost', '::1'].includes(host) ? '127.0.0.1' : os.hostname();
+}
+
+/** Across processes the workers are the ranks: a --workers other than the default must agree with WORLD_SIZE. */
+function rankWorkers(comm: 'gloo' | 'nccl', given: string): number {
+  const size = rankPlace(comm).size;
+  const asked = parseInteger('--workers', given, 1, 100000);
+  if (asked !== 1 && asked !== size) {
+    throw new UsageError(`--workers ${asked} is not allowed with --comm ${comm} and WORLD_SIZE ${size}: the workers are the ranks (leave --workers out, or give ${size})`);
+  }
+  return size;
+}
+
+/** The communicators of a backend: local, and the one that reduces across processes. */
+function parseComm(value: string | undefined, backend: Backend): 'local' | 'gloo' | 'nccl' {
+  if (value === undefined) return 'local';
+  const cross = CROSS_PROCESS_COMM[backend];
+  const other = cross === 'gloo' ? 'nccl' : 'gloo';
+  if (value === other) {
+    throw new UsageError(`--comm ${value} is not allowed with --backend ${backend}: ${backend === 'cuda' ? 'across GPUs the reduction is NCCL' : 'NCCL reduces across GPUs'}; allowed: local, ${cross}`);
+  }
+  return parseChoice('--comm', value, ['local', cross] as const);
+}
+
+function parseReduction(opts: StepOpts, schedule: 'serialized' | 'overlapped', backend: Backend): ReductionOptions | undefined {
+  const comm = parseComm(opts.comm, backend);
+  const workers = comm === 'local' ? parseInteger('--workers', opts.workers, 1, 16) : rankWorkers(comm, opts.workers);
+  const buckets = parseBuckets(opts);
+  const link = parseLink(opts);
+  if (workers === 1) return undefined;
+  return { workers, schedule, comm, ...buckets, link };
+}
+
+function parseLink(opts: StepOpts): ReductionOptions['link'] {
+  return opts.link === undefined ? undefined : { gbps: parseNumber('--link', opts.link, 0.001, 10000), latencyUs: parseNumber('--latency', opts.latency, 0, 1e6) };
+}
+
+/**
+ * With --backend cuda under launch: rank LOCAL_RANK takes GPU LOCAL_RANK (one
+ * rank per GPU, as torchrun users set it), before any stream or buffer.
+ */
+function selectRankDevice(): void {
+  const local = process.env.LOCAL_RANK;
+  if (local === undefined) return;
+  const cuda = cudaAddon();
+  const count = cuda.cudaInfo().deviceCount;
+  const index = parseInteger('LOCAL_RANK', local, 0, 1023);
+  if (index >= count) {
+    throw new UsageError(`LOCAL_RANK ${index} has no GPU: ${count} visible (start at most ${count} rank${count === 1 ? '' : 's'} per machine with --backend cuda)`);
+  }
+  cuda.setDevice(index);
+}
+
+/**
+ * --gpus: how many local GPUs this process drives (one replica each), 1
+ * without the option. With 2 or more the reduction is NCCL's, in this
+ * process: not under launch, not another communicator, not --graph.
+ */
+function parseGpus(opts: StepOpts, backend: Backend): number {
+  if (opts.gpus === '1') return 1;
+  if (backend !== 'cuda') throw new UsageError(`--gpus ${opts.gpus} needs --backend cuda: the cpu backend runs one worker per process (stepscope launch -n N -- step --comm gloo)`);
+  const count = cudaAddon().cudaInfo().deviceCount;
+  const gpus = opts.gpus === 'all' ? count : parseInteger('--gpus', opts.gpus, 1, 1024);
+  if (gpus > count) throw new UsageError(`--gpus ${gpus} is not allowed: ${count} GPU${count === 1 ? '' : 's'} visible (allowed 1..${count}, or all)`);
+  if (gpus === 1) return 1;
+  if (process.env.WORLD_SIZE !== undefined) {
+    throw new UsageError(`--gpus ${opts.gpus} is not allowed under launch (WORLD_SIZE ${process.env.WORLD_SIZE}): one process per GPU, or all GPUs in one process, not both`);
+  }
+  if (opts.comm !== undefined && opts.comm !== 'nccl') throw new UsageError(`--comm ${opts.comm} is not allowed with --gpus ${gpus}: the GPUs of one process reduce with nccl (leave --comm out)`);
+  const workers = parseInteger('--workers', opts.workers, 1, 100000);
+  if (workers !== 1 && workers !== gpus) throw new UsageError(`--workers ${workers} is not allowed with --gpus ${gpus}: the workers are the GPUs (leave --workers out, or give ${gpus})`);
+  if (opts.graph) throw new UsageError(`--graph is not allowed with --gpus ${gpus}: a CUDA graph captures one GPU's streams, and the grouped all-reduce spans them all`);
+  return gpus;
+}
+
+/** The NCCL communicator of this rank: rank 0 makes the id, every rank joins with it. */
+async function connectNccl(place: RankPlace, timeoutMs: number): Promise<NcclCommunicator> {
+  const cuda = cudaAddon();
+  const id = await shareFromRankZero(place, 'nccl-unique-id', () => cuda.NcclCommunicator.uniqueId(), timeoutMs);
+  const comm = new cuda.NcclCommunicator({ id, rank: place.rank, size: place.size, timeoutMs });
+  await comm.connect();
+  return comm;
+}
+
+export async function runStep(opts: StepOpts, print: (text: string) => void): Promise<void> {
+  const { backend, fallback } = resolveBackend(opts.backend);
+  if (fallback) process.stderr.write(`stepscope: ${fallback}\n`);
+  const gpus = parseGpus(opts, backend);
+  const comm = gpus > 1 ? 'nccl' : parseComm(opts.comm, backend);
+  // What the CUDA step cannot do is refused before any work.
+  if (backend === 'cuda' && opts.enqueueProbe) throw new UsageError('--enqueue-probe is not allowed with --backend cuda: a GPU already runs behind the host');
+  const dtypes = backend === 'cuda' ? ['fp32', 'tf32', 'bf16'] : ['fp32'];
+  if (!dtypes.includes(opts.dtype)) throw new UsageError(`--dtype '${opts.dtype}' is not allowed on the ${backend} backend: allowed ${dtypes.join(', ')}`);
+  const cannotGraph = opts.graph ? graphProblem(backend, parseInteger('--warmup', opts.warmup, 0, 1000)) : null;
+  if (cannotGraph) throw new UsageError(cannotGraph); // before any rendezvous
+  const batch = parseInteger('--batch', opts.batch, 1, 4096);
+  const resolution = parseInteger('--resolution', opts.resolution, 32, 1024);
+  const classes = parseInteger('--classes', opts.classes, 2, 100000);
+  const width = parseInteger('--width', opts.width, 1, 1024);
+  const graph = resnet50Graph({ batch, resolution, width, classes });
+  const config = {
+    batch, resolution, classes, width,
+    iterations: parseInteger('--iterations', opts.iterations, 1, 100000),
+    warmup: parseInteger('--warmup', opts.warmup, 0, 1000),
+    lr: parseNumber('--lr', opts.lr, 0, 100),
+    momentum: parseNumber('--momentum', opts.momentum, 0, 1),
+    weightDecay: parseNumber('--weight-decay', opts.weightDecay, 0, 1),
+    seed: parseInteger('--seed', opts.seed, 0, 2 ** 31 - 1),
+    backend,
+    dtype: opts.dtype as 'fp32' | 'tf32' | 'bf16',
+    plan: parsePlan(opts.kernels ?? '', graph, backend),
+    weights: opts.weights,
+    input: opts.input,
+    saveWeights: opts.saveWeights,
+    savePlan: opts.savePlan,
+    layout: parseChoice('--layout', opts.layout, ['auto', 'nchw', 'nChw16c', 'nhwc'] as const),
+    enqueueProbeMs: opts.enqueueProbe ? 500 : 0,
+    data: parseDataOptions(opts),
+    graph: opts.graph === true,
+  };
+  const schedules = opts.compare
+    ? (['serialized', 'overlapped'] as const)
+    : ([parseChoice('--schedule', opts.schedule, ['serialized', 'overlapped'] as const)] as const);
+  if (opts.compare && comm === 'local' && parseInteger('--workers', opts.workers, 1, 16) < 2) throw new UsageError('--compare needs --workers 2 or more');
+  const bar = progressBar(!opts.json);
+  const perRun = config.warmup + config.iterations;
+  const runs: Run[] = [];
+  // Across processes: this rank's place. With --gpus, every rank is in this process.
+  const place = comm === 'local' || gpus > 1 ? undefined : rankPlace(comm);
+  if (place) rankWorkers(comm as 'gloo' | 'nccl', opts.workers); // refused before any rendezvous
+  const timeoutMs = parseInteger('--comm-timeout-ms', opts.commTimeoutMs, 100, 3_600_000);
+  if (backend === 'cuda') selectRankDevice();
+  // NCCL: one communicator (or one local group) for every schedule. Gloo: one rendezvous per schedule (a fresh store prefix keeps runs apart).
+  const nccl = place && comm === 'nccl' && place.size > 1 ? await connectNccl(place, timeoutMs) : undefined;
+  const localGroup = gpus > 1 ? await LocalNcclGroup.connect(cudaAddon(), [...Array(gpus).keys()], timeoutMs) : undefined;
+  try {
+    await runSchedules();
+  } finally {
+    localGroup?.destroy(); // also after a failed run: the clique is released together, never left to hang
+  }
+
+  async function runSchedules(): Promise<void> {
+    let lastComm: { comm: Communicator; native: GatherAddon } | undefined;
+    for (const schedule of schedules) {
+      const reduction = localGroup
+        ? { workers: gpus, schedule, comm: 'nccl' as const, ...parseBuckets(opts), link: parseLink(opts) }
+        : parseReduction(opts, schedule, backend);
+      if (reduction && place) {
+        if (nccl) {
+          reduction.communicator = nccl;
+          lastComm = { comm: nccl, native: cudaAddon() };
+        } else {
+          const native = addon();
+          const gloo = new native.GlooCommunicator({ ...place.store, storePrefix: schedule, rank: place.rank, size: place.size, timeoutMs, hostname: glooHostname(place) });
+          await gloo.connect();
+          reduction.communicator = gloo;
+          lastComm = { comm: gloo, native };
+        }
+      }
+      const rankSuffix = (file: string | undefined) => (place && place.rank > 0 && file ? `${file}.rank${place.rank}` : file);
+      const run = await runTraining({ ...config, reduction, localGroup, rank: place?.rank ?? 0, saveWeights: rankSuffix(config.saveWeights), savePlan: rankSuffix(config.savePlan) }, (f) => {
+        const done = runs.length * perRun + f.index + 1;
+        bar.update(done / (schedules.length * perRun), `${schedule}: iteration ${f.index + 1}/${perRun}${f.warmup ? ' (warm-up)' : ''}: ${f.totalMs.toFixed(0)} ms, loss ${f.loss.toFixed(4)}`);
+      });
+      runs.push(run);
+    }
+    bar.done();
+    for (const r of runs) if (r.config.reduction) delete r.config.reduction.communicator; // a native handle, not data
+    // Across processes, every rank's timelines go to rank 0's trace (one process per rank and run);
+    // with --gpus, every GPU's of this process (the run keeps them).
+    let perRank: RankTimeline[][] | undefined;
+    let worker = 'rank';
+    if (place && (opts.trace || opts.report) && lastComm) {
+      perRank = [];
+      // One after the other: the ranks must issue the same collectives in the same order.
+      for (const run of runs) perRank.push(await gatherTimelines(lastComm.comm, lastComm.native, place.rank, place.size, { timeline: run.timeline, marks: run.marks }));
+    } else if (localGroup) {
+      perRank = runs.map((run) => [{ timeline: run.timeline, marks: run.marks }, ...(run.replicas?.timelines ?? [])]);
+      worker = 'GPU';
+    }
+    nccl?.destroy(); // every rank, after its last collective
+    if (place && place.rank > 0) return; // rank 0 reports for all
+    if (opts.save) writeJsonAtomic(opts.save, runs.length === 1 ? runs[0] : runs);
+    if (opts.report) {
+      const named = runs.map((run, i) => ({
+        name: run.config.reduction?.schedule ?? 'step', run, path: pathOf(run),
+        // Across processes: every other rank's timeline beside rank 0's.
+        otherRanks: perRank?.[i].slice(1).map((r, k) => ({ name: `${worker} ${k + 1}`, timeline: r.timeline, marks: r.marks })),
+      }));
+      writeTextAtomic(opts.report, htmlReport({
+        title: `stepscope step: ${runs.map((r) => r.config.reduction?.schedule ?? 'single worker').join(' vs ')}`,
+        runs: named,
+        attribution: runs.length === 2 ? attribute(runs[0], runs[1]) : undefined,
+      }));
+    }
+    if (opts.trace) {
+      const label = (r: Run) => r.config.reduction?.schedule ?? 'single worker';
+      const processes = perRank
+        ? runs.flatMap((r, i) => perRank![i].map(({ timeline: records }, rank) => ({ rank: i * perRank![i].length + rank, label: `${worker} ${rank} (${label(r)})`, records })))
+        : runs.map((r, i) => ({ rank: i, label: `rank 0 (${label(r)})`, records: r.timeline }));
+      writeJsonAtomic(opts.trace, chromeTrace(processes));
+    }
+    if (opts.json) {
+      const strip = ({ timeline: _t, ...rest }: Run) => (rest.replicas ? { ...rest, replicas: { ...rest.replicas, timelines: undefined } } : rest);
+      return print(JSON.stringify(runs.length === 1 ? strip(runs[0]) : runs.map(strip), null, 2));
+    }
+    if (runs.length === 1) return print(formatRun(runs[0]));
+    print(formatComparison(runs[0], runs[1]));
+  }
+}
+
