@@ -19,6 +19,7 @@ import { CONV_PASSES } from '../src/ops/conv';
 import { checkCudaConvVariants } from '../src/ops/conv-cuda';
 import { checkCudaOps, CUDA_OP_CASES } from '../src/ops/ops-cuda-check';
 import { addon } from '../src/native';
+import type { Run } from '../src/run/training';
 import { cli, freePort, ROOT, tempDir } from './helpers';
 
 const status = cudaStatus();
@@ -451,6 +452,25 @@ test('sweep --backend cuda runs its points on the CUDA addon (CPU stand-in)', { 
   assert.equal(saved.backend, 'cuda');
   assert.equal(saved.points.length, 1);
   fs.rmSync(path.dirname(out), { recursive: true, force: true });
+});
+
+test('reproduce --backend cuda runs the two profiles with CUDA\'s kernels (CPU stand-in): autotune is cudnn:autotune, default cuDNN\'s heuristic', { skip: needsAddon || (addon().buildInfo().jpeg.found ? false : 'built without libjpeg') }, () => {
+  const env = { STEPSCOPE_CUDA_ADDON: path.join(ROOT, 'test', 'fixtures', 'fake-cuda-addon.js') };
+  const dir = tempDir('stepscope-reproduce-cuda-');
+  const r = cli(['reproduce', '--backend', 'cuda', '--batch', '2', '--resolution', '32', '--width', '4', '--images', '8', '--classes', '2', '--iterations', '2', '--warmup', '1',
+    '--data-dir', path.join(dir, 'data'), '--save-dir', path.join(dir, 'save'), '--json'], env);
+  assert.equal(r.status, 0, r.stderr);
+  const out = JSON.parse(r.stdout);
+  assert.deepEqual(out.runs.map((x: Run) => [x.environment.backend, x.config.plan.ops.conv]), [['cuda', 'cudnn:autotune'], ['cuda', 'cudnn:heuristic']]);
+  assert.deepEqual([out.hypothesis.run.environment.backend, out.hypothesis.run.config.plan.ops.conv], ['cuda', 'cudnn:autotune']);
+  assert.ok(Number.isFinite(out.hypothesis.predictedMs) && out.hypothesis.predictedMs > 0);
+  // A profile the CUDA backend cannot run is refused, naming the layout.
+  const profile = path.join(dir, 'blocked.json');
+  fs.writeFileSync(profile, JSON.stringify({ ...JSON.parse(fs.readFileSync(path.join(ROOT, 'profiles', 'tf-like.json'), 'utf8')), name: 'blocked', layout: 'nChw16c' }));
+  const bad = cli(['reproduce', '--backend', 'cuda', '--profiles', `pytorch-like,${profile}`, '--batch', '2', '--resolution', '32', '--width', '4', '--images', '8', '--classes', '2',
+    '--iterations', '1', '--warmup', '0', '--data-dir', path.join(dir, 'data'), '--save-dir', path.join(dir, 'save2')], env);
+  assert.equal(bad.status, 2, bad.stderr);
+  assert.match(bad.stderr, /--layout nChw16c/);
 });
 
 test('whatif --kernels on a CUDA run measures the plan\'s CUDA variants (CPU stand-in); CPU variants are refused', { skip: needsAddon }, () => {

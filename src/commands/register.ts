@@ -3,6 +3,7 @@
 import type { Command } from 'commander';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { resolveBackend } from '../backend';
 import { UsageError } from '../errors';
 import { writeTextAtomic } from '../io/json-file';
 import { parseChoiceList, parseInteger, parseNumber } from '../options';
@@ -30,6 +31,7 @@ export function registerAnalysisCommands(program: Command, print: (text: string)
     .option('--images <n>', 'generated JPEGs', '64')
     .option('--classes <k>', 'their classes', '4')
     .option('--profiles <a,b>', 'two profiles: shipped names or JSON files', 'pytorch-like,tf-like')
+    .option('--backend <b>', "cpu, cuda (the profiles' kernels are CUDA's: autotune is cudnn:autotune, default cuDNN's heuristic), or auto (cuda when usable, else cpu, saying why)", 'cpu')
     .option('--data-dir <dir>', 'where generated data is kept (reused between runs)')
     .option('--save-dir <dir>', 'where the runs and the autotuned plan are saved', 'stepscope-reproduce')
     .option('--seed <n>', 'seed of data, weights and augmentation', '1')
@@ -37,6 +39,8 @@ export function registerAnalysisCommands(program: Command, print: (text: string)
     .option('--json', 'print JSON')
     .action(async (opts: Record<string, string | boolean | undefined>) => {
       const str = (k: string) => opts[k] as string;
+      const { backend, fallback } = resolveBackend(str('backend'));
+      if (fallback) process.stderr.write(`stepscope: ${fallback}\n`);
       const profiles = str('profiles').split(',').map((x) => x.trim()).filter(Boolean);
       if (profiles.length !== 2) throw new UsageError(`--profiles takes two profiles separated by a comma; got '${str('profiles')}'`);
       const o: ReproduceOptions = {
@@ -53,6 +57,7 @@ export function registerAnalysisCommands(program: Command, print: (text: string)
         saveDir: str('saveDir'),
         profiles: [profiles[0], profiles[1]],
         seed: parseInteger('--seed', str('seed'), 0, 2 ** 31 - 1),
+        backend,
       };
       for (const p of profiles) loadProfile(p); // bad profiles fail before any work
       if (o.images < o.batch) throw new UsageError(`--images ${o.images} is fewer than one batch (--batch ${o.batch})`);

@@ -2,7 +2,10 @@
 // comparison (pytorch-like, tf-like) on this machine with generated data,
 // prints the comparison's table side by side, explains the difference, then
 // tests the hypothesis the comparison ended on: tf-like with pytorch-like's
-// kernels, predicted from the recorded runs, then measured.
+// kernels, predicted from the recorded runs, then measured. On the cuda
+// backend the profiles' kernels are CUDA's: 'autotune' is cuDNN's (every
+// algorithm timed per layer and pass, as cudnn.benchmark), 'default' its
+// heuristic; the data is decoded on the host and copied to the GPU.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -11,6 +14,8 @@ import { makeImageFolder } from '../data/make';
 import { packImageFolder } from '../data/pack';
 import { writeJsonAtomic } from '../io/json-file';
 import { addon } from '../native';
+import type { Backend } from '../backend';
+import { cudaStatus } from '../native-cuda';
 import { UsageError } from '../errors';
 import { autotunePlan } from '../plan/autotune';
 import { defaultPlan, planFromJson, type Plan } from '../plan/plan';
@@ -39,6 +44,8 @@ export interface ReproduceOptions {
   saveDir: string;
   profiles: [string, string];
   seed: number;
+  /** Where the steps run (default cpu). */
+  backend?: Backend;
 }
 
 export interface ReproduceResult {
@@ -70,8 +77,11 @@ async function prepareData(o: ReproduceOptions, progress: (label: string) => voi
 }
 
 async function planFor(p: Profile, o: ReproduceOptions, progress: (label: string) => void): Promise<Plan> {
-  if (p.kernels === 'default') return defaultPlan();
-  if (p.kernels !== 'autotune') return planFromJson(p.kernels, resnet50Graph({ batch: o.batch, resolution: o.resolution, width: o.width, classes: o.classes }));
+  const backend = o.backend ?? 'cpu';
+  if (p.kernels === 'default') return defaultPlan(backend);
+  if (p.kernels !== 'autotune') return planFromJson(p.kernels, resnet50Graph({ batch: o.batch, resolution: o.resolution, width: o.width, classes: o.classes }), backend);
+  // On CUDA the library autotunes each kernel as it is prepared (cudnnFind, as cudnn.benchmark).
+  if (backend === 'cuda') return { ...defaultPlan('cuda'), ops: { ...defaultPlan('cuda').ops, conv: 'cudnn:autotune' } };
   // Autotuned once per size; the choice is cached beside the runs.
   const cache = path.join(o.saveDir, `autotune-b${o.batch}-r${o.resolution}-w${o.width}.json`);
   if (fs.existsSync(cache)) return JSON.parse(fs.readFileSync(cache, 'utf8')).plan as Plan;
@@ -86,7 +96,7 @@ function trainingConfig(p: Profile, plan: Plan, o: ReproduceOptions, data: { fol
   return {
     batch: o.batch, resolution: o.resolution, classes: o.classes, width: o.width,
     iterations: o.iterations, warmup: o.warmup, lr: 0.1, momentum: 0.9, weightDecay: 1e-4, seed: o.seed,
-    plan, layout: p.layout,
+    plan, layout: p.layout, backend: o.backend ?? 'cpu',
     data: kind === 'synthetic' ? undefined : { kind, dataset: kind === 'raw' ? data.folder : data.records, threads: p.data.threads, prefetch: p.data.prefetch, onBadImage: 'fail' },
     reduction: o.workers > 1
       ? { workers: o.workers, schedule: p.reduction.schedule, comm: 'local', bucketBytes: p.reduction.bucketMb * 2 ** 20, firstBucketBytes: p.reduction.firstBucketMb * 2 ** 20, link: o.link }
@@ -156,7 +166,7 @@ export function formatReproduce(r: ReproduceResult, o: ReproduceOptions): string
   ];
   const h = r.hypothesis;
   return [
-    `stepscope reproduce: ResNet-50 v1.5, cpu, fp32, batch ${o.batch} per worker, ${o.resolution}x${o.resolution}, ${o.workers} workers (local communicator` +
+    `stepscope reproduce: ResNet-50 v1.5, ${o.backend === 'cuda' ? `cuda (${cudaStatus().info?.device?.name ?? 'GPU'})` : 'cpu'}, fp32, batch ${o.batch} per worker, ${o.resolution}x${o.resolution}, ${o.workers} workers (local communicator` +
       `${o.link ? `, modeled link ${o.link.gbps} GB/s, ${o.link.latencyUs} us` : ''}), ${o.images} generated JPEGs in ${o.classes} classes; medians over ${o.iterations} iterations`,
     `  ${pa.name}: ${pa.description}`,
     `  ${pb.name}: ${pb.description}`,
