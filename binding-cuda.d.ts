@@ -10,13 +10,23 @@ export interface CudaError extends NativeError {
   layer?: string;
 }
 
+export interface CudaDeviceInfo {
+  index: number;
+  name: string;
+  computeCapability: string;
+  memoryBytes: number;
+  multiprocessors: number;
+}
+
 export interface CudaInfo {
   available: boolean;
   /** Why there is no usable device, in CUDA's words. */
   reason?: string;
   deviceCount: number;
   /** The selected GPU (setDevice; 0 unless changed). */
-  device?: { index: number; name: string; computeCapability: string; memoryBytes: number; multiprocessors: number };
+  device?: CudaDeviceInfo;
+  /** Every visible GPU. */
+  devices?: CudaDeviceInfo[];
   /** null without a driver. */
   driverVersion: string | null;
   runtimeVersion: string;

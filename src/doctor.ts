@@ -83,13 +83,15 @@ function formatCudaPeak(p: CudaPeak): [string, string][] {
 function formatCuda(c: CudaStatus): string[] {
   if (!c.info) return [`cuda addon (${c.addonPath})`, `  ${c.reason}`];
   const i = c.info;
-  const gpu = i.device
-    ? `${i.device.name}, compute capability ${i.device.computeCapability}, ${(i.device.memoryBytes / 2 ** 30).toFixed(1)} GiB, ${i.device.multiprocessors} SMs` +
-      (i.deviceCount > 1 ? ` (device 0 of ${i.deviceCount})` : '')
-    : `none: ${i.reason}`;
+  const describe = (d: NonNullable<typeof i.device>) =>
+    `${d.name}, compute capability ${d.computeCapability}, ${(d.memoryBytes / 2 ** 30).toFixed(1)} GiB, ${d.multiprocessors} SMs`;
+  const gpu = i.device ? describe(i.device) + (i.deviceCount > 1 ? ` (device ${i.device.index} of ${i.deviceCount}: step --gpus ${i.deviceCount} drives them all)` : '') : `none: ${i.reason}`;
+  // Every other visible GPU on its own line (a machine may mix models).
+  const others = (i.devices ?? []).filter((d) => d.index !== i.device?.index).map((d) => `  GPU ${d.index}     ${describe(d)}`);
   return [
     `cuda addon (${i.compiler}, architectures ${i.architectures})`,
     `  GPU       ${gpu}`,
+    ...others,
     `  driver    ${i.driverVersion ?? 'none'}`,
     `  runtime   CUDA ${i.runtimeVersion}`,
     `  cuDNN     ${i.cudnn.found ? `${i.cudnn.version} (built for CUDA ${i.cudnn.cudart})` : `unusable: ${i.cudnn.reason}`}`,

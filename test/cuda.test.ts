@@ -593,6 +593,13 @@ test('step --backend cuda --comm nccl across 2 launched ranks (CPU stand-in): th
   assert.equal(linked.status, 0, linked.stderr);
   const lk = JSON.parse(linked.stdout);
   assert.ok(lk.topKernels.some((k: { op: string; variant: string }) => k.op === 'link' && k.variant === 'modeled'), JSON.stringify(lk.topKernels.map((k: { op: string }) => k.op)));
+  // The printed run names the backend and the GPUs, and each GPU's span; doctor lists every GPU.
+  const text = cli(['step', '--backend', 'cuda', '--gpus', '2', ...small.filter((a) => a !== '--compare' && a !== '--json')], env);
+  assert.equal(text.status, 0, text.stderr);
+  assert.match(text.stdout, /training step: cuda backend \(stand-in GPU \(CPU\), 2 GPUs\), fp32/);
+  assert.match(text.stdout, /2 GPUs in this process \(--gpus\): the figures are GPU 0's; each GPU's span per iteration \(median\): GPU 0 [\d.]+ ms, GPU 1 [\d.]+ ms/);
+  const doctor = cli(['doctor', '--trials', '1'], env);
+  assert.match(doctor.stdout, /\(device 0 of 2: step --gpus 2 drives them all\)\n\s+GPU 1\s+stand-in GPU \(CPU\)/);
   // Decoded data: one pipeline per replica, replica r reading rank r's share of the dataset.
   const data = tempDir('stepscope-gpus-data-');
   assert.equal(cli(['data', 'make', data, '--images', '8', '--classes', '4']).status, 0);

@@ -34,6 +34,18 @@ Napi::Value cudaInfo(const Napi::CallbackInfo& info) {
     dev.Set("memoryBytes", d.memoryBytes);
     dev.Set("multiprocessors", d.smCount);
     o.Set("device", dev);
+    const auto all = allDeviceProperties();
+    Napi::Array devices = Napi::Array::New(env, all.size());
+    for (size_t i = 0; i < all.size(); ++i) {
+      Napi::Object g = Napi::Object::New(env);
+      g.Set("index", all[i].index);
+      g.Set("name", all[i].name);
+      g.Set("computeCapability", std::to_string(all[i].ccMajor) + "." + std::to_string(all[i].ccMinor));
+      g.Set("memoryBytes", all[i].memoryBytes);
+      g.Set("multiprocessors", all[i].smCount);
+      devices.Set(uint32_t(i), g);
+    }
+    o.Set("devices", devices);
   }
   o.Set("driverVersion", d.driverVersion > 0 ? Napi::Value(Napi::String::New(env, cudaVersionText(d.driverVersion))) : env.Null());
   o.Set("runtimeVersion", cudaVersionText(d.runtimeVersion));

@@ -130,12 +130,13 @@ class ImplicitGemmConv : public CudaConvKernel {
  public:
   ImplicitGemmConv(const ConvShape& shape, ConvPass pass, const std::string& layer, bool bf16)
       : CudaConvKernel(shape, pass, bf16 ? "implicit-gemm-bf16" : "implicit-gemm-tf32", layer), bf16_(bf16) {
-    DeviceStatus dev = deviceStatus();
+    const DeviceProperties dev = deviceProperties(currentDevice());  // the GPU it is prepared on
     if (dev.ccMajor < 8) {
       throw CudaError("ERR_UNSUPPORTED", context() + ": tensor-core tf32/bf16 needs compute capability 8.0 or newer, the GPU has " +
                                              std::to_string(dev.ccMajor) + "." + std::to_string(dev.ccMinor),
                       "compute capability too low", layer);
     }
+    smCount_ = dev.smCount;
     // Products index with 32-bit ints; ResNet-50 shapes at batch 256 still fit.
     const double biggest = std::max({double(shape.xSize()), double(shape.ySize()), double(shape.wSize())});
     if (biggest >= 2147483647.0) throw CudaError("ERR_UNSUPPORTED", context() + ": tensor too large for 32-bit indexing", "too large", layer);
@@ -161,7 +162,7 @@ class ImplicitGemmConv : public CudaConvKernel {
       case ConvPass::BackwardFilter: {
         BackwardFilterProblem prob{d, x, w, y};
         const int M = d.k, N = d.c * d.r * d.s;
-        const int splits = splitsFor(M, N, d.n * d.p * d.q, deviceStatus().smCount);
+        const int splits = splitsFor(M, N, d.n * d.p * d.q, smCount_);
         if (splits > 1) checkCuda(cudaMemsetAsync(w, 0, size_t(sh.wSize()) * sizeof(float), stream), "cudaMemsetAsync", ctx);
         bf16_ ? launchGemm<__nv_bfloat16>(prob, M, N, splits, stream, ctx) : launchGemm<float>(prob, M, N, splits, stream, ctx);
         break;
@@ -176,6 +177,7 @@ class ImplicitGemmConv : public CudaConvKernel {
 
  private:
   bool bf16_;
+  int smCount_ = 0;  // of the GPU it is prepared on (the split-K aims at filling it)
 };
 
 }  // namespace

@@ -85,11 +85,42 @@ void selectDevice(int index) {
 
 int selectedDevice() { return deviceStatus().device; }
 
+std::vector<DeviceProperties> allDeviceProperties() {
+  static std::once_flag once;
+  static std::vector<DeviceProperties> all;
+  std::call_once(once, [] {
+    const DeviceStatus s = deviceStatus();
+    for (int i = 0; i < s.count; ++i) {
+      cudaDeviceProp prop{};
+      if (cudaGetDeviceProperties(&prop, i) != cudaSuccess) {
+        cudaGetLastError();
+        continue;
+      }
+      all.push_back({i, prop.name, prop.major, prop.minor, double(prop.totalGlobalMem), prop.multiProcessorCount});
+    }
+  });
+  return all;
+}
+
+DeviceProperties deviceProperties(int index) {
+  requireDevice("deviceProperties");
+  for (const DeviceProperties& p : allDeviceProperties()) {
+    if (p.index == index) return p;
+  }
+  throw Error("ERR_INVALID_ARG", "GPU " + std::to_string(index) + " is not visible (" + std::to_string(deviceStatus().count) + " GPUs)");
+}
+
 void useDevice(int index) {
   int current = -1;
   // cudaGetDevice is a thread-local read: cheaper than a redundant cudaSetDevice.
   if (cudaGetDevice(&current) == cudaSuccess && current == index) return;
   checkCuda(cudaSetDevice(index), "cudaSetDevice", "GPU " + std::to_string(index));
+}
+
+int currentDevice() {
+  int current = 0;
+  checkCuda(cudaGetDevice(&current), "cudaGetDevice");
+  return current;
 }
 
 int deviceOrDefault(int index, const char* what) {

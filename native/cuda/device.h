@@ -6,6 +6,7 @@
 #include <cudnn.h>
 
 #include <string>
+#include <vector>
 
 namespace stepscope {
 
@@ -23,6 +24,19 @@ struct DeviceStatus {
 };
 
 DeviceStatus deviceStatus();  // of the selected device; cached
+
+// One visible GPU's properties (cached; no context is made).
+struct DeviceProperties {
+  int index = 0;
+  std::string name;
+  int ccMajor = 0, ccMinor = 0;
+  double memoryBytes = 0;
+  int smCount = 0;
+};
+// Every visible GPU (empty without a device).
+std::vector<DeviceProperties> allDeviceProperties();
+// GPU `index`'s; ERR_INVALID_ARG out of range, ERR_NO_DEVICE without a device.
+DeviceProperties deviceProperties(int index);
 // Throws ERR_NO_DEVICE with CUDA's reason; `what` names the caller.
 void requireDevice(const char* what);
 // Makes GPU `index` this process's default device (one rank per GPU:
@@ -39,6 +53,8 @@ int selectedDevice();
 // from one thread.
 // Makes `index` current on the calling thread (cheap when it already is).
 void useDevice(int index);
+// The calling thread's current GPU.
+int currentDevice();
 // `index` when it names a visible GPU, the default device for -1; else ERR_INVALID_ARG naming `what`.
 int deviceOrDefault(int index, const char* what);
 

@@ -25,6 +25,13 @@ export function formatComparison(a: Run, b: Run): string {
   ].join('\n');
 }
 
+/** "cpu backend", or "cuda backend (H200, 2 GPUs)". */
+function backendText(run: Run): string {
+  const e = run.environment;
+  if (e.backend !== 'cuda') return `${e.backend ?? 'cpu'} backend`;
+  return `cuda backend (${e.gpu ?? 'GPU'}${(e.gpus ?? 1) > 1 ? `, ${e.gpus} GPUs` : ''})`;
+}
+
 export function formatRun(run: Run): string {
   const s = run.summary;
   const c = run.config;
@@ -35,10 +42,12 @@ export function formatRun(run: Run): string {
   if (s.dataBusyMs) rows.splice(2, 0, { phase: '  data pipeline busy', ...s.dataBusyMs });
   const d = run.data;
   return [
-    `ResNet-50 v1.5 training step: cpu backend, fp32, batch ${c.batch}, ${c.resolution}x${c.resolution}, width ${c.width}, ${c.classes} classes, ` +
+    `ResNet-50 v1.5 training step: ${backendText(run)}, ${run.environment.dtype ?? 'fp32'}, batch ${c.batch}, ${c.resolution}x${c.resolution}, width ${c.width}, ${c.classes} classes, ` +
       `${run.environment.parameters.toLocaleString('en-US')} parameters; ${c.warmup} warm-up + ${c.iterations} measured iterations; ${run.environment.threads} threads`,
     (c.reduction ? `${c.reduction.workers} workers, ${c.reduction.schedule} reduction (--comm ${c.reduction.comm}${c.reduction.link ? `, link ${c.reduction.link.gbps} GB/s` : ''}), ` : '') +
     `conv ${c.plan.ops.conv}, batchnorm ${c.plan.ops.batchnorm}, activations ${run.environment.layout}` + (Object.keys(c.plan.layers).length ? `, ${Object.keys(c.plan.layers).length} layer override(s)` : ''),
+    ...(run.replicas ? [`${run.replicas.devices.length} GPUs in this process (--gpus): the figures are GPU 0's; each GPU's span per iteration (median): ` +
+      run.replicas.devices.map((dev, i) => `GPU ${dev} ${run.replicas!.spanMs[i].median.toFixed(1)} ms`).join(', ')] : []),
     ...(d ? [`data: ${d.kind} ${d.dataset} (${d.images} images, ${d.classes} classes), ${d.threads} data thread${d.threads === 1 ? '' : 's'}, prefetch ${d.prefetch}` +
       (d.skipped.length ? `; skipped ${d.skipped.length} bad image(s), e.g. ${d.skipped[0].message}` : '')] : []),
     formatTable(rows, [
