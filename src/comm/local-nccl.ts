@@ -7,6 +7,9 @@
 import type { Buffer as CudaBuffer, NcclCommunicator, Stream as CudaStream } from '../../binding-cuda';
 import type { CudaAddon } from '../native-cuda';
 
+/** Why --graph is refused with --gpus (NCCL's documentation: "Using NCCL with CUDA Graphs"). */
+export const GRAPH_WITH_GPUS = "NCCL warns that launching graphs of one thread's several GPUs may deadlock (cudaGraphLaunch can block); for --graph start one rank per GPU with stepscope launch";
+
 interface HandedIn {
   calls: ({ comm: NcclCommunicator; stream: CudaStream; buffers: CudaBuffer[] } | undefined)[];
   count: number;

@@ -22,7 +22,7 @@ import { CROSS_PROCESS_COMM, graphProblem, type Communicator, type ReductionOpti
 import { chromeTrace } from '../report/trace';
 import { gatherTimelines, type GatherAddon, type RankTimeline } from '../run/gather';
 import { shareFromRankZero, type RendezvousPlace } from '../comm/rendezvous';
-import { LocalNcclGroup } from '../comm/local-nccl';
+import { GRAPH_WITH_GPUS, LocalNcclGroup } from '../comm/local-nccl';
 import { checkDataOptions, type DataKind, type DataOptions } from '../data/pipeline';
 
 /** This process among the ranks (gloo or nccl), and where the ranks meet. */
@@ -182,7 +182,7 @@ function parseGpus(opts: StepOpts, backend: Backend): number {
   if (opts.comm !== undefined && opts.comm !== 'nccl') throw new UsageError(`--comm ${opts.comm} is not allowed with --gpus ${gpus}: the GPUs of one process reduce with nccl (leave --comm out)`);
   const workers = parseInteger('--workers', opts.workers, 1, 100000);
   if (workers !== 1 && workers !== gpus) throw new UsageError(`--workers ${workers} is not allowed with --gpus ${gpus}: the workers are the GPUs (leave --workers out, or give ${gpus})`);
-  if (opts.graph) throw new UsageError(`--graph is not allowed with --gpus ${gpus}: a CUDA graph captures one GPU's streams, and the grouped all-reduce spans them all`);
+  if (opts.graph) throw new UsageError(`--graph is not allowed with --gpus ${gpus}: ${GRAPH_WITH_GPUS}`);
   return gpus;
 }
 

@@ -10,7 +10,7 @@
 import type { Buffer, KernelRecord, WaitRecord } from '../../binding';
 import type { ResNetGraph } from '../model/graph';
 import type { Plan } from '../plan/plan';
-import type { LocalNcclGroup } from '../comm/local-nccl';
+import { GRAPH_WITH_GPUS, type LocalNcclGroup } from '../comm/local-nccl';
 import { TrainingStep, type IterationResult, type OptimizerOptions, type ReductionOptions, type StepLayout } from './executor';
 import { UsageError } from '../errors';
 
@@ -45,7 +45,7 @@ export class ReplicatedStep {
   /** CUDA graphs capture one stream's work at a time; a group all-reduce spans every GPU. */
   get useGraph(): boolean { return false; }
   set useGraph(on: boolean) {
-    if (on) throw new UsageError('--graph is not allowed with --gpus 2 or more: a CUDA graph captures one GPU\'s streams, and the grouped all-reduce spans them all');
+    if (on) throw new UsageError(`--graph is not allowed with --gpus 2 or more: ${GRAPH_WITH_GPUS}`);
   }
 
   enqueueProbeMs = 0;

@@ -13,7 +13,7 @@ import { cudaStatus } from '../native-cuda';
 import type { Plan } from '../plan/plan';
 import { graphProblem, TrainingStep, type ReductionOptions, type StepLayout } from './executor';
 import { ReplicatedStep } from './replicated';
-import type { LocalNcclGroup } from '../comm/local-nccl';
+import { GRAPH_WITH_GPUS, type LocalNcclGroup } from '../comm/local-nccl';
 import { breakdown, type Breakdown } from '../analysis/breakdown';
 import { initWeights, loadBatch, loadWeights, saveWeights } from './weights';
 import { kernelKey, kernelStats, type IterationMarks, type KernelStat } from './kernel-stats';
@@ -217,7 +217,7 @@ function makeStep(config: TrainingConfig, graph: ResNetGraph): TrainingStep | Re
   if (!group) return new TrainingStep(graph, config.plan, optimizer, config.layout, config.reduction, config.backend, config.dtype);
   const r = config.reduction;
   if (config.backend !== 'cuda' || !r || r.comm !== 'nccl') throw new UsageError('--gpus needs --backend cuda and the nccl communicator');
-  if (config.graph) throw new UsageError('--graph is not allowed with --gpus 2 or more: a CUDA graph captures one GPU\'s streams, and the grouped all-reduce spans them all');
+  if (config.graph) throw new UsageError(`--graph is not allowed with --gpus 2 or more: ${GRAPH_WITH_GPUS}`);
   return new ReplicatedStep(graph, config.plan, optimizer, config.layout ?? 'auto',
     { schedule: r.schedule, bucketBytes: r.bucketBytes, firstBucketBytes: r.firstBucketBytes, link: r.link }, config.dtype ?? 'fp32', group);
 }
