@@ -208,6 +208,9 @@ export declare function measurePeak(trials?: number): Promise<CudaPeak>;
 /** An NVTX range on this thread (Nsight Systems): the step's phases around their kernels' ranges. */
 export declare function nvtxRangePush(name: string): void;
 export declare function nvtxRangePop(): void;
+/** An NVTX range that need not nest (replicas on several GPUs enqueued in turn from one thread): its id for nvtxRangeEnd. */
+export declare function nvtxRangeStart(name: string): number;
+export declare function nvtxRangeEnd(id: number): void;
 export declare function opVariants(): OpVariantInfo[];
 export declare function cudaInfo(): CudaInfo;
 export declare function convVariants(): CudaConvVariantInfo[];

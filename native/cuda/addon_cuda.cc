@@ -166,6 +166,23 @@ Napi::Value nvtxPop(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// nvtxRangeStart(name): id / nvtxRangeEnd(id): ranges that need not nest,
+// for replicas on several GPUs enqueued in turn from one thread (a stack of
+// pushes would interleave them).
+Napi::Value nvtxStart(const Napi::CallbackInfo& info) {
+  return cudaGuarded(info.Env(), [&]() -> Napi::Value {
+    return Napi::Number::New(info.Env(), double(nvtxRangeStartA(stringArg(info, 0, "name").c_str())));
+  });
+}
+
+Napi::Value nvtxEnd(const Napi::CallbackInfo& info) {
+  return cudaGuarded(info.Env(), [&]() -> Napi::Value {
+    if (!info[0].IsNumber()) throw Error("ERR_INVALID_ARG", "nvtxRangeEnd(id): id must be the number nvtxRangeStart returned");
+    nvtxRangeEnd(nvtxRangeId_t(info[0].As<Napi::Number>().DoubleValue()));
+    return info.Env().Undefined();
+  });
+}
+
 Napi::Value nowNsValue(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(nowNs())); }
 
 }  // namespace
@@ -189,6 +206,8 @@ Napi::Object initCuda(Napi::Env env, Napi::Object exports) {
   exports.Set("Graph", graph);
   exports.Set("nvtxRangePush", Napi::Function::New(env, nvtxPush));
   exports.Set("nvtxRangePop", Napi::Function::New(env, nvtxPop));
+  exports.Set("nvtxRangeStart", Napi::Function::New(env, nvtxStart));
+  exports.Set("nvtxRangeEnd", Napi::Function::New(env, nvtxEnd));
   Napi::Function nccl = CudaNcclWrap::define(env);
   data->nccl = Napi::Persistent(nccl);
   exports.Set("NcclCommunicator", nccl);

@@ -591,13 +591,23 @@ export class TrainingStep {
     return this.device === undefined ? this.native.memoryStats().peakBytes : (this.native as unknown as CudaAddon).memoryStats(this.device).peakBytes;
   }
 
-  /** NVTX ranges for the phases (CUDA addon; a no-op on the CPU). */
+  /**
+   * NVTX ranges for the phases (CUDA addon; a no-op on the CPU). A replica of
+   * a --gpus step uses start/end ranges named after its GPU ("gpu1 forward"):
+   * replicas are enqueued in turn from one thread, so pushes would interleave.
+   */
   private phase(name: string | undefined): void {
     const cuda = this.native as unknown as Partial<CudaAddon>;
     if (!cuda.nvtxRangePush) return;
-    if (name === undefined) cuda.nvtxRangePop!();
-    else cuda.nvtxRangePush(name);
+    if (this.device === undefined) {
+      if (name === undefined) cuda.nvtxRangePop!();
+      else cuda.nvtxRangePush(name);
+      return;
+    }
+    if (name === undefined) cuda.nvtxRangeEnd!(this.nvtxOpen.pop()!);
+    else this.nvtxOpen.push(cuda.nvtxRangeStart!(`gpu${this.device} ${name}`));
   }
+  private nvtxOpen: number[] = [];
 
   private async runIteration(step: number, input: Buffer, arrangement: 'serialized' | 'overlapped' | undefined, capture: boolean): Promise<IterationResult> {
     const native = this.native;
