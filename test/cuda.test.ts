@@ -82,6 +82,18 @@ test('the other ops\' arithmetic and the FC layer\'s cuBLAS layouts match the CP
   assert.equal(r.status, 0);
 });
 
+test('NVTX ranges need no device; start/end ranges (a --gpus replica\'s phases) take the id they were given', { skip: needsAddon }, () => {
+  const c = cuda!;
+  c.nvtxRangePush('phase');
+  c.nvtxRangePop();
+  const [a, b] = [c.nvtxRangeStart('gpu0 forward'), c.nvtxRangeStart('gpu1 forward')];
+  assert.ok(typeof a === 'number' && typeof b === 'number'); // distinct under a profiler; 0 without one (NVTX's no-op)
+  c.nvtxRangeEnd(a); // out of order: start/end ranges need not nest
+  c.nvtxRangeEnd(b);
+  assert.throws(() => c.nvtxRangeEnd('x' as never), (e: CudaError) => e.code === 'ERR_INVALID_ARG' && /must be the number nvtxRangeStart returned/.test(e.message));
+  assert.throws(() => c.nvtxRangeStart(3 as never), (e: CudaError) => e.code === 'ERR_INVALID_ARG');
+});
+
 test('CUDA ops: the CPU addon\'s op names, parameters and buffers; clear errors; all before any device', { skip: needsAddon }, () => {
   const cpu = addon();
   for (const c of CUDA_OP_CASES) {
