@@ -841,7 +841,8 @@ test('cuda: several GPUs in one process: objects keep their GPU; a local NCCL gr
   for (const b of buffers) assert.deepEqual([...new Set(b.read())], [want]);
   const records = c.timelineDrain();
   assert.deepEqual(records.map((r) => [r.op, r.variant, r.layer, r.streamName]), streams.map((x) => ['allreduce', 'nccl', 'bucket0', x.name]));
-  // Every rank must take part once; a group cannot be captured.
+  // Every rank must take part once (a member alone would wait forever); a group cannot be captured.
+  assert.throws(() => comms[0].allreduce(streams[0], buffers[0], 1, 'alone'), (e: CudaError) => e.code === 'ERR_INVALID_STATE' && /allreduceGroup/.test(e.message));
   if (devices.length > 1) {
     assert.throws(() => c.NcclCommunicator.allreduceGroup([{ comm: comms[0], stream: streams[0], buffers: buffers[0] }], 1), (e: CudaError) => e.code === 'ERR_INVALID_ARG' && /ranks given/.test(e.message));
   }

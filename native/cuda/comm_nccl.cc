@@ -59,19 +59,35 @@ void abortLocked(NcclState& s, const std::string& why) {
 }
 
 void abortCliqueLocked(const std::vector<NcclState*>& members, const std::string& why) {
+  // Room for everything first: nothing below may fail halfway (a rank left
+  // unaborted keeps the clique's resources, a joinable thread dropped aborts the process).
   std::vector<ncclComm_t> comms;
+  std::vector<std::thread> threads;
+  try {
+    comms.reserve(members.size());
+    threads.reserve(members.size());
+  } catch (...) {
+    for (NcclState* s : members) {  // no memory for threads: abort inline, one by one
+      if (s->comm) ncclCommAbort(s->comm);
+      s->comm = nullptr;
+    }
+    return;
+  }
   for (NcclState* s : members) {
     if (s->comm) comms.push_back(s->comm);
     s->comm = nullptr;
-    if (s->failure.empty()) s->failure = why;
+    try {
+      if (s->failure.empty()) s->failure = why;
+    } catch (...) {
+      // the reason is lost, the abort is not
+    }
   }
   // Each rank's abort on its own thread, at once: whether NCCL's abort waits
   // for the other local ranks or not, none waits for a call not yet made.
-  std::vector<std::thread> threads;
   for (ncclComm_t c : comms) {
     try {
-      threads.emplace_back([c] { ncclCommAbort(c); });
-    } catch (const std::system_error&) {
+      threads.emplace_back([c] { ncclCommAbort(c); });  // capacity reserved: only the thread's start can fail
+    } catch (...) {
       ncclCommAbort(c);  // no thread to be had: inline
     }
   }
@@ -176,6 +192,10 @@ std::string watchFailureLocked(NcclState& s, const NcclOptions& o) {
 }
 }  // namespace
 
+namespace {
+void watchOnce(NcclState* s, const NcclOptions& o);
+}  // namespace
+
 // The watchdog (as PyTorch's): every 50 ms, an asynchronous NCCL error (a
 // peer's socket closed) or a collective running past the timeout aborts the
 // communicator (with every other rank of its clique in this process), so its
@@ -184,22 +204,34 @@ void watch(NcclState* s, NcclOptions o) {
   cudaSetDevice(s->device);
   while (!s->stop.load()) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    std::string why;
-    std::shared_ptr<NcclClique> clique;
-    {
-      std::lock_guard<std::mutex> lock(s->mutex);
-      if (!s->comm) continue;
-      why = watchFailureLocked(*s, o);
-      if (why.empty()) continue;
-      clique = s->clique;
-      if (!clique) {
-        abortLocked(*s, why);
-        continue;
-      }
+    try {
+      watchOnce(s, o);
+    } catch (...) {
+      // Out of memory building a message: try again at the next tick (a
+      // thread's exception would end the process).
     }
-    abortClique(*clique, why);  // takes every member's mutex, this one's too: not held here
   }
 }
+
+namespace {
+// One look of the watchdog: a failure aborts the communicator, or its whole clique.
+void watchOnce(NcclState* s, const NcclOptions& o) {
+  std::string why;
+  std::shared_ptr<NcclClique> clique;
+  {
+    std::lock_guard<std::mutex> lock(s->mutex);
+    if (!s->comm) return;
+    why = watchFailureLocked(*s, o);
+    if (why.empty()) return;
+    clique = s->clique;
+    if (!clique) {
+      abortLocked(*s, why);
+      return;
+    }
+  }
+  abortClique(*clique, why);  // takes every member's mutex, this one's too: not held here
+}
+}  // namespace
 
 // ERR_COMM when the communicator was aborted, destroyed or not connected; state.mutex held.
 void requireUsableLocked(const NcclState& s, const NcclOptions& o, const std::string& layer) {
@@ -292,8 +324,8 @@ void NcclCommunicator::connect() {
       why = pollLocked(s, NcclClock::now() + std::chrono::milliseconds(options_.timeoutMs), options_.timeoutMs, "joining the other ranks", &status);
     }
     if (why.empty()) {
+      s.watchdog = std::thread(watch, state_.get(), options_);  // first: connected means watched
       s.connected = true;
-      s.watchdog = std::thread(watch, state_.get(), options_);
       return;
     }
   }
@@ -304,6 +336,9 @@ void NcclCommunicator::connect() {
 
 void NcclCommunicator::allreduce(CudaStream& stream, const std::vector<std::pair<float*, size_t>>& buffers, float scale, const std::string& layer) {
   NcclState& s = *state_;
+  if (s.clique) {
+    throw Error("ERR_INVALID_STATE", rankText(options_) + " (" + layer + "): a communicator of NcclCommunicator.local() reduces with all of its clique at once (NcclCommunicator.allreduceGroup); alone it would wait for the others forever");
+  }
   std::lock_guard<std::mutex> lock(s.mutex);
   requireUsableLocked(s, options_, layer);
   if (stream.device() != s.device) {
@@ -375,11 +410,25 @@ NcclCommunicator::~NcclCommunicator() {
   NcclState& s = *state_;
   s.stop = true;
   if (s.watchdog.joinable()) s.watchdog.join();
-  for (InFlight& f : s.inFlight) cudaEventDestroy(f.done);
-  if (!s.comm) return;
-  // Never waits for peers. A clique's ranks are aborted together (one alone could wait for the others).
-  if (s.clique) abortClique(*s.clique, "destroyed without destroyGroup");
-  else ncclCommAbort(s.comm);
+  bool live = false;
+  {
+    std::lock_guard<std::mutex> lock(s.mutex);  // another rank's watchdog may abort this one meanwhile
+    for (InFlight& f : s.inFlight) cudaEventDestroy(f.done);
+    s.inFlight.clear();
+    live = s.comm != nullptr;
+    if (live && !s.clique) {
+      ncclCommAbort(s.comm);  // never waits for peers
+      s.comm = nullptr;
+      live = false;
+    }
+  }
+  if (!live) return;
+  // A clique's ranks are aborted together (one alone could wait for the others).
+  try {
+    abortClique(*s.clique, "destroyed without destroyGroup");
+  } catch (...) {
+    // a destructor never throws; abortClique only allocates
+  }
 }
 
 #else  // built without NCCL

@@ -135,10 +135,15 @@ void NcclCommunicator::allreduceGroup(const std::vector<NcclGroupCall>& calls, f
     locks.emplace_back(s.mutex);
     members.push_back(&s);
   }
-  for (const NcclGroupCall* c : ordered) {
-    NcclState& s = *c->comm->state_;
-    requireUsableLocked(s, c->comm->options_, layer);
-    ops.push_back(scaledSumLocked(s, c->comm->options_, scale, layer));
+  try {
+    for (const NcclGroupCall* c : ordered) {
+      NcclState& s = *c->comm->state_;
+      requireUsableLocked(s, c->comm->options_, layer);
+      ops.push_back(scaledSumLocked(s, c->comm->options_, scale, layer));
+    }
+  } catch (const CudaError& e) {
+    if (e.code() == std::string("ERR_COMM")) abortCliqueLocked(members, e.what());  // one rank unusable: the clique is
+    throw;
   }
   std::vector<std::pair<CudaStream*, KernelInfo>> streams;
   for (const NcclGroupCall* c : ordered) streams.emplace_back(c->stream, allreduceInfo(c->buffers, layer));

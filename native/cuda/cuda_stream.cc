@@ -306,7 +306,7 @@ void CudaEvent::record(CudaStream& stream) {
   useDevice(stream.device());
   if (device_ != stream.device()) {
     // A graph may still record timing_ (an external node): such an event stays on its GPU.
-    if (event_ && (captured || captured_)) {
+    if (event_ && (captured || timing_)) {  // timing_ exists once any record was captured
       throw Error("ERR_INVALID_STATE", stream.name() + ": an event recorded on GPU " + std::to_string(device_) + " in a graph capture (or now into one) cannot move to GPU " +
                                            std::to_string(stream.device()) + "; use one event per GPU");
     }

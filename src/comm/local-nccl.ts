@@ -32,10 +32,11 @@ export class LocalNcclGroup {
   /** One communicator per GPU (rank r on devices[r]), connected. */
   static async connect(cuda: CudaAddon, devices: number[], timeoutMs: number): Promise<LocalNcclGroup> {
     const comms = cuda.NcclCommunicator.local(devices, { timeoutMs });
+    const joins = comms.map((c) => c.connect());
     try {
-      await Promise.all(comms.map((c) => c.connect()));
+      await Promise.all(joins);
     } catch (err) {
-      await Promise.allSettled(comms.map((c) => c.connect())); // every join has ended (each is bounded by timeoutMs)
+      await Promise.allSettled(joins); // every join has ended (each is bounded by timeoutMs)
       cuda.NcclCommunicator.destroyGroup(comms); // aborts them all
       throw err;
     }

@@ -354,7 +354,9 @@ export class TrainingStep {
       if (!link) return issued;
       // The modeled link holds the stream after the all-reduce: once the group has issued it.
       if (!issued) return void link.enqueue(stream, []);
-      return issued.then(() => link.enqueue(stream, []));
+      const linked = issued.then(() => link.enqueue(stream, []));
+      linked.catch(() => undefined); // a replica that fails before awaiting it must not leave an unhandled rejection
+      return linked;
     }
     if (r.comm === 'nccl') {
       // One grouped NCCL launch for the whole bucket (one kernel record).
