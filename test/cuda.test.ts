@@ -605,6 +605,16 @@ test('step --backend cuda --comm nccl across 2 launched ranks (CPU stand-in): th
   assert.equal(linked.status, 0, linked.stderr);
   const lk = JSON.parse(linked.stdout);
   assert.ok(lk.topKernels.some((k: { op: string; variant: string }) => k.op === 'link' && k.variant === 'modeled'), JSON.stringify(lk.topKernels.map((k: { op: string }) => k.op)));
+  // A replica that fails mid-backward (a launch on GPU 1) aborts the group: the other replica, waiting for a bucket,
+  // gets the error instead of waiting forever; exit 1 with the launch's error, in either schedule.
+  for (const schedule of ['overlapped', 'serialized']) {
+    const started = Date.now();
+    const failed = cli(['step', '--backend', 'cuda', '--gpus', '2', '--schedule', schedule, ...small.filter((a) => a !== '--compare' && a !== '--json')],
+      { ...env, FAKE_CUDA_FAIL_LAUNCH: 'res2a_branch2b/bwd-data@1' });
+    assert.equal(failed.status, 1, `${schedule}: ${failed.stderr}`);
+    assert.match(failed.stderr, /ERR_CUDA: res2a_branch2b: kernel launch failed: cudaErrorLaunchFailure/);
+    assert.ok(Date.now() - started < 60_000, `${schedule}: took ${Date.now() - started} ms`);
+  }
   // The printed run names the backend and the GPUs, and each GPU's span; doctor lists every GPU.
   const text = cli(['step', '--backend', 'cuda', '--gpus', '2', ...small.filter((a) => a !== '--compare' && a !== '--json')], env);
   assert.equal(text.status, 0, text.stderr);
