@@ -8,8 +8,9 @@
 // A 64x64 block tile, 4 warps of 32x32, K steps of 16 through shared memory,
 // split-K (atomicAdd into a zeroed output) when the tiles cannot fill the GPU;
 // tensor cores through WMMA (wmma.mma.sync: m16n16k8 tf32, m16n16k16 bf16),
-// fp32 accumulation. Needs sm_80 or newer. A first version meant to be right:
-// element-wise gathers, no double buffering (tuning needs a device).
+// fp32 accumulation. Needs sm_80 or newer. Gathers without a division per
+// element (each thread keeps its rows' index parts across the K steps); no
+// double buffering yet (docs/perf-notes.md: the floor and the prediction).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <mma.h>
@@ -66,15 +67,28 @@ __global__ void __launch_bounds__(kThreads) implicitGemm(Problem prob) {
   for (int i = 0; i < 2; ++i)
     for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.f);
 
+  // Each thread gathers column j of the A tile and row j of the B tile, at
+  // rows (columns) first + kRowsPerPass * t: their index parts are
+  // decomposed once here, kk's once per step (conv_index.h).
+  constexpr int kRowsPerPass = kThreads / kStep, kLoads = kTile / kRowsPerPass;
+  const int j = threadIdx.x % kStep, first = threadIdx.x / kStep;
+  typename Problem::Row rows[kLoads];
+  typename Problem::Col cols[kLoads];
+  for (int t = 0; t < kLoads; ++t) {
+    rows[t] = prob.row(m0 + first + kRowsPerPass * t);
+    cols[t] = prob.col(n0 + first + kRowsPerPass * t);
+  }
+
   for (int k0 = kBegin; k0 < kEnd; k0 += kStep) {
     // Gather the A tile (64 x 16) and the B tile (16 x 64); zeros outside the problem.
-    for (int e = threadIdx.x; e < kTile * kStep; e += kThreads) {
-      const int i = e / kStep, j = e % kStep;  // A: row i, column j
-      const int m = m0 + i, kk = k0 + j;
-      As[i * LDA + j] = P::convert(m < M && kk < kEnd ? prob.a(m, kk) : 0.f);
-      const int bj = e / kTile, bi = e % kTile;  // B: row bj, column bi (consecutive threads, consecutive columns)
-      const int kb = k0 + bj, n = n0 + bi;
-      Bs[bj * LDB + bi] = P::convert(kb < kEnd && n < N ? prob.b(kb, n) : 0.f);
+    const int kk = k0 + j;
+    const bool kIn = kk < kEnd;
+    const auto ka = prob.kA(kk);
+    const auto kb = prob.kB(kk);
+    for (int t = 0; t < kLoads; ++t) {
+      const int i = first + kRowsPerPass * t;
+      As[i * LDA + j] = P::convert(kIn ? prob.a(rows[t], ka) : 0.f);
+      Bs[j * LDB + i] = P::convert(kIn ? prob.b(kb, cols[t]) : 0.f);
     }
     __syncthreads();
     for (int kk = 0; kk < kStep; kk += P::kMmaK) {

@@ -137,22 +137,54 @@ SS_HD inline void splitRange(int K, int splits, int step, int z, int* begin, int
   *end = *begin + chunk < K ? *begin + chunk : K;
 }
 
+// The gathers are split in two, so that no division runs per element: what
+// depends on the row m (or the column n) alone is decomposed once per thread
+// (a thread keeps its rows and columns across the K steps: row(m), col(n)),
+// what depends on kk once per K step (kA(kk), kB(kk)); a(row, kA) and
+// b(kB, col) then only add and compare. row() and col() say whether m < M
+// (n < N); the kernel checks kk against its split's end.
+
 struct ForwardProblem {  // M = N*P*Q, N = K, K = C*R*S
   Dims d;
   const float* x;
   const float* w;
   float* y;
+  struct Row {  // output position m = (n, p, q): image n's x, the window's top-left
+    long long base;
+    int h0, w0;
+    bool valid;
+  };
+  struct KA {  // kk = (c, r, s): channel c's plane, the tap
+    long long off;
+    int r, s;
+  };
+  struct Col {  // filter n's weights
+    long long base;
+    bool valid;
+  };
+  struct KB {
+    int kk;
+  };
   SS_HD int M() const { return d.n * d.p * d.q; }
   SS_HD int N() const { return d.k; }
   SS_HD int K() const { return d.c * d.r * d.s; }
-  SS_HD float a(int m, int kk) const {
+  SS_HD Row row(int m) const {
+    if (m >= M()) return {0, 0, 0, false};
     const int q = m % d.q, p = m / d.q % d.p, n = m / (d.q * d.p);
-    const int s = kk % d.s, r = kk / d.s % d.r, c = kk / (d.s * d.r);
-    const int h = p * d.stride - d.pad + r, ww = q * d.stride - d.pad + s;
-    if (h < 0 || h >= d.h || ww < 0 || ww >= d.w) return 0.f;
-    return x[(((long long)n * d.c + c) * d.h + h) * d.w + ww];
+    return {(long long)n * d.c * d.h * d.w, p * d.stride - d.pad, q * d.stride - d.pad, true};
   }
-  SS_HD float b(int kk, int col) const { return w[(long long)col * K() + kk]; }
+  SS_HD KA kA(int kk) const {
+    const int s = kk % d.s, r = kk / d.s % d.r, c = kk / (d.s * d.r);
+    return {(long long)c * d.h * d.w, r, s};
+  }
+  SS_HD float a(const Row& row, const KA& k) const {
+    const int h = row.h0 + k.r, ww = row.w0 + k.s;
+    if (!row.valid || h < 0 || h >= d.h || ww < 0 || ww >= d.w) return 0.f;
+    return x[row.base + k.off + (long long)h * d.w + ww];
+  }
+  SS_HD Col col(int n) const { return {(long long)n * K(), n < N()}; }
+  SS_HD KB kB(int kk) const { return {kk}; }
+  SS_HD float b(const KB& k, const Col& c) const { return c.valid ? w[c.base + k.kk] : 0.f; }
   SS_HD float* out() const { return y; }
   SS_HD long long outIndex(int m, int col) const {
     const int pq = d.p * d.q;
@@ -165,22 +197,51 @@ struct BackwardDataProblem {  // M = N*H*W, N = C, K = K*R*S
   float* dx;
   const float* w;
   const float* dy;
+  struct Row {  // input position m = (n, h, w): image n's dy
+    long long base;
+    int h, w;
+    bool valid;
+  };
+  struct KA {  // kk = (k, r, s): output channel k's plane, the tap
+    long long off;
+    int r, s;
+  };
+  struct Col {  // input channel c
+    long long base;
+    bool valid;
+  };
+  struct KB {  // w[k][c][r][s] without the channel: k*C*R*S + r*S + s
+    long long off;
+  };
   SS_HD int M() const { return d.n * d.h * d.w; }
   SS_HD int N() const { return d.c; }
   SS_HD int K() const { return d.k * d.r * d.s; }
-  SS_HD float a(int m, int kk) const {
+  SS_HD Row row(int m) const {
+    if (m >= M()) return {0, 0, 0, false};
     const int ww = m % d.w, h = m / d.w % d.h, n = m / (d.w * d.h);
-    const int s = kk % d.s, r = kk / d.s % d.r, k = kk / (d.s * d.r);
-    const int ph = h + d.pad - r, qw = ww + d.pad - s;
-    if (ph < 0 || qw < 0 || ph % d.stride || qw % d.stride) return 0.f;
-    const int p = ph / d.stride, q = qw / d.stride;
-    if (p >= d.p || q >= d.q) return 0.f;
-    return dy[(((long long)n * d.k + k) * d.p + p) * d.q + q];
+    return {(long long)n * d.k * d.p * d.q, h, ww, true};
   }
-  SS_HD float b(int kk, int col) const {
+  SS_HD KA kA(int kk) const {
     const int s = kk % d.s, r = kk / d.s % d.r, k = kk / (d.s * d.r);
-    return w[(((long long)k * d.c + col) * d.r + r) * d.s + s];
+    return {(long long)k * d.p * d.q, r, s};
   }
+  SS_HD float a(const Row& row, const KA& k) const {
+    int ph = row.h + d.pad - k.r, qw = row.w + d.pad - k.s;  // = p * stride, q * stride
+    if (!row.valid || ph < 0 || qw < 0) return 0.f;
+    if (d.stride != 1) {
+      if (ph % d.stride || qw % d.stride) return 0.f;
+      ph /= d.stride;
+      qw /= d.stride;
+    }
+    if (ph >= d.p || qw >= d.q) return 0.f;
+    return dy[row.base + k.off + (long long)ph * d.q + qw];
+  }
+  SS_HD Col col(int n) const { return {(long long)n * d.r * d.s, n < N()}; }
+  SS_HD KB kB(int kk) const {
+    const int s = kk % d.s, r = kk / d.s % d.r, k = kk / (d.s * d.r);
+    return {(long long)k * d.c * d.r * d.s + r * d.s + s};
+  }
+  SS_HD float b(const KB& k, const Col& c) const { return c.valid ? w[k.off + c.base] : 0.f; }
   SS_HD float* out() const { return dx; }
   SS_HD long long outIndex(int m, int col) const {
     const int hw = d.h * d.w;
@@ -193,19 +254,44 @@ struct BackwardFilterProblem {  // M = K, N = C*R*S, K = N*P*Q
   const float* x;
   float* dw;
   const float* dy;
+  struct Row {  // output channel m's plane within an image of dy
+    long long base;
+    bool valid;
+  };
+  struct KA {  // kk = (n, p, q): image n's dy, the position
+    long long off;
+  };
+  struct Col {  // n = (c, r, s): channel c's plane of x, the tap
+    long long base;
+    int r, s;
+    bool valid;
+  };
+  struct KB {  // image n's x, the window's top-left at (p, q)
+    long long off;
+    int h0, w0;
+  };
   SS_HD int M() const { return d.k; }
   SS_HD int N() const { return d.c * d.r * d.s; }
   SS_HD int K() const { return d.n * d.p * d.q; }
-  SS_HD float a(int m, int kk) const {
+  SS_HD Row row(int m) const { return {(long long)m * d.p * d.q, m < M()}; }
+  SS_HD KA kA(int kk) const {
     const int pq = d.p * d.q;
-    return dy[((long long)(kk / pq) * d.k + m) * pq + kk % pq];
+    return {(long long)(kk / pq) * d.k * pq + kk % pq};
   }
-  SS_HD float b(int kk, int col) const {
+  SS_HD float a(const Row& row, const KA& k) const { return row.valid ? dy[row.base + k.off] : 0.f; }
+  SS_HD Col col(int n) const {
+    if (n >= N()) return {0, 0, 0, false};
+    const int s = n % d.s, r = n / d.s % d.r, c = n / (d.s * d.r);
+    return {(long long)c * d.h * d.w, r, s, true};
+  }
+  SS_HD KB kB(int kk) const {
     const int q = kk % d.q, p = kk / d.q % d.p, n = kk / (d.q * d.p);
-    const int s = col % d.s, r = col / d.s % d.r, c = col / (d.s * d.r);
-    const int h = p * d.stride - d.pad + r, ww = q * d.stride - d.pad + s;
-    if (h < 0 || h >= d.h || ww < 0 || ww >= d.w) return 0.f;
-    return x[(((long long)n * d.c + c) * d.h + h) * d.w + ww];
+    return {(long long)n * d.c * d.h * d.w, p * d.stride - d.pad, q * d.stride - d.pad};
+  }
+  SS_HD float b(const KB& k, const Col& c) const {
+    const int h = k.h0 + c.r, ww = k.w0 + c.s;
+    if (!c.valid || h < 0 || h >= d.h || ww < 0 || ww >= d.w) return 0.f;
+    return x[k.off + c.base + (long long)h * d.w + ww];
   }
   SS_HD float* out() const { return dw; }
   SS_HD long long outIndex(int m, int col) const { return (long long)m * N() + col; }

@@ -124,7 +124,10 @@ void runGemmProblem(const Problem& prob, int splits) {
     for (int m = 0; m < prob.M(); ++m)
       for (int n = 0; n < prob.N(); ++n) {
         double acc = 0;
-        for (int k = begin; k < end; ++k) acc += double(prob.a(m, k)) * prob.b(k, n);
+        // The kernel's own split of the gathers: row and column once, kk per step.
+        const auto row = prob.row(m);
+        const auto col = prob.col(n);
+        for (int k = begin; k < end; ++k) acc += double(prob.a(row, prob.kA(k))) * prob.b(prob.kB(k), col);
         float& o = prob.out()[prob.outIndex(m, n)];
         o = splits > 1 ? o + float(acc) : float(acc);
       }
