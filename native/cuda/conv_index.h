@@ -142,7 +142,8 @@ SS_HD inline void splitRange(int K, int splits, int step, int z, int* begin, int
 // (a thread keeps its rows and columns across the K steps: row(m), col(n)),
 // what depends on kk once per K step (kA(kk), kB(kk)); a(row, kA) and
 // b(kB, col) then only add and compare. row() and col() say whether m < M
-// (n < N); the kernel checks kk against its split's end.
+// (n < N); the kernel checks kk against its split's end. Offsets are 32-bit
+// (fewer registers: the kernel refuses tensors of 2^31 elements or more).
 
 struct ForwardProblem {  // M = N*P*Q, N = K, K = C*R*S
   Dims d;
@@ -150,16 +151,16 @@ struct ForwardProblem {  // M = N*P*Q, N = K, K = C*R*S
   const float* w;
   float* y;
   struct Row {  // output position m = (n, p, q): image n's x, the window's top-left
-    long long base;
+    int base;
     int h0, w0;
     bool valid;
   };
   struct KA {  // kk = (c, r, s): channel c's plane, the tap
-    long long off;
+    int off;
     int r, s;
   };
   struct Col {  // filter n's weights
-    long long base;
+    int base;
     bool valid;
   };
   struct KB {
@@ -171,18 +172,18 @@ struct ForwardProblem {  // M = N*P*Q, N = K, K = C*R*S
   SS_HD Row row(int m) const {
     if (m >= M()) return {0, 0, 0, false};
     const int q = m % d.q, p = m / d.q % d.p, n = m / (d.q * d.p);
-    return {(long long)n * d.c * d.h * d.w, p * d.stride - d.pad, q * d.stride - d.pad, true};
+    return {n * d.c * d.h * d.w, p * d.stride - d.pad, q * d.stride - d.pad, true};
   }
   SS_HD KA kA(int kk) const {
     const int s = kk % d.s, r = kk / d.s % d.r, c = kk / (d.s * d.r);
-    return {(long long)c * d.h * d.w, r, s};
+    return {c * d.h * d.w, r, s};
   }
   SS_HD float a(const Row& row, const KA& k) const {
     const int h = row.h0 + k.r, ww = row.w0 + k.s;
     if (!row.valid || h < 0 || h >= d.h || ww < 0 || ww >= d.w) return 0.f;
-    return x[row.base + k.off + (long long)h * d.w + ww];
+    return x[row.base + k.off + h * d.w + ww];
   }
-  SS_HD Col col(int n) const { return {(long long)n * K(), n < N()}; }
+  SS_HD Col col(int n) const { return {n * K(), n < N()}; }
   SS_HD KB kB(int kk) const { return {kk}; }
   SS_HD float b(const KB& k, const Col& c) const { return c.valid ? w[c.base + k.kk] : 0.f; }
   SS_HD float* out() const { return y; }
@@ -198,20 +199,20 @@ struct BackwardDataProblem {  // M = N*H*W, N = C, K = K*R*S
   const float* w;
   const float* dy;
   struct Row {  // input position m = (n, h, w): image n's dy
-    long long base;
+    int base;
     int h, w;
     bool valid;
   };
   struct KA {  // kk = (k, r, s): output channel k's plane, the tap
-    long long off;
+    int off;
     int r, s;
   };
   struct Col {  // input channel c
-    long long base;
+    int base;
     bool valid;
   };
   struct KB {  // w[k][c][r][s] without the channel: k*C*R*S + r*S + s
-    long long off;
+    int off;
   };
   SS_HD int M() const { return d.n * d.h * d.w; }
   SS_HD int N() const { return d.c; }
@@ -219,11 +220,11 @@ struct BackwardDataProblem {  // M = N*H*W, N = C, K = K*R*S
   SS_HD Row row(int m) const {
     if (m >= M()) return {0, 0, 0, false};
     const int ww = m % d.w, h = m / d.w % d.h, n = m / (d.w * d.h);
-    return {(long long)n * d.k * d.p * d.q, h, ww, true};
+    return {n * d.k * d.p * d.q, h, ww, true};
   }
   SS_HD KA kA(int kk) const {
     const int s = kk % d.s, r = kk / d.s % d.r, k = kk / (d.s * d.r);
-    return {(long long)k * d.p * d.q, r, s};
+    return {k * d.p * d.q, r, s};
   }
   SS_HD float a(const Row& row, const KA& k) const {
     int ph = row.h + d.pad - k.r, qw = row.w + d.pad - k.s;  // = p * stride, q * stride
@@ -234,12 +235,12 @@ struct BackwardDataProblem {  // M = N*H*W, N = C, K = K*R*S
       qw /= d.stride;
     }
     if (ph >= d.p || qw >= d.q) return 0.f;
-    return dy[row.base + k.off + (long long)ph * d.q + qw];
+    return dy[row.base + k.off + ph * d.q + qw];
   }
-  SS_HD Col col(int n) const { return {(long long)n * d.r * d.s, n < N()}; }
+  SS_HD Col col(int n) const { return {n * d.r * d.s, n < N()}; }
   SS_HD KB kB(int kk) const {
     const int s = kk % d.s, r = kk / d.s % d.r, k = kk / (d.s * d.r);
-    return {(long long)k * d.c * d.r * d.s + r * d.s + s};
+    return {k * d.c * d.r * d.s + r * d.s + s};
   }
   SS_HD float b(const KB& k, const Col& c) const { return c.valid ? w[k.off + c.base] : 0.f; }
   SS_HD float* out() const { return dx; }
@@ -255,43 +256,43 @@ struct BackwardFilterProblem {  // M = K, N = C*R*S, K = N*P*Q
   float* dw;
   const float* dy;
   struct Row {  // output channel m's plane within an image of dy
-    long long base;
+    int base;
     bool valid;
   };
   struct KA {  // kk = (n, p, q): image n's dy, the position
-    long long off;
+    int off;
   };
   struct Col {  // n = (c, r, s): channel c's plane of x, the tap
-    long long base;
+    int base;
     int r, s;
     bool valid;
   };
   struct KB {  // image n's x, the window's top-left at (p, q)
-    long long off;
+    int off;
     int h0, w0;
   };
   SS_HD int M() const { return d.k; }
   SS_HD int N() const { return d.c * d.r * d.s; }
   SS_HD int K() const { return d.n * d.p * d.q; }
-  SS_HD Row row(int m) const { return {(long long)m * d.p * d.q, m < M()}; }
+  SS_HD Row row(int m) const { return {m * d.p * d.q, m < M()}; }
   SS_HD KA kA(int kk) const {
     const int pq = d.p * d.q;
-    return {(long long)(kk / pq) * d.k * pq + kk % pq};
+    return {kk / pq * d.k * pq + kk % pq};
   }
   SS_HD float a(const Row& row, const KA& k) const { return row.valid ? dy[row.base + k.off] : 0.f; }
   SS_HD Col col(int n) const {
     if (n >= N()) return {0, 0, 0, false};
     const int s = n % d.s, r = n / d.s % d.r, c = n / (d.s * d.r);
-    return {(long long)c * d.h * d.w, r, s, true};
+    return {c * d.h * d.w, r, s, true};
   }
   SS_HD KB kB(int kk) const {
     const int q = kk % d.q, p = kk / d.q % d.p, n = kk / (d.q * d.p);
-    return {(long long)n * d.c * d.h * d.w, p * d.stride - d.pad, q * d.stride - d.pad};
+    return {n * d.c * d.h * d.w, p * d.stride - d.pad, q * d.stride - d.pad};
   }
   SS_HD float b(const KB& k, const Col& c) const {
     const int h = k.h0 + c.r, ww = k.w0 + c.s;
     if (!c.valid || h < 0 || h >= d.h || ww < 0 || ww >= d.w) return 0.f;
-    return x[k.off + c.base + (long long)h * d.w + ww];
+    return x[k.off + c.base + h * d.w + ww];
   }
   SS_HD float* out() const { return dw; }
   SS_HD long long outIndex(int m, int col) const { return (long long)m * N() + col; }
