@@ -73,7 +73,8 @@ node -e "const d=require('$OUT/doctor.json'); console.error(JSON.stringify(d.cud
 
 # 3. Tests: every CUDA variant against the CPU reference (device tests run here).
 if has_phase tests; then
-step cuda-tests 240 node --test --test-reporter=tap dist/test/cuda.test.js
+# The stand-in tests (the JS side on a CPU copy of the addon) ran in CI: not on device time.
+STEPSCOPE_SKIP_STAND_IN=1 step cuda-tests 240 node --test --test-reporter=tap dist/test/cuda.test.js
 grep -E "^# (pass|fail|skipped)" "$OUT/cuda-tests.out" | tee -a "$OUT/gpu-check.log"
 # The step's other ops (batch norm, pooling, FC, loss, SGD, ...) against the CPU reference, every output as a row.
 step cuda-ops 120 node -e "require('./dist/src/ops/ops-cuda-check').checkCudaOps().then((rows) => console.log(JSON.stringify(rows)))"

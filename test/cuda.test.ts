@@ -36,6 +36,9 @@ const noNvcc = !buildRecord?.built && process.env.STEPSCOPE_CUDA !== '1' ? `CUDA
 const needsAddon = cuda ? false : `CUDA addon not loaded: ${status.reason}`;
 const needsDevice = status.available ? false : `needs a CUDA device: ${status.reason}`;
 const needsNoDevice = status.available ? 'a CUDA device is present' : needsAddon;
+// The tests on the CPU stand-in of the addon (the JS side of the CUDA backend): skipped on a device run
+// (scripts/gpu-check.sh sets STEPSCOPE_SKIP_STAND_IN), where device time is scarce and CI has run them.
+const standIn = needsAddon || (process.env.STEPSCOPE_SKIP_STAND_IN ? 'a stand-in test: skipped on a device run (CI runs it)' : false);
 
 const CUDNN_FWD = ['implicit-gemm', 'implicit-precomp-gemm', 'gemm', 'direct', 'fft', 'fft-tiling', 'winograd', 'winograd-nonfused'];
 const CUDNN_BWD_DATA = ['algo-0', 'algo-1', 'fft', 'fft-tiling', 'winograd', 'winograd-nonfused'];
@@ -138,7 +141,7 @@ test('CUDA ops: the CPU addon\'s op names, parameters and buffers; clear errors;
   assert.throws(() => new cuda!.OpKernel('maxpool-fwd', 'cuda', { n: 1, c: 1, h: 2, w: 2, k: 3, stride: 2, pad: 3 }), err('ERR_BAD_SHAPE', /gives no output/));
 });
 
-test('the CUDA op check (src/ops/ops-cuda-check.ts) runs end to end on the CPU stand-in, and catches a wrong kernel', { skip: needsAddon }, () => {
+test('the CUDA op check (src/ops/ops-cuda-check.ts) runs end to end on the CPU stand-in, and catches a wrong kernel', { skip: standIn }, () => {
   // The stand-in computes with the CPU's fast kernels: every row within tolerance. FAKE_CUDA_OP_WRONG makes one op
   // compute another's result: the check must fail it. (The NHWC cases need the device: the stand-in computes NCHW.)
   const script = "const m = require('./dist/src/ops/ops-cuda-check'); m.checkCudaOps(m.CUDA_OP_CASES.filter((c) => !c.nhwc)).then((rows) => console.log(JSON.stringify(rows)))";
@@ -285,7 +288,7 @@ test('a missing or broken CUDA addon never breaks the CPU path', () => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-test('bench conv --backend cuda runs end to end on a CPU stand-in of the CUDA addon', { skip: needsAddon }, () => {
+test('bench conv --backend cuda runs end to end on a CPU stand-in of the CUDA addon', { skip: standIn }, () => {
   // The JS side (checks, unsupported rows, timing, reports) without a GPU: test/fixtures/fake-cuda-addon.js.
   const env = { STEPSCOPE_CUDA_ADDON: path.join(ROOT, 'test', 'fixtures', 'fake-cuda-addon.js') };
   const args = ['bench', 'conv', '--backend', 'cuda', '--layer', 'res2a_branch2b,res3a_branch1,res2b_branch2b', '--batch', '1', '--resolution', '32', '--repeat', '2', '--warmup', '0'];
@@ -349,7 +352,7 @@ test('bench conv --backend cuda runs end to end on a CPU stand-in of the CUDA ad
   assert.match(doctor.stdout, /GPU tf32\s+[\d.]+ TFLOP\/s \(tensor cores\)/);
 });
 
-test('step --backend cuda runs the training step on the CUDA addon\'s classes (CPU stand-in): the same losses as the CPU step', { skip: needsAddon }, () => {
+test('step --backend cuda runs the training step on the CUDA addon\'s classes (CPU stand-in): the same losses as the CPU step', { skip: standIn }, () => {
   // The stand-in computes with the CPU's im2col-gemm and fast kernels, so the CUDA path (weights filled by
   // Buffer.fillUniform, events, the CUDA plan, the timeline) must give exactly the CPU step's losses with those kernels.
   const env = { STEPSCOPE_CUDA_ADDON: path.join(ROOT, 'test', 'fixtures', 'fake-cuda-addon.js') };
@@ -429,7 +432,7 @@ test('step --backend cuda runs the training step on the CUDA addon\'s classes (C
   }
 });
 
-test('step --backend cuda --graph (CPU stand-in): the eager losses from replays of one captured iteration; refused on the cpu and without warm-up', { skip: needsAddon }, () => {
+test('step --backend cuda --graph (CPU stand-in): the eager losses from replays of one captured iteration; refused on the cpu and without warm-up', { skip: standIn }, () => {
   const env = { STEPSCOPE_CUDA_ADDON: path.join(ROOT, 'test', 'fixtures', 'fake-cuda-addon.js') };
   const small = ['--batch', '1', '--resolution', '32', '--width', '4', '--classes', '10', '--iterations', '3', '--warmup', '1', '--seed', '3', '--json'];
   // Overlapped through the local communicator: the comm stream joins the capture; its contention iterations stay eager.
@@ -453,7 +456,7 @@ test('step --backend cuda --graph (CPU stand-in): the eager losses from replays 
   }
 });
 
-test('sweep --backend cuda runs its points on the CUDA addon (CPU stand-in)', { skip: needsAddon }, () => {
+test('sweep --backend cuda runs its points on the CUDA addon (CPU stand-in)', { skip: standIn }, () => {
   const env = { STEPSCOPE_CUDA_ADDON: path.join(ROOT, 'test', 'fixtures', 'fake-cuda-addon.js') };
   const out = path.join(tempDir('stepscope-sweep-cuda-'), 'sweep.json');
   const r = cli(['sweep', '--backend', 'cuda', '--workers', '2', '--link', '1', '--schedule', 'overlapped', '--batch', '1', '--resolution', '32', '--width', '4',
@@ -466,7 +469,7 @@ test('sweep --backend cuda runs its points on the CUDA addon (CPU stand-in)', { 
   fs.rmSync(path.dirname(out), { recursive: true, force: true });
 });
 
-test('reproduce --backend cuda runs the two profiles with CUDA\'s kernels (CPU stand-in): autotune is cudnn:autotune, default cuDNN\'s heuristic', { skip: needsAddon || (addon().buildInfo().jpeg.found ? false : 'built without libjpeg') }, () => {
+test('reproduce --backend cuda runs the two profiles with CUDA\'s kernels (CPU stand-in): autotune is cudnn:autotune, default cuDNN\'s heuristic', { skip: standIn || (addon().buildInfo().jpeg.found ? false : 'built without libjpeg') }, () => {
   const env = { STEPSCOPE_CUDA_ADDON: path.join(ROOT, 'test', 'fixtures', 'fake-cuda-addon.js') };
   const dir = tempDir('stepscope-reproduce-cuda-');
   const r = cli(['reproduce', '--backend', 'cuda', '--batch', '2', '--resolution', '32', '--width', '4', '--images', '8', '--classes', '2', '--iterations', '2', '--warmup', '1',
@@ -485,7 +488,7 @@ test('reproduce --backend cuda runs the two profiles with CUDA\'s kernels (CPU s
   assert.match(bad.stderr, /--layout nChw16c/);
 });
 
-test('whatif --kernels on a CUDA run measures the plan\'s CUDA variants (CPU stand-in); CPU variants are refused', { skip: needsAddon }, () => {
+test('whatif --kernels on a CUDA run measures the plan\'s CUDA variants (CPU stand-in); CPU variants are refused', { skip: standIn }, () => {
   const env = { STEPSCOPE_CUDA_ADDON: path.join(ROOT, 'test', 'fixtures', 'fake-cuda-addon.js') };
   const dir = tempDir('stepscope-whatif-cuda-');
   const run = path.join(dir, 'run.json');
@@ -503,7 +506,7 @@ test('whatif --kernels on a CUDA run measures the plan\'s CUDA variants (CPU sta
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-test('step --save-plan writes the plan as it ran (cudnn:autotune resolved per pass) and --kernels replays it (CPU stand-in)', { skip: needsAddon }, () => {
+test('step --save-plan writes the plan as it ran (cudnn:autotune resolved per pass) and --kernels replays it (CPU stand-in)', { skip: standIn }, () => {
   const env = { STEPSCOPE_CUDA_ADDON: path.join(ROOT, 'test', 'fixtures', 'fake-cuda-addon.js') };
   const dir = tempDir('stepscope-plan-');
   const plan = path.join(dir, 'plan.json');
@@ -557,7 +560,7 @@ test('NCCL: the unique id needs no device; bad options are refused before any de
   }
 });
 
-test('step --backend cuda --comm nccl across 2 launched ranks (CPU stand-in): the losses of the CPU\'s gloo ranks; one trace process per rank', { skip: needsAddon }, async () => {
+test('step --backend cuda --comm nccl across 2 launched ranks (CPU stand-in): the losses of the CPU\'s gloo ranks; one trace process per rank', { skip: standIn }, async () => {
   // The stand-in's NCCL is the CPU's Gloo under the NCCL surface: what runs for real is the JS side
   // (the id's rendezvous, one device per LOCAL_RANK, a bucket's gradients in one call, the gather, destroy).
   const env = { STEPSCOPE_CUDA_ADDON: path.join(ROOT, 'test', 'fixtures', 'fake-cuda-addon.js'), FAKE_CUDA_DEVICES: '2' };
