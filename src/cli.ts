@@ -439,7 +439,7 @@ export function buildProgram(): Command {
   program
     .command('step')
     .description('run real ResNet-50 v1.5 training iterations and print the per-phase times and top kernels')
-    .option('--backend <b>', 'cpu, cuda (one GPU; plan variants cudnn:*, cuda), or auto (cuda when usable, else cpu, saying why)', 'cpu')
+    .option('--backend <b>', 'cpu, cuda (a GPU, or --gpus N of them; plan variants cudnn:*, cuda), or auto (cuda when usable, else cpu, saying why)', 'cpu')
     .option('--dtype <d>', 'fp32; with --backend cuda also tf32 (the convolutions may use TF32 tensor cores, as torch.backends.cudnn.allow_tf32) or bf16 (bf16 activations, fp32 parameters and optimizer; every conv cudnn:*)', 'fp32')
     .option('--batch <n>', 'batch size', '32')
     .option('--iterations <n>', 'measured iterations', '10')
