@@ -93,10 +93,7 @@ Napi::Value waitsDrain(const Napi::CallbackInfo& info) {
 
 // memoryStats(device?): of the process, or of one GPU.
 int statsDevice(const Napi::CallbackInfo& info, const char* what) {
-  if (info.Length() < 1 || info[0].IsUndefined()) return -1;
-  const double d = info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : -1;
-  if (!(d >= 0) || d != double(int(d))) throw Error("ERR_INVALID_ARG", std::string(what) + "(device): device " + info[0].ToString().Utf8Value() + " must be a GPU index (an integer >= 0)");
-  return int(d);
+  return info.Length() < 1 || info[0].IsUndefined() ? -1 : deviceIndex(info[0], std::string(what) + "(device)");
 }
 
 Napi::Value memoryStats(const Napi::CallbackInfo& info) {

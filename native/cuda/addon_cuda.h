@@ -41,6 +41,8 @@ auto cudaGuarded(Napi::Env env, F&& body) -> decltype(body()) {
   }
 }
 
+// A GPU index (an integer >= 0); ERR_INVALID_ARG naming `what` and the value otherwise.
+int deviceIndex(const Napi::Value& device, const std::string& what);
 // `options.device` of argument `index` (an object) when given, else -1 (the default GPU); ERR_INVALID_ARG naming `what`.
 int deviceOption(const Napi::CallbackInfo& info, size_t index, const char* what);
 // ERR_INVALID_ARG unless the buffer lives on the stream's GPU.

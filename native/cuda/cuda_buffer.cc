@@ -75,11 +75,8 @@ CudaMemory::~CudaMemory() {
 }
 
 void freeOnDevice(void* ptr, int device) {
-  int current = -1;
-  cudaGetDevice(&current);
-  if (current != device) cudaSetDevice(device);
+  cudaSetDevice(device);  // nothing relies on the device current before (device.h)
   cudaFree(ptr);
-  if (current != device && current >= 0) cudaSetDevice(current);
 }
 
 void CudaMemory::write(const float* src, size_t offset, size_t count) {

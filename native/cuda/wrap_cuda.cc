@@ -8,15 +8,18 @@
 namespace stepscope {
 
 // `options.device` when given (an integer >= 0), else -1 (the default GPU).
+int deviceIndex(const Napi::Value& device, const std::string& what) {
+  const double d = device.IsNumber() ? device.As<Napi::Number>().DoubleValue() : -1;
+  if (!(d >= 0) || d != std::floor(d) || d > 1024) {
+    throw Error("ERR_INVALID_ARG", what + ": device " + device.ToString().Utf8Value() + " must be a GPU index (an integer >= 0)");
+  }
+  return int(d);
+}
+
 int deviceOption(const Napi::CallbackInfo& info, size_t index, const char* what) {
   if (info.Length() <= index || !info[index].IsObject()) return -1;
   Napi::Value device = info[index].As<Napi::Object>().Get("device");
-  if (device.IsUndefined()) return -1;
-  const double d = device.IsNumber() ? device.As<Napi::Number>().DoubleValue() : -1;
-  if (!(d >= 0) || d != std::floor(d) || d > 1024) {
-    throw Error("ERR_INVALID_ARG", std::string(what) + ": device " + device.ToString().Utf8Value() + " must be a GPU index (an integer >= 0)");
-  }
-  return int(d);
+  return device.IsUndefined() ? -1 : deviceIndex(device, what);
 }
 
 void checkSameDevice(const CudaMemory& buffer, const CudaStream& stream, const std::string& context, const std::string& role) {

@@ -119,13 +119,7 @@ Napi::Value CudaNcclWrap::local(const Napi::CallbackInfo& info) {
     if (!info[0].IsArray()) throw Error("ERR_INVALID_ARG", "NcclCommunicator.local(devices): devices must be an array of GPU indices");
     Napi::Array arr = info[0].As<Napi::Array>();
     std::vector<int> devices;
-    for (uint32_t i = 0; i < arr.Length(); ++i) {
-      Napi::Value v = arr.Get(i);
-      if (!v.IsNumber() || v.As<Napi::Number>().DoubleValue() != std::floor(v.As<Napi::Number>().DoubleValue())) {
-        throw Error("ERR_INVALID_ARG", "NcclCommunicator.local: devices[" + std::to_string(i) + "] " + v.ToString().Utf8Value() + " must be a GPU index");
-      }
-      devices.push_back(v.As<Napi::Number>().Int32Value());
-    }
+    for (uint32_t i = 0; i < arr.Length(); ++i) devices.push_back(deviceIndex(arr.Get(i), "NcclCommunicator.local: devices[" + std::to_string(i) + "]"));
     int timeoutMs = 30000;
     if (info.Length() > 1 && info[1].IsObject() && !info[1].As<Napi::Object>().Get("timeoutMs").IsUndefined()) {
       timeoutMs = intProp(info[1].As<Napi::Object>(), "timeoutMs", "options");

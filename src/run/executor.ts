@@ -83,6 +83,20 @@ export interface ReductionOptions {
  */
 export type Communicator = GlooCommunicator | NcclCommunicator;
 
+/**
+ * The name of a replica's stream (--gpus): "compute", "comm" on GPU 0 (the
+ * replica whose timeline is reported), "compute@gpu1", "comm@gpu1" on GPU 1.
+ */
+export function replicaStreamName(role: string, device: number): string {
+  return device === 0 ? role : `${role}@gpu${device}`;
+}
+
+/** Whether a stream of that name is the replica's on `device`. */
+export function isReplicaStream(streamName: string, device: number): boolean {
+  const at = streamName.indexOf('@gpu');
+  return device === 0 ? at < 0 : at >= 0 && streamName.slice(at + 4) === String(device);
+}
+
 /** Which communicator each backend reduces across processes with. */
 export const CROSS_PROCESS_COMM: Record<Backend, 'gloo' | 'nccl'> = { cpu: 'gloo', cuda: 'nccl' };
 
@@ -148,18 +162,15 @@ class Pool {
   private free = new Map<number, Buffer[]>();
   constructor(
     private stream: Stream,
-    private native = addon(),
-    /** CUDA: the GPU of the step's replica (undefined: the process's). */
-    private device?: number,
+    /** A new buffer of `length` values (bf16: a CUDA bf16 one), as the step makes them. */
+    private allocate: (length: number, bf16: boolean) => Buffer,
   ) {}
   /** bf16: a CUDA bf16 buffer (kept apart from fp32 ones of the same length: the key is -length). */
   make(length: number, bf16 = false): Buffer {
     const key = bf16 ? -length : length;
     let b = this.free.get(key)?.pop();
     if (!b) {
-      // The CPU addon takes the stream (stream-ordered allocation); the CUDA one a dtype
-      // and a device, or the stream (its GPU).
-      b = new this.native.Buffer(length, bf16 ? ({ dtype: 'bf16', device: this.device } as never) : this.stream);
+      b = this.allocate(length, bf16);
       this.lengths.set(b, key);
     }
     this.counts.set(b, 1);
@@ -304,11 +315,10 @@ export class TrainingStep {
     }
   }
 
-  /** A stream of this step: on its GPU; on GPUs other than 0 the name says which ("compute@gpu1"). */
+  /** A stream of this step: on its GPU, named by replicaStreamName. */
   private newStream(role: 'compute' | 'comm'): Stream {
     if (this.device === undefined) return new this.native.Stream(role);
-    const name = this.device === 0 ? role : `${role}@gpu${this.device}`;
-    return new (this.native.Stream as unknown as new (name: string, options: { device: number }) => Stream)(name, { device: this.device });
+    return new (this.native.Stream as unknown as new (name: string, options: { device: number }) => Stream)(replicaStreamName(role, this.device), { device: this.device });
   }
 
   /** A buffer of this step (fp32, or bf16 on CUDA): on its GPU. */
@@ -347,24 +357,21 @@ export class TrainingStep {
    */
   private enqueueBucket(b: Bucket, stream: Stream): Promise<void> | undefined {
     const r = this.reduction!;
+    // The modeled link holds the stream after the bucket's reduction.
+    const holdLink = () => void this.linkKernels[b.index]?.enqueue(stream, []);
+    // NCCL: one grouped launch for the whole bucket (one kernel record). The
+    // CUDA addon's Stream and Buffer behind the CPU addon's types (the executor's Addon view).
+    const cudaBuffers = () => b.params.map((name) => this.grads.get(name)!) as unknown as CudaBuffer[];
     if (r.localGroup) {
-      const buffers = b.params.map((name) => this.grads.get(name)!) as unknown as CudaBuffer[];
-      const issued = r.localGroup.group.submit(r.localGroup.rank, stream as unknown as CudaStream, buffers, 1 / r.workers, `bucket${b.index}`);
-      const link = this.linkKernels[b.index];
-      if (!link) return issued;
-      // The modeled link holds the stream after the all-reduce: once the group has issued it.
-      if (!issued) return void link.enqueue(stream, []);
-      const linked = issued.then(() => link.enqueue(stream, []));
+      const issued = r.localGroup.group.submit(r.localGroup.rank, stream as unknown as CudaStream, cudaBuffers(), 1 / r.workers, `bucket${b.index}`);
+      if (!issued) return holdLink();
+      const linked = issued.then(holdLink); // once the group has issued the all-reduce
       linked.catch(() => undefined); // a replica that fails before awaiting it must not leave an unhandled rejection
       return linked;
     }
     if (r.comm === 'nccl') {
-      // One grouped NCCL launch for the whole bucket (one kernel record).
-      // The CUDA addon's Stream and Buffer behind the CPU addon's types (the executor's Addon view).
-      const cudaBuffers = b.params.map((name) => this.grads.get(name)!) as unknown as CudaBuffer[];
-      (r.communicator as NcclCommunicator).allreduce(stream as unknown as CudaStream, cudaBuffers, 1 / r.workers, `bucket${b.index}`);
-      this.linkKernels[b.index]?.enqueue(stream, []);
-      return undefined;
+      (r.communicator as NcclCommunicator).allreduce(stream as unknown as CudaStream, cudaBuffers(), 1 / r.workers, `bucket${b.index}`);
+      return holdLink();
     }
     for (const name of b.params) {
       if (r.comm === 'gloo') {
@@ -374,8 +381,7 @@ export class TrainingStep {
       const { kernel, replicas } = this.reduceKernels.get(name)!;
       kernel.enqueue(stream, [this.grads.get(name)!, replicas]);
     }
-    this.linkKernels[b.index]?.enqueue(stream, []);
-    return undefined;
+    return holdLink();
   }
 
   /** With > 0, each iteration is enqueued behind a gate of this many ms (see iteration()). */
@@ -615,7 +621,8 @@ export class TrainingStep {
     const native = this.native;
     const comm: Stream | undefined = arrangement === undefined ? this.commStream
       : arrangement === 'overlapped' ? (this.commStream ?? (this.probeCommStream ??= this.newStream('comm'))) : undefined;
-    const pool = (this.pool ??= new Pool(this.stream, native, this.device));
+    // fp32: the CPU addon allocates in stream order, the CUDA one on the stream's GPU.
+    const pool = (this.pool ??= new Pool(this.stream, (length, bf16) => (bf16 ? this.buffer(length, true) : new native.Buffer(length, this.stream))));
     const events = this.events;
     events.rewind();
     const stream = this.stream;

@@ -11,12 +11,9 @@ import type { Buffer, KernelRecord, WaitRecord } from '../../binding';
 import type { ResNetGraph } from '../model/graph';
 import type { Plan } from '../plan/plan';
 import { GRAPH_WITH_GPUS, type LocalNcclGroup } from '../comm/local-nccl';
-import { TrainingStep, type IterationResult, type OptimizerOptions, type ReductionOptions, type StepLayout } from './executor';
+import { isReplicaStream, TrainingStep, type IterationResult, type OptimizerOptions, type ReductionOptions, type StepLayout } from './executor';
 import { UsageError } from '../errors';
 
-/** Streams of replicas on GPUs other than 0 carry the GPU in their name ("compute@gpu1"). */
-const isFirstReplicas = (streamName: string) => !streamName.includes('@gpu');
-const isReplicas = (device: number) => (streamName: string) => (device === 0 ? isFirstReplicas(streamName) : streamName.endsWith(`@gpu${device}`));
 
 export class ReplicatedStep {
   readonly replicas: TrainingStep[];
@@ -69,14 +66,14 @@ export class ReplicatedStep {
 
   /** Replica 0's kernels: the timeline reported. */
   firstReplicaRecords(records: KernelRecord[]): KernelRecord[] {
-    return records.filter((k) => isFirstReplicas(k.streamName));
+    return records.filter((k) => isReplicaStream(k.streamName, 0));
   }
   /** The other replicas' kernels of the last iteration, with their marks (for a trace and report per GPU). */
   otherReplicas(records: KernelRecord[]): { device: number; records: KernelRecord[]; marks: IterationResult }[] {
-    return this.group.devices.slice(1).map((device, i) => ({ device, records: records.filter((k) => isReplicas(device)(k.streamName)), marks: this.lastResults[i + 1] }));
+    return this.group.devices.slice(1).map((device, i) => ({ device, records: records.filter((k) => isReplicaStream(k.streamName, device)), marks: this.lastResults[i + 1] }));
   }
   firstReplicaWaits(waits: WaitRecord[]): WaitRecord[] {
-    return waits.filter((w) => isFirstReplicas(w.streamName));
+    return waits.filter((w) => isReplicaStream(w.streamName, 0));
   }
 
   resolvedPlan(): Plan {
