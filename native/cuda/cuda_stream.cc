@@ -66,6 +66,33 @@ void destroyUnlessGraphs(cudaEvent_t start, cudaEvent_t end, const std::shared_p
   cudaEventDestroy(end);
 }
 
+// The two timing events of one record: destroyed on the way out unless
+// release()d to the record that owns them from then on.
+struct TimingEvents {
+  cudaEvent_t start = nullptr, end = nullptr;
+  explicit TimingEvents(const std::string& context) {
+    checkCuda(cudaEventCreate(&start), "cudaEventCreate", context);
+    const cudaError_t status = cudaEventCreate(&end);
+    if (status != cudaSuccess) {  // no destructor runs for a throwing constructor
+      cudaEventDestroy(start);
+      checkCuda(status, "cudaEventCreate", context);
+    }
+  }
+  TimingEvents(TimingEvents&& o) noexcept : start(o.start), end(o.end) { o.start = o.end = nullptr; }
+  TimingEvents(const TimingEvents&) = delete;
+  ~TimingEvents() {
+    if (start) cudaEventDestroy(start);
+    if (end) cudaEventDestroy(end);
+  }
+  void release() { start = end = nullptr; }
+};
+
+// An NVTX range open for the scope (also when the body throws).
+struct NvtxScope {
+  explicit NvtxScope(const std::string& name) { nvtxRangePushA(name.c_str()); }
+  ~NvtxScope() { nvtxRangePop(); }
+};
+
 std::vector<PendingWait>& pendingWaits() {
   static auto* waits = new std::vector<PendingWait>();  // never destroyed, as pending()
   return *waits;
@@ -179,68 +206,44 @@ void CudaStream::timed(const KernelInfo& info, const std::function<void()>& body
   useDevice(device_);  // the events below, the body's launches and library handles are this GPU's
   const std::string context = info.layer + " " + info.pass + " " + info.variant;
   const bool captured = capturing();
-  cudaEvent_t start = nullptr, end = nullptr;
-  checkCuda(cudaEventCreate(&start), "cudaEventCreate", context);
-  checkCuda(cudaEventCreate(&end), "cudaEventCreate", context);
-  nvtxRangePushA((info.layer.empty() ? info.op + " " + info.pass + " " + info.variant : context).c_str());
-  try {
-    checkCuda(recordTiming(start, stream_, captured), "cudaEventRecord", context);
+  TimingEvents events(context);
+  {
+    NvtxScope range(info.layer.empty() ? info.op + " " + info.pass + " " + info.variant : context);
+    checkCuda(recordTiming(events.start, stream_, captured), "cudaEventRecord", context);
     body();
     checkCuda(cudaGetLastError(), "kernel launch", context);
-    checkCuda(recordTiming(end, stream_, captured), "cudaEventRecord", context);
-  } catch (...) {
-    nvtxRangePop();
-    cudaEventDestroy(start);
-    cudaEventDestroy(end);
-    throw;
+    checkCuda(recordTiming(events.end, stream_, captured), "cudaEventRecord", context);
   }
-  nvtxRangePop();
   std::lock_guard<std::mutex> lock(timelineMutex);
-  (captured ? capturedRecords : pending()).push_back({info, id_, name_, anchor_, start, end, nullptr});
+  (captured ? capturedRecords : pending()).push_back({info, id_, name_, anchor_, events.start, events.end, nullptr});
+  events.release();
 }
 
 void timedTogether(const std::vector<std::pair<CudaStream*, KernelInfo>>& streams, const std::function<void()>& body) {
-  struct Bracket {
-    CudaStream* stream;
-    const KernelInfo* info;
-    cudaEvent_t start = nullptr, end = nullptr;
-  };
-  std::vector<Bracket> brackets;
-  auto destroyAll = [&] {
-    for (Bracket& b : brackets) {
-      if (b.start) cudaEventDestroy(b.start);
-      if (b.end) cudaEventDestroy(b.end);
-    }
-  };
-  try {
-    for (const auto& [stream, info] : streams) {
-      if (stream->capturing()) throw Error("ERR_UNSUPPORTED", stream->name() + ": a launch across several streams at once cannot be captured into a graph");
-      brackets.push_back({stream, &info});
-      Bracket& b = brackets.back();
-      const std::string context = info.layer + " " + info.pass + " " + info.variant + " (" + stream->name() + ")";
-      useDevice(stream->device());  // an event belongs to its stream's GPU
-      checkCuda(cudaEventCreate(&b.start), "cudaEventCreate", context);
-      checkCuda(cudaEventCreate(&b.end), "cudaEventCreate", context);
-      checkCuda(cudaEventRecord(b.start, stream->get()), "cudaEventRecord", context);
-    }
-    nvtxRangePushA((streams.empty() ? std::string("group") : streams[0].second.layer + " " + streams[0].second.pass + " " + streams[0].second.variant).c_str());
-    try {
-      body();
-    } catch (...) {
-      nvtxRangePop();
-      throw;
-    }
-    nvtxRangePop();
-    for (Bracket& b : brackets) {
-      useDevice(b.stream->device());
-      checkCuda(cudaEventRecord(b.end, b.stream->get()), "cudaEventRecord", b.stream->name());
-    }
-  } catch (...) {
-    destroyAll();
-    throw;
+  std::vector<TimingEvents> brackets;  // one per stream, in order
+  brackets.reserve(streams.size());
+  for (const auto& [stream, info] : streams) {
+    if (stream->capturing()) throw Error("ERR_UNSUPPORTED", stream->name() + ": a launch across several streams at once cannot be captured into a graph");
+    const std::string context = info.layer + " " + info.pass + " " + info.variant + " (" + stream->name() + ")";
+    useDevice(stream->device());  // an event belongs to its stream's GPU
+    brackets.emplace_back(context);
+    checkCuda(cudaEventRecord(brackets.back().start, stream->get()), "cudaEventRecord", context);
+  }
+  {
+    NvtxScope range(streams.empty() ? std::string("group") : streams[0].second.layer + " " + streams[0].second.pass + " " + streams[0].second.variant);
+    body();
+  }
+  for (size_t i = 0; i < streams.size(); ++i) {
+    CudaStream* stream = streams[i].first;
+    useDevice(stream->device());
+    checkCuda(cudaEventRecord(brackets[i].end, stream->get()), "cudaEventRecord", stream->name());
   }
   std::lock_guard<std::mutex> lock(timelineMutex);
-  for (Bracket& b : brackets) pending().push_back({*b.info, b.stream->id(), b.stream->name(), b.stream->anchor(), b.start, b.end, nullptr});
+  for (size_t i = 0; i < streams.size(); ++i) {
+    const auto& [stream, info] = streams[i];
+    pending().push_back({info, stream->id(), stream->name(), stream->anchor(), brackets[i].start, brackets[i].end, nullptr});
+    brackets[i].release();
+  }
 }
 
 void CudaStream::synchronize() {
