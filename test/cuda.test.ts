@@ -43,7 +43,7 @@ const standIn = needsAddon || (process.env.STEPSCOPE_SKIP_STAND_IN ? 'a stand-in
 const CUDNN_FWD = ['implicit-gemm', 'implicit-precomp-gemm', 'gemm', 'direct', 'fft', 'fft-tiling', 'winograd', 'winograd-nonfused'];
 const CUDNN_BWD_DATA = ['algo-0', 'algo-1', 'fft', 'fft-tiling', 'winograd', 'winograd-nonfused'];
 const CUDNN_BWD_FILTER = ['algo-0', 'algo-1', 'fft', 'algo-3', 'winograd-nonfused', 'fft-tiling'];
-const OWN = ['direct', 'im2col-cublas', 'implicit-gemm-tf32', 'implicit-gemm-bf16'];
+const OWN = ['direct', 'im2col-cublas', 'implicit-gemm-tf32', 'implicit-gemm-bf16', 'implicit-gemm-tf32-pipelined'];
 const good = { n: 1, c: 4, h: 8, w: 8, k: 4, r: 3, s: 3, stride: 1, pad: 1 };
 
 test('the CUDA addon, once built, loads', { skip: noNvcc }, () => {
@@ -55,13 +55,20 @@ test('the CUDA addon, once built, loads', { skip: noNvcc }, () => {
 
 test('the kernels\' index arithmetic and cuBLAS operand layouts match a reference on the host (no GPU needed)', { skip: noNvcc }, () => {
   // native/cuda/check/host_check.cc runs cuda/conv_index.h (direct, im2col/col2im + the
-  // exact cuBLAS calls, the implicit GEMM's gathers and scatters) for every pass and shape class.
+  // exact cuBLAS calls, the implicit GEMM's gathers and scatters) and the implicit GEMM's block
+  // schedule (cuda/igemm_tile.h) for every pass and shape class.
   const exe = path.join(ROOT, 'build-cuda', 'stepscope_cuda_host_check');
   const r = spawnSync(exe, { encoding: 'utf8' });
   assert.equal(r.error, undefined, `${exe}: ${r.error?.message}`);
-  const out = JSON.parse(r.stdout) as { worst: number; rows: { shape: string; pass: string; variant: string; maxRelErr: number }[] };
-  assert.equal(out.rows.length, 7 * 3 * 4); // shapes x passes x (direct, im2col-cublas, implicit GEMM, with split-K)
+  const out = JSON.parse(r.stdout) as {
+    worst: number; rows: { shape: string; pass: string; variant: string; maxRelErr: number }[]; mutants: { mutant: string; caught: boolean }[];
+  };
+  // shapes x passes x (direct, im2col-cublas, implicit GEMM and with split-K, then its blocks replayed: plain and pipelined, each with split-K)
+  assert.equal(out.rows.length, 8 * 3 * 8);
   for (const row of out.rows) assert.ok(row.maxRelErr <= 1e-5, `${row.variant} ${row.pass} ${row.shape}: ${row.maxRelErr}`);
+  assert.ok(out.rows.some((row) => row.variant === 'implicit-gemm-pipelined blocks split-K 3'));
+  // The block replay fails a wrong schedule (a thread's gathers dropped, the pipeline's stages shifted).
+  assert.deepEqual(out.mutants.map((m) => m.caught), [true, true]);
   assert.equal(r.status, 0);
 });
 
@@ -622,7 +629,7 @@ test('step --backend cuda --comm nccl across 2 launched ranks (CPU stand-in): th
   const text = cli(['step', '--backend', 'cuda', '--gpus', '2', ...small.filter((a) => a !== '--compare' && a !== '--json')], env);
   assert.equal(text.status, 0, text.stderr);
   assert.match(text.stdout, /training step: cuda backend \(stand-in GPU \(CPU\), 2 GPUs\), fp32/);
-  assert.match(text.stdout, /2 GPUs in this process \(--gpus\): the figures are GPU 0's; each GPU's span per iteration \(median\): GPU 0 [\d.]+ ms, GPU 1 [\d.]+ ms/);
+  assert.match(text.stdout, /2 GPUs in this process \(--gpus\): the figures are GPU 0's; each GPU's iteration span without the data wait, median over the measured iterations: GPU 0 [\d.]+ ms, GPU 1 [\d.]+ ms/);
   const doctor = cli(['doctor', '--trials', '1'], env);
   assert.match(doctor.stdout, /\(device 0 of 2: step --gpus 2 drives them all\)\n\s+GPU 1\s+stand-in GPU \(CPU\)/);
   // Decoded data: one pipeline per replica, replica r reading rank r's share of the dataset.

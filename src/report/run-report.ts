@@ -46,7 +46,7 @@ export function formatRun(run: Run): string {
       `${run.environment.parameters.toLocaleString('en-US')} parameters; ${c.warmup} warm-up + ${c.iterations} measured iterations; ${run.environment.threads} threads`,
     (c.reduction ? `${c.reduction.workers} workers, ${c.reduction.schedule} reduction (--comm ${c.reduction.comm}${c.reduction.link ? `, link ${c.reduction.link.gbps} GB/s` : ''}), ` : '') +
     `conv ${c.plan.ops.conv}, batchnorm ${c.plan.ops.batchnorm}, activations ${run.environment.layout}` + (Object.keys(c.plan.layers).length ? `, ${Object.keys(c.plan.layers).length} layer override(s)` : ''),
-    ...(run.replicas ? [`${run.replicas.devices.length} GPUs in this process (--gpus): the figures are GPU 0's; each GPU's span per iteration (median): ` +
+    ...(run.replicas ? [`${run.replicas.devices.length} GPUs in this process (--gpus): the figures are GPU 0's; each GPU's iteration span without the data wait, median over the measured iterations: ` +
       run.replicas.devices.map((dev, i) => `GPU ${dev} ${run.replicas!.spanMs[i].median.toFixed(1)} ms`).join(', ')] : []),
     ...(d ? [`data: ${d.kind} ${d.dataset} (${d.images} images, ${d.classes} classes), ${d.threads} data thread${d.threads === 1 ? '' : 's'}, prefetch ${d.prefetch}` +
       (d.skipped.length ? `; skipped ${d.skipped.length} bad image(s), e.g. ${d.skipped[0].message}` : '')] : []),
