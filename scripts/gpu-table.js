@@ -29,6 +29,7 @@ const pad = (rows) => {
 };
 
 const out = [];
+const OWN_IGEMM = ['implicit-gemm-tf32', 'implicit-gemm-tf32-pipelined', 'implicit-gemm-bf16'];
 for (const dtype of ['fp32', 'tf32']) {
   const ours = read(`conv-cuda-${dtype}.json`);
   const peer = read(`pytorch-conv-${dtype}.json`);
@@ -69,6 +70,22 @@ for (const dtype of ['fp32', 'tf32']) {
     `; ${failed} row(s) failed the reference check, ${unsupported} unsupported`);
   out.push(pad(rows));
   out.push('');
+  // Issue #5's target: our implicit GEMM at half of cuDNN's best or better on the 3x3 layers (speed ratio = cuDNN ms / ours ms).
+  const own = [['3x3 layer', 'pass', 'best cudnn:*', 'ms', ...OWN_IGEMM.map((v) => `${v} ms`), 'best own tf32 / cudnn speed']];
+  for (const g of [...groups.values()].filter((x) => x.rows[0]?.shape?.r === 3)) {
+    const ok = g.rows.filter((r) => r.status === 'ok');
+    const cudnn = ok.filter((r) => r.variant.startsWith('cudnn:')).reduce((a, r) => (a && a.medianMs <= r.medianMs ? a : r), undefined);
+    const mine = OWN_IGEMM.map((v) => ok.find((r) => r.variant === v));
+    // The ratio takes the tf32 kernels only: the precision of cuDNN's rows in this run.
+    const fastest = mine.filter((r) => r && r.variant !== 'implicit-gemm-bf16').reduce((a, r) => (a && a.medianMs <= r.medianMs ? a : r), undefined);
+    own.push([g.layer + (g.count.size > 1 ? ` (x${g.count.size})` : ''), g.pass, cudnn?.variant ?? '-', fmt(cudnn?.medianMs), ...mine.map((r) => fmt(r?.medianMs)),
+      cudnn && fastest ? fmt(cudnn.medianMs / fastest.medianMs, 2) : '-']);
+  }
+  if (dtype === 'tf32' && own.length > 1) {  // in the fp32 run cuDNN does FMA math, ours tf32
+    out.push(`conv ${dtype}: our implicit GEMM against cuDNN's best on the 3x3 layers (target: speed ratio >= 0.50)`);
+    out.push(pad(own));
+    out.push('');
+  }
 }
 // The GPU's measured peaks (doctor --json): each stepscope step's GFLOP/s as a % of its dtype's peak.
 const doctor = read('doctor.json');

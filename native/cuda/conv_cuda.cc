@@ -48,6 +48,8 @@ std::vector<CudaConvVariantInfo> cudaConvVariants() {
   out.push_back({"im2col-cublas", "our im2col/col2im kernels + cuBLAS GEMM (cublasGemmEx; tf32 with --dtype tf32)", all});
   out.push_back({"implicit-gemm-tf32", "our implicit GEMM on tensor cores (WMMA m16n16k8), tf32 inputs, fp32 accumulation", all});
   out.push_back({"implicit-gemm-bf16", "our implicit GEMM on tensor cores (WMMA m16n16k16), bf16 inputs, fp32 accumulation", all});
+  out.push_back({"implicit-gemm-tf32-pipelined",
+                 "our tf32 implicit GEMM with its gathers pipelined (cp.async into 3 stages, 2 K steps ahead of the WMMA)", all});
   return out;
 }
 
@@ -57,8 +59,9 @@ std::unique_ptr<CudaConvKernel> makeOnCurrentDevice(const ConvShape& shape, Conv
   if (variant.rfind("cudnn:", 0) == 0) return makeCudnnConv(shape, pass, variant, layer, math, nhwc);
   if (variant == "direct") return makeDirectCudaConv(shape, pass, layer);
   if (variant == "im2col-cublas") return makeIm2colCublasConv(shape, pass, layer, math);
-  if (variant == "implicit-gemm-tf32") return makeImplicitGemmConv(shape, pass, layer, false);
-  if (variant == "implicit-gemm-bf16") return makeImplicitGemmConv(shape, pass, layer, true);
+  if (variant == "implicit-gemm-tf32") return makeImplicitGemmConv(shape, pass, layer, ImplicitGemmKind::Tf32);
+  if (variant == "implicit-gemm-bf16") return makeImplicitGemmConv(shape, pass, layer, ImplicitGemmKind::Bf16);
+  if (variant == "implicit-gemm-tf32-pipelined") return makeImplicitGemmConv(shape, pass, layer, ImplicitGemmKind::Tf32Pipelined);
   throw Error("ERR_UNKNOWN_VARIANT", "conv variant '" + variant + "' has no factory");  // a table/factory mismatch
 }
 }  // namespace

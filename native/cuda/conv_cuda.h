@@ -14,6 +14,7 @@
 //   im2col-cublas       our im2col/col2im kernels + cublasSgemm (conv_im2col.cu)
 //   implicit-gemm-tf32  our implicit GEMM on tensor cores, tf32 inputs, fp32 accumulation (conv_igemm.cu)
 //   implicit-gemm-bf16  the same with bf16 inputs
+//   implicit-gemm-tf32-pipelined  the tf32 one with its gathers (cp.async) two K steps ahead of the multiplications
 // Options: dtype "fp32" (cuDNN FMA math, plain cuBLAS) or "tf32" (cuDNN
 // default math, cuBLAS TF32 tensor ops); our own kernels have a fixed precision.
 // layout "nchw" or "nhwc" (x and y NHWC, weights still KCRS): cudnn:* only;
@@ -92,7 +93,9 @@ std::unique_ptr<CudaConvKernel> makeCudnnConv(const ConvShape&, ConvPass, const 
                                               const std::string& layer, ConvMath math, bool nhwc);
 std::unique_ptr<CudaConvKernel> makeDirectCudaConv(const ConvShape&, ConvPass, const std::string& layer);
 std::unique_ptr<CudaConvKernel> makeIm2colCublasConv(const ConvShape&, ConvPass, const std::string& layer, ConvMath math);
-std::unique_ptr<CudaConvKernel> makeImplicitGemmConv(const ConvShape&, ConvPass, const std::string& layer, bool bf16);
+// Our implicit GEMM's kernels (conv_igemm.cu).
+enum class ImplicitGemmKind { Tf32, Bf16, Tf32Pipelined };
+std::unique_ptr<CudaConvKernel> makeImplicitGemmConv(const ConvShape&, ConvPass, const std::string& layer, ImplicitGemmKind kind);
 
 // cuDNN algorithm names of a pass, in cuDNN's enum order (conv_cudnn.cc).
 std::vector<std::string> cudnnAlgorithmNames(ConvPass pass);

@@ -1,16 +1,20 @@
-// Variants `implicit-gemm-tf32` and `implicit-gemm-bf16`: our implicit GEMM
-// on tensor cores. Each pass is a GEMM C[M][N] = sum_k A[m][k] B[k][n] whose
-// operands are gathered from the tensors as the tiles are loaded (no im2col
-// matrix in memory):
+// Variants `implicit-gemm-tf32`, `implicit-gemm-bf16` and
+// `implicit-gemm-tf32-pipelined`: our implicit GEMM on tensor cores. Each
+// pass is a GEMM C[M][N] = sum_k A[m][k] B[k][n] whose operands are gathered
+// from the tensors as the tiles are loaded (no im2col matrix in memory):
 //   fwd:        M = N*P*Q, N = K, K = C*R*S   A = x gathered, B = w^T,   C -> y
 //   bwd-data:   M = N*H*W, N = C, K = K*R*S   A = dy gathered, B = w,    C -> dx
 //   bwd-filter: M = K,     N = C*R*S, K = N*P*Q   A = dy, B = x gathered, C -> dw
-// A 64x64 block tile, 4 warps of 32x32, K steps of 16 through shared memory,
-// split-K (atomicAdd into a zeroed output) when the tiles cannot fill the GPU;
+// A 64x64 block tile, 4 warps of 32x32, K steps of 16 through shared memory
+// (igemm_tile.h: the block's schedule, replayed by the host check), split-K
+// (atomicAdd into a zeroed output) when the tiles cannot fill the GPU;
 // tensor cores through WMMA (wmma.mma.sync: m16n16k8 tf32, m16n16k16 bf16),
 // fp32 accumulation. Needs sm_80 or newer. Gathers without a division per
-// element (each thread keeps its rows' index parts across the K steps); no
-// double buffering yet (docs/perf-notes.md: the floor and the prediction).
+// element (each thread keeps its rows' index parts across the K steps).
+// The plain kernel gathers a step, multiplies it, and waits (two barriers a
+// step, nothing overlapped); the pipelined one (tf32) gathers with cp.async
+// into three stages, two steps ahead of the multiplications (one barrier a
+// step). docs/perf-notes.md: the floor and the predictions.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <mma.h>
@@ -21,6 +25,7 @@
 #include "cuda/conv_index.h"
 #include "cuda/cuda_error.h"
 #include "cuda/device.h"
+#include "cuda/igemm_tile.h"
 
 namespace stepscope {
 
@@ -29,8 +34,7 @@ namespace {
 using namespace nvcuda;
 
 using namespace cudaconv;
-
-constexpr int kTile = 64, kStep = 16, kThreads = 128;
+using namespace cudaconv::igemm;
 
 template <typename T>
 struct Precision;
@@ -47,78 +51,140 @@ struct Precision<__nv_bfloat16> {
   __device__ static __nv_bfloat16 convert(float v) { return __float2bfloat16(v); }
 };
 
+// One K step of a warp's 32x32: As (kTile x kStep, row length LDA) times Bs
+// (kStep x kTile, row length LDB) into its 2x2 fragments.
+template <typename T>
+__device__ void multiplyStep(const T* As, const T* Bs, wmma::fragment<wmma::accumulator, kFragment, kFragment, Precision<T>::kMmaK, float> (&acc)[2][2]) {
+  using P = Precision<T>;
+  constexpr int LDA = ldA(P::kPad), LDB = ldB(P::kPad);
+  const int warp = threadIdx.x / 32;
+  for (int kk = 0; kk < kStep; kk += P::kMmaK) {
+    wmma::fragment<wmma::matrix_a, kFragment, kFragment, P::kMmaK, typename P::Elem, wmma::row_major> a[2];
+    wmma::fragment<wmma::matrix_b, kFragment, kFragment, P::kMmaK, typename P::Elem, wmma::row_major> b[2];
+    for (int i = 0; i < 2; ++i) {
+      wmma::load_matrix_sync(a[i], As + (warpRow(warp) + i * kFragment) * LDA + kk, LDA);
+      wmma::load_matrix_sync(b[i], Bs + kk * LDB + warpCol(warp) + i * kFragment, LDB);
+      if constexpr (P::kMmaK == 8) {  // round fp32 to tf32 in the fragments
+        for (int t = 0; t < a[i].num_elements; ++t) a[i].x[t] = wmma::__float_to_tf32(a[i].x[t]);
+        for (int t = 0; t < b[i].num_elements; ++t) b[i].x[t] = wmma::__float_to_tf32(b[i].x[t]);
+      }
+    }
+    for (int i = 0; i < 2; ++i)
+      for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], a[i], b[j], acc[i][j]);
+  }
+}
+
+// The block's tile through shared memory (Cs, kTile x kLdC) into the output:
+// stored, or added for a split-K's partial sums.
+template <typename Problem, int MmaK>
+__device__ void storeTile(const Problem& prob, int m0, int n0, float* Cs,
+                          wmma::fragment<wmma::accumulator, kFragment, kFragment, MmaK, float> (&acc)[2][2]) {
+  const int warp = threadIdx.x / 32, M = prob.M(), N = prob.N();
+  for (int i = 0; i < 2; ++i)
+    for (int j = 0; j < 2; ++j)
+      wmma::store_matrix_sync(Cs + (warpRow(warp) + i * kFragment) * kLdC + warpCol(warp) + j * kFragment, acc[i][j], kLdC,
+                              wmma::mem_row_major);
+  __syncthreads();
+  for (int e = threadIdx.x; e < kTile * kTile; e += kThreads) {
+    const int i = epilogueRow(e), j = epilogueCol(e);
+    const int m = m0 + i, n = n0 + j;
+    if (m >= M || n >= N) continue;
+    float* o = prob.out() + prob.outIndex(m, n);
+    if (gridDim.z > 1) atomicAdd(o, Cs[i * kLdC + j]);  // partial sums of a split-K
+    else *o = Cs[i * kLdC + j];
+  }
+}
+
+// Both kernels ask for 4 blocks per SM (at most 128 registers a thread):
+// left alone, ptxas gave the tf32 forward kernel 158 (3 blocks), no spills either way.
 template <typename T, typename Problem>
-__global__ void __launch_bounds__(kThreads) implicitGemm(Problem prob) {
+__global__ void __launch_bounds__(kThreads, 4) implicitGemm(Problem prob) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();  // tensor-core tf32/bf16 needs sm_80+; the host checks first
 #else
   using P = Precision<T>;
-  constexpr int LDA = kStep + P::kPad, LDB = kTile + P::kPad, LDC = kTile + 4;
+  constexpr int LDA = ldA(P::kPad), LDB = ldB(P::kPad);
   __shared__ __align__(128) T As[kTile * LDA];
   __shared__ __align__(128) T Bs[kStep * LDB];
-  __shared__ __align__(128) float Cs[kTile * LDC];
-  const int M = prob.M(), N = prob.N(), K = prob.K();
+  __shared__ __align__(128) float Cs[kTile * kLdC];
   const int m0 = blockIdx.x * kTile, n0 = blockIdx.y * kTile;
   int kBegin, kEnd;  // this block's share of the reduction (split-K along z)
-  splitRange(K, gridDim.z, kStep, blockIdx.z, &kBegin, &kEnd);
-  const int warp = threadIdx.x / 32, wm = warp / 2, wn = warp % 2;
+  splitRange(prob.K(), gridDim.z, kStep, blockIdx.z, &kBegin, &kEnd);
 
-  wmma::fragment<wmma::accumulator, 16, 16, P::kMmaK, float> acc[2][2];
+  wmma::fragment<wmma::accumulator, kFragment, kFragment, P::kMmaK, float> acc[2][2];
   for (int i = 0; i < 2; ++i)
     for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.f);
 
-  // Each thread gathers column j of the A tile and row j of the B tile, at
-  // rows (columns) first + kRowsPerPass * t: their index parts are
-  // decomposed once here, kk's once per step (conv_index.h).
-  constexpr int kRowsPerPass = kThreads / kStep, kLoads = kTile / kRowsPerPass;
-  const int j = threadIdx.x % kStep, first = threadIdx.x / kStep;
-  typename Problem::Row rows[kLoads];
-  typename Problem::Col cols[kLoads];
-  for (int t = 0; t < kLoads; ++t) {
-    rows[t] = prob.row(m0 + first + kRowsPerPass * t);
-    cols[t] = prob.col(n0 + first + kRowsPerPass * t);
-  }
-
+  ThreadGather<Problem> g;
+  beginGather(prob, m0, n0, threadIdx.x, g);
   for (int k0 = kBegin; k0 < kEnd; k0 += kStep) {
-    // Gather the A tile (64 x 16) and the B tile (16 x 64); zeros outside the problem.
-    const int kk = k0 + j;
-    const bool kIn = kk < kEnd;
-    const auto ka = prob.kA(kk);
-    const auto kb = prob.kB(kk);
-    for (int t = 0; t < kLoads; ++t) {
-      const int i = first + kRowsPerPass * t;
-      As[i * LDA + j] = P::convert(kIn ? prob.a(rows[t], ka) : 0.f);
-      Bs[j * LDB + i] = P::convert(kIn ? prob.b(kb, cols[t]) : 0.f);
-    }
+    gatherStep(prob, g, k0, kEnd, threadIdx.x, LDA, LDB, [&](int aSlot, const float* a, int bSlot, const float* b) {
+      As[aSlot] = P::convert(a ? *a : 0.f);
+      Bs[bSlot] = P::convert(b ? *b : 0.f);
+    });
     __syncthreads();
-    for (int kk = 0; kk < kStep; kk += P::kMmaK) {
-      wmma::fragment<wmma::matrix_a, 16, 16, P::kMmaK, typename P::Elem, wmma::row_major> a[2];
-      wmma::fragment<wmma::matrix_b, 16, 16, P::kMmaK, typename P::Elem, wmma::row_major> b[2];
-      for (int i = 0; i < 2; ++i) {
-        wmma::load_matrix_sync(a[i], As + (wm * 32 + i * 16) * LDA + kk, LDA);
-        wmma::load_matrix_sync(b[i], Bs + kk * LDB + wn * 32 + i * 16, LDB);
-        if constexpr (P::kMmaK == 8) {  // round fp32 to tf32 in the fragments
-          for (int t = 0; t < a[i].num_elements; ++t) a[i].x[t] = wmma::__float_to_tf32(a[i].x[t]);
-          for (int t = 0; t < b[i].num_elements; ++t) b[i].x[t] = wmma::__float_to_tf32(b[i].x[t]);
-        }
-      }
-      for (int i = 0; i < 2; ++i)
-        for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], a[i], b[j], acc[i][j]);
-    }
+    multiplyStep<T>(As, Bs, acc);
     __syncthreads();
   }
+  storeTile(prob, m0, n0, Cs, acc);
+#endif
+}
+
+// A 4-byte asynchronous copy global -> shared; zero-fills instead where
+// source is nullptr (`fallback` is only a valid address to name: 0 bytes are read).
+__device__ __forceinline__ void copyOrZero(float* shared, const float* source, const float* fallback) {
+  const unsigned dst = unsigned(__cvta_generic_to_shared(shared));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(source ? source : fallback), "r"(source ? 4 : 0)
+               : "memory");
+}
+__device__ __forceinline__ void closeCopyGroup() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int Pending>
+__device__ __forceinline__ void waitCopyGroups() { asm volatile("cp.async.wait_group %0;\n" ::"n"(Pending) : "memory"); }
+
+// The pipelined tf32 kernel: the same tiles, gathered by cp.async kStages - 1
+// steps ahead of the multiplications (igemm_tile.h: pipelinedSteps).
+template <typename Problem>
+__global__ void __launch_bounds__(kThreads, 4) implicitGemmPipelined(Problem prob) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  __trap();  // cp.async and tensor-core tf32 need sm_80+; the host checks first
+#else
+  using P = Precision<float>;
+  constexpr int LDA = ldA(P::kPad), LDB = ldB(P::kPad);
+  // 3 stages of A and B (28 KB) and the epilogue's tile (17 KB): under the 48 KB of static shared memory.
+  __shared__ __align__(128) float As[kStages][kTile * LDA];
+  __shared__ __align__(128) float Bs[kStages][kStep * LDB];
+  __shared__ __align__(128) float Cs[kTile * kLdC];
+  const int m0 = blockIdx.x * kTile, n0 = blockIdx.y * kTile;
+  int kBegin, kEnd;
+  splitRange(prob.K(), gridDim.z, kStep, blockIdx.z, &kBegin, &kEnd);
+  const float* fallback = prob.out();  // any global address
+
+  wmma::fragment<wmma::accumulator, kFragment, kFragment, P::kMmaK, float> acc[2][2];
   for (int i = 0; i < 2; ++i)
-    for (int j = 0; j < 2; ++j)
-      wmma::store_matrix_sync(Cs + (wm * 32 + i * 16) * LDC + wn * 32 + j * 16, acc[i][j], LDC, wmma::mem_row_major);
-  __syncthreads();
-  for (int e = threadIdx.x; e < kTile * kTile; e += kThreads) {
-    const int i = e % kTile, j = e / kTile;  // consecutive threads, consecutive m (contiguous in NCHW outputs)
-    const int m = m0 + i, n = n0 + j;
-    if (m >= M || n >= N) continue;
-    float* o = prob.out() + prob.outIndex(m, n);
-    if (gridDim.z > 1) atomicAdd(o, Cs[i * LDC + j]);  // partial sums of a split-K
-    else *o = Cs[i * LDC + j];
-  }
+    for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.f);
+
+  ThreadGather<Problem> g;
+  beginGather(prob, m0, n0, threadIdx.x, g);
+  const int steps = stepsIn(kBegin, kEnd);
+  pipelinedSteps(
+      steps,
+      [&](int s) {
+        if (s < steps) {
+          float* a = As[stageOf(s)];
+          float* b = Bs[stageOf(s)];
+          gatherStep(prob, g, kBegin + s * kStep, kEnd, threadIdx.x, LDA, LDB, [&](int aSlot, const float* aSrc, int bSlot, const float* bSrc) {
+            copyOrZero(a + aSlot, aSrc, fallback);
+            copyOrZero(b + bSlot, bSrc, fallback);
+          });
+        }
+        closeCopyGroup();  // empty groups past the end keep the count
+      },
+      [&] {
+        waitCopyGroups<kStages - 2>();
+        __syncthreads();
+      },
+      [&](int s) { multiplyStep<float>(As[stageOf(s)], Bs[stageOf(s)], acc); });
+  storeTile(prob, m0, n0, Cs, acc);
 #endif
 }
 
@@ -132,18 +198,32 @@ int splitsFor(int M, int N, int K, int smCount) {
   return int(std::max(1LL, std::min({want, most, 65535LL})));
 }
 
-template <typename T, typename Problem>
-void launchGemm(const Problem& prob, int M, int N, int splits, cudaStream_t stream, const std::string& ctx) {
+const char* variantName(ImplicitGemmKind kind) {
+  switch (kind) {
+    case ImplicitGemmKind::Tf32: return "implicit-gemm-tf32";
+    case ImplicitGemmKind::Bf16: return "implicit-gemm-bf16";
+    case ImplicitGemmKind::Tf32Pipelined: return "implicit-gemm-tf32-pipelined";
+  }
+  return "implicit-gemm";
+}
+
+template <typename Problem>
+void launchGemm(ImplicitGemmKind kind, const Problem& prob, int M, int N, int splits, cudaStream_t stream, const std::string& ctx) {
   const unsigned gx = unsigned((M + kTile - 1) / kTile), gy = unsigned((N + kTile - 1) / kTile);
   if (gy > 65535) throw CudaError("ERR_UNSUPPORTED", ctx + ": N = " + std::to_string(N) + " needs more than 65535 block rows", "grid too large", "");
-  implicitGemm<T, Problem><<<dim3(gx, gy, unsigned(splits)), kThreads, 0, stream>>>(prob);
+  const dim3 grid(gx, gy, unsigned(splits));
+  switch (kind) {
+    case ImplicitGemmKind::Tf32: implicitGemm<float, Problem><<<grid, kThreads, 0, stream>>>(prob); break;
+    case ImplicitGemmKind::Bf16: implicitGemm<__nv_bfloat16, Problem><<<grid, kThreads, 0, stream>>>(prob); break;
+    case ImplicitGemmKind::Tf32Pipelined: implicitGemmPipelined<Problem><<<grid, kThreads, 0, stream>>>(prob); break;
+  }
   checkCuda(cudaGetLastError(), "implicit GEMM launch", ctx);
 }
 
 class ImplicitGemmConv : public CudaConvKernel {
  public:
-  ImplicitGemmConv(const ConvShape& shape, ConvPass pass, const std::string& layer, bool bf16)
-      : CudaConvKernel(shape, pass, bf16 ? "implicit-gemm-bf16" : "implicit-gemm-tf32", layer), bf16_(bf16) {
+  ImplicitGemmConv(const ConvShape& shape, ConvPass pass, const std::string& layer, ImplicitGemmKind kind)
+      : CudaConvKernel(shape, pass, variantName(kind), layer), kind_(kind) {
     const DeviceProperties dev = deviceProperties(currentDevice());  // the GPU it is prepared on
     if (dev.ccMajor < 8) {
       throw CudaError("ERR_UNSUPPORTED", context() + ": tensor-core tf32/bf16 needs compute capability 8.0 or newer, the GPU has " +
@@ -161,44 +241,42 @@ class ImplicitGemmConv : public CudaConvKernel {
     const Dims d{sh.n, sh.c, sh.h, sh.w, sh.k, sh.r, sh.s, sh.stride, sh.pad, sh.p(), sh.q()};
     const std::string ctx = context();
     switch (pass_) {
-      case ConvPass::Forward: {
-        ForwardProblem prob{d, x, w, y};
-        const int M = d.n * d.p * d.q, N = d.k;
-        bf16_ ? launchGemm<__nv_bfloat16>(prob, M, N, 1, stream, ctx) : launchGemm<float>(prob, M, N, 1, stream, ctx);
+      case ConvPass::Forward:
+        launchGemm(kind_, ForwardProblem{d, x, w, y}, d.n * d.p * d.q, d.k, 1, stream, ctx);
         break;
-      }
-      case ConvPass::BackwardData: {
-        BackwardDataProblem prob{d, x, w, y};
-        const int M = d.n * d.h * d.w, N = d.c;
-        bf16_ ? launchGemm<__nv_bfloat16>(prob, M, N, 1, stream, ctx) : launchGemm<float>(prob, M, N, 1, stream, ctx);
+      case ConvPass::BackwardData:
+        launchGemm(kind_, BackwardDataProblem{d, x, w, y}, d.n * d.h * d.w, d.c, 1, stream, ctx);
         break;
-      }
       case ConvPass::BackwardFilter: {
-        BackwardFilterProblem prob{d, x, w, y};
         const int M = d.k, N = d.c * d.r * d.s;
         const int splits = splitsFor(M, N, d.n * d.p * d.q, smCount_);
         if (splits > 1) checkCuda(cudaMemsetAsync(w, 0, size_t(sh.wSize()) * sizeof(float), stream), "cudaMemsetAsync", ctx);
-        bf16_ ? launchGemm<__nv_bfloat16>(prob, M, N, splits, stream, ctx) : launchGemm<float>(prob, M, N, splits, stream, ctx);
+        launchGemm(kind_, BackwardFilterProblem{d, x, w, y}, M, N, splits, stream, ctx);
         break;
       }
     }
   }
 
   std::string implementation() const override {
-    return std::string("implicit GEMM, WMMA ") + (bf16_ ? "m16n16k16 bf16" : "m16n16k8 tf32") + ", 64x64 tiles, fp32 accumulation";
+    switch (kind_) {
+      case ImplicitGemmKind::Bf16: return "implicit GEMM, WMMA m16n16k16 bf16, 64x64 tiles, fp32 accumulation";
+      case ImplicitGemmKind::Tf32Pipelined:
+        return "implicit GEMM, WMMA m16n16k8 tf32, 64x64 tiles, cp.async gathers in 3 stages, fp32 accumulation";
+      default: return "implicit GEMM, WMMA m16n16k8 tf32, 64x64 tiles, fp32 accumulation";
+    }
   }
-  std::string precision() const override { return bf16_ ? "bf16" : "tf32"; }
+  std::string precision() const override { return kind_ == ImplicitGemmKind::Bf16 ? "bf16" : "tf32"; }
 
  private:
-  bool bf16_;
+  ImplicitGemmKind kind_;
   int smCount_ = 0;  // of the GPU it is prepared on (the split-K aims at filling it)
 };
 
 }  // namespace
 
 std::unique_ptr<CudaConvKernel> makeImplicitGemmConv(const ConvShape& shape, ConvPass pass, const std::string& layer,
-                                                     bool bf16) {
-  return std::make_unique<ImplicitGemmConv>(shape, pass, layer, bf16);
+                                                     ImplicitGemmKind kind) {
+  return std::make_unique<ImplicitGemmConv>(shape, pass, layer, kind);
 }
 
 }  // namespace stepscope

@@ -140,10 +140,24 @@ SS_HD inline void splitRange(int K, int splits, int step, int z, int* begin, int
 // The gathers are split in two, so that no division runs per element: what
 // depends on the row m (or the column n) alone is decomposed once per thread
 // (a thread keeps its rows and columns across the K steps: row(m), col(n)),
-// what depends on kk once per K step (kA(kk), kB(kk)); a(row, kA) and
-// b(kB, col) then only add and compare. row() and col() say whether m < M
-// (n < N); the kernel checks kk against its split's end. Offsets are 32-bit
-// (fewer registers: the kernel refuses tensors of 2^31 elements or more).
+// what depends on kk once per K step (kA(kk), kB(kk)); aAt(row, kA) and
+// bAt(kB, col) then only add and compare, and give the element's address,
+// or nullptr where the operand is zero (padding, outside the problem: the
+// pipelined kernel's copies zero-fill there). row() and col() say whether
+// m < M (n < N); the kernel checks kk against its split's end. Offsets are
+// 32-bit (fewer registers: the kernel refuses tensors of 2^31 elements or more).
+
+// The operands' values (zeros where there is no element).
+template <typename Problem>
+SS_HD inline float gatherA(const Problem& prob, const typename Problem::Row& row, const typename Problem::KA& k) {
+  const float* p = prob.aAt(row, k);
+  return p ? *p : 0.f;
+}
+template <typename Problem>
+SS_HD inline float gatherB(const Problem& prob, const typename Problem::KB& k, const typename Problem::Col& col) {
+  const float* p = prob.bAt(k, col);
+  return p ? *p : 0.f;
+}
 
 struct ForwardProblem {  // M = N*P*Q, N = K, K = C*R*S
   Dims d;
@@ -178,14 +192,14 @@ struct ForwardProblem {  // M = N*P*Q, N = K, K = C*R*S
     const int s = kk % d.s, r = kk / d.s % d.r, c = kk / (d.s * d.r);
     return {c * d.h * d.w, r, s};
   }
-  SS_HD float a(const Row& row, const KA& k) const {
+  SS_HD const float* aAt(const Row& row, const KA& k) const {
     const int h = row.h0 + k.r, ww = row.w0 + k.s;
-    if (!row.valid || h < 0 || h >= d.h || ww < 0 || ww >= d.w) return 0.f;
-    return x[row.base + k.off + h * d.w + ww];
+    if (!row.valid || h < 0 || h >= d.h || ww < 0 || ww >= d.w) return nullptr;
+    return x + (row.base + k.off + h * d.w + ww);  // summed in 32 bits, one 64-bit add
   }
   SS_HD Col col(int n) const { return {n * K(), n < N()}; }
   SS_HD KB kB(int kk) const { return {kk}; }
-  SS_HD float b(const KB& k, const Col& c) const { return c.valid ? w[c.base + k.kk] : 0.f; }
+  SS_HD const float* bAt(const KB& k, const Col& c) const { return c.valid ? w + (c.base + k.kk) : nullptr; }
   SS_HD float* out() const { return y; }
   SS_HD long long outIndex(int m, int col) const {
     const int pq = d.p * d.q;
@@ -226,23 +240,23 @@ struct BackwardDataProblem {  // M = N*H*W, N = C, K = K*R*S
     const int s = kk % d.s, r = kk / d.s % d.r, k = kk / (d.s * d.r);
     return {k * d.p * d.q, r, s};
   }
-  SS_HD float a(const Row& row, const KA& k) const {
+  SS_HD const float* aAt(const Row& row, const KA& k) const {
     int ph = row.h + d.pad - k.r, qw = row.w + d.pad - k.s;  // = p * stride, q * stride
-    if (!row.valid || ph < 0 || qw < 0) return 0.f;
+    if (!row.valid || ph < 0 || qw < 0) return nullptr;
     if (d.stride != 1) {
-      if (ph % d.stride || qw % d.stride) return 0.f;
+      if (ph % d.stride || qw % d.stride) return nullptr;
       ph /= d.stride;
       qw /= d.stride;
     }
-    if (ph >= d.p || qw >= d.q) return 0.f;
-    return dy[row.base + k.off + ph * d.q + qw];
+    if (ph >= d.p || qw >= d.q) return nullptr;
+    return dy + (row.base + k.off + ph * d.q + qw);
   }
   SS_HD Col col(int n) const { return {n * d.r * d.s, n < N()}; }
   SS_HD KB kB(int kk) const {
     const int s = kk % d.s, r = kk / d.s % d.r, k = kk / (d.s * d.r);
     return {k * d.c * d.r * d.s + r * d.s + s};
   }
-  SS_HD float b(const KB& k, const Col& c) const { return c.valid ? w[k.off + c.base] : 0.f; }
+  SS_HD const float* bAt(const KB& k, const Col& c) const { return c.valid ? w + (k.off + c.base) : nullptr; }
   SS_HD float* out() const { return dx; }
   SS_HD long long outIndex(int m, int col) const {
     const int hw = d.h * d.w;
@@ -279,7 +293,7 @@ struct BackwardFilterProblem {  // M = K, N = C*R*S, K = N*P*Q
     const int pq = d.p * d.q;
     return {kk / pq * d.k * pq + kk % pq};
   }
-  SS_HD float a(const Row& row, const KA& k) const { return row.valid ? dy[row.base + k.off] : 0.f; }
+  SS_HD const float* aAt(const Row& row, const KA& k) const { return row.valid ? dy + (row.base + k.off) : nullptr; }
   SS_HD Col col(int n) const {
     if (n >= N()) return {0, 0, 0, false};
     const int s = n % d.s, r = n / d.s % d.r, c = n / (d.s * d.r);
@@ -289,10 +303,10 @@ struct BackwardFilterProblem {  // M = K, N = C*R*S, K = N*P*Q
     const int q = kk % d.q, p = kk / d.q % d.p, n = kk / (d.q * d.p);
     return {n * d.c * d.h * d.w, p * d.stride - d.pad, q * d.stride - d.pad};
   }
-  SS_HD float b(const KB& k, const Col& c) const {
+  SS_HD const float* bAt(const KB& k, const Col& c) const {
     const int h = k.h0 + c.r, ww = k.w0 + c.s;
-    if (!c.valid || h < 0 || h >= d.h || ww < 0 || ww >= d.w) return 0.f;
-    return x[k.off + c.base + h * d.w + ww];
+    if (!c.valid || h < 0 || h >= d.h || ww < 0 || ww >= d.w) return nullptr;
+    return x + (k.off + c.base + h * d.w + ww);
   }
   SS_HD float* out() const { return dw; }
   SS_HD long long outIndex(int m, int col) const { return (long long)m * N() + col; }

@@ -2,8 +2,11 @@
 // the host, against a double-precision reference written independently
 // (scatter loops), for every pass on small shapes of each ResNet-50 shape
 // class plus odd ones: direct, im2col + the exact cuBLAS calls of
-// im2col-cublas (emulated column-major GEMMs), and the implicit GEMM's
-// gathers, scatters and split-K ranges (the WMMA tiles themselves need a device).
+// im2col-cublas (emulated column-major GEMMs), the implicit GEMM's gathers,
+// scatters and split-K ranges, and its block schedule (cuda/igemm_tile.h:
+// every thread's gathers into poisoned shared-memory tiles, the stages of the
+// pipelined kernel, each warp's fragments, the epilogue), replayed block by
+// block; the WMMA instructions, copies and barriers themselves need a device.
 // Prints one JSON object; exit 1 if any error exceeds 1e-5. No GPU needed.
 #include <cmath>
 #include <cstdint>
@@ -12,6 +15,7 @@
 #include <vector>
 
 #include "cuda/conv_index.h"
+#include "cuda/igemm_tile.h"
 
 using namespace stepscope::cudaconv;
 
@@ -127,17 +131,93 @@ void runGemmProblem(const Problem& prob, int splits) {
         // The kernel's own split of the gathers: row and column once, kk per step.
         const auto row = prob.row(m);
         const auto col = prob.col(n);
-        for (int k = begin; k < end; ++k) acc += double(prob.a(row, prob.kA(k))) * prob.b(prob.kB(k), col);
+        for (int k = begin; k < end; ++k) acc += double(gatherA(prob, row, prob.kA(k))) * gatherB(prob, prob.kB(k), col);
         float& o = prob.out()[prob.outIndex(m, n)];
         o = splits > 1 ? o + float(acc) : float(acc);
       }
   }
 }
 
+// The kernel's blocks replayed with igemm_tile.h's schedule: each thread's
+// gathers land in shared-memory tiles poisoned with NaN before every step
+// (a slot nobody writes poisons the result), each warp multiplies its
+// fragments from them, the epilogue scatters (adds, with a split-K) each
+// tile element. `pipelined`: three stages filled kStages - 1 steps ahead.
+// A mutant, to show the replay can fail: thread `dropThread`'s gathers
+// skipped, or each step gathered into the stage after its own.
+struct Mutation {
+  int dropThread = -1;
+  int stageShift = 0;
+};
+template <typename Problem>
+void replayBlocks(const Problem& prob, int splits, bool pipelined, Mutation mutation = {}) {
+  using namespace igemm;
+  constexpr int LDA = ldA(4), LDB = ldB(4);  // the tf32 kernels' fp32 tiles
+  for (int m = 0; m < prob.M(); ++m)
+    for (int n = 0; n < prob.N(); ++n) prob.out()[prob.outIndex(m, n)] = splits > 1 ? 0.f : NAN;  // the kernel's memset, or poison
+  const int blocksM = (prob.M() + kTile - 1) / kTile, blocksN = (prob.N() + kTile - 1) / kTile;
+  std::vector<std::vector<float>> As(kStages, std::vector<float>(kTile * LDA)), Bs(kStages, std::vector<float>(kStep * LDB));
+  for (int bz = 0; bz < splits; ++bz)
+    for (int bx = 0; bx < blocksM; ++bx)
+      for (int by = 0; by < blocksN; ++by) {
+        const int m0 = bx * kTile, n0 = by * kTile;
+        int kBegin, kEnd;
+        splitRange(prob.K(), splits, kStep, bz, &kBegin, &kEnd);
+        std::vector<ThreadGather<Problem>> threads(kThreads);
+        for (int tid = 0; tid < kThreads; ++tid) beginGather(prob, m0, n0, tid, threads[tid]);
+        std::vector<double> acc(kTile * kTile, 0.0);  // [row][col] of the tile
+        auto load = [&](int step, int stage) {
+          std::fill(As[stage].begin(), As[stage].end(), NAN);
+          std::fill(Bs[stage].begin(), Bs[stage].end(), NAN);
+          for (int tid = 0; tid < kThreads; ++tid)
+            if (tid != mutation.dropThread)
+              gatherStep(prob, threads[tid], kBegin + step * kStep, kEnd, tid, LDA, LDB, [&](int aSlot, const float* a, int bSlot, const float* b) {
+              As[stage][aSlot] = a ? *a : 0.f;
+              Bs[stage][bSlot] = b ? *b : 0.f;
+            });
+        };
+        auto multiply = [&](int stage) {  // each warp's 2x2 fragments of 16x16, as multiplyStep reads them
+          for (int warp = 0; warp < kThreads / 32; ++warp)
+            for (int fi = 0; fi < 2; ++fi)
+              for (int fj = 0; fj < 2; ++fj)
+                for (int r = 0; r < kFragment; ++r)
+                  for (int c = 0; c < kFragment; ++c) {
+                    const int row = warpRow(warp) + fi * kFragment + r, col = warpCol(warp) + fj * kFragment + c;
+                    for (int kk = 0; kk < kStep; ++kk) acc[row * kTile + col] += double(As[stage][row * LDA + kk]) * Bs[stage][kk * LDB + col];
+                  }
+        };
+        const int steps = stepsIn(kBegin, kEnd);
+        if (pipelined) {
+          pipelinedSteps(
+              steps, [&](int s) { if (s < steps) load(s, stageOf(s + mutation.stageShift)); }, [] {}, [&](int s) { multiply(stageOf(s)); });
+        } else {
+          for (int s = 0; s < steps; ++s) {
+            load(s, 0);
+            multiply(0);
+          }
+        }
+        for (int e = 0; e < kTile * kTile; ++e) {  // the epilogue (every thread's elements)
+          const int i = epilogueRow(e), j = epilogueCol(e), m = m0 + i, n = n0 + j;
+          if (m >= prob.M() || n >= prob.N()) continue;
+          float& o = prob.out()[prob.outIndex(m, n)];
+          o = splits > 1 ? o + float(acc[i * kTile + j]) : float(acc[i * kTile + j]);
+        }
+      }
+}
+
+template <typename Run>
+void onProblem(const Dims& d, int pass, Tensors& t, Run&& run) {
+  if (pass == 0) run(ForwardProblem{d, t.x.data(), t.w.data(), t.y.data()});
+  if (pass == 1) run(BackwardDataProblem{d, t.x.data(), t.w.data(), t.y.data()});
+  if (pass == 2) run(BackwardFilterProblem{d, t.x.data(), t.w.data(), t.y.data()});
+}
+
 void runImplicitGemm(const Dims& d, int pass, Tensors& t, int splits) {
-  if (pass == 0) runGemmProblem(ForwardProblem{d, t.x.data(), t.w.data(), t.y.data()}, splits);
-  if (pass == 1) runGemmProblem(BackwardDataProblem{d, t.x.data(), t.w.data(), t.y.data()}, splits);
-  if (pass == 2) runGemmProblem(BackwardFilterProblem{d, t.x.data(), t.w.data(), t.y.data()}, splits);
+  onProblem(d, pass, t, [&](const auto& prob) { runGemmProblem(prob, splits); });
+}
+
+void replayImplicitGemm(const Dims& d, int pass, Tensors& t, int splits, bool pipelined, Mutation mutation = {}) {
+  onProblem(d, pass, t, [&](const auto& prob) { replayBlocks(prob, splits, pipelined, mutation); });
 }
 
 }  // namespace
@@ -146,9 +226,13 @@ int main() {
   // n, c, h, w, k, r, s, stride, pad: ResNet-50's classes (7x7/2, 1x1/1, 1x1/2, 3x3/1, 3x3/2) and odd sizes.
   const int shapes[][9] = {{2, 3, 19, 19, 8, 7, 7, 2, 3}, {2, 8, 9, 9, 16, 1, 1, 1, 0}, {2, 8, 9, 9, 16, 1, 1, 2, 0},
                            {2, 8, 9, 9, 8, 3, 3, 1, 1},  {2, 8, 10, 10, 8, 3, 3, 2, 1}, {1, 5, 7, 11, 6, 3, 3, 2, 1},
-                           {3, 4, 6, 5, 7, 3, 3, 1, 1}};
+                           {3, 4, 6, 5, 7, 3, 3, 1, 1},
+                           // several blocks each way, 12..40 K steps (more than the stages), a partial last step
+                           {2, 20, 12, 12, 70, 3, 3, 1, 1}};
   const char* passes[] = {"fwd", "bwd-data", "bwd-filter"};
-  const char* variants[] = {"direct", "im2col-cublas", "implicit-gemm", "implicit-gemm split-K 3"};
+  const char* variants[] = {"direct", "im2col-cublas", "implicit-gemm", "implicit-gemm split-K 3", "implicit-gemm blocks",
+                            "implicit-gemm blocks split-K 3", "implicit-gemm-pipelined blocks", "implicit-gemm-pipelined blocks split-K 3"};
+  const int variantCount = int(sizeof variants / sizeof variants[0]);
   double worst = 0;
   std::string rows;
   for (const auto& sh : shapes) {
@@ -159,13 +243,14 @@ int main() {
       Tensors base{randomVector(xLen(d), 1), randomVector(wLen(d), 2), randomVector(yLen(d), 3)};
       std::vector<double> ref;
       reference(d, pass, base, ref);
-      for (int v = 0; v < 4; ++v) {
+      for (int v = 0; v < variantCount; ++v) {
         Tensors t = base;
         std::fill(output(t, pass).begin(), output(t, pass).end(), NAN);
         if (v == 0) runDirect(d, pass, t);
         if (v == 1) runIm2col(d, pass, t);
         if (v == 2) runImplicitGemm(d, pass, t, 1);
         if (v == 3) runImplicitGemm(d, pass, t, 3);
+        if (v >= 4) replayImplicitGemm(d, pass, t, v % 2 ? 3 : 1, v >= 6);
         const double err = relErr(output(t, pass), ref);
         worst = std::fmax(worst, err);
         char row[256];
@@ -176,6 +261,33 @@ int main() {
       }
     }
   }
-  std::printf("{\"worst\":%.3g,\"tolerance\":1e-5,\"rows\":[%s]}\n", std::isfinite(worst) ? worst : 1e300, rows.c_str());
-  return worst <= 1e-5 ? 0 : 1;
+  // The replay must fail a wrong schedule: one thread's gathers dropped, the stages shifted by one.
+  std::string mutants;
+  bool allCaught = true;
+  {
+    const auto& sh = shapes[sizeof shapes / sizeof shapes[0] - 1];
+    Dims d{sh[0], sh[1], sh[2], sh[3], sh[4], sh[5], sh[6], sh[7], sh[8], 0, 0};
+    d.p = outSize(d.h, d.r, d.stride, d.pad);
+    d.q = outSize(d.w, d.s, d.stride, d.pad);
+    const struct {
+      const char* name;
+      bool pipelined;
+      Mutation mutation;
+    } cases[] = {{"thread 37's gathers dropped", false, {37, 0}}, {"stages shifted by one", true, {-1, 1}}};
+    for (const auto& c : cases) {
+      Tensors t{randomVector(xLen(d), 1), randomVector(wLen(d), 2), randomVector(yLen(d), 3)};
+      std::vector<double> ref;
+      reference(d, 0, t, ref);
+      replayImplicitGemm(d, 0, t, 1, c.pipelined, c.mutation);
+      const double err = relErr(t.y, ref);
+      allCaught = allCaught && err > 1e-5;
+      char row[160];
+      std::snprintf(row, sizeof row, "%s{\"mutant\":\"%s\",\"maxRelErr\":%.3g,\"caught\":%s}", mutants.empty() ? "" : ",", c.name,
+                    std::isfinite(err) ? err : 1e300, err > 1e-5 ? "true" : "false");
+      mutants += row;
+    }
+  }
+  std::printf("{\"worst\":%.3g,\"tolerance\":1e-5,\"rows\":[%s],\"mutants\":[%s]}\n", std::isfinite(worst) ? worst : 1e300, rows.c_str(),
+              mutants.c_str());
+  return worst <= 1e-5 && allCaught ? 0 : 1;
 }

@@ -1,0 +1,95 @@
+// The block-level schedule of our implicit GEMM (conv_igemm.cu): which
+// thread gathers which operand element into which shared-memory slot, in
+// which pipeline stage, which warp multiplies which part of the tile, and
+// where each result goes. host_check.cc replays exactly these functions on
+// the host, block by block and thread by thread, against a reference; what
+// it cannot run is the WMMA instructions, the asynchronous copies and the
+// barriers themselves.
+#pragma once
+
+#include "cuda/conv_index.h"
+#include "core/host_device.h"
+
+namespace stepscope {
+namespace cudaconv {
+namespace igemm {
+
+// A 64x64 block tile, K steps of 16, 4 warps of 32x32 (2x2 fragments of 16x16).
+constexpr int kTile = 64, kStep = 16, kThreads = 128, kWarpTile = 32, kFragment = 16;
+constexpr int kRowsPerPass = kThreads / kStep, kLoads = kTile / kRowsPerPass;
+constexpr int kLdC = kTile + 4;  // the epilogue's staging tile, fp32
+// The pipelined variant's stages: gathers run kStages - 1 steps ahead of the multiplications.
+constexpr int kStages = 3;
+
+// Shared-memory row lengths for a padding of `pad` elements (against bank conflicts).
+SS_HD constexpr int ldA(int pad) { return kStep + pad; }
+SS_HD constexpr int ldB(int pad) { return kTile + pad; }
+
+// Thread tid gathers column gatherK(tid) of the A tile and the same row of
+// the B tile, at tile rows (columns) gatherRow(tid, t), t < kLoads.
+SS_HD inline int gatherK(int tid) { return tid % kStep; }
+SS_HD inline int gatherRow(int tid, int t) { return tid / kStep + kRowsPerPass * t; }
+
+// What a thread keeps across the K steps: its rows' and columns' index parts.
+template <typename Problem>
+struct ThreadGather {
+  typename Problem::Row rows[kLoads];
+  typename Problem::Col cols[kLoads];
+};
+
+template <typename Problem>
+SS_HD inline void beginGather(const Problem& prob, int m0, int n0, int tid, ThreadGather<Problem>& g) {
+  for (int t = 0; t < kLoads; ++t) {
+    g.rows[t] = prob.row(m0 + gatherRow(tid, t));
+    g.cols[t] = prob.col(n0 + gatherRow(tid, t));
+  }
+}
+
+// Thread tid's share of the K step at k0 (its split ends at kEnd):
+// store(aSlot, aSource, bSlot, bSource) for each of its kLoads pairs, a
+// source nullptr where the operand is zero.
+template <typename Problem, typename Store>
+SS_HD inline void gatherStep(const Problem& prob, const ThreadGather<Problem>& g, int k0, int kEnd, int tid, int lda, int ldb,
+                             Store&& store) {
+  const int j = gatherK(tid), kk = k0 + j;
+  const bool kIn = kk < kEnd;
+  const auto ka = prob.kA(kk);
+  const auto kb = prob.kB(kk);
+  for (int t = 0; t < kLoads; ++t) {
+    const int i = gatherRow(tid, t);
+    store(i * lda + j, kIn ? prob.aAt(g.rows[t], ka) : nullptr, j * ldb + i, kIn ? prob.bAt(kb, g.cols[t]) : nullptr);
+  }
+}
+
+// Warp w multiplies tile rows warpRow(w).. by columns warpCol(w).., 32 each.
+SS_HD inline int warpRow(int warp) { return warp / 2 * kWarpTile; }
+SS_HD inline int warpCol(int warp) { return warp % 2 * kWarpTile; }
+
+// The epilogue's element e of the tile: consecutive threads take consecutive
+// rows m (contiguous in NCHW outputs).
+SS_HD inline int epilogueRow(int e) { return e % kTile; }
+SS_HD inline int epilogueCol(int e) { return e / kTile; }
+
+SS_HD inline int stepsIn(int kBegin, int kEnd) { return (kEnd - kBegin + kStep - 1) / kStep; }
+
+// The pipelined K loop over `steps` steps. load(s) gathers step s into stage
+// s % kStages when s < steps and closes one copy group either way (so
+// "all but the newest kStages - 2 groups are done" means "step s is");
+// landed() waits for step s's copies and is a barrier for the block (every
+// thread's copies visible, and step s - 1's multiplication finished
+// everywhere, so its stage may be refilled); multiply(s) uses stage s % kStages.
+template <typename Load, typename Landed, typename Multiply>
+SS_HD inline void pipelinedSteps(int steps, Load&& load, Landed&& landed, Multiply&& multiply) {
+  for (int s = 0; s < kStages - 1; ++s) load(s);
+  for (int s = 0; s < steps; ++s) {
+    landed();
+    load(s + kStages - 1);  // into the stage step s - 1 used
+    multiply(s);
+  }
+}
+
+SS_HD inline int stageOf(int step) { return step % kStages; }
+
+}  // namespace igemm
+}  // namespace cudaconv
+}  // namespace stepscope
