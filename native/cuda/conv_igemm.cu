@@ -40,13 +40,13 @@ template <typename T>
 struct Precision;
 template <>
 struct Precision<float> {  // tf32: operands kept as fp32 in shared memory, rounded when loaded
-  static constexpr int kMmaK = 8, kPad = 4;
+  static constexpr int kMmaK = 8, kPad = kPadFp32;
   using Elem = wmma::precision::tf32;
   __device__ static float convert(float v) { return v; }
 };
 template <>
 struct Precision<__nv_bfloat16> {
-  static constexpr int kMmaK = 16, kPad = 8;
+  static constexpr int kMmaK = 16, kPad = kPadBf16;
   using Elem = __nv_bfloat16;
   __device__ static __nv_bfloat16 convert(float v) { return __float2bfloat16(v); }
 };
@@ -62,8 +62,8 @@ __device__ void multiplyStep(const T* As, const T* Bs, wmma::fragment<wmma::accu
     wmma::fragment<wmma::matrix_a, kFragment, kFragment, P::kMmaK, typename P::Elem, wmma::row_major> a[2];
     wmma::fragment<wmma::matrix_b, kFragment, kFragment, P::kMmaK, typename P::Elem, wmma::row_major> b[2];
     for (int i = 0; i < 2; ++i) {
-      wmma::load_matrix_sync(a[i], As + (warpRow(warp) + i * kFragment) * LDA + kk, LDA);
-      wmma::load_matrix_sync(b[i], Bs + kk * LDB + warpCol(warp) + i * kFragment, LDB);
+      wmma::load_matrix_sync(a[i], As + aFragment(warp, i, kk, LDA), LDA);
+      wmma::load_matrix_sync(b[i], Bs + bFragment(warp, i, kk, LDB), LDB);
       if constexpr (P::kMmaK == 8) {  // round fp32 to tf32 in the fragments
         for (int t = 0; t < a[i].num_elements; ++t) a[i].x[t] = wmma::__float_to_tf32(a[i].x[t]);
         for (int t = 0; t < b[i].num_elements; ++t) b[i].x[t] = wmma::__float_to_tf32(b[i].x[t]);
@@ -74,24 +74,23 @@ __device__ void multiplyStep(const T* As, const T* Bs, wmma::fragment<wmma::accu
   }
 }
 
-// The block's tile through shared memory (Cs, kTile x kLdC) into the output:
-// stored, or added for a split-K's partial sums.
+// The block's tile through shared memory (Cs, column-major, kTile x kLdC)
+// into the output: stored, or added for a split-K's partial sums.
 template <typename Problem, int MmaK>
 __device__ void storeTile(const Problem& prob, int m0, int n0, float* Cs,
                           wmma::fragment<wmma::accumulator, kFragment, kFragment, MmaK, float> (&acc)[2][2]) {
   const int warp = threadIdx.x / 32, M = prob.M(), N = prob.N();
   for (int i = 0; i < 2; ++i)
     for (int j = 0; j < 2; ++j)
-      wmma::store_matrix_sync(Cs + (warpRow(warp) + i * kFragment) * kLdC + warpCol(warp) + j * kFragment, acc[i][j], kLdC,
-                              wmma::mem_row_major);
+      wmma::store_matrix_sync(Cs + cFragment(warp, i, j), acc[i][j], kLdC, wmma::mem_col_major);
   __syncthreads();
   for (int e = threadIdx.x; e < kTile * kTile; e += kThreads) {
     const int i = epilogueRow(e), j = epilogueCol(e);
     const int m = m0 + i, n = n0 + j;
     if (m >= M || n >= N) continue;
     float* o = prob.out() + prob.outIndex(m, n);
-    if (gridDim.z > 1) atomicAdd(o, Cs[i * kLdC + j]);  // partial sums of a split-K
-    else *o = Cs[i * kLdC + j];
+    if (gridDim.z > 1) atomicAdd(o, Cs[stagedAt(i, j)]);  // partial sums of a split-K
+    else *o = Cs[stagedAt(i, j)];
   }
 }
 
@@ -117,15 +116,15 @@ __global__ void __launch_bounds__(kThreads, 4) implicitGemm(Problem prob) {
 
   ThreadGather<Problem> g;
   beginGather(prob, m0, n0, threadIdx.x, g);
-  for (int k0 = kBegin; k0 < kEnd; k0 += kStep) {
-    gatherStep(prob, g, k0, kEnd, threadIdx.x, LDA, LDB, [&](int aSlot, const float* a, int bSlot, const float* b) {
-      As[aSlot] = P::convert(a ? *a : 0.f);
-      Bs[bSlot] = P::convert(b ? *b : 0.f);
-    });
-    __syncthreads();
-    multiplyStep<T>(As, Bs, acc);
-    __syncthreads();
-  }
+  plainSteps(
+      stepsIn(kBegin, kEnd),
+      [&](int s) {
+        gatherStep(prob, g, stepStart(kBegin, s), kEnd, threadIdx.x, LDA, LDB, [&](int aSlot, const float* a, int bSlot, const float* b) {
+          As[aSlot] = P::convert(a ? *a : 0.f);
+          Bs[bSlot] = P::convert(b ? *b : 0.f);
+        });
+      },
+      [] { __syncthreads(); }, [&](int) { multiplyStep<T>(As, Bs, acc); });
   storeTile(prob, m0, n0, Cs, acc);
 #endif
 }
@@ -134,8 +133,8 @@ __global__ void __launch_bounds__(kThreads, 4) implicitGemm(Problem prob) {
 // source is nullptr (`fallback` is only a valid address to name: 0 bytes are read).
 __device__ __forceinline__ void copyOrZero(float* shared, const float* source, const float* fallback) {
   const unsigned dst = unsigned(__cvta_generic_to_shared(shared));
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(source ? source : fallback), "r"(source ? 4 : 0)
-               : "memory");
+  const size_t src = __cvta_generic_to_global(source ? source : fallback);
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(source ? 4 : 0) : "memory");
 }
 __device__ __forceinline__ void closeCopyGroup() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 template <int Pending>
@@ -165,21 +164,18 @@ __global__ void __launch_bounds__(kThreads, 4) implicitGemmPipelined(Problem pro
 
   ThreadGather<Problem> g;
   beginGather(prob, m0, n0, threadIdx.x, g);
-  const int steps = stepsIn(kBegin, kEnd);
   pipelinedSteps(
-      steps,
+      stepsIn(kBegin, kEnd),
       [&](int s) {
-        if (s < steps) {
-          float* a = As[stageOf(s)];
-          float* b = Bs[stageOf(s)];
-          gatherStep(prob, g, kBegin + s * kStep, kEnd, threadIdx.x, LDA, LDB, [&](int aSlot, const float* aSrc, int bSlot, const float* bSrc) {
-            copyOrZero(a + aSlot, aSrc, fallback);
-            copyOrZero(b + bSlot, bSrc, fallback);
-          });
-        }
-        closeCopyGroup();  // empty groups past the end keep the count
+        float* a = As[stageOf(s)];
+        float* b = Bs[stageOf(s)];
+        gatherStep(prob, g, stepStart(kBegin, s), kEnd, threadIdx.x, LDA, LDB, [&](int aSlot, const float* aSrc, int bSlot, const float* bSrc) {
+          copyOrZero(a + aSlot, aSrc, fallback);
+          copyOrZero(b + bSlot, bSrc, fallback);
+        });
       },
-      [&] {
+      [] { closeCopyGroup(); },
+      [] {
         waitCopyGroups<kStages - 2>();
         __syncthreads();
       },

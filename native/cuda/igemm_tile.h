@@ -21,7 +21,10 @@ constexpr int kLdC = kTile + 4;  // the epilogue's staging tile, fp32
 // The pipelined variant's stages: gathers run kStages - 1 steps ahead of the multiplications.
 constexpr int kStages = 3;
 
-// Shared-memory row lengths for a padding of `pad` elements (against bank conflicts).
+// Shared-memory row padding (against bank conflicts), in elements: fp32
+// tiles (the tf32 kernels) and bf16 tiles.
+constexpr int kPadFp32 = 4, kPadBf16 = 8;
+// Shared-memory row lengths for a padding of `pad` elements.
 SS_HD constexpr int ldA(int pad) { return kStep + pad; }
 SS_HD constexpr int ldB(int pad) { return kTile + pad; }
 
@@ -65,25 +68,53 @@ SS_HD inline void gatherStep(const Problem& prob, const ThreadGather<Problem>& g
 SS_HD inline int warpRow(int warp) { return warp / 2 * kWarpTile; }
 SS_HD inline int warpCol(int warp) { return warp % 2 * kWarpTile; }
 
-// The epilogue's element e of the tile: consecutive threads take consecutive
-// rows m (contiguous in NCHW outputs).
+// Where a warp's fragments start (WMMA row-major operands: element (r, c)
+// of a fragment at start + r * ld + c): A fragment i at sub-step kk, B
+// fragment j at kk.
+SS_HD inline int aFragment(int warp, int i, int kk, int lda) { return (warpRow(warp) + i * kFragment) * lda + kk; }
+SS_HD inline int bFragment(int warp, int j, int kk, int ldb) { return kk * ldb + warpCol(warp) + j * kFragment; }
+
+// The epilogue stages the block's tile column-major in shared memory
+// (accumulator fragment (i, j) stored mem_col_major at cFragment: element
+// (r, c) at start + c * kLdC + r), so that its reads, consecutive threads on
+// consecutive rows m (contiguous in NCHW outputs), hit consecutive banks.
+SS_HD inline int cFragment(int warp, int i, int j) { return (warpCol(warp) + j * kFragment) * kLdC + warpRow(warp) + i * kFragment; }
+SS_HD inline int stagedAt(int row, int col) { return col * kLdC + row; }
 SS_HD inline int epilogueRow(int e) { return e % kTile; }
 SS_HD inline int epilogueCol(int e) { return e / kTile; }
 
 SS_HD inline int stepsIn(int kBegin, int kEnd) { return (kEnd - kBegin + kStep - 1) / kStep; }
+SS_HD inline int stepStart(int kBegin, int step) { return kBegin + step * kStep; }
 
-// The pipelined K loop over `steps` steps. load(s) gathers step s into stage
-// s % kStages when s < steps and closes one copy group either way (so
-// "all but the newest kStages - 2 groups are done" means "step s is");
-// landed() waits for step s's copies and is a barrier for the block (every
-// thread's copies visible, and step s - 1's multiplication finished
-// everywhere, so its stage may be refilled); multiply(s) uses stage s % kStages.
-template <typename Load, typename Landed, typename Multiply>
-SS_HD inline void pipelinedSteps(int steps, Load&& load, Landed&& landed, Multiply&& multiply) {
-  for (int s = 0; s < kStages - 1; ++s) load(s);
+// The plain K loop: gather a step, a barrier, multiply it, a barrier (the
+// next gather overwrites the one tile).
+template <typename Load, typename Barrier, typename Multiply>
+SS_HD inline void plainSteps(int steps, Load&& load, Barrier&& barrier, Multiply&& multiply) {
+  for (int s = 0; s < steps; ++s) {
+    load(s);
+    barrier();
+    multiply(s);
+    barrier();
+  }
+}
+
+// The pipelined K loop over `steps` steps. load(s) gathers step s into
+// stage s % kStages; closeGroup() ends a group of copies after each load
+// position, also past the last step (empty groups keep the count, so "all
+// but the newest kStages - 2 groups are done" means "step s is"); landed()
+// waits for step s's copies and is a barrier for the block (every thread's
+// copies visible, and step s - 1's multiplication finished everywhere, so
+// its stage may be refilled); multiply(s) reads stage s % kStages.
+template <typename Load, typename CloseGroup, typename Landed, typename Multiply>
+SS_HD inline void pipelinedSteps(int steps, Load&& load, CloseGroup&& closeGroup, Landed&& landed, Multiply&& multiply) {
+  auto issue = [&](int s) {
+    if (s < steps) load(s);
+    closeGroup();
+  };
+  for (int s = 0; s < kStages - 1; ++s) issue(s);
   for (int s = 0; s < steps; ++s) {
     landed();
-    load(s + kStages - 1);  // into the stage step s - 1 used
+    issue(s + kStages - 1);  // into the stage step s - 1 used
     multiply(s);
   }
 }

@@ -141,22 +141,42 @@ void runGemmProblem(const Problem& prob, int splits) {
 // The kernel's blocks replayed with igemm_tile.h's schedule: each thread's
 // gathers land in shared-memory tiles poisoned with NaN before every step
 // (a slot nobody writes poisons the result), each warp multiplies its
-// fragments from them, the epilogue scatters (adds, with a split-K) each
-// tile element. `pipelined`: three stages filled kStages - 1 steps ahead.
+// fragments from where the kernel loads them, the tile is staged as the
+// epilogue stages it and scattered (added, with a split-K). The barriers
+// are replayed as epochs: a stage read before a barrier separates it from
+// its gather, or refilled before a barrier separates it from its last
+// reader, is a race on the device and counted as a hazard here.
+enum class Schedule { Plain, Pipelined, LoadBeforeBarrier };
 // A mutant, to show the replay can fail: thread `dropThread`'s gathers
 // skipped, or each step gathered into the stage after its own.
 struct Mutation {
   int dropThread = -1;
   int stageShift = 0;
 };
-template <typename Problem>
-void replayBlocks(const Problem& prob, int splits, bool pipelined, Mutation mutation = {}) {
+
+// The pipelined loop with its gather moved ahead of the barrier: a race
+// (the refilled stage is the one other warps may still be multiplying).
+template <typename Load, typename CloseGroup, typename Landed, typename Multiply>
+void loadBeforeBarrierSteps(int steps, Load&& load, CloseGroup&&, Landed&& landed, Multiply&& multiply) {
   using namespace igemm;
-  constexpr int LDA = ldA(4), LDB = ldB(4);  // the tf32 kernels' fp32 tiles
+  for (int s = 0; s < kStages - 1 && s < steps; ++s) load(s);
+  for (int s = 0; s < steps; ++s) {
+    if (s + kStages - 1 < steps) load(s + kStages - 1);
+    landed();
+    multiply(s);
+  }
+}
+
+template <typename Problem>
+long long replayBlocks(const Problem& prob, int splits, Schedule schedule, Mutation mutation = {}) {
+  using namespace igemm;
+  constexpr int LDA = ldA(kPadFp32), LDB = ldB(kPadFp32);  // the tf32 kernels' fp32 tiles
   for (int m = 0; m < prob.M(); ++m)
     for (int n = 0; n < prob.N(); ++n) prob.out()[prob.outIndex(m, n)] = splits > 1 ? 0.f : NAN;  // the kernel's memset, or poison
   const int blocksM = (prob.M() + kTile - 1) / kTile, blocksN = (prob.N() + kTile - 1) / kTile;
   std::vector<std::vector<float>> As(kStages, std::vector<float>(kTile * LDA)), Bs(kStages, std::vector<float>(kStep * LDB));
+  std::vector<float> Cs(kTile * kLdC);
+  long long hazards = 0;
   for (int bz = 0; bz < splits; ++bz)
     for (int bx = 0; bx < blocksM; ++bx)
       for (int by = 0; by < blocksN; ++by) {
@@ -165,44 +185,61 @@ void replayBlocks(const Problem& prob, int splits, bool pipelined, Mutation muta
         splitRange(prob.K(), splits, kStep, bz, &kBegin, &kEnd);
         std::vector<ThreadGather<Problem>> threads(kThreads);
         for (int tid = 0; tid < kThreads; ++tid) beginGather(prob, m0, n0, tid, threads[tid]);
-        std::vector<double> acc(kTile * kTile, 0.0);  // [row][col] of the tile
+        std::vector<double> acc(kTile * kTile, 0.0);  // [row][col] of the tile, each warp's fragments
+        int epoch = 0;                                // barriers so far
+        std::vector<int> gatheredAt(kStages, -1), readAt(kStages, -1);
         auto load = [&](int step, int stage) {
+          if (readAt[stage] >= epoch) ++hazards;  // refilled while a warp may still read it
+          gatheredAt[stage] = epoch;
           std::fill(As[stage].begin(), As[stage].end(), NAN);
           std::fill(Bs[stage].begin(), Bs[stage].end(), NAN);
           for (int tid = 0; tid < kThreads; ++tid)
             if (tid != mutation.dropThread)
-              gatherStep(prob, threads[tid], kBegin + step * kStep, kEnd, tid, LDA, LDB, [&](int aSlot, const float* a, int bSlot, const float* b) {
-              As[stage][aSlot] = a ? *a : 0.f;
-              Bs[stage][bSlot] = b ? *b : 0.f;
-            });
+              gatherStep(prob, threads[tid], stepStart(kBegin, step), kEnd, tid, LDA, LDB, [&](int aSlot, const float* a, int bSlot, const float* b) {
+                As[stage][aSlot] = a ? *a : 0.f;
+                Bs[stage][bSlot] = b ? *b : 0.f;
+              });
         };
-        auto multiply = [&](int stage) {  // each warp's 2x2 fragments of 16x16, as multiplyStep reads them
+        auto multiply = [&](int stage) {  // each warp's fragments, as multiplyStep loads them (row-major: (r, c) at r * ld + c)
+          if (gatheredAt[stage] >= epoch) ++hazards;  // read before a barrier made the gather visible
+          readAt[stage] = epoch;
           for (int warp = 0; warp < kThreads / 32; ++warp)
             for (int fi = 0; fi < 2; ++fi)
               for (int fj = 0; fj < 2; ++fj)
-                for (int r = 0; r < kFragment; ++r)
-                  for (int c = 0; c < kFragment; ++c) {
-                    const int row = warpRow(warp) + fi * kFragment + r, col = warpCol(warp) + fj * kFragment + c;
-                    for (int kk = 0; kk < kStep; ++kk) acc[row * kTile + col] += double(As[stage][row * LDA + kk]) * Bs[stage][kk * LDB + col];
-                  }
+                for (int kk = 0; kk < kStep; kk += 8)  // the tf32 MMA's k
+                  for (int r = 0; r < kFragment; ++r)
+                    for (int c = 0; c < kFragment; ++c) {
+                      double sum = 0;
+                      for (int k = 0; k < 8; ++k)
+                        sum += double(As[stage][aFragment(warp, fi, kk, LDA) + r * LDA + k]) * Bs[stage][bFragment(warp, fj, kk, LDB) + k * LDB + c];
+                      acc[(warpRow(warp) + fi * kFragment + r) * kTile + warpCol(warp) + fj * kFragment + c] += sum;
+                    }
         };
+        auto barrier = [&] { ++epoch; };
         const int steps = stepsIn(kBegin, kEnd);
-        if (pipelined) {
-          pipelinedSteps(
-              steps, [&](int s) { if (s < steps) load(s, stageOf(s + mutation.stageShift)); }, [] {}, [&](int s) { multiply(stageOf(s)); });
+        if (schedule == Schedule::Plain) {
+          plainSteps(steps, [&](int s) { load(s, 0); }, barrier, [&](int) { multiply(0); });
+        } else if (schedule == Schedule::Pipelined) {
+          pipelinedSteps(steps, [&](int s) { load(s, stageOf(s + mutation.stageShift)); }, [] {}, barrier, [&](int s) { multiply(stageOf(s)); });
         } else {
-          for (int s = 0; s < steps; ++s) {
-            load(s, 0);
-            multiply(0);
-          }
+          loadBeforeBarrierSteps(steps, [&](int s) { load(s, stageOf(s)); }, [] {}, barrier, [&](int s) { multiply(stageOf(s)); });
         }
-        for (int e = 0; e < kTile * kTile; ++e) {  // the epilogue (every thread's elements)
+        // The epilogue: fragments stored column-major at cFragment, read back at stagedAt.
+        std::fill(Cs.begin(), Cs.end(), NAN);
+        for (int warp = 0; warp < kThreads / 32; ++warp)
+          for (int fi = 0; fi < 2; ++fi)
+            for (int fj = 0; fj < 2; ++fj)
+              for (int r = 0; r < kFragment; ++r)
+                for (int c = 0; c < kFragment; ++c)
+                  Cs[cFragment(warp, fi, fj) + c * kLdC + r] = float(acc[(warpRow(warp) + fi * kFragment + r) * kTile + warpCol(warp) + fj * kFragment + c]);
+        for (int e = 0; e < kTile * kTile; ++e) {
           const int i = epilogueRow(e), j = epilogueCol(e), m = m0 + i, n = n0 + j;
           if (m >= prob.M() || n >= prob.N()) continue;
           float& o = prob.out()[prob.outIndex(m, n)];
-          o = splits > 1 ? o + float(acc[i * kTile + j]) : float(acc[i * kTile + j]);
+          o = splits > 1 ? o + Cs[stagedAt(i, j)] : Cs[stagedAt(i, j)];
         }
       }
+  return hazards;
 }
 
 template <typename Run>
@@ -216,8 +253,11 @@ void runImplicitGemm(const Dims& d, int pass, Tensors& t, int splits) {
   onProblem(d, pass, t, [&](const auto& prob) { runGemmProblem(prob, splits); });
 }
 
-void replayImplicitGemm(const Dims& d, int pass, Tensors& t, int splits, bool pipelined, Mutation mutation = {}) {
-  onProblem(d, pass, t, [&](const auto& prob) { replayBlocks(prob, splits, pipelined, mutation); });
+// The replay's hazards (races on the device), 0 for a sound schedule.
+long long replayImplicitGemm(const Dims& d, int pass, Tensors& t, int splits, Schedule schedule, Mutation mutation = {}) {
+  long long hazards = 0;
+  onProblem(d, pass, t, [&](const auto& prob) { hazards = replayBlocks(prob, splits, schedule, mutation); });
+  return hazards;
 }
 
 }  // namespace
@@ -234,6 +274,7 @@ int main() {
                             "implicit-gemm blocks split-K 3", "implicit-gemm-pipelined blocks", "implicit-gemm-pipelined blocks split-K 3"};
   const int variantCount = int(sizeof variants / sizeof variants[0]);
   double worst = 0;
+  long long hazards = 0;  // of the sound schedules: must stay 0
   std::string rows;
   for (const auto& sh : shapes) {
     Dims d{sh[0], sh[1], sh[2], sh[3], sh[4], sh[5], sh[6], sh[7], sh[8], 0, 0};
@@ -250,7 +291,7 @@ int main() {
         if (v == 1) runIm2col(d, pass, t);
         if (v == 2) runImplicitGemm(d, pass, t, 1);
         if (v == 3) runImplicitGemm(d, pass, t, 3);
-        if (v >= 4) replayImplicitGemm(d, pass, t, v % 2 ? 3 : 1, v >= 6);
+        if (v >= 4) hazards += replayImplicitGemm(d, pass, t, v % 2 ? 3 : 1, v >= 6 ? Schedule::Pipelined : Schedule::Plain);
         const double err = relErr(output(t, pass), ref);
         worst = std::fmax(worst, err);
         char row[256];
@@ -261,7 +302,8 @@ int main() {
       }
     }
   }
-  // The replay must fail a wrong schedule: one thread's gathers dropped, the stages shifted by one.
+  // The replay must fail a wrong schedule: one thread's gathers dropped, the stages shifted by one,
+  // the gathers issued before the barrier (right values on the host, a race on the device).
   std::string mutants;
   bool allCaught = true;
   {
@@ -271,23 +313,26 @@ int main() {
     d.q = outSize(d.w, d.s, d.stride, d.pad);
     const struct {
       const char* name;
-      bool pipelined;
+      Schedule schedule;
       Mutation mutation;
-    } cases[] = {{"thread 37's gathers dropped", false, {37, 0}}, {"stages shifted by one", true, {-1, 1}}};
+    } cases[] = {{"thread 37's gathers dropped", Schedule::Plain, {37, 0}},
+                 {"stages shifted by one", Schedule::Pipelined, {-1, 1}},
+                 {"gathers before the barrier", Schedule::LoadBeforeBarrier, {}}};
     for (const auto& c : cases) {
       Tensors t{randomVector(xLen(d), 1), randomVector(wLen(d), 2), randomVector(yLen(d), 3)};
       std::vector<double> ref;
       reference(d, 0, t, ref);
-      replayImplicitGemm(d, 0, t, 1, c.pipelined, c.mutation);
+      const long long raced = replayImplicitGemm(d, 0, t, 1, c.schedule, c.mutation);
       const double err = relErr(t.y, ref);
-      allCaught = allCaught && err > 1e-5;
-      char row[160];
-      std::snprintf(row, sizeof row, "%s{\"mutant\":\"%s\",\"maxRelErr\":%.3g,\"caught\":%s}", mutants.empty() ? "" : ",", c.name,
-                    std::isfinite(err) ? err : 1e300, err > 1e-5 ? "true" : "false");
+      const bool caught = err > 1e-5 || raced > 0;
+      allCaught = allCaught && caught;
+      char row[200];
+      std::snprintf(row, sizeof row, "%s{\"mutant\":\"%s\",\"maxRelErr\":%.3g,\"hazards\":%lld,\"caught\":%s}", mutants.empty() ? "" : ",",
+                    c.name, std::isfinite(err) ? err : 1e300, raced, caught ? "true" : "false");
       mutants += row;
     }
   }
-  std::printf("{\"worst\":%.3g,\"tolerance\":1e-5,\"rows\":[%s],\"mutants\":[%s]}\n", std::isfinite(worst) ? worst : 1e300, rows.c_str(),
-              mutants.c_str());
-  return worst <= 1e-5 && allCaught ? 0 : 1;
+  std::printf("{\"worst\":%.3g,\"tolerance\":1e-5,\"hazards\":%lld,\"rows\":[%s],\"mutants\":[%s]}\n", std::isfinite(worst) ? worst : 1e300,
+              hazards, rows.c_str(), mutants.c_str());
+  return worst <= 1e-5 && hazards == 0 && allCaught ? 0 : 1;
 }
