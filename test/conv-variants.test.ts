@@ -20,6 +20,10 @@ const odd: { name: string; shape: ConvShape }[] = [
   { name: 'odd-3x3/1', shape: { n: 5, c: 9, h: 6, w: 5, k: 33, r: 3, s: 3, stride: 1, pad: 1 } },
   { name: 'odd-1x1/2', shape: { n: 2, c: 17, h: 7, w: 7, k: 40, r: 1, s: 1, stride: 2, pad: 0 } },
   { name: 'odd-1x1/1', shape: { n: 3, c: 70, h: 3, w: 4, k: 9, r: 1, s: 1, stride: 1, pad: 0 } },
+  // 1x1 outputs (res5 at 32 px): GEMM dimensions of 1, whose strides BLAS still checks.
+  { name: 'one-pixel-3x3/1', shape: { n: 1, c: 16, h: 1, w: 1, k: 8, r: 3, s: 3, stride: 1, pad: 1 } },
+  { name: 'one-pixel-3x3/2', shape: { n: 2, c: 16, h: 2, w: 2, k: 8, r: 3, s: 3, stride: 2, pad: 1 } },
+  { name: 'one-pixel-1x1/1', shape: { n: 1, c: 12, h: 1, w: 1, k: 20, r: 1, s: 1, stride: 1, pad: 0 } },
 ];
 
 test('the reduced network covers every ResNet-50 shape class, 7x7/2 with 3 input channels', () => {

@@ -37,6 +37,30 @@
 namespace stepscope {
 namespace {
 
+#ifdef STEPSCOPE_HAVE_OPENBLAS
+// How a strided operand (rows x cols, element (i, j) at i*rs + j*cs) is
+// handed to row-major BLAS: "no transpose" needs unit column stride and a
+// leading dimension >= cols, "transpose" unit row stride and one >= rows.
+// A dimension of 1 leaves its stride free (res5 at 32 px has 1x1 outputs,
+// so a K of 1), and BLAS still checks the leading dimension: pick one it takes.
+struct BlasLayout {
+  bool trans;
+  int ld;
+};
+BlasLayout blasLayout(const GemmOperand& op, int rows, int cols, const char* name) {
+  if (op.cs == 1 || cols == 1) {
+    const int64_t ld = rows == 1 ? std::max(1, cols) : op.rs;
+    if (ld >= std::max(1, cols)) return {false, int(ld)};
+  }
+  if (op.rs == 1 || rows == 1) {
+    const int64_t ld = cols == 1 ? std::max(1, rows) : op.cs;
+    if (ld >= std::max(1, rows)) return {true, int(ld)};
+  }
+  throw Error("ERR_INTERNAL", std::string("im2col-blas: operand ") + name + " (" + std::to_string(rows) + " x " + std::to_string(cols) +
+                                  ", strides " + std::to_string(op.rs) + ", " + std::to_string(op.cs) + ") has no BLAS layout");
+}
+#endif
+
 constexpr int kMinGemmColumns = 768;
 
 struct AlignedFree {
@@ -120,10 +144,9 @@ class Im2colConv : public ConvKernel {
   void gemm(int M, int N, int K, const GemmOperand& A, const GemmOperand& B, float beta, float* C, int64_t ldc) {
 #ifdef STEPSCOPE_HAVE_OPENBLAS
     if (useBlas_) {
-      // A row-major operand with unit column stride is "no transpose".
-      const bool transA = A.cs != 1, transB = B.cs != 1;
-      cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans, M, N, K, 1.0f,
-                  A.data, int(transA ? A.cs : A.rs), B.data, int(transB ? B.cs : B.rs), beta, C, int(ldc));
+      const BlasLayout a = blasLayout(A, M, K, "A"), b = blasLayout(B, K, N, "B");
+      cblas_sgemm(CblasRowMajor, a.trans ? CblasTrans : CblasNoTrans, b.trans ? CblasTrans : CblasNoTrans, M, N, K, 1.0f, A.data, a.ld,
+                  B.data, b.ld, beta, C, int(M == 1 ? std::max<int64_t>(ldc, std::max(1, N)) : ldc));  // one row: its stride is free
       return;
     }
 #endif
