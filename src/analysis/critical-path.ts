@@ -45,6 +45,10 @@ export function criticalPath(records: KernelRecord[], marks: IterationMarks, dat
   // The last kernel of the iteration (on any stream) ends it.
   let cur = records.reduce((a, b) => (b.endNs > a.endNs ? b : a));
   gap(cur.streamName, marks.endNs - cur.endNs);
+  // Each step goes to a kernel not yet on the path that ended no later, so the
+  // walk ends (also on inconsistent times: another predecessor is not taken).
+  const onPath = new Set<KernelRecord>([cur]);
+  const earlier = (k: KernelRecord | undefined) => (k && k.endNs <= cur.endNs && !onPath.has(k) ? k : undefined);
   for (;;) {
     const segment: PathSegment = { kind: 'kernel', phase: phaseOf(cur, marks), stream: cur.streamName, ms: (cur.endNs - cur.startNs) / 1e6, kernel: { op: cur.op, pass: cur.pass, layer: cur.layer, variant: cur.variant } };
     segments.push(segment);
@@ -52,10 +56,10 @@ export function criticalPath(records: KernelRecord[], marks: IterationMarks, dat
     const prevSame = list[list.indexOf(cur) - 1];
     // Waits this stream passed between its previous kernel and this one.
     const after = prevSame ? prevSame.endNs - SLACK_NS : -Infinity;
-    let pred = prevSame;
+    let pred = earlier(prevSame);
     for (const w of waits) {
       if (w.streamName !== cur.streamName || w.startNs < after || w.endNs > cur.startNs + SLACK_NS) continue;
-      const source = recorder(w.sourceStream, w.firedNs >= 0 ? w.firedNs : w.endNs);
+      const source = earlier(recorder(w.sourceStream, w.firedNs >= 0 ? w.firedNs : w.endNs));
       if (source && (!pred || source.endNs > pred.endNs)) {
         pred = source;
         segment.waitedFor = w.sourceStream;
@@ -67,6 +71,7 @@ export function criticalPath(records: KernelRecord[], marks: IterationMarks, dat
     }
     gap(cur.streamName, cur.startNs - pred.endNs);
     cur = pred;
+    onPath.add(cur);
   }
   segments.reverse();
   segments.unshift({ kind: 'gap', phase: 'data', stream: 'data', ms: dataMs });

@@ -4,7 +4,7 @@
 import { UsageError } from '../errors';
 import { attribute, decompose, PART_LABELS, PARTS, type Attribution } from '../analysis/attribution';
 import { criticalPath, type CriticalPath } from '../analysis/critical-path';
-import { readRuns } from '../run/run-file';
+import { readRunSpec } from '../run/run-file';
 import type { Run } from '../run/training';
 import { formatAttribution, formatCriticalPath, runLabel } from '../report/explain-report';
 import { formatTable } from '../report/table';
@@ -20,10 +20,7 @@ export function pathOf(run: Run): CriticalPath {
 }
 
 export function explain(files: string[], top: number): Explained {
-  const runs = files.flatMap((f) => {
-    const rs = readRuns(f);
-    return rs.map((run, i) => ({ name: rs.length > 1 ? `${f}:${i}` : f, run }));
-  });
+  const runs = files.flatMap((f) => readRunSpec(f));
   if (runs.length > 2) throw new UsageError(`explain compares two runs; got ${runs.length} (${runs.map((r) => r.name).join(', ')}): pick two as file.json:N`);
   const withPaths = runs.map((r) => ({ ...r, path: pathOf(r.run) }));
   return { runs: withPaths, attribution: runs.length === 2 ? attribute(runs[0].run, runs[1].run, top) : undefined };

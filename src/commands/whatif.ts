@@ -3,6 +3,7 @@
 // workers or link, and projects scale-out for both schedules.
 import * as fs from 'node:fs';
 import { UsageError } from '../errors';
+import { cudaStatus } from '../native-cuda';
 import { parseChoice, parseInteger, parseNumber } from '../options';
 import { readRun } from '../run/run-file';
 import { PHASES, type PhaseKey, type Run } from '../run/training';
@@ -53,22 +54,31 @@ export interface WhatIfResult {
 export async function parseChanges(opts: WhatIfOpts, base: Run, onProgress?: Progress): Promise<{ apply: (m: StepModel) => StepModel; described: string[]; comm: CommChange }> {
   const described: string[] = [];
   const comm: CommChange = {};
-  if (opts.schedule) comm.schedule = parseChoice('--schedule', opts.schedule, ['serialized', 'overlapped'] as const);
-  if (opts.bucketMb) comm.bucketMb = parseNumber('--bucket-mb', opts.bucketMb, 0.001, 10000);
-  if (opts.firstBucketMb) comm.firstBucketMb = parseNumber('--first-bucket-mb', opts.firstBucketMb, 0.001, 10000);
-  if (opts.workers) comm.workers = parseInteger('--workers', opts.workers, 1, 100000);
-  if (opts.link) comm.link = { gbps: parseNumber('--link', opts.link, 0.001, 100000), latencyUs: parseNumber('--latency', opts.latency ?? '0', 0, 1e6) };
-  else if (opts.latency) throw new UsageError('--latency needs --link <GB/s>');
+  // Given means given: an empty value is refused by its parser, not read as "unchanged".
+  if (opts.schedule !== undefined) comm.schedule = parseChoice('--schedule', opts.schedule, ['serialized', 'overlapped'] as const);
+  if (opts.bucketMb !== undefined) comm.bucketMb = parseNumber('--bucket-mb', opts.bucketMb, 0.001, 10000);
+  if (opts.firstBucketMb !== undefined) comm.firstBucketMb = parseNumber('--first-bucket-mb', opts.firstBucketMb, 0.001, 10000);
+  if (opts.workers !== undefined) comm.workers = parseInteger('--workers', opts.workers, 1, 100000);
+  const latencyUs = opts.latency !== undefined ? parseNumber('--latency', opts.latency, 0, 1e6) : 0;
+  if (opts.link !== undefined) comm.link = { gbps: parseNumber('--link', opts.link, 0.001, 100000), latencyUs };
+  else if (opts.latency !== undefined) throw new UsageError('--latency needs --link <GB/s>');
   for (const [k, v] of Object.entries(comm)) described.push(`${k} ${typeof v === 'object' ? `${v.gbps} GB/s, ${v.latencyUs} us` : v}`);
   let kernelSource: ((m: StepModel) => StepModel) | undefined;
-  if (opts.kernels) {
+  if (opts.kernels === '') throw new UsageError("--kernels '' names nothing: give a saved run, the JSON of bench conv --json, a plan JSON or op=variant pairs");
+  const bench = opts.kernels !== undefined ? convBench(opts.kernels) : undefined;
+  if (opts.variant !== 'best' && !bench) throw new UsageError(`--variant '${opts.variant}' picks times from a conv benchmark: give one with --kernels bench.json (bench conv --json)`);
+  if (opts.kernels !== undefined) {
     const text = opts.kernels;
-    const bench = convBench(text);
     const plan = bench ? undefined : planOf(text, base);
     if (bench) {
       kernelSource = (m) => kernelsFromBench(m, bench, text, opts.variant, base).model;
       described.push(`conv kernels from ${text} (${opts.variant})`);
     } else if (plan) {
+      const backend = base.config.backend ?? 'cpu';
+      if (backend === 'cuda' && !cudaStatus().available) {
+        throw new UsageError(`--kernels ${text}: the plan's convolutions are measured on the run's backend, cuda, which is unavailable here: ${cudaStatus().reason}; ` +
+          'give kernel times instead (a saved run or bench conv --json from a GPU machine)');
+      }
       const measured = await benchForPlan(base, plan, text, onProgress);
       kernelSource = (m) => measured.changed.length ? kernelsFromBench(m, measured.bench, `the plan ${text}`, measured.variantOf, base).model : m;
       described.push(`conv kernels of the plan ${text} (${measured.changedLayers.length} layers changed, ${measured.changed.length} passes, measured now at the run's shapes)`);
@@ -116,7 +126,7 @@ export async function whatIf(file: string, opts: WhatIfOpts, onProgress?: Progre
   const { apply, described } = await parseChanges(opts, base, onProgress);
   const prediction = predict(base, apply);
   let scaleOut: ScalePoint[] | undefined;
-  if (opts.scaleOut) {
+  if (opts.scaleOut !== undefined) {
     const list = opts.scaleOut.split(',').map((w) => parseInteger('--scale-out', w.trim(), 1, 100000));
     const at = (workers: number, schedule: 'serialized' | 'overlapped') => predict(base, (m) => withComm(apply(m), { workers, schedule })).totalMs;
     const single = predict(base, (m) => withComm(apply(m), { workers: 1 })).totalMs;

@@ -66,36 +66,64 @@ function checkVariant(what: string, op: PlanOp, variant: string, backend: Backen
  * JSON file ({"ops": {...}, "layers": {...}}) on top of the default plan.
  */
 export function parsePlan(text: string, graph: ResNetGraph, backend: Backend = 'cpu'): Plan {
-  let pairs: [string, string][];
+  if (text === '') return defaultPlan(backend); // no --kernels
   if (text.endsWith('.json') || fs.existsSync(text)) {
-    let json: { ops?: Record<string, string>; layers?: Record<string, string> };
+    let json: unknown;
     try {
       json = JSON.parse(fs.readFileSync(text, 'utf8'));
     } catch (err) {
       throw new UsageError(`--kernels: cannot read plan file '${text}': ${(err as Error).message}`);
     }
-    if (typeof json !== 'object' || json === null) throw new UsageError(`--kernels: plan file '${text}' must hold an object with "ops" and "layers"`);
-    return planFromJson(json, graph, backend);
-  } else {
-    pairs = text.split(',').filter((s) => s.trim()).map((item) => {
-      const [key, value, extra] = item.split('=').map((s) => s.trim());
-      if (!key || !value || extra !== undefined) throw new UsageError(`--kernels: '${item}' is not of the form op=variant or layer=variant`);
-      return [key, value];
-    });
+    return planFromJson(json, graph, backend, `--kernels: plan file '${text}'`);
   }
+  const pairs = text.split(',').filter((s) => s.trim()).map((item): [string, string] => {
+    const [key, value, extra] = item.split('=').map((s) => s.trim());
+    if (!key || !value || extra !== undefined) throw new UsageError(`--kernels: '${item}' is not of the form op=variant or layer=variant`);
+    return [key, value];
+  });
+  if (pairs.length === 0) throw new UsageError(`--kernels '${text}' names nothing: give op=variant or layer=variant pairs (comma separated) or a plan file`);
   return applyPairs(pairs, graph, backend);
 }
 
-/** A plan given as {"ops": {...}, "layers": {...}} (a file's content, a profile's kernels), on top of the default plan. */
-export function planFromJson(json: { ops?: Record<string, string>; layers?: Record<string, string> }, graph: ResNetGraph, backend: Backend = 'cpu'): Plan {
-  return applyPairs([...Object.entries(json.ops ?? {}), ...Object.entries(json.layers ?? {})], graph, backend);
+/**
+ * A plan given as {"ops": {...}, "layers": {...}} (a file's content, a
+ * profile's kernels), on top of the default plan. Anything else (another
+ * kind of JSON, unknown keys, values that are not variant names) is an
+ * error naming `source`: a plan that silently meant the default would be
+ * measured as if it were the one asked for.
+ */
+export function planFromJson(json: unknown, graph: ResNetGraph, backend: Backend = 'cpu', source = '--kernels: the plan'): Plan {
+  const isRun = (v: unknown) => typeof v === 'object' && v !== null && (v as { format?: unknown }).format === 'stepscope-run';
+  const runHint = ' (this is a saved run, not a plan: step --save-plan writes one)';
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) {
+    throw new UsageError(`${source} must be an object with "ops" and/or "layers"${Array.isArray(json) && json.some(isRun) ? runHint : ''}`);
+  }
+  const o = json as Record<string, unknown>;
+  const unknown = Object.keys(o).filter((k) => k !== 'ops' && k !== 'layers');
+  if (unknown.length > 0) {
+    const hint = isRun(o) ? runHint : '';
+    const named = unknown.slice(0, 3).map((k) => `"${k}"`).join(', ') + (unknown.length > 3 ? ` and ${unknown.length - 3} more keys` : '');
+    throw new UsageError(`${source} has ${named}; a plan holds only "ops" and "layers"${hint}`);
+  }
+  if (o.ops === undefined && o.layers === undefined) throw new UsageError(`${source} is empty: give "ops" and/or "layers"`);
+  const entries = (key: 'ops' | 'layers'): [string, string][] => {
+    const part = o[key];
+    if (part === undefined) return [];
+    if (typeof part !== 'object' || part === null || Array.isArray(part)) throw new UsageError(`${source}: "${key}" must be an object of name: variant`);
+    return Object.entries(part).map(([name, variant]) => {
+      if (typeof variant !== 'string') throw new UsageError(`${source}: ${key}.${name} is ${JSON.stringify(variant)}; a variant name (a string) is allowed`);
+      return [name, variant];
+    });
+  };
+  return applyPairs([...entries('ops'), ...entries('layers')], graph, backend);
 }
 
 function applyPairs(pairs: [string, string][], graph: ResNetGraph, backend: Backend): Plan {
   const plan = defaultPlan(backend);
   const kindOf = new Map<string, NodeKind>(graph.nodes.map((n) => [n.name, n.kind]));
   for (const [key, variant] of pairs) {
-    const [layer, pass] = key.split('/');
+    const [layer, pass, ...rest] = key.split('/');
+    if (rest.length > 0) throw new UsageError(`--kernels: '${key}' is not a layer or layer/pass (e.g. res2a_branch2b/bwd-data)`);
     if (pass !== undefined) {
       // A convolution's pass: a variant that has that pass (cuDNN's algorithms differ per pass).
       if (kindOf.get(layer) !== 'conv' || !(PASS_NAMES as readonly string[]).includes(pass)) {

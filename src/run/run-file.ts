@@ -3,7 +3,7 @@
 // format, another version, missing parts) is a clear error naming the file.
 import * as fs from 'node:fs';
 import { UsageError } from '../errors';
-import { RUN_FORMAT_VERSION, type Run } from './training';
+import { PHASES, RUN_FORMAT_VERSION, type Run } from './training';
 
 const REQUIRED: (keyof Run)[] = ['config', 'environment', 'iterations', 'summary', 'timeline', 'waits', 'marks', 'kernels'];
 
@@ -30,9 +30,29 @@ function checkRun(value: unknown, where: string): Run {
   r.kernels.forEach((k, i) => {
     if (!k || !num(k.meanMs) || !num(k.medianMs) || !num(k.startMs) || !num(k.gapMs) || !str(k.op) || !str(k.stream) || !str(k.phase)) throw new UsageError(`${where}: damaged run: kernels[${i}] is not a kernel figure`);
   });
+  // Times must run forwards: the critical path walks back through them.
+  r.timeline.forEach((k, i) => {
+    if (k.endNs < k.startNs) throw new UsageError(`${where}: damaged run: timeline[${i}] ends (${k.endNs} ns) before it starts (${k.startNs} ns)`);
+  });
+  r.waits.forEach((w, i) => {
+    if (w.endNs < w.startNs) throw new UsageError(`${where}: damaged run: waits[${i}] ends (${w.endNs} ns) before it starts (${w.startNs} ns)`);
+  });
+  if (r.timeline.length === 0 || r.kernels.length === 0) throw new UsageError(`${where}: damaged run: no kernels recorded (timeline and kernels are empty)`);
   const m = r.marks as unknown as Record<string, unknown>;
   for (const key of ['startNs', 'forwardEndNs', 'backwardEndNs', 'reducedNs', 'endNs']) if (!num(m[key])) throw new UsageError(`${where}: damaged run: marks.${key} is not a number`);
-  if (!r.summary || !r.summary.totalMs || !num(r.summary.totalMs.median)) throw new UsageError(`${where}: damaged run: summary.totalMs is missing`);
+  const c = r.config as unknown;
+  if (typeof c !== 'object' || c === null || Array.isArray(c)) throw new UsageError(`${where}: damaged run: config is not an object`);
+  const config = c as Record<string, unknown>;
+  for (const key of ['batch', 'resolution', 'width', 'classes', 'iterations', 'warmup']) if (!num(config[key])) throw new UsageError(`${where}: damaged run: config.${key} is not a number`);
+  const plan = config.plan as { ops?: unknown; layers?: unknown } | undefined;
+  if (!plan || typeof plan.ops !== 'object' || plan.ops === null || typeof plan.layers !== 'object' || plan.layers === null) throw new UsageError(`${where}: damaged run: config.plan needs ops and layers`);
+  if (typeof r.environment !== 'object' || r.environment === null) throw new UsageError(`${where}: damaged run: environment is not an object`);
+  const summary = r.summary as unknown as Record<string, { median?: unknown; min?: unknown; max?: unknown } | undefined>;
+  if (typeof summary !== 'object' || summary === null) throw new UsageError(`${where}: damaged run: summary is not an object`);
+  for (const key of PHASES) {
+    const v = summary[key];
+    if (!v || !num(v.median) || !num(v.min) || !num(v.max)) throw new UsageError(`${where}: damaged run: summary.${key} needs median, min and max numbers`);
+  }
   return r as Run;
 }
 
@@ -57,16 +77,25 @@ export function readRuns(file: string): Run[] {
   return [checkRun(json, `run file '${file}'`)];
 }
 
-/** The single run in the file (or the one picked by a `file.json:N` suffix). */
-export function readRun(spec: string): Run {
+/**
+ * The runs a spec names, each with its name: every run of `file.json` (named
+ * `file.json:N` when it holds several), or the one picked by `file.json:N`.
+ */
+export function readRunSpec(spec: string): { name: string; run: Run }[] {
   const m = /^(.*):(\d+)$/.exec(spec);
   const file = m && !fs.existsSync(spec) ? m[1] : spec;
   const runs = readRuns(file);
   if (m && file !== spec) {
     const i = Number(m[2]);
     if (i >= runs.length) throw new UsageError(`run file '${file}' holds ${runs.length} runs; index ${i} is past the end (0..${runs.length - 1})`);
-    return runs[i];
+    return [{ name: spec, run: runs[i] }];
   }
-  if (runs.length > 1) throw new UsageError(`run file '${file}' holds ${runs.length} runs; pick one as ${file}:0 .. ${file}:${runs.length - 1}`);
-  return runs[0];
+  return runs.map((run, i) => ({ name: runs.length > 1 ? `${file}:${i}` : file, run }));
+}
+
+/** The single run in the file (or the one picked by a `file.json:N` suffix). */
+export function readRun(spec: string): Run {
+  const runs = readRunSpec(spec);
+  if (runs.length > 1) throw new UsageError(`run file '${spec}' holds ${runs.length} runs; pick one as ${spec}:0 .. ${spec}:${runs.length - 1}`);
+  return runs[0].run;
 }
