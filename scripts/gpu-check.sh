@@ -10,7 +10,7 @@
 #   bash scripts/gpu-check.sh --prepare   # here, before: .carry/node.xz and .carry/runtime.tar.xz
 #   run: carry [".carry"], command "bash scripts/gpu-check.sh", timeout ~540 s
 #
-# Knobs: PHASES ("tests conv pytorch step"), CONV_BATCH (8), STEP_BATCH (32), CONV_LAYERS (all), CONV_REPEAT (5),
+# Knobs: PHASES ("tests conv pytorch step"; also "sanitize": our kernels under compute-sanitizer), CONV_BATCH (8), STEP_BATCH (32), CONV_LAYERS (all), CONV_REPEAT (5),
 # STEP_DTYPES ("fp32 tf32 bf16"), SKIP_TF32_CONV=1. The stepscope step runs
 # eager in each dtype, with --graph in tf32, and NHWC with --graph in tf32 and bf16.
 set -uo pipefail
@@ -80,6 +80,20 @@ grep -E "^# (pass|fail|skipped)" "$OUT/cuda-tests.out" | tee -a "$OUT/gpu-check.
 step cuda-ops 120 node -e "require('./dist/src/ops/ops-cuda-check').checkCudaOps().then((rows) => console.log(JSON.stringify(rows)))"
 cp "$OUT/cuda-ops.out" "$OUT/cuda-ops.json" 2>/dev/null
 node -e "const r=require('$OUT/cuda-ops.json'); const bad=r.filter((x)=>!x.ok); console.error('other ops vs CPU reference: '+(r.length-bad.length)+'/'+r.length+' outputs within tolerance'+(bad.length?'; failing: '+bad.map((x)=>x.op+' '+x.variant+' '+x.buffer+' '+x.maxRelErr).join(', '):''))" 2>&1 | tee -a "$OUT/gpu-check.log"
+fi
+
+# 3b. Our own conv kernels under compute-sanitizer (not in the default phases: ask for it, e.g.
+#     PHASES="tests sanitize"): races in shared memory, bad accesses, barrier misuse.
+if has_phase sanitize; then
+  SANITIZER=$(command -v compute-sanitizer || echo "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer")
+  if [[ -x "$SANITIZER" ]]; then
+    for tool in racecheck memcheck synccheck; do
+      step "sanitize-$tool" 240 "$SANITIZER" --tool "$tool" --error-exitcode 9 node scripts/gpu-sanitize.js
+      { echo -n "compute-sanitizer $tool: "; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|\"checked\"" "$OUT/sanitize-$tool.out" | tr '\n' ' '; echo; } | tee -a "$OUT/gpu-check.log"
+    done
+  else
+    log "sanitize: compute-sanitizer not found"
+  fi
 fi
 
 # 4. The conv benchmark, every variant, fp32 then tf32.
