@@ -165,6 +165,21 @@ test('the CUDA op check (src/ops/ops-cuda-check.ts) runs end to end on the CPU s
   assert.ok(wrong.some((r) => r.op === 'relu-bwd' && !r.ok), JSON.stringify(wrong.filter((r) => r.op === 'relu-bwd')));
 });
 
+test('scripts/gpu-sanitize.js (what gpu-check runs under compute-sanitizer) checks our kernels on every shape class and pass, and fails a wrong one (CPU stand-in)', { skip: standIn }, () => {
+  const run = (extra: Record<string, string> = {}) =>
+    spawnSync(process.execPath, [path.join(ROOT, 'scripts', 'gpu-sanitize.js')], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, STEPSCOPE_CUDA_ADDON: path.join(ROOT, 'test', 'fixtures', 'fake-cuda-addon.js'), ...extra } });
+  const ok = run();
+  assert.equal(ok.status, 0, ok.stderr);
+  const out = JSON.parse(ok.stdout) as { checked: number; failed: { variant: string }[]; variants: string[] };
+  assert.equal(out.checked, 5 * 3 * out.variants.length); // shape classes x passes x variants
+  assert.ok(out.variants.includes('implicit-gemm-tf32-pipelined'));
+  const wrong = run({ FAKE_CUDA_CONV_WRONG: 'implicit-gemm-tf32-pipelined' });
+  assert.equal(wrong.status, 1);
+  const failed = (JSON.parse(wrong.stdout) as { failed: { variant: string }[] }).failed;
+  assert.equal(failed.length, 15);
+  assert.ok(failed.every((f) => f.variant === 'implicit-gemm-tf32-pipelined'));
+});
+
 test('cudaInfo gives the library versions, and the device or the reason there is none', { skip: needsAddon }, () => {
   const info = cuda!.cudaInfo();
   // Under AddressSanitizer (npm run test:sanitize) cuDNN is refused, with the reason, rather than loaded.
