@@ -7,7 +7,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { addon } from '../native';
+import { UsageError } from '../errors';
 import { scanImageFolder } from '../data/imagefolder';
+import { makeImageFolder } from '../data/make';
 import { packImageFolder } from '../data/pack';
 import { batchSamples } from '../data/sampler';
 import { summarize, type Summary } from './stats';
@@ -35,6 +37,29 @@ export interface DataBenchRow {
   scaling: number;
 }
 
+/** Classes of the ImageFolder bench data generates when no --dataset is given. */
+export const BENCH_CLASSES = 4;
+
+/**
+ * bench data without --dataset: a generated ImageFolder of `images` images in
+ * BENCH_CLASSES classes, in a new temporary directory (the caller removes it).
+ * Refused before anything is written when there are fewer images than
+ * classes; on a failure the directory is removed.
+ */
+export async function makeBenchImageFolder(images: number, threads: number): Promise<string> {
+  if (!Number.isInteger(images) || images < BENCH_CLASSES) {
+    throw new UsageError(`--images ${images} is not allowed: bench data generates ${BENCH_CLASSES} classes and every class needs an image (give --images ${BENCH_CLASSES} or more, or --dataset)`);
+  }
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stepscope-bench-images-'));
+  try {
+    await makeImageFolder(dir, images, BENCH_CLASSES, 1, threads, 90, undefined, { name: 'the generated ImageFolder' });
+  } catch (err) {
+    fs.rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
+  return dir;
+}
+
 export async function benchData(o: DataBenchOptions): Promise<{ rows: DataBenchRow[]; images: number; meanJpegBytes: number; recordsBytes: number }> {
   const native = addon();
   const folder = scanImageFolder(o.dataset);
@@ -42,7 +67,7 @@ export async function benchData(o: DataBenchOptions): Promise<{ rows: DataBenchR
   const recordsPath = path.join(tmp, 'bench.records');
   let recordsBytes = 0;
   try {
-    if (o.kinds.includes('records')) recordsBytes = (await packImageFolder(o.dataset, recordsPath, o.packSize, Math.max(...o.threads), 'fail')).bytes;
+    if (o.kinds.includes('records')) recordsBytes = (await packImageFolder(o.dataset, recordsPath, o.packSize, Math.max(...o.threads), 'fail', undefined, { folder: '--dataset', out: 'the benchmark records file' })).bytes;
     const rows: DataBenchRow[] = [];
     for (const kind of o.kinds) {
       for (const threads of o.threads) {

@@ -3,7 +3,9 @@
 // PyTorch and TensorFlow (bench/frameworks_step.py, one child process per
 // framework), printed in the same breakdown.
 import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { UsageError } from '../errors';
 import { addon } from '../native';
 import { defaultPlan } from '../plan/plan';
 import { formatTable } from '../report/table';
@@ -31,9 +33,46 @@ export interface PeersOptions {
   frameworks: ('pytorch' | 'tensorflow')[];
 }
 
+export const DEFAULT_PYTHON = 'python3';
+
 const SCRIPT = path.resolve(__dirname, '..', '..', '..', 'bench', 'frameworks_step.py');
 
+function isExecutableFile(file: string): boolean {
+  try {
+    if (!fs.statSync(file).isFile()) return false;
+    fs.accessSync(file, fs.constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * --python, before any work: not empty; a path (it has a '/') that is an
+ * executable file; or a bare name that an executable on PATH has.
+ */
+export function checkPython(python: string, option = '--python'): void {
+  const bad = (why: string) => new UsageError(`${option} '${python}' is not allowed: ${why}; give the Python that has the frameworks (a command on PATH such as python3, or the path of an executable)`);
+  if (python.trim() === '') throw bad('it is empty');
+  if (python.includes('/')) {
+    let st: fs.Stats;
+    try {
+      st = fs.statSync(python);
+    } catch {
+      throw bad('no such file');
+    }
+    if (st.isDirectory()) throw bad('it is a directory');
+    if (!isExecutableFile(python)) throw bad('it is not an executable file');
+    return;
+  }
+  const dirs = (process.env.PATH ?? '').split(path.delimiter);
+  if (!dirs.some((dir) => isExecutableFile(path.join(dir || '.', python)))) throw bad('no executable of that name on PATH');
+}
+
 export async function runPeers(o: PeersOptions, onProgress?: (what: string) => void): Promise<{ stepscope: Run; peers: PeerResult[] }> {
+  // A Python the user named is checked before the step (its minutes are not lost to a typo); without
+  // the default python3, the frameworks' rows say so and stepscope's column still prints.
+  if (o.python !== DEFAULT_PYTHON) checkPython(o.python);
   onProgress?.('stepscope');
   const run = await runTraining({
     batch: o.batch, resolution: o.resolution, classes: 1000, width: 64, iterations: o.iterations, warmup: o.warmup,

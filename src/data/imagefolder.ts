@@ -15,12 +15,16 @@ export interface ImageFolder {
 
 const JPEG = /\.(jpe?g)$/i;
 
-export function scanImageFolder(root: string): ImageFolder {
+/**
+ * `option` names where the folder came from in the error for a missing or
+ * unreadable one: step's and bench data's `--dataset`, or `data pack <imagefolder>`.
+ */
+export function scanImageFolder(root: string, option = '--dataset'): ImageFolder {
   let entries: fs.Dirent[];
   try {
     entries = fs.readdirSync(root, { withFileTypes: true });
   } catch {
-    throw new UsageError(`--dataset '${root}' is not allowed: a readable directory with one subfolder of JPEG files per class is needed`);
+    throw new UsageError(`${option} '${root}' is not allowed: a readable directory with one subfolder of JPEG files per class is needed`);
   }
   const classes = entries.filter((e) => e.isDirectory()).map((e) => e.name).sort();
   if (classes.length === 0) throw new DataError(`image folder '${root}' has no class subfolders (expected <root>/<class>/<image>.jpg)`);
@@ -28,7 +32,13 @@ export function scanImageFolder(root: string): ImageFolder {
   const labels: number[] = [];
   classes.forEach((name, label) => {
     const dir = path.join(root, name);
-    const images = fs.readdirSync(dir, { withFileTypes: true }).filter((e) => e.isFile() && JPEG.test(e.name)).map((e) => e.name).sort();
+    let listed: fs.Dirent[];
+    try {
+      listed = fs.readdirSync(dir, { withFileTypes: true });
+    } catch (err) {
+      throw new DataError(`class folder '${dir}' cannot be read (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
+    }
+    const images = listed.filter((e) => e.isFile() && JPEG.test(e.name)).map((e) => e.name).sort();
     if (images.length === 0) throw new DataError(`class folder '${dir}' holds no JPEG files (.jpg, .jpeg): remove it or add images`);
     for (const f of images) {
       files.push(path.join(dir, f));

@@ -6,6 +6,7 @@
 // reported beside it. Batches are written straight into a ring of K+1 input
 // buffers that the step reads in turn (batch i and the K in flight after it
 // never share one), so handing a batch over copies nothing.
+import * as fs from 'node:fs';
 import type { Buffer, DataLoader, LoadedBatch, SkippedSample } from '../../binding';
 import { addon } from '../native';
 import { UsageError } from '../errors';
@@ -39,8 +40,43 @@ export function openLoader(kind: 'raw' | 'records', dataset: string, threads: nu
     const loader = new native.DataLoader({ kind: 'raw', files: folder.files, labels: folder.labels }, { threads, size, onBadImage });
     return { loader, classes: folder.classes.length };
   }
+  checkRecordsFile(dataset);
   const loader = new native.DataLoader({ kind: 'records', path: dataset }, { threads, size, onBadImage });
   return { loader, classes: loader.classes };
+}
+
+const RECORDS_NEEDED = 'a records file made by `stepscope data pack` is needed';
+const FOLDER_NEEDED = 'a readable directory with one subfolder of JPEG files per class is needed';
+
+/** --data records: `--dataset` must be an existing regular file (not a directory, not missing), named in the error. */
+export function checkRecordsFile(dataset: string, option = '--dataset'): void {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(dataset);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new UsageError(`${option} '${dataset}' is not allowed with --data records: ${code === 'ENOENT' || code === 'ENOTDIR' ? 'no such file' : `cannot read it (${code})`}; ${RECORDS_NEEDED}`);
+  }
+  if (st.isDirectory()) {
+    throw new UsageError(`${option} '${dataset}' is not allowed with --data records: it is a directory; ${RECORDS_NEEDED} (for an ImageFolder directory, use --data raw, or pack it first)`);
+  }
+  if (!st.isFile()) throw new UsageError(`${option} '${dataset}' is not allowed with --data records: it is not a regular file; ${RECORDS_NEEDED}`);
+  try {
+    fs.accessSync(dataset, fs.constants.R_OK);
+  } catch {
+    throw new UsageError(`${option} '${dataset}' is not allowed with --data records: it is not readable; ${RECORDS_NEEDED}`);
+  }
+}
+
+/** --data raw: `--dataset` must be a directory (its class folders are scanned when the pipeline opens). */
+function checkFolder(dataset: string, option = '--dataset'): void {
+  let st: fs.Stats | undefined;
+  try {
+    st = fs.statSync(dataset);
+  } catch {
+    st = undefined;
+  }
+  if (!st?.isDirectory()) throw new UsageError(`${option} '${dataset}' is not allowed: ${FOLDER_NEEDED}${st?.isFile() ? ' (it is a file: for a records file, use --data records)' : ''}`);
 }
 
 export class DataPipeline {
@@ -111,8 +147,12 @@ export class DataPipeline {
 }
 
 export function checkDataOptions(o: DataOptions): void {
+  if (o.kind !== 'synthetic' && o.dataset === '') throw new UsageError(`--dataset '' is not allowed: give ${o.kind === 'raw' ? 'an ImageFolder directory' : 'a records file made by `stepscope data pack`'}`);
   if (o.kind !== 'synthetic' && !o.dataset) {
     throw new UsageError(`--data ${o.kind} needs --dataset: ${o.kind === 'raw' ? 'an ImageFolder directory (one subfolder of JPEGs per class)' : 'a records file made by `stepscope data pack`'}`);
   }
-  if (o.kind === 'synthetic' && o.dataset) throw new UsageError(`--dataset '${o.dataset}' is not allowed with --data synthetic: choose --data raw or --data records`);
+  if (o.kind === 'synthetic' && o.dataset !== undefined) throw new UsageError(`--dataset '${o.dataset}' is not allowed with --data synthetic: choose --data raw or --data records`);
+  // Before any work: a missing dataset, or the wrong kind of path, is named now, not when the pipeline opens.
+  if (o.kind === 'records') checkRecordsFile(o.dataset!);
+  if (o.kind === 'raw') checkFolder(o.dataset!);
 }
