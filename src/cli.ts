@@ -5,11 +5,11 @@ import { benchConvCuda } from './bench/conv-bench-cuda';
 import { resolveBackend } from './backend';
 import { cudaAddon, cudaStatus } from './native-cuda';
 import { doctor, doctorReport, formatDoctor } from './doctor';
-import { DATA_ERROR_CODES, DataError, UsageError } from './errors';
+import { DATA_ERROR_CODES, DataError, DivergedError, isSystemError, OutputError, printable, UsageError } from './errors';
 import { resnet50Convs } from './model/resnet50';
 import { addon } from './native';
 import { CONV_PASSES } from './ops/conv';
-import { checkOutputFile, OUTPUT_FILE_OPTIONS, parseBuckets, parseChoice, parseChoiceList, parseInteger, parseNumber } from './options';
+import { checkOutputFile, givenOptions, guardOptionValues, OUTPUT_FILE_OPTIONS, OutputWriter, parseBuckets, parseChoice, parseChoiceList, parseInteger, parseNumber } from './options';
 import { formatTable } from './report/table';
 import { availableConvVariants, listVariants } from './variants';
 import { writeJsonAtomic, writeTextAtomic } from './io/json-file';
@@ -27,7 +27,7 @@ import * as os from 'node:os';
 import type { ConvPass } from '../binding';
 import { makeImageFolder } from './data/make';
 import { packImageFolder } from './data/pack';
-import { benchData } from './bench/data-bench';
+import { benchData, makeBenchImageFolder } from './bench/data-bench';
 
 function print(text: string): void {
   process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
@@ -44,8 +44,10 @@ function progress(enabled: boolean) {
 
 async function runDoctor(opts: { json?: boolean; trials: string; report?: string }) {
   const report = await doctor(parseInteger('--trials', opts.trials, 1, 100));
-  if (opts.report) writeTextAtomic(opts.report, doctorReport(report));
+  const out = new OutputWriter();
+  if (opts.report) out.write('--report', opts.report, () => writeTextAtomic(opts.report!, doctorReport(report)));
   print(opts.json ? JSON.stringify(report, null, 2) : formatDoctor(report));
+  out.finish();
 }
 
 function runVariants(opts: { json?: boolean }) {
@@ -158,12 +160,14 @@ async function runBenchConv(opts: BenchConvOpts) {
   const header =
     `conv benchmark: cpu backend, fp32, batch ${batch}, ${resolution}x${resolution}, ${warmup} warm-up + ${repeat} timed runs${opts.cold ? ', caches flushed before each' : ''}; ` +
     `peak ${peak.fmaGflops.toFixed(1)} GFLOP/s fp32 FMA, ${peak.bandwidthGBs.toFixed(1)} GB/s (${peak.threads} threads)`;
-  if (opts.report) writeTextAtomic(opts.report, convBenchReport(rows, 'stepscope bench conv', [header, `machine: ${os.cpus()[0]?.model ?? 'unknown'}`]));
+  const out = new OutputWriter();
+  if (opts.report) out.write('--report', opts.report, () => writeTextAtomic(opts.report!, convBenchReport(rows, 'stepscope bench conv', [header, `machine: ${os.cpus()[0]?.model ?? 'unknown'}`])));
   if (!opts.json) {
     print(header);
     print(formatBenchRows(rows));
   }
   reportFailedChecks(rows);
+  out.finish();
 }
 
 function reportFailedChecks(rows: ConvBenchRow[]) {
@@ -211,7 +215,8 @@ async function runBenchConvCuda(
     `conv benchmark: cuda backend on ${info.device?.name} (driver ${info.driverVersion}, cuDNN ${info.cudnn.version ?? 'unusable'}, cuBLAS ${info.cublas}), ` +
     `${o.dtype}, ${o.layout.toUpperCase()}, batch ${o.batch}, ${o.resolution}x${o.resolution}, ${o.warmup} warm-up + ${o.repeat} timed runs (CUDA events); ` +
     `% of peak against the measured ${(peak.fp32Gflops / 1e3).toFixed(1)} (fp32) / ${(peak.tf32Gflops / 1e3).toFixed(1)} (tf32) / ${(peak.bf16Gflops / 1e3).toFixed(1)} (bf16) TFLOP/s`;
-  if (opts.report) writeTextAtomic(opts.report, convBenchReport(rows, 'stepscope bench conv --backend cuda', [header]));
+  const out = new OutputWriter();
+  if (opts.report) out.write('--report', opts.report, () => writeTextAtomic(opts.report!, convBenchReport(rows, 'stepscope bench conv --backend cuda', [header])));
   if (!opts.json) {
     print(header);
     print(formatBenchRows(rows));
@@ -219,6 +224,7 @@ async function runBenchConvCuda(
     if (unsupported > 0) print(`${unsupported} row(s) unsupported by their variant (the reason is in --json)`);
   }
   reportFailedChecks(rows);
+  out.finish();
 }
 
 async function runDataMake(dir: string, opts: { images: string; classes: string; seed: string; threads: string; quality: string }) {
@@ -245,7 +251,12 @@ async function runDataPack(folder: string, out: string, opts: { size: string; th
 
 interface BenchDataOpts { dataset?: string; images: string; threads: string; batch: string; batches: string; warmup: string; size: string; packSize: string; kind: string; json?: boolean; report?: string }
 
-async function runBenchData(opts: BenchDataOpts) {
+async function runBenchData(opts: BenchDataOpts, given: Set<string>) {
+  // --images sizes the generated ImageFolder: checked always, refused beside a dataset of the user's.
+  const images = parseInteger('--images', opts.images, 1, 1_000_000);
+  if (opts.dataset !== undefined && given.has('images')) {
+    throw new UsageError(`--images ${opts.images} is not allowed with --dataset: --images sizes the generated ImageFolder, and --dataset '${opts.dataset}' is used as it is (leave one out)`);
+  }
   const threads = opts.threads.split(',').map((t) => parseInteger('--threads', t.trim(), 1, 256));
   const batch = parseInteger('--batch', opts.batch, 1, 4096);
   const options = {
@@ -259,16 +270,19 @@ async function runBenchData(opts: BenchDataOpts) {
   let dataset = opts.dataset;
   let tmp: string | undefined;
   if (!dataset) {  // a generated ImageFolder, removed afterwards
-    tmp = fs.mkdtempSync(`${os.tmpdir()}/stepscope-bench-images-`);
+    tmp = await makeBenchImageFolder(images, Math.max(...threads)); // removes what it made if it fails
     dataset = tmp;
-    await makeImageFolder(dataset, parseInteger('--images', opts.images, 1, 1_000_000), 4, 1, Math.max(...threads));
   }
   try {
     const r = await benchData({ ...options, dataset, onProgress: progress(!opts.json) });
     const header = `data pipeline benchmark: ${r.images} images (${opts.dataset ?? 'generated by data make'}, mean JPEG ${(r.meanJpegBytes / 1024).toFixed(0)} KiB), ` +
       `crop ${options.size}x${options.size}, records shorter side ${options.packSize}; batch ${batch}, ${options.warmup} warm-up + ${options.batches} timed batches; files in the page cache`;
-    if (opts.report) writeTextAtomic(opts.report, dataBenchReport(r.rows, 'stepscope bench data', [header, `machine: ${os.cpus()[0]?.model ?? 'unknown'}, ${os.availableParallelism()} cores`]));
-    if (opts.json) return print(JSON.stringify({ machine: { cpuModel: os.cpus()[0]?.model, cores: os.availableParallelism() }, dataset: opts.dataset ?? 'generated', ...options, ...r }, null, 2));
+    const out = new OutputWriter();
+    if (opts.report) out.write('--report', opts.report, () => writeTextAtomic(opts.report!, dataBenchReport(r.rows, 'stepscope bench data', [header, `machine: ${os.cpus()[0]?.model ?? 'unknown'}, ${os.availableParallelism()} cores`])));
+    if (opts.json) {
+      print(JSON.stringify({ machine: { cpuModel: os.cpus()[0]?.model, cores: os.availableParallelism() }, dataset: opts.dataset ?? 'generated', ...options, ...r }, null, 2));
+      return out.finish();
+    }
     print(header);
     print(formatTable(r.rows, [
       { header: 'kind', value: (x) => x.kind === 'raw' ? 'raw (decode+augment)' : 'records (read+augment)' },
@@ -279,6 +293,7 @@ async function runBenchData(opts: BenchDataOpts) {
       { header: 'per thread', value: (x) => x.perThread, digits: 0 },
       { header: 'scaling', value: (x) => x.scaling, digits: 2 },
     ]));
+    out.finish();
   } finally {
     if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
   }
@@ -292,10 +307,7 @@ interface SweepOpts {
 async function runSweep(opts: SweepOpts) {
   const list = (option: string, text: string, min: number, max: number) =>
     text.split(',').map((v) => parseNumber(option, v.trim(), min, max));
-  const workers = list('--workers', opts.workers, 2, 100000).map((w) => {
-    if (!Number.isInteger(w)) throw new UsageError(`--workers '${w}' is not allowed: integers of 2 or more`);
-    return w;
-  });
+  const workers = opts.workers.split(',').map((w) => parseInteger('--workers', w.trim(), 2, 100000));
   const links = list('--link', opts.link, 0.001, 10000);
   const schedules = opts.schedule === 'both' ? ['serialized', 'overlapped'] as const
     : [parseChoice('--schedule', opts.schedule, ['serialized', 'overlapped', 'both'] as const) as 'serialized' | 'overlapped'];
@@ -324,9 +336,10 @@ async function runSweep(opts: SweepOpts) {
         points.push({ workers: w, gbps, schedule, totalMs: m.totalMs.median, reductionMs: m.reductionMs.median, exposedMs: m.reductionExposedMs.median, overlap: m.overlap.median });
       }
   bar.done();
-  writeJsonAtomic(opts.save!, { format: 'stepscope-sweep', version: 1, backend, batch, resolution, width, latencyUs, points });
+  const out = new OutputWriter();
+  const saved = out.write('--save', opts.save!, () => writeJsonAtomic(opts.save!, { format: 'stepscope-sweep', version: 1, backend, batch, resolution, width, latencyUs, points }));
   if (opts.report) {
-    writeTextAtomic(opts.report, htmlReport({
+    out.write('--report', opts.report, () => writeTextAtomic(opts.report!, htmlReport({
       title: `stepscope sweep (${backend}): batch ${batch}, ${resolution}x${resolution}, local communicator, modeled link (${latencyUs} us)`,
       runs: [],
       tables: [{
@@ -334,10 +347,13 @@ async function runSweep(opts: SweepOpts) {
         headers: ['workers', 'link GB/s', 'schedule', 'iteration ms', 'reduction ms', 'exposed ms', 'overlap %'],
         rows: points.map((p) => [String(p.workers), String(p.gbps), p.schedule, p.totalMs, p.reductionMs, p.exposedMs, 100 * p.overlap]),
       }],
-    }));
+    })));
   }
-  if (!opts.json) process.stderr.write(`sweep: points saved to ${opts.save}\n`);
-  if (opts.json) return print(JSON.stringify(points, null, 2));
+  if (!opts.json && saved) process.stderr.write(`sweep: points saved to ${opts.save}\n`);
+  if (opts.json) {
+    print(JSON.stringify(points, null, 2));
+    return out.finish();
+  }
   print(`sweep (${backend}): batch ${batch} per worker, ${resolution}x${resolution}, width ${width}, --comm local with a modeled ring all-reduce (latency ${latencyUs} us); medians of ${base.iterations} iterations`);
   print(formatTable(points, [
     { header: 'workers', value: (p) => String(p.workers) },
@@ -348,6 +364,7 @@ async function runSweep(opts: SweepOpts) {
     { header: 'exposed ms', value: (p) => p.exposedMs, digits: 0 },
     { header: 'overlap %', value: (p) => 100 * p.overlap, digits: 0 },
   ]));
+  out.finish();
 }
 
 export function buildProgram(): Command {
@@ -412,7 +429,7 @@ export function buildProgram(): Command {
     .option('--pack-size <px>', 'shorter side of the records', '256')
     .option('--json', 'print the rows as JSON')
     .option('--report <file>', 'write a self-contained HTML report (bars per kind and threads, every row)')
-    .action(runBenchData);
+    .action((opts: BenchDataOpts, cmd: Command) => runBenchData(opts, givenOptions(cmd)));
 
   const data = program.command('data').description('datasets for the input pipeline: make a synthetic ImageFolder, pack records');
   data
@@ -478,7 +495,7 @@ export function buildProgram(): Command {
     .option('--report <file>', 'write a self-contained HTML report (timelines, breakdown, critical path; with --compare the attribution)')
     .option('--save <file>', 'save the run (configuration, environment, figures, timeline) as JSON')
     .option('--json', 'print the run as JSON (without the timeline)')
-    .action((opts: StepOpts) => runStep(opts, print));
+    .action((opts: StepOpts, cmd: Command) => runStep({ ...opts, given: givenOptions(cmd) }, print));
 
   program
     .command('sweep')
@@ -500,7 +517,11 @@ export function buildProgram(): Command {
     .option('--json', 'print the points as JSON')
     .action(runSweep);
 
+  // Commands defined here refuse an empty option value in one place (guardOptionValues);
+  // the analysis commands (reproduce, explain, whatif, peers) check their own, naming what is allowed.
+  const before = new Set(program.commands);
   registerAnalysisCommands(program, print);
+  const analysisCommands = new Set(program.commands.filter((c) => !before.has(c)));
 
   program
     .command('launch')
@@ -525,10 +546,44 @@ export function buildProgram(): Command {
       }, command);
     });
 
+  // Every option of every command (registerAnalysisCommands' too): no empty value, no flag taken as a value, no repeats.
+  guardOptionValues(program, (cmd) => !analysisCommands.has(cmd));
   return program;
 }
 
+/** stdout: closed by its reader (EPIPE: the rest is dropped quietly), or failed (ENOSPC...: reported once, exit 1). */
+const stdoutState = { watched: false, closed: false, failed: false };
+
+function watchOutputStreams(): void {
+  if (stdoutState.watched) return;
+  stdoutState.watched = true;
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (stdoutState.closed || stdoutState.failed) return; // later writes to the ended stream
+    if (err.code === 'EPIPE' || err.code === 'ERR_STREAM_DESTROYED') {
+      stdoutState.closed = true; // `| head`: the reader has what it wanted; files are still written
+      return;
+    }
+    stdoutState.failed = true;
+    process.stderr.write(`stepscope: could not write to stdout: ${err.message}\n`);
+    process.exitCode = 1; // when main has returned already
+  });
+  process.stderr.on('error', () => {
+    // Nowhere left to report it: the exit code still says how the command went.
+  });
+}
+
 export async function main(argv: string[]): Promise<number> {
+  watchOutputStreams();
+  const code = await runMain(argv);
+  return code === 0 && stdoutState.failed ? 1 : code;
+}
+
+/** The one line printed for an error: control characters (a binary file's bytes in a parser's message) escaped. */
+function printError(message: string): void {
+  process.stderr.write(`stepscope: ${printable(message)}\n`);
+}
+
+async function runMain(argv: string[]): Promise<number> {
   const program = buildProgram();
   try {
     await program.parseAsync(argv, { from: 'user' });
@@ -539,27 +594,37 @@ export async function main(argv: string[]): Promise<number> {
       return err.exitCode === 0 ? 0 : 2;
     }
     if (err instanceof UsageError) {
-      process.stderr.write(`stepscope: ${err.message}\n`);
+      printError(err.message);
       return 2;
     }
     const e = err as Error & { code?: string };
     if (err instanceof DataError || (e.code !== undefined && DATA_ERROR_CODES.includes(e.code))) {
-      process.stderr.write(`stepscope: ${e.message}\n`); // names the file or record: no stack needed
+      printError(e.message); // names the file or record: no stack needed
       return 1;
     }
     if (e.code === 'ERR_INVALID_ARG' || e.code === 'ERR_BAD_SHAPE' || e.code === 'ERR_UNKNOWN_VARIANT') {
-      process.stderr.write(`stepscope: ${e.message}\n`);
+      printError(e.message);
       return 2;
+    }
+    // Output that could not be written (the rest was), and a step whose loss is not finite: the message says it all.
+    if (err instanceof OutputError || err instanceof DivergedError) {
+      printError(e.message);
+      return 1;
+    }
+    // A file the command could not write (or read) at the end: its path and the system's error, no stack.
+    if (isSystemError(err)) {
+      printError(err.message); // e.g. "ENOSPC: no space left on device, write" or "EACCES: permission denied, open '<path>'"
+      return 1;
     }
     // A CUDA/cuDNN/cuBLAS failure is typed: its code, the library's status and the layer say it all.
     if (e.code && /^ERR_(NO_DEVICE|CUDA|CUDNN|CUBLAS|OUT_OF_MEMORY|UNSUPPORTED|UNAVAILABLE)$/.test(e.code)) {
       const status = (e as { status?: string }).status;
-      process.stderr.write(`stepscope: ${e.code}: ${e.message}${status && !e.message.includes(status) ? ` (${status})` : ''}\n`);
+      printError(`${e.code}: ${e.message}${status && !e.message.includes(status) ? ` (${status})` : ''}`);
       return 1;
     }
     // A typed failure of the native side (a peer died, a kernel failed) is
     // explained by its message; anything else is a bug, so show the stack.
-    process.stderr.write(`stepscope: ${e.code?.startsWith('ERR_') ? e.message : e.stack ?? e.message}\n`);
+    printError(e.code?.startsWith('ERR_') ? e.message : e.stack ?? e.message);
     return 1;
   }
 }

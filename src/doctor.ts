@@ -49,7 +49,7 @@ export async function doctor(trials = 3): Promise<DoctorReport> {
 
 export function formatDoctor(r: DoctorReport): string {
   const lib = (name: string, l: BuildInfo['onednn']) =>
-    `  ${name.padEnd(9)} ${l.found ? `found  ${l.version}${l.threads ? ` (${l.threads} threads)` : ''}` : `missing: ${l.reason}`}`;
+    `  ${name.padEnd(9)} ${l.found ? `found${l.version ? `  ${l.version}` : ' (no version reported)'}${l.threads ? ` (${l.threads} threads)` : ''}` : `missing: ${l.reason ?? 'no reason reported'}`}`;
   return [
     `stepscope doctor`,
     `  node      ${r.node} (${r.platform}), CPU: ${r.cpuModel}`,

@@ -1,12 +1,19 @@
 // Parsing and validation of user options. Every error names the bad value
 // and what is allowed (UsageError: exit code 2 from the CLI).
+import type { Command } from 'commander';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { UsageError } from './errors';
+import { isSystemError, OutputError, UsageError } from './errors';
+import { checkOutputTarget } from './io/output-path';
+
+/** Decimal digits only: no 0x/0b/0o prefix, no exponent, no fraction. */
+const DECIMAL_INTEGER = /^\s*-?\d+\s*$/;
+/** A decimal number with an optional fraction and exponent (0.1, .5, 1e-3): no 0x/0b/0o prefix, no Infinity. */
+const DECIMAL_NUMBER = /^\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*$/;
 
 export function parseInteger(option: string, value: string, min: number, max: number): number {
   const n = Number(value);
-  if (!/^\s*-?\d+\s*$/.test(value) || !Number.isSafeInteger(n) || n < min || n > max) {
+  if (!DECIMAL_INTEGER.test(value) || !Number.isSafeInteger(n) || n < min || n > max) {
     throw new UsageError(`${option} '${value}' is not allowed: an integer from ${min} to ${max}`);
   }
   return n;
@@ -14,8 +21,8 @@ export function parseInteger(option: string, value: string, min: number, max: nu
 
 export function parseNumber(option: string, value: string, min: number, max: number): number {
   const n = Number(value);
-  if (value.trim() === '' || !Number.isFinite(n) || n < min || n > max) {
-    throw new UsageError(`${option} '${value}' is not allowed: a number from ${min} to ${max}`);
+  if (!DECIMAL_NUMBER.test(value) || !Number.isFinite(n) || n < min || n > max) {
+    throw new UsageError(`${option} '${value}' is not allowed: a decimal number from ${min} to ${max}`);
   }
   return n;
 }
@@ -33,6 +40,9 @@ export function parseChoiceList(
   const items = value.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
   if (items.length === 0) throw new UsageError(`${option} is empty: allowed all, or one or more of ${allowed.join(', ')}`);
   if (items.length === 1 && items[0] === 'all') return [...allForAll];
+  if (items.includes('all') && !allowed.includes('all')) {
+    throw new UsageError(`${option} '${value}' is not allowed: 'all' stands alone (it already means every one); otherwise give names from the list without 'all'`);
+  }
   const bad = items.filter((i) => !allowed.includes(i));
   if (bad.length > 0) {
     throw new UsageError(
@@ -62,19 +72,82 @@ export function parseBuckets(opts: { bucketMb: string; firstBucketMb: string }):
 /** Options that name a file the command writes at the end: checked before any work, so no result is lost. */
 export const OUTPUT_FILE_OPTIONS = { report: '--report', save: '--save', trace: '--trace', saveWeights: '--save-weights', savePlan: '--save-plan' } as const;
 
+/** One line of every command's help: the rules guardOptionValues enforces. */
+export const OPTION_RULES_HELP =
+  '\nAn option that takes a value needs one: not empty, and not the next option (a value may not start with --). ' +
+  'An option given twice counts once, the last value, except --kernels: its op=variant lists add up.';
+
+/**
+ * For every option of `cmd` and its subcommands that takes a value: refuses a
+ * value that is another option (`--save --json`: a missing value, else
+ * commander takes the next flag as it), joins a repeated --kernels (else the
+ * last list silently replaced the first), and, on the commands `refuseEmpty` names, an empty value
+ * (else `if (opts.x)` reads it as not given; commands that check their own
+ * empty values, with what is allowed, are left to do so). In one place.
+ */
+export function guardOptionValues(cmd: Command, refuseEmpty: (cmd: Command) => boolean = () => true): void {
+  let guarded = false;
+  const outputFiles = Object.values(OUTPUT_FILE_OPTIONS) as string[];
+  for (const option of cmd.options) {
+    if (!option.required && !option.optional) continue; // a flag: no value
+    guarded = true;
+    const name = option.long ?? option.short ?? option.flags;
+    const key = option.attributeName();
+    const own = option.parseArg;
+    option.argParser((value: string, previous: unknown) => {
+      if (value.trim() === '' && refuseEmpty(cmd)) {
+        throw new UsageError(`${name} '${value}' is not allowed: ${outputFiles.includes(name) ? 'give a file name' : 'give a value'}`);
+      }
+      if (value.startsWith('--') || cmd.options.some((o) => o.short === value) || value === '-h') {
+        throw new UsageError(`${name} needs a value, got the option '${value}'`);
+      }
+      // --kernels lists compose: given twice, both apply (a plan file cannot be joined). Any other option given twice: the last counts.
+      if (name === '--kernels' && cmd.getOptionValueSource(key) === 'cli') {
+        const pairs = (v: string) => v.includes('=') && !fs.existsSync(v);
+        if (!pairs(String(previous)) || !pairs(value)) {
+          throw new UsageError(`${name} is given twice ('${String(previous)}', then '${value}'): a plan file cannot be combined with another --kernels; give one`);
+        }
+        return `${String(previous)},${value}`;
+      }
+      return own ? own.call(option, value, previous) : value;
+    });
+  }
+  if (guarded) cmd.addHelpText('after', OPTION_RULES_HELP);
+  for (const sub of cmd.commands) guardOptionValues(sub, refuseEmpty);
+}
+
+/** The options (attribute names, e.g. 'latency') the user gave on the command line, not left at their default. */
+export function givenOptions(cmd: Command): Set<string> {
+  return new Set(cmd.options.map((o) => o.attributeName()).filter((key) => cmd.getOptionValueSource(key) === 'cli'));
+}
+
+/** An output path, before any work: see io/output-path.ts (symlinks followed, devices and fifos written in place). */
 export function checkOutputFile(option: string, file: string): void {
-  const dir = path.dirname(path.resolve(file));
-  let stat: fs.Stats;
-  try {
-    stat = fs.statSync(dir);
-  } catch {
-    throw new UsageError(`${option} '${file}' is not allowed: its directory '${dir}' does not exist`);
+  checkOutputTarget(option, file);
+}
+
+/**
+ * Writes a command's output files one after the other: a file that cannot be
+ * written (ENOSPC, EACCES, EROFS...) does not stop the others or the printed
+ * result; finish() then reports every failure (OutputError: exit code 1).
+ */
+export class OutputWriter {
+  private readonly failures: string[] = [];
+
+  /** Whether the file was written. */
+  write(option: string, file: string, write: () => void): boolean {
+    try {
+      write();
+      return true;
+    } catch (err) {
+      if (!isSystemError(err)) throw err; // a bug, not the file system
+      this.failures.push(`${option} '${file}' was not written: ${err.message}`);
+      return false;
+    }
   }
-  if (!stat.isDirectory()) throw new UsageError(`${option} '${file}' is not allowed: '${dir}' is not a directory`);
-  try {
-    fs.accessSync(dir, fs.constants.W_OK);
-  } catch {
-    throw new UsageError(`${option} '${file}' is not allowed: the directory '${dir}' is not writable`);
+
+  /** After every output: the failed writes as one error, if any. */
+  finish(): void {
+    if (this.failures.length > 0) throw new OutputError(this.failures.join('; '));
   }
-  if (fs.existsSync(file) && fs.statSync(file).isDirectory()) throw new UsageError(`${option} '${file}' is not allowed: it is a directory`);
 }

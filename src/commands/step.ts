@@ -6,15 +6,15 @@ import * as os from 'node:os';
 import type { NcclCommunicator } from '../../binding-cuda';
 import { resolveBackend, type Backend } from '../backend';
 import { cudaAddon } from '../native-cuda';
-import { UsageError } from '../errors';
+import { DivergedError, UsageError } from '../errors';
 import { addon } from '../native';
-import { parseBuckets, parseChoice, parseInteger, parseNumber } from '../options';
+import { OutputWriter, parseBuckets, parseChoice, parseInteger, parseNumber } from '../options';
 import { writeJsonAtomic, writeTextAtomic } from '../io/json-file';
 import { htmlReport } from '../report/html-report';
 import { pathOf } from './explain';
 import { attribute } from '../analysis/attribution';
-import { resnet50Graph } from '../model/graph';
-import { parsePlan } from '../plan/plan';
+import { resnet50Graph, type ResNetGraph } from '../model/graph';
+import { convVariantsOf, parsePlan } from '../plan/plan';
 import { runTraining, type Run } from '../run/training';
 import { formatComparison, formatRun } from '../report/run-report';
 import { progressBar } from '../report/progress';
@@ -69,6 +69,8 @@ export interface StepOpts {
   dataThreads: string;
   prefetch: string;
   onBadImage: string;
+  /** The options given on the command line (attribute names, e.g. 'latency'); left out, none counts as given. */
+  given?: ReadonlySet<string>;
 }
 
 export const DEFAULT_DATA_THREADS = String(Math.min(8, os.availableParallelism()));
@@ -170,10 +172,14 @@ function selectRankDevice(): void {
  * process: not under launch, not another communicator, not --graph.
  */
 function parseGpus(opts: StepOpts, backend: Backend): number {
-  if (opts.gpus === '1') return 1;
+  // The value first (an integer of 1 or more, or all), then whether this backend can use it.
+  if (opts.gpus.trim() !== 'all' && (!/^\s*\d+\s*$/.test(opts.gpus) || !(Number(opts.gpus) >= 1) || Number(opts.gpus) > 1024)) {
+    throw new UsageError(`--gpus '${opts.gpus}' is not allowed: an integer from 1 to 1024, or all`);
+  }
+  if (Number(opts.gpus) === 1) return 1;
   if (backend !== 'cuda') throw new UsageError(`--gpus ${opts.gpus} needs --backend cuda: the cpu backend runs one worker per process (stepscope launch -n N -- step --comm gloo)`);
   const count = cudaAddon().cudaInfo().deviceCount;
-  const gpus = opts.gpus === 'all' ? count : parseInteger('--gpus', opts.gpus, 1, 1024);
+  const gpus = opts.gpus.trim() === 'all' ? count : parseInteger('--gpus', opts.gpus, 1, 1024);
   if (gpus > count) throw new UsageError(`--gpus ${gpus} is not allowed: ${count} GPU${count === 1 ? '' : 's'} visible (allowed 1..${count}, or all)`);
   if (gpus === 1) return 1;
   if (process.env.WORLD_SIZE !== undefined) {
@@ -211,6 +217,7 @@ export async function runStep(opts: StepOpts, print: (text: string) => void): Pr
   const classes = parseInteger('--classes', opts.classes, 2, 100000);
   const width = parseInteger('--width', opts.width, 1, 1024);
   const graph = resnet50Graph({ batch, resolution, width, classes });
+  checkBufferSizes(graph, backend, { batch, resolution, width, classes });
   const config = {
     batch, resolution, classes, width,
     iterations: parseInteger('--iterations', opts.iterations, 1, 100000),
@@ -231,16 +238,22 @@ export async function runStep(opts: StepOpts, print: (text: string) => void): Pr
     data: parseDataOptions(opts),
     graph: opts.graph === true,
   };
-  const schedules = opts.compare
-    ? (['serialized', 'overlapped'] as const)
-    : ([parseChoice('--schedule', opts.schedule, ['serialized', 'overlapped'] as const)] as const);
+  if (config.layout === 'nChw16c' && backend === 'cpu') checkBlockedChannels(graph, config.plan, width);
+  // Checked even where unused, so a typo never passes silently.
+  const schedule = parseChoice('--schedule', opts.schedule, ['serialized', 'overlapped'] as const);
+  const given = (key: string) => opts.given?.has(key) === true;
+  if (opts.compare && given('schedule')) throw new UsageError(`--schedule ${schedule} is not allowed with --compare: --compare runs both schedules (serialized, then overlapped)`);
+  const schedules = opts.compare ? (['serialized', 'overlapped'] as const) : ([schedule] as const);
   if (opts.compare && comm === 'local' && parseInteger('--workers', opts.workers, 1, 16) < 2) throw new UsageError('--compare needs --workers 2 or more');
   const bar = progressBar(!opts.json);
   const perRun = config.warmup + config.iterations;
   const runs: Run[] = [];
+  // A file that cannot be written does not stop the others or the printed result (reported at the end, exit 1).
+  const out = new OutputWriter();
   // Across processes: this rank's place. With --gpus, every rank is in this process.
   const place = comm === 'local' || gpus > 1 ? undefined : rankPlace(comm);
   if (place) rankWorkers(comm as 'gloo' | 'nccl', opts.workers); // refused before any rendezvous
+  checkReductionOptions(opts, gpus > 1 ? gpus : place ? place.size : parseInteger('--workers', opts.workers, 1, 16));
   const timeoutMs = parseInteger('--comm-timeout-ms', opts.commTimeoutMs, 100, 3_600_000);
   if (backend === 'cuda') selectRankDevice();
   // NCCL: one communicator (or one local group) for every schedule. Gloo: one rendezvous per schedule (a fresh store prefix keeps runs apart).
@@ -271,9 +284,11 @@ export async function runStep(opts: StepOpts, print: (text: string) => void): Pr
         }
       }
       const rankSuffix = (file: string | undefined) => (place && place.rank > 0 && file ? `${file}.rank${place.rank}` : file);
-      const run = await runTraining({ ...config, reduction, localGroup, rank: place?.rank ?? 0, saveWeights: rankSuffix(config.saveWeights), savePlan: rankSuffix(config.savePlan) }, (f) => {
+      const run = await runTraining({ ...config, reduction, localGroup, rank: place?.rank ?? 0, saveWeights: rankSuffix(config.saveWeights), savePlan: rankSuffix(config.savePlan), outputs: out }, (f) => {
         const done = runs.length * perRun + f.index + 1;
         bar.update(done / (schedules.length * perRun), `${schedule}: iteration ${f.index + 1}/${perRun}${f.warmup ? ' (warm-up)' : ''}: ${f.totalMs.toFixed(0)} ms, loss ${f.loss.toFixed(4)}`);
+      }).catch((err: unknown) => {
+        throw diverged(err, opts.weights);
       });
       runs.push(run);
     }
@@ -292,33 +307,120 @@ export async function runStep(opts: StepOpts, print: (text: string) => void): Pr
       worker = 'GPU';
     }
     nccl?.destroy(); // every rank, after its last collective
-    if (place && place.rank > 0) return; // rank 0 reports for all
-    if (opts.save) writeJsonAtomic(opts.save, runs.length === 1 ? runs[0] : runs);
+    if (place && place.rank > 0) return out.finish(); // rank 0 reports for all (this rank's own files: here)
+    if (opts.save) out.write('--save', opts.save, () => writeJsonAtomic(opts.save!, runs.length === 1 ? runs[0] : runs));
     if (opts.report) {
       const named = runs.map((run, i) => ({
         name: run.config.reduction?.schedule ?? 'step', run, path: pathOf(run),
         // Across processes: every other rank's timeline beside rank 0's.
         otherRanks: perRank?.[i].slice(1).map((r, k) => ({ name: `${worker} ${k + 1}`, timeline: r.timeline, marks: r.marks })),
       }));
-      writeTextAtomic(opts.report, htmlReport({
+      out.write('--report', opts.report, () => writeTextAtomic(opts.report!, htmlReport({
         title: `stepscope step: ${runs.map((r) => r.config.reduction?.schedule ?? 'single worker').join(' vs ')}`,
         runs: named,
         attribution: runs.length === 2 ? attribute(runs[0], runs[1]) : undefined,
-      }));
+      })));
     }
     if (opts.trace) {
       const label = (r: Run) => r.config.reduction?.schedule ?? 'single worker';
       const processes = perRank
         ? runs.flatMap((r, i) => perRank![i].map(({ timeline: records }, rank) => ({ rank: i * perRank![i].length + rank, label: `${worker} ${rank} (${label(r)})`, records })))
         : runs.map((r, i) => ({ rank: i, label: `rank 0 (${label(r)})`, records: r.timeline }));
-      writeJsonAtomic(opts.trace, chromeTrace(processes));
+      out.write('--trace', opts.trace, () => writeJsonAtomic(opts.trace!, chromeTrace(processes)));
     }
     if (opts.json) {
       const strip = ({ timeline: _t, ...rest }: Run) => (rest.replicas ? { ...rest, replicas: { ...rest.replicas, timelines: undefined } } : rest);
-      return print(JSON.stringify(runs.length === 1 ? strip(runs[0]) : runs.map(strip), null, 2));
+      print(JSON.stringify(runs.length === 1 ? strip(runs[0]) : runs.map(strip), null, 2));
+    } else if (runs.length === 1) {
+      print(formatRun(runs[0]));
+    } else {
+      print(formatComparison(runs[0], runs[1]));
     }
-    if (runs.length === 1) return print(formatRun(runs[0]));
-    print(formatComparison(runs[0], runs[1]));
+    out.finish();
   }
+}
+
+/** The most values one buffer holds: the cpu addon's DeviceBuffer::kMaxCount, the CUDA addon's 32-bit length. */
+const MAX_BUFFER_VALUES: Record<Backend, number> = { cpu: 2 ** 33, cuda: 2 ** 31 - 1 };
+
+/**
+ * Every activation (and parameter) must fit one buffer of the backend: too
+ * large a --batch and --resolution (or --width, --classes) is refused here,
+ * naming them, not deep in the addon.
+ */
+function checkBufferSizes(graph: ResNetGraph, backend: Backend, o: { batch: number; resolution: number; width: number; classes: number }): void {
+  const limit = MAX_BUFFER_VALUES[backend];
+  const count = (n: number) => n.toLocaleString('en-US');
+  let largest = { name: '', values: 0 };
+  for (const [name, values] of graph.tensors) if (values > largest.values) largest = { name, values };
+  if (largest.values > limit) {
+    const perImage = largest.values / o.batch;
+    const batches = Math.floor(limit / perImage);
+    throw new UsageError(
+      `--batch ${o.batch} with --resolution ${o.resolution} is not allowed: the largest activation, '${largest.name}'${largest.name === graph.input ? ' (the input images)' : ''}, ` +
+        `would hold ${count(largest.values)} values, more than one ${backend} buffer holds (${count(limit)}); ` +
+        (batches >= 1 ? `at --resolution ${o.resolution} (--width ${o.width}) allowed --batch 1 to ${batches}, or a lower --resolution` : `lower --resolution or --width`),
+    );
+  }
+  for (const p of graph.params) {
+    const values = p.shape.reduce((a, b) => a * b, 1);
+    if (values > limit) {
+      throw new UsageError(`--width ${o.width} with --classes ${o.classes} is not allowed: the parameter ${p.name} would hold ${count(values)} values, more than one ${backend} buffer holds (${count(limit)}); lower --width or --classes`);
+    }
+  }
+}
+
+/**
+ * --layout nChw16c (oneDNN's blocks of 16 channels) needs every conv's channel
+ * counts divisible by 16; they are all multiples of --width. conv1's 3 input
+ * channels are exempt: conv1 reads the image in plain NCHW, unpadded. A conv
+ * that runs another variant than onednn is left for the step to name.
+ */
+function checkBlockedChannels(graph: ResNetGraph, plan: ReturnType<typeof parsePlan>, width: number): void {
+  for (const n of graph.nodes) {
+    if (n.kind !== 'conv') continue;
+    if (convVariantsOf(plan, n.name).some((v) => v !== 'onednn')) return;
+    const image = n.inputs[0] === graph.input;
+    if (n.shape.k % 16 === 0 && (image || n.shape.c % 16 === 0)) continue;
+    const channels = image
+      ? `${n.name} has ${n.shape.k} output channels (its ${n.shape.c} input channels, the image's, are read in plain NCHW, unpadded, and need not be)`
+      : `${n.name} has ${n.shape.c} input and ${n.shape.k} output channels`;
+    throw new UsageError(
+      `--layout nChw16c needs every conv's channel counts divisible by 16 (oneDNN's blocks of 16 channels); with --width ${width}, ${channels}: ` +
+        `allowed --width a multiple of 16 (e.g. ${Math.max(16, 16 * Math.round(width / 16))}), or --layout auto (nchw here) or nchw`,
+    );
+  }
+}
+
+/**
+ * The modeled link (--link, --latency) and the reduction's options (--schedule,
+ * --bucket-mb, --first-bucket-mb) act on the gradient reduction: every value
+ * is checked, and with one worker (no reduction) giving them is refused.
+ */
+function checkReductionOptions(opts: StepOpts, workers: number): void {
+  parseNumber('--latency', opts.latency, 0, 1e6);
+  parseBuckets(opts);
+  if (opts.link !== undefined) parseNumber('--link', opts.link, 0.001, 10000);
+  const given = (key: string) => opts.given?.has(key) === true;
+  if (given('latency') && opts.link === undefined) {
+    throw new UsageError(`--latency ${opts.latency} needs --link <GB/s>: the latency is the modeled link's (give --link, or leave --latency out)`);
+  }
+  if (workers > 1) return;
+  const unused = [
+    opts.link !== undefined ? `--link ${opts.link}` : undefined,
+    given('schedule') ? `--schedule ${opts.schedule}` : undefined,
+    given('bucketMb') ? `--bucket-mb ${opts.bucketMb}` : undefined,
+    given('firstBucketMb') ? `--first-bucket-mb ${opts.firstBucketMb}` : undefined,
+  ].filter((x) => x !== undefined);
+  if (unused.length > 0) {
+    throw new UsageError(`${unused.join(', ')} ${unused.length === 1 ? 'has' : 'have'} no effect with one worker: there is no gradient reduction (give --workers 2 or more, or leave ${unused.length === 1 ? 'it' : 'them'} out)`);
+  }
+}
+
+/** A step whose loss is not finite, as a DivergedError (exit 1, no stack) that also names the --weights file; other errors as they are. */
+function diverged(err: unknown, weights: string | undefined): unknown {
+  const e = err;
+  if (!(e instanceof DivergedError)) return err;
+  return new DivergedError(weights ? `${e.message}, or the --weights file '${weights}' holds non-finite or extreme values` : e.message);
 }
 

@@ -15,7 +15,7 @@ import type { Backend } from '../backend';
 import { addon, type Addon } from '../native';
 import { cudaAddon } from '../native-cuda';
 import { convVariantsOf, variantFor, type Plan, type PlanOp } from '../plan/plan';
-import { UsageError } from '../errors';
+import { DivergedError, UsageError } from '../errors';
 import { assignBuckets, type Bucket } from '../schedule/buckets';
 import type { LocalNcclGroup } from '../comm/local-nccl';
 
@@ -860,7 +860,7 @@ export class TrainingStep {
     this.lastLogits = logits; // kept (not pooled) until the next iteration
     const loss = this.loss.read()[0];
     if (!Number.isFinite(loss)) {
-      throw new Error(`the loss of step ${step} is ${loss}: training diverged (lower --lr?) or the input holds non-finite values`);
+      throw new DivergedError(`the loss of step ${step} is ${loss}: training diverged (lower --lr?) or the input holds non-finite values`);
     }
     return {
       loss,

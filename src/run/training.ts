@@ -3,6 +3,7 @@
 // input pipeline, src/data/pipeline.ts), runs warm-up and measured iterations,
 // and returns a Run: configuration, environment, per-iteration phases, the
 // top kernels, and the last iteration's timeline (savable as JSON).
+import type { OutputWriter } from '../options';
 import * as os from 'node:os';
 import type { KernelRecord, WaitRecord } from '../../binding';
 import { summarize, type Summary } from '../bench/stats';
@@ -54,6 +55,8 @@ export interface TrainingConfig {
   graph?: boolean;
   /** Write the plan as it ran (each conv pass's variant, library choices resolved) as JSON. */
   savePlan?: string;
+  /** Writes --save-weights and --save-plan: a file that fails is reported by the caller at the end, after the other outputs (absent: a failure throws). */
+  outputs?: OutputWriter;
   /**
    * cuda, all local GPUs in one process (--gpus N): one replica per GPU of
    * the group, reduced through it (reduction.comm 'nccl', workers = its size).
@@ -313,8 +316,9 @@ async function iterate(
       `${inOther.length} iteration(s) with the reduction ${other} (index ${inOther.map((x) => x.index).join(', ')}) against the ${mine.length} measured ${schedule} ones`)
     : undefined;
   if (contention) contention.other = { schedule: other, totalMs: inOther.map((x) => x.figures.totalMs), iterations: inOther.map((x) => x.figures) };
-  if (config.saveWeights) saveWeights(replicasOf(step)[0], config.saveWeights);
-  if (config.savePlan) writeJsonAtomic(config.savePlan, step.resolvedPlan());
+  const write = (option: string, file: string, body: () => void) => (config.outputs ? config.outputs.write(option, file, body) : body());
+  if (config.saveWeights) write('--save-weights', config.saveWeights, () => saveWeights(replicasOf(step)[0], config.saveWeights!));
+  if (config.savePlan) write('--save-plan', config.savePlan, () => writeJsonAtomic(config.savePlan!, step.resolvedPlan()));
   step.releaseActivations();
 
   const measured = iterations.filter((f) => !f.warmup);
@@ -338,7 +342,7 @@ async function iterate(
     format: 'stepscope-run',
     version: RUN_FORMAT_VERSION,
     createdAt: new Date().toISOString(),
-    config: { ...config, localGroup: undefined }, // a native handle, not data
+    config: { ...config, localGroup: undefined, outputs: undefined }, // a native handle and a writer, not data
     environment: {
       cpuModel: os.cpus()[0]?.model ?? 'unknown',
       threads: addon().buildInfo().threads, // the host's threads (the CPU addon's), on both backends
