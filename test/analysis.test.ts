@@ -369,12 +369,19 @@ test('reproduce: both profiles on generated data, the table, the attribution and
   }
 });
 
-test('peers: stepscope runs, a missing Python or framework is named, not fatal; the report has the table', () => {
+test('peers: stepscope runs, a Python without the framework is named, not fatal; a --python that is not there is refused first; the report has the table', () => {
   const report = path.join(dir, 'peers.html');
-  const r = cli(['peers', '--batch', '1', '--resolution', '32', '--iterations', '1', '--warmup', '0', '--framework', 'pytorch', '--python', '/nonexistent/python3', '--report', report]);
+  // A "Python" that runs but has no framework: its failure is a row, not the end of the command.
+  const noFramework = path.join(dir, 'python-without-torch');
+  fs.writeFileSync(noFramework, "#!/bin/sh\necho \"ModuleNotFoundError: No module named 'torch'\" >&2\nexit 1\n", { mode: 0o755 });
+  const r = cli(['peers', '--batch', '1', '--resolution', '32', '--iterations', '1', '--warmup', '0', '--framework', 'pytorch', '--python', noFramework, '--report', report]);
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /iteration \(median\)\s+\d+\.\d/);
-  assert.match(r.stdout, /pytorch: cannot run \/nonexistent\/python3/);
+  assert.match(r.stdout, /pytorch: .*No module named 'torch'/);
+  const missing = cli(['peers', '--framework', 'pytorch', '--python', '/nonexistent/python3']);
+  assert.equal(missing.status, 2);
+  assert.match(missing.stderr, /--python '\/nonexistent\/python3' is not allowed: no such file/);
+  assert.equal(missing.stdout, '', 'refused before the step ran');
   assert.match(fs.readFileSync(report, 'utf8'), /The same step in each framework/);
   const bad = cli(['peers', '--framework', 'jax']);
   assert.equal(bad.status, 2);

@@ -508,7 +508,7 @@ test('reproduce --backend cuda runs the two profiles with CUDA\'s kernels (CPU s
   const bad = cli(['reproduce', '--backend', 'cuda', '--profiles', `pytorch-like,${profile}`, '--batch', '2', '--resolution', '32', '--width', '4', '--images', '8', '--classes', '2',
     '--iterations', '1', '--warmup', '0', '--data-dir', path.join(dir, 'data'), '--save-dir', path.join(dir, 'save2')], env);
   assert.equal(bad.status, 2, bad.stderr);
-  assert.match(bad.stderr, /--layout nChw16c/);
+  assert.match(bad.stderr, /profile .*blocked\.json.*field "layout".*nChw16c/);
 });
 
 test('whatif --kernels on a CUDA run measures the plan\'s CUDA variants (CPU stand-in); CPU variants are refused', { skip: standIn }, () => {

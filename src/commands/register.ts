@@ -6,13 +6,13 @@ import * as path from 'node:path';
 import { resolveBackend } from '../backend';
 import { UsageError } from '../errors';
 import { writeTextAtomic } from '../io/json-file';
-import { parseChoiceList, parseInteger, parseNumber } from '../options';
+import { OutputWriter, parseChoiceList, parseInteger, parseNumber } from '../options';
 import { htmlReport } from '../report/html-report';
 import { progressBar } from '../report/progress';
 import { loadProfile } from '../run/profile';
 import type { Run } from '../run/training';
 import { explain, formatExplained, pathOf } from './explain';
-import { formatPeers, runPeers, type PeersOptions } from './peers';
+import { DEFAULT_PYTHON, formatPeers, runPeers, type PeersOptions } from './peers';
 import { formatReproduce, reproduce, reproduceReport, type ReproduceOptions } from './reproduce';
 import { formatWhatIf, whatIf, type WhatIfOpts } from './whatif';
 
@@ -62,12 +62,16 @@ export function registerAnalysisCommands(program: Command, print: (text: string)
       for (const p of profiles) loadProfile(p); // bad profiles fail before any work
       if (o.images < o.batch) throw new UsageError(`--images ${o.images} is fewer than one batch (--batch ${o.batch})`);
       const r = await reproduce(o, progressBar(!opts.json));
-      if (opts.report) writeTextAtomic(opts.report as string, reproduceReport(r));
+      // A report that cannot be written is reported after the printed result (exit 1), not instead of it.
+      const out = new OutputWriter();
+      if (opts.report) out.write('--report', opts.report as string, () => writeTextAtomic(opts.report as string, reproduceReport(r)));
       if (opts.json) {
         const strip = ({ timeline: _t, kernels: _k, ...rest }: Run) => rest;
-        return print(JSON.stringify({ profiles: r.profiles, runs: r.runs.map(strip), attribution: r.attribution, hypothesis: { ...r.hypothesis, run: strip(r.hypothesis.run) }, files: r.files }, null, 2));
+        print(JSON.stringify({ profiles: r.profiles, runs: r.runs.map(strip), attribution: r.attribution, hypothesis: { ...r.hypothesis, run: strip(r.hypothesis.run) }, files: r.files }, null, 2));
+      } else {
+        print(formatReproduce(r, o));
       }
-      print(formatReproduce(r, o));
+      out.finish();
     });
 
   program
@@ -80,11 +84,13 @@ export function registerAnalysisCommands(program: Command, print: (text: string)
     .action((files: string[], opts: { top: string; json?: boolean; report?: string }) => {
       if (files.length > 2) throw new UsageError(`explain takes one or two run files; got ${files.length}`);
       const e = explain(files, parseInteger('--top', opts.top, 1, 1000));
+      const out = new OutputWriter();
       if (opts.report) {
-        writeTextAtomic(opts.report, htmlReport({ title: `stepscope explain: ${files.join(' vs ')}`, runs: e.runs, attribution: e.attribution }));
+        out.write('--report', opts.report, () => writeTextAtomic(opts.report!, htmlReport({ title: `stepscope explain: ${files.join(' vs ')}`, runs: e.runs, attribution: e.attribution })));
       }
-      if (opts.json) return print(JSON.stringify({ runs: e.runs.map((r) => ({ name: r.name, criticalPath: r.path })), attribution: e.attribution }, null, 2));
-      print(formatExplained(e));
+      if (opts.json) print(JSON.stringify({ runs: e.runs.map((r) => ({ name: r.name, criticalPath: r.path })), attribution: e.attribution }, null, 2));
+      else print(formatExplained(e));
+      out.finish();
     });
 
   program
@@ -106,23 +112,26 @@ export function registerAnalysisCommands(program: Command, print: (text: string)
       const bar = progressBar(!opts.json);
       const r = await whatIf(file, opts, (done, total, what) => bar.update(done / total, `measuring the plan's convolutions: ${what}`));
       bar.done();
+      const out = new OutputWriter();
       if (opts.report) {
         const rows = [{ label: 'unchanged (replay)', predictedMs: r.prediction.baseline.replayMs * r.prediction.calibration, measuredMs: r.prediction.baseline.measuredMs },
           { label: r.changes.join('; ') || 'unchanged', predictedMs: r.prediction.totalMs },
           ...(r.check ? [{ label: `check: reduction ${r.check.schedule} (the run's own ${r.check.iterationsMs.length} iterations)`, predictedMs: r.check.predictedMs, measuredMs: r.check.measuredMs }] : [])];
         const scale = (r.scaleOut ?? []).flatMap((p) => [{ label: `${p.workers} workers, serialized`, predictedMs: p.serializedMs }, { label: `${p.workers} workers, overlapped`, predictedMs: p.overlappedMs }]);
-        writeTextAtomic(opts.report, htmlReport({
+        out.write('--report', opts.report, () => writeTextAtomic(opts.report!, htmlReport({
           title: `stepscope whatif: ${file}`,
           runs: [{ name: file, run: r.base, path: pathOf(r.base) }],
           whatif: [{ title: 'What-if prediction', rows, notes: r.prediction.notes }, ...(scale.length ? [{ title: 'Scale-out projection', rows: scale }] : [])],
-        }));
+        })));
       }
       if (opts.json) {
         const { base: _b, prediction, ...rest } = r;
         const { timeline: _t, ...p } = prediction;
-        return print(JSON.stringify({ ...rest, prediction: p }, null, 2));
+        print(JSON.stringify({ ...rest, prediction: p }, null, 2));
+      } else {
+        print(formatWhatIf(r));
       }
-      print(formatWhatIf(r));
+      out.finish();
     });
 
   program
@@ -133,7 +142,7 @@ export function registerAnalysisCommands(program: Command, print: (text: string)
     .option('--iterations <n>', 'measured iterations', '3')
     .option('--warmup <n>', 'warm-up iterations', '1')
     .option('--framework <list>', 'pytorch, tensorflow or both', 'both')
-    .option('--python <exe>', 'the Python that has the frameworks', 'python3')
+    .option('--python <exe>', 'the Python that has the frameworks', DEFAULT_PYTHON)
     .option('--json', 'print JSON')
     .option('--report <file>', 'write a self-contained HTML report')
     .action(async (opts: { batch: string; resolution: string; iterations: string; warmup: string; framework: string; python: string; json?: boolean; report?: string }) => {
@@ -151,10 +160,11 @@ export function registerAnalysisCommands(program: Command, print: (text: string)
       let at = 0;
       const r = await runPeers(o, (what) => bar.update(at++ / steps, what));
       bar.done();
+      const out = new OutputWriter();
       if (opts.report) {
         const s = r.stepscope.summary;
         const cell = (v: number | undefined) => (v === undefined ? '-' : v);
-        writeTextAtomic(opts.report, htmlReport({
+        out.write('--report', opts.report, () => writeTextAtomic(opts.report!, htmlReport({
           title: `stepscope peers: batch ${o.batch}, ${o.resolution}x${o.resolution}`,
           runs: [{ name: 'stepscope', run: r.stepscope, path: pathOf(r.stepscope) }],
           tables: [{
@@ -165,12 +175,14 @@ export function registerAnalysisCommands(program: Command, print: (text: string)
               ...r.peers.map((p) => [p.version ? `${p.name} ${p.version}` : p.name, cell(p.totalMs), cell(p.forwardMs), cell(p.backwardMs), cell(p.optimizerMs), p.error ?? '']),
             ],
           }],
-        }));
+        })));
       }
       if (opts.json) {
         const { timeline: _t, kernels: _k, ...run } = r.stepscope;
-        return print(JSON.stringify({ stepscope: run, peers: r.peers }, null, 2));
+        print(JSON.stringify({ stepscope: run, peers: r.peers }, null, 2));
+      } else {
+        print(formatPeers(r, o));
       }
-      print(formatPeers(r, o));
+      out.finish();
     });
 }
