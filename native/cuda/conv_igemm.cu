@@ -74,23 +74,25 @@ __device__ void multiplyStep(const T* As, const T* Bs, wmma::fragment<wmma::accu
   }
 }
 
-// The block's tile through shared memory (Cs, column-major, kTile x kLdC)
-// into the output: stored, or added for a split-K's partial sums.
+// The block's tile through shared memory (Cs, kTile x kLdC, in the
+// output's order: igemm_tile.h) into the output: stored, or added for a
+// split-K's partial sums.
 template <typename Problem, int MmaK>
 __device__ void storeTile(const Problem& prob, int m0, int n0, float* Cs,
                           wmma::fragment<wmma::accumulator, kFragment, kFragment, MmaK, float> (&acc)[2][2]) {
+  constexpr bool AlongN = Problem::kOutAlongN;
   const int warp = threadIdx.x / 32, M = prob.M(), N = prob.N();
   for (int i = 0; i < 2; ++i)
     for (int j = 0; j < 2; ++j)
-      wmma::store_matrix_sync(Cs + cFragment(warp, i, j), acc[i][j], kLdC, wmma::mem_col_major);
+      wmma::store_matrix_sync(Cs + cFragment<AlongN>(warp, i, j), acc[i][j], kLdC, AlongN ? wmma::mem_row_major : wmma::mem_col_major);
   __syncthreads();
   for (int e = threadIdx.x; e < kTile * kTile; e += kThreads) {
-    const int i = epilogueRow(e), j = epilogueCol(e);
+    const int i = epilogueRow<AlongN>(e), j = epilogueCol<AlongN>(e);
     const int m = m0 + i, n = n0 + j;
     if (m >= M || n >= N) continue;
     float* o = prob.out() + prob.outIndex(m, n);
-    if (gridDim.z > 1) atomicAdd(o, Cs[stagedAt(i, j)]);  // partial sums of a split-K
-    else *o = Cs[stagedAt(i, j)];
+    if (gridDim.z > 1) atomicAdd(o, Cs[stagedAt<AlongN>(i, j)]);  // partial sums of a split-K
+    else *o = Cs[stagedAt<AlongN>(i, j)];
   }
 }
 

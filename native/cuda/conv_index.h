@@ -160,6 +160,7 @@ SS_HD inline float gatherB(const Problem& prob, const typename Problem::KB& k, c
 }
 
 struct ForwardProblem {  // M = N*P*Q, N = K, K = C*R*S
+  static constexpr bool kOutAlongN = false;  // y[n][k][p][q]: contiguous along m
   Dims d;
   const float* x;
   const float* w;
@@ -208,6 +209,7 @@ struct ForwardProblem {  // M = N*P*Q, N = K, K = C*R*S
 };
 
 struct BackwardDataProblem {  // M = N*H*W, N = C, K = K*R*S
+  static constexpr bool kOutAlongN = false;  // dx[n][c][h][w]: contiguous along m
   Dims d;
   float* dx;
   const float* w;
@@ -265,6 +267,7 @@ struct BackwardDataProblem {  // M = N*H*W, N = C, K = K*R*S
 };
 
 struct BackwardFilterProblem {  // M = K, N = C*R*S, K = N*P*Q
+  static constexpr bool kOutAlongN = true;  // dw[k][c][r][s]: contiguous along n
   Dims d;
   const float* x;
   float* dw;

@@ -74,14 +74,23 @@ SS_HD inline int warpCol(int warp) { return warp % 2 * kWarpTile; }
 SS_HD inline int aFragment(int warp, int i, int kk, int lda) { return (warpRow(warp) + i * kFragment) * lda + kk; }
 SS_HD inline int bFragment(int warp, int j, int kk, int ldb) { return kk * ldb + warpCol(warp) + j * kFragment; }
 
-// The epilogue stages the block's tile column-major in shared memory
-// (accumulator fragment (i, j) stored mem_col_major at cFragment: element
-// (r, c) at start + c * kLdC + r), so that its reads, consecutive threads on
-// consecutive rows m (contiguous in NCHW outputs), hit consecutive banks.
-SS_HD inline int cFragment(int warp, int i, int j) { return (warpCol(warp) + j * kFragment) * kLdC + warpRow(warp) + i * kFragment; }
-SS_HD inline int stagedAt(int row, int col) { return col * kLdC + row; }
-SS_HD inline int epilogueRow(int e) { return e % kTile; }
-SS_HD inline int epilogueCol(int e) { return e / kTile; }
+// The epilogue walks the block's tile along the output's contiguous
+// dimension, so consecutive threads write (or, with split-K, add to)
+// consecutive addresses: rows m for y and dx (NCHW), columns n for dw
+// (AlongN, Problem::kOutAlongN). It stages the tile in shared memory in the
+// matching order (column-major along m, row-major along n: accumulator
+// fragment (i, j) stored at cFragment, its element (r, c) at
+// fragmentElement(r, c) from there), so those reads hit consecutive banks.
+template <bool AlongN>
+SS_HD inline int stagedAt(int row, int col) { return AlongN ? row * kLdC + col : col * kLdC + row; }
+template <bool AlongN>
+SS_HD inline int cFragment(int warp, int i, int j) { return stagedAt<AlongN>(warpRow(warp) + i * kFragment, warpCol(warp) + j * kFragment); }
+template <bool AlongN>
+SS_HD inline int fragmentElement(int r, int c) { return stagedAt<AlongN>(r, c); }
+template <bool AlongN>
+SS_HD inline int epilogueRow(int e) { return AlongN ? e / kTile : e % kTile; }
+template <bool AlongN>
+SS_HD inline int epilogueCol(int e) { return AlongN ? e % kTile : e / kTile; }
 
 SS_HD inline int stepsIn(int kBegin, int kEnd) { return (kEnd - kBegin + kStep - 1) / kStep; }
 SS_HD inline int stepStart(int kBegin, int step) { return kBegin + step * kStep; }

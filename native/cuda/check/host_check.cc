@@ -224,19 +224,21 @@ long long replayBlocks(const Problem& prob, int splits, Schedule schedule, Mutat
         } else {
           loadBeforeBarrierSteps(steps, [&](int s) { load(s, stageOf(s)); }, [] {}, barrier, [&](int s) { multiply(stageOf(s)); });
         }
-        // The epilogue: fragments stored column-major at cFragment, read back at stagedAt.
+        // The epilogue: fragments stored in the output's order at cFragment, read back at stagedAt.
+        constexpr bool AlongN = Problem::kOutAlongN;
         std::fill(Cs.begin(), Cs.end(), NAN);
         for (int warp = 0; warp < kThreads / 32; ++warp)
           for (int fi = 0; fi < 2; ++fi)
             for (int fj = 0; fj < 2; ++fj)
               for (int r = 0; r < kFragment; ++r)
                 for (int c = 0; c < kFragment; ++c)
-                  Cs[cFragment(warp, fi, fj) + c * kLdC + r] = float(acc[(warpRow(warp) + fi * kFragment + r) * kTile + warpCol(warp) + fj * kFragment + c]);
+                  Cs[cFragment<AlongN>(warp, fi, fj) + fragmentElement<AlongN>(r, c)] =
+                      float(acc[(warpRow(warp) + fi * kFragment + r) * kTile + warpCol(warp) + fj * kFragment + c]);
         for (int e = 0; e < kTile * kTile; ++e) {
-          const int i = epilogueRow(e), j = epilogueCol(e), m = m0 + i, n = n0 + j;
+          const int i = epilogueRow<AlongN>(e), j = epilogueCol<AlongN>(e), m = m0 + i, n = n0 + j;
           if (m >= prob.M() || n >= prob.N()) continue;
           float& o = prob.out()[prob.outIndex(m, n)];
-          o = splits > 1 ? o + Cs[stagedAt(i, j)] : Cs[stagedAt(i, j)];
+          o = splits > 1 ? o + Cs[stagedAt<AlongN>(i, j)] : Cs[stagedAt<AlongN>(i, j)];
         }
       }
   return hazards;
