@@ -105,7 +105,7 @@ export function guardOptionValues(cmd: Command, refuseEmpty: (cmd: Command) => b
       if (name === '--kernels' && cmd.getOptionValueSource(key) === 'cli') {
         const pairs = (v: string) => v.includes('=') && !fs.existsSync(v);
         if (!pairs(String(previous)) || !pairs(value)) {
-          throw new UsageError(`${name} is given twice ('${String(previous)}', then '${value}'): a plan file cannot be combined with another --kernels; give one`);
+          throw new UsageError(`${name} is given twice ('${String(previous)}', then '${value}'): a file (a plan, a saved run, a benchmark) cannot be combined with another --kernels; give one`);
         }
         return `${String(previous)},${value}`;
       }

@@ -94,7 +94,7 @@ test('--kernels given twice: both lists apply (the second no longer silently rep
   assert.equal(plan.ops.relu, 'reference');
   const file = path.join(dir, 'plan.json');
   fs.writeFileSync(file, JSON.stringify({ ops: { conv: 'direct' } }));
-  refused(['step', ...SMALL, '--kernels', file, '--kernels', 'relu=reference'], /--kernels is given twice .*a plan file cannot be combined with another --kernels/);
+  refused(['step', ...SMALL, '--kernels', file, '--kernels', 'relu=reference'], /--kernels is given twice .*a file \(a plan, a saved run, a benchmark\) cannot be combined with another --kernels/);
   // Any other option given twice: the last value counts (as getopt does), so a script can override a default list.
   const last = cli(['step', ...SMALL, '--seed', '5', '--seed', '7', '--json']);
   assert.equal(last.status, 0, last.stderr);

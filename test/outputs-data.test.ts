@@ -156,6 +156,57 @@ test('data make over a folder it made replaces the images (and says so); any oth
   fs.writeFileSync(path.join(d, 'imgs', 'notes.txt'), 'mine');
   refused(run(['data', 'make', 'imgs', '--images', '2', '--classes', '1'], d), "'imgs'", 'notes.txt');
   assert.equal(jpegs(path.join(d, 'imgs')).length, 2);
+  // ... also inside a class folder: the user's file there is not deleted with the images.
+  fs.rmSync(path.join(d, 'imgs', 'notes.txt'));
+  fs.writeFileSync(path.join(d, 'imgs', 'class0', 'notes.txt'), 'mine');
+  refused(run(['data', 'make', 'imgs', '--images', '2', '--classes', '1'], d), "'imgs'", path.join('class0', 'notes.txt'));
+  assert.equal(fs.readFileSync(path.join(d, 'imgs', 'class0', 'notes.txt'), 'utf8'), 'mine');
+});
+
+test('--save-weights follows the output rules: a device stays a device, a symlink\'s target is written', { skip: IS_ROOT ? false : 'mknod needs root' }, () => {
+  const d = dir('weights-out');
+  const dev = path.join(d, 'null');
+  assert.equal(spawnSync('mknod', [dev, 'c', '1', '3']).status, 0);
+  fs.symlinkSync('target.safetensors', path.join(d, 'link.safetensors'));
+  const small = ['step', '--batch', '1', '--resolution', '32', '--iterations', '1', '--warmup', '0', '--width', '4', '--classes', '10'];
+  let r = run([...small, '--save-weights', dev], d);
+  assert.equal(r.status, 0, r.stderr);
+  assert.ok(fs.statSync(dev).isCharacterDevice(), 'the device was renamed over');
+  r = run([...small, '--save-weights', 'link.safetensors'], d);
+  assert.equal(r.status, 0, r.stderr);
+  assert.ok(fs.lstatSync(path.join(d, 'link.safetensors')).isSymbolicLink());
+  assert.ok(fs.statSync(path.join(d, 'target.safetensors')).size > 1000);
+});
+
+test('--save /dev/stdout with stdout redirected to a file: the saved JSON and the printout both arrive whole', { skip: fs.existsSync('/dev/stdout') ? false : 'no /dev/stdout' }, () => {
+  const d = dir('stdout-file');
+  const file = path.join(d, 'out.txt');
+  const fd = fs.openSync(file, 'w');
+  try {
+    const r = spawnSync(process.execPath, [path.join(ROOT, 'bin', 'stepscope.js'), 'step', '--batch', '1', '--resolution', '32', '--iterations', '1', '--warmup', '0',
+      '--width', '4', '--classes', '10', '--json', '--save', '/dev/stdout'], { cwd: d, stdio: ['ignore', fd, 'pipe'], encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+  } finally {
+    fs.closeSync(fd);
+  }
+  // Two JSON documents one after the other: the saved run, then the printed one.
+  const text = fs.readFileSync(file, 'utf8');
+  const decoder = (t: string) => { JSON.parse(t); return true; };
+  let split = -1;
+  for (let i = text.indexOf('\n}') + 2; i > 1 && i < text.length; i = text.indexOf('\n}', i) + 2) {
+    try {
+      decoder(text.slice(0, i));
+      split = i;
+      break;
+    } catch {
+      // not the end of the first document yet
+    }
+  }
+  assert.ok(split > 0, 'the first document is whole JSON');
+  const first = JSON.parse(text.slice(0, split));
+  const second = JSON.parse(text.slice(split));
+  assert.equal(first.format, 'stepscope-run');
+  assert.ok(second.summary && second.config);
 });
 
 // 3. data pack.

@@ -33,7 +33,8 @@ test('damaged runs are refused by explain and whatif with exit 2, naming what is
     ['backwards', (r) => { r.timeline[0].startNs = r.timeline[0].endNs + 1e12; }, /timeline\[0\] ends \(\d+ ns\) before it starts/],
     ['config-null', (r) => { (r as Record<string, unknown>).config = null; }, /config is not an object/],
     ['no-forward', (r) => { delete (r.summary as Partial<Run['summary']>).forwardMs; }, /summary\.forwardMs needs median, min and max/],
-    ['no-kernels', (r) => { r.kernels = []; }, /no kernels recorded/],
+    ['no-kernels', (r) => { r.kernels = []; }, /no kernel figures \(kernels is empty\)/],
+    ['no-timeline', (r) => { r.timeline = []; }, /no kernels recorded \(timeline is empty\)/],
     ['plan-missing', (r) => { (r.config as unknown as Record<string, unknown>).plan = 3; }, /config\.plan needs ops and layers/],
   ];
   for (const [name, damage, message] of cases) {
@@ -68,6 +69,11 @@ test('explain picks runs as file.json:N, and says how when a file holds too many
   const three = cli(['explain', runsFile, `${runsFile}:0`]);
   assert.equal(three.status, 2);
   assert.match(three.stderr, /got 3 .*pick two as file\.json:N/);
+  for (const index of ['-1', 'x', '']) {
+    const r = cli(['explain', `${runsFile}:${index}`]);
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr, new RegExp(`index '${index}' is not allowed: .* holds 2 runs, pick one as`));
+  }
   const past = cli(['explain', `${runsFile}:5`]);
   assert.equal(past.status, 2);
   assert.match(past.stderr, /holds 2 runs; index 5 is past the end \(0\.\.1\)/);

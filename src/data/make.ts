@@ -13,6 +13,7 @@ import { addon } from '../native';
 export const MAKE_MARKER = '.stepscope-data-make';
 
 const CLASS_DIR = /^class\d+$/;
+const MADE_IMAGE = /^img\d+\.jpg$/;
 
 export interface MakeOptions {
   /** What the errors call the directory (default `data make <dir>`). */
@@ -46,7 +47,15 @@ export function prepareMakeDir(dir: string, name = 'data make <dir>'): { replace
   }
   const classDirs = entries.filter((e) => e.name !== MAKE_MARKER);
   let images = 0;
-  for (const c of classDirs) images += fs.readdirSync(path.join(dir, c.name)).length;
+  for (const c of classDirs) {
+    // Only what data make writes in a class folder is replaced: anything else there is the user's.
+    const inside = fs.readdirSync(path.join(dir, c.name), { withFileTypes: true });
+    const other = inside.find((e) => !(e.isFile() && MADE_IMAGE.test(e.name)));
+    if (other) {
+      throw new UsageError(`${name} '${dir}' is not allowed: an earlier data make wrote it, but '${path.join(c.name, other.name)}' is not one of its images; remove it, or give a new or empty directory`);
+    }
+    images += inside.length;
+  }
   for (const c of classDirs) fs.rmSync(path.join(dir, c.name), { recursive: true, force: true });
   return { replaced: { images, classes: classDirs.length }, created };
 }

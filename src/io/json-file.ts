@@ -18,28 +18,84 @@ export function writeJsonAtomic(file: string, value: unknown): void {
 function writeError(file: string, err: unknown): unknown {
   const e = err as NodeJS.ErrnoException;
   if (!(e instanceof Error) || typeof e.code !== 'string') return err;
-  // Node's message is `CODE: what, syscall 'path'`.
-  const what = e.message.replace(/^[A-Z]+: /, '').replace(/, \w+ '.*$/s, '');
   const syscall = e.syscall ?? 'write';
+  // Node's message is `CODE: what, syscall 'path'` (or without the path): keep `what`.
+  const what = e.message.replace(/^[A-Z]+: /, '').replace(/, \w+ '.*$/s, '').replace(new RegExp(`, ${syscall}$`), '');
   return Object.assign(new Error(`${e.code}: ${what}, ${syscall} '${file}'`), { code: e.code, errno: e.errno, syscall, path: file, cause: err });
 }
 
+/** The stream (1 stdout, 2 stderr) whose regular file `target` is, if any: written through that descriptor, at its position. */
+function standardStreamOf(target: string): number | undefined {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(target);
+  } catch {
+    return undefined;
+  }
+  if (!st.isFile()) return undefined; // a pipe or terminal behind /dev/stdout: its own open appends in order
+  for (const fd of [1, 2]) {
+    try {
+      const s = fs.fstatSync(fd);
+      if (s.isFile() && s.dev === st.dev && s.ino === st.ino) return fd;
+    } catch {
+      // closed
+    }
+  }
+  return undefined;
+}
+
+function writeAll(fd: number, chunks: readonly (string | Uint8Array)[]): void {
+  for (const chunk of chunks) {
+    const bytes = typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : chunk;
+    let done = 0;
+    while (done < bytes.byteLength) done += fs.writeSync(fd, bytes, done, bytes.byteLength - done);
+  }
+}
+
 export function writeTextAtomic(file: string, text: string): void {
+  writeFileAtomic(file, [text]);
+}
+
+/**
+ * Writes `chunks` to `file`: atomically (a temp file beside the symlink
+ * chain's end, synced, renamed over it, its mode kept) for a regular file or
+ * a new one; in place for a device or fifo; through the descriptor for the
+ * file stdout or stderr is redirected to (`--save /dev/stdout > f`: opening
+ * it again would truncate and overwrite what was printed).
+ */
+export function writeFileAtomic(file: string, chunks: readonly (string | Uint8Array)[]): void {
   const out = outputTarget(file); // UsageError: empty, a directory
   if (out.mode === 'direct') {
+    const stream = standardStreamOf(out.target);
+    let fd: number | undefined;
     try {
-      fs.writeFileSync(out.target, text);
+      fd = stream ?? fs.openSync(out.target, 'w');
+      writeAll(fd, chunks);
     } catch (err) {
       throw writeError(file, err);
+    } finally {
+      if (fd !== undefined && stream === undefined) fs.closeSync(fd);
     }
     return;
   }
   const tmp = path.join(path.dirname(out.target), `.${path.basename(out.target)}.${process.pid}.tmp`);
+  let fd: number | undefined;
   try {
-    fs.writeFileSync(tmp, text, out.keepMode !== undefined ? { mode: out.keepMode } : undefined);
+    fd = fs.openSync(tmp, 'w', out.keepMode);
+    writeAll(fd, chunks);
+    fs.fsyncSync(fd);
+    fs.closeSync(fd);
+    fd = undefined;
     if (out.keepMode !== undefined) fs.chmodSync(tmp, out.keepMode); // the umask may have narrowed it
     fs.renameSync(tmp, out.target);
   } catch (err) {
+    if (fd !== undefined) {
+      try {
+        fs.closeSync(fd);
+      } catch {
+        // already failing: keep the first error
+      }
+    }
     try {
       fs.unlinkSync(tmp);
     } catch {

@@ -5,7 +5,7 @@
 // Bad files give a SafetensorsError that names the file and the tensor; nothing crashes.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
-import * as path from 'node:path';
+import { writeFileAtomic } from './json-file';
 
 export type SafeDType = 'F32' | 'F64' | 'I64' | 'I32';
 
@@ -245,34 +245,9 @@ export function writeSafetensors(
   const lenBytes = Buffer.alloc(8);
   lenBytes.writeBigUInt64LE(BigInt(json.length));
 
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`);
-  let fd: number | undefined;
-  try {
-    fd = fs.openSync(tmp, 'wx');
-    for (const chunk of [lenBytes, json, ...chunks]) {
-      let done = 0;
-      while (done < chunk.byteLength) done += fs.writeSync(fd, chunk, done, chunk.byteLength - done);
-    }
-    fs.fsyncSync(fd);
-    fs.closeSync(fd);
-    fd = undefined;
-    fs.renameSync(tmp, file);
-  } catch (e) {
-    if (fd !== undefined) {
-      try {
-        fs.closeSync(fd);
-      } catch {
-        // already failing; keep the first error
-      }
-    }
-    try {
-      fs.unlinkSync(tmp);
-    } catch {
-      // the temp file may not exist
-    }
-    const err = e as NodeJS.ErrnoException;
-    fail(file, undefined, `cannot write the file (${err.code ?? err.message})`);
-  }
+  // As every output: a symlink's target, a device in place, a temp file and a rename otherwise (io/json-file.ts);
+  // a failure is a system error naming the file (collected by the step's OutputWriter).
+  writeFileAtomic(file, [lenBytes, json, ...chunks]);
 }
 
 export function toFloat32(t: SafeTensor, nameForErrors: string): Float32Array {

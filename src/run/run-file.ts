@@ -37,7 +37,8 @@ function checkRun(value: unknown, where: string): Run {
   r.waits.forEach((w, i) => {
     if (w.endNs < w.startNs) throw new UsageError(`${where}: damaged run: waits[${i}] ends (${w.endNs} ns) before it starts (${w.startNs} ns)`);
   });
-  if (r.timeline.length === 0 || r.kernels.length === 0) throw new UsageError(`${where}: damaged run: no kernels recorded (timeline and kernels are empty)`);
+  if (r.timeline.length === 0) throw new UsageError(`${where}: damaged run: no kernels recorded (timeline is empty)`);
+  if (r.kernels.length === 0) throw new UsageError(`${where}: damaged run: no kernel figures (kernels is empty)`);
   const m = r.marks as unknown as Record<string, unknown>;
   for (const key of ['startNs', 'forwardEndNs', 'backwardEndNs', 'reducedNs', 'endNs']) if (!num(m[key])) throw new UsageError(`${where}: damaged run: marks.${key} is not a number`);
   const c = r.config as unknown;
@@ -82,12 +83,14 @@ export function readRuns(file: string): Run[] {
  * `file.json:N` when it holds several), or the one picked by `file.json:N`.
  */
 export function readRunSpec(spec: string): { name: string; run: Run }[] {
-  const m = /^(.*):(\d+)$/.exec(spec);
-  const file = m && !fs.existsSync(spec) ? m[1] : spec;
+  const m = /^(.*):([^:/]*)$/.exec(spec);
+  const file = m && !fs.existsSync(spec) && fs.existsSync(m[1]) ? m[1] : spec;
   const runs = readRuns(file);
   if (m && file !== spec) {
+    const count = `${runs.length} run${runs.length === 1 ? '' : 's'}`;
+    if (!/^\d+$/.test(m[2])) throw new UsageError(`run '${spec}': index '${m[2]}' is not allowed: '${file}' holds ${count}, pick one as ${file}:0 .. ${file}:${runs.length - 1}`);
     const i = Number(m[2]);
-    if (i >= runs.length) throw new UsageError(`run file '${file}' holds ${runs.length} runs; index ${i} is past the end (0..${runs.length - 1})`);
+    if (i >= runs.length) throw new UsageError(`run file '${file}' holds ${count}; index ${i} is past the end (0..${runs.length - 1})`);
     return [{ name: spec, run: runs[i] }];
   }
   return runs.map((run, i) => ({ name: runs.length > 1 ? `${file}:${i}` : file, run }));
