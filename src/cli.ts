@@ -9,7 +9,7 @@ import { DATA_ERROR_CODES, DataError, DivergedError, isSystemError, OutputError,
 import { resnet50Convs } from './model/resnet50';
 import { addon } from './native';
 import { CONV_PASSES } from './ops/conv';
-import { checkOutputFile, givenOptions, guardOptionValues, OUTPUT_FILE_OPTIONS, OutputWriter, parseBuckets, parseChoice, parseChoiceList, parseInteger, parseNumber } from './options';
+import { checkOutputFile, givenOptions, guardOptionValues, LINK_GBPS, OUTPUT_FILE_OPTIONS, OutputWriter, parseBuckets, parseChoice, parseChoiceList, parseInteger, parseNumber } from './options';
 import { formatTable } from './report/table';
 import { availableConvVariants, listVariants } from './variants';
 import { writeJsonAtomic, writeTextAtomic } from './io/json-file';
@@ -308,7 +308,7 @@ async function runSweep(opts: SweepOpts) {
   const list = (option: string, text: string, min: number, max: number) =>
     text.split(',').map((v) => parseNumber(option, v.trim(), min, max));
   const workers = opts.workers.split(',').map((w) => parseInteger('--workers', w.trim(), 2, 100000));
-  const links = list('--link', opts.link, 0.001, 10000);
+  const links = list('--link', opts.link, LINK_GBPS.min, LINK_GBPS.max);
   const schedules = opts.schedule === 'both' ? ['serialized', 'overlapped'] as const
     : [parseChoice('--schedule', opts.schedule, ['serialized', 'overlapped', 'both'] as const) as 'serialized' | 'overlapped'];
   const batch = parseInteger('--batch', opts.batch, 1, 4096);

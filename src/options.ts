@@ -61,6 +61,9 @@ export function parseChoice<T extends string>(option: string, value: string, all
   return v as T;
 }
 
+/** A modeled link's bandwidth, GB/s (--link), the same range on every command. */
+export const LINK_GBPS = { min: 0.001, max: 10000 } as const;
+
 /** DDP-style bucket sizes from --bucket-mb and --first-bucket-mb, in bytes. */
 export function parseBuckets(opts: { bucketMb: string; firstBucketMb: string }): { bucketBytes: number; firstBucketBytes: number } {
   return {

@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import { resolveBackend } from '../backend';
 import { UsageError } from '../errors';
 import { writeTextAtomic } from '../io/json-file';
-import { OutputWriter, parseChoiceList, parseInteger, parseNumber } from '../options';
+import { LINK_GBPS, OutputWriter, parseChoiceList, parseInteger, parseNumber } from '../options';
 import { htmlReport } from '../report/html-report';
 import { progressBar } from '../report/progress';
 import { loadProfile } from '../run/profile';
@@ -50,7 +50,7 @@ export function registerAnalysisCommands(program: Command, print: (text: string)
         iterations: parseInteger('--iterations', str('iterations'), 1, 100000),
         warmup: parseInteger('--warmup', str('warmup'), 0, 1000),
         workers: parseInteger('--workers', str('workers'), 1, 16),
-        link: { gbps: parseNumber('--link', str('link'), 0.001, 10000), latencyUs: parseNumber('--latency', str('latency'), 0, 1e6) },
+        link: { gbps: parseNumber('--link', str('link'), LINK_GBPS.min, LINK_GBPS.max), latencyUs: parseNumber('--latency', str('latency'), 0, 1e6) },
         images: parseInteger('--images', str('images'), 1, 10_000_000),
         classes: parseInteger('--classes', str('classes'), 2, 100000),
         dataDir: (opts.dataDir as string | undefined) ?? path.join(os.tmpdir(), 'stepscope-data'),

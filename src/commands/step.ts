@@ -8,7 +8,7 @@ import { resolveBackend, type Backend } from '../backend';
 import { cudaAddon } from '../native-cuda';
 import { DivergedError, UsageError } from '../errors';
 import { addon } from '../native';
-import { OutputWriter, parseBuckets, parseChoice, parseInteger, parseNumber } from '../options';
+import { LINK_GBPS, OutputWriter, parseBuckets, parseChoice, parseInteger, parseNumber } from '../options';
 import { writeJsonAtomic, writeTextAtomic } from '../io/json-file';
 import { htmlReport } from '../report/html-report';
 import { pathOf } from './explain';
@@ -147,7 +147,7 @@ function parseReduction(opts: StepOpts, schedule: 'serialized' | 'overlapped', b
 }
 
 function parseLink(opts: StepOpts): ReductionOptions['link'] {
-  return opts.link === undefined ? undefined : { gbps: parseNumber('--link', opts.link, 0.001, 10000), latencyUs: parseNumber('--latency', opts.latency, 0, 1e6) };
+  return opts.link === undefined ? undefined : { gbps: parseNumber('--link', opts.link, LINK_GBPS.min, LINK_GBPS.max), latencyUs: parseNumber('--latency', opts.latency, 0, 1e6) };
 }
 
 /**
@@ -400,7 +400,7 @@ function checkBlockedChannels(graph: ResNetGraph, plan: ReturnType<typeof parseP
 function checkReductionOptions(opts: StepOpts, workers: number): void {
   parseNumber('--latency', opts.latency, 0, 1e6);
   parseBuckets(opts);
-  if (opts.link !== undefined) parseNumber('--link', opts.link, 0.001, 10000);
+  if (opts.link !== undefined) parseNumber('--link', opts.link, LINK_GBPS.min, LINK_GBPS.max);
   const given = (key: string) => opts.given?.has(key) === true;
   if (given('latency') && opts.link === undefined) {
     throw new UsageError(`--latency ${opts.latency} needs --link <GB/s>: the latency is the modeled link's (give --link, or leave --latency out)`);

@@ -4,7 +4,7 @@
 import * as fs from 'node:fs';
 import { UsageError } from '../errors';
 import { cudaStatus } from '../native-cuda';
-import { parseChoice, parseInteger, parseNumber } from '../options';
+import { LINK_GBPS, parseChoice, parseInteger, parseNumber } from '../options';
 import { readRun } from '../run/run-file';
 import { PHASES, type PhaseKey, type Run } from '../run/training';
 import { kernelsFromBench, kernelsFromRun, withComm, type BenchFile, type CommChange } from '../whatif/changes';
@@ -60,7 +60,7 @@ export async function parseChanges(opts: WhatIfOpts, base: Run, onProgress?: Pro
   if (opts.firstBucketMb !== undefined) comm.firstBucketMb = parseNumber('--first-bucket-mb', opts.firstBucketMb, 0.001, 10000);
   if (opts.workers !== undefined) comm.workers = parseInteger('--workers', opts.workers, 1, 100000);
   const latencyUs = opts.latency !== undefined ? parseNumber('--latency', opts.latency, 0, 1e6) : 0;
-  if (opts.link !== undefined) comm.link = { gbps: parseNumber('--link', opts.link, 0.001, 100000), latencyUs };
+  if (opts.link !== undefined) comm.link = { gbps: parseNumber('--link', opts.link, LINK_GBPS.min, LINK_GBPS.max), latencyUs };
   else if (opts.latency !== undefined) throw new UsageError('--latency needs --link <GB/s>');
   for (const [k, v] of Object.entries(comm)) described.push(`${k} ${typeof v === 'object' ? `${v.gbps} GB/s, ${v.latencyUs} us` : v}`);
   let kernelSource: ((m: StepModel) => StepModel) | undefined;
