@@ -198,3 +198,10 @@ test('a diverging run: the message, exit 1, no stack; with --weights it names th
   const w = refused(['step', ...diverge.map((a) => (a === '32' ? '64' : a)), '--weights', weights], /the loss of step \d+ is .*, or the --weights file '.*weights\.safetensors' holds non-finite or extreme values/, 1);
   assert.equal(w.stderr.trimEnd().split('\n').length, 1);
 });
+
+test('step under launch needs a real communicator: with --comm local every rank would be its own copy', () => {
+  const r = cli(['launch', '-n', '2', '--', 'step', ...SMALL]);
+  assert.equal(r.status, 2, r.stderr);
+  assert.match(r.stderr, /--comm local is not allowed under launch \(WORLD_SIZE 2\): each rank would run its own copy/);
+  assert.doesNotMatch(r.stderr, STACK);
+});

@@ -250,6 +250,12 @@ export async function runStep(opts: StepOpts, print: (text: string) => void): Pr
   const runs: Run[] = [];
   // A file that cannot be written does not stop the others or the printed result (reported at the end, exit 1).
   const out = new OutputWriter();
+  // Under launch, --comm local would make every rank an independent copy of the same run (writing the same files).
+  const launched = process.env.WORLD_SIZE !== undefined && Number(process.env.WORLD_SIZE) > 1;
+  if (launched && comm === 'local' && gpus === 1) {
+    throw new UsageError(`--comm local is not allowed under launch (WORLD_SIZE ${process.env.WORLD_SIZE}): each rank would run its own copy of the step; ` +
+      'give --comm gloo (cpu) or --comm nccl (cuda) so the ranks are the workers');
+  }
   // Across processes: this rank's place. With --gpus, every rank is in this process.
   const place = comm === 'local' || gpus > 1 ? undefined : rankPlace(comm);
   if (place) rankWorkers(comm as 'gloo' | 'nccl', opts.workers); // refused before any rendezvous
