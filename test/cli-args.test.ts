@@ -205,3 +205,12 @@ test('step under launch needs a real communicator: with --comm local every rank 
   assert.match(r.stderr, /--comm local is not allowed under launch \(WORLD_SIZE 2\): each rank would run its own copy/);
   assert.doesNotMatch(r.stderr, STACK);
 });
+
+test("--save - writes the run to stdout (no file named '-')", () => {
+  const dir = tempDir('stepscope-dash-');
+  const r = run(['step', ...SMALL, '--save', '-'], { cwd: dir });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /^\{\n "format": "stepscope-run"/);
+  assert.match(r.stdout, /ResNet-50 v1\.5 training step/); // and the printout after it
+  assert.deepEqual(fs.readdirSync(dir), []);
+});

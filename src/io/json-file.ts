@@ -24,16 +24,28 @@ function writeError(file: string, err: unknown): unknown {
   return Object.assign(new Error(`${e.code}: ${what}, ${syscall} '${file}'`), { code: e.code, errno: e.errno, syscall, path: file, cause: err });
 }
 
-/** The stream (1 stdout, 2 stderr) whose regular file `target` is, if any: written through that descriptor, at its position. */
-function standardStreamOf(target: string): number | undefined {
+const STREAM_NAMES: Record<string, 1 | 2> = {
+  '/dev/stdout': 1, '/dev/fd/1': 1, '/proc/self/fd/1': 1,
+  '/dev/stderr': 2, '/dev/fd/2': 2, '/proc/self/fd/2': 2,
+};
+
+/**
+ * The standard stream (1 stdout, 2 stderr) that `file` names or is
+ * redirected to, if any: written through process.stdout or stderr, in order
+ * with what is printed (opening it again would truncate a redirected file,
+ * and cannot open a socket: ENXIO).
+ */
+function standardStreamOf(file: string): 1 | 2 | undefined {
+  const named = STREAM_NAMES[file];
+  if (named) return named;
   let st: fs.Stats;
   try {
-    st = fs.statSync(target);
+    st = fs.statSync(file);
   } catch {
     return undefined;
   }
-  if (!st.isFile()) return undefined; // a pipe or terminal behind /dev/stdout: its own open appends in order
-  for (const fd of [1, 2]) {
+  if (!st.isFile()) return undefined; // a device or fifo of its own
+  for (const fd of [1, 2] as const) {
     try {
       const s = fs.fstatSync(fd);
       if (s.isFile() && s.dev === st.dev && s.ino === st.ino) return fd;
@@ -67,14 +79,19 @@ export function writeFileAtomic(file: string, chunks: readonly (string | Uint8Ar
   const out = outputTarget(file); // UsageError: empty, a directory
   if (out.mode === 'direct') {
     const stream = standardStreamOf(out.target);
+    if (stream) {
+      // Its errors (a closed pipe) are the stream's own: see cli.ts.
+      for (const chunk of chunks) (stream === 1 ? process.stdout : process.stderr).write(chunk);
+      return;
+    }
     let fd: number | undefined;
     try {
-      fd = stream ?? fs.openSync(out.target, 'w');
+      fd = fs.openSync(out.target, 'w');
       writeAll(fd, chunks);
     } catch (err) {
       throw writeError(file, err);
     } finally {
-      if (fd !== undefined && stream === undefined) fs.closeSync(fd);
+      if (fd !== undefined) fs.closeSync(fd);
     }
     return;
   }

@@ -47,6 +47,7 @@ function isSpecialTree(p: string): boolean {
 export function outputTarget(file: string, option?: string): OutputTarget {
   const name = option ? `${option} '${file}'` : `output '${file}'`;
   if (file.trim() === '') throw new UsageError(`${option ? `${option} '${file}'` : `an output path '${file}'`} is not allowed: give a file name`);
+  if (file === '-') return { mode: 'direct', target: '/dev/stdout' }; // the usual name for stdout
   let st: fs.Stats | undefined;
   try {
     st = fs.statSync(file); // follows symlinks
