@@ -245,9 +245,16 @@ export function writeSafetensors(
   const lenBytes = Buffer.alloc(8);
   lenBytes.writeBigUInt64LE(BigInt(json.length));
 
-  // As every output: a symlink's target, a device in place, a temp file and a rename otherwise (io/json-file.ts);
-  // a failure is a system error naming the file (collected by the step's OutputWriter).
-  writeFileAtomic(file, [lenBytes, json, ...chunks]);
+  // As every output: a symlink's target, a device in place, a temp file and a rename otherwise (io/json-file.ts).
+  // A failed write is a SafetensorsError that also carries the syscall, so the step's OutputWriter
+  // collects it as the file system's failure (reported after the other outputs).
+  try {
+    writeFileAtomic(file, [lenBytes, json, ...chunks]);
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    if (typeof err?.syscall !== 'string') throw e; // a usage error (empty path, a directory)
+    throw Object.assign(new SafetensorsError(`${file}: cannot write the file (${err.message})`), { syscall: err.syscall, errno: err.errno, path: file });
+  }
 }
 
 export function toFloat32(t: SafeTensor, nameForErrors: string): Float32Array {
