@@ -374,7 +374,7 @@ test('peers: stepscope runs, a Python without the framework is named, not fatal;
   // A "Python" that runs but has no framework: its failure is a row, not the end of the command.
   const noFramework = path.join(dir, 'python-without-torch');
   fs.writeFileSync(noFramework, "#!/bin/sh\necho \"ModuleNotFoundError: No module named 'torch'\" >&2\nexit 1\n", { mode: 0o755 });
-  const r = cli(['peers', '--batch', '1', '--resolution', '32', '--iterations', '1', '--warmup', '0', '--framework', 'pytorch', '--python', noFramework, '--report', report]);
+  const r = cli(['peers', '--batch', '2', '--resolution', '32', '--iterations', '1', '--warmup', '0', '--framework', 'pytorch', '--python', noFramework, '--report', report]);
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /iteration \(median\)\s+\d+\.\d/);
   assert.match(r.stdout, /pytorch: .*No module named 'torch'/);
@@ -383,6 +383,9 @@ test('peers: stepscope runs, a Python without the framework is named, not fatal;
   assert.match(missing.stderr, /--python '\/nonexistent\/python3' is not allowed: no such file/);
   assert.equal(missing.stdout, '', 'refused before the step ran');
   assert.match(fs.readFileSync(report, 'utf8'), /The same step in each framework/);
+  const one = cli(['peers', '--batch', '1', '--resolution', '32', '--framework', 'pytorch']);
+  assert.equal(one.status, 2);
+  assert.match(one.stderr, /--batch 1 is not allowed at --resolution 32: res5's 1x1 plane leaves one value per channel/);
   const bad = cli(['peers', '--framework', 'jax']);
   assert.equal(bad.status, 2);
   assert.match(bad.stderr, /--framework: unknown 'jax'/);

@@ -334,7 +334,7 @@ test('a bad reproduce profile is named by its file and field, not by CLI options
 
 test('peers --python is checked before the step runs: empty, missing on PATH, a missing path, a directory, not executable', () => {
   const t0 = Date.now();
-  const r = run(['peers', '--batch', '1', '--resolution', '32', '--iterations', '1', '--warmup', '0', '--python', 'stepscope-no-such-python']);
+  const r = run(['peers', '--batch', '2', '--resolution', '32', '--iterations', '1', '--warmup', '0', '--python', 'stepscope-no-such-python']);
   refused(r, "--python 'stepscope-no-such-python'", /PATH/);
   assert.equal(r.stdout, '', 'the step ran first');
   assert.ok(Date.now() - t0 < 60_000);

@@ -155,6 +155,12 @@ export function registerAnalysisCommands(program: Command, print: (text: string)
         python: opts.python,
         frameworks: fw.includes('both') ? ['pytorch', 'tensorflow'] : (fw as ('pytorch' | 'tensorflow')[]),
       };
+      // The frameworks' training-mode batch norm needs two values per channel or more; res5's plane is resolution/32.
+      const res5 = Math.ceil(o.resolution / 32);
+      if (o.batch * res5 * res5 < 2) {
+        throw new UsageError(`--batch ${o.batch} is not allowed at --resolution ${o.resolution}: res5's ${res5}x${res5} plane leaves one value per channel, ` +
+          "which the frameworks' batch norm refuses in training; give --batch 2 or more, or --resolution 64 or more");
+      }
       const bar = progressBar(!opts.json);
       const steps = 1 + o.frameworks.length;
       let at = 0;
