@@ -2,9 +2,8 @@
 // and what is allowed (UsageError: exit code 2 from the CLI).
 import type { Command } from 'commander';
 import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { isSystemError, OutputError, UsageError } from './errors';
-import { checkOutputTarget } from './io/output-path';
+import { writeJsonAtomic, writeTextAtomic } from './io/json-file';
 
 /** Decimal digits only: no 0x/0b/0o prefix, no exponent, no fraction. */
 const DECIMAL_INTEGER = /^\s*-?\d+\s*$/;
@@ -64,11 +63,14 @@ export function parseChoice<T extends string>(option: string, value: string, all
 /** A modeled link's bandwidth, GB/s (--link), the same range on every command. */
 export const LINK_GBPS = { min: 0.001, max: 10000 } as const;
 
+/** A gradient bucket's size, MB (--bucket-mb, --first-bucket-mb; a profile's reduction), the same range everywhere. */
+export const BUCKET_MB = { min: 0.001, max: 4096 } as const;
+
 /** DDP-style bucket sizes from --bucket-mb and --first-bucket-mb, in bytes. */
 export function parseBuckets(opts: { bucketMb: string; firstBucketMb: string }): { bucketBytes: number; firstBucketBytes: number } {
   return {
-    bucketBytes: parseNumber('--bucket-mb', opts.bucketMb, 0.001, 4096) * 2 ** 20,
-    firstBucketBytes: parseNumber('--first-bucket-mb', opts.firstBucketMb, 0.001, 4096) * 2 ** 20,
+    bucketBytes: parseNumber('--bucket-mb', opts.bucketMb, BUCKET_MB.min, BUCKET_MB.max) * 2 ** 20,
+    firstBucketBytes: parseNumber('--first-bucket-mb', opts.firstBucketMb, BUCKET_MB.min, BUCKET_MB.max) * 2 ** 20,
   };
 }
 
@@ -124,11 +126,6 @@ export function givenOptions(cmd: Command): Set<string> {
   return new Set(cmd.options.map((o) => o.attributeName()).filter((key) => cmd.getOptionValueSource(key) === 'cli'));
 }
 
-/** An output path, before any work: see io/output-path.ts (symlinks followed, devices and fifos written in place). */
-export function checkOutputFile(option: string, file: string): void {
-  checkOutputTarget(option, file);
-}
-
 /**
  * Writes a command's output files one after the other: a file that cannot be
  * written (ENOSPC, EACCES, EROFS...) does not stop the others or the printed
@@ -147,6 +144,16 @@ export class OutputWriter {
       this.failures.push(`${option} '${file}' was not written: ${err.message}`);
       return false;
     }
+  }
+
+  /** A text output, when its option was given: written as write() writes (content built inside, so its failure is collected too). */
+  text(option: string, file: string | undefined, content: () => string): boolean {
+    return file ? this.write(option, file, () => writeTextAtomic(file, content())) : false;
+  }
+
+  /** A JSON output, when its option was given. */
+  json(option: string, file: string | undefined, content: () => unknown): boolean {
+    return file ? this.write(option, file, () => writeJsonAtomic(file, content())) : false;
   }
 
   /** After every output: the failed writes as one error, if any. */

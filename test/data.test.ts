@@ -4,7 +4,6 @@
 // counting, and the CLI's options. Small generated files in a tmp dir.
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import type { DataLoader, RgbImage } from '../binding';

@@ -4,7 +4,6 @@
 import assert from 'node:assert/strict';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { shareFromRankZero, type RendezvousStore } from '../src/comm/rendezvous';

@@ -2,7 +2,6 @@
 // typed SafetensorsError (naming the file and the tensor) for every bad file.
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { tempDir } from './helpers';

@@ -3,7 +3,6 @@
 // both schedules, the events that gate buckets, and the trace format.
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import type { KernelRecord } from '../binding';

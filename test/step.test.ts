@@ -3,7 +3,6 @@
 // the step command's inputs and outputs.
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { readSafetensors, toFloat32, writeSafetensors } from '../src/io/safetensors';

@@ -45,8 +45,13 @@ auto cudaGuarded(Napi::Env env, F&& body) -> decltype(body()) {
 int deviceIndex(const Napi::Value& device, const std::string& what);
 // `options.device` of argument `index` (an object) when given, else -1 (the default GPU); ERR_INVALID_ARG naming `what`.
 int deviceOption(const Napi::CallbackInfo& info, size_t index, const char* what);
-// ERR_INVALID_ARG unless the buffer lives on the stream's GPU.
-void checkSameDevice(const CudaMemory& buffer, const CudaStream& stream, const std::string& context, const std::string& role);
+// ERR_INVALID_ARG unless the buffer lives on the stream's GPU. Runs on every
+// launch: the message (context(), role()) is built only when it is thrown.
+[[noreturn]] void throwOtherDevice(const CudaMemory& buffer, const CudaStream& stream, const std::string& context, const std::string& role);
+template <typename Context, typename Role>
+void checkSameDevice(const CudaMemory& buffer, const CudaStream& stream, Context&& context, Role&& role) {
+  if (buffer.device() != stream.device()) throwOtherDevice(buffer, stream, context(), role());
+}
 
 class CudaBufferWrap : public Napi::ObjectWrap<CudaBufferWrap> {
  public:

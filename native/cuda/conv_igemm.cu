@@ -96,6 +96,24 @@ __device__ void storeTile(const Problem& prob, int m0, int n0, float* Cs,
   }
 }
 
+// The block's share of the problem: its output tile's corner and, with a
+// split-K along z, its range of the reduction.
+struct BlockShare {
+  int m0, n0, kBegin, kEnd;
+};
+template <typename Problem>
+__device__ BlockShare blockShare(const Problem& prob) {
+  BlockShare b{int(blockIdx.x) * kTile, int(blockIdx.y) * kTile, 0, 0};
+  splitRange(prob.K(), gridDim.z, kStep, blockIdx.z, &b.kBegin, &b.kEnd);
+  return b;
+}
+
+template <int MmaK>
+__device__ void zeroAccumulators(wmma::fragment<wmma::accumulator, kFragment, kFragment, MmaK, float> (&acc)[2][2]) {
+  for (int i = 0; i < 2; ++i)
+    for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.f);
+}
+
 // Both kernels ask for 4 blocks per SM (at most 128 registers a thread):
 // left alone, ptxas gave the tf32 forward kernel 158 (3 blocks), no spills either way.
 template <typename T, typename Problem>
@@ -108,26 +126,21 @@ __global__ void __launch_bounds__(kThreads, 4) implicitGemm(Problem prob) {
   __shared__ __align__(128) T As[kTile * LDA];
   __shared__ __align__(128) T Bs[kStep * LDB];
   __shared__ __align__(128) float Cs[kTile * kLdC];
-  const int m0 = blockIdx.x * kTile, n0 = blockIdx.y * kTile;
-  int kBegin, kEnd;  // this block's share of the reduction (split-K along z)
-  splitRange(prob.K(), gridDim.z, kStep, blockIdx.z, &kBegin, &kEnd);
-
+  const BlockShare b = blockShare(prob);
   wmma::fragment<wmma::accumulator, kFragment, kFragment, P::kMmaK, float> acc[2][2];
-  for (int i = 0; i < 2; ++i)
-    for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.f);
-
+  zeroAccumulators(acc);
   ThreadGather<Problem> g;
-  beginGather(prob, m0, n0, threadIdx.x, g);
+  beginGather(prob, b.m0, b.n0, threadIdx.x, g);
   plainSteps(
-      stepsIn(kBegin, kEnd),
+      stepsIn(b.kBegin, b.kEnd),
       [&](int s) {
-        gatherStep(prob, g, stepStart(kBegin, s), kEnd, threadIdx.x, LDA, LDB, [&](int aSlot, const float* a, int bSlot, const float* b) {
+        gatherStep(prob, g, stepStart(b.kBegin, s), b.kEnd, threadIdx.x, LDA, LDB, [&](int aSlot, const float* a, int bSlot, const float* b) {
           As[aSlot] = P::convert(a ? *a : 0.f);
           Bs[bSlot] = P::convert(b ? *b : 0.f);
         });
       },
       [] { __syncthreads(); }, [&](int) { multiplyStep<T>(As, Bs, acc); });
-  storeTile(prob, m0, n0, Cs, acc);
+  storeTile(prob, b.m0, b.n0, Cs, acc);
 #endif
 }
 
@@ -155,25 +168,20 @@ __global__ void __launch_bounds__(kThreads, 4) implicitGemmPipelined(Problem pro
   __shared__ __align__(128) float As[kStages][kTile * LDA];
   __shared__ __align__(128) float Bs[kStages][kStep * LDB];
   __shared__ __align__(128) float Cs[kTile * kLdC];
-  const int m0 = blockIdx.x * kTile, n0 = blockIdx.y * kTile;
-  int kBegin, kEnd;
-  splitRange(prob.K(), gridDim.z, kStep, blockIdx.z, &kBegin, &kEnd);
+  const BlockShare b = blockShare(prob);
   const float* fallback = prob.out();  // any global address
-
   wmma::fragment<wmma::accumulator, kFragment, kFragment, P::kMmaK, float> acc[2][2];
-  for (int i = 0; i < 2; ++i)
-    for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.f);
-
+  zeroAccumulators(acc);
   ThreadGather<Problem> g;
-  beginGather(prob, m0, n0, threadIdx.x, g);
+  beginGather(prob, b.m0, b.n0, threadIdx.x, g);
   pipelinedSteps(
-      stepsIn(kBegin, kEnd),
+      stepsIn(b.kBegin, b.kEnd),
       [&](int s) {
-        float* a = As[stageOf(s)];
-        float* b = Bs[stageOf(s)];
-        gatherStep(prob, g, stepStart(kBegin, s), kEnd, threadIdx.x, LDA, LDB, [&](int aSlot, const float* aSrc, int bSlot, const float* bSrc) {
-          copyOrZero(a + aSlot, aSrc, fallback);
-          copyOrZero(b + bSlot, bSrc, fallback);
+        float* aStage = As[stageOf(s)];
+        float* bStage = Bs[stageOf(s)];
+        gatherStep(prob, g, stepStart(b.kBegin, s), b.kEnd, threadIdx.x, LDA, LDB, [&](int aSlot, const float* aSrc, int bSlot, const float* bSrc) {
+          copyOrZero(aStage + aSlot, aSrc, fallback);
+          copyOrZero(bStage + bSlot, bSrc, fallback);
         });
       },
       [] { closeCopyGroup(); },
@@ -182,7 +190,7 @@ __global__ void __launch_bounds__(kThreads, 4) implicitGemmPipelined(Problem pro
         __syncthreads();
       },
       [&](int s) { multiplyStep<float>(As[stageOf(s)], Bs[stageOf(s)], acc); });
-  storeTile(prob, m0, n0, Cs, acc);
+  storeTile(prob, b.m0, b.n0, Cs, acc);
 #endif
 }
 
@@ -228,7 +236,8 @@ class ImplicitGemmConv : public CudaConvKernel {
                                              std::to_string(dev.ccMajor) + "." + std::to_string(dev.ccMinor),
                       "compute capability too low", layer);
     }
-    smCount_ = dev.smCount;
+    // bwd-filter's split-K: fixed by the shape and the GPU it is prepared on, so chosen once here.
+    if (pass == ConvPass::BackwardFilter) splits_ = splitsFor(shape.k, shape.c * shape.r * shape.s, shape.n * shape.p() * shape.q(), dev.smCount);
     // Products index with 32-bit ints; ResNet-50 shapes at batch 256 still fit.
     const double biggest = std::max({double(shape.xSize()), double(shape.ySize()), double(shape.wSize())});
     if (biggest >= 2147483647.0) throw CudaError("ERR_UNSUPPORTED", context() + ": tensor too large for 32-bit indexing", "too large", layer);
@@ -246,10 +255,8 @@ class ImplicitGemmConv : public CudaConvKernel {
         launchGemm(kind_, BackwardDataProblem{d, x, w, y}, d.n * d.h * d.w, d.c, 1, stream, ctx);
         break;
       case ConvPass::BackwardFilter: {
-        const int M = d.k, N = d.c * d.r * d.s;
-        const int splits = splitsFor(M, N, d.n * d.p * d.q, smCount_);
-        if (splits > 1) checkCuda(cudaMemsetAsync(w, 0, size_t(sh.wSize()) * sizeof(float), stream), "cudaMemsetAsync", ctx);
-        launchGemm(kind_, BackwardFilterProblem{d, x, w, y}, M, N, splits, stream, ctx);
+        if (splits_ > 1) checkCuda(cudaMemsetAsync(w, 0, size_t(sh.wSize()) * sizeof(float), stream), "cudaMemsetAsync", ctx);
+        launchGemm(kind_, BackwardFilterProblem{d, x, w, y}, d.k, d.c * d.r * d.s, splits_, stream, ctx);
         break;
       }
     }
@@ -267,7 +274,7 @@ class ImplicitGemmConv : public CudaConvKernel {
 
  private:
   ImplicitGemmKind kind_;
-  int smCount_ = 0;  // of the GPU it is prepared on (the split-K aims at filling it)
+  int splits_ = 1;  // bwd-filter's split-K (aimed at filling the GPU it is prepared on)
 };
 
 }  // namespace

@@ -281,20 +281,13 @@ void CudaStream::wait(const CudaEventPtr& event) {
   // capture, the timing event the graph records (the internal one is the graph's).
   useDevice(device_);
   const cudaEvent_t awaited = captured ? event->get() : event->eagerHandle();
-  cudaEvent_t start = nullptr, end = nullptr;
-  checkCuda(cudaEventCreate(&start), "cudaEventCreate", name_);
-  checkCuda(cudaEventCreate(&end), "cudaEventCreate", name_);
-  try {
-    checkCuda(recordTiming(start, stream_, captured), "cudaEventRecord", name_);
-    checkCuda(cudaStreamWaitEvent(stream_, awaited, 0), "cudaStreamWaitEvent", name_);
-    checkCuda(recordTiming(end, stream_, captured), "cudaEventRecord", name_);
-  } catch (...) {
-    cudaEventDestroy(start);
-    cudaEventDestroy(end);
-    throw;
-  }
+  TimingEvents events(name_);
+  checkCuda(recordTiming(events.start, stream_, captured), "cudaEventRecord", name_);
+  checkCuda(cudaStreamWaitEvent(stream_, awaited, 0), "cudaStreamWaitEvent", name_);
+  checkCuda(recordTiming(events.end, stream_, captured), "cudaEventRecord", name_);
   std::lock_guard<std::mutex> lock(timelineMutex);
-  (captured ? capturedWaits : pendingWaits()).push_back({id_, name_, event->streamName(), anchor_, start, end, event, event->generation(), nullptr});
+  (captured ? capturedWaits : pendingWaits()).push_back({id_, name_, event->streamName(), anchor_, events.start, events.end, event, event->generation(), nullptr});
+  events.release();
 }
 
 CudaEvent::CudaEvent() { requireDevice("Event"); }

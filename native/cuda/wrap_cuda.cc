@@ -22,8 +22,7 @@ int deviceOption(const Napi::CallbackInfo& info, size_t index, const char* what)
   return device.IsUndefined() ? -1 : deviceIndex(device, what);
 }
 
-void checkSameDevice(const CudaMemory& buffer, const CudaStream& stream, const std::string& context, const std::string& role) {
-  if (buffer.device() == stream.device()) return;
+void throwOtherDevice(const CudaMemory& buffer, const CudaStream& stream, const std::string& context, const std::string& role) {
   throw Error("ERR_INVALID_ARG", context + ": buffer '" + role + "' is on GPU " + std::to_string(buffer.device()) + ", stream '" + stream.name() +
                                      "' on GPU " + std::to_string(stream.device()) + " (a kernel reads and writes its own GPU's memory)");
 }
@@ -324,9 +323,10 @@ Napi::Value CudaConvKernelWrap::enqueue(const Napi::CallbackInfo& info) {
       throw Error("ERR_INVALID_ARG", kernel_->context() + ": prepared on GPU " + std::to_string(kernel_->device()) + ", enqueued on stream '" + s.name() +
                                          "' of GPU " + std::to_string(s.device()) + " (prepare one kernel per GPU: options.device)");
     }
-    checkSameDevice(*x, s, kernel_->context(), "x");
-    checkSameDevice(*w, s, kernel_->context(), "w");
-    checkSameDevice(*y, s, kernel_->context(), "y");
+    const auto context = [&] { return kernel_->context(); };
+    checkSameDevice(*x, s, context, [] { return "x"; });
+    checkSameDevice(*w, s, context, [] { return "w"; });
+    checkSameDevice(*y, s, context, [] { return "y"; });
     std::shared_ptr<CudaConvKernel> kernel = kernel_;
     stream->stream()->timed(kernel->info(), [&] { kernel->launch(x->data(), w->data(), y->data(), stream->stream()->get()); });
     return env.Undefined();

@@ -83,7 +83,7 @@ std::vector<std::pair<float*, size_t>> gradientBuffers(Napi::Env env, Napi::Valu
     if (!isInstance<CudaBufferWrap>(env, values[i])) throw Error("ERR_INVALID_ARG", "nccl allreduce: buffer " + std::to_string(i) + " must be a CUDA Buffer");
     CudaMemoryPtr m = CudaBufferWrap::Unwrap(values[i].As<Napi::Object>())->memory(env);
     if (m->bf16()) throw Error("ERR_INVALID_ARG", "nccl allreduce: buffer " + std::to_string(i) + " holds bf16 values; the gradients reduced are fp32");
-    checkSameDevice(*m, stream, "nccl allreduce", "buffer " + std::to_string(i));
+    checkSameDevice(*m, stream, [] { return "nccl allreduce"; }, [&] { return "buffer " + std::to_string(i); });
     buffers.emplace_back(m->data(), m->size());
     held.push_back(std::move(m));
   }
@@ -106,7 +106,7 @@ Napi::Value CudaNcclWrap::allreduce(const Napi::CallbackInfo& info) {
     std::vector<CudaMemoryPtr> held;
     const auto buffers = gradientBuffers(env, info[1], *stream->stream(), held);
     const float scale = scaleArg(info[2]);
-    const std::string layer = info.Length() > 3 && info[3].IsString() ? info[3].As<Napi::String>().Utf8Value() : "";
+    const std::string layer = optionalStringArg(info, 3);
     comm_->allreduce(*stream->stream(), buffers, scale, layer);
     return env.Undefined();
   });
@@ -152,7 +152,7 @@ Napi::Value CudaNcclWrap::allreduceGroup(const Napi::CallbackInfo& info) {
       calls.push_back({CudaNcclWrap::Unwrap(c.Get("comm").As<Napi::Object>())->comm_, stream.get(), gradientBuffers(env, c.Get("buffers"), *stream, held)});
     }
     const float scale = scaleArg(info[1]);
-    const std::string layer = info.Length() > 2 && info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : "";
+    const std::string layer = optionalStringArg(info, 2);
     NcclCommunicator::allreduceGroup(calls, scale, layer);
     return env.Undefined();
   });

@@ -50,7 +50,7 @@ Napi::Value CudaOpKernelWrap::enqueue(const Napi::CallbackInfo& info) {
         throw Error("ERR_INVALID_ARG", kernel_->op() + " " + kernel_->pass() + ": buffer '" + spec[i].name + "' holds " + (m->bf16() ? "bf16" : "fp32") +
                                            " values, needs " + (spec[i].bf16 ? "bf16" : "fp32"));
       }
-      checkSameDevice(*m, s, kernel_->context(), spec[i].name);
+      checkSameDevice(*m, s, [&] { return kernel_->context(); }, [&] { return spec[i].name; });
       ptrs.push_back(m->data());
       held.push_back(std::move(m));
     }

@@ -58,7 +58,7 @@ Napi::Value GlooWrap::allreduce(const Napi::CallbackInfo& info) {
     k.op = "allreduce";
     k.variant = "gloo";
     k.pass = "comm";
-    k.layer = info.Length() > 3 && info[3].IsString() ? info[3].As<Napi::String>().Utf8Value() : "";
+    k.layer = optionalStringArg(info, 3);
     k.bytes = double(buffer->bytes());
     GlooPtr comm = comm_;
     stream->stream()->enqueue([comm, buffer, scale, k](KernelRecorder& recorder) {

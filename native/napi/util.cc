@@ -27,6 +27,10 @@ int intProp(const Napi::Object& obj, const char* name, const char* what) {
   return toInt(obj.Env(), obj.Get(name), std::string(what) + "." + name);
 }
 
+std::string optionalStringArg(const Napi::CallbackInfo& info, size_t index) {
+  return info.Length() > index && info[index].IsString() ? info[index].As<Napi::String>().Utf8Value() : "";
+}
+
 std::string stringArg(const Napi::CallbackInfo& info, size_t index, const char* name) {
   if (!info[index].IsString()) {
     throw makeError(info.Env(), "ERR_INVALID_ARG", std::string("argument '") + name + "' must be a string");

@@ -33,6 +33,8 @@ auto guarded(Napi::Env env, F&& body) -> decltype(body()) {
 int intArg(const Napi::CallbackInfo& info, size_t index, const char* name);
 int intProp(const Napi::Object& obj, const char* name, const char* what);
 std::string stringArg(const Napi::CallbackInfo& info, size_t index, const char* name);
+// Argument `index` when it is a string, else "" (an optional name, such as a kernel record's layer).
+std::string optionalStringArg(const Napi::CallbackInfo& info, size_t index);
 
 // Returns a promise; `work` runs on the thread pool, `result` on the JS thread.
 Napi::Promise runAsync(Napi::Env env, std::function<void()> work,

@@ -5,7 +5,6 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { resolveBackend } from '../backend';
 import { UsageError } from '../errors';
-import { writeTextAtomic } from '../io/json-file';
 import { LINK_GBPS, OutputWriter, parseChoiceList, parseInteger, parseNumber } from '../options';
 import { htmlReport } from '../report/html-report';
 import { progressBar } from '../report/progress';
@@ -64,7 +63,7 @@ export function registerAnalysisCommands(program: Command, print: (text: string)
       const r = await reproduce(o, progressBar(!opts.json));
       // A report that cannot be written is reported after the printed result (exit 1), not instead of it.
       const out = new OutputWriter();
-      if (opts.report) out.write('--report', opts.report as string, () => writeTextAtomic(opts.report as string, reproduceReport(r)));
+      out.text('--report', opts.report as string | undefined, () => reproduceReport(r));
       if (opts.json) {
         const strip = ({ timeline: _t, kernels: _k, ...rest }: Run) => rest;
         print(JSON.stringify({ profiles: r.profiles, runs: r.runs.map(strip), attribution: r.attribution, hypothesis: { ...r.hypothesis, run: strip(r.hypothesis.run) }, files: r.files }, null, 2));
@@ -85,9 +84,7 @@ export function registerAnalysisCommands(program: Command, print: (text: string)
       if (files.length > 2) throw new UsageError(`explain takes one or two run files; got ${files.length}`);
       const e = explain(files, parseInteger('--top', opts.top, 1, 1000));
       const out = new OutputWriter();
-      if (opts.report) {
-        out.write('--report', opts.report, () => writeTextAtomic(opts.report!, htmlReport({ title: `stepscope explain: ${files.join(' vs ')}`, runs: e.runs, attribution: e.attribution })));
-      }
+      out.text('--report', opts.report, () => htmlReport({ title: `stepscope explain: ${files.join(' vs ')}`, runs: e.runs, attribution: e.attribution }));
       if (opts.json) print(JSON.stringify({ runs: e.runs.map((r) => ({ name: r.name, criticalPath: r.path })), attribution: e.attribution }, null, 2));
       else print(formatExplained(e));
       out.finish();
@@ -118,11 +115,11 @@ export function registerAnalysisCommands(program: Command, print: (text: string)
           { label: r.changes.join('; ') || 'unchanged', predictedMs: r.prediction.totalMs },
           ...(r.check ? [{ label: `check: reduction ${r.check.schedule} (the run's own ${r.check.iterationsMs.length} iterations)`, predictedMs: r.check.predictedMs, measuredMs: r.check.measuredMs }] : [])];
         const scale = (r.scaleOut ?? []).flatMap((p) => [{ label: `${p.workers} workers, serialized`, predictedMs: p.serializedMs }, { label: `${p.workers} workers, overlapped`, predictedMs: p.overlappedMs }]);
-        out.write('--report', opts.report, () => writeTextAtomic(opts.report!, htmlReport({
+        out.text('--report', opts.report, () => htmlReport({
           title: `stepscope whatif: ${file}`,
           runs: [{ name: file, run: r.base, path: pathOf(r.base) }],
           whatif: [{ title: 'What-if prediction', rows, notes: r.prediction.notes }, ...(scale.length ? [{ title: 'Scale-out projection', rows: scale }] : [])],
-        })));
+        }));
       }
       if (opts.json) {
         const { base: _b, prediction, ...rest } = r;
@@ -170,7 +167,7 @@ export function registerAnalysisCommands(program: Command, print: (text: string)
       if (opts.report) {
         const s = r.stepscope.summary;
         const cell = (v: number | undefined) => (v === undefined ? '-' : v);
-        out.write('--report', opts.report, () => writeTextAtomic(opts.report!, htmlReport({
+        out.text('--report', opts.report, () => htmlReport({
           title: `stepscope peers: batch ${o.batch}, ${o.resolution}x${o.resolution}`,
           runs: [{ name: 'stepscope', run: r.stepscope, path: pathOf(r.stepscope) }],
           tables: [{
@@ -181,7 +178,7 @@ export function registerAnalysisCommands(program: Command, print: (text: string)
               ...r.peers.map((p) => [p.version ? `${p.name} ${p.version}` : p.name, cell(p.totalMs), cell(p.forwardMs), cell(p.backwardMs), cell(p.optimizerMs), p.error ?? '']),
             ],
           }],
-        })));
+        }));
       }
       if (opts.json) {
         const { timeline: _t, kernels: _k, ...run } = r.stepscope;

@@ -15,6 +15,7 @@ import { makeImageFolder } from '../data/make';
 import { packImageFolder } from '../data/pack';
 import { writeJsonAtomic } from '../io/json-file';
 import { checkDirectory, ensureDirectory } from '../io/output-path';
+import { BUCKET_MB } from '../options';
 import { addon } from '../native';
 import type { Backend } from '../backend';
 import { cudaStatus } from '../native-cuda';
@@ -27,7 +28,7 @@ import { formatAttribution } from '../report/explain-report';
 import { htmlReport } from '../report/html-report';
 import type { Progress } from '../report/progress';
 import { formatTable } from '../report/table';
-import { loadProfile, PROFILES_DIR, type Profile } from '../run/profile';
+import { loadProfile, profileFile, type Profile } from '../run/profile';
 import { runTraining, type Run, type TrainingConfig } from '../run/training';
 import { kernelsFromRun } from '../whatif/changes';
 import { predict } from '../whatif/predict';
@@ -95,11 +96,6 @@ async function prepareData(o: ReproduceOptions, progress: (label: string) => voi
   return { folder: root, records };
 }
 
-/** The file a profile was read from (as loadProfile finds it): named in the errors about its fields. */
-export function profileFile(nameOrPath: string): string {
-  return fs.existsSync(nameOrPath) ? nameOrPath : path.join(PROFILES_DIR, `${nameOrPath}.json`);
-}
-
 /** A profile's error: names its file and field, not a CLI option the user did not give. */
 function profileError(file: string, field: string, why: string): UsageError {
   return new UsageError(`profile '${file}', field "${field}": ${why}`);
@@ -114,9 +110,6 @@ function fromProfileField(err: unknown, file: string, field: string, option: str
 
 const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
-/** The CLI's limits on --bucket-mb and --first-bucket-mb (src/options.ts parseBuckets). */
-const BUCKET_MB = { min: 0.001, max: 4096 };
-
 /**
  * What loadProfile leaves unchecked, checked before any work: the name (runs
  * are saved as <name>.json), the description, the types of a plan's
@@ -124,7 +117,7 @@ const BUCKET_MB = { min: 0.001, max: 4096 };
  * variants and a layout the plan cannot run (both named as the profile's
  * fields). Returns the profile with a missing description as ''.
  */
-export function checkProfile(p: Profile, file: string, graph: ResNetGraph, backend: Backend): Profile {
+function checkProfile(p: Profile, file: string, graph: ResNetGraph, backend: Backend): Profile {
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(p.name) || p.name.length > 100) {
     throw profileError(file, 'name', `${JSON.stringify(p.name)} is not allowed: letters, digits, '.', '_' and '-' (the runs are saved as <name>.json)`);
   }
@@ -170,9 +163,8 @@ function checkLayout(p: Profile, file: string, plan: Plan, graph: ResNetGraph): 
   if (problem) throw profileError(file, 'layout', `"nChw16c" is not allowed with this profile's kernels: ${problem} (use "auto" or "nchw")`);
 }
 
-async function planFor(p: Profile, o: ReproduceOptions, file: string, progress: (label: string) => void): Promise<Plan> {
+async function planFor(p: Profile, o: ReproduceOptions, file: string, graph: ResNetGraph, progress: (label: string) => void): Promise<Plan> {
   const backend = o.backend ?? 'cpu';
-  const graph = resnet50Graph({ batch: o.batch, resolution: o.resolution, width: o.width, classes: o.classes });
   if (p.kernels !== 'autotune') return plainPlan(p, file, graph, backend);
   // On CUDA the library autotunes each kernel as it is prepared (cudnnFind, as cudnn.benchmark).
   if (backend === 'cuda') return { ...defaultPlan('cuda'), ops: { ...defaultPlan('cuda').ops, conv: 'cudnn:autotune' } };
@@ -230,8 +222,8 @@ export async function reproduce(o: ReproduceOptions, bar: Progress): Promise<Rep
   step++;
   const plans: Plan[] = [];
   for (let i = 0; i < 2; i++) {
-    plans.push(await planFor(profiles[i], o, files[i], progress));
-    checkLayout(profiles[i], files[i], plans[i], graph); // an autotuned plan is known only now
+    plans.push(await planFor(profiles[i], o, files[i], graph, progress));
+    if (profiles[i].kernels === 'autotune') checkLayout(profiles[i], files[i], plans[i], graph); // known only now (the others: checkProfile)
     step++;
   }
   const runs: Run[] = [];

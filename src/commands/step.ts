@@ -9,7 +9,6 @@ import { cudaAddon } from '../native-cuda';
 import { DivergedError, UsageError } from '../errors';
 import { addon } from '../native';
 import { LINK_GBPS, OutputWriter, parseBuckets, parseChoice, parseInteger, parseNumber } from '../options';
-import { writeJsonAtomic, writeTextAtomic } from '../io/json-file';
 import { htmlReport } from '../report/html-report';
 import { pathOf } from './explain';
 import { attribute } from '../analysis/attribution';
@@ -179,7 +178,7 @@ function parseGpus(opts: StepOpts, backend: Backend): number {
   if (Number(opts.gpus) === 1) return 1;
   if (backend !== 'cuda') throw new UsageError(`--gpus ${opts.gpus} needs --backend cuda: the cpu backend runs one worker per process (stepscope launch -n N -- step --comm gloo)`);
   const count = cudaAddon().cudaInfo().deviceCount;
-  const gpus = opts.gpus.trim() === 'all' ? count : parseInteger('--gpus', opts.gpus, 1, 1024);
+  const gpus = opts.gpus.trim() === 'all' ? count : Number(opts.gpus); // checked above
   if (gpus > count) throw new UsageError(`--gpus ${gpus} is not allowed: ${count} GPU${count === 1 ? '' : 's'} visible (allowed 1..${count}, or all)`);
   if (gpus === 1) return 1;
   if (process.env.WORLD_SIZE !== undefined) {
@@ -241,8 +240,7 @@ export async function runStep(opts: StepOpts, print: (text: string) => void): Pr
   if (config.layout === 'nChw16c' && backend === 'cpu') checkBlockedChannels(graph, config.plan, width);
   // Checked even where unused, so a typo never passes silently.
   const schedule = parseChoice('--schedule', opts.schedule, ['serialized', 'overlapped'] as const);
-  const given = (key: string) => opts.given?.has(key) === true;
-  if (opts.compare && given('schedule')) throw new UsageError(`--schedule ${schedule} is not allowed with --compare: --compare runs both schedules (serialized, then overlapped)`);
+  if (opts.compare && givenOption(opts, 'schedule')) throw new UsageError(`--schedule ${schedule} is not allowed with --compare: --compare runs both schedules (serialized, then overlapped)`);
   const schedules = opts.compare ? (['serialized', 'overlapped'] as const) : ([schedule] as const);
   if (opts.compare && comm === 'local' && parseInteger('--workers', opts.workers, 1, 16) < 2) throw new UsageError('--compare needs --workers 2 or more');
   const bar = progressBar(!opts.json);
@@ -314,25 +312,25 @@ export async function runStep(opts: StepOpts, print: (text: string) => void): Pr
     }
     nccl?.destroy(); // every rank, after its last collective
     if (place && place.rank > 0) return out.finish(); // rank 0 reports for all (this rank's own files: here)
-    if (opts.save) out.write('--save', opts.save, () => writeJsonAtomic(opts.save!, runs.length === 1 ? runs[0] : runs));
+    out.json('--save', opts.save, () => (runs.length === 1 ? runs[0] : runs));
     if (opts.report) {
       const named = runs.map((run, i) => ({
         name: run.config.reduction?.schedule ?? 'step', run, path: pathOf(run),
         // Across processes: every other rank's timeline beside rank 0's.
         otherRanks: perRank?.[i].slice(1).map((r, k) => ({ name: `${worker} ${k + 1}`, timeline: r.timeline, marks: r.marks })),
       }));
-      out.write('--report', opts.report, () => writeTextAtomic(opts.report!, htmlReport({
+      out.text('--report', opts.report, () => htmlReport({
         title: `stepscope step: ${runs.map((r) => r.config.reduction?.schedule ?? 'single worker').join(' vs ')}`,
         runs: named,
         attribution: runs.length === 2 ? attribute(runs[0], runs[1]) : undefined,
-      })));
+      }));
     }
     if (opts.trace) {
       const label = (r: Run) => r.config.reduction?.schedule ?? 'single worker';
       const processes = perRank
         ? runs.flatMap((r, i) => perRank![i].map(({ timeline: records }, rank) => ({ rank: i * perRank![i].length + rank, label: `${worker} ${rank} (${label(r)})`, records })))
         : runs.map((r, i) => ({ rank: i, label: `rank 0 (${label(r)})`, records: r.timeline }));
-      out.write('--trace', opts.trace, () => writeJsonAtomic(opts.trace!, chromeTrace(processes)));
+      out.json('--trace', opts.trace, () => chromeTrace(processes));
     }
     if (opts.json) {
       const strip = ({ timeline: _t, ...rest }: Run) => (rest.replicas ? { ...rest, replicas: { ...rest.replicas, timelines: undefined } } : rest);
@@ -407,26 +405,29 @@ function checkReductionOptions(opts: StepOpts, workers: number): void {
   parseNumber('--latency', opts.latency, 0, 1e6);
   parseBuckets(opts);
   if (opts.link !== undefined) parseNumber('--link', opts.link, LINK_GBPS.min, LINK_GBPS.max);
-  const given = (key: string) => opts.given?.has(key) === true;
-  if (given('latency') && opts.link === undefined) {
+  if (givenOption(opts, 'latency') && opts.link === undefined) {
     throw new UsageError(`--latency ${opts.latency} needs --link <GB/s>: the latency is the modeled link's (give --link, or leave --latency out)`);
   }
   if (workers > 1) return;
   const unused = [
     opts.link !== undefined ? `--link ${opts.link}` : undefined,
-    given('schedule') ? `--schedule ${opts.schedule}` : undefined,
-    given('bucketMb') ? `--bucket-mb ${opts.bucketMb}` : undefined,
-    given('firstBucketMb') ? `--first-bucket-mb ${opts.firstBucketMb}` : undefined,
+    givenOption(opts, 'schedule') ? `--schedule ${opts.schedule}` : undefined,
+    givenOption(opts, 'bucketMb') ? `--bucket-mb ${opts.bucketMb}` : undefined,
+    givenOption(opts, 'firstBucketMb') ? `--first-bucket-mb ${opts.firstBucketMb}` : undefined,
   ].filter((x) => x !== undefined);
   if (unused.length > 0) {
     throw new UsageError(`${unused.join(', ')} ${unused.length === 1 ? 'has' : 'have'} no effect with one worker: there is no gradient reduction (give --workers 2 or more, or leave ${unused.length === 1 ? 'it' : 'them'} out)`);
   }
 }
 
+/** Whether the user gave the option (attribute name) on the command line, not left it at its default. */
+function givenOption(opts: StepOpts, key: string): boolean {
+  return opts.given?.has(key) === true;
+}
+
 /** A step whose loss is not finite, as a DivergedError (exit 1, no stack) that also names the --weights file; other errors as they are. */
 function diverged(err: unknown, weights: string | undefined): unknown {
-  const e = err;
-  if (!(e instanceof DivergedError)) return err;
-  return new DivergedError(weights ? `${e.message}, or the --weights file '${weights}' holds non-finite or extreme values` : e.message);
+  if (!(err instanceof DivergedError)) return err;
+  return new DivergedError(weights ? `${err.message}, or the --weights file '${weights}' holds non-finite or extreme values` : err.message);
 }
 

@@ -15,6 +15,9 @@ export interface ImageFolder {
 
 const JPEG = /\.(jpe?g)$/i;
 
+/** What an ImageFolder option needs, as its errors say. */
+export const FOLDER_NEEDED = 'a readable directory with one subfolder of JPEG files per class is needed';
+
 /**
  * `option` names where the folder came from in the error for a missing or
  * unreadable one: step's and bench data's `--dataset`, or `data pack <imagefolder>`.
@@ -24,7 +27,7 @@ export function scanImageFolder(root: string, option = '--dataset'): ImageFolder
   try {
     entries = fs.readdirSync(root, { withFileTypes: true });
   } catch {
-    throw new UsageError(`${option} '${root}' is not allowed: a readable directory with one subfolder of JPEG files per class is needed`);
+    throw new UsageError(`${option} '${root}' is not allowed: ${FOLDER_NEEDED}`);
   }
   const classes = entries.filter((e) => e.isDirectory()).map((e) => e.name).sort();
   if (classes.length === 0) throw new DataError(`image folder '${root}' has no class subfolders (expected <root>/<class>/<image>.jpg)`);

@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { SkippedSample } from '../../binding';
 import { UsageError } from '../errors';
-import { canWriteIn, followLinks } from '../io/output-path';
+import { checkTargetDirectory, followLinks, viaLink } from '../io/output-path';
 import { addon } from '../native';
 import { scanImageFolder, type ImageFolder } from './imagefolder';
 
@@ -51,7 +51,7 @@ export function checkRecordsOutput(out: string, folder: ImageFolder, name = PACK
   const bad = (why: string) => new UsageError(`${name} '${out}' is not allowed: ${why}`);
   if (out === '') throw bad('give the records file to write');
   const target = followLinks(out);
-  const via = target === path.resolve(out) ? '' : ` (the symlink's target '${target}')`;
+  const via = viaLink(out, target);
   let st: fs.Stats | undefined;
   try {
     st = fs.statSync(target);
@@ -66,14 +66,7 @@ export function checkRecordsOutput(out: string, folder: ImageFolder, name = PACK
   if (rel !== '' && !rel.startsWith('..') && !path.isAbsolute(rel)) {
     throw bad(`it is inside the image folder's class folder '${path.join(folder.root, rel.split(path.sep)[0])}'${via}: write it outside the class folders of '${folder.root}'`);
   }
-  let d: fs.Stats;
-  try {
-    d = fs.statSync(dir);
-  } catch {
-    throw bad(`its directory '${dir}'${via} does not exist`);
-  }
-  if (!d.isDirectory()) throw bad(`'${dir}'${via} is not a directory`);
-  if (!canWriteIn(dir)) throw bad(`the directory '${dir}'${via} is not writable`);
+  checkTargetDirectory(out, target, bad);
   return target;
 }
 

@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import type { Buffer, DataLoader, LoadedBatch, SkippedSample } from '../../binding';
 import { addon } from '../native';
 import { UsageError } from '../errors';
-import { scanImageFolder } from './imagefolder';
+import { FOLDER_NEEDED, scanImageFolder } from './imagefolder';
 import { batchSamples } from './sampler';
 
 export type DataKind = 'synthetic' | 'raw' | 'records';
@@ -46,10 +46,10 @@ export function openLoader(kind: 'raw' | 'records', dataset: string, threads: nu
 }
 
 const RECORDS_NEEDED = 'a records file made by `stepscope data pack` is needed';
-const FOLDER_NEEDED = 'a readable directory with one subfolder of JPEG files per class is needed';
 
 /** --data records: `--dataset` must be an existing regular file (not a directory, not missing), named in the error. */
-export function checkRecordsFile(dataset: string, option = '--dataset'): void {
+function checkRecordsFile(dataset: string): void {
+  const option = '--dataset';
   let st: fs.Stats;
   try {
     st = fs.statSync(dataset);
@@ -69,7 +69,8 @@ export function checkRecordsFile(dataset: string, option = '--dataset'): void {
 }
 
 /** --data raw: `--dataset` must be a directory (its class folders are scanned when the pipeline opens). */
-function checkFolder(dataset: string, option = '--dataset'): void {
+function checkFolder(dataset: string): void {
+  const option = '--dataset';
   let st: fs.Stats | undefined;
   try {
     st = fs.statSync(dataset);

@@ -73,16 +73,26 @@ export function outputTarget(file: string, option?: string): OutputTarget {
 export function checkOutputTarget(option: string, file: string): void {
   const t = outputTarget(file, option);
   if (t.mode === 'direct') return;
-  const dir = path.dirname(t.target);
-  const via = t.target === path.resolve(file) ? '' : ` (the symlink's target '${t.target}')`;
+  checkTargetDirectory(file, t.target, (why) => new UsageError(`${option} '${file}' is not allowed: ${why}`));
+}
+
+/** How the messages name a symlink's target (nothing when `file` is no link). */
+export function viaLink(file: string, target: string): string {
+  return target === path.resolve(file) ? '' : ` (the symlink's target '${target}')`;
+}
+
+/** The directory `target` (the end of `file`'s symlink chain) goes in: it exists, is a directory, and takes a new file. */
+export function checkTargetDirectory(file: string, target: string, bad: (why: string) => Error): void {
+  const dir = path.dirname(target);
+  const via = viaLink(file, target);
   let st: fs.Stats;
   try {
     st = fs.statSync(dir);
   } catch {
-    throw new UsageError(`${option} '${file}' is not allowed: its directory '${dir}'${via} does not exist`);
+    throw bad(`its directory '${dir}'${via} does not exist`);
   }
-  if (!st.isDirectory()) throw new UsageError(`${option} '${file}' is not allowed: '${dir}'${via} is not a directory`);
-  if (!canWriteIn(dir)) throw new UsageError(`${option} '${file}' is not allowed: the directory '${dir}'${via} is not writable`);
+  if (!st.isDirectory()) throw bad(`'${dir}'${via} is not a directory`);
+  if (!canWriteIn(dir)) throw bad(`the directory '${dir}'${via} is not writable`);
 }
 
 /** Whether a file can be created in `dir` (tried: access() says yes to root on read-only trees such as /sys). */

@@ -853,7 +853,6 @@ export class TrainingStep {
 
   /** Waits for the iteration's streams; its loss and the phase marks' times. */
   private async completeIteration(step: number, marks: IterationMarkEvents, logits: Buffer, comm: Stream | undefined, enqueueNs: number): Promise<IterationResult> {
-    const native = this.native;
     const stream = this.stream;
     await stream.synchronize();
     if (comm) await comm.synchronize();

@@ -24,8 +24,13 @@ export function shippedProfiles(): string[] {
 }
 
 /** A shipped profile by name, or a profile file by path. */
+/** The file a profile is read from: a path, or the name of a shipped profile. */
+export function profileFile(nameOrPath: string): string {
+  return fs.existsSync(nameOrPath) ? nameOrPath : path.join(PROFILES_DIR, `${nameOrPath}.json`);
+}
+
 export function loadProfile(nameOrPath: string): Profile {
-  const file = fs.existsSync(nameOrPath) ? nameOrPath : path.join(PROFILES_DIR, `${nameOrPath}.json`);
+  const file = profileFile(nameOrPath);
   if (!fs.existsSync(file)) throw new UsageError(`profile '${nameOrPath}' is neither a file nor a shipped profile (${shippedProfiles().join(', ')})`);
   let p: Profile;
   try {

@@ -326,10 +326,13 @@ async function iterate(
   const byTotal = [...measured].sort((a, b) => a.totalMs - b.totalMs);
   const median = recorded.find((it) => it.index === byTotal[Math.floor((byTotal.length - 1) / 2)].index)!;
   const t0 = median.marks.startNs;
-  const timeline = median.records.map((k) => ({ ...k, startNs: k.startNs - t0, endNs: k.endNs - t0 }));
+  // Times from the median iteration's start (every GPU's, with --gpus).
+  const shiftRecords = (records: KernelRecord[]) => records.map((k) => ({ ...k, startNs: k.startNs - t0, endNs: k.endNs - t0 }));
+  const shiftMarks = (x: IterationMarks): IterationMarks =>
+    ({ startNs: x.startNs - t0, forwardEndNs: x.forwardEndNs - t0, backwardEndNs: x.backwardEndNs - t0, reducedNs: x.reducedNs - t0, endNs: x.endNs - t0 });
+  const timeline = shiftRecords(median.records);
   const waits = median.waits.map((w) => ({ ...w, startNs: w.startNs - t0, endNs: w.endNs - t0, firedNs: w.firedNs < 0 ? -1 : w.firedNs - t0 }));
-  const m = median.marks;
-  const marks: IterationMarks = { startNs: 0, forwardEndNs: m.forwardEndNs - t0, backwardEndNs: m.backwardEndNs - t0, reducedNs: m.reducedNs - t0, endNs: m.endNs - t0 };
+  const marks = shiftMarks(median.marks);
   const pick = (k: keyof IterationFigures) => summarize(measured.map((f) => f[k] as number));
   const phases = Object.fromEntries(PHASES.map((k) => [k, pick(k)])) as Record<PhaseKey, Summary>;
   // The iteration median is the saved iteration's total (the lower middle for
@@ -383,8 +386,8 @@ async function iterate(
         spanMs: step.group.devices.map((_, d) => summarize(step.spansMs.slice(config.warmup).map((spans) => spans[d]))),
         timelines: (median.others ?? []).map((o) => ({
           device: o.device,
-          timeline: o.records.map((k) => ({ ...k, startNs: k.startNs - t0, endNs: k.endNs - t0 })),
-          marks: { startNs: o.marks.startNs - t0, forwardEndNs: o.marks.forwardEndNs - t0, backwardEndNs: o.marks.backwardEndNs - t0, reducedNs: o.marks.reducedNs - t0, endNs: o.marks.endNs - t0 },
+          timeline: shiftRecords(o.records),
+          marks: shiftMarks(o.marks),
         })),
       },
     } : {}),
