@@ -581,8 +581,35 @@ function printError(message: string): void {
   process.stderr.write(`stepscope: ${printable(message)}\n`);
 }
 
+/**
+ * The message for a command name that does not exist, or null. Commander
+ * answers `stepscope nosuch --help` with the parent's help and exit 0, so the
+ * command path is checked before parsing: each word up to the first option
+ * must name a subcommand of the one before it.
+ */
+function unknownCommand(program: Command, argv: string[]): string | null {
+  let parent = program;
+  for (const word of argv) {
+    // `help <command>` is commander's own and checks its argument.
+    if (parent.commands.length === 0 || word.startsWith('-') || word === 'help') return null;
+    const next = parent.commands.find((c) => c.name() === word || c.aliases().includes(word));
+    if (!next) {
+      const names = parent.commands.map((c) => c.name()).join(', ');
+      const where = parent === program ? '' : ` of '${parent.name()}'`;
+      return `unknown command '${word}'${where}; the commands are: ${names}`;
+    }
+    parent = next;
+  }
+  return null;
+}
+
 async function runMain(argv: string[]): Promise<number> {
   const program = buildProgram();
+  const unknown = unknownCommand(program, argv);
+  if (unknown) {
+    printError(unknown);
+    return 2;
+  }
   try {
     await program.parseAsync(argv, { from: 'user' });
     return typeof process.exitCode === 'number' ? process.exitCode : 0;

@@ -113,6 +113,9 @@ test('bad input exits 2 with a message naming the value and what is allowed', ()
     [['bench', 'conv', '--resolution', '16'], /--resolution '16' is not allowed: an integer from 32/],
     [['bench', 'conv', '--no-such-option'], /unknown option '--no-such-option'/],
     [['frobnicate'], /unknown command 'frobnicate'/],
+    // Commander alone would print the top-level help and exit 0 here.
+    [['frobnicate', '--help'], /unknown command 'frobnicate'; the commands are: doctor, variants, bench/],
+    [['bench', 'frobnicate', '--help'], /unknown command 'frobnicate' of 'bench'; the commands are: conv, data/],
     [['doctor', '--trials', '0'], /--trials '0'/],
   ];
   for (const [args, message] of cases) {
