@@ -101,7 +101,7 @@ if has_phase conv; then
 step conv-cuda-fp32 300 node bin/stepscope.js bench conv --backend cuda --variant all --layer "$CONV_LAYERS" --batch "$CONV_BATCH" --repeat "$CONV_REPEAT" --json
 cp "$OUT/conv-cuda-fp32.out" "$OUT/conv-cuda-fp32.json"
 if [[ "${SKIP_TF32_CONV:-0}" != 1 ]]; then
-  step conv-cuda-tf32 240 node bin/stepscope.js bench conv --backend cuda --dtype tf32 --variant cudnn:heuristic,cudnn:autotune,im2col-cublas,implicit-gemm-tf32,implicit-gemm-tf32-pipelined,implicit-gemm-bf16 --layer "$CONV_LAYERS" --batch "$CONV_BATCH" --repeat "$CONV_REPEAT" --json
+  step conv-cuda-tf32 240 node bin/stepscope.js bench conv --backend cuda --dtype tf32 --variant cudnn:heuristic,cudnn:autotune,im2col-cublas,implicit-gemm-tf32,implicit-gemm-tf32-pipelined,implicit-gemm-tf32-along-m,implicit-gemm-bf16 --layer "$CONV_LAYERS" --batch "$CONV_BATCH" --repeat "$CONV_REPEAT" --json
   cp "$OUT/conv-cuda-tf32.out" "$OUT/conv-cuda-tf32.json"
 fi
 fi

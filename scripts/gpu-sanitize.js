@@ -15,7 +15,7 @@ const { checkCudaConvVariants } = require(path.join(ROOT, 'dist/src/ops/conv-cud
 const { cudaAddon } = require(path.join(ROOT, 'dist/src/native-cuda'));
 const { CONV_PASSES } = require(path.join(ROOT, 'dist/src/ops/conv'));
 
-const variants = (process.argv[2] ?? 'implicit-gemm-tf32,implicit-gemm-tf32-pipelined,implicit-gemm-bf16,direct').split(',');
+const variants = (process.argv[2] ?? 'implicit-gemm-tf32,implicit-gemm-tf32-pipelined,implicit-gemm-tf32-along-m,implicit-gemm-bf16,direct').split(',');
 
 async function main() {
   const cuda = cudaAddon();

@@ -31,7 +31,7 @@ const pad = (rows) => {
 };
 
 const out = [];
-const OWN_IGEMM = ['implicit-gemm-tf32', 'implicit-gemm-tf32-pipelined', 'implicit-gemm-bf16'];
+const OWN_IGEMM = ['implicit-gemm-tf32', 'implicit-gemm-tf32-pipelined', 'implicit-gemm-tf32-along-m', 'implicit-gemm-bf16'];
 for (const dtype of ['fp32', 'tf32']) {
   const ours = read(`conv-cuda-${dtype}.json`);
   const peer = read(`pytorch-conv-${dtype}.json`);

@@ -42,7 +42,7 @@ const standIn = needsAddon || (process.env.STEPSCOPE_SKIP_STAND_IN ? 'a stand-in
 const CUDNN_FWD = ['implicit-gemm', 'implicit-precomp-gemm', 'gemm', 'direct', 'fft', 'fft-tiling', 'winograd', 'winograd-nonfused'];
 const CUDNN_BWD_DATA = ['algo-0', 'algo-1', 'fft', 'fft-tiling', 'winograd', 'winograd-nonfused'];
 const CUDNN_BWD_FILTER = ['algo-0', 'algo-1', 'fft', 'algo-3', 'winograd-nonfused', 'fft-tiling'];
-const OWN = ['direct', 'im2col-cublas', 'implicit-gemm-tf32', 'implicit-gemm-bf16', 'implicit-gemm-tf32-pipelined'];
+const OWN = ['direct', 'im2col-cublas', 'implicit-gemm-tf32', 'implicit-gemm-bf16', 'implicit-gemm-tf32-pipelined', 'implicit-gemm-tf32-along-m'];
 const good = { n: 1, c: 4, h: 8, w: 8, k: 4, r: 3, s: 3, stride: 1, pad: 1 };
 
 test('the CUDA addon, once built, loads', { skip: noNvcc }, () => {
@@ -62,13 +62,16 @@ test('the kernels\' index arithmetic and cuBLAS operand layouts match a referenc
   const out = JSON.parse(r.stdout) as {
     worst: number; hazards: number; rows: { shape: string; pass: string; variant: string; maxRelErr: number }[]; mutants: { mutant: string; caught: boolean }[];
   };
-  // shapes x passes x (direct, im2col-cublas, implicit GEMM and with split-K, then its blocks replayed: plain and pipelined, each with split-K)
-  assert.equal(out.rows.length, 8 * 3 * 8);
+  // shapes x passes x (direct, im2col-cublas, implicit GEMM and with split-K, then its blocks replayed: plain and pipelined,
+  // each with split-K; the along-m kernel's tap gathers, then its blocks replayed, with split-K)
+  assert.equal(out.rows.length, 8 * 3 * 11);
   for (const row of out.rows) assert.ok(row.maxRelErr <= 1e-5, `${row.variant} ${row.pass} ${row.shape}: ${row.maxRelErr}`);
   assert.ok(out.rows.some((row) => row.variant === 'implicit-gemm-pipelined blocks split-K 3'));
+  assert.ok(out.rows.some((row) => row.variant === 'implicit-gemm-along-m blocks split-K 3' && row.pass === 'bwd-data' && row.shape.includes('3x3/2')));
   assert.equal(out.hazards, 0); // no stage read before its gather is visible, none refilled under a reader
-  // The block replay fails a wrong schedule (a thread's gathers dropped, the stages shifted, the gathers ahead of the barrier: a race).
-  assert.deepEqual(out.mutants.map((m) => m.caught), [true, true, true]);
+  // The block replay fails a wrong schedule (a thread's gathers dropped, the stages shifted, the gathers ahead of the barrier: a race),
+  // along k and along m.
+  assert.deepEqual(out.mutants.map((m) => m.caught), [true, true, true, true, true]);
   assert.equal(r.status, 0);
 });
 

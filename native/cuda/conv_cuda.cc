@@ -50,6 +50,10 @@ std::vector<CudaConvVariantInfo> cudaConvVariants() {
   out.push_back({"implicit-gemm-bf16", "our implicit GEMM on tensor cores (WMMA m16n16k16), bf16 inputs, fp32 accumulation", all});
   out.push_back({"implicit-gemm-tf32-pipelined",
                  "our tf32 implicit GEMM with its gathers pipelined (cp.async into 3 stages, 2 K steps ahead of the WMMA)", all});
+  out.push_back({"implicit-gemm-tf32-along-m",
+                 "the pipelined tf32 implicit GEMM with A (x in fwd, dy in bwd-data) gathered along m: a warp copies 32 consecutive "
+                 "positions, their taps' validity a per-row bit mask and kk's offsets a per-layer table (bwd-filter: as pipelined)",
+                 all});
   return out;
 }
 
@@ -62,6 +66,7 @@ std::unique_ptr<CudaConvKernel> makeOnCurrentDevice(const ConvShape& shape, Conv
   if (variant == "implicit-gemm-tf32") return makeImplicitGemmConv(shape, pass, layer, ImplicitGemmKind::Tf32);
   if (variant == "implicit-gemm-bf16") return makeImplicitGemmConv(shape, pass, layer, ImplicitGemmKind::Bf16);
   if (variant == "implicit-gemm-tf32-pipelined") return makeImplicitGemmConv(shape, pass, layer, ImplicitGemmKind::Tf32Pipelined);
+  if (variant == "implicit-gemm-tf32-along-m") return makeImplicitGemmConv(shape, pass, layer, ImplicitGemmKind::Tf32AlongM);
   throw Error("ERR_UNKNOWN_VARIANT", "conv variant '" + variant + "' has no factory");  // a table/factory mismatch
 }
 }  // namespace

@@ -15,6 +15,7 @@
 //   implicit-gemm-tf32  our implicit GEMM on tensor cores, tf32 inputs, fp32 accumulation (conv_igemm.cu)
 //   implicit-gemm-bf16  the same with bf16 inputs
 //   implicit-gemm-tf32-pipelined  the tf32 one with its gathers (cp.async) two K steps ahead of the multiplications
+//   implicit-gemm-tf32-along-m    the pipelined one with A gathered along m through a per-layer tap table (fwd, bwd-data)
 // Options: dtype "fp32" (cuDNN FMA math, plain cuBLAS) or "tf32" (cuDNN
 // default math, cuBLAS TF32 tensor ops); our own kernels have a fixed precision.
 // layout "nchw" or "nhwc" (x and y NHWC, weights still KCRS): cudnn:* only;
@@ -94,7 +95,7 @@ std::unique_ptr<CudaConvKernel> makeCudnnConv(const ConvShape&, ConvPass, const 
 std::unique_ptr<CudaConvKernel> makeDirectCudaConv(const ConvShape&, ConvPass, const std::string& layer);
 std::unique_ptr<CudaConvKernel> makeIm2colCublasConv(const ConvShape&, ConvPass, const std::string& layer, ConvMath math);
 // Our implicit GEMM's kernels (conv_igemm.cu).
-enum class ImplicitGemmKind { Tf32, Bf16, Tf32Pipelined };
+enum class ImplicitGemmKind { Tf32, Bf16, Tf32Pipelined, Tf32AlongM };
 std::unique_ptr<CudaConvKernel> makeImplicitGemmConv(const ConvShape&, ConvPass, const std::string& layer, ImplicitGemmKind kind);
 
 // cuDNN algorithm names of a pass, in cuDNN's enum order (conv_cudnn.cc).

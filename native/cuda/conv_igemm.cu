@@ -20,9 +20,12 @@
 #include <mma.h>
 
 #include <algorithm>
+#include <type_traits>
+#include <vector>
 
 #include "cuda/conv_cuda.h"
 #include "cuda/conv_index.h"
+#include "cuda/cuda_buffer.h"
 #include "cuda/cuda_error.h"
 #include "cuda/device.h"
 #include "cuda/igemm_tile.h"
@@ -51,18 +54,21 @@ struct Precision<__nv_bfloat16> {
   __device__ static __nv_bfloat16 convert(float v) { return __float2bfloat16(v); }
 };
 
-// One K step of a warp's 32x32: As (kTile x kStep, row length LDA) times Bs
+// One K step of a warp's 32x32: As (kTile x kStep; row-major with row
+// length LDA, or column-major with column length LDAM when AAlongM) times Bs
 // (kStep x kTile, row length LDB) into its 2x2 fragments.
-template <typename T>
+template <typename T, bool AAlongM = false>
 __device__ void multiplyStep(const T* As, const T* Bs, wmma::fragment<wmma::accumulator, kFragment, kFragment, Precision<T>::kMmaK, float> (&acc)[2][2]) {
   using P = Precision<T>;
-  constexpr int LDA = ldA(P::kPad), LDB = ldB(P::kPad);
+  using ALayout = std::conditional_t<AAlongM, wmma::col_major, wmma::row_major>;
+  constexpr int LDA = ldA(P::kPad), LDAM = ldAm(P::kPad), LDB = ldB(P::kPad);
   const int warp = threadIdx.x / 32;
   for (int kk = 0; kk < kStep; kk += P::kMmaK) {
-    wmma::fragment<wmma::matrix_a, kFragment, kFragment, P::kMmaK, typename P::Elem, wmma::row_major> a[2];
+    wmma::fragment<wmma::matrix_a, kFragment, kFragment, P::kMmaK, typename P::Elem, ALayout> a[2];
     wmma::fragment<wmma::matrix_b, kFragment, kFragment, P::kMmaK, typename P::Elem, wmma::row_major> b[2];
     for (int i = 0; i < 2; ++i) {
-      wmma::load_matrix_sync(a[i], As + aFragment(warp, i, kk, LDA), LDA);
+      if constexpr (AAlongM) wmma::load_matrix_sync(a[i], As + aFragmentAlongM(warp, i, kk, LDAM), LDAM);
+      else wmma::load_matrix_sync(a[i], As + aFragment(warp, i, kk, LDA), LDA);
       wmma::load_matrix_sync(b[i], Bs + bFragment(warp, i, kk, LDB), LDB);
       if constexpr (P::kMmaK == 8) {  // round fp32 to tf32 in the fragments
         for (int t = 0; t < a[i].num_elements; ++t) a[i].x[t] = wmma::__float_to_tf32(a[i].x[t]);
@@ -155,41 +161,47 @@ __device__ __forceinline__ void closeCopyGroup() { asm volatile("cp.async.commit
 template <int Pending>
 __device__ __forceinline__ void waitCopyGroups() { asm volatile("cp.async.wait_group %0;\n" ::"n"(Pending) : "memory"); }
 
-// The pipelined tf32 kernel: the same tiles, gathered by cp.async kStages - 1
-// steps ahead of the multiplications (igemm_tile.h: pipelinedSteps).
-template <typename Problem>
-__global__ void __launch_bounds__(kThreads, 4) implicitGemmPipelined(Problem prob) {
+// The pipelined tf32 kernels: the same tiles, gathered by cp.async kStages - 1
+// steps ahead of the multiplications (igemm_tile.h: pipelinedSteps). With
+// AlongM (problems with taps), A is gathered along m through the layer's
+// tap table (`taps`, K entries; unused otherwise) and stored column-major.
+template <typename Problem, bool AlongM>
+__global__ void __launch_bounds__(kThreads, 4) implicitGemmPipelined(Problem prob, const Tap* __restrict__ taps) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();  // cp.async and tensor-core tf32 need sm_80+; the host checks first
 #else
   using P = Precision<float>;
-  constexpr int LDA = ldA(P::kPad), LDB = ldB(P::kPad);
-  // 3 stages of A and B (28 KB) and the epilogue's tile (17 KB): under the 48 KB of static shared memory.
-  __shared__ __align__(128) float As[kStages][kTile * LDA];
+  constexpr int LDA = ldA(P::kPad), LDAM = ldAm(P::kPad), LDB = ldB(P::kPad);
+  constexpr int kATile = AlongM ? kStep * LDAM : kTile * LDA;
+  // 3 stages of A and B (26-28 KB) and the epilogue's tile (17 KB): under the 48 KB of static shared memory.
+  __shared__ __align__(128) float As[kStages][kATile];
   __shared__ __align__(128) float Bs[kStages][kStep * LDB];
   __shared__ __align__(128) float Cs[kTile * kLdC];
   const BlockShare b = blockShare(prob);
   const float* fallback = prob.out();  // any global address
   wmma::fragment<wmma::accumulator, kFragment, kFragment, P::kMmaK, float> acc[2][2];
   zeroAccumulators(acc);
-  ThreadGather<Problem> g;
-  beginGather(prob, b.m0, b.n0, threadIdx.x, g);
+  std::conditional_t<AlongM, TapGather<Problem>, ThreadGather<Problem>> g;
+  if constexpr (AlongM) beginTapGather(prob, b.m0, b.n0, threadIdx.x, g);
+  else beginGather(prob, b.m0, b.n0, threadIdx.x, g);
   pipelinedSteps(
       stepsIn(b.kBegin, b.kEnd),
       [&](int s) {
         float* aStage = As[stageOf(s)];
         float* bStage = Bs[stageOf(s)];
-        gatherStep(prob, g, stepStart(b.kBegin, s), b.kEnd, threadIdx.x, LDA, LDB, [&](int aSlot, const float* aSrc, int bSlot, const float* bSrc) {
+        auto copy = [&](int aSlot, const float* aSrc, int bSlot, const float* bSrc) {
           copyOrZero(aStage + aSlot, aSrc, fallback);
           copyOrZero(bStage + bSlot, bSrc, fallback);
-        });
+        };
+        if constexpr (AlongM) tapGatherStep(prob, g, taps, stepStart(b.kBegin, s), b.kEnd, threadIdx.x, LDAM, LDB, copy);
+        else gatherStep(prob, g, stepStart(b.kBegin, s), b.kEnd, threadIdx.x, LDA, LDB, copy);
       },
       [] { closeCopyGroup(); },
       [] {
         waitCopyGroups<kStages - 2>();
         __syncthreads();
       },
-      [&](int s) { multiplyStep<float>(As[stageOf(s)], Bs[stageOf(s)], acc); });
+      [&](int s) { multiplyStep<float, AlongM>(As[stageOf(s)], Bs[stageOf(s)], acc); });
   storeTile(prob, b.m0, b.n0, Cs, acc);
 #endif
 }
@@ -209,21 +221,42 @@ const char* variantName(ImplicitGemmKind kind) {
     case ImplicitGemmKind::Tf32: return "implicit-gemm-tf32";
     case ImplicitGemmKind::Bf16: return "implicit-gemm-bf16";
     case ImplicitGemmKind::Tf32Pipelined: return "implicit-gemm-tf32-pipelined";
+    case ImplicitGemmKind::Tf32AlongM: return "implicit-gemm-tf32-along-m";
   }
   return "implicit-gemm";
 }
 
+// `taps`: the layer's tap table on the device (the along-m kernel, problems with taps).
 template <typename Problem>
-void launchGemm(ImplicitGemmKind kind, const Problem& prob, int M, int N, int splits, cudaStream_t stream, const std::string& ctx) {
+void launchGemm(ImplicitGemmKind kind, const Problem& prob, const Tap* taps, int M, int N, int splits, cudaStream_t stream,
+                const std::string& ctx) {
   const unsigned gx = unsigned((M + kTile - 1) / kTile), gy = unsigned((N + kTile - 1) / kTile);
   if (gy > 65535) throw CudaError("ERR_UNSUPPORTED", ctx + ": N = " + std::to_string(N) + " needs more than 65535 block rows", "grid too large", "");
   const dim3 grid(gx, gy, unsigned(splits));
   switch (kind) {
     case ImplicitGemmKind::Tf32: implicitGemm<float, Problem><<<grid, kThreads, 0, stream>>>(prob); break;
     case ImplicitGemmKind::Bf16: implicitGemm<__nv_bfloat16, Problem><<<grid, kThreads, 0, stream>>>(prob); break;
-    case ImplicitGemmKind::Tf32Pipelined: implicitGemmPipelined<Problem><<<grid, kThreads, 0, stream>>>(prob); break;
+    case ImplicitGemmKind::Tf32Pipelined: implicitGemmPipelined<Problem, false><<<grid, kThreads, 0, stream>>>(prob, nullptr); break;
+    case ImplicitGemmKind::Tf32AlongM:
+      // bwd-filter's A (dy) is contiguous along kk: it keeps the k-wise gathers.
+      if constexpr (Problem::kHasTaps) implicitGemmPipelined<Problem, true><<<grid, kThreads, 0, stream>>>(prob, taps);
+      else implicitGemmPipelined<Problem, false><<<grid, kThreads, 0, stream>>>(prob, nullptr);
+      break;
   }
   checkCuda(cudaGetLastError(), "implicit GEMM launch", ctx);
+}
+
+Dims dimsOf(const ConvShape& sh) { return {sh.n, sh.c, sh.h, sh.w, sh.k, sh.r, sh.s, sh.stride, sh.pad, sh.p(), sh.q()}; }
+
+// The along-m kernel's tap table for a problem with taps, built here and
+// copied to the device once, when the kernel is prepared.
+template <typename Problem>
+std::unique_ptr<DeviceScratch> uploadTapTable(const Problem& prob, const std::string& ctx) {
+  std::vector<Tap> table(size_t(prob.K()));
+  fillTapTable(prob, table.data());
+  auto taps = std::make_unique<DeviceScratch>(table.size() * sizeof(Tap));
+  checkCuda(cudaMemcpy(taps->get(), table.data(), taps->bytes(), cudaMemcpyHostToDevice), "cudaMemcpy (tap table)", ctx);
+  return taps;
 }
 
 class ImplicitGemmConv : public CudaConvKernel {
@@ -241,22 +274,33 @@ class ImplicitGemmConv : public CudaConvKernel {
     // Products index with 32-bit ints; ResNet-50 shapes at batch 256 still fit.
     const double biggest = std::max({double(shape.xSize()), double(shape.ySize()), double(shape.wSize())});
     if (biggest >= 2147483647.0) throw CudaError("ERR_UNSUPPORTED", context() + ": tensor too large for 32-bit indexing", "too large", layer);
+    if (kind == ImplicitGemmKind::Tf32AlongM && pass != ConvPass::BackwardFilter) {
+      if (shape.r * shape.s > kMaxTaps) {
+        throw CudaError("ERR_UNSUPPORTED", context() + ": a " + std::to_string(shape.r) + "x" + std::to_string(shape.s) + " filter has more than " +
+                                               std::to_string(kMaxTaps) + " taps (the row's tap mask is 64 bits)",
+                        "filter too large", layer);
+      }
+      const Dims d = dimsOf(shape);  // the table holds offsets only: no tensor is read
+      taps_ = pass == ConvPass::Forward ? uploadTapTable(ForwardProblem{d, nullptr, nullptr, nullptr}, context())
+                                        : uploadTapTable(BackwardDataProblem{d, nullptr, nullptr, nullptr}, context());
+    }
   }
 
   void launch(float* x, float* w, float* y, cudaStream_t stream) override {
     const ConvShape& sh = shape_;
-    const Dims d{sh.n, sh.c, sh.h, sh.w, sh.k, sh.r, sh.s, sh.stride, sh.pad, sh.p(), sh.q()};
+    const Dims d = dimsOf(sh);
     const std::string ctx = context();
+    const Tap* taps = taps_ ? static_cast<const Tap*>(taps_->get()) : nullptr;
     switch (pass_) {
       case ConvPass::Forward:
-        launchGemm(kind_, ForwardProblem{d, x, w, y}, d.n * d.p * d.q, d.k, 1, stream, ctx);
+        launchGemm(kind_, ForwardProblem{d, x, w, y}, taps, d.n * d.p * d.q, d.k, 1, stream, ctx);
         break;
       case ConvPass::BackwardData:
-        launchGemm(kind_, BackwardDataProblem{d, x, w, y}, d.n * d.h * d.w, d.c, 1, stream, ctx);
+        launchGemm(kind_, BackwardDataProblem{d, x, w, y}, taps, d.n * d.h * d.w, d.c, 1, stream, ctx);
         break;
       case ConvPass::BackwardFilter: {
         if (splits_ > 1) checkCuda(cudaMemsetAsync(w, 0, size_t(sh.wSize()) * sizeof(float), stream), "cudaMemsetAsync", ctx);
-        launchGemm(kind_, BackwardFilterProblem{d, x, w, y}, d.k, d.c * d.r * d.s, splits_, stream, ctx);
+        launchGemm(kind_, BackwardFilterProblem{d, x, w, y}, nullptr, d.k, d.c * d.r * d.s, splits_, stream, ctx);
         break;
       }
     }
@@ -267,6 +311,10 @@ class ImplicitGemmConv : public CudaConvKernel {
       case ImplicitGemmKind::Bf16: return "implicit GEMM, WMMA m16n16k16 bf16, 64x64 tiles, fp32 accumulation";
       case ImplicitGemmKind::Tf32Pipelined:
         return "implicit GEMM, WMMA m16n16k8 tf32, 64x64 tiles, cp.async gathers in 3 stages, fp32 accumulation";
+      case ImplicitGemmKind::Tf32AlongM:
+        return pass_ == ConvPass::BackwardFilter
+                   ? "implicit GEMM, WMMA m16n16k8 tf32, 64x64 tiles, cp.async gathers in 3 stages (bwd-filter: as pipelined), fp32 accumulation"
+                   : "implicit GEMM, WMMA m16n16k8 tf32, 64x64 tiles, cp.async gathers in 3 stages, A along m from a tap table, fp32 accumulation";
       default: return "implicit GEMM, WMMA m16n16k8 tf32, 64x64 tiles, fp32 accumulation";
     }
   }
@@ -275,6 +323,7 @@ class ImplicitGemmConv : public CudaConvKernel {
  private:
   ImplicitGemmKind kind_;
   int splits_ = 1;  // bwd-filter's split-K (aimed at filling the GPU it is prepared on)
+  std::unique_ptr<DeviceScratch> taps_;  // the along-m kernel's tap table (fwd, bwd-data)
 };
 
 }  // namespace

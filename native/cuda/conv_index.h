@@ -159,8 +159,42 @@ SS_HD inline float gatherB(const Problem& prob, const typename Problem::KB& k, c
   return p ? *p : 0.f;
 }
 
+// Taps (the `implicit-gemm-tf32-along-m` kernel's A gathers, fwd and
+// bwd-data): the A element (m, kk) is a + rowOff(m) + tapOff(kk) when the
+// filter tap of kk is inside the tensor for row m, else zero. Which taps
+// are inside depends on the row alone: a bit mask of the R*S taps per row,
+// kept by the thread; what depends on kk alone (its offset and its tap's
+// bit) comes from a per-layer table, one entry per kk, built on the host
+// (tapTable). So a gather is a shift, an add and a copy: no compare against
+// the tensor's edges, no division.
+constexpr int kMaxTaps = 64;  // R*S bits in the mask (ResNet-50's largest filter: 7x7 = 49)
+struct TapRow {
+  int off;
+  unsigned long long mask;  // bit r*S+s: tap (r, s) reads inside the tensor
+};
+struct alignas(8) Tap {  // one 8-byte load on the device
+  int off;
+  int bit;
+};
+SS_HD inline bool tapInside(const TapRow& row, const Tap& tap) { return (row.mask >> tap.bit) & 1ULL; }
+// A table entry: on the device one 8-byte read-only load (a warp reads one entry: a broadcast).
+SS_HD inline Tap loadTap(const Tap* table, int kk) {
+#ifdef __CUDA_ARCH__
+  const int2 v = __ldg(reinterpret_cast<const int2*>(table) + kk);
+  return {v.x, v.y};
+#else
+  return table[kk];
+#endif
+}
+// The layer's table: K() entries, kk's part of each A element.
+template <typename Problem>
+void fillTapTable(const Problem& prob, Tap* table) {
+  for (int kk = 0; kk < prob.K(); ++kk) table[kk] = prob.tap(kk);
+}
+
 struct ForwardProblem {  // M = N*P*Q, N = K, K = C*R*S
   static constexpr bool kOutAlongN = false;  // y[n][k][p][q]: contiguous along m
+  static constexpr bool kHasTaps = true;     // A = x: contiguous along m (q) for stride 1
   Dims d;
   const float* x;
   const float* w;
@@ -198,6 +232,23 @@ struct ForwardProblem {  // M = N*P*Q, N = K, K = C*R*S
     if (!row.valid || h < 0 || h >= d.h || ww < 0 || ww >= d.w) return nullptr;
     return x + (row.base + k.off + h * d.w + ww);  // summed in 32 bits, one 64-bit add
   }
+  // Taps: row m's window corner (may lie outside x: the mask keeps the gathers inside), kk = (c, r, s).
+  SS_HD TapRow tapRow(int m) const {
+    if (m >= M()) return {0, 0ULL};
+    const Row rw = row(m);
+    unsigned long long cols = 0;  // taps s whose column is inside
+    for (int s = 0; s < d.s; ++s)
+      if (rw.w0 + s >= 0 && rw.w0 + s < d.w) cols |= 1ULL << s;
+    unsigned long long mask = 0;
+    for (int r = 0; r < d.r; ++r)
+      if (rw.h0 + r >= 0 && rw.h0 + r < d.h) mask |= cols << (r * d.s);
+    return {rw.base + rw.h0 * d.w + rw.w0, mask};
+  }
+  SS_HD Tap tap(int kk) const {
+    const KA k = kA(kk);
+    return {k.off + k.r * d.w + k.s, k.r * d.s + k.s};
+  }
+  SS_HD const float* aTapAt(const TapRow& row, const Tap& t) const { return tapInside(row, t) ? x + (row.off + t.off) : nullptr; }
   SS_HD Col col(int n) const { return {n * K(), n < N()}; }
   SS_HD KB kB(int kk) const { return {kk}; }
   SS_HD const float* bAt(const KB& k, const Col& c) const { return c.valid ? w + (c.base + k.kk) : nullptr; }
@@ -210,6 +261,7 @@ struct ForwardProblem {  // M = N*P*Q, N = K, K = C*R*S
 
 struct BackwardDataProblem {  // M = N*H*W, N = C, K = K*R*S
   static constexpr bool kOutAlongN = false;  // dx[n][c][h][w]: contiguous along m
+  static constexpr bool kHasTaps = true;     // A = dy: contiguous along m (w) for stride 1
   Dims d;
   float* dx;
   const float* w;
@@ -253,6 +305,30 @@ struct BackwardDataProblem {  // M = N*H*W, N = C, K = K*R*S
     if (ph >= d.p || qw >= d.q) return nullptr;
     return dy + (row.base + k.off + ph * d.q + qw);
   }
+  // Taps: row m = (n, h, w) reads dy at (p, q) = ((h + pad - r) / stride, (w + pad - s) / stride)
+  // where that divides; there (h + pad - r) / stride = (h + pad) / stride - r / stride, so
+  // the row's part is dy's position at ((h + pad) / stride, (w + pad) / stride) and kk = (k, r, s)'s
+  // is k's plane less (r / stride, s / stride).
+  SS_HD TapRow tapRow(int m) const {
+    if (m >= M()) return {0, 0ULL};
+    const Row rw = row(m);
+    auto inside = [&](int at, int tap, int size) {
+      const int o = at + d.pad - tap;  // = output position * stride
+      return o >= 0 && o % d.stride == 0 && o / d.stride < size;
+    };
+    unsigned long long cols = 0;
+    for (int s = 0; s < d.s; ++s)
+      if (inside(rw.w, s, d.q)) cols |= 1ULL << s;
+    unsigned long long mask = 0;
+    for (int r = 0; r < d.r; ++r)
+      if (inside(rw.h, r, d.p)) mask |= cols << (r * d.s);
+    return {rw.base + (rw.h + d.pad) / d.stride * d.q + (rw.w + d.pad) / d.stride, mask};
+  }
+  SS_HD Tap tap(int kk) const {
+    const KA k = kA(kk);
+    return {k.off - k.r / d.stride * d.q - k.s / d.stride, k.r * d.s + k.s};
+  }
+  SS_HD const float* aTapAt(const TapRow& row, const Tap& t) const { return tapInside(row, t) ? dy + (row.off + t.off) : nullptr; }
   SS_HD Col col(int n) const { return {n * d.r * d.s, n < N()}; }
   SS_HD KB kB(int kk) const {
     const int s = kk % d.s, r = kk / d.s % d.r, k = kk / (d.s * d.r);
@@ -268,6 +344,7 @@ struct BackwardDataProblem {  // M = N*H*W, N = C, K = K*R*S
 
 struct BackwardFilterProblem {  // M = K, N = C*R*S, K = N*P*Q
   static constexpr bool kOutAlongN = true;  // dw[k][c][r][s]: contiguous along n
+  static constexpr bool kHasTaps = false;   // A = dy: contiguous along kk (q), gathered along kk
   Dims d;
   const float* x;
   float* dw;

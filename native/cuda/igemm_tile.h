@@ -64,6 +64,47 @@ SS_HD inline void gatherStep(const Problem& prob, const ThreadGather<Problem>& g
   }
 }
 
+// ---- A along m (the along-m kernel, for problems with taps: conv_index.h).
+// Thread tid gathers A's tile row alongMRow(tid) at tile columns
+// alongMK(tid, t), t < kLoads, so a warp's copy reads 32 consecutive rows m
+// at one kk (consecutive addresses where the output positions are, one
+// table entry for the whole warp); B as before. A is stored column-major
+// (element (i, j) at j * ldAm + i: consecutive lanes, consecutive banks)
+// and loaded as WMMA col_major fragments (aFragmentAlongM).
+constexpr int kKPerPassM = kThreads / kTile;
+static_assert(kStep / kKPerPassM == kLoads, "A along m: as many gathers per thread as along k");
+SS_HD inline int alongMRow(int tid) { return tid % kTile; }
+SS_HD inline int alongMK(int tid, int t) { return tid / kTile + kKPerPassM * t; }
+SS_HD constexpr int ldAm(int pad) { return kTile + pad; }
+
+// What a thread keeps: its row's taps (one row, where the k-wise mapping keeps kLoads), B's columns.
+template <typename Problem>
+struct TapGather {
+  TapRow row;
+  typename Problem::Col cols[kLoads];
+};
+
+template <typename Problem>
+SS_HD inline void beginTapGather(const Problem& prob, int m0, int n0, int tid, TapGather<Problem>& g) {
+  g.row = prob.tapRow(m0 + alongMRow(tid));
+  for (int t = 0; t < kLoads; ++t) g.cols[t] = prob.col(n0 + gatherRow(tid, t));
+}
+
+// gatherStep with A along m: kk's part of A from `taps` (the layer's table, K entries).
+template <typename Problem, typename Store>
+SS_HD inline void tapGatherStep(const Problem& prob, const TapGather<Problem>& g, const Tap* taps, int k0, int kEnd, int tid, int ldam,
+                                int ldb, Store&& store) {
+  const int i = alongMRow(tid), j = gatherK(tid), kk = k0 + j;
+  const bool kIn = kk < kEnd;
+  const auto kb = prob.kB(kk);
+  for (int t = 0; t < kLoads; ++t) {
+    const int ja = alongMK(tid, t), kka = k0 + ja;
+    const float* a = kka < kEnd ? prob.aTapAt(g.row, loadTap(taps, kka)) : nullptr;
+    const int ib = gatherRow(tid, t);
+    store(ja * ldam + i, a, j * ldb + ib, kIn ? prob.bAt(kb, g.cols[t]) : nullptr);
+  }
+}
+
 // Warp w multiplies tile rows warpRow(w).. by columns warpCol(w).., 32 each.
 SS_HD inline int warpRow(int warp) { return warp / 2 * kWarpTile; }
 SS_HD inline int warpCol(int warp) { return warp % 2 * kWarpTile; }
@@ -73,6 +114,8 @@ SS_HD inline int warpCol(int warp) { return warp % 2 * kWarpTile; }
 // fragment j at kk.
 SS_HD inline int aFragment(int warp, int i, int kk, int lda) { return (warpRow(warp) + i * kFragment) * lda + kk; }
 SS_HD inline int bFragment(int warp, int j, int kk, int ldb) { return kk * ldb + warpCol(warp) + j * kFragment; }
+// With A along m (col_major: element (r, c) at start + c * ld + r).
+SS_HD inline int aFragmentAlongM(int warp, int i, int kk, int ldam) { return kk * ldam + warpRow(warp) + i * kFragment; }
 
 // The epilogue walks the block's tile along the output's contiguous
 // dimension, so consecutive threads write (or, with split-K, add to)

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "cuda/conv_index.h"
@@ -138,6 +139,26 @@ void runGemmProblem(const Problem& prob, int splits) {
   }
 }
 
+// The along-m kernel's gathers for A, element by element: the row's taps
+// once, kk's from the layer's table (problems with taps: fwd, bwd-data).
+template <typename Problem>
+void runTapProblem(const Problem& prob) {
+  std::vector<Tap> taps(size_t(prob.K()));
+  fillTapTable(prob, taps.data());
+  for (int m = 0; m < prob.M(); ++m) {
+    const TapRow row = prob.tapRow(m);
+    for (int n = 0; n < prob.N(); ++n) {
+      const auto col = prob.col(n);
+      double acc = 0;
+      for (int k = 0; k < prob.K(); ++k) {
+        const float* a = prob.aTapAt(row, taps[k]);
+        acc += double(a ? *a : 0.f) * gatherB(prob, prob.kB(k), col);
+      }
+      prob.out()[prob.outIndex(m, n)] = float(acc);
+    }
+  }
+}
+
 // The kernel's blocks replayed with igemm_tile.h's schedule: each thread's
 // gathers land in shared-memory tiles poisoned with NaN before every step
 // (a slot nobody writes poisons the result), each warp multiplies its
@@ -167,14 +188,22 @@ void loadBeforeBarrierSteps(int steps, Load&& load, CloseGroup&&, Landed&& lande
   }
 }
 
-template <typename Problem>
+// AlongM: the along-m kernel's gathers (A along m through the tap table,
+// stored column-major); the kernel takes them for problems with taps only.
+template <bool AlongM, typename Problem>
 long long replayBlocks(const Problem& prob, int splits, Schedule schedule, Mutation mutation = {}) {
   using namespace igemm;
-  constexpr int LDA = ldA(kPadFp32), LDB = ldB(kPadFp32);  // the tf32 kernels' fp32 tiles
+  constexpr int LDA = ldA(kPadFp32), LDAM = ldAm(kPadFp32), LDB = ldB(kPadFp32);  // the tf32 kernels' fp32 tiles
+  constexpr int kATile = AlongM ? kStep * LDAM : kTile * LDA;
+  std::vector<Tap> taps;
+  if constexpr (AlongM) {
+    taps.resize(size_t(prob.K()));
+    fillTapTable(prob, taps.data());
+  }
   for (int m = 0; m < prob.M(); ++m)
     for (int n = 0; n < prob.N(); ++n) prob.out()[prob.outIndex(m, n)] = splits > 1 ? 0.f : NAN;  // the kernel's memset, or poison
   const int blocksM = (prob.M() + kTile - 1) / kTile, blocksN = (prob.N() + kTile - 1) / kTile;
-  std::vector<std::vector<float>> As(kStages, std::vector<float>(kTile * LDA)), Bs(kStages, std::vector<float>(kStep * LDB));
+  std::vector<std::vector<float>> As(kStages, std::vector<float>(kATile)), Bs(kStages, std::vector<float>(kStep * LDB));
   std::vector<float> Cs(kTile * kLdC);
   long long hazards = 0;
   for (int bz = 0; bz < splits; ++bz)
@@ -183,8 +212,11 @@ long long replayBlocks(const Problem& prob, int splits, Schedule schedule, Mutat
         const int m0 = bx * kTile, n0 = by * kTile;
         int kBegin, kEnd;
         splitRange(prob.K(), splits, kStep, bz, &kBegin, &kEnd);
-        std::vector<ThreadGather<Problem>> threads(kThreads);
-        for (int tid = 0; tid < kThreads; ++tid) beginGather(prob, m0, n0, tid, threads[tid]);
+        std::vector<std::conditional_t<AlongM, TapGather<Problem>, ThreadGather<Problem>>> threads(kThreads);
+        for (int tid = 0; tid < kThreads; ++tid) {
+          if constexpr (AlongM) beginTapGather(prob, m0, n0, tid, threads[tid]);
+          else beginGather(prob, m0, n0, tid, threads[tid]);
+        }
         std::vector<double> acc(kTile * kTile, 0.0);  // [row][col] of the tile, each warp's fragments
         int epoch = 0;                                // barriers so far
         std::vector<int> gatheredAt(kStages, -1), readAt(kStages, -1);
@@ -193,14 +225,22 @@ long long replayBlocks(const Problem& prob, int splits, Schedule schedule, Mutat
           gatheredAt[stage] = epoch;
           std::fill(As[stage].begin(), As[stage].end(), NAN);
           std::fill(Bs[stage].begin(), Bs[stage].end(), NAN);
-          for (int tid = 0; tid < kThreads; ++tid)
-            if (tid != mutation.dropThread)
-              gatherStep(prob, threads[tid], stepStart(kBegin, step), kEnd, tid, LDA, LDB, [&](int aSlot, const float* a, int bSlot, const float* b) {
-                As[stage][aSlot] = a ? *a : 0.f;
-                Bs[stage][bSlot] = b ? *b : 0.f;
-              });
+          auto store = [&](int aSlot, const float* a, int bSlot, const float* b) {
+            As[stage][aSlot] = a ? *a : 0.f;
+            Bs[stage][bSlot] = b ? *b : 0.f;
+          };
+          for (int tid = 0; tid < kThreads; ++tid) {
+            if (tid == mutation.dropThread) continue;
+            if constexpr (AlongM) tapGatherStep(prob, threads[tid], taps.data(), stepStart(kBegin, step), kEnd, tid, LDAM, LDB, store);
+            else gatherStep(prob, threads[tid], stepStart(kBegin, step), kEnd, tid, LDA, LDB, store);
+          }
         };
-        auto multiply = [&](int stage) {  // each warp's fragments, as multiplyStep loads them (row-major: (r, c) at r * ld + c)
+        // A's element (r, k) of warp's fragment fi at sub-step kk, as multiplyStep loads it:
+        // row-major ((r, k) at r * ld + k from the fragment's start), or col_major along m (k * ld + r).
+        auto aAt = [&](int warp, int fi, int kk, int r, int k) {
+          return AlongM ? aFragmentAlongM(warp, fi, kk, LDAM) + k * LDAM + r : aFragment(warp, fi, kk, LDA) + r * LDA + k;
+        };
+        auto multiply = [&](int stage) {  // each warp's fragments (B row-major: (k, c) at k * ld + c)
           if (gatheredAt[stage] >= epoch) ++hazards;  // read before a barrier made the gather visible
           readAt[stage] = epoch;
           for (int warp = 0; warp < kThreads / 32; ++warp)
@@ -211,7 +251,7 @@ long long replayBlocks(const Problem& prob, int splits, Schedule schedule, Mutat
                     for (int c = 0; c < kFragment; ++c) {
                       double sum = 0;
                       for (int k = 0; k < 8; ++k)
-                        sum += double(As[stage][aFragment(warp, fi, kk, LDA) + r * LDA + k]) * Bs[stage][bFragment(warp, fj, kk, LDB) + k * LDB + c];
+                        sum += double(As[stage][aAt(warp, fi, kk, r, k)]) * Bs[stage][bFragment(warp, fj, kk, LDB) + k * LDB + c];
                       acc[(warpRow(warp) + fi * kFragment + r) * kTile + warpCol(warp) + fj * kFragment + c] += sum;
                     }
         };
@@ -256,10 +296,27 @@ void runImplicitGemm(const Dims& d, int pass, Tensors& t, int splits) {
 }
 
 // The replay's hazards (races on the device), 0 for a sound schedule.
-long long replayImplicitGemm(const Dims& d, int pass, Tensors& t, int splits, Schedule schedule, Mutation mutation = {}) {
+// alongM: the along-m kernel (its taps where the problem has them).
+long long replayImplicitGemm(const Dims& d, int pass, Tensors& t, int splits, Schedule schedule, Mutation mutation = {}, bool alongM = false) {
   long long hazards = 0;
-  onProblem(d, pass, t, [&](const auto& prob) { hazards = replayBlocks(prob, splits, schedule, mutation); });
+  onProblem(d, pass, t, [&](const auto& prob) {
+    using Problem = std::decay_t<decltype(prob)>;
+    if constexpr (Problem::kHasTaps) {
+      if (alongM) {
+        hazards = replayBlocks<true>(prob, splits, schedule, mutation);
+        return;
+      }
+    }
+    hazards = replayBlocks<false>(prob, splits, schedule, mutation);
+  });
   return hazards;
+}
+
+void runTapGemm(const Dims& d, int pass, Tensors& t) {
+  onProblem(d, pass, t, [&](const auto& prob) {
+    if constexpr (std::decay_t<decltype(prob)>::kHasTaps) runTapProblem(prob);
+    else runGemmProblem(prob, 1);  // bwd-filter: the along-m kernel gathers as the pipelined one
+  });
 }
 
 }  // namespace
@@ -273,7 +330,8 @@ int main() {
                            {2, 20, 12, 12, 70, 3, 3, 1, 1}};
   const char* passes[] = {"fwd", "bwd-data", "bwd-filter"};
   const char* variants[] = {"direct", "im2col-cublas", "implicit-gemm", "implicit-gemm split-K 3", "implicit-gemm blocks",
-                            "implicit-gemm blocks split-K 3", "implicit-gemm-pipelined blocks", "implicit-gemm-pipelined blocks split-K 3"};
+                            "implicit-gemm blocks split-K 3", "implicit-gemm-pipelined blocks", "implicit-gemm-pipelined blocks split-K 3",
+                            "implicit-gemm taps", "implicit-gemm-along-m blocks", "implicit-gemm-along-m blocks split-K 3"};
   const int variantCount = int(sizeof variants / sizeof variants[0]);
   double worst = 0;
   long long hazards = 0;  // of the sound schedules: must stay 0
@@ -293,7 +351,9 @@ int main() {
         if (v == 1) runIm2col(d, pass, t);
         if (v == 2) runImplicitGemm(d, pass, t, 1);
         if (v == 3) runImplicitGemm(d, pass, t, 3);
-        if (v >= 4) hazards += replayImplicitGemm(d, pass, t, v % 2 ? 3 : 1, v >= 6 ? Schedule::Pipelined : Schedule::Plain);
+        if (v >= 4 && v <= 7) hazards += replayImplicitGemm(d, pass, t, v % 2 ? 3 : 1, v >= 6 ? Schedule::Pipelined : Schedule::Plain);
+        if (v == 8) runTapGemm(d, pass, t);
+        if (v >= 9) hazards += replayImplicitGemm(d, pass, t, v == 10 ? 3 : 1, Schedule::Pipelined, {}, true);
         const double err = relErr(output(t, pass), ref);
         worst = std::fmax(worst, err);
         char row[256];
@@ -317,14 +377,17 @@ int main() {
       const char* name;
       Schedule schedule;
       Mutation mutation;
-    } cases[] = {{"thread 37's gathers dropped", Schedule::Plain, {37, 0}},
-                 {"stages shifted by one", Schedule::Pipelined, {-1, 1}},
-                 {"gathers before the barrier", Schedule::LoadBeforeBarrier, {}}};
+      bool alongM;
+    } cases[] = {{"thread 37's gathers dropped", Schedule::Plain, {37, 0}, false},
+                 {"stages shifted by one", Schedule::Pipelined, {-1, 1}, false},
+                 {"gathers before the barrier", Schedule::LoadBeforeBarrier, {}, false},
+                 {"along m: thread 37's gathers dropped", Schedule::Pipelined, {37, 0}, true},
+                 {"along m: gathers before the barrier", Schedule::LoadBeforeBarrier, {}, true}};
     for (const auto& c : cases) {
       Tensors t{randomVector(xLen(d), 1), randomVector(wLen(d), 2), randomVector(yLen(d), 3)};
       std::vector<double> ref;
       reference(d, 0, t, ref);
-      const long long raced = replayImplicitGemm(d, 0, t, 1, c.schedule, c.mutation);
+      const long long raced = replayImplicitGemm(d, 0, t, 1, c.schedule, c.mutation, c.alongM);
       const double err = relErr(t.y, ref);
       const bool caught = err > 1e-5 || raced > 0;
       allCaught = allCaught && caught;
