@@ -49,7 +49,7 @@ std::string rankText(const NcclOptions& o) { return "nccl rank " + std::to_strin
 // Aborts the communicator (local, never blocks on peers); state.mutex held.
 // While a CUDA graph holds one of its all-reduces, NCCL's abort waits for that
 // graph to die: it then runs on a detached thread so that nothing here blocks.
-void abortLocked(NcclState& s, const std::string& why) {
+static void abortLocked(NcclState& s, const std::string& why) {
   if (s.comm) {
     if (s.liveGraphs.load() > 0) std::thread([comm = s.comm] { ncclCommAbort(comm); }).detach();
     else ncclCommAbort(s.comm);
@@ -152,7 +152,8 @@ std::string pollLocked(NcclState& s, NcclClock::time_point deadline, int timeout
   }
 }
 
-void awaitLocked(NcclState& s, const NcclOptions& o, const std::string& what, const std::string& layer) {
+// pollLocked, then on failure abortLocked and ERR_COMM. state.mutex held.
+static void awaitLocked(NcclState& s, const NcclOptions& o, const std::string& what, const std::string& layer) {
   std::string status;
   const std::string why = pollLocked(s, NcclClock::now() + std::chrono::milliseconds(o.timeoutMs), o.timeoutMs, what, &status);
   if (why.empty()) return;
@@ -200,8 +201,8 @@ void watchOnce(NcclState* s, const NcclOptions& o);
 // peer's socket closed) or a collective running past the timeout aborts the
 // communicator (with every other rank of its clique in this process), so its
 // kernels return and no stream waits forever.
-void watch(NcclState* s, NcclOptions o) {
-  cudaSetDevice(s->device);
+static void watch(NcclState* s, NcclOptions o) {
+  trySetDevice(s->device);
   while (!s->stop.load()) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     try {
@@ -275,8 +276,6 @@ void watchLocked(NcclState& s, cudaStream_t stream, const std::string& layer) {
   s.inFlight.push_back({done, NcclClock::now(), layer});
 }
 
-bool ncclBuiltIn() { return true; }
-
 int NcclCommunicator::device() const { return state_->device; }
 
 std::string newNcclUniqueId() {
@@ -295,9 +294,7 @@ NcclCommunicator::NcclCommunicator(NcclOptions options) : options_(std::move(opt
   }
   if (o.size < 1 || o.rank < 0 || o.rank >= o.size) throw Error("ERR_INVALID_ARG", "nccl: rank " + std::to_string(o.rank) + " is not in 0.." + std::to_string(o.size - 1));
   if (o.timeoutMs < 1) throw Error("ERR_INVALID_ARG", "nccl: timeoutMs " + std::to_string(o.timeoutMs) + " must be >= 1");
-  requireDevice("NcclCommunicator");
-  state_->device = deviceOrDefault(o.device, "NcclCommunicator");
-  useDevice(state_->device);
+  state_->device = bindDevice(o.device, "NcclCommunicator");
   ::ncclUniqueId id;
   std::copy(o.uniqueId.begin(), o.uniqueId.end(), id.internal);
   ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
@@ -434,8 +431,6 @@ NcclCommunicator::~NcclCommunicator() {
 #else  // built without NCCL
 
 struct NcclState {};
-
-bool ncclBuiltIn() { return false; }
 
 [[noreturn]] static void unavailable() {
   throw Error("ERR_UNAVAILABLE", std::string("the nccl communicator is unavailable: the CUDA addon was built without NCCL (") + STEPSCOPE_NCCL_BUILD_STATUS + ")");

@@ -34,7 +34,6 @@ struct NcclOptions {
 
 // A fresh unique id (rank 0 makes it). Throws ERR_UNAVAILABLE without NCCL.
 std::string newNcclUniqueId();
-bool ncclBuiltIn();
 
 struct NcclState;
 

@@ -28,9 +28,8 @@ struct GroupDeviceError {
   cudaError_t error = cudaSuccess;
   int device = -1;
   bool set(int d) {
-    const cudaError_t e = cudaSetDevice(d);
+    const cudaError_t e = trySetDevice(d);
     if (e == cudaSuccess) return true;
-    cudaGetLastError();
     if (error == cudaSuccess) error = e, device = d;
     return false;
   }
@@ -38,6 +37,40 @@ struct GroupDeviceError {
     if (error != cudaSuccess) checkCuda(error, "cudaSetDevice", "GPU " + std::to_string(device));
   }
 };
+
+// One NCCL call per rank, all in one group (one thread drives every rank):
+// call(i) after making GPU deviceOf(i) current, until one fails. `result`
+// is that call's status, else ncclGroupEnd's (ncclInProgress: the
+// nonblocking communicators are still working; poll them).
+struct GroupResult {
+  ncclResult_t result = ncclSuccess;
+  GroupDeviceError device;
+  bool failed() const { return device.error != cudaSuccess || (result != ncclSuccess && result != ncclInProgress); }
+};
+template <typename DeviceOf, typename Call>
+GroupResult groupCall(size_t ranks, DeviceOf&& deviceOf, Call&& call) {
+  GroupResult g;
+  auto going = [&] { return g.result == ncclSuccess || g.result == ncclInProgress; };
+  g.result = ncclGroupStart();
+  for (size_t i = 0; i < ranks && going(); ++i) {
+    if (!g.device.set(deviceOf(i))) break;
+    g.result = call(i);
+  }
+  const ncclResult_t end = ncclGroupEnd();  // always: an open group would swallow this thread's later NCCL calls
+  if (going()) g.result = end;
+  return g;
+}
+
+// Waits for every member's pending work under one deadline: "" when all are
+// done, else the first failure's reason (*status: NCCL's status name).
+std::string pollAllLocked(const std::vector<NcclState*>& members, int timeoutMs, const std::string& what, std::string* status) {
+  const auto deadline = NcclClock::now() + std::chrono::milliseconds(timeoutMs);
+  for (NcclState* s : members) {
+    const std::string why = pollLocked(*s, deadline, timeoutMs, what, status);
+    if (!why.empty()) return why;
+  }
+  return "";
+}
 
 }  // namespace
 
@@ -72,22 +105,17 @@ std::vector<NcclPtr> NcclCommunicator::local(const std::vector<int>& devices, in
     clique->members.push_back(comms.back()->state_);
   }
   // One thread joins several ranks: their inits must be one group.
-  GroupDeviceError deviceError;
-  ncclResult_t r = ncclGroupStart();
-  for (size_t i = 0; i < comms.size() && r == ncclSuccess; ++i) {
-    if (!deviceError.set(devices[i])) break;
+  const GroupResult g = groupCall(comms.size(), [&](size_t i) { return devices[i]; }, [&](size_t i) {
     ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
     config.blocking = 0;
-    r = ncclCommInitRankConfig(&comms[i]->state_->comm, int(devices.size()), id, int(i), &config);
-  }
-  const ncclResult_t end = ncclGroupEnd();
-  if (r == ncclSuccess || r == ncclInProgress) r = end;
-  if (deviceError.error != cudaSuccess || (r != ncclSuccess && r != ncclInProgress)) {
+    return ncclCommInitRankConfig(&comms[i]->state_->comm, int(devices.size()), id, int(i), &config);
+  });
+  if (g.failed()) {
     std::vector<NcclState*> members;
     for (NcclPtr& c : comms) members.push_back(c->state_.get());
     abortCliqueLocked(members, "the group's init failed");  // nothing else can hold these yet
-    deviceError.throwIfAny();
-    throwNccl(comms[0]->options_, r, nullptr, "ncclCommInitRankConfig (local group)", "");
+    g.device.throwIfAny();
+    throwNccl(comms[0]->options_, g.result, nullptr, "ncclCommInitRankConfig (local group)", "");
   }
   return comms;
 }
@@ -153,29 +181,22 @@ void NcclCommunicator::allreduceGroup(const std::vector<NcclGroupCall>& calls, f
     throw CudaError("ERR_COMM", "nccl local group of " + std::to_string(size) + " (" + layer + "): " + why, status, layer);
   };
   timedTogether(streams, [&] {
-    GroupDeviceError deviceError;
-    ncclResult_t r = ncclGroupStart();
-    for (size_t i = 0; i < ordered.size() && r == ncclSuccess; ++i) {
+    const GroupResult g = groupCall(ordered.size(), [&](size_t i) { return ordered[i]->stream->device(); }, [&](size_t i) {
       const NcclGroupCall& c = *ordered[i];
-      if (!deviceError.set(c.stream->device())) break;
+      ncclResult_t r = ncclSuccess;
       for (const auto& b : c.buffers) {
-        if (r != ncclSuccess) break;
         r = ncclAllReduce(b.first, b.first, b.second, ncclFloat32, ops[i], c.comm->state_->comm, c.stream->get());
+        if (r != ncclSuccess && r != ncclInProgress) break;
       }
-    }
-    const ncclResult_t end = ncclGroupEnd();
-    if (r == ncclSuccess) r = end;
+      return r;
+    });
+    const GroupDeviceError& deviceError = g.device;
     if (deviceError.error != cudaSuccess) failAll(std::string("cudaSetDevice failed on GPU ") + std::to_string(deviceError.device) + ": " + cudaGetErrorName(deviceError.error), cudaGetErrorName(deviceError.error));
-    if (r != ncclSuccess && r != ncclInProgress) failAll(std::string("ncclAllReduce failed: ") + ncclResultName(r) + " (" + ncclGetErrorString(r) + ")", ncclResultName(r));
-    if (r == ncclInProgress) {
-      // One deadline for the whole group.
-      const int timeoutMs = first.timeoutMs;
-      const auto deadline = NcclClock::now() + std::chrono::milliseconds(timeoutMs);
-      for (NcclState* s : members) {
-        std::string status;
-        const std::string why = pollLocked(*s, deadline, timeoutMs, "all-reduce", &status);
-        if (!why.empty()) failAll(why, status);
-      }
+    if (g.failed()) failAll(std::string("ncclAllReduce failed: ") + ncclResultName(g.result) + " (" + ncclGetErrorString(g.result) + ")", ncclResultName(g.result));
+    if (g.result == ncclInProgress) {
+      std::string status;
+      const std::string why = pollAllLocked(members, first.timeoutMs, "all-reduce", &status);  // one deadline for the whole group
+      if (!why.empty()) failAll(why, status);
     }
   });
   try {
@@ -222,31 +243,20 @@ void NcclCommunicator::destroyGroup(const std::vector<NcclPtr>& comms) {
     s->scaled.clear();
   }
   // Finalize waits for the issued collectives; from one thread the ranks' finalizes are one group.
-  GroupDeviceError deviceError;
-  ncclResult_t r = ncclGroupStart();
-  for (NcclState* s : members) {
-    if (r != ncclSuccess || !deviceError.set(s->device)) break;
-    r = ncclCommFinalize(s->comm);
-  }
-  const ncclResult_t end = ncclGroupEnd();
-  if (r == ncclSuccess) r = end;
-  if (deviceError.error != cudaSuccess || (r != ncclSuccess && r != ncclInProgress)) {
-    abortCliqueLocked(members, std::string("ncclCommFinalize failed: ") + ncclResultName(r));
+  const GroupResult g = groupCall(members.size(), [&](size_t i) { return members[i]->device; }, [&](size_t i) { return ncclCommFinalize(members[i]->comm); });
+  if (g.failed()) {
+    abortCliqueLocked(members, std::string("ncclCommFinalize failed: ") + ncclResultName(g.result));
     return;
   }
-  const int timeoutMs = comms[0]->options_.timeoutMs;
-  const auto deadline = NcclClock::now() + std::chrono::milliseconds(timeoutMs);
-  for (NcclState* s : members) {
-    std::string status;
-    const std::string why = pollLocked(*s, deadline, timeoutMs, "ncclCommFinalize", &status);
-    if (!why.empty()) {
-      abortCliqueLocked(members, why);
-      return;
-    }
+  std::string status;
+  const std::string why = pollAllLocked(members, comms[0]->options_.timeoutMs, "ncclCommFinalize", &status);
+  if (!why.empty()) {
+    abortCliqueLocked(members, why);
+    return;
   }
   // Finalized: destroying is local to each rank.
   for (NcclState* s : members) {
-    cudaSetDevice(s->device);
+    trySetDevice(s->device);
     ncclCommDestroy(s->comm);
     s->comm = nullptr;
     if (s->failure.empty()) s->failure = "destroyed";

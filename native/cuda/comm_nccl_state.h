@@ -56,8 +56,6 @@ struct NcclState {
 const char* ncclResultName(ncclResult_t r);
 std::string rankText(const NcclOptions& o);
 [[noreturn]] void throwNccl(const NcclOptions& o, ncclResult_t r, ncclComm_t comm, const std::string& what, const std::string& layer);
-// Aborts the communicator (never blocks on peers); state.mutex held.
-void abortLocked(NcclState& s, const std::string& why);
 // Aborts every live communicator of a clique at once, their mutexes taken in
 // rank order (the caller holds none of them).
 void abortClique(const NcclClique& clique, const std::string& why);
@@ -66,11 +64,7 @@ void abortCliqueLocked(const std::vector<NcclState*>& members, const std::string
 // Polls until the pending call is done: "" on success, else why it failed
 // (an error, or the deadline passed); *status gets NCCL's status name. state.mutex held; aborts nothing.
 std::string pollLocked(NcclState& s, NcclClock::time_point deadline, int timeoutMs, const std::string& what, std::string* status);
-// pollLocked, then on failure abortLocked and ERR_COMM. state.mutex held.
-void awaitLocked(NcclState& s, const NcclOptions& o, const std::string& what, const std::string& layer);
 [[noreturn]] void failLocked(NcclState& s, const NcclOptions& o, ncclResult_t r, const std::string& what, const std::string& layer);
-// The watchdog thread of one communicator.
-void watch(NcclState* s, NcclOptions o);
 void requireUsableLocked(const NcclState& s, const NcclOptions& o, const std::string& layer);
 ncclRedOp_t scaledSumLocked(NcclState& s, const NcclOptions& o, float scale, const std::string& layer);
 KernelInfo allreduceInfo(const std::vector<std::pair<float*, size_t>>& buffers, const std::string& layer);

@@ -8,6 +8,9 @@
 
 namespace stepscope {
 
+CudaConvKernel::CudaConvKernel(const ConvShape& shape, ConvPass pass, std::string variant, std::string layer)
+    : shape_(shape), pass_(pass), variant_(std::move(variant)), layer_(std::move(layer)), device_(currentDevice()) {}
+
 std::string CudaConvKernel::context() const {
   return (layer_.empty() ? shape_.describe() : layer_) + " " + convPassName(pass_) + " " + variant_;
 }
@@ -100,12 +103,8 @@ std::unique_ptr<CudaConvKernel> makeCudaConvKernel(const ConvShape& shape, ConvP
                                            ": our own kernels take fp32 buffers; with dtype bf16 use a cudnn:* variant (implicit-gemm-bf16 rounds fp32 buffers)",
                     "fp32 buffers only", layer);
   }
-  requireDevice("ConvKernel");
-  const int gpu = deviceOrDefault(device, "ConvKernel");
-  useDevice(gpu);  // its workspace, handle and autotuning are that GPU's
-  std::unique_ptr<CudaConvKernel> kernel = makeOnCurrentDevice(shape, pass, variant, layer, math, nhwc);
-  kernel->setDevice(gpu);
-  return kernel;
+  bindDevice(device, "ConvKernel");  // its workspace, handle and autotuning are that GPU's (the kernel remembers it)
+  return makeOnCurrentDevice(shape, pass, variant, layer, math, nhwc);
 }
 
 }  // namespace stepscope

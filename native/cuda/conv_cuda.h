@@ -37,8 +37,8 @@ enum class ConvMath { Fp32, Tf32, Bf16 };
 
 class CudaConvKernel {
  public:
-  CudaConvKernel(const ConvShape& shape, ConvPass pass, std::string variant, std::string layer)
-      : shape_(shape), pass_(pass), variant_(std::move(variant)), layer_(std::move(layer)) {}
+  // Made on the calling thread's current GPU (makeCudaConvKernel binds it), which it remembers.
+  CudaConvKernel(const ConvShape& shape, ConvPass pass, std::string variant, std::string layer);
   virtual ~CudaConvKernel() = default;
 
   // Enqueues the pass on `stream` (asynchronous). Errors of the launch throw.
@@ -61,7 +61,6 @@ class CudaConvKernel {
   const std::string& layer() const { return layer_; }
   // The GPU it was prepared on (its workspace, handle and algorithm choice): enqueued there only.
   int device() const { return device_; }
-  void setDevice(int device) { device_ = device; }
   // "res2a_branch2b fwd cudnn:fft": the context of every error message.
   std::string context() const;
   KernelInfo info() const;
@@ -71,7 +70,7 @@ class CudaConvKernel {
   ConvPass pass_;
   std::string variant_;
   std::string layer_;
-  int device_ = 0;
+  int device_;
 };
 
 struct CudaConvVariantInfo {

@@ -40,6 +40,12 @@ void account(int device, int64_t bytes) {
   grow(perDevice[size_t(device)], bytes);
 }
 
+// Frees device memory of GPU `device` from any thread (never throws: destructors).
+void freeOnDevice(void* ptr, int device) {
+  trySetDevice(device);  // nothing relies on the device current before (device.h)
+  cudaFree(ptr);
+}
+
 }  // namespace
 
 CudaMemoryStats cudaMemoryStats(int device) {
@@ -59,10 +65,8 @@ void resetCudaPeakMemory(int device) {
 }
 
 CudaMemory::CudaMemory(size_t length, bool bf16, int device) : length_(length), bf16_(bf16) {
-  requireDevice("Buffer");
+  device_ = bindDevice(device, "Buffer");
   if (length == 0) throw Error("ERR_INVALID_ARG", "Buffer: length must be at least 1");
-  device_ = deviceOrDefault(device, "Buffer");
-  useDevice(device_);
   checkCuda(cudaMalloc(reinterpret_cast<void**>(&data_), bytes()), "cudaMalloc",
             "Buffer of " + std::to_string(length) + (bf16 ? " bf16 values" : " floats"));
   account(device_, int64_t(bytes()));
@@ -72,11 +76,6 @@ CudaMemory::~CudaMemory() {
   if (!data_) return;
   freeOnDevice(data_, device_);  // cudaFree waits for kernels still using it
   account(device_, -int64_t(bytes()));
-}
-
-void freeOnDevice(void* ptr, int device) {
-  cudaSetDevice(device);  // nothing relies on the device current before (device.h)
-  cudaFree(ptr);
 }
 
 void CudaMemory::write(const float* src, size_t offset, size_t count) {

@@ -68,7 +68,5 @@ class DeviceScratch {
   int device_ = 0;
 };
 
-// Frees device memory of GPU `device` from any thread (never throws: destructors).
-void freeOnDevice(void* ptr, int device);
 
 }  // namespace stepscope

@@ -29,7 +29,7 @@ void checkCudnn(cudnnStatus_t status, const char* what, const std::string& conte
   throw CudaError(code, where(what, context) + " failed: " + name, name, context);
 }
 
-const char* cublasStatusName(cublasStatus_t status) {
+static const char* cublasStatusName(cublasStatus_t status) {
   switch (status) {
     case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
     case CUBLAS_STATUS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";

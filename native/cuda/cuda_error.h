@@ -32,6 +32,5 @@ class CudaError : public Error {
 void checkCuda(cudaError_t status, const char* what, const std::string& context = "");
 void checkCudnn(cudnnStatus_t status, const char* what, const std::string& context = "");
 void checkCublas(cublasStatus_t status, const char* what, const std::string& context = "");
-const char* cublasStatusName(cublasStatus_t status);
 
 }  // namespace stepscope

@@ -126,9 +126,12 @@ void beginTimelineCapture() {
   openCapture = ++lastCaptureId;
 }
 
-uint64_t openCaptureId() { return openCapture.load(); }
+// The open capture's id (0: none).
+static uint64_t openCaptureId() { return openCapture.load(); }
 
-void holdForCapture(std::shared_ptr<void> holder) {
+// Keeps `holder` alive as long as the graph of the open capture (events its
+// nodes record, a communicator its all-reduce nodes use).
+static void holdForCapture(std::shared_ptr<void> holder) {
   std::lock_guard<std::mutex> lock(timelineMutex);
   if (openCapture.load() != 0) capturedHolds.push_back(std::move(holder));
 }
@@ -162,7 +165,7 @@ std::shared_ptr<CapturedTimeline> endTimelineCapture() {
   return captured;
 }
 
-bool timelineCapturing() { return openCapture.load() != 0; }
+static bool timelineCapturing() { return openCapture.load() != 0; }
 
 void replayTimeline(const std::shared_ptr<CapturedTimeline>& captured) {
   std::lock_guard<std::mutex> lock(timelineMutex);
@@ -177,9 +180,7 @@ StreamAnchor::~StreamAnchor() {
 }
 
 CudaStream::CudaStream(std::string name, int device) : id_(nextStreamId++), name_(std::move(name)) {
-  requireDevice("CudaStream");
-  device_ = deviceOrDefault(device, "Stream");
-  useDevice(device_);
+  device_ = bindDevice(device, "Stream");
   checkCuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
   anchor_ = std::make_shared<StreamAnchor>();
   checkCuda(cudaEventCreate(&anchor_->event), "cudaEventCreate");
@@ -190,7 +191,7 @@ CudaStream::CudaStream(std::string name, int device) : id_(nextStreamId++), name
 
 CudaStream::~CudaStream() {
   if (stream_) {
-    cudaSetDevice(device_);  // not useDevice: a destructor never throws
+    trySetDevice(device_);  // not useDevice: a destructor never throws
     cudaStreamSynchronize(stream_);
     cudaStreamDestroy(stream_);
   }

@@ -125,11 +125,6 @@ struct CapturedTimeline;
 
 // Opens the capture of the timeline (the stream capture itself is the graph's).
 void beginTimelineCapture();
-// The open capture's id (0: none).
-uint64_t openCaptureId();
-// Keeps `holder` alive as long as the graph of the open capture (events its
-// nodes record, a communicator its all-reduce nodes use).
-void holdForCapture(std::shared_ptr<void> holder);
 
 // Something a graph's launches must tell: afterLaunch runs on the host right
 // after each cudaGraphLaunch, on the launch stream (the NCCL watchdog times
@@ -143,7 +138,6 @@ void hookForCapture(std::shared_ptr<LaunchHook> hook);
 void runLaunchHooks(const CapturedTimeline& captured, cudaStream_t stream);
 // Closes it: the records since beginTimelineCapture(), owned by `events`.
 std::shared_ptr<CapturedTimeline> endTimelineCapture();
-bool timelineCapturing();
 // After a launch of the graph: its records, as if enqueued now.
 void replayTimeline(const std::shared_ptr<CapturedTimeline>& captured);
 size_t capturedKernelCount(const CapturedTimeline& captured);

@@ -117,10 +117,23 @@ void useDevice(int index) {
   checkCuda(cudaSetDevice(index), "cudaSetDevice", "GPU " + std::to_string(index));
 }
 
+cudaError_t trySetDevice(int index) noexcept {
+  const cudaError_t e = cudaSetDevice(index);
+  if (e != cudaSuccess) cudaGetLastError();
+  return e;
+}
+
 int currentDevice() {
   int current = 0;
   checkCuda(cudaGetDevice(&current), "cudaGetDevice");
   return current;
+}
+
+int bindDevice(int index, const char* what) {
+  requireDevice(what);
+  const int device = deviceOrDefault(index, what);
+  useDevice(device);
+  return device;
 }
 
 int deviceOrDefault(int index, const char* what) {
@@ -137,7 +150,11 @@ static std::string dotted(size_t v, size_t major, size_t minor) {
   return std::to_string(v / major) + "." + std::to_string((v % major) / minor) + "." + std::to_string(v % minor);
 }
 
-const std::string& cudnnUnusableReason() {
+// cuDNN 9's libcudnn.so.9 is a loader that aborts the process when a
+// sub-library (graph, ops, cnn) cannot be loaded, as under AddressSanitizer.
+// This checks first, so that no cuDNN call is ever made when it would abort:
+// empty when usable, else the reason.
+static const std::string& cudnnUnusableReason() {
   static const std::string reason = [] {
     // The sanitizer runtime rejects the loader's dlopen flags (RTLD_DEEPBIND).
     if (dlsym(RTLD_DEFAULT, "__asan_init")) return std::string("not used under AddressSanitizer (cuDNN's loader aborts there)");

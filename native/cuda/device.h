@@ -53,10 +53,16 @@ int selectedDevice();
 // from one thread.
 // Makes `index` current on the calling thread (cheap when it already is).
 void useDevice(int index);
+// The same for destructors, watchdogs and open NCCL groups, which must not
+// throw: CUDA's status; a failure is also cleared from cudaGetLastError, so
+// that the next launch check does not blame its kernel for it.
+cudaError_t trySetDevice(int index) noexcept;
 // The calling thread's current GPU.
 int currentDevice();
 // `index` when it names a visible GPU, the default device for -1; else ERR_INVALID_ARG naming `what`.
 int deviceOrDefault(int index, const char* what);
+// What a device object's constructor does first: requireDevice, deviceOrDefault, useDevice; the GPU.
+int bindDevice(int index, const char* what);
 
 struct LibraryVersions {
   std::string cudnn, cudnnCudart, cublas, nccl;
@@ -64,11 +70,6 @@ struct LibraryVersions {
   std::string ncclReason;   // when NCCL was not built in
 };
 
-// cuDNN 9's libcudnn.so.9 is a loader that aborts the process when a
-// sub-library (graph, ops, cnn) cannot be loaded, as under AddressSanitizer.
-// This checks first, so that no cuDNN call is ever made when it would abort:
-// empty when usable, else the reason.
-const std::string& cudnnUnusableReason();
 LibraryVersions libraryVersions();  // needs no device
 
 // Handles of the current thread and its current device, created on first
