@@ -40,6 +40,7 @@ export function openLoader(kind: 'raw' | 'records', dataset: string, threads: nu
     const loader = new native.DataLoader({ kind: 'raw', files: folder.files, labels: folder.labels }, { threads, size, onBadImage });
     return { loader, classes: folder.classes.length };
   }
+  // The CLI checked this before any work (checkDataOptions); a library caller reaches here directly.
   checkRecordsFile(dataset);
   const loader = new native.DataLoader({ kind: 'records', path: dataset }, { threads, size, onBadImage });
   return { loader, classes: loader.classes };
