@@ -40,8 +40,9 @@ struct GroupDeviceError {
 
 // One NCCL call per rank, all in one group (one thread drives every rank):
 // call(i) after making GPU deviceOf(i) current, until one fails. `result`
-// is that call's status, else ncclGroupEnd's (ncclInProgress: the
-// nonblocking communicators are still working; poll them).
+// is that call's status, else ncclGroupEnd's, or ncclInProgress when
+// either of them or any call said so (the nonblocking communicators are
+// still working: poll them).
 struct GroupResult {
   ncclResult_t result = ncclSuccess;
   GroupDeviceError device;
@@ -50,14 +51,18 @@ struct GroupResult {
 template <typename DeviceOf, typename Call>
 GroupResult groupCall(size_t ranks, DeviceOf&& deviceOf, Call&& call) {
   GroupResult g;
-  auto going = [&] { return g.result == ncclSuccess || g.result == ncclInProgress; };
+  bool pending = false;
+  auto going = [&] {
+    pending = pending || g.result == ncclInProgress;
+    return g.result == ncclSuccess || g.result == ncclInProgress;
+  };
   g.result = ncclGroupStart();
   for (size_t i = 0; i < ranks && going(); ++i) {
     if (!g.device.set(deviceOf(i))) break;
     g.result = call(i);
   }
   const ncclResult_t end = ncclGroupEnd();  // always: an open group would swallow this thread's later NCCL calls
-  if (going()) g.result = end;
+  if (going()) g.result = end == ncclSuccess && pending ? ncclInProgress : end;
   return g;
 }
 
@@ -183,12 +188,13 @@ void NcclCommunicator::allreduceGroup(const std::vector<NcclGroupCall>& calls, f
   timedTogether(streams, [&] {
     const GroupResult g = groupCall(ordered.size(), [&](size_t i) { return ordered[i]->stream->device(); }, [&](size_t i) {
       const NcclGroupCall& c = *ordered[i];
-      ncclResult_t r = ncclSuccess;
+      bool pending = false;
       for (const auto& b : c.buffers) {
-        r = ncclAllReduce(b.first, b.first, b.second, ncclFloat32, ops[i], c.comm->state_->comm, c.stream->get());
-        if (r != ncclSuccess && r != ncclInProgress) break;
+        const ncclResult_t r = ncclAllReduce(b.first, b.first, b.second, ncclFloat32, ops[i], c.comm->state_->comm, c.stream->get());
+        if (r != ncclSuccess && r != ncclInProgress) return r;
+        pending = pending || r == ncclInProgress;
       }
-      return r;
+      return pending ? ncclInProgress : ncclSuccess;
     });
     const GroupDeviceError& deviceError = g.device;
     if (deviceError.error != cudaSuccess) failAll(std::string("cudaSetDevice failed on GPU ") + std::to_string(deviceError.device) + ": " + cudaGetErrorName(deviceError.error), cudaGetErrorName(deviceError.error));

@@ -248,6 +248,20 @@ void launchGemm(ImplicitGemmKind kind, const Problem& prob, const Tap* taps, int
 
 Dims dimsOf(const ConvShape& sh) { return {sh.n, sh.c, sh.h, sh.w, sh.k, sh.r, sh.s, sh.stride, sh.pad, sh.p(), sh.q()}; }
 
+// The tap gathers add a row's offset and a kk's in 32 bits, and bwd-data's
+// row offset may point past dy ((h + pad) / stride up to (H - 1 + pad) /
+// stride, beyond P - 1 when pad > R - 1 - pad): the largest sum must fit.
+void checkTapOffsets(const Dims& d, ConvPass pass, const std::string& ctx, const std::string& layer) {
+  long long largest;
+  if (pass == ConvPass::Forward) {
+    largest = (long long)d.n * d.c * d.h * d.w + (long long)d.r * d.w + d.s;  // x's last element, a window past the edge at most
+  } else {
+    const long long rowPart = (long long)(d.n - 1) * d.k * d.p * d.q + (long long)(d.h - 1 + d.pad) / d.stride * d.q + (d.w - 1 + d.pad) / d.stride;
+    largest = rowPart + (long long)(d.k - 1) * d.p * d.q;
+  }
+  if (largest >= 2147483647LL) throw CudaError("ERR_UNSUPPORTED", ctx + ": the tap offsets need more than 32 bits", "too large", layer);
+}
+
 // The along-m kernel's tap table for a problem with taps, built here and
 // copied to the device once, when the kernel is prepared.
 template <typename Problem>
@@ -256,6 +270,10 @@ std::unique_ptr<DeviceScratch> uploadTapTable(const Problem& prob, const std::st
   fillTapTable(prob, table.data());
   auto taps = std::make_unique<DeviceScratch>(table.size() * sizeof(Tap));
   checkCuda(cudaMemcpy(taps->get(), table.data(), taps->bytes(), cudaMemcpyHostToDevice), "cudaMemcpy (tap table)", ctx);
+  // A pageable copy may return before the data lands, and the compute
+  // streams do not wait for the legacy stream: the first launch could read
+  // half a table.
+  checkCuda(cudaStreamSynchronize(cudaStreamLegacy), "cudaMemcpy (tap table)", ctx);
   return taps;
 }
 
@@ -281,6 +299,7 @@ class ImplicitGemmConv : public CudaConvKernel {
                         "filter too large", layer);
       }
       const Dims d = dimsOf(shape);  // the table holds offsets only: no tensor is read
+      checkTapOffsets(d, pass, context(), layer);
       taps_ = pass == ConvPass::Forward ? uploadTapTable(ForwardProblem{d, nullptr, nullptr, nullptr}, context())
                                         : uploadTapTable(BackwardDataProblem{d, nullptr, nullptr, nullptr}, context());
     }
