@@ -63,8 +63,8 @@ test('the kernels\' index arithmetic and cuBLAS operand layouts match a referenc
     worst: number; hazards: number; rows: { shape: string; pass: string; variant: string; maxRelErr: number }[]; mutants: { mutant: string; caught: boolean }[];
   };
   // shapes x passes x (direct, im2col-cublas, implicit GEMM and with split-K, then its blocks replayed: plain and pipelined,
-  // each with split-K; the along-m kernel's tap gathers, then its blocks replayed, with split-K)
-  assert.equal(out.rows.length, 8 * 3 * 11);
+  // each with split-K; the along-m kernel's tap gathers, then its blocks replayed, with split-K; the bf16 kernel's blocks)
+  assert.equal(out.rows.length, 8 * 3 * 12);
   for (const row of out.rows) assert.ok(row.maxRelErr <= 1e-5, `${row.variant} ${row.pass} ${row.shape}: ${row.maxRelErr}`);
   assert.ok(out.rows.some((row) => row.variant === 'implicit-gemm-pipelined blocks split-K 3'));
   assert.ok(out.rows.some((row) => row.variant === 'implicit-gemm-along-m blocks split-K 3' && row.pass === 'bwd-data' && row.shape.includes('3x3/2')));

@@ -6,7 +6,9 @@
 // scatters and split-K ranges, and its block schedule (cuda/igemm_tile.h:
 // every thread's gathers into poisoned shared-memory tiles, the stages of the
 // pipelined kernel, each warp's fragments, the epilogue), replayed block by
-// block; the WMMA instructions, copies and barriers themselves need a device.
+// block for the plain, pipelined, along-m (its tap table) and bf16 (its
+// tiles' strides) kernels; the WMMA instructions, copies and barriers
+// themselves need a device.
 // Prints one JSON object; exit 1 if any error exceeds 1e-5. No GPU needed.
 #include <cmath>
 #include <cstdint>
@@ -190,10 +192,13 @@ void loadBeforeBarrierSteps(int steps, Load&& load, CloseGroup&&, Landed&& lande
 
 // AlongM: the along-m kernel's gathers (A along m through the tap table,
 // stored column-major); the kernel takes them for problems with taps only.
-template <bool AlongM, typename Problem>
+// Pad and MmaK: the tiles' row padding and the MMA's depth, the tf32
+// kernels' by default (the bf16 kernel: kPadBf16, 16; the replay keeps the
+// values in fp32, so it checks where they go, not their rounding).
+template <bool AlongM, typename Problem, int Pad = igemm::kPadFp32, int MmaK = 8>
 long long replayBlocks(const Problem& prob, int splits, Schedule schedule, Mutation mutation = {}) {
   using namespace igemm;
-  constexpr int LDA = ldA(kPadFp32), LDAM = ldAm(kPadFp32), LDB = ldB(kPadFp32);  // the tf32 kernels' fp32 tiles
+  constexpr int LDA = ldA(Pad), LDAM = ldAm(Pad), LDB = ldB(Pad);
   constexpr int kATile = AlongM ? kStep * LDAM : kTile * LDA;
   std::vector<Tap> taps;
   if constexpr (AlongM) {
@@ -246,11 +251,11 @@ long long replayBlocks(const Problem& prob, int splits, Schedule schedule, Mutat
           for (int warp = 0; warp < kThreads / 32; ++warp)
             for (int fi = 0; fi < 2; ++fi)
               for (int fj = 0; fj < 2; ++fj)
-                for (int kk = 0; kk < kStep; kk += 8)  // the tf32 MMA's k
+                for (int kk = 0; kk < kStep; kk += MmaK)
                   for (int r = 0; r < kFragment; ++r)
                     for (int c = 0; c < kFragment; ++c) {
                       double sum = 0;
-                      for (int k = 0; k < 8; ++k)
+                      for (int k = 0; k < MmaK; ++k)
                         sum += double(As[stage][aAt(warp, fi, kk, r, k)]) * Bs[stage][bFragment(warp, fj, kk, LDB) + k * LDB + c];
                       acc[(warpRow(warp) + fi * kFragment + r) * kTile + warpCol(warp) + fj * kFragment + c] += sum;
                     }
@@ -312,6 +317,11 @@ long long replayImplicitGemm(const Dims& d, int pass, Tensors& t, int splits, Sc
   return hazards;
 }
 
+// The bf16 kernel's blocks: the plain schedule with bf16 tiles' strides and a k-16 MMA.
+void replayBf16Blocks(const Dims& d, int pass, Tensors& t) {
+  onProblem(d, pass, t, [&](const auto& prob) { replayBlocks<false, std::decay_t<decltype(prob)>, igemm::kPadBf16, 16>(prob, 1, Schedule::Plain); });
+}
+
 void runTapGemm(const Dims& d, int pass, Tensors& t) {
   onProblem(d, pass, t, [&](const auto& prob) {
     if constexpr (std::decay_t<decltype(prob)>::kHasTaps) runTapProblem(prob);
@@ -331,7 +341,8 @@ int main() {
   const char* passes[] = {"fwd", "bwd-data", "bwd-filter"};
   const char* variants[] = {"direct", "im2col-cublas", "implicit-gemm", "implicit-gemm split-K 3", "implicit-gemm blocks",
                             "implicit-gemm blocks split-K 3", "implicit-gemm-pipelined blocks", "implicit-gemm-pipelined blocks split-K 3",
-                            "implicit-gemm taps", "implicit-gemm-along-m blocks", "implicit-gemm-along-m blocks split-K 3"};
+                            "implicit-gemm taps", "implicit-gemm-along-m blocks", "implicit-gemm-along-m blocks split-K 3",
+                            "implicit-gemm-bf16 blocks"};
   const int variantCount = int(sizeof variants / sizeof variants[0]);
   double worst = 0;
   long long hazards = 0;  // of the sound schedules: must stay 0
@@ -353,7 +364,8 @@ int main() {
         if (v == 3) runImplicitGemm(d, pass, t, 3);
         if (v >= 4 && v <= 7) hazards += replayImplicitGemm(d, pass, t, v % 2 ? 3 : 1, v >= 6 ? Schedule::Pipelined : Schedule::Plain);
         if (v == 8) runTapGemm(d, pass, t);
-        if (v >= 9) hazards += replayImplicitGemm(d, pass, t, v == 10 ? 3 : 1, Schedule::Pipelined, {}, true);
+        if (v == 9 || v == 10) hazards += replayImplicitGemm(d, pass, t, v == 10 ? 3 : 1, Schedule::Pipelined, {}, true);
+        if (v == 11) replayBf16Blocks(d, pass, t);
         const double err = relErr(output(t, pass), ref);
         worst = std::fmax(worst, err);
         char row[256];
