@@ -65,7 +65,10 @@ for (const dtype of ['fp32', 'tf32']) {
     }
     rows.push([g.layer + (n > 1 ? ` (x${n})` : ''), g.pass, best?.variant ?? '-', fmt(best?.medianMs), fmt(auto?.medianMs), fmt(p), best && p ? fmt(best.medianMs / p, 2) : '-']);
   }
-  rows.push([`total (${totals.layers.size} layers)`, 'all', '', fmt(totals.best, 2), fmt(totals.autotune, 2), fmt(totals.peer, 2), totals.peer ? fmt(totals.best / totals.peer, 2) : '-']);
+  // The total compares like with like, so it needs PyTorch's rows: without them it would sum nothing.
+  if (totals.layers.size > 0) {
+    rows.push([`total (${totals.layers.size} layers)`, 'all', '', fmt(totals.best, 2), fmt(totals.autotune, 2), fmt(totals.peer, 2), fmt(totals.best / totals.peer, 2)]);
+  }
   const failed = ours.rows.filter((r) => r.status === 'failed-check').length;
   const unsupported = ours.rows.filter((r) => r.status === 'unsupported' && !r.sameShapeAs).length;
   out.push(`conv ${dtype}, batch ${ours.batch}, ${ours.machine?.gpu?.name ?? 'GPU'}: stepscope (CUDA events) vs PyTorch ${peer?.torch ?? '(missing)'} (cudnn.benchmark)` +
