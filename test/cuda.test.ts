@@ -555,11 +555,17 @@ test('step --save-plan writes the plan as it ran (cudnn:autotune resolved per pa
     ['res2a_branch2b/bwd-data=cudnn:implicit-gemm', /variant 'cudnn:implicit-gemm' has no bwd-data pass; it has fwd/],
     ['pool1/fwd=cudnn:algo-1', /'pool1\/fwd' is not a convolution and pass/],
     ['res2a_branch2b/sideways=cudnn:algo-1', /is not a convolution and pass .*passes fwd, bwd-data, bwd-filter/],
+    // An op or layer entry whose variant lacks a pass is refused before any work too (it failed mid-run, exit 1).
+    ['conv=cudnn:implicit-gemm', /--kernels conv=cudnn:implicit-gemm: variant 'cudnn:implicit-gemm' has no bwd-data pass \(it has fwd\), so conv1 bwd-data/],
+    ['res2a_branch2b=cudnn:winograd', /--kernels res2a_branch2b=cudnn:winograd: .* has no bwd-filter pass .*res2a_branch2b\/bwd-filter=<variant>/],
   ] as [string, RegExp][]) {
     const bad = cli(['step', '--backend', 'cuda', '--kernels', pair, ...small], env);
     assert.equal(bad.status, 2, `${pair}: ${bad.stderr}`);
     assert.match(bad.stderr, re);
   }
+  // Per-pass entries can complete a layer entry that lacks passes.
+  const completed = cli(['step', '--backend', 'cuda', '--kernels', 'res2a_branch2b=cudnn:implicit-gemm,res2a_branch2b/bwd-data=cudnn:algo-1,res2a_branch2b/bwd-filter=cudnn:algo-1', ...small], env);
+  assert.equal(completed.status, 0, completed.stderr);
   fs.rmSync(dir, { recursive: true, force: true });
 });
 

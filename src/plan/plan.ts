@@ -147,7 +147,35 @@ function applyPairs(pairs: [string, string][], graph: ResNetGraph, backend: Back
       );
     }
   }
+  checkConvPasses(plan, graph, backend);
   return plan;
+}
+
+/**
+ * On CUDA a variant may lack passes (a cuDNN algorithm of one pass): every
+ * conv layer's every pass must resolve to a variant that has it, checked
+ * before any work (else the step would fail when it prepares that layer).
+ */
+function checkConvPasses(plan: Plan, graph: ResNetGraph, backend: Backend): void {
+  if (backend !== 'cuda') return;
+  const table = cudaAddonIfLoaded()?.convVariants();
+  if (!table) return;
+  const passesOf = new Map(table.map((v) => [v.name, v.passes]));
+  const complete = new Set(table.filter((v) => PASS_NAMES.every((p) => v.passes.includes(p))).map((v) => v.name));
+  const suggested = ['cudnn:heuristic', 'cudnn:autotune', 'im2col-cublas'].filter((v) => complete.has(v));
+  for (const node of graph.nodes) {
+    if (node.kind !== 'conv') continue;
+    for (const pass of PASS_NAMES) {
+      const variant = variantFor(plan, 'conv', node.name, pass);
+      const passes = passesOf.get(variant);
+      if (!passes || passes.includes(pass)) continue;
+      const key = plan.layers[node.name] === variant ? node.name : 'conv';
+      throw new UsageError(
+        `--kernels ${key}=${variant}: variant '${variant}' has no ${pass} pass (it has ${passes.join(', ')}), so ${node.name} ${pass} would have none; ` +
+          `give that pass its own variant (${node.name}/${pass}=<variant>) or choose one with every pass (e.g. ${suggested.join(', ')})`,
+      );
+    }
+  }
 }
 
 /** The variant of an op (of a layer; of a conv layer's pass: a per-pass entry first). */
