@@ -263,6 +263,29 @@ test('whatif --kernels <plan>: the convolutions the plan changes are measured at
   assert.match(other.stderr, /a plan can change convolution variants only .*'reference' in the plan and '[a-z-]+' in the run: record a run with the plan/);
 });
 
+test('whatif --kernels lays the plan over the run\'s own plan: what it does not name stays as the run had it', () => {
+  // A run recorded with a plan of its own (not the default): a conv variant and the reference batch norm.
+  const base = readRuns(runsFile)[0].config.plan.ops.conv;
+  const variant = base === 'im2col-gemm' ? 'direct' : 'im2col-gemm';
+  const other = variant === 'direct' ? 'im2col-gemm' : 'direct';
+  const runFile = path.join(dir, 'own-plan.json');
+  const small = ['--batch', '2', '--resolution', '32', '--width', '8', '--classes', '10', '--iterations', '2', '--warmup', '1'];
+  const rec = cli(['step', ...small, '--kernels', `conv=${variant},batchnorm=reference`, '--save', runFile]);
+  assert.equal(rec.status, 0, rec.stderr);
+  // One pass named: one pass measured (it was every conv, against the default plan), and the batch norm the run had is no change.
+  const perPass = cli(['whatif', runFile, '--kernels', `res2a_branch2b/fwd=${other}`, '--json']);
+  assert.equal(perPass.status, 0, perPass.stderr);
+  assert.match(JSON.parse(perPass.stdout).changes[0], /\(1 layers changed, 1 passes,/);
+  // A layer entry replaces that layer's passes; an op entry every layer's of that op.
+  const layer = cli(['whatif', runFile, '--kernels', `res2a_branch2b=${other}`, '--json']);
+  assert.equal(layer.status, 0, layer.stderr);
+  assert.match(JSON.parse(layer.stdout).changes[0], /\(1 layers changed, 3 passes,/);
+  const op = cli(['whatif', runFile, '--kernels', `conv=${other},res2a_branch2b=${variant}`, '--json']);
+  assert.equal(op.status, 0, op.stderr);
+  const layers = new Set(readRuns(runFile)[0].kernels.filter((k) => k.op === 'conv').map((k) => k.layer));
+  assert.match(JSON.parse(op.stdout).changes[0], new RegExp(`\\(${layers.size - 1} layers changed`));
+});
+
 test('bad input to explain and whatif: clear errors, exit 2', () => {
   const bad = (file: string, text: string) => {
     fs.writeFileSync(path.join(dir, file), text);

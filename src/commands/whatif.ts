@@ -94,11 +94,15 @@ export async function parseChanges(opts: WhatIfOpts, base: Run, onProgress?: Pro
 
 type Progress = (done: number, total: number, what: string) => void;
 
-/** A plan: `op=variant,layer=variant` pairs, or a JSON file of {"ops", "layers"} (not a run, not a benchmark). */
+/**
+ * A plan: `op=variant,layer=variant` pairs, or a JSON file of {"ops", "layers"} (not a run, not a benchmark),
+ * laid over the run's own plan: what it does not name stays as the run had it.
+ */
 function planOf(text: string, base: Run): Plan | undefined {
   // The run's backend decides which variants a plan may name (cudnn:* on CUDA).
   const backend = base.config.backend ?? 'cpu';
-  if (!fs.existsSync(text)) return text.includes('=') ? parsePlan(text, runGraph(base), backend) : undefined;
+  const runPlan = base.config.plan;
+  if (!fs.existsSync(text)) return text.includes('=') ? parsePlan(text, runGraph(base), backend, runPlan) : undefined;
   let json: unknown;
   try {
     json = JSON.parse(fs.readFileSync(text, 'utf8'));
@@ -107,7 +111,7 @@ function planOf(text: string, base: Run): Plan | undefined {
   }
   const o = json as Record<string, unknown> | null;
   const isPlan = o && typeof o === 'object' && !Array.isArray(o) && o.format === undefined && (o.ops !== undefined || o.layers !== undefined);
-  return isPlan ? planFromJson(o as { ops?: Record<string, string>; layers?: Record<string, string> }, runGraph(base), backend) : undefined;
+  return isPlan ? planFromJson(o as { ops?: Record<string, string>; layers?: Record<string, string> }, runGraph(base), backend, `--kernels: plan file '${text}'`, runPlan) : undefined;
 }
 
 /** The file's content when it is `bench conv --json` output (rows, no run format); undefined otherwise. */

@@ -63,10 +63,11 @@ function checkVariant(what: string, op: PlanOp, variant: string, backend: Backen
 
 /**
  * Applies `op=variant` and `layer=variant` pairs (comma separated) or a plan
- * JSON file ({"ops": {...}, "layers": {...}}) on top of the default plan.
+ * JSON file ({"ops": {...}, "layers": {...}}) on top of `base` (the default
+ * plan, or for `whatif` the run's own: see applyPairs).
  */
-export function parsePlan(text: string, graph: ResNetGraph, backend: Backend = 'cpu'): Plan {
-  if (text === '') return defaultPlan(backend); // no --kernels
+export function parsePlan(text: string, graph: ResNetGraph, backend: Backend = 'cpu', base?: Plan): Plan {
+  if (text === '') return base ? copyPlan(base) : defaultPlan(backend); // no --kernels
   if (text.endsWith('.json') || fs.existsSync(text)) {
     let json: unknown;
     try {
@@ -74,7 +75,7 @@ export function parsePlan(text: string, graph: ResNetGraph, backend: Backend = '
     } catch (err) {
       throw new UsageError(`--kernels: cannot read plan file '${text}': ${(err as Error).message}`);
     }
-    return planFromJson(json, graph, backend, `--kernels: plan file '${text}'`);
+    return planFromJson(json, graph, backend, `--kernels: plan file '${text}'`, base);
   }
   const pairs = text.split(',').filter((s) => s.trim()).map((item): [string, string] => {
     const [key, value, extra] = item.split('=').map((s) => s.trim());
@@ -82,7 +83,7 @@ export function parsePlan(text: string, graph: ResNetGraph, backend: Backend = '
     return [key, value];
   });
   if (pairs.length === 0) throw new UsageError(`--kernels '${text}' names nothing: give op=variant or layer=variant pairs (comma separated) or a plan file`);
-  return applyPairs(pairs, graph, backend);
+  return applyPairs(pairs, graph, backend, base);
 }
 
 /**
@@ -92,7 +93,7 @@ export function parsePlan(text: string, graph: ResNetGraph, backend: Backend = '
  * error naming `source`: a plan that silently meant the default would be
  * measured as if it were the one asked for.
  */
-export function planFromJson(json: unknown, graph: ResNetGraph, backend: Backend = 'cpu', source = '--kernels: the plan'): Plan {
+export function planFromJson(json: unknown, graph: ResNetGraph, backend: Backend = 'cpu', source = '--kernels: the plan', base?: Plan): Plan {
   const isRun = (v: unknown) => typeof v === 'object' && v !== null && (v as { format?: unknown }).format === 'stepscope-run';
   const runHint = ' (this is a saved run, not a plan: step --save-plan writes one)';
   if (typeof json !== 'object' || json === null || Array.isArray(json)) {
@@ -115,12 +116,24 @@ export function planFromJson(json: unknown, graph: ResNetGraph, backend: Backend
       return [name, variant];
     });
   };
-  return applyPairs([...entries('ops'), ...entries('layers')], graph, backend);
+  return applyPairs([...entries('ops'), ...entries('layers')], graph, backend, base);
 }
 
-function applyPairs(pairs: [string, string][], graph: ResNetGraph, backend: Backend): Plan {
-  const plan = defaultPlan(backend);
+function copyPlan(p: Plan): Plan {
+  return { ops: { ...p.ops }, layers: { ...p.layers } };
+}
+
+// Over a base plan with layer entries of its own (a run's), an entry given
+// here covers its whole scope: `conv=X` replaces the base's conv layer and
+// pass entries, `layer=X` the base's pass entries of that layer; the more
+// specific entries given here still apply on top.
+function applyPairs(pairs: [string, string][], graph: ResNetGraph, backend: Backend, base?: Plan): Plan {
+  const plan = base ? copyPlan(base) : defaultPlan(backend);
   const kindOf = new Map<string, NodeKind>(graph.nodes.map((n) => [n.name, n.kind]));
+  const given = new Set<string>(); // layer keys set by these pairs (not the base's)
+  const dropBase = (covers: (layerKey: string) => boolean) => {
+    for (const k of Object.keys(plan.layers)) if (!given.has(k) && covers(k)) delete plan.layers[k];
+  };
   for (const [key, variant] of pairs) {
     const [layer, pass, ...rest] = key.split('/');
     if (rest.length > 0) throw new UsageError(`--kernels: '${key}' is not a layer or layer/pass (e.g. res2a_branch2b/bwd-data)`);
@@ -133,14 +146,18 @@ function applyPairs(pairs: [string, string][], graph: ResNetGraph, backend: Back
       const passes = backend === 'cuda' ? cudaAddonIfLoaded()?.convVariants().find((v) => v.name === variant)?.passes : undefined;
       if (passes && !passes.includes(pass as ConvPass)) throw new UsageError(`--kernels ${key}: variant '${variant}' has no ${pass} pass; it has ${passes.join(', ')}`);
       plan.layers[key] = variant;
+      given.add(key);
       continue;
     }
     if ((PLAN_OPS as readonly string[]).includes(key)) {
       checkVariant(`--kernels ${key}`, key as PlanOp, variant, backend);
       plan.ops[key as PlanOp] = variant;
+      dropBase((k) => kindOf.get(k.split('/')[0]) === key);
     } else if (kindOf.has(key)) {
       checkVariant(`--kernels ${key}`, kindOf.get(key)!, variant, backend);
       plan.layers[key] = variant;
+      given.add(key);
+      dropBase((k) => k.startsWith(`${key}/`));
     } else {
       throw new UsageError(
         `--kernels: '${key}' is neither an op (${PLAN_OPS.join(', ')}) nor a layer of this network (e.g. conv1, res2a_branch2b, bn2a_branch2a, pool1, res2a, fc${graph.classes})`,
@@ -186,9 +203,4 @@ export function variantFor(plan: Plan, op: PlanOp, layer?: string, pass?: ConvPa
 /** The variants a conv layer runs, one per pass (differing only with per-pass entries). */
 export function convVariantsOf(plan: Plan, layer: string): string[] {
   return [...new Set(PASS_NAMES.map((p) => variantFor(plan, 'conv', layer, p)))];
-}
-
-/** True when the plan names a variant per pass somewhere (what `whatif --kernels` cannot measure yet). */
-export function hasPassEntries(plan: Plan): boolean {
-  return Object.keys(plan.layers).some((k) => k.includes('/'));
 }
