@@ -16,7 +16,7 @@ import { progressBar } from '../src/report/progress';
 import { loadProfile, shippedProfiles } from '../src/run/profile';
 import { readRun, readRuns } from '../src/run/run-file';
 import { replay } from '../src/whatif/replay';
-import { kernelsFromRun } from '../src/whatif/changes';
+import { checkKernelSource, kernelsFromRun } from '../src/whatif/changes';
 import type { Run } from '../src/run/training';
 import type { StepModel } from '../src/whatif/step-model';
 import { browserEnv, cli, findChromium, renderedDom, tempDir } from './helpers';
@@ -286,6 +286,17 @@ test('whatif --kernels lays the plan over the run\'s own plan: what it does not 
   assert.match(JSON.parse(op.stdout).changes[0], new RegExp(`\\(${layers.size - 1} layers changed`));
 });
 
+test('whatif kernel sources: on CUDA the precision and layout must be the run\'s too; on the CPU a layout change is a reorder', () => {
+  const cpu = readRuns(runsFile)[0];
+  const cuda = { ...cpu, config: { ...cpu.config, backend: 'cuda' }, environment: { ...cpu.environment, backend: 'cuda', dtype: 'tf32', layout: 'nhwc' } } as Run;
+  const same = { backend: 'cuda', dtype: 'tf32', layout: 'nhwc', batch: cpu.config.batch, width: cpu.config.width };
+  checkKernelSource('same.json', same, cuda); // no throw
+  assert.throws(() => checkKernelSource('f.json', { ...same, dtype: 'fp32' }, cuda), /'f\.json' was measured with dtype fp32, the run's tf32/);
+  assert.throws(() => checkKernelSource('f.json', { ...same, layout: 'nchw' }, cuda), /layout nchw, the run's nhwc/);
+  assert.throws(() => checkKernelSource('f.json', { ...same, backend: 'cpu' }, cuda), /backend cpu, the run's cuda/);
+  checkKernelSource('cpu.json', { backend: 'cpu', dtype: 'fp32', layout: 'nChw16c', width: cpu.config.width }, cpu); // a CPU layout differs by reorders only
+});
+
 test('bad input to explain and whatif: clear errors, exit 2', () => {
   const bad = (file: string, text: string) => {
     fs.writeFileSync(path.join(dir, file), text);
@@ -305,7 +316,10 @@ test('bad input to explain and whatif: clear errors, exit 2', () => {
     [['whatif', `${runsFile}:0`, '--schedule', 'sideways'], /--schedule/],
     [['whatif', `${runsFile}:0`, '--workers', '0'], /--workers/],
     [['whatif', `${runsFile}:0`, '--latency', '5'], /--latency needs --link/],
-    [['whatif', `${runsFile}:0`, '--kernels', bad('bench.json', JSON.stringify({ batch: 64, rows: [] }))], /measured at batch 64; the run is batch 2/],
+    [['whatif', `${runsFile}:0`, '--kernels', bad('bench.json', JSON.stringify({ batch: 64, rows: [] }))], /was measured with batch 64, the run's 2; width 64, the run's 8: its kernel times do not stand for this run's/],
+    // Times measured on another backend (or, on CUDA, another dtype or layout) do not stand for the run's.
+    [['whatif', `${runsFile}:0`, '--kernels', bad('bench-cuda.json', JSON.stringify({ backend: 'cuda', dtype: 'bf16', batch: 2, resolution: 32, rows: [] }))],
+      /'.*bench-cuda\.json' was measured with backend cuda, the run's cpu; width 64, the run's 8/],
   ];
   for (const [argv, message] of cases) {
     const r = cli(argv);

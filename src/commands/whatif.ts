@@ -7,7 +7,7 @@ import { cudaStatus } from '../native-cuda';
 import { LINK_GBPS, parseChoice, parseInteger, parseNumber } from '../options';
 import { readRun } from '../run/run-file';
 import { PHASES, type PhaseKey, type Run } from '../run/training';
-import { kernelsFromBench, kernelsFromRun, withComm, type BenchFile, type CommChange } from '../whatif/changes';
+import { checkKernelSource, kernelsFromBench, kernelsFromRun, withComm, type BenchFile, type CommChange } from '../whatif/changes';
 import { calibrated, predict, type CalibratedPrediction } from '../whatif/predict';
 import type { StepModel } from '../whatif/step-model';
 import { benchForPlan } from '../whatif/plan-kernels';
@@ -71,6 +71,8 @@ export async function parseChanges(opts: WhatIfOpts, base: Run, onProgress?: Pro
     const text = opts.kernels;
     const plan = bench ? undefined : planOf(text, base);
     if (bench) {
+      // bench conv measures the standard width (64): a run of another width has other shapes under the same layer names.
+      checkKernelSource(text, { ...bench, width: 64 }, base);
       kernelSource = (m) => kernelsFromBench(m, bench, text, opts.variant, base).model;
       described.push(`conv kernels from ${text} (${opts.variant})`);
     } else if (plan) {
@@ -85,6 +87,7 @@ export async function parseChanges(opts: WhatIfOpts, base: Run, onProgress?: Pro
     } else {
       if (!fs.existsSync(text.replace(/:\d+$/, ''))) throw new UsageError(`--kernels: '${text}' does not exist (give a saved run, the JSON of bench conv --json, a plan JSON or op=variant pairs)`);
       const source = readRun(text); // a saved run (file.json:N for one of several); says what is wrong otherwise
+      checkKernelSource(text, { backend: source.config.backend ?? 'cpu', dtype: source.environment.dtype, layout: source.environment.layout, width: source.config.width }, base);
       kernelSource = (m) => kernelsFromRun(m, source, text).model;
       described.push(`kernels from ${text}`);
     }

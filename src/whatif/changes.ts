@@ -61,9 +61,38 @@ export function kernelsFromRun(model: StepModel, source: Run, label: string): { 
 }
 
 export interface BenchFile {
+  /** What `bench conv --json` records of how it measured (absent in the benches whatif measures itself). */
+  backend?: 'cpu' | 'cuda';
+  dtype?: string;
+  layout?: string;
   batch: number;
   resolution?: number;
   rows: { layer: string; pass: string; variant: string; status: string; medianMs: number | null; reorderMs?: number }[];
+}
+
+/**
+ * Kernel times from elsewhere (a benchmark, another run) stand for this run's
+ * only when measured the same way: on its backend, and on CUDA in its
+ * precision and layout (cuDNN's kernels differ between them; on the CPU a
+ * layout change is a reorder, which the model handles). Else exit 2, naming both.
+ */
+export function checkKernelSource(
+  file: string,
+  source: { backend?: string; dtype?: string; layout?: string; batch?: number; resolution?: number; width?: number },
+  run: Run,
+): void {
+  const runBackend = run.config.backend ?? 'cpu';
+  const differ: string[] = [];
+  if (source.batch !== undefined && source.batch !== run.config.batch) differ.push(`batch ${source.batch}, the run's ${run.config.batch}`);
+  if (source.resolution !== undefined && source.resolution !== run.config.resolution) differ.push(`resolution ${source.resolution}, the run's ${run.config.resolution}`);
+  if (source.backend !== undefined && source.backend !== runBackend) differ.push(`backend ${source.backend}, the run's ${runBackend}`);
+  if (runBackend === 'cuda' && source.backend === 'cuda') {
+    const runDtype = run.environment.dtype ?? 'fp32';
+    if (source.dtype !== undefined && source.dtype !== runDtype) differ.push(`dtype ${source.dtype}, the run's ${runDtype}`);
+    if (source.layout !== undefined && source.layout !== run.environment.layout) differ.push(`layout ${source.layout}, the run's ${run.environment.layout}`);
+  }
+  if (source.width !== undefined && source.width !== run.config.width) differ.push(`width ${source.width}, the run's ${run.config.width}`);
+  if (differ.length > 0) throw new UsageError(`--kernels: '${file}' was measured with ${differ.join('; ')}: its kernel times do not stand for this run's`);
 }
 
 /**
