@@ -5,7 +5,10 @@
 // meet in the TCP store that global rank 0 serves at MASTER_ADDR:MASTER_PORT.
 // Rank 0's output is the command's output; other ranks' stderr is prefixed.
 // Cores are split between the local ranks unless OMP_NUM_THREADS is set.
-import { spawn } from 'node:child_process';
+// As torchrun: when a rank fails, the others are stopped (they would wait for
+// it until their rendezvous or collective timed out), and launch exits with
+// the code of the first rank that failed, the cause.
+import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -24,6 +27,16 @@ export async function launch(o: LaunchOptions, command: string[]): Promise<numbe
   const bin = path.resolve(__dirname, '..', '..', 'bin', 'stepscope.js');
   const threads = process.env.OMP_NUM_THREADS ?? String(Math.max(1, Math.floor(os.cpus().length / o.nprocs)));
   const { STEPSCOPE_GLOO_STORE: _inherited, ...env } = process.env;
+  const children: ChildProcess[] = [];
+  let firstFailure: { rank: number; code: number } | undefined;
+  const stopOthers = (failedRank: number, code: number) => {
+    if (firstFailure) return;
+    firstFailure = { rank: failedRank, code };
+    const running = children.filter((c) => c.exitCode === null && c.signalCode === null);
+    if (running.length === 0) return;
+    process.stderr.write(`stepscope launch: rank ${failedRank} exited with code ${code}; stopping the other ranks\n`);
+    for (const c of running) c.kill('SIGTERM');
+  };
   const codes = await Promise.all(
     Array.from({ length: o.nprocs }, (_, local) =>
       new Promise<number>((resolve) => {
@@ -36,15 +49,19 @@ export async function launch(o: LaunchOptions, command: string[]): Promise<numbe
           },
           stdio: ['ignore', rank === 0 ? 'inherit' : 'ignore', 'pipe'],
         });
+        children.push(child);
         child.stderr!.on('data', (chunk: Buffer) => {
           const text = chunk.toString();
           process.stderr.write(rank === 0 ? text : text.replace(/^(?=.)/gm, `[rank ${rank}] `));
         });
-        child.on('close', (code, signal) => resolve(code ?? (signal ? 1 : 0)));
+        child.on('close', (code, signal) => {
+          const c = code ?? (signal ? 1 : 0);
+          if (c !== 0) stopOthers(rank, c);
+          resolve(c);
+        });
       }),
     ),
   );
   if (store) fs.rmSync(store, { recursive: true, force: true });
-  const failed = codes.findIndex((c) => c !== 0);
-  return failed < 0 ? 0 : codes[failed];
+  return firstFailure?.code ?? (codes.find((c) => c !== 0) ?? 0);
 }

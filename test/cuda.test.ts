@@ -687,6 +687,14 @@ test('step --backend cuda --comm nccl across 2 launched ranks (CPU stand-in): th
     assert.equal(r.status, 2, `${args.join(' ')}: ${r.stderr}`);
     assert.match(r.stderr, re);
   }
+  // launch with more ranks than GPUs: the rank without one is refused (exit 2) and launch stops the others at once
+  // (they waited for it until the rendezvous timed out, then launch said 1), exiting with that rank's code.
+  const started = Date.now();
+  const tooMany = cli(['launch', '-n', '3', '--', ...one, '--backend', 'cuda', '--comm', 'nccl'], env);
+  assert.equal(tooMany.status, 2, tooMany.stderr);
+  assert.match(tooMany.stderr, /\[rank 2\] stepscope: LOCAL_RANK 2 has no GPU: 2 visible/);
+  assert.match(tooMany.stderr, /stepscope launch: rank 2 exited with code 2; stopping the other ranks/);
+  assert.ok(Date.now() - started < 20_000, `took ${Date.now() - started} ms`);
   // A rank whose peer never comes: ERR_COMM after --comm-timeout-ms, exit 1, no hang.
   const lonely = cli([...one, '--backend', 'cuda', '--comm', 'nccl', '--comm-timeout-ms', '300'], { ...env, RANK: '1', WORLD_SIZE: '2', LOCAL_RANK: '1', STEPSCOPE_GLOO_STORE: dir });
   assert.equal(lonely.status, 1, lonely.stderr);
