@@ -25,13 +25,34 @@ export function listVariants(): VariantRow[] {
     description: v.description,
   }));
   // A plan's batchnorm=fused-relu runs batchnorm-fwd/-bwd with the ReLU fused in.
-  const fused = {
+  const fused: VariantRow = {
     op: 'batchnorm',
     variant: 'fused-relu',
     backends: [{ backend: 'cpu', available: true }],
-    description: 'plan choice: batch norm and the ReLU after it in one pass (fast kernels with relu=1)',
+    description: 'plan choice: batch norm and the ReLU after it in one pass (fast kernels with relu=1; on cuda its cuda kernels)',
   };
-  return [...mergeCudaConv(conv), ...ops, fused];
+  const cudaOps = cudaOpRows();
+  if (cudaOps.length > 0) fused.backends.push({ ...cudaBackend() });
+  // Each op's CUDA rows after its CPU rows (ops CUDA alone has, as input, last).
+  const order = (op: string) => {
+    const i = ops.findIndex((r) => r.op === op);
+    return i < 0 ? ops.length : i;
+  };
+  const opRows = [...ops, ...cudaOps].sort((a, b) => order(a.op) - order(b.op)); // stable: CPU rows first within an op
+  return [...mergeCudaConv(conv), ...opRows, fused];
+}
+
+/** The CUDA backend's availability, as a row's backend entry. */
+function cudaBackend(): VariantRow['backends'][number] {
+  const status = cudaStatus();
+  return { backend: 'cuda', available: status.available, ...(status.available ? {} : { reason: status.reason }) };
+}
+
+/** The CUDA addon's other ops (batch norm, pooling, FC, ...: `cuda`, batch norm also `cudnn`), rows of their own. */
+function cudaOpRows(): VariantRow[] {
+  const cuda = cudaAddonIfLoaded();
+  if (!cuda) return [];
+  return cuda.opVariants().map((v) => ({ op: v.op, variant: v.name, backends: [cudaBackend()], description: v.description }));
 }
 
 /**
@@ -43,18 +64,14 @@ export function listVariants(): VariantRow[] {
 function mergeCudaConv(conv: VariantRow[]): VariantRow[] {
   const cuda = cudaAddonIfLoaded();
   if (!cuda) return conv;
-  const status = cudaStatus();
   const rows = [...conv];
   for (const v of cuda.convVariants()) {
-    const backend = {
-      backend: 'cuda',
-      available: status.available,
-      ...(status.available ? {} : { reason: status.reason }),
-      passes: v.passes,
-    };
+    const backend = { ...cudaBackend(), passes: v.passes };
     const same = rows.find((r) => r.variant === v.name);
-    if (same) same.backends.push(backend);
-    else rows.push({ op: 'conv', variant: v.name, backends: [backend], description: v.description });
+    if (same) {
+      same.backends.push(backend);
+      same.description += `; on cuda: ${v.description}`;
+    } else rows.push({ op: 'conv', variant: v.name, backends: [backend], description: v.description });
   }
   return rows;
 }

@@ -280,6 +280,11 @@ test('variants and doctor show the CUDA backend', { skip: needsAddon }, () => {
     assert.equal(row.backends[0].available, status.available);
   }
   assert.deepEqual(conv.find((r) => r.variant === 'direct')?.backends.map((b) => b.backend), ['cpu', 'cuda']);
+  // The other ops' CUDA variants too (they were missing): each op's cuda kernels, cuDNN's batch norm, fused-relu on both.
+  const cudaOf = (op: string) => rows.filter((r) => r.op === op && r.backends.some((b) => b.backend === 'cuda')).map((r) => r.variant);
+  assert.deepEqual(cudaOf('batchnorm-fwd'), ['cuda', 'cudnn']);
+  for (const op of ['relu-fwd', 'add', 'maxpool-bwd', 'fc-fwd', 'softmax-xent', 'sgd']) assert.deepEqual(cudaOf(op), ['cuda'], op);
+  assert.deepEqual(rows.find((r) => r.op === 'batchnorm' && r.variant === 'fused-relu')?.backends.map((b) => b.backend), ['cpu', 'cuda']);
   const d = cli(['doctor', '--trials', '1']);
   assert.equal(d.status, 0, d.stderr);
   assert.match(d.stdout, /cuda addon \(nvcc [\d.]+, architectures .*90.*\)/);
