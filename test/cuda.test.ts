@@ -450,7 +450,7 @@ test('step --backend cuda runs the training step on the CUDA addon\'s classes (C
   // What the CUDA step cannot do yet is refused before any work, naming what is allowed.
   for (const [args, re] of [
     [['--comm', 'gloo'], /--comm gloo is not allowed with --backend cuda: .*NCCL.*allowed: local/],
-    [['--layout', 'nChw16c'], /runs 'cudnn:heuristic', which takes NCHW only/],
+    [['--layout', 'nChw16c'], /--layout nChw16c is not allowed with --backend cuda: it is oneDNN's blocked layout, the CPU's; allowed: auto, nchw, nhwc/],
     [['--layout', 'nhwc', '--kernels', 'conv=direct'], /--layout nhwc: conv conv1 runs 'direct', which takes NCHW only; allowed: cudnn:\* variants/],
     [['--kernels', 'conv=onednn'], /variant 'onednn' is not allowed for conv; allowed: cudnn:implicit-gemm/],
     [['--kernels', 'relu=fast'], /variant 'fast' is not allowed for relu; allowed: cuda/],

@@ -275,6 +275,9 @@ export class TrainingStep {
       if (own) throw new UsageError(`--layout nhwc: conv ${own.layer} runs '${own.variant}', which takes NCHW only; allowed: cudnn:* variants`);
       this.layout = 'nhwc';
     } else {
+      if (layout === 'nChw16c' && backend === 'cuda') {
+        throw new UsageError("--layout nChw16c is not allowed with --backend cuda: it is oneDNN's blocked layout, the CPU's; allowed: auto, nchw, nhwc");
+      }
       const blockedProblem = canUseBlocked(graph, plan);
       if (layout === 'nChw16c' && blockedProblem) throw new UsageError(`--layout nChw16c: ${blockedProblem}`);
       this.layout = layout === 'nchw' || blockedProblem ? 'nchw' : 'nChw16c';
