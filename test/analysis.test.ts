@@ -196,6 +196,8 @@ test('step --compare saves both runs; explain: the parts sum to the measured dif
   const e = cli(['explain', runsFile, '--report', path.join(dir, 'explain.html')]);
   assert.equal(e.status, 0, e.stderr);
   assert.match(e.stdout, /B minus A: [-+]\d+\.\d ms per iteration; the parts sum to [-+]?\d+\.\d ms/);
+  // Each run's label says how it ran: backend and layout, batch, plan, reduction.
+  assert.match(e.stdout, /^A = .*compare\.json:0: cpu (nchw|nChw16c), batch 2, 32px, conv \S+, 2 workers serialized 1 GB\/s$/m);
   assert.match(e.stdout, /critical path of B: .* on the communication stream/);
   assert.match(e.stdout, /layers that differ most/);
   assert.ok(x.layers.length > 0 && x.layers.every((l, i) => i === 0 || Math.abs(l.msB - l.msA) <= Math.abs(x.layers[i - 1].msB - x.layers[i - 1].msA)));

@@ -9,8 +9,13 @@ import { formatTable } from './table';
 export function runLabel(run: Run): string {
   const c = run.config;
   const r = c.reduction;
-  return `batch ${c.batch}, ${c.resolution}px, conv ${c.plan.ops.conv}${Object.keys(c.plan.layers).length ? '+' : ''}, ` +
-    (r ? `${r.workers} workers ${r.schedule}${r.link ? ` ${r.link.gbps} GB/s` : ''}` : 'single worker');
+  const env = run.environment;
+  // What tells two runs apart: the backend and how it ran (precision, layout, graph, GPUs), the plan, the reduction.
+  const backend = env.backend === 'cuda'
+    ? `cuda ${env.dtype ?? 'fp32'} ${env.layout}${c.graph ? ' graph' : ''}${(env.gpus ?? 1) > 1 ? ` ${env.gpus} GPUs` : ''}`
+    : `cpu ${env.layout}`;
+  return `${backend}, batch ${c.batch}, ${c.resolution}px, conv ${c.plan.ops.conv}${Object.keys(c.plan.layers).length ? '+' : ''}, ` +
+    (r ? `${r.workers} workers ${r.schedule}${r.comm && r.comm !== 'local' ? ` (${r.comm})` : ''}${r.link ? ` ${r.link.gbps} GB/s` : ''}` : 'single worker');
 }
 
 export function formatAttribution(x: Attribution, nameA: string, nameB: string): string {
