@@ -644,6 +644,16 @@ test('step --backend cuda --comm nccl across 2 launched ranks (CPU stand-in): th
   assert.equal(linked.status, 0, linked.stderr);
   const lk = JSON.parse(linked.stdout);
   assert.ok(lk.topKernels.some((k: { op: string; variant: string }) => k.op === 'link' && k.variant === 'modeled'), JSON.stringify(lk.topKernels.map((k: { op: string }) => k.op)));
+  // whatif replays a --gpus run: each bucket's all-reduce time is the sum of its records (the stand-in issues one call
+  // per tensor under the bucket's name; keeping the last of them replayed the run at half its time).
+  const gpusRun = path.join(dir, 'gpus-run.json');
+  const saved = cli(['step', '--backend', 'cuda', '--gpus', '2', '--batch', '1', '--resolution', '32', '--width', '4', '--classes', '10', '--iterations', '3', '--warmup', '1',
+    '--bucket-mb', '0.05', '--first-bucket-mb', '0.01', '--save', gpusRun], env);
+  assert.equal(saved.status, 0, saved.stderr);
+  const replayed = cli(['whatif', gpusRun, '--workers', '2', '--json'], env);
+  assert.equal(replayed.status, 0, replayed.stderr);
+  const calibration = JSON.parse(replayed.stdout).prediction.calibration;
+  assert.ok(calibration > 0.67 && calibration < 1.5, `the unchanged replay is off by a factor ${calibration}`);
   // A replica that fails mid-backward (a launch on GPU 1) aborts the group: the other replica, waiting for a bucket,
   // gets the error instead of waiting forever; exit 1 with the launch's error, in either schedule.
   for (const schedule of ['overlapped', 'serialized']) {

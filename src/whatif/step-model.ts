@@ -42,6 +42,18 @@ export interface CommModel {
   measuredMs?: Record<string, number>;
 }
 
+/**
+ * Each gradient's (or NCCL bucket's) all-reduce time, alone: the sum of the
+ * records under its name (one per bucket from a grouped NCCL launch; several
+ * where a bucket was issued as one call per tensor, which a single entry per
+ * name would have cut to its last).
+ */
+function measuredReductions(kernels: KernelStat[], alone: Map<KernelStat, { ms: number }>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const k of kernels) out[k.layer] = (out[k.layer] ?? 0) + alone.get(k)!.ms;
+  return out;
+}
+
 export interface StepModel {
   dataMs: number;
   compute: ComputeTask[];
@@ -119,7 +131,7 @@ export function modelFromRun(run: Run): StepModel {
     compute: run.contention?.compute ?? 0, memory: run.contention?.memory ?? run.contention?.compute ?? 0, comm: run.contention?.comm ?? 0,
     uncovered: uncoveredSlowdown(run.contention),
   };
-  if (!run.contention && run.config.reduction) notes.push('no contention probe in this run (gloo or single worker): compute and communication assumed not to slow each other');
+  if (!run.contention && run.config.reduction) notes.push('no contention probe in this run (only the local communicator runs one; not gloo, nccl or a single worker): compute and communication assumed not to slow each other');
   const alone = aloneDurations(run.kernels, contention, isOverlapped(run));
 
   const compute: ComputeTask[] = [];
@@ -169,7 +181,7 @@ export function modelFromRun(run: Run): StepModel {
     firstBucketMb: r ? r.firstBucketBytes / 2 ** 20 : 1,
     link: r?.link,
     allreduce: { ...fit, fitWorkers: r?.workers ?? 1, samples: reduceKernels.length },
-    measuredMs: Object.fromEntries(reduceKernels.map((k) => [k.layer, alone.get(k)!.ms])),
+    measuredMs: measuredReductions(reduceKernels, alone),
   };
   if (!r) notes.push('the run had no reduction: communication is modeled by the link alone (no reduction compute)');
   // The median: one slow first batch (a cold page cache) is not a typical iteration's wait.
