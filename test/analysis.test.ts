@@ -70,6 +70,18 @@ test('replay: serialized adds the reduction; overlapped hides it behind backward
   assert.equal(replay(model({}, { compute: 0, memory: 0, comm: 0, uncovered: 0.5 })).breakdown.totalMs.toFixed(3), '49.000');
 });
 
+test('replay, nccl: a bucket takes the run\'s own time while the buckets and workers are the run\'s, the fitted line otherwise', () => {
+  // The fit says 8 ms per 1 MB bucket; the run measured bucket0 at 3 ms and bucket1 at 5 ms.
+  const nccl = { comm: 'nccl' as const, measuredMs: { bucket0: 3, bucket1: 5 }, measuredBuckets: { bucketMb: 1, firstBucketMb: 1 } };
+  const own = replay(model(nccl)).timeline.filter((k) => k.op === 'allreduce').map((k) => (k.endNs - k.startNs) / 1e6);
+  assert.deepEqual(own, [3, 5]);
+  // Re-bucketed (one 2 MB bucket): not bucket0's old time, the fit's 16 ms; other workers: the fit too.
+  const rebucketed = replay(model({ ...nccl, bucketMb: 2, firstBucketMb: 2 })).timeline.filter((k) => k.op === 'allreduce').map((k) => (k.endNs - k.startNs) / 1e6);
+  assert.deepEqual(rebucketed, [16]);
+  const workers = replay(model({ ...nccl, workers: 4 })).timeline.filter((k) => k.op === 'allreduce').map((k) => (k.endNs - k.startNs) / 1e6);
+  assert.deepEqual(workers, [8, 8]);
+});
+
 test('kernels from another run: several kernels of one key (reorders) keep their total; reorders the base lacks go into the conv', () => {
   const base: StepModel = { ...model(), compute: [
     { op: 'conv', pass: 'fwd', layer: 'a', variant: 'v', phase: 'forward', ms: 10, gapMs: 0 },
@@ -266,26 +278,27 @@ test('whatif --kernels <plan>: the convolutions the plan changes are measured at
 });
 
 test('whatif --kernels lays the plan over the run\'s own plan: what it does not name stays as the run had it', () => {
-  // A run recorded with a plan of its own (not the default): a conv variant and the reference batch norm.
+  // A run recorded with a plan of its own (not the default): a conv variant, per-pass entries, the reference batch norm.
   const base = readRuns(runsFile)[0].config.plan.ops.conv;
   const variant = base === 'im2col-gemm' ? 'direct' : 'im2col-gemm';
   const other = variant === 'direct' ? 'im2col-gemm' : 'direct';
   const runFile = path.join(dir, 'own-plan.json');
   const small = ['--batch', '2', '--resolution', '32', '--width', '8', '--classes', '10', '--iterations', '2', '--warmup', '1'];
-  const rec = cli(['step', ...small, '--kernels', `conv=${variant},batchnorm=reference`, '--save', runFile]);
+  const own = `conv=${variant},batchnorm=reference,res2a_branch2b/fwd=${variant},res3a_branch2b/fwd=${variant}`;
+  const rec = cli(['step', ...small, '--kernels', own, '--save', runFile]);
   assert.equal(rec.status, 0, rec.stderr);
-  // One pass named: one pass measured (it was every conv, against the default plan), and the batch norm the run had is no change.
-  const perPass = cli(['whatif', runFile, '--kernels', `res2a_branch2b/fwd=${other}`, '--json']);
-  assert.equal(perPass.status, 0, perPass.stderr);
-  assert.match(JSON.parse(perPass.stdout).changes[0], /\(1 layers changed, 1 passes,/);
-  // A layer entry replaces that layer's passes; an op entry every layer's of that op.
-  const layer = cli(['whatif', runFile, '--kernels', `res2a_branch2b=${other}`, '--json']);
-  assert.equal(layer.status, 0, layer.stderr);
-  assert.match(JSON.parse(layer.stdout).changes[0], /\(1 layers changed, 3 passes,/);
-  const op = cli(['whatif', runFile, '--kernels', `conv=${other},res2a_branch2b=${variant}`, '--json']);
-  assert.equal(op.status, 0, op.stderr);
-  const layers = new Set(readRuns(runFile)[0].kernels.filter((k) => k.op === 'conv').map((k) => k.layer));
-  assert.match(JSON.parse(op.stdout).changes[0], new RegExp(`\\(${layers.size - 1} layers changed`));
+  const convs = readRuns(runFile)[0].kernels.filter((k) => k.op === 'conv');
+  const layers = new Set(convs.map((k) => k.layer)).size;
+  const changes = (kernels: string) => {
+    const r = cli(['whatif', runFile, '--kernels', kernels, '--json']);
+    assert.equal(r.status, 0, `${kernels}: ${r.stderr}`);
+    return JSON.parse(r.stdout).changes[0] as string;
+  };
+  // One pass named: one pass measured (it was every conv, against the default plan), and the run's batch norm is no change.
+  assert.match(changes(`res2a_branch2b/fwd=${other}`), /\(1 layers changed, 1 passes,/);
+  // A layer entry covers that layer's passes, the run's per-pass entry among them; an op entry every layer's of that op.
+  assert.match(changes(`res2a_branch2b=${other}`), /\(1 layers changed, 3 passes,/);
+  assert.match(changes(`conv=${other},res2a_branch2b=${variant}`), new RegExp(`\\(${layers - 1} layers changed, ${convs.length - 3} passes,`));
 });
 
 test('whatif kernel sources: on CUDA the precision and layout must be the run\'s too; on the CPU a layout change is a reorder', () => {

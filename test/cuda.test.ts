@@ -272,7 +272,7 @@ test('--backend cuda without a usable device exits 2 naming the reason; auto fal
 test('variants and doctor show the CUDA backend', { skip: needsAddon }, () => {
   const v = cli(['variants', '--json']);
   assert.equal(v.status, 0, v.stderr);
-  const rows = JSON.parse(v.stdout) as { op: string; variant: string; backends: { backend: string; available: boolean; passes?: string[] }[] }[];
+  const rows = JSON.parse(v.stdout) as { op: string; variant: string; description: string; backends: { backend: string; available: boolean; passes?: string[] }[] }[];
   const conv = rows.filter((r) => r.op === 'conv');
   for (const name of ['cudnn:fft', 'cudnn:heuristic', 'cudnn:autotune', 'im2col-cublas', 'implicit-gemm-tf32', 'implicit-gemm-bf16']) {
     const row = conv.find((r) => r.variant === name);
@@ -285,6 +285,10 @@ test('variants and doctor show the CUDA backend', { skip: needsAddon }, () => {
   assert.deepEqual(cudaOf('batchnorm-fwd'), ['cuda', 'cudnn']);
   for (const op of ['relu-fwd', 'add', 'maxpool-bwd', 'fc-fwd', 'softmax-xent', 'sgd']) assert.deepEqual(cudaOf(op), ['cuda'], op);
   assert.deepEqual(rows.find((r) => r.op === 'batchnorm' && r.variant === 'fused-relu')?.backends.map((b) => b.backend), ['cpu', 'cuda']);
+  // Each op's CUDA rows follow its CPU rows; a name both have carries both descriptions.
+  const at = (op: string, variant: string) => rows.findIndex((r) => r.op === op && r.variant === variant);
+  assert.ok(at('batchnorm-fwd', 'fast') < at('batchnorm-fwd', 'cuda') && at('batchnorm-fwd', 'cuda') < at('batchnorm-bwd', 'reference'));
+  assert.match(rows.find((r) => r.op === 'conv' && r.variant === 'direct')?.description ?? '', /; on cuda: /);
   const d = cli(['doctor', '--trials', '1']);
   assert.equal(d.status, 0, d.stderr);
   assert.match(d.stdout, /cuda addon \(nvcc [\d.]+, architectures .*90.*\)/);
@@ -533,6 +537,17 @@ test('whatif --kernels on a CUDA run measures the plan\'s CUDA variants (CPU sta
   const cpuVariant = cli(['whatif', run, '--kernels', 'conv=onednn'], env);
   assert.equal(cpuVariant.status, 2, cpuVariant.stderr);
   assert.match(cpuVariant.stderr, /variant 'onednn' is not allowed for conv; allowed: cudnn:implicit-gemm/);
+  // Kernel times from a run measured another way (bf16, NHWC, a graph) are refused; explain's labels tell the runs apart.
+  const other = path.join(dir, 'bf16.json');
+  const b = cli(['step', '--backend', 'cuda', '--dtype', 'bf16', '--layout', 'nhwc', '--graph', '--batch', '1', '--resolution', '32', '--width', '4', '--iterations', '2', '--warmup', '1', '--save', other], env);
+  assert.equal(b.status, 0, b.stderr);
+  const mixed = cli(['whatif', run, '--kernels', other], env);
+  assert.equal(mixed.status, 2, mixed.stderr);
+  assert.match(mixed.stderr, /bf16\.json' was measured with dtype bf16, the run's fp32; layout nhwc, the run's nchw/);
+  const e = cli(['explain', run, other], env);
+  assert.equal(e.status, 0, e.stderr);
+  assert.match(e.stdout, /^A = .*run\.json: cuda fp32 nchw, batch 1, 32px, conv cudnn:heuristic, single worker$/m);
+  assert.match(e.stdout, /^B = .*bf16\.json: cuda bf16 nhwc graph, batch 1, 32px/m);
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
@@ -561,16 +576,19 @@ test('step --save-plan writes the plan as it ran (cudnn:autotune resolved per pa
     ['pool1/fwd=cudnn:algo-1', /'pool1\/fwd' is not a convolution and pass/],
     ['res2a_branch2b/sideways=cudnn:algo-1', /is not a convolution and pass .*passes fwd, bwd-data, bwd-filter/],
     // An op or layer entry whose variant lacks a pass is refused before any work too (it failed mid-run, exit 1).
-    ['conv=cudnn:implicit-gemm', /--kernels conv=cudnn:implicit-gemm: variant 'cudnn:implicit-gemm' has no bwd-data pass \(it has fwd\), so conv1 bwd-data/],
+    ['conv=cudnn:implicit-gemm', /--kernels conv=cudnn:implicit-gemm: variant 'cudnn:implicit-gemm' has no bwd-filter pass \(it has fwd\), so conv1 bwd-filter/],
     ['res2a_branch2b=cudnn:winograd', /--kernels res2a_branch2b=cudnn:winograd: .* has no bwd-filter pass .*res2a_branch2b\/bwd-filter=<variant>/],
   ] as [string, RegExp][]) {
     const bad = cli(['step', '--backend', 'cuda', '--kernels', pair, ...small], env);
     assert.equal(bad.status, 2, `${pair}: ${bad.stderr}`);
     assert.match(bad.stderr, re);
   }
-  // Per-pass entries can complete a layer entry that lacks passes.
-  const completed = cli(['step', '--backend', 'cuda', '--kernels', 'res2a_branch2b=cudnn:implicit-gemm,res2a_branch2b/bwd-data=cudnn:algo-1,res2a_branch2b/bwd-filter=cudnn:algo-1', ...small], env);
-  assert.equal(completed.status, 0, completed.stderr);
+  // Per-pass entries can complete a layer entry that lacks passes (conv1 has no bwd-data pass to complete).
+  for (const kernels of ['res2a_branch2b=cudnn:implicit-gemm,res2a_branch2b/bwd-data=cudnn:algo-1,res2a_branch2b/bwd-filter=cudnn:algo-1',
+    'conv1=cudnn:implicit-gemm,conv1/bwd-filter=cudnn:algo-1']) {
+    const completed = cli(['step', '--backend', 'cuda', '--kernels', kernels, ...small], env);
+    assert.equal(completed.status, 0, `${kernels}: ${completed.stderr}`);
+  }
   fs.rmSync(dir, { recursive: true, force: true });
 });
 

@@ -87,7 +87,8 @@ export async function parseChanges(opts: WhatIfOpts, base: Run, onProgress?: Pro
     } else {
       if (!fs.existsSync(text.replace(/:\d+$/, ''))) throw new UsageError(`--kernels: '${text}' does not exist (give a saved run, the JSON of bench conv --json, a plan JSON or op=variant pairs)`);
       const source = readRun(text); // a saved run (file.json:N for one of several); says what is wrong otherwise
-      checkKernelSource(text, { backend: source.config.backend ?? 'cpu', dtype: source.environment.dtype, layout: source.environment.layout, width: source.config.width }, base);
+      const sc = source.config;
+      checkKernelSource(text, { backend: sc.backend ?? 'cpu', dtype: source.environment.dtype, layout: source.environment.layout, batch: sc.batch, resolution: sc.resolution, width: sc.width }, base);
       kernelSource = (m) => kernelsFromRun(m, source, text).model;
       described.push(`kernels from ${text}`);
     }

@@ -183,13 +183,14 @@ function checkConvPasses(plan: Plan, graph: ResNetGraph, backend: Backend): void
   for (const node of graph.nodes) {
     if (node.kind !== 'conv') continue;
     for (const pass of PASS_NAMES) {
+      if (pass === 'bwd-data' && node.inputs[0] === graph.input) continue; // conv1: no gradient of the input runs
       const variant = variantFor(plan, 'conv', node.name, pass);
       const passes = passesOf.get(variant);
       if (!passes || passes.includes(pass)) continue;
       const key = plan.layers[node.name] === variant ? node.name : 'conv';
       throw new UsageError(
         `--kernels ${key}=${variant}: variant '${variant}' has no ${pass} pass (it has ${passes.join(', ')}), so ${node.name} ${pass} would have none; ` +
-          `give that pass its own variant (${node.name}/${pass}=<variant>) or choose one with every pass (e.g. ${suggested.join(', ')})`,
+          `give that pass its own variant (${node.name}/${pass}=<variant>) or choose one with every pass${suggested.length ? ` (e.g. ${suggested.join(', ')})` : ''}`,
       );
     }
   }

@@ -42,7 +42,9 @@ function bucketTasks(model: StepModel, b: Bucket, bytesOf: Map<string, number>):
   const tasks: Omit<SimTask, 'after'>[] = [];
   if (c.comm === 'nccl') {
     // One grouped launch per bucket, on the GPU's copy engines and a few SMs (not the host's cores).
-    const own = c.measuredMs?.[`bucket${b.index}`];
+    // The run's own time of bucket N only while bucket N holds what it held, at the run's worker count.
+    const sameBuckets = c.measuredBuckets?.bucketMb === c.bucketMb && c.measuredBuckets?.firstBucketMb === c.firstBucketMb && c.workers === c.allreduce.fitWorkers;
+    const own = sameBuckets ? c.measuredMs?.[`bucket${b.index}`] : undefined;
     const ms = own ?? c.allreduce.fixedMs + b.bytes * c.allreduce.msPerByte;
     tasks.push({ op: 'allreduce', pass: 'comm', layer: `bucket${b.index}`, variant: 'nccl', ms, gapMs: 0, cpu: false });
   } else if (c.comm !== 'none') {

@@ -40,6 +40,8 @@ export interface CommModel {
   allreduce: { fixedMs: number; msPerByte: number; fitWorkers: number; samples: number };
   /** The run's own all-reduce time of each gradient (NCCL: of each bucket, `bucketN`), alone (at `fitWorkers`); the fit covers the others. */
   measuredMs?: Record<string, number>;
+  /** The run's bucket sizes: a bucket `bucketN` is the run's own only while they stand. */
+  measuredBuckets?: { bucketMb: number; firstBucketMb: number };
 }
 
 /**
@@ -183,6 +185,7 @@ export function modelFromRun(run: Run): StepModel {
     allreduce: { ...fit, fitWorkers: r?.workers ?? 1, samples: reduceKernels.length },
     measuredMs: measuredReductions(reduceKernels, alone),
   };
+  comm.measuredBuckets = { bucketMb: comm.bucketMb, firstBucketMb: comm.firstBucketMb };
   if (!r) notes.push('the run had no reduction: communication is modeled by the link alone (no reduction compute)');
   // The median: one slow first batch (a cold page cache) is not a typical iteration's wait.
   const dataMs = run.summary.dataMs.median;
