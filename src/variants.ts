@@ -32,7 +32,7 @@ export function listVariants(): VariantRow[] {
     description: 'plan choice: batch norm and the ReLU after it in one pass (fast kernels with relu=1; on cuda its cuda kernels)',
   };
   const cudaOps = cudaOpRows();
-  if (cudaOps.length > 0) fused.backends.push({ ...cudaBackend() });
+  if (cudaOps.length > 0) fused.backends.push(cudaBackend());
   // Each op's CUDA rows after its CPU rows (ops CUDA alone has, as input, last).
   const order = (op: string) => {
     const i = ops.findIndex((r) => r.op === op);

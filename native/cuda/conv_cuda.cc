@@ -9,11 +9,12 @@
 namespace stepscope {
 
 CudaConvKernel::CudaConvKernel(const ConvShape& shape, ConvPass pass, std::string variant, std::string layer)
-    : shape_(shape), pass_(pass), variant_(std::move(variant)), layer_(std::move(layer)), device_(currentDevice()) {}
-
-std::string CudaConvKernel::context() const {
-  return (layer_.empty() ? shape_.describe() : layer_) + " " + convPassName(pass_) + " " + variant_;
-}
+    : shape_(shape),
+      pass_(pass),
+      variant_(std::move(variant)),
+      layer_(std::move(layer)),
+      device_(currentDevice()),
+      context_((layer_.empty() ? shape_.describe() : layer_) + " " + convPassName(pass_) + " " + variant_) {}
 
 KernelInfo CudaConvKernel::info() const {
   KernelInfo i;

@@ -61,8 +61,8 @@ class CudaConvKernel {
   const std::string& layer() const { return layer_; }
   // The GPU it was prepared on (its workspace, handle and algorithm choice): enqueued there only.
   int device() const { return device_; }
-  // "res2a_branch2b fwd cudnn:fft": the context of every error message.
-  std::string context() const;
+  // "res2a_branch2b fwd cudnn:fft": the context of every error message (made once: launches read it).
+  const std::string& context() const { return context_; }
   KernelInfo info() const;
 
  protected:
@@ -71,6 +71,9 @@ class CudaConvKernel {
   std::string variant_;
   std::string layer_;
   int device_;
+
+ private:
+  std::string context_;
 };
 
 struct CudaConvVariantInfo {

@@ -58,7 +58,7 @@ class CudnnConv : public CudaConvKernel {
  public:
   CudnnConv(const ConvShape& shape, ConvPass pass, const std::string& variant, const std::string& layer, ConvMath math, bool nhwc)
       : CudaConvKernel(shape, pass, variant, layer), math_(math), nhwc_(nhwc) {
-    const std::string ctx = context();
+    const std::string& ctx = context();
     handle_ = cudnnHandle();
     checkCudnn(cudnnCreateTensorDescriptor(&xDesc_), "cudnnCreateTensorDescriptor", ctx);
     checkCudnn(cudnnCreateTensorDescriptor(&yDesc_), "cudnnCreateTensorDescriptor", ctx);
@@ -86,11 +86,12 @@ class CudnnConv : public CudaConvKernel {
       throw Error("ERR_BAD_SHAPE", ctx + ": cuDNN's output shape differs from ours");
     }
     chooseAlgorithm();
+    launchContext_ = context() + " (" + algoName_ + ")";
     workspace_ = std::make_unique<DeviceScratch>(workspaceBytes_);
   }
 
   void launch(float* x, float* w, float* y, cudaStream_t stream) override {
-    const std::string ctx = context() + " (" + algoName_ + ")";
+    const std::string& ctx = launchContext_;
     const float one = 1.0f, zero = 0.0f;
     checkCudnn(cudnnSetStream(handle_, stream), "cudnnSetStream", ctx);
     void* ws = workspace_->get();
@@ -138,7 +139,7 @@ class CudnnConv : public CudaConvKernel {
  private:
   size_t workspaceFor(int algo) {
     size_t bytes = 0;
-    const std::string ctx = context();
+    const std::string& ctx = context();
     switch (pass_) {
       case ConvPass::Forward:
         checkCudnn(cudnnGetConvolutionForwardWorkspaceSize(handle_, xDesc_, wDesc_, convDesc_, yDesc_,
@@ -177,7 +178,7 @@ class CudnnConv : public CudaConvKernel {
   }
 
   std::vector<Candidate> query(bool timed) {
-    const std::string ctx = context();
+    const std::string& ctx = context();
     int returned = 0;
     switch (pass_) {
       case ConvPass::Forward: {
@@ -253,6 +254,7 @@ class CudnnConv : public CudaConvKernel {
   cudnnConvolutionDescriptor_t& convDesc_ = desc_.conv;
   int algo_ = -1;
   std::string algoName_;
+  std::string launchContext_;  // context() and the algorithm, for the launches' errors
   std::string note_;
   size_t workspaceBytes_ = 0;
   std::unique_ptr<DeviceScratch> workspace_;

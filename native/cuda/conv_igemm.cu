@@ -269,11 +269,7 @@ std::unique_ptr<DeviceScratch> uploadTapTable(const Problem& prob, const std::st
   std::vector<Tap> table(size_t(prob.K()));
   fillTapTable(prob, table.data());
   auto taps = std::make_unique<DeviceScratch>(table.size() * sizeof(Tap));
-  checkCuda(cudaMemcpy(taps->get(), table.data(), taps->bytes(), cudaMemcpyHostToDevice), "cudaMemcpy (tap table)", ctx);
-  // A pageable copy may return before the data lands, and the compute
-  // streams do not wait for the legacy stream: the first launch could read
-  // half a table.
-  checkCuda(cudaStreamSynchronize(cudaStreamLegacy), "cudaMemcpy (tap table)", ctx);
+  taps->upload(table.data(), taps->bytes(), ctx + " (tap table)");  // landed before any launch reads it
   return taps;
 }
 
@@ -308,7 +304,7 @@ class ImplicitGemmConv : public CudaConvKernel {
   void launch(float* x, float* w, float* y, cudaStream_t stream) override {
     const ConvShape& sh = shape_;
     const Dims d = dimsOf(sh);
-    const std::string ctx = context();
+    const std::string& ctx = context();
     const Tap* taps = taps_ ? static_cast<const Tap*>(taps_->get()) : nullptr;
     switch (pass_) {
       case ConvPass::Forward:

@@ -50,7 +50,7 @@ class Im2colCublasConv : public CudaConvKernel {
     const ConvShape& sh = shape_;
     const Dims d{sh.n, sh.c, sh.h, sh.w, sh.k, sh.r, sh.s, sh.stride, sh.pad, sh.p(), sh.q()};
     float* col = static_cast<float*>(col_->get());
-    const std::string ctx = context();
+    const std::string& ctx = context();
     checkCublas(cublasSetStream(handle_, stream), "cublasSetStream", ctx);
     const cublasComputeType_t compute = math_ == ConvMath::Tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
     const float one = 1.f, zero = 0.f;

@@ -165,8 +165,8 @@ SS_HD inline float gatherB(const Problem& prob, const typename Problem::KB& k, c
 // are inside depends on the row alone: a bit mask of the R*S taps per row,
 // kept by the thread; what depends on kk alone (its offset and its tap's
 // bit) comes from a per-layer table, one entry per kk, built on the host
-// (tapTable). So a gather is a shift, an add and a copy: no compare against
-// the tensor's edges, no division.
+// (fillTapTable). So a gather is a shift, an add and a copy: no compare
+// against the tensor's edges, no division.
 constexpr int kMaxTaps = 64;  // R*S bits in the mask (ResNet-50's largest filter: 7x7 = 49)
 struct TapRow {
   int off;
@@ -177,6 +177,17 @@ struct alignas(8) Tap {  // one 8-byte load on the device
   int bit;
 };
 SS_HD inline bool tapInside(const TapRow& row, const Tap& tap) { return (row.mask >> tap.bit) & 1ULL; }
+// The mask of the R x S taps (r, s) with rowInside(r) and colInside(s).
+template <typename RowInside, typename ColInside>
+SS_HD inline unsigned long long tapMask(int R, int S, RowInside&& rowInside, ColInside&& colInside) {
+  unsigned long long cols = 0;
+  for (int s = 0; s < S; ++s)
+    if (colInside(s)) cols |= 1ULL << s;
+  unsigned long long mask = 0;
+  for (int r = 0; r < R; ++r)
+    if (rowInside(r)) mask |= cols << (r * S);
+  return mask;
+}
 // A table entry: on the device one 8-byte read-only load (a warp reads one entry: a broadcast).
 SS_HD inline Tap loadTap(const Tap* table, int kk) {
 #ifdef __CUDA_ARCH__
@@ -236,12 +247,8 @@ struct ForwardProblem {  // M = N*P*Q, N = K, K = C*R*S
   SS_HD TapRow tapRow(int m) const {
     if (m >= M()) return {0, 0ULL};
     const Row rw = row(m);
-    unsigned long long cols = 0;  // taps s whose column is inside
-    for (int s = 0; s < d.s; ++s)
-      if (rw.w0 + s >= 0 && rw.w0 + s < d.w) cols |= 1ULL << s;
-    unsigned long long mask = 0;
-    for (int r = 0; r < d.r; ++r)
-      if (rw.h0 + r >= 0 && rw.h0 + r < d.h) mask |= cols << (r * d.s);
+    const unsigned long long mask = tapMask(d.r, d.s, [&](int r) { return rw.h0 + r >= 0 && rw.h0 + r < d.h; },
+                                            [&](int s) { return rw.w0 + s >= 0 && rw.w0 + s < d.w; });
     return {rw.base + rw.h0 * d.w + rw.w0, mask};
   }
   SS_HD Tap tap(int kk) const {
@@ -316,12 +323,7 @@ struct BackwardDataProblem {  // M = N*H*W, N = C, K = K*R*S
       const int o = at + d.pad - tap;  // = output position * stride
       return o >= 0 && o % d.stride == 0 && o / d.stride < size;
     };
-    unsigned long long cols = 0;
-    for (int s = 0; s < d.s; ++s)
-      if (inside(rw.w, s, d.q)) cols |= 1ULL << s;
-    unsigned long long mask = 0;
-    for (int r = 0; r < d.r; ++r)
-      if (inside(rw.h, r, d.p)) mask |= cols << (r * d.s);
+    const unsigned long long mask = tapMask(d.r, d.s, [&](int r) { return inside(rw.h, r, d.p); }, [&](int s) { return inside(rw.w, s, d.q); });
     return {rw.base + (rw.h + d.pad) / d.stride * d.q + (rw.w + d.pad) / d.stride, mask};
   }
   SS_HD Tap tap(int kk) const {

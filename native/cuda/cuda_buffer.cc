@@ -118,6 +118,13 @@ DeviceScratch::DeviceScratch(size_t bytes) : bytes_(bytes) {
   if (bytes > 0) checkCuda(cudaMalloc(&ptr_, bytes), "cudaMalloc", "workspace of " + std::to_string(bytes) + " bytes");
 }
 
+void DeviceScratch::upload(const void* src, size_t bytes, const std::string& context) {
+  if (bytes > bytes_) throw Error("ERR_INVALID_ARG", context + ": " + std::to_string(bytes) + " bytes do not fit a scratch of " + std::to_string(bytes_));
+  useDevice(device_);
+  checkCuda(cudaMemcpy(ptr_, src, bytes, cudaMemcpyHostToDevice), "cudaMemcpy (upload)", context);
+  finishLegacyStream("cudaMemcpy (upload)");
+}
+
 DeviceScratch::~DeviceScratch() {
   if (ptr_) freeOnDevice(ptr_, device_);
 }

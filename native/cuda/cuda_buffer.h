@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
 
 namespace stepscope {
 
@@ -61,6 +62,8 @@ class DeviceScratch {
   DeviceScratch& operator=(const DeviceScratch&) = delete;
   void* get() const { return ptr_; }
   size_t bytes() const { return bytes_; }
+  // Copies `bytes` from the host to its start, landed before it returns (as CudaMemory::write).
+  void upload(const void* src, size_t bytes, const std::string& context);
 
  private:
   void* ptr_ = nullptr;

@@ -100,9 +100,7 @@ export function checkKernelSource(
  * one variant or the fastest per layer and pass (`best`).
  */
 export function kernelsFromBench(model: StepModel, bench: BenchFile, file: string, variant: string | ((layer: string, pass: ConvPass) => string), run: Run): { model: StepModel; change: KernelChange } {
-  if (bench.batch !== run.config.batch || (bench.resolution !== undefined && bench.resolution !== run.config.resolution)) {
-    throw new UsageError(`--kernels: '${file}' was measured at batch ${bench.batch}${bench.resolution ? `, ${bench.resolution}x${bench.resolution}` : ''}; the run is batch ${run.config.batch}, ${run.config.resolution}x${run.config.resolution}`);
-  }
+  checkKernelSource(file, bench, run);
   const variants = [...new Set(bench.rows.map((r) => r.variant))];
   if (typeof variant === 'string' && variant !== 'best' && !variants.includes(variant)) throw new UsageError(`--variant '${variant}' is not in '${file}'; it holds: ${variants.join(', ')}, or best`);
   // One variant, the fastest ('best'), or the one a plan names for the layer's pass.

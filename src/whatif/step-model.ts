@@ -175,17 +175,18 @@ export function modelFromRun(run: Run): StepModel {
   const r = c.reduction;
   const reduceKernels = run.kernels.filter((k) => k.op === 'allreduce');
   const fit = fitLine(reduceKernels.map((k) => ({ bytes: k.bytes, ms: alone.get(k)!.ms })));
+  const bucketMb = r ? r.bucketBytes / 2 ** 20 : 25, firstBucketMb = r ? r.firstBucketBytes / 2 ** 20 : 1;
   const comm: CommModel = {
     comm: r ? r.comm : 'none',
     workers: r?.workers ?? 1,
     schedule: r?.schedule ?? 'serialized',
-    bucketMb: r ? r.bucketBytes / 2 ** 20 : 25,
-    firstBucketMb: r ? r.firstBucketBytes / 2 ** 20 : 1,
+    bucketMb,
+    firstBucketMb,
     link: r?.link,
     allreduce: { ...fit, fitWorkers: r?.workers ?? 1, samples: reduceKernels.length },
     measuredMs: measuredReductions(reduceKernels, alone),
+    measuredBuckets: { bucketMb, firstBucketMb },
   };
-  comm.measuredBuckets = { bucketMb: comm.bucketMb, firstBucketMb: comm.firstBucketMb };
   if (!r) notes.push('the run had no reduction: communication is modeled by the link alone (no reduction compute)');
   // The median: one slow first batch (a cold page cache) is not a typical iteration's wait.
   const dataMs = run.summary.dataMs.median;
