@@ -4,7 +4,8 @@
 // best stepscope CUDA variant and cudnn:autotune against PyTorch on the same
 // GPU (cudnn.benchmark on), totals over the layers, and the training
 // step: PyTorch's and stepscope's (eager and --graph) per dtype, with the
-// throughput ratio against PyTorch eager of the same dtype.
+// throughput ratio against PyTorch eager of the same dtype. Last, issue #5's
+// four performance targets, each met or missed with the figures behind it.
 //   node scripts/gpu-table.js <results folder>
 'use strict';
 const fs = require('node:fs');
@@ -31,6 +32,8 @@ const pad = (rows) => {
 };
 
 const out = [];
+// Issue #5's targets, filled in as the tables are built and printed last.
+const targets = [];
 const OWN_IGEMM = ['implicit-gemm-tf32', 'implicit-gemm-tf32-pipelined', 'implicit-gemm-tf32-along-m', 'implicit-gemm-bf16'];
 for (const dtype of ['fp32', 'tf32']) {
   const ours = read(`conv-cuda-${dtype}.json`);
@@ -40,7 +43,8 @@ for (const dtype of ['fp32', 'tf32']) {
     continue;
   }
   const peerMs = new Map((peer?.rows ?? []).map((r) => [`${r.key} ${r.pass}`, r.medianMs]));
-  const rows = [['layer', 'pass', 'best stepscope variant', 'ms', 'cudnn:autotune ms', 'pytorch ms', 'best/pytorch']];
+  const rows = [['layer', 'pass', 'best stepscope variant', 'ms', 'cudnn:autotune ms', 'pytorch ms', 'best/pytorch', 'autotune/pytorch']];
+  const autotuneVsPeer = [];  // [label, autotune ms / pytorch ms] per unique shape and pass
   // Totals weight each shape by its layer count, over rows where both sides have a time.
   const totals = { best: 0, autotune: 0, peer: 0, layers: new Set() };
   const groups = new Map();
@@ -63,11 +67,20 @@ for (const dtype of ['fp32', 'tf32']) {
       totals.peer += n * p;
       for (const l of g.count) totals.layers.add(l);
     }
-    rows.push([g.layer + (n > 1 ? ` (x${n})` : ''), g.pass, best?.variant ?? '-', fmt(best?.medianMs), fmt(auto?.medianMs), fmt(p), best && p ? fmt(best.medianMs / p, 2) : '-']);
+    const label = g.layer + (n > 1 ? ` (x${n})` : '');
+    if (auto && p) autotuneVsPeer.push([`${label} ${g.pass}`, auto.medianMs / p]);
+    rows.push([label, g.pass, best?.variant ?? '-', fmt(best?.medianMs), fmt(auto?.medianMs), fmt(p), best && p ? fmt(best.medianMs / p, 2) : '-', auto && p ? fmt(auto.medianMs / p, 2) : '-']);
   }
   // The total compares like with like, so it needs PyTorch's rows: without them it would sum nothing.
   if (totals.layers.size > 0) {
-    rows.push([`total (${totals.layers.size} layers)`, 'all', '', fmt(totals.best, 2), fmt(totals.autotune, 2), fmt(totals.peer, 2), fmt(totals.best / totals.peer, 2)]);
+    rows.push([`total (${totals.layers.size} layers)`, 'all', '', fmt(totals.best, 2), fmt(totals.autotune, 2), fmt(totals.peer, 2), fmt(totals.best / totals.peer, 2), fmt(totals.autotune / totals.peer, 2)]);
+  }
+  // Target: autotuned cuDNN within 5% of PyTorch per layer (time ratio <= 1.05 on every row both sides timed).
+  if (autotuneVsPeer.length > 0) {
+    const misses = autotuneVsPeer.filter(([, x]) => x > 1.05).sort((a, b) => b[1] - a[1]);
+    targets.push(`cudnn:autotune within 5% of PyTorch per layer (${dtype}): ${misses.length === 0 ? 'met' : 'missed'}, ` +
+      `${autotuneVsPeer.length - misses.length}/${autotuneVsPeer.length} rows within` +
+      (misses.length ? `; slowest: ${misses.slice(0, 5).map(([l, x]) => `${l} ${x.toFixed(2)}x`).join(', ')}` : ''));
   }
   const failed = ours.rows.filter((r) => r.status === 'failed-check').length;
   const unsupported = ours.rows.filter((r) => r.status === 'unsupported' && !r.sameShapeAs).length;
@@ -79,6 +92,7 @@ for (const dtype of ['fp32', 'tf32']) {
   // The tf32 run only: in the fp32 run cuDNN does FMA math, ours tf32.
   if (dtype !== 'tf32') continue;
   const own = [['3x3 layer', 'pass', 'best cudnn:*', 'ms', ...OWN_IGEMM.map((v) => `${v} ms`), 'best own tf32 / cudnn speed']];
+  const ownRatios = [];
   for (const g of [...groups.values()].filter((x) => x.rows[0]?.shape?.r === 3)) {
     const ok = g.rows.filter((r) => r.status === 'ok');
     const cudnn = fastestOf(ok.filter((r) => r.variant.startsWith('cudnn:')));
@@ -87,6 +101,12 @@ for (const dtype of ['fp32', 'tf32']) {
     const fastest = fastestOf(mine.filter((r) => r && r.variant !== 'implicit-gemm-bf16'));
     own.push([g.layer + (g.count.size > 1 ? ` (x${g.count.size})` : ''), g.pass, cudnn?.variant ?? '-', fmt(cudnn?.medianMs), ...mine.map((r) => fmt(r?.medianMs)),
       cudnn && fastest ? fmt(cudnn.medianMs / fastest.medianMs, 2) : '-']);
+    if (cudnn && fastest) ownRatios.push(cudnn.medianMs / fastest.medianMs);
+  }
+  if (ownRatios.length > 0) {
+    const met = ownRatios.filter((x) => x >= 0.5).length;
+    targets.push(`our implicit GEMM at half of cuDNN's best on the 3x3 layers (tf32): ${met === ownRatios.length ? 'met' : 'missed'}, ` +
+      `${met}/${ownRatios.length} rows at >= 0.50 (speed ratios ${Math.min(...ownRatios).toFixed(2)}-${Math.max(...ownRatios).toFixed(2)})`);
   }
   if (own.length > 1) {
     out.push(`conv ${dtype}: our implicit GEMM against cuDNN's best on the 3x3 layers (target: speed ratio >= 0.50)`);
@@ -98,22 +118,43 @@ for (const dtype of ['fp32', 'tf32']) {
 const doctor = read('doctor.json');
 const peakOf = (dtype) => doctor?.cudaPeak && (dtype === 'bf16' ? doctor.cudaPeak.bf16Gflops : dtype === 'tf32' ? doctor.cudaPeak.tf32Gflops : doctor.cudaPeak.fp32Gflops);
 const steps = [['training step', 'dtype', 'layout', 'batch', 'total ms', 'forward ms', 'backward ms', 'optimizer ms', 'x pytorch', '% peak']];
-const pytorchMs = new Map();
-for (const name of fs.readdirSync(dir).filter((f) => /^pytorch-step-.*\.json$/.test(f)).sort()) {
-  const s = read(name);
-  if (!s) continue;
-  pytorchMs.set(s.dtype, s.median.totalMs);
-  steps.push([`pytorch ${s.torch}`, s.dtype, s.channelsLast ? 'NHWC' : 'NCHW', s.batch, fmt(s.median.totalMs, 2), fmt(s.median.forwardMs, 2), fmt(s.median.backwardMs, 2), fmt(s.median.optimizerMs, 2), '1.00', '-']);
+const resultsNamed = (pattern) => fs.readdirSync(dir).filter((f) => pattern.test(f)).sort().map(read).filter(Boolean);
+const pytorch = resultsNamed(/^pytorch-step-.*\.json$/).filter((s) => s.median);
+const stepscope = resultsNamed(/^stepscope-step-.*\.json$/).filter((r) => r.summary);
+const DTYPE_ORDER = ['fp32', 'tf32', 'bf16'];
+const pytorchMs = new Map(pytorch.map((s) => [s.dtype, s.median.totalMs]));
+// Each dtype's rows together: PyTorch eager first, then stepscope eager before --graph, NCHW before NHWC.
+const configOrder = (r) => (r.config.graph ? 2 : 0) + (r.environment.layout === 'nhwc' ? 1 : 0) + (r.environment.gpus > 1 ? 4 : 0);
+for (const dtype of [...new Set([...DTYPE_ORDER, ...pytorchMs.keys(), ...stepscope.map((r) => r.environment.dtype)])]) {
+  for (const s of pytorch.filter((x) => x.dtype === dtype)) {
+    steps.push([`pytorch ${s.torch}`, s.dtype, s.channelsLast ? 'NHWC' : 'NCHW', s.batch, fmt(s.median.totalMs, 2), fmt(s.median.forwardMs, 2), fmt(s.median.backwardMs, 2), fmt(s.median.optimizerMs, 2), '1.00', '-']);
+  }
+  // Throughput against PyTorch eager of the same dtype (> 1: stepscope is faster).
+  for (const r of stepscope.filter((x) => x.environment.dtype === dtype).sort((a, b) => configOrder(a) - configOrder(b))) {
+    const s = r.summary, peer = pytorchMs.get(dtype);
+    const gpus = r.environment.gpus > 1 ? ` --gpus ${r.environment.gpus}` : '';
+    steps.push([`stepscope${r.config.graph ? ' --graph' : ''}${gpus}`, dtype, r.environment.layout.toUpperCase(), r.config.batch, fmt(s.totalMs.median, 2), fmt(s.forwardMs.median, 2),
+      fmt(s.backwardMs.median, 2), fmt(s.optimizerMs.median, 2), peer ? fmt(peer / s.totalMs.median, 2) : '-', peakOf(dtype) ? fmt((100 * s.gflops) / peakOf(dtype), 1) : '-']);
+  }
 }
-// Throughput against PyTorch eager of the same dtype (> 1: stepscope is faster).
-for (const name of fs.readdirSync(dir).filter((f) => /^stepscope-step-.*\.json$/.test(f)).sort()) {
-  const r = read(name);
-  if (!r || !r.summary) continue;
-  const s = r.summary, dtype = r.environment.dtype, peer = pytorchMs.get(dtype);
-  steps.push([`stepscope${r.config.graph ? ' --graph' : ''}`, dtype, r.environment.layout.toUpperCase(), r.config.batch, fmt(s.totalMs.median, 2), fmt(s.forwardMs.median, 2),
-    fmt(s.backwardMs.median, 2), fmt(s.optimizerMs.median, 2), peer ? fmt(peer / s.totalMs.median, 2) : '-', peakOf(dtype) ? fmt((100 * s.gflops) / peakOf(dtype), 1) : '-']);
+// Targets: the step no slower than PyTorch eager (each dtype's best stepscope run on one GPU), and 1.25x
+// with bf16, fused batch norm + ReLU and graph replay.
+const oneGpu = stepscope.filter((r) => !(r.environment.gpus > 1));
+const speedup = (r) => pytorchMs.get(r.environment.dtype) / r.summary.totalMs.median;
+const describe = (r) => `${r.environment.dtype} ${r.environment.layout.toUpperCase()}${r.config.graph ? ' --graph' : ''} ${speedup(r).toFixed(2)}x`;
+const compared = oneGpu.filter((r) => pytorchMs.has(r.environment.dtype));
+if (compared.length > 0) {
+  const dtypes = DTYPE_ORDER.filter((d) => compared.some((r) => r.environment.dtype === d));
+  const best = dtypes.map((d) => compared.filter((r) => r.environment.dtype === d).reduce((a, r) => (speedup(r) > speedup(a) ? r : a)));
+  targets.push(`step no slower than PyTorch eager (same dtype; best stepscope run): ${best.every((r) => speedup(r) >= 1) ? 'met' : 'missed'}: ${best.map(describe).join(', ')}`);
+  const fusedGraphBf16 = compared.filter((r) => r.environment.dtype === 'bf16' && r.config.graph && r.config.plan?.ops?.batchnorm === 'fused-relu');
+  if (fusedGraphBf16.length > 0) {
+    const top = fusedGraphBf16.reduce((a, r) => (speedup(r) > speedup(a) ? r : a));
+    targets.push(`step at 1.25x PyTorch eager with bf16, fused batch norm + ReLU and --graph: ${speedup(top) >= 1.25 ? 'met' : 'missed'}: ${describe(top)}`);
+  }
 }
 out.push(pad(steps));
+if (targets.length > 0) out.push('', "issue #5's performance targets:", ...targets.map((t) => `- ${t}`));
 const text = out.join('\n');
 fs.writeFileSync(path.join(dir, 'summary.txt'), `${text}\n`);
 console.log(text);
