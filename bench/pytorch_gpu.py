@@ -18,12 +18,15 @@ Usage:
   python3 bench/pytorch_gpu.py conv --shapes shapes.json [--dtype fp32] [--repeat 5] [--warmup 2]
   python3 bench/pytorch_gpu.py step [--batch 32] [--dtype fp32] [--channels-last] [--iterations 10] [--warmup 3]
 One JSON object on stdout; progress on stderr; bad arguments exit 2; no GPU exits 1.
+--device cpu runs the same code on the CPU, timed with the host clock: a
+rehearsal of the script where there is no GPU (the tests run it), not a peer.
 """
 
 import argparse
 import json
 import statistics
 import sys
+import time
 
 PASSES = ("fwd", "bwd-data", "bwd-filter")
 DTYPES = ("fp32", "tf32", "bf16")
@@ -40,24 +43,42 @@ def log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
-def setup(dtype):
+def setup(args):
     import torch
-    if not torch.cuda.is_available():
+    if args.device == "cuda" and not torch.cuda.is_available():
         fail("no CUDA device visible to PyTorch", 1)
     torch.backends.cudnn.benchmark = True
-    tf32 = dtype == "tf32"
+    tf32 = args.dtype == "tf32"
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
     return torch
 
 
-def time_cuda(torch, fn, warmup, repeat):
+class HostMark:
+    """A CUDA event's interface on the host clock (--device cpu): CPU ops are synchronous."""
+
+    def record(self):
+        self.t = time.perf_counter()
+
+    def synchronize(self):
+        pass
+
+    def elapsed_time(self, end):
+        return (end.t - self.t) * 1000.0
+
+
+def mark(torch, device):
+    return torch.cuda.Event(enable_timing=True) if device == "cuda" else HostMark()
+
+
+def time_op(torch, device, fn, warmup, repeat):
     for _ in range(warmup):
         fn()
-    torch.cuda.synchronize()
+    if device == "cuda":
+        torch.cuda.synchronize()
     times = []
     for _ in range(repeat):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start, end = mark(torch, device), mark(torch, device)
         start.record()
         fn()
         end.record()
@@ -66,13 +87,15 @@ def time_cuda(torch, fn, warmup, repeat):
     return {"medianMs": statistics.median(times), "minMs": min(times), "maxMs": max(times)}
 
 
-def environment(torch):
-    return {"torch": torch.__version__, "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
-            "gpu": torch.cuda.get_device_name(0)}
+def environment(torch, device):
+    cuda = device == "cuda"
+    return {"torch": torch.__version__, "device": device, "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if cuda else None,
+            "gpu": torch.cuda.get_device_name(0) if cuda else None}
 
 
 def run_conv(args):
-    torch = setup(args.dtype)
+    torch = setup(args)
+    dev = args.device
     try:
         with open(args.shapes, encoding="utf-8") as f:
             shapes = json.load(f)
@@ -80,13 +103,13 @@ def run_conv(args):
         fail(f"--shapes {args.shapes!r}: {e}")
     dt = torch.bfloat16 if args.dtype == "bf16" else torch.float32
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
-    gen = torch.Generator(device="cuda").manual_seed(1234)
+    gen = torch.Generator(device=dev).manual_seed(1234)
     rows = []
     with torch.no_grad():
         for sh in shapes:
             n, c, h, w, k, r, s, stride, pad = (sh[f] for f in ("n", "c", "h", "w", "k", "r", "s", "stride", "pad"))
-            x = torch.randn(n, c, h, w, device="cuda", dtype=dt, generator=gen).to(memory_format=fmt)
-            wt = torch.randn(k, c, r, s, device="cuda", dtype=dt, generator=gen).to(memory_format=fmt)
+            x = torch.randn(n, c, h, w, device=dev, dtype=dt, generator=gen).to(memory_format=fmt)
+            wt = torch.randn(k, c, r, s, device=dev, dtype=dt, generator=gen).to(memory_format=fmt)
             y = torch.nn.functional.conv2d(x, wt, None, stride, pad)
             dy = torch.randn_like(y)
             for p in PASSES:
@@ -96,11 +119,11 @@ def run_conv(args):
                     mask = [True, False, False] if p == "bwd-data" else [False, True, False]
                     fn = lambda mask=mask: torch.ops.aten.convolution_backward(  # noqa: E731
                         dy, x, wt, None, [stride, stride], [pad, pad], [1, 1], False, [0, 0], 1, mask)
-                row = {"key": sh["key"], "pass": p, **time_cuda(torch, fn, args.warmup, args.repeat)}
+                row = {"key": sh["key"], "pass": p, **time_op(torch, dev, fn, args.warmup, args.repeat)}
                 rows.append(row)
                 log(f"  {sh['key']:<16} {p:<10} {row['medianMs']:.3f} ms")
     return {"peer": "pytorch", "mode": "conv", "dtype": args.dtype, "channelsLast": args.channels_last,
-            **environment(torch), "rows": rows}
+            **environment(torch, dev), "rows": rows}
 
 
 def resnet50(torch, num_classes):
@@ -152,20 +175,21 @@ def resnet50(torch, num_classes):
 
 
 def run_step(args):
-    torch = setup(args.dtype)
+    torch = setup(args)
+    dev = args.device
     torch.manual_seed(1)
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
-    model = resnet50(torch, args.classes).cuda().to(memory_format=fmt).train()
+    model = resnet50(torch, args.classes).to(dev).to(memory_format=fmt).train()
     params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-    x = torch.rand(args.batch, 3, args.resolution, args.resolution, device="cuda").to(memory_format=fmt)
-    labels = torch.randint(0, args.classes, (args.batch,), device="cuda")
+    x = torch.rand(args.batch, 3, args.resolution, args.resolution, device=dev).to(memory_format=fmt)
+    labels = torch.randint(0, args.classes, (args.batch,), device=dev)
     loss_fn = torch.nn.CrossEntropyLoss()
     phases = {"forwardMs": [], "backwardMs": [], "optimizerMs": [], "totalMs": []}
     for i in range(args.warmup + args.iterations):
-        ev = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
+        ev = [mark(torch, dev) for _ in range(4)]
         ev[0].record()
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=args.dtype == "bf16"):
+        with torch.autocast(dev, dtype=torch.bfloat16, enabled=args.dtype == "bf16"):
             loss = loss_fn(model(x), labels)
         ev[1].record()
         loss.backward()
@@ -184,9 +208,9 @@ def run_step(args):
         f"{summary['totalMs']:.2f} ms (fwd {summary['forwardMs']:.2f}, bwd {summary['backwardMs']:.2f}, "
         f"opt {summary['optimizerMs']:.2f}), loss {loss.item():.4f}")
     return {"peer": "pytorch", "mode": "step", "dtype": args.dtype, "channelsLast": args.channels_last,
-            "batch": args.batch, "resolution": args.resolution, "parameters": params, **environment(torch),
+            "batch": args.batch, "resolution": args.resolution, "parameters": params, **environment(torch, dev),
             "median": summary, "iterations": phases, "loss": loss.item(),
-            "peakMemoryBytes": torch.cuda.max_memory_allocated()}
+            "peakMemoryBytes": torch.cuda.max_memory_allocated() if dev == "cuda" else None}
 
 
 def positive(name, lo=1):
@@ -215,6 +239,7 @@ def main():
         p.add_argument("--dtype", choices=DTYPES, default="fp32")
         p.add_argument("--channels-last", action="store_true")
         p.add_argument("--warmup", type=positive("--warmup", 0), default=3)
+        p.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     conv.add_argument("--repeat", type=positive("--repeat"), default=5)
     args = ap.parse_args()
     print(json.dumps(run_conv(args) if args.mode == "conv" else run_step(args)))

@@ -134,12 +134,7 @@ fi
 # 4. The conv benchmark, each dtype right after PyTorch's same shapes (the peer measured in the same run):
 #    tf32 first (the issue's "half of cuDNN's best" is a tf32 figure), then fp32 with every variant.
 if has_phase conv; then
-node -e "
-const { resnet50Convs } = require('./dist/src/model/resnet50');
-const { uniqueShapes } = require('./dist/src/bench/conv-bench');
-const wanted = '$CONV_LAYERS' === 'all' ? null : '$CONV_LAYERS'.split(',');  // the same groups as the bench's
-const layers = resnet50Convs({ batch: $CONV_BATCH }).filter((l) => !wanted || wanted.includes(l.name));
-console.log(JSON.stringify(uniqueShapes(layers).map((g) => ({ key: g.first.name, ...g.first.shape }))));" > "$OUT/shapes.json"
+node scripts/gpu-shapes.js "$CONV_LAYERS" "$CONV_BATCH" > "$OUT/shapes.json" || log "conv: the shapes for PyTorch could not be listed (see above)"
 TF32_VARIANTS=cudnn:heuristic,cudnn:autotune,im2col-cublas,implicit-gemm-tf32,implicit-gemm-tf32-pipelined,implicit-gemm-tf32-along-m,implicit-gemm-bf16
 for dtype in tf32 fp32; do
   [[ "$dtype" == tf32 && "${SKIP_TF32_CONV:-0}" == 1 ]] && continue

@@ -117,3 +117,43 @@ test("gpu-log-line.js: one line per result, failures grouped; a missing or broke
   assert.equal(bad.status, 2);
   assert.match(bad.stderr, /usage: .* doctor\|cuda-ops\|step/);
 });
+
+const hasTorch = spawnSync('python3', ['-c', 'import torch'], { encoding: 'utf8' }).status === 0;
+
+test("bench/pytorch_gpu.py on the CPU (--device cpu) on gpu-check's shapes: its JSON is what gpu-table reads", { skip: hasTorch ? false : 'python3 has no torch (pip install torch==2.13.0+cpu)', timeout: 240_000 }, () => {
+  const dir = tempDir('stepscope-gpu-peer-');
+  const shapes = runScript('gpu-shapes.js', ['res2a_branch2b,res3a_branch2b', '1']);
+  assert.equal(shapes.status, 0, shapes.stderr);
+  fs.writeFileSync(path.join(dir, 'shapes.json'), shapes.stdout);
+  const keys = (JSON.parse(shapes.stdout) as { key: string }[]).map((s) => s.key);
+  assert.deepEqual(keys, ['res2a_branch2b', 'res3a_branch2b']);
+  const peer = (args: string[]) => {
+    const r = spawnSync('python3', [path.join(ROOT, 'bench', 'pytorch_gpu.py'), ...args, '--device', 'cpu'], { encoding: 'utf8', timeout: 180_000 });
+    assert.equal(r.status, 0, r.stderr);
+    return r.stdout;
+  };
+  fs.writeFileSync(path.join(dir, 'pytorch-conv-tf32.json'), peer(['conv', '--shapes', path.join(dir, 'shapes.json'), '--dtype', 'tf32', '--repeat', '2', '--warmup', '1']));
+  fs.writeFileSync(path.join(dir, 'pytorch-step-bf16.json'), peer(['step', '--batch', '2', '--resolution', '32', '--classes', '10', '--iterations', '2', '--warmup', '1', '--dtype', 'bf16', '--channels-last']));
+  // Our side, written by hand at 1 ms for every row: the table must pair it with PyTorch's rows by layer and pass.
+  const rows = keys.flatMap((layer) => ['fwd', 'bwd-data', 'bwd-filter'].map((pass) => convRow(layer, pass, 'cudnn:autotune', 1)));
+  write(dir, 'conv-cuda-tf32.json', { batch: 1, rows });
+  write(dir, 'stepscope-step-bf16-nhwc-graph.json', stepResult('bf16', 'nhwc', true, 10));
+  const r = runScript('gpu-table.js', [dir]);
+  assert.equal(r.status, 0, r.stderr);
+  for (const layer of keys) {
+    for (const pass of ['fwd', 'bwd-data', 'bwd-filter']) assert.match(r.stdout, new RegExp(`${layer}\\s+${pass}\\s+cudnn:autotune\\s+1\\.000\\s+1\\.000\\s+\\d+\\.\\d{3}\\s+\\d`), `${layer} ${pass} paired with PyTorch`);
+  }
+  assert.match(r.stdout, /vs PyTorch 2\.\d+\.\d+\+cpu/);
+  assert.match(r.stdout, /^pytorch 2\.\d+\.\d+\+cpu\s+bf16\s+NHWC\s+2\s+\d+\.\d\d/m);
+  assert.match(r.stdout, /- step no slower than PyTorch eager \(same dtype; best stepscope run\): (met|missed): bf16 NHWC --graph \d+\.\d\dx/);
+  assert.match(r.stdout, /- cudnn:autotune within 5% of PyTorch per layer \(tf32\): (met|missed), \d\/6 rows within/);
+});
+
+test('gpu-shapes.js: bad layers or batch are exit 2 naming them', () => {
+  const bad = runScript('gpu-shapes.js', ['res2a_branch2b,nosuch', '8']);
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /unknown layer\(s\) nosuch; allowed: all or ResNet-50 conv names/);
+  const batch = runScript('gpu-shapes.js', ['all', '0']);
+  assert.equal(batch.status, 2);
+  assert.match(batch.stderr, /usage: .*got 'all 0'/);
+});
