@@ -57,7 +57,7 @@ log() { echo "[gpu-check $(date -u +%T)] $*" | tee -a "$OUT/gpu-check.log" >&2; 
 # with under 20 s left is skipped, so the script always ends on its own with the table printed.
 BUDGET_S="${BUDGET_S:-570}"
 [[ "$BUDGET_S" =~ ^[0-9]+$ ]] || { echo "gpu-check: BUDGET_S must be a whole number of seconds, got '$BUDGET_S'" >&2; exit 2; }
-RESERVE_S=15
+RESERVE_S=25  # the table, and the 10 s between a timeout's SIGTERM and SIGKILL
 step() {  # step NAME TIMEOUT_S CMD...: runs, logs, never stops the script
   local name=$1 limit=$2; shift 2
   local left=$((BUDGET_S - RESERVE_S - SECONDS))
@@ -70,7 +70,7 @@ step() {  # step NAME TIMEOUT_S CMD...: runs, logs, never stops the script
     limit=$left
   fi
   local t0=$SECONDS
-  timeout "$limit" "$@" > "$OUT/$name.out" 2> "$OUT/$name.err"
+  timeout -k 10 "$limit" "$@" > "$OUT/$name.out" 2> "$OUT/$name.err"  # SIGKILL 10 s after a SIGTERM that did not end it
   local rc=$?
   if (( rc == 0 )); then
     log "$name: exit 0 in $((SECONDS - t0)) s"
@@ -78,7 +78,7 @@ step() {  # step NAME TIMEOUT_S CMD...: runs, logs, never stops the script
     # Why, in the log itself (the device tool returns only the output's tail): the last error line.
     local why
     why=$(grep -v -E '^\s*(at |$)' "$OUT/$name.err" | tail -n 1 | cut -c1-300)
-    (( rc == 124 )) && why="timed out after $limit s${why:+; last: $why}"
+    (( rc == 124 || rc == 137 )) && why="timed out after $limit s${why:+; last: $why}"
     log "$name: exit $rc in $((SECONDS - t0)) s: ${why:-no message (see $name.out)}"
   fi
   return $rc
@@ -153,6 +153,7 @@ fi
 stepscope_step() {  # stepscope_step NAME ARGS...: runs the step, saves NAME.json, prints its line
   local name=$1; shift
   step "$name" 300 node bin/stepscope.js step --backend cuda --batch "$STEP_BATCH" --resolution 224 --iterations 10 --warmup 3 --json "$@"
+  (( $? == 125 )) && return  # skipped: the budget is spent, the log says so
   cp "$OUT/$name.out" "$OUT/$name.json" 2>/dev/null
   node scripts/gpu-log-line.js step "$OUT/$name.json" "$name" | tee -a "$OUT/gpu-check.log"
 }
