@@ -84,8 +84,10 @@ for (const dtype of ['fp32', 'tf32']) {
   }
   const failed = ours.rows.filter((r) => r.status === 'failed-check').length;
   const unsupported = ours.rows.filter((r) => r.status === 'unsupported' && !r.sameShapeAs).length;
+  const errors = ours.rows.filter((r) => r.status === 'error' && !r.sameShapeAs);
   out.push(`conv ${dtype}, batch ${ours.batch}, ${ours.machine?.gpu?.name ?? 'GPU'}: stepscope (CUDA events) vs PyTorch ${peer?.torch ?? '(missing)'} (cudnn.benchmark)` +
-    `; ${failed} row(s) failed the reference check, ${unsupported} unsupported`);
+    `; ${failed} row(s) failed the reference check, ${unsupported} unsupported, ${errors.length} failed in cuDNN` +
+    (errors.length ? ` (${errors.slice(0, 3).map((r) => `${r.layer} ${r.pass} ${r.variant}`).join(', ')}${errors.length > 3 ? ', ...' : ''})` : ''));
   out.push(pad(rows));
   out.push('');
   // Issue #5's target: our implicit GEMM at half of cuDNN's best or better on the 3x3 layers (speed ratio = cuDNN ms / ours ms).

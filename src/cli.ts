@@ -180,6 +180,11 @@ function reportFailedChecks(rows: ConvBenchRow[]) {
     );
     process.exitCode = 1;
   }
+  const errors = rows.filter((r) => r.status === 'error' && !r.sameShapeAs);
+  if (errors.length > 0) {
+    process.stderr.write(`stepscope: ${errors.length} row(s) failed in the library and were not timed: ${errors.map((r) => r.reason).join('; ')}\n`);
+    process.exitCode = 1;
+  }
 }
 
 async function runBenchConvCuda(

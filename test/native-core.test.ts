@@ -23,6 +23,31 @@ test('buffers copy in and out, fill, and generate reproducible random data', () 
   assert.ok(new Set(c.read()).size > 990);
 });
 
+/** Buffer.fillUniform's element i, computed here independently (BigInt splitmix64; the sum in double, rounded once to float). */
+function uniformReference(seed: number, i: number, lo: number, hi: number): number {
+  const M = (1n << 64n) - 1n;
+  const splitmix = (v: bigint) => {
+    let x = (v + 0x9e3779b97f4a7c15n) & M;
+    x = ((x ^ (x >> 30n)) * 0xbf58476d1ce4e5b9n) & M;
+    x = ((x ^ (x >> 27n)) * 0x94d049bb133111ebn) & M;
+    return x ^ (x >> 31n);
+  };
+  const bits = splitmix(splitmix(BigInt(seed)) ^ BigInt(i));
+  const scale = Math.fround(Math.fround(Math.fround(hi) - Math.fround(lo)) / 16777216);
+  return Math.fround(Math.fround(lo) + Number(bits >> 40n) * scale);
+}
+
+test('fillUniform is the documented formula to the last bit (what the CUDA fill must match: no fused multiply-add can change it)', () => {
+  const b = new native.Buffer(4099);
+  b.fill(Number.NaN);
+  b.fillUniform(12345, -0.5, 2);
+  const got = b.read();
+  const bad = [...got.keys()].filter((i) => got[i] !== uniformReference(12345, i, -0.5, 2));
+  assert.deepEqual(bad.slice(0, 5), [], `${bad.length} of ${got.length} elements differ from the reference`);
+  // The reference itself tells seeds and ranges apart.
+  assert.notEqual(uniformReference(12345, 7, -0.5, 2), uniformReference(12346, 7, -0.5, 2));
+});
+
 test('bad buffer arguments throw typed errors naming the value', () => {
   assert.throws(() => new native.Buffer(0), (e: NativeError) => e.code === 'ERR_INVALID_ARG' && /length 0/.test(e.message));
   assert.throws(() => new native.Buffer(-3), (e: NativeError) => e.code === 'ERR_INVALID_ARG');

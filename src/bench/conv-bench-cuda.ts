@@ -51,8 +51,8 @@ export async function benchConvCuda(options: CudaConvBenchOptions): Promise<Conv
             for (const layer of group.all) rows.push({ ...row, layer: layer.name, ...(layer.name === group.first.name ? {} : { sameShapeAs: group.first.name }) });
           };
           const notTimed = { medianMs: null, minMs: null, maxMs: null };
-          if (check.status === 'unsupported') {
-            push({ ...base, ...notTimed, status: 'unsupported', reason: check.reason, implementation: variant, maxRelErr: Number.NaN, tolerance: Number.NaN });
+          if (check.status === 'unsupported' || check.status === 'error') {
+            push({ ...base, ...notTimed, status: check.status, reason: check.reason, implementation: variant, maxRelErr: Number.NaN, tolerance: Number.NaN });
             continue;
           }
           const checked = { maxRelErr: check.maxRelErr, tolerance: check.tolerance, precision: check.precision };

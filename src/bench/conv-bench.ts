@@ -37,9 +37,12 @@ export interface ConvBenchRow {
   pass: ConvPass;
   variant: string;
   implementation: string;
-  /** 'ok'; 'failed-check' (then it was not timed); 'unsupported' (CUDA: the variant cannot run this layer and pass; see reason). */
-  status: 'ok' | 'failed-check' | 'unsupported';
-  /** Why a row is unsupported, in the library's words. */
+  /**
+   * 'ok'; 'failed-check' (then it was not timed); 'unsupported' (CUDA: the variant cannot run this layer and
+   * pass; see reason); 'error' (CUDA: cuDNN failed the call with another status; see reason; not timed).
+   */
+  status: 'ok' | 'failed-check' | 'unsupported' | 'error';
+  /** Why a row is unsupported or an error, in the library's words. */
   reason?: string;
   /** Precision of the products (CUDA rows): fp32, tf32 or bf16. */
   precision?: string;

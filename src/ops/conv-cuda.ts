@@ -63,9 +63,19 @@ export function isUnsupported(err: unknown): err is CudaError {
   return (err as CudaError)?.code === 'ERR_UNSUPPORTED';
 }
 
+/**
+ * A cuDNN call that returned a failure status (ERR_CUDNN: bad parameters, execution failed): the library
+ * refused this variant and layer, the device is still usable, so one row says so and the others still run.
+ * CUDA errors (a failed launch, an illegal address) can leave the context unusable: those stop the run.
+ */
+export function isLibraryError(err: unknown): err is CudaError {
+  return (err as CudaError)?.code === 'ERR_CUDNN';
+}
+
 export type CudaCheck =
   | { variant: string; pass: ConvPass; status: 'ok' | 'failed-check'; maxRelErr: number; tolerance: number; precision: Precision; implementation: string }
-  | { variant: string; pass: ConvPass; status: 'unsupported'; reason: string };
+  | { variant: string; pass: ConvPass; status: 'unsupported'; reason: string }
+  | { variant: string; pass: ConvPass; status: 'error'; reason: string };
 
 export async function checkCudaConvVariants(
   cudaStream: CudaStream,
@@ -108,8 +118,9 @@ export async function checkCudaConvVariants(
         const tolerance = cudaConvTolerance(shape, pass, d.precision);
         checks.push({ variant, pass, status: maxRelErr <= tolerance ? 'ok' : 'failed-check', maxRelErr, tolerance, precision: d.precision, implementation: d.implementation });
       } catch (err) {
-        if (!isUnsupported(err)) throw err;
-        checks.push({ variant, pass, status: 'unsupported', reason: (err as Error).message });
+        if (!isUnsupported(err) && !isLibraryError(err)) throw err;
+        const reason = (err as Error).message;
+        checks.push(isUnsupported(err) ? { variant, pass, status: 'unsupported', reason } : { variant, pass, status: 'error', reason });
       }
     }
   } finally {

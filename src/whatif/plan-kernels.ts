@@ -63,7 +63,7 @@ export async function benchForPlan(run: Run, plan: Plan, label: string, onProgre
       : await benchConv({ ...common, peakGflops: peak!.fmaGflops, cold: true });
     const failed = rows.find((r) => r.status === 'failed-check' && r.variant === variantOf(r.layer, r.pass));
     if (failed) throw new UsageError(`--kernels ${label}: ${failed.layer} ${failed.pass} with ${failed.variant} failed the reference check (error ${failed.maxRelErr.toExponential(2)}); not predicted`);
-    const unsupported = rows.find((r) => r.status === 'unsupported' && r.variant === variantOf(r.layer, r.pass));
+    const unsupported = rows.find((r) => (r.status === 'unsupported' || r.status === 'error') && r.variant === variantOf(r.layer, r.pass));
     if (unsupported) throw new UsageError(`--kernels ${label}: ${unsupported.layer} ${unsupported.pass} cannot run ${unsupported.variant}: ${unsupported.reason}; not predicted`);
     bench.rows.push(...rows);
     done++;
