@@ -37,12 +37,13 @@ function opsLine(rows) {
   for (const x of bad) {
     const config = [x.params.nhwc ? 'nhwc' : '', x.params.bf16 ? 'bf16' : ''].filter(Boolean).join(' ');
     const key = `${x.op} ${x.variant}${config ? ` (${config})` : ''}`;
-    const g = groups.get(key) ?? { outputs: new Set(), worst: 0 };
+    const g = groups.get(key) ?? { outputs: new Set(), worst: 0, error: undefined };
     g.outputs.add(x.buffer);
-    g.worst = Math.max(g.worst, x.maxRelErr);
+    if (x.error) g.error = x.error;
+    else g.worst = Math.max(g.worst, x.maxRelErr);
     groups.set(key, g);
   }
-  const shown = [...groups].slice(0, 8).map(([k, g]) => `${k}: ${[...g.outputs].join('/')} (worst ${g.worst.toPrecision(3)})`);
+  const shown = [...groups].slice(0, 8).map(([k, g]) => `${k}: ${[...g.outputs].join('/')} (${g.error ? `refused: ${g.error}` : `worst ${g.worst.toPrecision(3)}`})`);
   const more = groups.size > 8 ? `, and ${groups.size - 8} more (cuda-ops.json)` : '';
   return `${head}; failing: ${shown.join(', ')}${more}`;
 }

@@ -160,13 +160,19 @@ test('the CUDA op check (src/ops/ops-cuda-check.ts) runs end to end on the CPU s
   const run = (extra: Record<string, string> = {}) => {
     const r = spawnSync(process.execPath, ['-e', script], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, STEPSCOPE_CUDA_ADDON: path.join(ROOT, 'test', 'fixtures', 'fake-cuda-addon.js'), ...extra } });
     assert.equal(r.status, 0, r.stderr);
-    return JSON.parse(r.stdout) as { op: string; buffer: string; maxRelErr: number; ok: boolean }[];
+    return JSON.parse(r.stdout) as { op: string; variant: string; buffer: string; maxRelErr: number; ok: boolean; error?: string }[];
   };
   const rows = run();
   assert.deepEqual([...new Set(rows.map((r) => r.op))], [...new Set(CUDA_OP_CASES.filter((c) => !c.nhwc).map((c) => c.op))]);
   for (const r of rows) assert.ok(r.ok, `${r.op} ${r.buffer}: ${r.maxRelErr}`);
   const wrong = run({ FAKE_CUDA_OP_WRONG: 'relu-bwd' });
   assert.ok(wrong.some((r) => r.op === 'relu-bwd' && !r.ok), JSON.stringify(wrong.filter((r) => r.op === 'relu-bwd')));
+  // cuDNN refusing one case fails that case's outputs with its words; every other case still runs and passes.
+  const refused = run({ FAKE_CUDA_OP_REFUSE: 'batchnorm-fwd/cudnn' });
+  const bnCudnn = refused.filter((r) => r.op === 'batchnorm-fwd' && r.variant === 'cudnn');
+  assert.ok(bnCudnn.length > 0 && bnCudnn.every((r) => !r.ok && /CUDNN_STATUS_NOT_SUPPORTED/.test(r.error ?? '')), JSON.stringify(bnCudnn));
+  assert.equal(refused.length, rows.length);
+  assert.ok(refused.filter((r) => !(r.op === 'batchnorm-fwd' && r.variant === 'cudnn')).every((r) => r.ok));
 });
 
 test('scripts/gpu-sanitize.js (what gpu-check runs under compute-sanitizer) checks our kernels on every shape class and pass, and fails a wrong one (CPU stand-in)', { skip: standIn }, () => {
@@ -848,7 +854,7 @@ test('cuda: kernels land on the timeline; library failures carry status and laye
 test('cuda: every other op of the step against the CPU reference (random data, outputs poisoned)', { skip: needsDevice }, async () => {
   const rows = await checkCudaOps();
   assert.ok(rows.length >= CUDA_OP_CASES.length);
-  for (const r of rows) assert.ok(r.ok, `${r.op} ${r.variant} ${JSON.stringify(r.params)} ${r.buffer}: ${r.maxRelErr} > ${r.tolerance}`);
+  for (const r of rows) assert.ok(r.ok, `${r.op} ${r.variant} ${JSON.stringify(r.params)} ${r.buffer}: ${r.error ?? `${r.maxRelErr} > ${r.tolerance}`}`);
   // On the timeline with its layer; a buffer of the wrong length is refused before anything is queued.
   const c = cuda!;
   const stream = new c.Stream('ops');

@@ -104,9 +104,11 @@ test("gpu-log-line.js: one line per result, failures grouped; a missing or broke
   const step = runScript('gpu-log-line.js', ['step', path.join(dir, 'step.json'), 'stepscope-step-bf16-nhwc-graph']);
   assert.equal(step.stdout.trim(), 'stepscope-step-bf16-nhwc-graph (batch 32): 10.00 ms per iteration [min 9.80, max 10.50] (forward 3.33, backward 5.67, enqueue 4.50 us/kernel), 3200 images/s');
   const op = (variant: string, buffer: string, ok: boolean, maxRelErr: number, params: object = {}) => ({ op: 'batchnorm-fwd', variant, params: { n: 2, c: 16, ...params }, buffer, maxRelErr, tolerance: 1e-5, ok });
-  write(dir, 'ops.json', [op('cuda', 'y', true, 0), op('cuda', 'y', false, 0.5, { nhwc: true }), op('cuda', 'save_mean', false, 0.25, { nhwc: true }), op('cudnn', 'y', false, 2, { bf16: true })]);
+  const refused = { ...op('cudnn', 'y', false, Number.NaN, { bf16: true, nhwc: true }), error: 'check batchnorm-fwd cudnn: CUDNN_STATUS_NOT_SUPPORTED' };
+  write(dir, 'ops.json', [op('cuda', 'y', true, 0), op('cuda', 'y', false, 0.5, { nhwc: true }), op('cuda', 'save_mean', false, 0.25, { nhwc: true }), op('cudnn', 'y', false, 2, { bf16: true }), refused]);
   const ops = runScript('gpu-log-line.js', ['cuda-ops', path.join(dir, 'ops.json')]);
-  assert.equal(ops.stdout.trim(), 'other ops vs CPU reference: 1/4 outputs within tolerance; failing: batchnorm-fwd cuda (nhwc): y/save_mean (worst 0.500), batchnorm-fwd cudnn (bf16): y (worst 2.00)');
+  assert.equal(ops.stdout.trim(), 'other ops vs CPU reference: 1/5 outputs within tolerance; failing: batchnorm-fwd cuda (nhwc): y/save_mean (worst 0.500), batchnorm-fwd cudnn (bf16): y (worst 2.00), ' +
+    'batchnorm-fwd cudnn (nhwc bf16): y (refused: check batchnorm-fwd cudnn: CUDNN_STATUS_NOT_SUPPORTED)');
   fs.writeFileSync(path.join(dir, 'empty.json'), '');
   assert.equal(runScript('gpu-log-line.js', ['doctor', path.join(dir, 'empty.json')]).stdout.trim(), `empty: no result (${path.join(dir, 'empty.json')} is not JSON; see its .err)`);
   const missing = runScript('gpu-log-line.js', ['step', path.join(dir, 'gone.json'), 'stepscope-step-fp32']);
