@@ -5,7 +5,7 @@ same ResNet-50 v1.5 training step as stepscope, on the same GPU.
   conv  For each shape in a JSON file (as bench/pytorch_conv.py takes them)
         and each pass: fwd (F.conv2d), bwd-data and bwd-filter
         (aten.convolution_backward with one output mask), timed with CUDA
-        events after warm-up; torch.backends.cudnn.benchmark on (PyTorch's
+        events after warm-up, each sample the mean of --inner (10) calls; torch.backends.cudnn.benchmark on (PyTorch's
         own autotune), --dtype fp32 (TF32 off), tf32 (TF32 on) or bf16.
   step  ResNet-50 v1.5 (stride on the 3x3, 25,557,032 parameters; written by
         hand: torchvision may be absent), softmax cross-entropy, SGD (lr 0.1,
@@ -15,7 +15,7 @@ same ResNet-50 v1.5 training step as stepscope, on the same GPU.
         through torch.autocast.
 
 Usage:
-  python3 bench/pytorch_gpu.py conv --shapes shapes.json [--dtype fp32] [--repeat 5] [--warmup 2]
+  python3 bench/pytorch_gpu.py conv --shapes shapes.json [--dtype fp32] [--repeat 5] [--inner 10] [--warmup 2]
   python3 bench/pytorch_gpu.py step [--batch 32] [--dtype fp32] [--channels-last] [--iterations 10] [--warmup 3]
 One JSON object on stdout; progress on stderr; bad arguments exit 2; no GPU exits 1.
 --device cpu runs the same code on the CPU, timed with the host clock: a
@@ -71,7 +71,9 @@ def mark(torch, device):
     return torch.cuda.Event(enable_timing=True) if device == "cuda" else HostMark()
 
 
-def time_op(torch, device, fn, warmup, repeat):
+def time_op(torch, device, fn, warmup, repeat, inner):
+    """Each sample: `inner` back-to-back calls between two events, divided by inner. One call alone would
+    count PyTorch's host dispatch (tens of us) on small layers, where stepscope's events bracket a kernel."""
     for _ in range(warmup):
         fn()
     if device == "cuda":
@@ -80,10 +82,11 @@ def time_op(torch, device, fn, warmup, repeat):
     for _ in range(repeat):
         start, end = mark(torch, device), mark(torch, device)
         start.record()
-        fn()
+        for _ in range(inner):
+            fn()
         end.record()
         end.synchronize()
-        times.append(start.elapsed_time(end))
+        times.append(start.elapsed_time(end) / inner)
     return {"medianMs": statistics.median(times), "minMs": min(times), "maxMs": max(times)}
 
 
@@ -119,7 +122,7 @@ def run_conv(args):
                     mask = [True, False, False] if p == "bwd-data" else [False, True, False]
                     fn = lambda mask=mask: torch.ops.aten.convolution_backward(  # noqa: E731
                         dy, x, wt, None, [stride, stride], [pad, pad], [1, 1], False, [0, 0], 1, mask)
-                row = {"key": sh["key"], "pass": p, **time_op(torch, dev, fn, args.warmup, args.repeat)}
+                row = {"key": sh["key"], "pass": p, "inner": args.inner, **time_op(torch, dev, fn, args.warmup, args.repeat, args.inner)}
                 rows.append(row)
                 log(f"  {sh['key']:<16} {p:<10} {row['medianMs']:.3f} ms")
     return {"peer": "pytorch", "mode": "conv", "dtype": args.dtype, "channelsLast": args.channels_last,
@@ -241,6 +244,7 @@ def main():
         p.add_argument("--warmup", type=positive("--warmup", 0), default=3)
         p.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     conv.add_argument("--repeat", type=positive("--repeat"), default=5)
+    conv.add_argument("--inner", type=positive("--inner"), default=10, help="calls per timed sample (their mean)")
     args = ap.parse_args()
     print(json.dumps(run_conv(args) if args.mode == "conv" else run_step(args)))
 

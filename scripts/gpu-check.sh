@@ -11,8 +11,8 @@
 #   bash scripts/gpu-check.sh --prepare   # here, before: .carry/node.xz and .carry/runtime.tar.xz
 #   run: carry [".carry"], command "bash scripts/gpu-check.sh", timeout_s 600 (the script keeps to BUDGET_S)
 #
-# Knobs: PHASES ("tests conv step"; also "sanitize": our kernels under compute-sanitizer; conv and step
-# each measure PyTorch right before stepscope), CONV_BATCH (8), STEP_BATCH (32), CONV_LAYERS (all),
+# Knobs: PHASES ("tests conv step"; also "sanitize": our kernels under compute-sanitizer; they run in this
+# order whatever the order named, sanitize last; conv and step each measure PyTorch right before stepscope), CONV_BATCH (8), STEP_BATCH (32), CONV_LAYERS (all),
 # CONV_REPEAT (5), STEP_DTYPES ("bf16 tf32 fp32"), SKIP_TF32_CONV=1, SANITIZE_TOOLS ("racecheck memcheck
 # synccheck"), BUDGET_S (570: the call's wall time; steps are cut or skipped to keep to it; set it below
 # the run's timeout_s). The stepscope step runs eager in each dtype, with --graph in tf32, and NHWC with
@@ -56,14 +56,19 @@ log() { echo "[gpu-check $(date -u +%T)] $*" | tee -a "$OUT/gpu-check.log" >&2; 
 # would lose the table: each step's limit is cut to what is left after RESERVE_S (the table), and a step
 # with under 20 s left is skipped, so the script always ends on its own with the table printed.
 BUDGET_S="${BUDGET_S:-570}"
-[[ "$BUDGET_S" =~ ^[0-9]+$ ]] || { echo "gpu-check: BUDGET_S must be a whole number of seconds, got '$BUDGET_S'" >&2; exit 2; }
+# Decimal only (bash reads 0570 as octal) and enough for the builds and the table.
+[[ "$BUDGET_S" =~ ^[1-9][0-9]*$ ]] && (( BUDGET_S >= 90 )) || { echo "gpu-check: BUDGET_S must be a whole number of seconds from 90 up, got '$BUDGET_S'" >&2; exit 2; }
 RESERVE_S=25  # the table, and the 10 s between a timeout's SIGTERM and SIGKILL
+SKIPPED=199   # step's status when the budget is spent (not one that timeout or a command returns)
+PAIR_MIN_S=60 # PyTorch's run and stepscope's of one dtype start only together
+seconds_left() { echo $((BUDGET_S - RESERVE_S - SECONDS)); }
 step() {  # step NAME TIMEOUT_S CMD...: runs, logs, never stops the script
   local name=$1 limit=$2; shift 2
-  local left=$((BUDGET_S - RESERVE_S - SECONDS))
+  local left
+  left=$(seconds_left)
   if (( left < 20 )); then
     log "$name: skipped: ${left} s left of BUDGET_S=$BUDGET_S"
-    return 125
+    return $SKIPPED
   fi
   if (( limit > left )); then
     log "$name: limit cut from $limit s to $left s (BUDGET_S=$BUDGET_S)"
@@ -75,10 +80,13 @@ step() {  # step NAME TIMEOUT_S CMD...: runs, logs, never stops the script
   if (( rc == 0 )); then
     log "$name: exit 0 in $((SECONDS - t0)) s"
   else
-    # Why, in the log itself (the device tool returns only the output's tail): the last error line.
+    # Why, in the log itself (the device tool returns only the output's tail): the last line that names an
+    # error, else the last line that is not a stack frame, Node's version banner or a source excerpt.
     local why
-    why=$(grep -v -E '^\s*(at |$)' "$OUT/$name.err" | tail -n 1 | cut -c1-300)
-    (( rc == 124 || rc == 137 )) && why="timed out after $limit s${why:+; last: $why}"
+    why=$(grep -E 'Error|ERR_|error:|failed' "$OUT/$name.err" | grep -v -E '^\s+at ' | tail -n 1 | cut -c1-300)
+    [[ -z "$why" ]] && why=$(grep -v -E '^\s*(at |$|\^|[{}]|code:)|^Node\.js v' "$OUT/$name.err" | tail -n 1 | cut -c1-300)
+    (( rc == 124 )) && why="timed out after $limit s${why:+; last: $why}"
+    (( rc == 137 )) && why="killed (SIGKILL: a timeout's, or out of memory)${why:+; last: $why}"
     log "$name: exit $rc in $((SECONDS - t0)) s: ${why:-no message (see $name.out)}"
   fi
   return $rc
@@ -112,23 +120,9 @@ if has_phase tests; then
 STEPSCOPE_SKIP_STAND_IN=1 step cuda-tests 240 node --test --test-reporter=tap dist/test/cuda.test.js
 grep -E "^# (pass|fail|skipped)" "$OUT/cuda-tests.out" | tee -a "$OUT/gpu-check.log"
 # The step's other ops (batch norm, pooling, FC, loss, SGD, ...) against the CPU reference, every output as a row.
-step cuda-ops 120 node -e "require('./dist/src/ops/ops-cuda-check').checkCudaOps().then((rows) => console.log(JSON.stringify(rows)))"
+step cuda-ops 120 node -e "require('./dist/src/ops/ops-cuda-check').checkCudaOps().then((rows) => console.log(JSON.stringify(rows)), (e) => { console.error('cuda-ops: ' + (e.code ? e.code + ': ' : '') + e.message); process.exitCode = 1; })"
 cp "$OUT/cuda-ops.out" "$OUT/cuda-ops.json" 2>/dev/null
 node scripts/gpu-log-line.js cuda-ops "$OUT/cuda-ops.json" | tee -a "$OUT/gpu-check.log"
-fi
-
-# 3b. Our own conv kernels under compute-sanitizer (not in the default phases: ask for it, e.g.
-#     PHASES="tests sanitize"): races in shared memory, bad accesses, barrier misuse.
-if has_phase sanitize; then
-  SANITIZER=$(command -v compute-sanitizer || echo "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer")
-  if [[ -x "$SANITIZER" ]]; then
-    for tool in $SANITIZE_TOOLS; do
-      step "sanitize-$tool" 240 "$SANITIZER" --tool "$tool" --error-exitcode 9 node scripts/gpu-sanitize.js
-      { echo -n "compute-sanitizer $tool: "; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|\"checked\"" "$OUT/sanitize-$tool.out" | tr '\n' ' '; echo; } | tee -a "$OUT/gpu-check.log"
-    done
-  else
-    log "sanitize: compute-sanitizer not found"
-  fi
 fi
 
 # 4. The conv benchmark, each dtype right after PyTorch's same shapes (the peer measured in the same run):
@@ -138,6 +132,8 @@ node scripts/gpu-shapes.js "$CONV_LAYERS" "$CONV_BATCH" > "$OUT/shapes.json" || 
 TF32_VARIANTS=cudnn:heuristic,cudnn:autotune,im2col-cublas,implicit-gemm-tf32,implicit-gemm-tf32-pipelined,implicit-gemm-tf32-along-m,implicit-gemm-bf16
 for dtype in tf32 fp32; do
   [[ "$dtype" == tf32 && "${SKIP_TF32_CONV:-0}" == 1 ]] && continue
+  # A pair or nothing: PyTorch's half alone is device time with nothing to compare it to.
+  (( $(seconds_left) >= PAIR_MIN_S )) || { log "conv $dtype: skipped, PyTorch and stepscope: $(seconds_left) s left, a pair needs $PAIR_MIN_S"; continue; }
   step "pytorch-conv-$dtype" 180 python3 bench/pytorch_gpu.py conv --shapes "$OUT/shapes.json" --dtype "$dtype"
   cp "$OUT/pytorch-conv-$dtype.out" "$OUT/pytorch-conv-$dtype.json" 2>/dev/null
   variants=all; [[ "$dtype" == tf32 ]] && variants=$TF32_VARIANTS
@@ -149,16 +145,18 @@ fi
 # 5. The training step, each dtype as a pair: PyTorch eager (channels-last, cudnn.benchmark on), then the
 #    stepscope step (cudnn:heuristic, fused batch norm + ReLU, one GPU) at the same batch: eager NCHW for
 #    every dtype, --graph for tf32, channels-last with --graph (PyTorch's layout) for tf32 and bf16 (the
-#    issue's 1.25x target: bf16, fused batch norm + ReLU, graph replay). A cut budget leaves whole pairs.
+#    issue's 1.25x target: bf16, fused batch norm + ReLU, graph replay). A pair starts only with PAIR_MIN_S
+#    left (a step cut short by the budget still loses its own result: the CLI writes its JSON at the end).
 stepscope_step() {  # stepscope_step NAME ARGS...: runs the step, saves NAME.json, prints its line
   local name=$1; shift
   step "$name" 300 node bin/stepscope.js step --backend cuda --batch "$STEP_BATCH" --resolution 224 --iterations 10 --warmup 3 --json "$@"
-  (( $? == 125 )) && return  # skipped: the budget is spent, the log says so
+  (( $? == SKIPPED )) && return  # the budget is spent, the log says so
   cp "$OUT/$name.out" "$OUT/$name.json" 2>/dev/null
   node scripts/gpu-log-line.js step "$OUT/$name.json" "$name" | tee -a "$OUT/gpu-check.log"
 }
 if has_phase step; then
   for dtype in $STEP_DTYPES; do
+    (( $(seconds_left) >= PAIR_MIN_S )) || { log "step $dtype: skipped, PyTorch and stepscope: $(seconds_left) s left, a pair needs $PAIR_MIN_S"; continue; }
     step "pytorch-step-$dtype" 180 python3 bench/pytorch_gpu.py step --batch "$STEP_BATCH" --dtype "$dtype" --channels-last
     cp "$OUT/pytorch-step-$dtype.out" "$OUT/pytorch-step-$dtype.json" 2>/dev/null
     [[ "$dtype" == fp32 ]] || stepscope_step "stepscope-step-$dtype-nhwc-graph" --dtype "$dtype" --layout nhwc --graph
@@ -170,5 +168,19 @@ if has_phase step; then
   (( GPU_COUNT >= 2 )) && stepscope_step "stepscope-step-bf16-nhwc-gpus$GPU_COUNT" --dtype bf16 --layout nhwc --gpus all
 fi
 
-# 6. The side-by-side table, last.
+# 6. Our own conv kernels under compute-sanitizer, last (not in the default phases: ask for it, e.g.
+#    PHASES="conv sanitize"): races in shared memory, bad accesses, barrier misuse.
+if has_phase sanitize; then
+  SANITIZER=$(command -v compute-sanitizer || echo "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer")
+  if [[ -x "$SANITIZER" ]]; then
+    for tool in $SANITIZE_TOOLS; do
+      step "sanitize-$tool" 240 "$SANITIZER" --tool "$tool" --error-exitcode 9 node scripts/gpu-sanitize.js
+      { echo -n "compute-sanitizer $tool: "; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|\"checked\"" "$OUT/sanitize-$tool.out" 2>/dev/null | tr '\n' ' '; echo; } | tee -a "$OUT/gpu-check.log"
+    done
+  else
+    log "sanitize: compute-sanitizer not found"
+  fi
+fi
+
+# 7. The side-by-side table, last.
 node scripts/gpu-table.js "$OUT"

@@ -173,6 +173,10 @@ test('the CUDA op check (src/ops/ops-cuda-check.ts) runs end to end on the CPU s
   assert.ok(bnCudnn.length > 0 && bnCudnn.every((r) => !r.ok && /CUDNN_STATUS_NOT_SUPPORTED/.test(r.error ?? '')), JSON.stringify(bnCudnn));
   assert.equal(refused.length, rows.length);
   assert.ok(refused.filter((r) => !(r.op === 'batchnorm-fwd' && r.variant === 'cudnn')).every((r) => r.ok));
+  // The same when cuDNN fails the launch with another status (ERR_CUDNN).
+  const failed = run({ FAKE_CUDA_OP_FAIL: 'batchnorm-fwd/cudnn' });
+  assert.equal(failed.length, rows.length);
+  assert.deepEqual([...new Set(failed.filter((r) => !r.ok).map((r) => `${r.op}/${r.variant}: ${/CUDNN_STATUS_BAD_PARAM/.test(r.error ?? '')}`))], ['batchnorm-fwd/cudnn: true']);
 });
 
 test('scripts/gpu-sanitize.js (what gpu-check runs under compute-sanitizer) checks our kernels on every shape class and pass, and fails a wrong one (CPU stand-in)', { skip: standIn }, () => {
@@ -381,6 +385,11 @@ test('bench conv --backend cuda runs end to end on a CPU stand-in of the CUDA ad
   assert.deepEqual(JSON.parse(libErr.stdout).rows.map((r: { variant: string; status: string }) => [r.variant, r.status]),
     [['cudnn:implicit-gemm', 'ok'], ['cudnn:gemm', 'error'], ['direct', 'ok']]);
   assert.match(libErr.stderr, /^stepscope: 1 row\(s\) failed in the library and were not timed: res2a_branch2b fwd cudnn:gemm: cudnnConvolutionForward failed: CUDNN_STATUS_EXECUTION_FAILED$/m);
+  // The same when only the timing batch fails (the check ran at --check-batch 1).
+  const timingErr = cli(['bench', 'conv', '--backend', 'cuda', '--layer', 'res2a_branch2b', '--batch', '2', '--check-batch', '1', '--resolution', '32', '--pass', 'fwd', '--repeat', '1',
+    '--variant', 'cudnn:gemm,direct', '--json'], { ...env, FAKE_CUDA_CUDNN_ERROR: 'cudnn:gemm@batch2' });
+  assert.equal(timingErr.status, 1, timingErr.stderr);
+  assert.deepEqual(JSON.parse(timingErr.stdout).rows.map((r: { variant: string; status: string }) => [r.variant, r.status]), [['cudnn:gemm', 'error'], ['direct', 'ok']]);
   // --dtype bf16: cuDNN's rows run on bf16 buffers (precision bf16), our own kernels are unsupported rows.
   const bf16Rows = JSON.parse(cli(['bench', 'conv', '--backend', 'cuda', '--dtype', 'bf16', '--layer', 'res2a_branch2b', '--pass', 'fwd', '--variant', 'cudnn:heuristic,direct',
     '--batch', '2', '--resolution', '64', '--repeat', '1', '--json'], env).stdout);
@@ -1089,6 +1098,7 @@ test('cuda: a captured graph replays its kernels; each launch puts them on the t
   assert.ok(graph.nodes >= 2);
   const xs = x.read();
   for (const launch of [0, 1]) {
+    y.fill(Number.NaN);  // the relu's output, fresh each launch: an add run before it reads NaN
     graph.launch(stream);
     await stream.synchronize();
     const got = z.read();

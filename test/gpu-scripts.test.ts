@@ -79,7 +79,8 @@ test("gpu-table.js: the side-by-side table and issue #5's four targets, each met
   assert.ok(targets.includes('- cudnn:autotune within 5% of PyTorch per layer (tf32): missed, 5/6 rows within; slowest: res2a_branch1 bwd-filter 1.11x'), targets.join('\n'));
   assert.ok(targets.includes("- our implicit GEMM at half of cuDNN's best on the 3x3 layers (tf32): missed, 1/3 rows at >= 0.50 (speed ratios 0.40-0.60)"), targets.join('\n'));
   // The step: tf32's best run is NHWC --graph (20/16 = 1.25x), bf16's is NHWC --graph (12/10 = 1.20x: short of 1.25x).
-  assert.ok(targets.includes('- step no slower than PyTorch eager (same dtype; best stepscope run): met: tf32 NHWC --graph 1.25x, bf16 NHWC --graph 1.20x'), targets.join('\n'));
+  assert.ok(targets.includes('- step no slower than PyTorch eager (same dtype): met with each dtype\'s best run: tf32 NHWC --graph 1.25x, bf16 NHWC --graph 1.20x' +
+    '; missed eager against eager: tf32 NCHW 0.80x, bf16 NCHW 0.86x'), targets.join('\n'));
   assert.ok(targets.includes('- step at 1.25x PyTorch eager with bf16, fused batch norm + ReLU and --graph: missed: bf16 NHWC --graph 1.20x'), targets.join('\n'));
   // Each dtype's rows together: PyTorch, stepscope eager, stepscope --graph; % of the dtype's measured peak.
   const stepRows = lines.filter((l) => /^(pytorch|stepscope)/.test(l)).map((l) => l.split(/\s{2,}/).slice(0, 3).join(' '));
@@ -87,12 +88,46 @@ test("gpu-table.js: the side-by-side table and issue #5's four targets, each met
   assert.match(r.stdout, /stepscope --graph\s+bf16\s+NHWC\s+32\s+10\.00\s.*\s1\.20\s+12\.5/);
 });
 
+test('gpu-table.js: a target with rows lacking data is incomplete, never met; every target is printed, measured or not', () => {
+  const dir = resultsFolder();
+  // autotune failed on the 1x1 layer's fwd (no time), ours failed the check everywhere, stepscope's bf16 runs are gone.
+  const conv = JSON.parse(fs.readFileSync(path.join(dir, 'conv-cuda-tf32.json'), 'utf8'));
+  for (const row of conv.rows) {
+    if (row.layer === 'res2a_branch1' && row.pass === 'fwd' && row.variant === 'cudnn:autotune') Object.assign(row, { status: 'error', medianMs: null });
+    if (row.variant === 'implicit-gemm-tf32-along-m') Object.assign(row, { status: 'failed-check', medianMs: null });
+  }
+  write(dir, 'conv-cuda-tf32.json', conv);
+  for (const f of ['stepscope-step-bf16.json', 'stepscope-step-bf16-nhwc-graph.json']) fs.rmSync(path.join(dir, f));
+  const r = runScript('gpu-table.js', [dir]);
+  assert.equal(r.status, 0, r.stderr);
+  const targets = r.stdout.split('\n').filter((l) => l.startsWith('- '));
+  assert.deepEqual(targets, [
+    "- step no slower than PyTorch eager (same dtype): incomplete with each dtype's best run: tf32 NHWC --graph 1.25x; no data for 1: bf16 (no stepscope run); missed eager against eager: tf32 NCHW 0.80x",
+    '- step at 1.25x PyTorch eager with bf16, fused batch norm + ReLU and --graph: incomplete: no stepscope bf16 --graph run with batchnorm=fused-relu',
+    '- cudnn:autotune within 5% of PyTorch per layer (tf32): missed, 4/6 rows within; slowest: res2a_branch1 bwd-filter 1.11x; no data for 1: res2a_branch1 fwd (cudnn:autotune error)',
+    "- our implicit GEMM at half of cuDNN's best on the 3x3 layers (tf32): missed, 0/3 rows at >= 0.50 (speed ratios 0.00-0.00)",
+  ]);
+  // Without the miss, the missing row makes the autotune target incomplete, not met.
+  conv.rows = conv.rows.filter((row: ConvRow) => !(row.layer === 'res2a_branch1' && row.pass === 'bwd-filter'));
+  write(dir, 'conv-cuda-tf32.json', conv);
+  assert.match(runScript('gpu-table.js', [dir]).stdout, /- cudnn:autotune within 5% of PyTorch per layer \(tf32\): incomplete, 4\/5 rows within; no data for 1/);
+  // Nothing measured: four lines saying so.
+  const empty = tempDir('stepscope-gpu-table-empty-');
+  assert.deepEqual(runScript('gpu-table.js', [empty]).stdout.split('\n').filter((l) => l.startsWith('- ')).map((l) => l.replace(': not measured (', ': (')), [
+    '- step no slower than PyTorch eager (same dtype): (no step results)',
+    '- step at 1.25x PyTorch eager with bf16, fused batch norm + ReLU and --graph: (no bf16 step results)',
+    '- cudnn:autotune within 5% of PyTorch per layer: (no conv results)',
+    "- our implicit GEMM at half of cuDNN's best on the 3x3 layers (tf32): (no tf32 conv results with 3x3 layers)",
+  ]);
+});
+
 test('gpu-table.js: the bf16 target needs the fused batch norm + ReLU; a missing folder is exit 2', () => {
   const dir = resultsFolder();
   write(dir, 'stepscope-step-bf16-nhwc-graph.json', stepResult('bf16', 'nhwc', true, 9, 'cuda'));
   const r = runScript('gpu-table.js', [dir]);
   assert.equal(r.status, 0, r.stderr);
-  assert.doesNotMatch(r.stdout, /1\.25x PyTorch eager with bf16/, 'a run without fused-relu is not the target configuration');
+  assert.match(r.stdout, /- step at 1\.25x PyTorch eager with bf16, fused batch norm \+ ReLU and --graph: incomplete: no stepscope bf16 --graph run with batchnorm=fused-relu\n/,
+    'a run without fused-relu is not the target configuration');
   const missing = runScript('gpu-table.js', [path.join(dir, 'nope')]);
   assert.equal(missing.status, 2);
   assert.match(missing.stderr, /results folder '.*nope' not found/);
@@ -148,7 +183,7 @@ test("bench/pytorch_gpu.py on the CPU (--device cpu) on gpu-check's shapes: its 
   }
   assert.match(r.stdout, /vs PyTorch 2\.\d+\.\d+\+cpu/);
   assert.match(r.stdout, /^pytorch 2\.\d+\.\d+\+cpu\s+bf16\s+NHWC\s+2\s+\d+\.\d\d/m);
-  assert.match(r.stdout, /- step no slower than PyTorch eager \(same dtype; best stepscope run\): (met|missed): bf16 NHWC --graph \d+\.\d\dx/);
+  assert.match(r.stdout, /- step no slower than PyTorch eager \(same dtype\): (met|missed) with each dtype's best run: bf16 NHWC --graph \d+\.\d\dx/);
   assert.match(r.stdout, /- cudnn:autotune within 5% of PyTorch per layer \(tf32\): (met|missed), \d\/6 rows within/);
 });
 

@@ -9,7 +9,7 @@ import type { CudaConvDtype, CudaPeak } from '../../binding-cuda';
 import { describeShape } from '../model/resnet50';
 import { cudaAddon, cudaTimelineDrain } from '../native-cuda';
 import { randomConvTensors } from '../ops/conv';
-import { checkCudaConvVariants, isUnsupported, releaseDevice, toDevice } from '../ops/conv-cuda';
+import { checkCudaConvVariants, isLibraryError, isUnsupported, releaseDevice, toDevice } from '../ops/conv-cuda';
 import { sortBenchRows, uniqueShapes, type ConvBenchOptions, type ConvBenchRow } from './conv-bench';
 import { summarize } from './stats';
 
@@ -61,21 +61,22 @@ export async function benchConvCuda(options: CudaConvBenchOptions): Promise<Conv
             continue;
           }
           let kernel;
+          const times: number[] = [];
           try {
             kernel = new cuda.ConvKernel(shape, pass, variant, group.first.name, { dtype: options.dtype, layout });
+            for (let i = 0; i < options.warmup + options.repeat; i++) {
+              cuda.timelineClear();
+              kernel.enqueue(stream, device.x, device.w, device.y);
+              await stream.synchronize();
+              const ms = cudaTimelineDrain().filter((r) => r.op === 'conv').reduce((sum, r) => sum + (r.endNs - r.startNs) / 1e6, 0);
+              if (i >= options.warmup) times.push(ms);
+            }
           } catch (err) {
-            // Supported at the check's batch, not at this one (e.g. FFT size limits).
-            if (!isUnsupported(err)) throw err;
-            push({ ...base, ...notTimed, ...checked, status: 'unsupported', reason: (err as Error).message, implementation: variant });
+            // Supported at the check's batch, not at this one (e.g. FFT size limits), or cuDNN failed it here:
+            // that row says so, the others still run.
+            if (!isUnsupported(err) && !isLibraryError(err)) throw err;
+            push({ ...base, ...notTimed, ...checked, status: isUnsupported(err) ? 'unsupported' : 'error', reason: (err as Error).message, implementation: variant });
             continue;
-          }
-          const times: number[] = [];
-          for (let i = 0; i < options.warmup + options.repeat; i++) {
-            cuda.timelineClear();
-            kernel.enqueue(stream, device.x, device.w, device.y);
-            await stream.synchronize();
-            const ms = cudaTimelineDrain().filter((r) => r.op === 'conv').reduce((sum, r) => sum + (r.endNs - r.startNs) / 1e6, 0);
-            if (i >= options.warmup) times.push(ms);
           }
           const time = summarize(times);
           const d = kernel.describe();

@@ -66,10 +66,12 @@ export function isUnsupported(err: unknown): err is CudaError {
 /**
  * A cuDNN call that returned a failure status (ERR_CUDNN: bad parameters, execution failed): the library
  * refused this variant and layer, the device is still usable, so one row says so and the others still run.
- * CUDA errors (a failed launch, an illegal address) can leave the context unusable: those stop the run.
+ * CUDA errors (a failed launch, an illegal address), and cuDNN's statuses that wrap one (*_CUDART), can
+ * leave the context unusable: those stop the run.
  */
 export function isLibraryError(err: unknown): err is CudaError {
-  return (err as CudaError)?.code === 'ERR_CUDNN';
+  const e = err as CudaError;
+  return e?.code === 'ERR_CUDNN' && !/CUDART/.test(e.status ?? '');
 }
 
 export type CudaCheck =
