@@ -89,6 +89,9 @@ for (const dtype of ['fp32', 'tf32']) {
   if (totals.layers.size > 0) {
     rows.push([`total (${totals.layers.size} layers)`, 'all', '', fmt(totals.best, 2), fmt(totals.autotune, 2), fmt(totals.peer, 2), fmt(totals.best / totals.peer, 2), fmt(totals.autotune / totals.peer, 2)]);
   }
+  // A run stopped early (bench conv --json on SIGTERM) has not met anything on the layers it never reached.
+  const cut = ours.interrupted ? { label: 'the layers after the last row', missing: `bench stopped by ${ours.interrupted}` } : undefined;
+  if (cut) autotuneRows.push(cut);
   // Target: autotuned cuDNN within 5% of PyTorch per layer (time ratio <= 1.05 on every unique shape and pass).
   const v = verdict(autotuneRows);
   const slowest = [...v.misses].sort((a, b) => b.value - a.value);
@@ -98,6 +101,7 @@ for (const dtype of ['fp32', 'tf32']) {
   const unsupported = ours.rows.filter((r) => r.status === 'unsupported' && !r.sameShapeAs).length;
   const errors = ours.rows.filter((r) => r.status === 'error' && !r.sameShapeAs);
   out.push(`conv ${dtype}, batch ${ours.batch}, ${ours.machine?.gpu?.name ?? 'GPU'}: stepscope (CUDA events) vs PyTorch ${peer?.torch ?? '(missing)'} (cudnn.benchmark)` +
+    (cut ? ` [stopped by ${ours.interrupted}: partial rows]` : '') +
     `; ${failed} row(s) failed the reference check, ${unsupported} unsupported, ${errors.length} failed in cuDNN` +
     (errors.length ? ` (${errors.slice(0, 3).map((r) => `${r.layer} ${r.pass} ${r.variant}`).join(', ')}${errors.length > 3 ? ', ...' : ''})` : ''));
   out.push(pad(rows));
@@ -122,6 +126,7 @@ for (const dtype of ['fp32', 'tf32']) {
     else if (cudnn && ownTf32.some((r) => r.status === 'failed-check')) ownRows.push({ label, value: 0, ok: false });
     else ownRows.push({ label, missing: !cudnn ? 'no cuDNN time' : ownTf32.length === 0 ? 'our kernels not run' : `ours ${[...new Set(ownTf32.map((r) => r.status))].join('/')}` });
   }
+  if (ownRows.length > 0 && cut) ownRows.push(cut);
   if (ownRows.length > 0) {
     const v = verdict(ownRows);
     const values = v.measured.map((r) => r.value);

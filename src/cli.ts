@@ -1,6 +1,6 @@
 // The stepscope command line: parses, validates, prints. No logic of its own.
 import { Command, CommanderError, Option } from 'commander';
-import { benchConv, type ConvBenchRow } from './bench/conv-bench';
+import { benchConv, sortBenchRows, type ConvBenchRow } from './bench/conv-bench';
 import { benchConvCuda } from './bench/conv-bench-cuda';
 import { resolveBackend } from './backend';
 import { cudaAddon, cudaStatus } from './native-cuda';
@@ -13,6 +13,7 @@ import { givenOptions, guardOptionValues, LINK_GBPS, OUTPUT_FILE_OPTIONS, Output
 import { formatTable } from './report/table';
 import { availableConvVariants, listVariants } from './variants';
 import { checkOutputTarget } from './io/output-path';
+import { writeOnTermination } from './io/termination';
 import { htmlReport } from './report/html-report';
 import { resnet50Graph } from './model/graph';
 import { parsePlan } from './plan/plan';
@@ -195,27 +196,31 @@ async function runBenchConvCuda(
   const names = cuda.convVariants().map((v) => v.name);
   const variants = parseChoiceList('--variant', opts.variant, names);
   const peak = await cuda.measurePeak(3);
-  const rows = await benchConvCuda({ ...o, variants, peak, onlyWithPass: opts.variant.trim() === 'all', onProgress: progress(!opts.json) });
   const info = cuda.cudaInfo();
-  if (opts.json) {
-    print(
-      JSON.stringify(
-        {
-          machine: { gpu: info.device, driver: info.driverVersion, runtime: info.runtimeVersion, cudnn: info.cudnn.version, cublas: info.cublas, peak },
-          backend: 'cuda',
-          dtype: o.dtype,
-          layout: o.layout,
-          batch: o.batch,
-          resolution: o.resolution,
-          repeat: o.repeat,
-          warmup: o.warmup,
-          rows,
-        },
-        null,
-        2,
-      ),
+  const result = (rows: ConvBenchRow[], interrupted?: NodeJS.Signals) =>
+    JSON.stringify(
+      {
+        machine: { gpu: info.device, driver: info.driverVersion, runtime: info.runtimeVersion, cudnn: info.cudnn.version, cublas: info.cublas, peak },
+        backend: 'cuda',
+        dtype: o.dtype,
+        layout: o.layout,
+        batch: o.batch,
+        resolution: o.resolution,
+        repeat: o.repeat,
+        warmup: o.warmup,
+        ...(interrupted ? { interrupted } : {}),
+        rows,
+      },
+      null,
+      2,
     );
-  }
+  // --json stopped by a timeout or Ctrl-C: the rows so far, marked interrupted (a device session's time is short).
+  const partial: ConvBenchRow[] = [];
+  const order = { layers: o.layers, passes: o.passes, variants };
+  const stopWatching = opts.json ? writeOnTermination((signal) => print(result(sortBenchRows(partial, order), signal))) : () => {};
+  const rows = await benchConvCuda({ ...o, variants, peak, onlyWithPass: opts.variant.trim() === 'all', onProgress: progress(!opts.json), onRow: (r) => partial.push(r) });
+  stopWatching();
+  if (opts.json) print(result(rows));
   const header =
     `conv benchmark: cuda backend on ${info.device?.name} (driver ${info.driverVersion}, cuDNN ${info.cudnn.version ?? 'unusable'}, cuBLAS ${info.cublas}), ` +
     `${o.dtype}, ${o.layout.toUpperCase()}, batch ${o.batch}, ${o.resolution}x${o.resolution}, ${o.warmup} warm-up + ${o.repeat} timed runs (CUDA events); ` +

@@ -334,6 +334,23 @@ test('a missing or broken CUDA addon never breaks the CPU path', () => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
+test('bench conv --backend cuda --json stopped by SIGTERM (a timeout) writes the rows it measured, marked interrupted, and exits 143 (CPU stand-in)', { skip: standIn }, () => {
+  const env = { STEPSCOPE_CUDA_ADDON: path.join(ROOT, 'test', 'fixtures', 'fake-cuda-addon.js'), FAKE_CUDA_SIGTERM_AFTER: '21' };
+  const r = cli(['bench', 'conv', '--backend', 'cuda', '--layer', 'all', '--batch', '1', '--resolution', '32', '--repeat', '2', '--warmup', '0', '--json'], env);
+  assert.equal(r.status, 143, r.stderr);
+  const out = JSON.parse(r.stdout);
+  assert.equal(out.interrupted, 'SIGTERM');
+  // conv1 fwd: 14 variants launch once each in the check (the two Winograd ones are refused), then each row
+  // times 2 launches: the signal at launch 21 comes after 3 rows.
+  assert.deepEqual(out.rows.map((x: { layer: string; pass: string; variant: string; status: string }) => [x.layer, x.pass, x.variant, x.status]),
+    [['conv1', 'fwd', 'cudnn:implicit-gemm', 'ok'], ['conv1', 'fwd', 'cudnn:implicit-precomp-gemm', 'ok'], ['conv1', 'fwd', 'cudnn:gemm', 'ok']]);
+  assert.ok(out.rows.every((x: { medianMs: number }) => x.medianMs > 0));
+  // Without --json nothing is written on the way out (the table prints at the end): the plain signal exit.
+  const plain = cli(['bench', 'conv', '--backend', 'cuda', '--layer', 'all', '--batch', '1', '--resolution', '32', '--repeat', '2', '--warmup', '0'], env);
+  assert.notEqual(plain.status, 0);
+  assert.equal(plain.stdout.includes('"interrupted"'), false);
+});
+
 test('bench conv --backend cuda runs end to end on a CPU stand-in of the CUDA addon', { skip: standIn }, () => {
   // The JS side (checks, unsupported rows, timing, reports) without a GPU: test/fixtures/fake-cuda-addon.js.
   const env = { STEPSCOPE_CUDA_ADDON: path.join(ROOT, 'test', 'fixtures', 'fake-cuda-addon.js') };

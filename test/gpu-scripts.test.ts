@@ -111,6 +111,12 @@ test('gpu-table.js: a target with rows lacking data is incomplete, never met; ev
   conv.rows = conv.rows.filter((row: ConvRow) => !(row.layer === 'res2a_branch1' && row.pass === 'bwd-filter'));
   write(dir, 'conv-cuda-tf32.json', conv);
   assert.match(runScript('gpu-table.js', [dir]).stdout, /- cudnn:autotune within 5% of PyTorch per layer \(tf32\): incomplete, 4\/5 rows within; no data for 1/);
+  // A bench stopped by a timeout: what it reached cannot make a target met.
+  conv.rows = conv.rows.filter((row: ConvRow) => row.layer === 'res2a_branch2b' && row.variant === 'cudnn:autotune');
+  write(dir, 'conv-cuda-tf32.json', { ...conv, interrupted: 'SIGTERM' });
+  const cut = runScript('gpu-table.js', [dir]).stdout;
+  assert.match(cut, /\[stopped by SIGTERM: partial rows\]/);
+  assert.match(cut, /- cudnn:autotune within 5% of PyTorch per layer \(tf32\): incomplete, 3\/4 rows within; no data for 1: the layers after the last row \(bench stopped by SIGTERM\)/);
   // Nothing measured: four lines saying so.
   const empty = tempDir('stepscope-gpu-table-empty-');
   assert.deepEqual(runScript('gpu-table.js', [empty]).stdout.split('\n').filter((l) => l.startsWith('- ')).map((l) => l.replace(': not measured (', ': (')), [

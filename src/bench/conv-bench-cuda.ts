@@ -21,6 +21,8 @@ export interface CudaConvBenchOptions extends Omit<ConvBenchOptions, 'peakGflops
   peak?: CudaPeak;
   /** `--variant all`: per pass, only the variants that have the pass (a named one without it is an unsupported row). */
   onlyWithPass?: boolean;
+  /** Each row as it is made (a run stopped early can still write what it measured). */
+  onRow?: (row: ConvBenchRow) => void;
 }
 
 export async function benchConvCuda(options: CudaConvBenchOptions): Promise<ConvBenchRow[]> {
@@ -48,7 +50,11 @@ export async function benchConvCuda(options: CudaConvBenchOptions): Promise<Conv
           options.onProgress?.(done++, total, `${group.first.name} ${pass} ${variant}`);
           const base = { shape, shapeText: describeShape(shape), pass, variant, reorderMs: 0, gflops: null, pctPeak: null };
           const push = (row: Omit<ConvBenchRow, 'layer'>) => {
-            for (const layer of group.all) rows.push({ ...row, layer: layer.name, ...(layer.name === group.first.name ? {} : { sameShapeAs: group.first.name }) });
+            for (const layer of group.all) {
+              const made = { ...row, layer: layer.name, ...(layer.name === group.first.name ? {} : { sameShapeAs: group.first.name }) };
+              rows.push(made);
+              options.onRow?.(made);
+            }
           };
           const notTimed = { medianMs: null, minMs: null, maxMs: null };
           if (check.status === 'unsupported' || check.status === 'error') {
