@@ -203,15 +203,17 @@ const NO_ONEDNN = addon().buildInfo().onednn.found ? false : `built without oneD
 test("oneDNN's blocked layout kept between layers gives the NCHW step's results", { skip: NO_ONEDNN }, async () => {
   // Resolution 64, not 32: at 32 the last stage is 1x1, its batch norm sees 2
   // values per channel, and any two correct implementations drift apart.
-  // Seed 5: with seed 4 one ReLU input sits within rounding of 0, so the two
-  // layouts (different summation orders) take opposite sides of the kink and
-  // a few gradients differ by 5%; that is the ReLU, not the layout.
+  // Weight seed 6: with seeds 4 and 5 (since fillUniform rounds once, session
+  // 9) a ReLU input sits within rounding of 0, so the two layouts (different
+  // summation orders) take opposite sides of the kink and a few gradients
+  // differ by 5-23%; that is the ReLU, not the layout. Seed 6 has no such
+  // input: every gradient agrees within 6e-4.
   const graph = resnet50Graph({ batch: 2, resolution: 64, width: 16, classes: 10 });
   const results = [];
   for (const layout of ['nchw', 'nChw16c'] as const) {
     const step = new TrainingStep(graph, parsePlan('conv=onednn', graph), { lr: 0.1, momentum: 0.9, weightDecay: 1e-4 }, layout);
     assert.equal(step.layout, layout);
-    initWeights(step, 5);
+    initWeights(step, 6);
     step.input.fillUniform(9, -2, 2);
     step.labels.write(new Float32Array([1, 7]));
     const r = await step.iteration(0);
