@@ -142,7 +142,9 @@ for (const dtype of ['fp32', 'tf32']) {
 // The GPU's measured peaks (doctor --json): each stepscope step's GFLOP/s as a % of its dtype's peak.
 const doctor = read('doctor.json');
 const peakOf = (dtype) => doctor?.cudaPeak && (dtype === 'bf16' ? doctor.cudaPeak.bf16Gflops : dtype === 'tf32' ? doctor.cudaPeak.tf32Gflops : doctor.cudaPeak.fp32Gflops);
-const steps = [['training step', 'dtype', 'layout', 'batch', 'total ms', 'forward ms', 'backward ms', 'optimizer ms', 'x pytorch', '% peak']];
+const steps = [['training step', 'dtype', 'layout', 'batch', 'total ms', 'min-max ms', 'forward ms', 'backward ms', 'optimizer ms', 'x pytorch', '% peak']];
+// The spread of the measured iterations (after warm-up), beside each median.
+const spread = (values) => (values?.length ? `${fmt(Math.min(...values), 2)}-${fmt(Math.max(...values), 2)}` : '-');
 const resultsNamed = (pattern) => fs.readdirSync(dir).filter((f) => pattern.test(f)).sort().map(read).filter(Boolean);
 const pytorch = resultsNamed(/^pytorch-step-.*\.json$/).filter((s) => s.median);
 const stepscope = resultsNamed(/^stepscope-step-.*\.json$/).filter((r) => r.summary);
@@ -152,13 +154,13 @@ const pytorchMs = new Map(pytorch.map((s) => [s.dtype, s.median.totalMs]));
 const configOrder = (r) => (r.config.graph ? 2 : 0) + (r.environment.layout === 'nhwc' ? 1 : 0) + (r.environment.gpus > 1 ? 4 : 0);
 for (const dtype of [...new Set([...DTYPE_ORDER, ...pytorchMs.keys(), ...stepscope.map((r) => r.environment.dtype)])]) {
   for (const s of pytorch.filter((x) => x.dtype === dtype)) {
-    steps.push([`pytorch ${s.torch}`, s.dtype, s.channelsLast ? 'NHWC' : 'NCHW', s.batch, fmt(s.median.totalMs, 2), fmt(s.median.forwardMs, 2), fmt(s.median.backwardMs, 2), fmt(s.median.optimizerMs, 2), '1.00', '-']);
+    steps.push([`pytorch ${s.torch}`, s.dtype, s.channelsLast ? 'NHWC' : 'NCHW', s.batch, fmt(s.median.totalMs, 2), spread(s.iterations?.totalMs), fmt(s.median.forwardMs, 2), fmt(s.median.backwardMs, 2), fmt(s.median.optimizerMs, 2), '1.00', '-']);
   }
   // Throughput against PyTorch eager of the same dtype (> 1: stepscope is faster).
   for (const r of stepscope.filter((x) => x.environment.dtype === dtype).sort((a, b) => configOrder(a) - configOrder(b))) {
     const s = r.summary, peer = pytorchMs.get(dtype);
     const gpus = r.environment.gpus > 1 ? ` --gpus ${r.environment.gpus}` : '';
-    steps.push([`stepscope${r.config.graph ? ' --graph' : ''}${gpus}`, dtype, r.environment.layout.toUpperCase(), r.config.batch, fmt(s.totalMs.median, 2), fmt(s.forwardMs.median, 2),
+    steps.push([`stepscope${r.config.graph ? ' --graph' : ''}${gpus}`, dtype, r.environment.layout.toUpperCase(), r.config.batch, fmt(s.totalMs.median, 2), spread([s.totalMs.min, s.totalMs.max]), fmt(s.forwardMs.median, 2),
       fmt(s.backwardMs.median, 2), fmt(s.optimizerMs.median, 2), peer ? fmt(peer / s.totalMs.median, 2) : '-', peakOf(dtype) ? fmt((100 * s.gflops) / peakOf(dtype), 1) : '-']);
   }
 }
