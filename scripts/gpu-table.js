@@ -126,7 +126,7 @@ for (const dtype of ['fp32', 'tf32']) {
     else if (cudnn && ownTf32.some((r) => r.status === 'failed-check')) ownRows.push({ label, value: 0, ok: false });
     else ownRows.push({ label, missing: !cudnn ? 'no cuDNN time' : ownTf32.length === 0 ? 'our kernels not run' : `ours ${[...new Set(ownTf32.map((r) => r.status))].join('/')}` });
   }
-  if (ownRows.length > 0 && cut) ownRows.push(cut);
+  if (cut) ownRows.push(cut);  // stopped before (more of) the 3x3 layers: incomplete, not unmeasured
   if (ownRows.length > 0) {
     const v = verdict(ownRows);
     const values = v.measured.map((r) => r.value);

@@ -217,14 +217,16 @@ async function runBenchConvCuda(
   // --json stopped by a timeout or Ctrl-C: the rows so far, marked interrupted (a device session's time is short).
   const partial: ConvBenchRow[] = [];
   const order = { layers: o.layers, passes: o.passes, variants };
-  // Watched until the whole result is out: a signal during the final print waits for it (one thread) and then
-  // exits without a second, partial copy.
-  let printed = false;
-  const stopWatching = opts.json ? writeOnTermination((signal) => printed || print(result(sortBenchRows(partial, order), signal))) : () => {};
-  const rows = await benchConvCuda({ ...o, variants, peak, onlyWithPass: opts.variant.trim() === 'all', onProgress: progress(!opts.json), onRow: (r) => partial.push(r) });
-  if (opts.json) print(result(rows));
-  printed = true;
-  stopWatching();
+  const stopWatching = opts.json ? writeOnTermination((signal) => result(sortBenchRows(partial, order), signal)) : () => {};
+  let rows: ConvBenchRow[];
+  try {
+    rows = await benchConvCuda({ ...o, variants, peak, onlyWithPass: opts.variant.trim() === 'all', onProgress: progress(!opts.json), onRow: (r) => partial.push(r) });
+    // The final print and the end of the watch in one turn of the event loop: a signal meanwhile finds the
+    // whole result out already (see writeOnTermination).
+    if (opts.json) print(result(rows));
+  } finally {
+    stopWatching();
+  }
   const header =
     `conv benchmark: cuda backend on ${info.device?.name} (driver ${info.driverVersion}, cuDNN ${info.cudnn.version ?? 'unusable'}, cuBLAS ${info.cublas}), ` +
     `${o.dtype}, ${o.layout.toUpperCase()}, batch ${o.batch}, ${o.resolution}x${o.resolution}, ${o.warmup} warm-up + ${o.repeat} timed runs (CUDA events); ` +

@@ -7,13 +7,13 @@ import * as path from 'node:path';
 
 export const ROOT = path.resolve(__dirname, '..', '..');
 
-export function cli(args: string[], env: Record<string, string> = {}): { status: number | null; stdout: string; stderr: string } {
+export function cli(args: string[], env: Record<string, string> = {}): { status: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [path.join(ROOT, 'bin', 'stepscope.js'), ...args], {
     encoding: 'utf8',
     env: { ...process.env, ...env },
     timeout: 300_000,
   });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+  return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
 }
 
 const made: string[] = [];

@@ -207,7 +207,9 @@ test("oneDNN's blocked layout kept between layers gives the NCHW step's results"
   // 9) a ReLU input sits within rounding of 0, so the two layouts (different
   // summation orders) take opposite sides of the kink and a few gradients
   // differ by 5-23%; that is the ReLU, not the layout. Seed 6 has no such
-  // input: every gradient agrees within 6e-4.
+  // input: every gradient agrees within 9e-4 whichever ISA oneDNN takes
+  // (SSE4.1 to AVX-512). The loss is held to the logits' 1e-4: the two
+  // summation orders alone move it by up to 2e-5.
   const graph = resnet50Graph({ batch: 2, resolution: 64, width: 16, classes: 10 });
   const results = [];
   for (const layout of ['nchw', 'nChw16c'] as const) {
@@ -220,7 +222,7 @@ test("oneDNN's blocked layout kept between layers gives the NCHW step's results"
     results.push({ loss: r.loss, logits: step.readLogits(), step });
   }
   const [plain, blocked] = results;
-  assert.ok(Math.abs(plain.loss - blocked.loss) / plain.loss < 1e-5);
+  assert.ok(Math.abs(plain.loss - blocked.loss) / plain.loss < 1e-4);
   assert.ok(relativeError(blocked.logits, plain.logits) < 1e-4);
   for (const p of graph.params) {
     if (!p.trainable) continue;
