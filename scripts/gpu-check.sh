@@ -11,12 +11,18 @@
 #   bash scripts/gpu-check.sh --prepare   # here, before: .carry/node.xz and .carry/runtime.tar.xz
 #   run: carry [".carry"], command "bash scripts/gpu-check.sh", timeout_s 600 (the script keeps to BUDGET_S)
 #
-# Knobs: PHASES ("tests conv step"; also "sanitize": our kernels under compute-sanitizer; they run in this
-# order whatever the order named, sanitize last; conv and step each measure PyTorch right before stepscope), CONV_BATCH (8), STEP_BATCH (32), CONV_LAYERS (all),
-# CONV_REPEAT (5), STEP_DTYPES ("bf16 tf32 fp32"), SKIP_TF32_CONV=1, SANITIZE_TOOLS ("racecheck memcheck
-# synccheck"), BUDGET_S (570: the call's wall time; steps are cut or skipped to keep to it; set it below
-# the run's timeout_s). The stepscope step runs eager in each dtype, with --graph in tf32, and NHWC with
-# --graph in tf32 and bf16.
+# Knobs:
+#   PHASES           "tests conv step" (also "sanitize": our kernels under compute-sanitizer); they run in
+#                    this order whatever the order named, sanitize last; conv and step each measure PyTorch
+#                    right before stepscope
+#   BUDGET_S         570: the call's wall time; steps are cut or skipped to keep to it (set it below the
+#                    run's timeout_s)
+#   CONV_BATCH (8), CONV_LAYERS (all), CONV_REPEAT (5), SKIP_TF32_CONV=1
+#   STEP_BATCH (32), STEP_RESOLUTION (224), STEP_DTYPES ("bf16 tf32 fp32"): the stepscope step runs eager in
+#                    each dtype, with --graph in tf32, and NHWC with --graph in tf32 and bf16
+#   SANITIZE_TOOLS   "racecheck memcheck synccheck"
+#   SKIP_BUILD=1     the addons as built: a rehearsal on the CPU stand-in
+#                    (STEPSCOPE_CUDA_ADDON=test/fixtures/fake-cuda-addon.js; the tests run one)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -36,6 +42,7 @@ fi
 OUT="${OUT:-$ROOT/gpu-check-out}"
 CONV_BATCH="${CONV_BATCH:-8}"
 STEP_BATCH="${STEP_BATCH:-32}"
+STEP_RESOLUTION="${STEP_RESOLUTION:-224}"
 CONV_LAYERS="${CONV_LAYERS:-all}"
 CONV_REPEAT="${CONV_REPEAT:-5}"
 STEP_DTYPES="${STEP_DTYPES:-bf16 tf32 fp32}"
@@ -107,8 +114,12 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=c
 
 # 2. Build: the CPU addon (the reference) and the CUDA addon against the
 #    Python wheels' cuDNN/cuBLAS/NCCL, sm_90 only (faster to compile).
+if [[ "${SKIP_BUILD:-0}" == 1 ]]; then
+  log "build: skipped (SKIP_BUILD=1), the addons as built"
+else
 step build-cpu 300 node node_modules/cmake-js/bin/cmake-js compile --out build || { log "CPU build failed"; tail -20 "$OUT/build-cpu.err"; exit 1; }
 STEPSCOPE_CUDA=1 STEPSCOPE_CUDA_ARCHITECTURES=90 step build-cuda 300 node scripts/build-cuda.js || { log "CUDA build failed"; cat build/cuda-status.json; tail -30 build-cuda/build.log; exit 1; }
+fi
 cp build/cuda-status.json build-cuda/build.log "$OUT/" 2>/dev/null
 step doctor 120 node bin/stepscope.js doctor --json --trials 1
 cp "$OUT/doctor.out" "$OUT/doctor.json" 2>/dev/null
@@ -149,7 +160,7 @@ fi
 #    left (a step cut short by the budget still loses its own result: the CLI writes its JSON at the end).
 stepscope_step() {  # stepscope_step NAME ARGS...: runs the step, saves NAME.json, prints its line
   local name=$1; shift
-  step "$name" 300 node bin/stepscope.js step --backend cuda --batch "$STEP_BATCH" --resolution 224 --iterations 10 --warmup 3 --json "$@"
+  step "$name" 300 node bin/stepscope.js step --backend cuda --batch "$STEP_BATCH" --resolution "$STEP_RESOLUTION" --iterations 10 --warmup 3 --json "$@"
   (( $? == SKIPPED )) && return  # the budget is spent, the log says so
   cp "$OUT/$name.out" "$OUT/$name.json" 2>/dev/null
   node scripts/gpu-log-line.js step "$OUT/$name.json" "$name" | tee -a "$OUT/gpu-check.log"
@@ -157,7 +168,7 @@ stepscope_step() {  # stepscope_step NAME ARGS...: runs the step, saves NAME.jso
 if has_phase step; then
   for dtype in $STEP_DTYPES; do
     (( $(seconds_left) >= PAIR_MIN_S )) || { log "step $dtype: skipped, PyTorch and stepscope: $(seconds_left) s left, a pair needs $PAIR_MIN_S"; continue; }
-    step "pytorch-step-$dtype" 180 python3 bench/pytorch_gpu.py step --batch "$STEP_BATCH" --dtype "$dtype" --channels-last
+    step "pytorch-step-$dtype" 180 python3 bench/pytorch_gpu.py step --batch "$STEP_BATCH" --resolution "$STEP_RESOLUTION" --dtype "$dtype" --channels-last
     cp "$OUT/pytorch-step-$dtype.out" "$OUT/pytorch-step-$dtype.json" 2>/dev/null
     [[ "$dtype" == fp32 ]] || stepscope_step "stepscope-step-$dtype-nhwc-graph" --dtype "$dtype" --layout nhwc --graph
     stepscope_step "stepscope-step-$dtype" --dtype "$dtype"

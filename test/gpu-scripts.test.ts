@@ -201,3 +201,33 @@ test('gpu-shapes.js: bad layers or batch are exit 2 naming them', () => {
   assert.equal(batch.status, 2);
   assert.match(batch.stderr, /usage: .*got 'all 0'/);
 });
+
+test('scripts/gpu-check.sh end to end on the CPU stand-in (SKIP_BUILD=1): every step logged, the pairs in order, the table and the four targets', { timeout: 240_000 }, () => {
+  const out = tempDir('stepscope-gpu-check-');
+  const r = spawnSync('bash', [path.join(ROOT, 'scripts', 'gpu-check.sh')], {
+    cwd: ROOT,
+    encoding: 'utf8',
+    timeout: 200_000,
+    env: {
+      ...process.env, OUT: out, SKIP_BUILD: '1', STEPSCOPE_CUDA_ADDON: path.join(ROOT, 'test', 'fixtures', 'fake-cuda-addon.js'),
+      PHASES: 'step conv', STEP_DTYPES: 'bf16', STEP_BATCH: '1', STEP_RESOLUTION: '32', CONV_LAYERS: 'res2a_branch2b', CONV_BATCH: '1', CONV_REPEAT: '1', BUDGET_S: '180',
+    },
+  });
+  assert.equal(r.status, 0, r.stderr);
+  const log = fs.readFileSync(path.join(out, 'gpu-check.log'), 'utf8');
+  // The order the script promises: (no) build, doctor, conv (tf32 then fp32, PyTorch first in each pair), then the step pair.
+  const steps = [...log.matchAll(/\] ([a-z0-9-]+): (?:exit|skipped)/g)].map((m) => m[1]);
+  assert.deepEqual(steps, ['build', 'doctor', 'pytorch-conv-tf32', 'conv-cuda-tf32', 'pytorch-conv-fp32', 'conv-cuda-fp32', 'pytorch-step-bf16', 'stepscope-step-bf16-nhwc-graph', 'stepscope-step-bf16'], log);
+  // PyTorch has no GPU here: its steps fail with the reason on their log line; ours succeed.
+  assert.match(log, /pytorch-step-bf16: exit 1 in \d+ s: (pytorch_gpu\.py: error: no CUDA device visible to PyTorch|ModuleNotFoundError: No module named 'torch')/);
+  assert.match(log, /conv-cuda-tf32: exit 0 /);
+  assert.match(log, /^stepscope-step-bf16-nhwc-graph \(batch 1\): [\d.]+ ms per iteration \[min [\d.]+, max [\d.]+\]/m);
+  for (const f of ['doctor.json', 'conv-cuda-tf32.json', 'conv-cuda-fp32.json', 'stepscope-step-bf16.json', 'stepscope-step-bf16-nhwc-graph.json']) JSON.parse(fs.readFileSync(path.join(out, f), 'utf8'));
+  const summary = fs.readFileSync(path.join(out, 'summary.txt'), 'utf8');
+  assert.ok(r.stdout.endsWith(summary), 'the table is the last thing printed');
+  assert.deepEqual(summary.split('\n').filter((l) => l.startsWith('- ')).map((l) => l.split(':')[0]), [
+    '- step no slower than PyTorch eager (same dtype)', '- step at 1.25x PyTorch eager with bf16, fused batch norm + ReLU and --graph',
+    '- cudnn', '- cudnn', "- our implicit GEMM at half of cuDNN's best on the 3x3 layers (tf32)",
+  ]);
+  assert.match(summary, /- step no slower than PyTorch eager \(same dtype\): incomplete .*bf16 \(no PyTorch run\)/);
+});
