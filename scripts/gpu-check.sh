@@ -98,6 +98,12 @@ step() {  # step NAME TIMEOUT_S CMD...: runs, logs, never stops the script
   fi
   return $rc
 }
+json_step() {  # json_step NAME TIMEOUT_S CMD...: a step whose stdout is its JSON result, kept as NAME.json
+  step "$@"
+  local rc=$?
+  cp "$OUT/$1.out" "$OUT/$1.json" 2>/dev/null
+  return $rc
+}
 
 # 1. Node
 if ! command -v node > /dev/null; then
@@ -121,8 +127,7 @@ step build-cpu 300 node node_modules/cmake-js/bin/cmake-js compile --out build |
 STEPSCOPE_CUDA=1 STEPSCOPE_CUDA_ARCHITECTURES=90 step build-cuda 300 node scripts/build-cuda.js || { log "CUDA build failed"; cat build/cuda-status.json; tail -30 build-cuda/build.log; exit 1; }
 fi
 cp build/cuda-status.json build-cuda/build.log "$OUT/" 2>/dev/null
-step doctor 120 node bin/stepscope.js doctor --json --trials 1
-cp "$OUT/doctor.out" "$OUT/doctor.json" 2>/dev/null
+json_step doctor 120 node bin/stepscope.js doctor --json --trials 1
 node scripts/gpu-log-line.js doctor "$OUT/doctor.json" | tee -a "$OUT/gpu-check.log"
 
 # 3. Tests: every CUDA variant against the CPU reference (device tests run here).
@@ -131,8 +136,7 @@ if has_phase tests; then
 STEPSCOPE_SKIP_STAND_IN=1 step cuda-tests 240 node --test --test-reporter=tap dist/test/cuda.test.js
 grep -E "^# (pass|fail|skipped)" "$OUT/cuda-tests.out" | tee -a "$OUT/gpu-check.log"
 # The step's other ops (batch norm, pooling, FC, loss, SGD, ...) against the CPU reference, every output as a row.
-step cuda-ops 120 node -e "require('./dist/src/ops/ops-cuda-check').checkCudaOps().then((rows) => console.log(JSON.stringify(rows)), (e) => { console.error('cuda-ops: ' + (e.code ? e.code + ': ' : '') + e.message); process.exitCode = 1; })"
-cp "$OUT/cuda-ops.out" "$OUT/cuda-ops.json" 2>/dev/null
+json_step cuda-ops 120 node -e "require('./dist/src/ops/ops-cuda-check').checkCudaOps().then((rows) => console.log(JSON.stringify(rows)), (e) => { console.error('cuda-ops: ' + (e.code ? e.code + ': ' : '') + e.message); process.exitCode = 1; })"
 node scripts/gpu-log-line.js cuda-ops "$OUT/cuda-ops.json" | tee -a "$OUT/gpu-check.log"
 fi
 
@@ -145,11 +149,9 @@ for dtype in tf32 fp32; do
   [[ "$dtype" == tf32 && "${SKIP_TF32_CONV:-0}" == 1 ]] && continue
   # A pair or nothing: PyTorch's half alone is device time with nothing to compare it to.
   (( $(seconds_left) >= PAIR_MIN_S )) || { log "conv $dtype: skipped, PyTorch and stepscope: $(seconds_left) s left, a pair needs $PAIR_MIN_S"; continue; }
-  step "pytorch-conv-$dtype" 180 python3 bench/pytorch_gpu.py conv --shapes "$OUT/shapes.json" --dtype "$dtype"
-  cp "$OUT/pytorch-conv-$dtype.out" "$OUT/pytorch-conv-$dtype.json" 2>/dev/null
+  json_step "pytorch-conv-$dtype" 180 python3 bench/pytorch_gpu.py conv --shapes "$OUT/shapes.json" --dtype "$dtype"
   variants=all; [[ "$dtype" == tf32 ]] && variants=$TF32_VARIANTS
-  step "conv-cuda-$dtype" 300 node bin/stepscope.js bench conv --backend cuda --dtype "$dtype" --variant "$variants" --layer "$CONV_LAYERS" --batch "$CONV_BATCH" --repeat "$CONV_REPEAT" --json
-  cp "$OUT/conv-cuda-$dtype.out" "$OUT/conv-cuda-$dtype.json" 2>/dev/null
+  json_step "conv-cuda-$dtype" 300 node bin/stepscope.js bench conv --backend cuda --dtype "$dtype" --variant "$variants" --layer "$CONV_LAYERS" --batch "$CONV_BATCH" --repeat "$CONV_REPEAT" --json
 done
 fi
 
@@ -160,16 +162,14 @@ fi
 #    left (a step cut short by the budget still loses its own result: the CLI writes its JSON at the end).
 stepscope_step() {  # stepscope_step NAME ARGS...: runs the step, saves NAME.json, prints its line
   local name=$1; shift
-  step "$name" 300 node bin/stepscope.js step --backend cuda --batch "$STEP_BATCH" --resolution "$STEP_RESOLUTION" --iterations 10 --warmup 3 --json "$@"
+  json_step "$name" 300 node bin/stepscope.js step --backend cuda --batch "$STEP_BATCH" --resolution "$STEP_RESOLUTION" --iterations 10 --warmup 3 --json "$@"
   (( $? == SKIPPED )) && return  # the budget is spent, the log says so
-  cp "$OUT/$name.out" "$OUT/$name.json" 2>/dev/null
   node scripts/gpu-log-line.js step "$OUT/$name.json" "$name" | tee -a "$OUT/gpu-check.log"
 }
 if has_phase step; then
   for dtype in $STEP_DTYPES; do
     (( $(seconds_left) >= PAIR_MIN_S )) || { log "step $dtype: skipped, PyTorch and stepscope: $(seconds_left) s left, a pair needs $PAIR_MIN_S"; continue; }
-    step "pytorch-step-$dtype" 180 python3 bench/pytorch_gpu.py step --batch "$STEP_BATCH" --resolution "$STEP_RESOLUTION" --dtype "$dtype" --channels-last
-    cp "$OUT/pytorch-step-$dtype.out" "$OUT/pytorch-step-$dtype.json" 2>/dev/null
+    json_step "pytorch-step-$dtype" 180 python3 bench/pytorch_gpu.py step --batch "$STEP_BATCH" --resolution "$STEP_RESOLUTION" --dtype "$dtype" --channels-last
     [[ "$dtype" == fp32 ]] || stepscope_step "stepscope-step-$dtype-nhwc-graph" --dtype "$dtype" --layout nhwc --graph
     stepscope_step "stepscope-step-$dtype" --dtype "$dtype"
     [[ "$dtype" == tf32 ]] && stepscope_step "stepscope-step-$dtype-graph" --dtype "$dtype" --graph

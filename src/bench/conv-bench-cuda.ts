@@ -9,7 +9,7 @@ import type { CudaConvDtype, CudaPeak } from '../../binding-cuda';
 import { describeShape } from '../model/resnet50';
 import { cudaAddon, cudaTimelineDrain } from '../native-cuda';
 import { randomConvTensors } from '../ops/conv';
-import { checkCudaConvVariants, isLibraryError, isUnsupported, releaseDevice, toDevice } from '../ops/conv-cuda';
+import { checkCudaConvVariants, refusalOf, releaseDevice, toDevice } from '../ops/conv-cuda';
 import { sortBenchRows, uniqueShapes, type ConvBenchOptions, type ConvBenchRow } from './conv-bench';
 import { summarize } from './stats';
 
@@ -80,8 +80,9 @@ export async function benchConvCuda(options: CudaConvBenchOptions): Promise<Conv
           } catch (err) {
             // Supported at the check's batch, not at this one (e.g. FFT size limits), or cuDNN failed it here:
             // that row says so, the others still run.
-            if (!isUnsupported(err) && !isLibraryError(err)) throw err;
-            push({ ...base, ...notTimed, ...checked, status: isUnsupported(err) ? 'unsupported' : 'error', reason: (err as Error).message, implementation: variant });
+            const status = refusalOf(err);
+            if (!status) throw err;
+            push({ ...base, ...notTimed, ...checked, status, reason: (err as Error).message, implementation: variant });
             continue;
           }
           const time = summarize(times);

@@ -56,11 +56,22 @@ function standardStreamOf(file: string): 1 | 2 | undefined {
   return undefined;
 }
 
-function writeAll(fd: number, chunks: readonly (string | Uint8Array)[]): void {
+/**
+ * Writes every chunk to `fd` before it returns. A pipe may be non-blocking (stdout under a reader that is
+ * behind): EAGAIN waits for room; a closed reader (EPIPE) and other errors throw.
+ */
+export function writeAll(fd: number, chunks: readonly (string | Uint8Array)[]): void {
+  const pause = new Int32Array(new SharedArrayBuffer(4));
   for (const chunk of chunks) {
     const bytes = typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : chunk;
-    let done = 0;
-    while (done < bytes.byteLength) done += fs.writeSync(fd, bytes, done, bytes.byteLength - done);
+    for (let done = 0; done < bytes.byteLength; ) {
+      try {
+        done += fs.writeSync(fd, bytes, done, bytes.byteLength - done);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') throw err;
+        Atomics.wait(pause, 0, 0, 5);
+      }
+    }
   }
 }
 

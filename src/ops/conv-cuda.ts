@@ -64,14 +64,15 @@ export function isUnsupported(err: unknown): err is CudaError {
 }
 
 /**
- * A cuDNN call that returned a failure status (ERR_CUDNN: bad parameters, execution failed): the library
- * refused this variant and layer, the device is still usable, so one row says so and the others still run.
- * CUDA errors (a failed launch, an illegal address), and cuDNN's statuses that wrap one (*_CUDART), can
- * leave the context unusable: those stop the run.
+ * What a variant's row says of an error that leaves the others able to run: 'unsupported' (ERR_UNSUPPORTED),
+ * or 'error' for a cuDNN call that returned another failure status (ERR_CUDNN: bad parameters, execution
+ * failed; the device is still usable). Undefined: the run must stop. CUDA errors (a failed launch, an
+ * illegal address), and cuDNN's statuses that wrap one (*_CUDART), can leave the context unusable.
  */
-export function isLibraryError(err: unknown): err is CudaError {
-  const e = err as CudaError;
-  return e?.code === 'ERR_CUDNN' && !/CUDART/.test(e.status ?? '');
+export function refusalOf(err: unknown): 'unsupported' | 'error' | undefined {
+  if (isUnsupported(err)) return 'unsupported';
+  const e = err as CudaError | undefined;
+  return e?.code === 'ERR_CUDNN' && !/CUDART/.test(e.status ?? '') ? 'error' : undefined;
 }
 
 export type CudaCheck =
@@ -120,9 +121,9 @@ export async function checkCudaConvVariants(
         const tolerance = cudaConvTolerance(shape, pass, d.precision);
         checks.push({ variant, pass, status: maxRelErr <= tolerance ? 'ok' : 'failed-check', maxRelErr, tolerance, precision: d.precision, implementation: d.implementation });
       } catch (err) {
-        if (!isUnsupported(err) && !isLibraryError(err)) throw err;
-        const reason = (err as Error).message;
-        checks.push(isUnsupported(err) ? { variant, pass, status: 'unsupported', reason } : { variant, pass, status: 'error', reason });
+        const status = refusalOf(err);
+        if (!status) throw err;
+        checks.push({ variant, pass, status, reason: (err as Error).message });
       }
     }
   } finally {

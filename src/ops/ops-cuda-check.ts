@@ -7,7 +7,7 @@ import type { Buffer as CudaBuffer, OpKernel as CudaOpKernel } from '../../bindi
 import { addon } from '../native';
 import { cudaAddon } from '../native-cuda';
 import { relativeError } from './conv';
-import { isLibraryError, isUnsupported } from './conv-cuda';
+import { refusalOf } from './conv-cuda';
 import { fromNhwc, toNhwc } from './layout';
 import { roundBf16 } from './bf16';
 
@@ -133,7 +133,7 @@ export async function checkCudaOps(cases: OpCase[] = CUDA_OP_CASES, seed = 5): P
     // cuDNN refusing a case (e.g. its legacy batch norm and bf16), when the kernel is made or launched, fails
     // that case's rows with the library's words; the other cases still run. Anything else stops the check.
     const refused = (err: unknown) => {
-      if (!isUnsupported(err) && !isLibraryError(err)) throw err;
+      if (!refusalOf(err)) throw err;
       for (const name of c.outputs) rows.push({ ...row, buffer: name, maxRelErr: Number.NaN, ok: false, error: (err as Error).message });
     };
     let kernel: CudaOpKernel;
