@@ -159,7 +159,8 @@ fi
 #    stepscope step (cudnn:heuristic, fused batch norm + ReLU, one GPU) at the same batch: eager NCHW for
 #    every dtype, --graph for tf32, channels-last with --graph (PyTorch's layout) for tf32 and bf16 (the
 #    issue's 1.25x target: bf16, fused batch norm + ReLU, graph replay). A pair starts only with PAIR_MIN_S
-#    left (a step cut short by the budget still loses its own result: the CLI writes its JSON at the end).
+#    left. A step cut short by the budget keeps what it measured: its JSON is then a partial result
+#    (step --json on SIGTERM), shown in the table as partial and not counted for a target.
 stepscope_step() {  # stepscope_step NAME ARGS...: runs the step, saves NAME.json, prints its line
   local name=$1; shift
   json_step "$name" 300 node bin/stepscope.js step --backend cuda --batch "$STEP_BATCH" --resolution "$STEP_RESOLUTION" --iterations 10 --warmup 3 --json "$@"

@@ -20,8 +20,11 @@ function lineFor(kind, r, label) {
   }
   if (kind === 'cuda-ops') return opsLine(r);
   const s = r.summary;
-  const batch = r.config.batch;
-  return `${label} (batch ${batch}): ${s.totalMs.median.toFixed(2)} ms per iteration [min ${s.totalMs.min.toFixed(2)}, max ${s.totalMs.max.toFixed(2)}]` +
+  const batch = r.config?.batch;
+  // A step stopped by a timeout (step --json's partial result): what it measured before the stop.
+  const partial = r.format === 'stepscope-partial-run' ? `interrupted by ${r.interrupted} after ${r.measured} of ${r.config?.iterations ?? '?'} measured iterations` : '';
+  if (partial && !s) return `${label}: ${partial}, nothing measured`;
+  return `${label} (batch ${batch})${partial ? ` ${partial}` : ''}: ${s.totalMs.median.toFixed(2)} ms per iteration [min ${s.totalMs.min.toFixed(2)}, max ${s.totalMs.max.toFixed(2)}]` +
     ` (forward ${s.forwardMs.median.toFixed(2)}, backward ${s.backwardMs.median.toFixed(2)}, enqueue ${s.enqueueUsPerKernel.toFixed(2)} us/kernel),` +
     ` ${((1000 * batch) / s.totalMs.median).toFixed(0)} images/s`;
 }

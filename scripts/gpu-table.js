@@ -147,7 +147,11 @@ const steps = [['training step', 'dtype', 'layout', 'batch', 'total ms', 'min-ma
 const spread = (values) => (values?.length ? `${fmt(Math.min(...values), 2)}-${fmt(Math.max(...values), 2)}` : '-');
 const resultsNamed = (pattern) => fs.readdirSync(dir).filter((f) => pattern.test(f)).sort().map(read).filter(Boolean);
 const pytorch = resultsNamed(/^pytorch-step-.*\.json$/).filter((s) => s.median);
+// A step stopped by the budget's timeout leaves a partial result (its measured iterations so far): shown, marked,
+// never counted for a target.
 const stepscope = resultsNamed(/^stepscope-step-.*\.json$/).filter((r) => r.summary);
+const isPartial = (r) => r.format === 'stepscope-partial-run';
+const partialMark = (r) => (isPartial(r) ? ` (partial: ${r.measured}/${r.config.iterations})` : '');
 const DTYPE_ORDER = ['fp32', 'tf32', 'bf16'];
 const pytorchMs = new Map(pytorch.map((s) => [s.dtype, s.median.totalMs]));
 // Each dtype's rows together: PyTorch eager first, then stepscope eager before --graph, NCHW before NHWC.
@@ -160,22 +164,23 @@ for (const dtype of [...new Set([...DTYPE_ORDER, ...pytorchMs.keys(), ...stepsco
   for (const r of stepscope.filter((x) => x.environment.dtype === dtype).sort((a, b) => configOrder(a) - configOrder(b))) {
     const s = r.summary, peer = pytorchMs.get(dtype);
     const gpus = r.environment.gpus > 1 ? ` --gpus ${r.environment.gpus}` : '';
-    steps.push([`stepscope${r.config.graph ? ' --graph' : ''}${gpus}`, dtype, r.environment.layout.toUpperCase(), r.config.batch, fmt(s.totalMs.median, 2), spread([s.totalMs.min, s.totalMs.max]), fmt(s.forwardMs.median, 2),
+    steps.push([`stepscope${r.config.graph ? ' --graph' : ''}${gpus}${partialMark(r)}`, dtype, r.environment.layout.toUpperCase(), r.config.batch, fmt(s.totalMs.median, 2), spread([s.totalMs.min, s.totalMs.max]), fmt(s.forwardMs.median, 2),
       fmt(s.backwardMs.median, 2), fmt(s.optimizerMs.median, 2), peer ? fmt(peer / s.totalMs.median, 2) : '-', peakOf(dtype) ? fmt((100 * s.gflops) / peakOf(dtype), 1) : '-']);
   }
 }
 // Targets: the step no slower than PyTorch eager of the same dtype (each dtype's best stepscope run on one GPU,
 // and its eager runs alone), and 1.25x with bf16, fused batch norm + ReLU and graph replay.
-const oneGpu = stepscope.filter((r) => !(r.environment.gpus > 1));
+const oneGpu = stepscope.filter((r) => !(r.environment.gpus > 1) && !isPartial(r));
+const interrupted = (d) => stepscope.some((r) => r.environment.dtype === d && isPartial(r));
 const speedup = (r) => pytorchMs.get(r.environment.dtype) / r.summary.totalMs.median;
 const describe = (r) => `${r.environment.dtype} ${r.environment.layout.toUpperCase()}${r.config.graph ? ' --graph' : ''} ${speedup(r).toFixed(2)}x`;
 const fastestRun = (runs) => runs.reduce((a, r) => (a && speedup(a) >= speedup(r) ? a : r), undefined);
-const stepDtypes = DTYPE_ORDER.filter((d) => pytorchMs.has(d) || oneGpu.some((r) => r.environment.dtype === d));
+const stepDtypes = DTYPE_ORDER.filter((d) => pytorchMs.has(d) || oneGpu.some((r) => r.environment.dtype === d) || interrupted(d));
 if (stepDtypes.length > 0) {
   const rowsFor = (pick) => stepDtypes.map((d) => {
     const run = fastestRun(oneGpu.filter((r) => r.environment.dtype === d && pick(r)));
     if (!pytorchMs.has(d)) return { label: d, missing: 'no PyTorch run' };
-    if (!run) return { label: d, missing: 'no stepscope run' };
+    if (!run) return { label: d, missing: interrupted(d) ? 'its stepscope run was interrupted' : 'no stepscope run' };
     return { label: d, value: speedup(run), ok: speedup(run) >= 1, run };
   });
   const best = verdict(rowsFor(() => true));

@@ -357,6 +357,33 @@ test('bench conv --backend cuda --json stopped by SIGTERM (a timeout) writes the
   assert.equal(plain.stdout.includes('"interrupted"'), false);
 });
 
+test('step --json stopped by SIGTERM (a timeout) writes the iterations it ran and their summary, marked interrupted; explain refuses it (CPU stand-in)', { skip: standIn }, () => {
+  const small = ['step', '--backend', 'cuda', '--batch', '1', '--resolution', '32', '--width', '4', '--classes', '10', '--iterations', '10', '--warmup', '1', '--json'];
+  // About 159 conv launches an iteration (53 layers, 3 passes, conv1 without bwd-data): launch 700 is in the fifth.
+  const env = { STEPSCOPE_CUDA_ADDON: path.join(ROOT, 'test', 'fixtures', 'fake-cuda-addon.js'), FAKE_CUDA_SIGTERM_AFTER: '700' };
+  const r = cli(small, env);
+  assert.deepEqual([r.status, r.signal], [null, 'SIGTERM'], r.stderr);
+  const out = JSON.parse(r.stdout);
+  assert.deepEqual([out.format, out.interrupted, out.schedule, out.environment.backend, out.environment.layout, out.config.iterations], ['stepscope-partial-run', 'SIGTERM', 'single worker', 'cuda', 'nchw', 10]);
+  assert.deepEqual(out.iterations.map((f: { index: number; warmup: boolean }) => [f.index, f.warmup]), [[0, true], [1, false], [2, false], [3, false]]);
+  assert.equal(out.measured, 3);
+  // The summary is over the measured iterations only (the warm-up's total is left out).
+  const totals = out.iterations.slice(1).map((f: { totalMs: number }) => f.totalMs);
+  assert.deepEqual([out.summary.totalMs.min, out.summary.totalMs.max], [Math.min(...totals), Math.max(...totals)]);
+  assert.ok(out.iterations.every((f: { loss: number }) => Number.isFinite(f.loss)));
+  // A partial result is not a run: explain says what it is.
+  const dir = tempDir('stepscope-partial-');
+  fs.writeFileSync(path.join(dir, 'partial.json'), r.stdout);
+  const explained = cli(['explain', path.join(dir, 'partial.json')]);
+  assert.equal(explained.status, 2);
+  assert.match(explained.stderr, /the partial result of a step stopped by SIGTERM before its end, not a whole run/);
+  // Stopped before its first iteration ended: no summary, nothing measured, still valid JSON.
+  const early = cli(small, { ...env, FAKE_CUDA_SIGTERM_AFTER: '10' });
+  assert.equal(early.signal, 'SIGTERM');
+  const e = JSON.parse(early.stdout);
+  assert.deepEqual([e.measured, e.iterations.length, e.summary], [0, 0, undefined]);
+});
+
 test('bench conv --backend cuda runs end to end on a CPU stand-in of the CUDA addon', { skip: standIn }, () => {
   // The JS side (checks, unsupported rows, timing, reports) without a GPU: test/fixtures/fake-cuda-addon.js.
   const env = { STEPSCOPE_CUDA_ADDON: path.join(ROOT, 'test', 'fixtures', 'fake-cuda-addon.js') };

@@ -117,6 +117,12 @@ test('gpu-table.js: a target with rows lacking data is incomplete, never met; ev
   const cut = runScript('gpu-table.js', [dir]).stdout;
   assert.match(cut, /\[stopped by SIGTERM: partial rows\]/);
   assert.match(cut, /- cudnn:autotune within 5% of PyTorch per layer \(tf32\): incomplete, 3\/4 rows within; no data for 1: the layers after the last row \(bench stopped by SIGTERM\)/);
+  // A step run stopped by the budget: shown as partial, never counted for a target (bf16's only run here).
+  fs.rmSync(path.join(dir, 'stepscope-step-tf32-nhwc-graph.json'));
+  write(dir, 'stepscope-step-bf16.json', { ...stepResult('bf16', 'nchw', false, 8), format: 'stepscope-partial-run', interrupted: 'SIGTERM', measured: 2, config: { batch: 32, graph: false, iterations: 10 } });
+  const stopped = runScript('gpu-table.js', [dir]).stdout;
+  assert.match(stopped, /stepscope \(partial: 2\/10\)\s+bf16\s+NCHW\s+32\s+8\.00/);
+  assert.ok(stopped.includes("- step no slower than PyTorch eager (same dtype): missed with each dtype's best run: tf32 NCHW 0.80x; no data for 1: bf16 (its stepscope run was interrupted)"), stopped);
   // Nothing measured: four lines saying so.
   const empty = tempDir('stepscope-gpu-table-empty-');
   assert.deepEqual(runScript('gpu-table.js', [empty]).stdout.split('\n').filter((l) => l.startsWith('- ')).map((l) => l.replace(': not measured (', ': (')), [
@@ -150,6 +156,15 @@ test("gpu-log-line.js: one line per result, failures grouped; a missing or broke
   const ops = runScript('gpu-log-line.js', ['cuda-ops', path.join(dir, 'ops.json')]);
   assert.equal(ops.stdout.trim(), 'other ops vs CPU reference: 1/5 outputs within tolerance; failing: batchnorm-fwd cuda (nhwc): y/save_mean (worst 0.500), batchnorm-fwd cudnn (bf16): y (worst 2.00), ' +
     'batchnorm-fwd cudnn (nhwc bf16): y (refused: check batchnorm-fwd cudnn: CUDNN_STATUS_NOT_SUPPORTED)');
+  // A step stopped by the budget (step --json's partial result): what it measured, and that it was cut.
+  const partial = { ...stepResult('bf16', 'nhwc', true, 10), format: 'stepscope-partial-run', interrupted: 'SIGTERM', measured: 4 };
+  partial.config = { ...partial.config, iterations: 10 } as typeof partial.config;
+  write(dir, 'partial.json', partial);
+  assert.equal(runScript('gpu-log-line.js', ['step', path.join(dir, 'partial.json'), 'stepscope-step-bf16']).stdout.trim(),
+    'stepscope-step-bf16 (batch 32) interrupted by SIGTERM after 4 of 10 measured iterations: 10.00 ms per iteration [min 9.80, max 10.50] (forward 3.33, backward 5.67, enqueue 4.50 us/kernel), 3200 images/s');
+  write(dir, 'early.json', { format: 'stepscope-partial-run', interrupted: 'SIGTERM', measured: 0, config: { iterations: 10 }, iterations: [] });
+  assert.equal(runScript('gpu-log-line.js', ['step', path.join(dir, 'early.json'), 'stepscope-step-bf16']).stdout.trim(),
+    'stepscope-step-bf16: interrupted by SIGTERM after 0 of 10 measured iterations, nothing measured');
   fs.writeFileSync(path.join(dir, 'empty.json'), '');
   assert.equal(runScript('gpu-log-line.js', ['doctor', path.join(dir, 'empty.json')]).stdout.trim(), `empty: no result (${path.join(dir, 'empty.json')} is not JSON; see its .err)`);
   const missing = runScript('gpu-log-line.js', ['step', path.join(dir, 'gone.json'), 'stepscope-step-fp32']);

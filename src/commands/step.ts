@@ -15,6 +15,8 @@ import { attribute } from '../analysis/attribution';
 import { resnet50Graph, type ResNetGraph } from '../model/graph';
 import { convVariantsOf, parsePlan } from '../plan/plan';
 import { runTraining, type Run } from '../run/training';
+import { partialRun, type RunUnderWay } from '../run/partial-run';
+import { writeOnTermination } from '../io/termination';
 import { formatComparison, formatRun } from '../report/run-report';
 import { progressBar } from '../report/progress';
 import { CROSS_PROCESS_COMM, graphProblem, type Communicator, type ReductionOptions } from '../run/executor';
@@ -263,9 +265,16 @@ export async function runStep(opts: StepOpts, print: (text: string) => void): Pr
   // NCCL: one communicator (or one local group) for every schedule. Gloo: one rendezvous per schedule (a fresh store prefix keeps runs apart).
   const nccl = place && comm === 'nccl' && place.size > 1 ? await connectNccl(place, timeoutMs) : undefined;
   const localGroup = gpus > 1 ? await LocalNcclGroup.connect(cudaAddon(), [...Array(gpus).keys()], timeoutMs) : undefined;
+  // --json stopped by a timeout or Ctrl-C: the runs and iterations so far, marked interrupted (rank 0 prints).
+  const strip = ({ timeline: _t, ...rest }: Run) => (rest.replicas ? { ...rest, replicas: { ...rest.replicas, timelines: undefined } } : rest);
+  let current: RunUnderWay | undefined;
+  const stopWatching = opts.json && !(place && place.rank > 0)
+    ? writeOnTermination((signal) => JSON.stringify(partialRun(signal, runs.map(strip), current), null, 2))
+    : () => {};
   try {
     await runSchedules();
   } finally {
+    stopWatching();
     localGroup?.destroy(); // also after a failed run: the clique is released together, never left to hang
   }
 
@@ -288,13 +297,18 @@ export async function runStep(opts: StepOpts, print: (text: string) => void): Pr
         }
       }
       const rankSuffix = (file: string | undefined) => (place && place.rank > 0 && file ? `${file}.rank${place.rank}` : file);
-      const run = await runTraining({ ...config, reduction, localGroup, rank: place?.rank ?? 0, saveWeights: rankSuffix(config.saveWeights), savePlan: rankSuffix(config.savePlan), outputs: out }, (f) => {
+      const runConfig = { ...config, reduction, localGroup, rank: place?.rank ?? 0, saveWeights: rankSuffix(config.saveWeights), savePlan: rankSuffix(config.savePlan), outputs: out };
+      current = { schedule: reduction?.schedule ?? 'single worker', config: runConfig, iterations: [] };
+      const run = await runTraining(runConfig, (f, environment) => {
+        current!.iterations.push(f);
+        current!.environment = environment;
         const done = runs.length * perRun + f.index + 1;
         bar.update(done / (schedules.length * perRun), `${schedule}: iteration ${f.index + 1}/${perRun}${f.warmup ? ' (warm-up)' : ''}: ${f.totalMs.toFixed(0)} ms, loss ${f.loss.toFixed(4)}`);
       }).catch((err: unknown) => {
         throw diverged(err, opts.weights);
       });
       runs.push(run);
+      current = undefined;
     }
     bar.done();
     for (const r of runs) if (r.config.reduction) delete r.config.reduction.communicator; // a native handle, not data
@@ -333,8 +347,9 @@ export async function runStep(opts: StepOpts, print: (text: string) => void): Pr
       out.json('--trace', opts.trace, () => chromeTrace(processes));
     }
     if (opts.json) {
-      const strip = ({ timeline: _t, ...rest }: Run) => (rest.replicas ? { ...rest, replicas: { ...rest.replicas, timelines: undefined } } : rest);
+      // The final print and the end of the watch in one turn of the event loop (see writeOnTermination).
       print(JSON.stringify(runs.length === 1 ? strip(runs[0]) : runs.map(strip), null, 2));
+      stopWatching();
     } else if (runs.length === 1) {
       print(formatRun(runs[0]));
     } else {

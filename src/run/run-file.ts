@@ -10,6 +10,9 @@ const REQUIRED: (keyof Run)[] = ['config', 'environment', 'iterations', 'summary
 function checkRun(value: unknown, where: string): Run {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new UsageError(`${where}: not a stepscope run (expected a JSON object)`);
   const r = value as Partial<Run> & { format?: unknown; version?: unknown };
+  if ((r.format as unknown) === 'stepscope-partial-run') {
+    throw new UsageError(`${where}: the partial result of a step stopped by ${(value as { interrupted?: string }).interrupted ?? 'a signal'} before its end, not a whole run (run the step again to its end)`);
+  }
   if (r.format !== 'stepscope-run') throw new UsageError(`${where}: not a stepscope run (format is ${JSON.stringify(r.format)}, expected "stepscope-run")`);
   if (r.version !== RUN_FORMAT_VERSION) {
     throw new UsageError(`${where}: run format version ${JSON.stringify(r.version)} is not supported; this stepscope reads version ${RUN_FORMAT_VERSION} (record the run again with this version)`);

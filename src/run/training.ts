@@ -164,7 +164,10 @@ export function contentionIterations(config: Pick<TrainingConfig, 'reduction'>):
   return r && r.comm === 'local' && r.workers > 1 ? CONTENTION_ITERATIONS : 0;
 }
 
-export async function runTraining(config: TrainingConfig, onIteration?: (f: IterationFigures) => void): Promise<Run> {
+/** Called after each iteration (warm-up too) with its figures and the run's environment (what a partial result needs). */
+export type OnIteration = (f: IterationFigures, environment: Run['environment']) => void;
+
+export async function runTraining(config: TrainingConfig, onIteration?: OnIteration): Promise<Run> {
   const graph: ResNetGraph = resnet50Graph({ batch: config.batch, resolution: config.resolution, width: config.width, classes: config.classes });
   const fixed = config.input ? loadBatch(graph, config.input) : undefined;
   // The dataset is opened (and checked) before the model is built: one
@@ -225,13 +228,39 @@ function makeStep(config: TrainingConfig, graph: ResNetGraph): TrainingStep | Re
     { schedule: r.schedule, bucketBytes: r.bucketBytes, firstBucketBytes: r.firstBucketBytes, link: r.link }, config.dtype ?? 'fp32', group);
 }
 
+/** Median, min and max of each phase over measured iterations (at least one); `withData`: a pipeline's busy time too. */
+export function summarizeIterations(measured: readonly IterationFigures[], withData: boolean): Run['summary'] {
+  const pick = (k: keyof IterationFigures) => summarize(measured.map((f) => f[k] as number));
+  return {
+    ...(Object.fromEntries(PHASES.map((k) => [k, pick(k)])) as Record<PhaseKey, Summary>),
+    loss: pick('loss'),
+    peakBytes: Math.max(...measured.map((f) => f.peakBytes)),
+    gflops: summarize(measured.map((f) => f.flops / (f.totalMs * 1e6))).median,
+    enqueueUsPerKernel: summarize(measured.map((f) => f.enqueueUsPerKernel)).median,
+    ...(withData ? { dataBusyMs: summarize(measured.map((f) => f.dataBusyMs ?? 0)) } : {}),
+  };
+}
+
+function environmentOf(config: TrainingConfig, step: TrainingStep | ReplicatedStep, graph: ResNetGraph): Run['environment'] {
+  return {
+    cpuModel: os.cpus()[0]?.model ?? 'unknown',
+    threads: addon().buildInfo().threads, // the host's threads (the CPU addon's), on both backends
+    node: process.version,
+    backend: step.backend,
+    ...(step.backend === 'cuda' ? { gpu: cudaStatus().info?.device?.name, gpus: replicasOf(step).length } : {}),
+    dtype: config.dtype ?? 'fp32',
+    parameters: paramCount(graph),
+    layout: step.layout,
+  };
+}
+
 function replicasOf(step: TrainingStep | ReplicatedStep): TrainingStep[] {
   return step instanceof ReplicatedStep ? step.replicas : [step];
 }
 
 async function iterate(
   config: TrainingConfig, step: TrainingStep | ReplicatedStep, graph: ResNetGraph, fixed: boolean, pipelines: DataPipeline[],
-  onIteration?: (f: IterationFigures) => void,
+  onIteration?: OnIteration,
 ): Promise<Run> {
   const native = step.native;
   const pipeline = pipelines[0]; // what the run reports of the dataset (every replica reads the same one)
@@ -246,6 +275,7 @@ async function iterate(
   const iterations: IterationFigures[] = [];
   const recorded: { index: number; records: KernelRecord[]; waits: WaitRecord[]; marks: IterationMarks; others?: { device: number; records: KernelRecord[]; marks: IterationMarks }[] }[] = [];
   const perKernel = new Map<string, { k: Omit<KernelSummary, 'medianMs' | 'calls'>; times: number[] }>();
+  const environment = environmentOf(config, step, graph);
   native.timelineDrain();
   native.waitsDrain();
   for (let i = 0; i < config.warmup + probeCount + config.iterations; i++) {
@@ -299,7 +329,7 @@ async function iterate(
       flops: records.reduce((s, k) => s + k.flops, 0),
     };
     iterations.push(figures);
-    onIteration?.(figures);
+    onIteration?.(figures, environment);
     if (figures.warmup) continue;
     recorded.push({ index: i, records, waits, marks: r, others });
     const perIteration = new Map<string, number>();
@@ -333,11 +363,10 @@ async function iterate(
   const timeline = shiftRecords(median.records);
   const waits = median.waits.map((w) => ({ ...w, startNs: w.startNs - t0, endNs: w.endNs - t0, firedNs: w.firedNs < 0 ? -1 : w.firedNs - t0 }));
   const marks = shiftMarks(median.marks);
-  const pick = (k: keyof IterationFigures) => summarize(measured.map((f) => f[k] as number));
-  const phases = Object.fromEntries(PHASES.map((k) => [k, pick(k)])) as Record<PhaseKey, Summary>;
+  const summary = summarizeIterations(measured, pipeline !== undefined);
   // The iteration median is the saved iteration's total (the lower middle for
   // an even count), so an attribution of two runs adds up to the printed difference.
-  phases.totalMs.median = measured.find((f) => f.index === median.index)!.totalMs;
+  summary.totalMs.median = measured.find((f) => f.index === median.index)!.totalMs;
   const topKernels = [...perKernel.values()]
     .map(({ k, times }) => ({ ...k, medianMs: summarize(times).median, calls: times.length }))
     .sort((a, b) => b.medianMs - a.medianMs);
@@ -346,25 +375,9 @@ async function iterate(
     version: RUN_FORMAT_VERSION,
     createdAt: new Date().toISOString(),
     config: { ...config, localGroup: undefined, outputs: undefined }, // a native handle and a writer, not data
-    environment: {
-      cpuModel: os.cpus()[0]?.model ?? 'unknown',
-      threads: addon().buildInfo().threads, // the host's threads (the CPU addon's), on both backends
-      node: process.version,
-      backend: step.backend,
-      ...(step.backend === 'cuda' ? { gpu: cudaStatus().info?.device?.name, gpus: replicasOf(step).length } : {}),
-      dtype: config.dtype ?? 'fp32',
-      parameters: paramCount(graph),
-      layout: step.layout,
-    },
+    environment,
     iterations,
-    summary: {
-      ...phases,
-      loss: pick('loss'),
-      peakBytes: Math.max(...measured.map((f) => f.peakBytes)),
-      gflops: summarize(measured.map((f) => f.flops / (f.totalMs * 1e6))).median,
-      enqueueUsPerKernel: summarize(measured.map((f) => f.enqueueUsPerKernel)).median,
-      ...(pipeline ? { dataBusyMs: summarize(measured.map((f) => f.dataBusyMs ?? 0)) } : {}),
-    },
+    summary,
     ...(pipeline ? {
       data: {
         kind: pipeline.options.kind, dataset: pipeline.options.dataset, images: pipeline.loader.length, classes: pipeline.classes,
