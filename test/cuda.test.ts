@@ -405,8 +405,12 @@ test('bench conv --backend cuda runs end to end on a CPU stand-in of the CUDA ad
   assert.match(wino.reason!, /CUDNN_STATUS_NOT_SUPPORTED/);
   assert.equal(wino.medianMs, null);
   assert.equal(row('res2b_branch2b', 'bwd-filter', 'cudnn:algo-3').sameShapeAs, 'res2a_branch2b');
+  // The stand-in rounds each row's operands as its precision says: fp32 rows agree closely, our tf32 and bf16
+  // kernels by their rounding (so the precision reached the kernel), well inside their tolerances.
+  const agreement: Record<string, [number, number]> = { fp32: [0, 1e-4], tf32: [1e-5, 2e-3], bf16: [1e-4, 1e-2] };
   for (const x of rows.filter((x) => x.status === 'ok')) {
-    assert.ok(x.medianMs! > 0 && x.maxRelErr < 1e-4, `${x.layer} ${x.pass} ${x.variant}`);
+    const [low, high] = agreement[x.precision!];
+    assert.ok(x.medianMs! > 0 && x.maxRelErr >= low && x.maxRelErr < high, `${x.layer} ${x.pass} ${x.variant} ${x.precision}: ${x.maxRelErr}`);
   }
   // % of the GPU's measured peak of each row's precision.
   assert.ok(out.machine.peak.tf32Gflops > 0 && out.machine.peak.bandwidthGBs > 0);
