@@ -149,7 +149,8 @@ const resultsNamed = (pattern) => fs.readdirSync(dir).filter((f) => pattern.test
 const pytorch = resultsNamed(/^pytorch-step-.*\.json$/).filter((s) => s.median);
 // A step stopped by the budget's timeout leaves a partial result (its measured iterations so far): shown, marked,
 // never counted for a target.
-const stepscope = resultsNamed(/^stepscope-step-.*\.json$/).filter((r) => r.summary);
+const stepResults = resultsNamed(/^stepscope-step-.*\.json$/);
+const stepscope = stepResults.filter((r) => r.summary);
 const isPartial = (r) => r.format === 'stepscope-partial-run';
 const partialMark = (r) => (isPartial(r) ? ` (partial: ${r.measured}/${r.config.iterations})` : '');
 const DTYPE_ORDER = ['fp32', 'tf32', 'bf16'];
@@ -171,7 +172,8 @@ for (const dtype of [...new Set([...DTYPE_ORDER, ...pytorchMs.keys(), ...stepsco
 // Targets: the step no slower than PyTorch eager of the same dtype (each dtype's best stepscope run on one GPU,
 // and its eager runs alone), and 1.25x with bf16, fused batch norm + ReLU and graph replay.
 const oneGpu = stepscope.filter((r) => !(r.environment.gpus > 1) && !isPartial(r));
-const interrupted = (d) => stepscope.some((r) => r.environment.dtype === d && isPartial(r));
+// A one-GPU run of dtype d stopped by the budget, measured or not (stopped before its first iteration: no summary).
+const interrupted = (d) => stepResults.some((r) => isPartial(r) && r.config?.dtype === d && !(r.environment?.gpus > 1));
 const speedup = (r) => pytorchMs.get(r.environment.dtype) / r.summary.totalMs.median;
 const describe = (r) => `${r.environment.dtype} ${r.environment.layout.toUpperCase()}${r.config.graph ? ' --graph' : ''} ${speedup(r).toFixed(2)}x`;
 const fastestRun = (runs) => runs.reduce((a, r) => (a && speedup(a) >= speedup(r) ? a : r), undefined);

@@ -37,6 +37,10 @@ const noNvcc = !buildRecord?.built && process.env.STEPSCOPE_CUDA !== '1' ? `CUDA
 const needsAddon = cuda ? false : `CUDA addon not loaded: ${status.reason}`;
 const needsDevice = status.available ? false : `needs a CUDA device: ${status.reason}`;
 const needsNoDevice = status.available ? 'a CUDA device is present' : needsAddon;
+// The device tests' rehearsal on the CPU stand-in (below): its streams are CPU threads on a busy machine, so a
+// wake-up bound that holds on a GPU gets room there.
+const onStandIn = /stand-in/.test(cuda?.cudaInfo().device?.name ?? '');
+const WAKE_SLACK_NS = onStandIn ? 100e6 : 1e6;
 // The tests on the CPU stand-in of the addon (the JS side of the CUDA backend): skipped on a device run
 // (scripts/gpu-check.sh sets STEPSCOPE_SKIP_STAND_IN), where device time is scarce and CI has run them.
 const standIn = needsAddon || (process.env.STEPSCOPE_SKIP_STAND_IN ? 'a stand-in test: skipped on a device run (CI runs it)' : false);
@@ -359,7 +363,7 @@ test('bench conv --backend cuda --json stopped by SIGTERM (a timeout) writes the
 
 test('step --json stopped by SIGTERM (a timeout) writes the iterations it ran and their summary, marked interrupted; explain refuses it (CPU stand-in)', { skip: standIn }, () => {
   const small = ['step', '--backend', 'cuda', '--batch', '1', '--resolution', '32', '--width', '4', '--classes', '10', '--iterations', '10', '--warmup', '1', '--json'];
-  // About 159 conv launches an iteration (53 layers, 3 passes, conv1 without bwd-data): launch 700 is in the fifth.
+  // 158 conv launches an iteration (53 layers, 3 passes, conv1 without bwd-data): launch 700 is in the fifth.
   const env = { STEPSCOPE_CUDA_ADDON: path.join(ROOT, 'test', 'fixtures', 'fake-cuda-addon.js'), FAKE_CUDA_SIGTERM_AFTER: '700' };
   const r = cli(small, env);
   assert.deepEqual([r.status, r.signal], [null, 'SIGTERM'], r.stderr);
@@ -675,7 +679,10 @@ test('step --save-plan writes the plan as it ran (cudnn:autotune resolved per pa
 // A device run is rare and short: its tests are rehearsed here on the stand-in (two GPUs), which models the real
 // addon's checks, errors, layouts, bf16 rounding, records, graphs and NCCL (test/fixtures/fake-cuda-*.js), so a
 // device test whose own logic is wrong (a reference, a layout conversion, a tolerance, an expected error) fails here.
-test('the device tests pass on the CPU stand-in of the CUDA addon (a rehearsal of a device run)', { skip: standIn || (status.available ? 'a CUDA device is present: the device tests run for real' : false), timeout: 300_000 }, () => {
+const rehearsalSkip = standIn || (status.available ? 'a CUDA device is present: the device tests run for real' : false) ||
+  (addon().buildInfo().gloo.found ? false : 'the CPU addon is built without Gloo, which the stand-in\'s NCCL runs on') ||
+  (cuda?.cudaInfo().nccl.found ? false : 'the CUDA addon is built without NCCL: the NCCL device tests would skip');
+test('the device tests pass on the CPU stand-in of the CUDA addon (a rehearsal of a device run)', { skip: rehearsalSkip, timeout: 300_000 }, () => {
   // Without NODE_TEST_CONTEXT the inner runner prints TAP here instead of reporting to this one.
   const { NODE_TEST_CONTEXT: _context, ...outer } = process.env;
   const r = spawnSync(process.execPath, ['--test', '--test-reporter=tap', '--test-concurrency=1', path.join(ROOT, 'dist', 'test', 'cuda.test.js')], {
@@ -983,7 +990,7 @@ test('cuda: events order two streams, the wait is timed, memory is counted', { s
   assert.equal(waits.length, 1);
   assert.deepEqual([waits[0].streamName, waits[0].sourceStream], ['comm', 'compute']);
   assert.ok(waits[0].startNs <= waits[0].endNs && Math.abs(waits[0].firedNs - e.timestampNs!) < 1e3);
-  assert.ok(Math.abs(waits[0].endNs - lastProducer) < 1e6, 'the wait ended when the producer did');
+  assert.ok(Math.abs(waits[0].endNs - lastProducer) < WAKE_SLACK_NS, `the wait ended ${waits[0].endNs - lastProducer} ns after the producer did`);
   assert.ok(z.read(0, 4).every((v) => v === 1));
   for (const buf of [x, y, z]) buf.release();
   assert.equal(c.memoryStats().bytesInUse, before);
@@ -1137,16 +1144,20 @@ test('cuda: step --backend cuda trains on the GPU: the CPU step\'s first loss (s
   assert.equal(cl.environment.layout, 'nhwc');
   assert.ok((cl.topKernels as { op: string }[]).some((k) => k.op === 'input'), 'the input transpose is on the timeline');
   assert.ok(Math.abs(cl.iterations[0].loss - lg) <= 1e-4 * Math.abs(lg), `loss ${cl.iterations[0].loss} NHWC, ${lg} NCHW`);
-  // --dtype bf16 (NCHW and NHWC): the first loss within bf16's rounding of fp32's; bf16 activations need less memory.
-  // Every activation rounded to bf16 (8 bits) through ~50 layers moves this first loss by 1.5-5.1% for seeds 1-5
-  // (3.2% at seed 3), as the stand-in's rounding of each kernel's output and of the conv weights gives: 10% bounds it
-  // and still tells a broken bf16 path (a NaN, or logits of the wrong inputs).
+  // --dtype bf16 (NCHW and NHWC): each iteration's loss within bf16's rounding of fp32's; bf16 activations need less
+  // memory. Every activation rounded to bf16 (8 bits) through ~50 layers moves the first loss by 1.5-5.1% for seeds
+  // 1-5 (3.2% at seed 3), as the stand-in's rounding of each kernel's output and of the conv weights gives: 10%
+  // bounds it. The first loss alone is near ln(classes) for almost any input; the later ones (2.5 -> 19.6 -> 70.9
+  // -> 65.8 at lr 0.1) follow the updates, so a wrong backward or update in bf16 leaves the band (bf16 tracks fp32
+  // within 3.1% on the stand-in).
   for (const layout of ['nchw', 'nhwc']) {
     const half = cli(['step', '--backend', 'cuda', '--dtype', 'bf16', '--layout', layout, ...small]);
     assert.equal(half.status, 0, half.stderr);
     const h = JSON.parse(half.stdout);
-    assert.ok(Math.abs(h.iterations[0].loss - lg) <= 1e-1 * Math.abs(lg), `loss ${h.iterations[0].loss} bf16 ${layout}, ${lg} fp32`);
-    assert.ok(h.iterations.every((i: { loss: number }) => Number.isFinite(i.loss)));
+    h.iterations.forEach((it: { loss: number }, i: number) => {
+      const fp32 = g.iterations[i].loss;
+      assert.ok(Math.abs(it.loss - fp32) <= 1e-1 * Math.abs(fp32), `iteration ${i}: loss ${it.loss} bf16 ${layout}, ${fp32} fp32`);
+    });
     assert.ok(h.summary.peakBytes < g.summary.peakBytes, `${h.summary.peakBytes} bytes bf16 vs ${g.summary.peakBytes} fp32`);
   }
 });
@@ -1205,7 +1216,10 @@ test('cuda: a captured graph replays its kernels; each launch puts them on the t
   side.wait(forked);
   relu.enqueue(side, [x, y]);
   assert.throws(() => stream.endCapture(), (e: CudaError) => e.code === 'ERR_CUDA' && /did not rejoin/.test(e.message));
+  // Only the stream that began a capture ends it; another stream's endCapture leaves it open.
+  assert.throws(() => side.endCapture(), (e: CudaError) => e.code === 'ERR_INVALID_STATE' && /no capture is open/.test(e.message));
   stream.beginCapture(); // a fresh capture can start
+  assert.throws(() => side.endCapture(), (e: CudaError) => e.code === 'ERR_INVALID_STATE' && new RegExp(`the capture was begun on stream '${stream.name}'`).test(e.message));
   assert.ok(stream.endCapture().kernels === 0);
 });
 

@@ -119,10 +119,16 @@ test('gpu-table.js: a target with rows lacking data is incomplete, never met; ev
   assert.match(cut, /- cudnn:autotune within 5% of PyTorch per layer \(tf32\): incomplete, 3\/4 rows within; no data for 1: the layers after the last row \(bench stopped by SIGTERM\)/);
   // A step run stopped by the budget: shown as partial, never counted for a target (bf16's only run here).
   fs.rmSync(path.join(dir, 'stepscope-step-tf32-nhwc-graph.json'));
-  write(dir, 'stepscope-step-bf16.json', { ...stepResult('bf16', 'nchw', false, 8), format: 'stepscope-partial-run', interrupted: 'SIGTERM', measured: 2, config: { batch: 32, graph: false, iterations: 10 } });
+  write(dir, 'stepscope-step-bf16.json', { ...stepResult('bf16', 'nchw', false, 8), format: 'stepscope-partial-run', interrupted: 'SIGTERM', measured: 2, config: { batch: 32, graph: false, iterations: 10, dtype: 'bf16' } });
   const stopped = runScript('gpu-table.js', [dir]).stdout;
   assert.match(stopped, /stepscope \(partial: 2\/10\)\s+bf16\s+NCHW\s+32\s+8\.00/);
-  assert.ok(stopped.includes("- step no slower than PyTorch eager (same dtype): missed with each dtype's best run: tf32 NCHW 0.80x; no data for 1: bf16 (its stepscope run was interrupted)"), stopped);
+  const bf16Interrupted = "- step no slower than PyTorch eager (same dtype): missed with each dtype's best run: tf32 NCHW 0.80x; no data for 1: bf16 (its stepscope run was interrupted)";
+  assert.ok(stopped.includes(bf16Interrupted), stopped);
+  // Stopped before its first measured iteration (no summary, no environment): no row, still interrupted.
+  write(dir, 'stepscope-step-bf16.json', { format: 'stepscope-partial-run', interrupted: 'SIGTERM', measured: 0, iterations: [], config: { batch: 32, iterations: 10, dtype: 'bf16' } });
+  const early = runScript('gpu-table.js', [dir]).stdout;
+  assert.doesNotMatch(early, /stepscope \(partial/);
+  assert.ok(early.includes(bf16Interrupted), early);
   // Nothing measured: four lines saying so.
   const empty = tempDir('stepscope-gpu-table-empty-');
   assert.deepEqual(runScript('gpu-table.js', [empty]).stdout.split('\n').filter((l) => l.startsWith('- ')).map((l) => l.replace(': not measured (', ': (')), [

@@ -7,6 +7,7 @@ import { test } from 'node:test';
 import { cli, tempDir } from './helpers';
 import { cudaStatus } from '../src/native-cuda';
 import type { Run } from '../src/run/training';
+import { partialRun, printedRun } from '../src/run/partial-run';
 
 const dir = tempDir('stepscope-runfiles-');
 const small = ['--batch', '1', '--resolution', '32', '--iterations', '1', '--warmup', '0', '--width', '4', '--classes', '10'];
@@ -131,4 +132,28 @@ test('whatif --kernels <plan> on a CUDA run without a usable GPU exits 2 with th
   const r = cli(['whatif', file, '--kernels', 'conv=direct']);
   assert.equal(r.status, 2, r.stderr);
   assert.match(r.stderr, /the plan's convolutions are measured on the run's backend, cuda, which is unavailable here/);
+});
+
+test('step --json prints a run without its timelines or a native handle; a partial result holds none either', () => {
+  const communicator = { connect() {}, native: 'a handle' };
+  const run = {
+    format: 'stepscope-run', timeline: [{ op: 'conv' }],
+    config: { batch: 2, reduction: { workers: 2, schedule: 'serialized', comm: 'gloo', communicator } },
+    replicas: { devices: [0, 1], spanMs: [], timelines: [{ device: 1, timeline: [], marks: {} }] },
+  } as unknown as Run;
+  const printed = JSON.parse(JSON.stringify(printedRun(run)));
+  assert.equal(printed.timeline, undefined);
+  assert.equal(printed.replicas.timelines, undefined);
+  assert.deepEqual(printed.config.reduction, { workers: 2, schedule: 'serialized', comm: 'gloo' });
+  assert.equal(run.config.reduction!.communicator, communicator, 'the run itself is left as it was');
+  // Stopped during the second schedule of --compare: the first run as printed, the second's iterations so far.
+  const iteration = (index: number, warmup: boolean, totalMs: number) => ({ index, warmup, totalMs, loss: 2, peakBytes: 1, flops: 1e9, enqueueUsPerKernel: 4 });
+  const current = { schedule: 'overlapped', config: { ...run.config, iterations: 5, localGroup: {}, outputs: {} }, iterations: [iteration(0, true, 9), iteration(1, false, 3), iteration(2, false, 1), iteration(3, false, 2), iteration(4, false, 7)] };
+  const partial = JSON.parse(JSON.stringify(partialRun('SIGINT', [printedRun(run)], current as never)));
+  assert.deepEqual([partial.format, partial.interrupted, partial.schedule, partial.measured], ['stepscope-partial-run', 'SIGINT', 'overlapped', 4]);
+  assert.doesNotMatch(JSON.stringify(partial), /a handle/);
+  assert.equal(partial.config.localGroup, undefined);
+  assert.equal(partial.config.outputs, undefined);
+  // Over the measured iterations (not the warm-up's 9 ms), the median total the lower middle of 1, 2, 3, 7.
+  assert.deepEqual([partial.summary.totalMs.min, partial.summary.totalMs.median, partial.summary.totalMs.max], [1, 2, 7]);
 });

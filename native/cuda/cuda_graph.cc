@@ -1,11 +1,23 @@
 #include "cuda/cuda_graph.h"
 
+#include <mutex>
+#include <string>
+
 #include <nvtx3/nvToolsExt.h>
 
 #include "cuda/cuda_error.h"
 #include "cuda/device.h"
 
 namespace stepscope {
+
+namespace {
+// The stream whose beginCapture opened the capture (one at a time): only it
+// may end it. endCapture on another stream would end our bookkeeping while
+// CUDA's capture stayed open on the origin.
+std::mutex originMutex;
+int originId = -1;
+std::string originName;
+}  // namespace
 
 void CudaGraph::beginCapture(CudaStream& origin) {
   useDevice(origin.device());
@@ -15,14 +27,29 @@ void CudaGraph::beginCapture(CudaStream& origin) {
     endTimelineCapture();
     checkCuda(e, "cudaStreamBeginCapture", origin.name());
   }
+  std::lock_guard<std::mutex> lock(originMutex);
+  originId = origin.id();
+  originName = origin.name();
 }
 
 CudaGraphPtr CudaGraph::endCapture(CudaStream& origin) {
+  {
+    std::lock_guard<std::mutex> lock(originMutex);
+    if (originId != origin.id()) {
+      throw Error("ERR_INVALID_STATE", origin.name() + ": endCapture: " +
+                                           (originId < 0 ? std::string("no capture is open (beginCapture first)")
+                                                         : "the capture was begun on stream '" + originName + "': end it there"));
+    }
+  }
   std::shared_ptr<CudaGraph> g(new CudaGraph());
   useDevice(origin.device());
   g->device_ = origin.device();
   const cudaError_t e = cudaStreamEndCapture(origin.get(), &g->graph_);
   g->timeline_ = endTimelineCapture();  // always: the capture is over either way
+  {
+    std::lock_guard<std::mutex> lock(originMutex);
+    originId = -1;
+  }
   if (e != cudaSuccess) {
     cudaGetLastError();
     const std::string name = cudaGetErrorName(e);

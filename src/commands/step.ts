@@ -15,7 +15,7 @@ import { attribute } from '../analysis/attribution';
 import { resnet50Graph, type ResNetGraph } from '../model/graph';
 import { convVariantsOf, parsePlan } from '../plan/plan';
 import { runTraining, type Run } from '../run/training';
-import { partialRun, type RunUnderWay } from '../run/partial-run';
+import { partialRun, printedRun, type RunUnderWay } from '../run/partial-run';
 import { writeOnTermination } from '../io/termination';
 import { formatComparison, formatRun } from '../report/run-report';
 import { progressBar } from '../report/progress';
@@ -266,10 +266,9 @@ export async function runStep(opts: StepOpts, print: (text: string) => void): Pr
   const nccl = place && comm === 'nccl' && place.size > 1 ? await connectNccl(place, timeoutMs) : undefined;
   const localGroup = gpus > 1 ? await LocalNcclGroup.connect(cudaAddon(), [...Array(gpus).keys()], timeoutMs) : undefined;
   // --json stopped by a timeout or Ctrl-C: the runs and iterations so far, marked interrupted (rank 0 prints).
-  const strip = ({ timeline: _t, ...rest }: Run) => (rest.replicas ? { ...rest, replicas: { ...rest.replicas, timelines: undefined } } : rest);
   let current: RunUnderWay | undefined;
   const stopWatching = opts.json && !(place && place.rank > 0)
-    ? writeOnTermination((signal) => JSON.stringify(partialRun(signal, runs.map(strip), current), null, 2))
+    ? writeOnTermination((signal) => JSON.stringify(partialRun(signal, runs.map(printedRun), current), null, 2))
     : () => {};
   try {
     await runSchedules();
@@ -348,7 +347,7 @@ export async function runStep(opts: StepOpts, print: (text: string) => void): Pr
     }
     if (opts.json) {
       // The final print and the end of the watch in one turn of the event loop (see writeOnTermination).
-      print(JSON.stringify(runs.length === 1 ? strip(runs[0]) : runs.map(strip), null, 2));
+      print(JSON.stringify(runs.length === 1 ? printedRun(runs[0]) : runs.map(printedRun), null, 2));
       stopWatching();
     } else if (runs.length === 1) {
       print(formatRun(runs[0]));

@@ -1,4 +1,4 @@
-// What `step --json` prints when a timeout or Ctrl-C stops it before the end:
+// What `step --json` prints of its runs, and when a timeout or Ctrl-C stops it before the end:
 // the runs it finished (the first schedule of --compare) and the iterations of
 // the run under way, with a summary over its measured ones. A device session
 // is short; an interrupted step should still say what it measured. Its format
@@ -21,7 +21,7 @@ export interface PartialRun {
   iterations: IterationFigures[];
   /** Measured (not warm-up) iterations so far, of the `config.iterations` asked for. */
   measured: number;
-  /** Over the measured iterations so far; absent when none is. */
+  /** Over the measured iterations so far (the median total: the lower middle, as a run's); absent when none is. */
   summary?: Run['summary'];
 }
 
@@ -32,6 +32,15 @@ export interface RunUnderWay {
   iterations: IterationFigures[];
 }
 
+/**
+ * A run as `step --json` prints it: without its timeline (and the other GPUs'), and without a native handle
+ * (a finished run of --compare still holds its communicator while the next one runs).
+ */
+export function printedRun({ timeline: _timeline, ...run }: Run): object {
+  const config = run.config.reduction ? { ...run.config, reduction: { ...run.config.reduction, communicator: undefined } } : run.config;
+  return { ...run, config, ...(run.replicas ? { replicas: { ...run.replicas, timelines: undefined } } : {}) };
+}
+
 /** The partial result for `signal`; `completed`: the whole runs as --json prints them. */
 export function partialRun(signal: NodeJS.Signals, completed: object[], current: RunUnderWay | undefined): PartialRun {
   const head: Pick<PartialRun, 'format' | 'version' | 'createdAt' | 'interrupted' | 'completed'> = { format: 'stepscope-partial-run', version: RUN_FORMAT_VERSION, createdAt: new Date().toISOString(), interrupted: signal, completed };
@@ -40,6 +49,9 @@ export function partialRun(signal: NodeJS.Signals, completed: object[], current:
   // Native handles and writers are not data (as in a run's config).
   const { localGroup: _group, outputs: _outputs, ...config } = current.config;
   const reduction = config.reduction ? { ...config.reduction, communicator: undefined } : undefined;
+  const summary = measured.length > 0 ? summarizeIterations(measured, measured.some((f) => f.dataBusyMs !== undefined)) : undefined;
+  // The median total is the lower middle for an even count, as a whole run's (an iteration that ran).
+  if (summary) summary.totalMs.median = measured.map((f) => f.totalMs).sort((a, b) => a - b)[Math.floor((measured.length - 1) / 2)];
   return {
     ...head,
     schedule: current.schedule,
@@ -47,6 +59,6 @@ export function partialRun(signal: NodeJS.Signals, completed: object[], current:
     environment: current.environment,
     iterations: current.iterations,
     measured: measured.length,
-    summary: measured.length > 0 ? summarizeIterations(measured, measured.some((f) => f.dataBusyMs !== undefined)) : undefined,
+    summary,
   };
 }
