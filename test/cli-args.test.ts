@@ -214,3 +214,13 @@ test("--save - writes the run to stdout (no file named '-')", () => {
   assert.match(r.stdout, /ResNet-50 v1\.5 training step/); // and the printout after it
   assert.deepEqual(fs.readdirSync(dir), []);
 });
+
+test('a modeled link that would hold one bucket past 60 s is refused before the run, naming the options', () => {
+  // 100 MB buckets (ResNet-50's gradients are 97.5 MB: the largest bucket holds them all) among 4 workers at 0.001 GB/s
+  // (1 MB/s): 1.5 x 97.5 MB / 1 MB/s = 153 s a bucket.
+  refused(['step', '--workers', '4', '--link', '0.001', '--bucket-mb', '100', '--iterations', '1'],
+    /--link 0.001 GB\/s would hold the link 153 s for a bucket of 97.5 MB among 4 workers \(latency 5 us\), more than the 60 s a modeled hold may take: raise --link, or lower --bucket-mb, --first-bucket-mb or --latency/);
+  // The largest bucket is at most the model's gradients: a small model at a slow link fits.
+  const small = cli(['step', '--workers', '2', '--link', '0.01', '--bucket-mb', '4096', '--batch', '1', '--resolution', '32', '--width', '1', '--classes', '2', '--iterations', '1', '--warmup', '0']);
+  assert.equal(small.status, 0, small.stderr);
+});

@@ -230,6 +230,22 @@ test('bad JPEGs: truncated, not a JPEG, corrupt header: errors name the file; sk
   assert.ok(!fs.existsSync(path.join(tmp, 'bad2.records')) && !fs.existsSync(path.join(tmp, 'bad2.records.tmp')), 'a failed pack leaves no file');
 });
 
+test('a JPEG whose header claims 60000 x 60000 pixels is refused before it is decoded (no 10 GB allocation)', { skip: NO_JPEG }, async () => {
+  const huge = Buffer.from(fs.readFileSync(path.join(tmp, 'made', 'class0', 'img000000.jpg')));
+  // The frame header (SOF0..SOF2: FF C0..C2, length, precision, then height and width, big-endian).
+  let sof = -1;
+  for (let i = 2; i + 8 < huge.length && sof < 0; i++) if (huge[i] === 0xff && huge[i + 1] >= 0xc0 && huge[i + 1] <= 0xc2) sof = i;
+  assert.ok(sof > 0, 'a frame header');
+  huge.writeUInt16BE(60000, sof + 5);
+  huge.writeUInt16BE(60000, sof + 7);
+  const root = folder('huge', { a: { 'huge.jpg': huge } });
+  const file = path.join(root, 'a', 'huge.jpg');
+  const refused = (e: Error & { code: string }) =>
+    e.code === 'ERR_BAD_IMAGE' && e.message.includes(file) && /60000 x 60000 pixels, more than the 100 megapixels decoded/.test(e.message);
+  assert.throws(() => native.jpegDecode(file), refused);
+  await assert.rejects(rawLoader(root).load([0], 0, 1), refused);
+});
+
 test('an empty class folder is an error naming it; so is a folder without classes', { skip: NO_JPEG }, () => {
   const root = folder('empty-class', { a: { 'x.jpg': image(8, 8, () => [1, 2, 3]) }, b: {} });
   assert.throws(() => scanImageFolder(root), (e: Error) => e instanceof DataError && e.message.includes(path.join(root, 'b')));

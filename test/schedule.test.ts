@@ -15,7 +15,7 @@ import { initWeights } from '../src/run/weights';
 import { assignBuckets } from '../src/schedule/buckets';
 import { relativeError } from '../src/ops/conv';
 import { cli, freePort, ROOT, tempDir } from './helpers';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 
 const MB = 2 ** 20;
 
@@ -210,6 +210,36 @@ test('gloo: a peer that never arrives gives a clear error within the timeout, no
   const noEnv = cli(['step', '--comm', 'gloo']);
   assert.equal(noEnv.status, 2);
   assert.match(noEnv.stderr, /start the ranks with `stepscope launch -n N -- step/);
+});
+
+test('gloo: ranks that reduce different numbers of values get ERR_COMM after the timeout, not a terminated process', async (t) => {
+  const { addon } = await import('../src/native');
+  if (!addon().buildInfo().gloo.found) return t.skip('built without libgloo-dev');
+  // A timeout Gloo would take as none (a dead peer: a stream blocked forever) is refused.
+  for (const timeoutMs of [0, -5, 3_600_001]) {
+    assert.throws(() => new (addon().GlooCommunicator)({ rank: 0, size: 2, storePath: '/tmp', timeoutMs }), (e: Error & { code?: string }) =>
+      e.code === 'ERR_INVALID_ARG' && e.message === `gloo: timeoutMs ${timeoutMs} is not in 1..3600000`);
+  }
+  // In a child: before the fix Gloo's event loop aborted the whole process on the size mismatch.
+  const script = `
+    const a = require(${JSON.stringify(path.join(ROOT, 'dist', 'src', 'native'))}).addon();
+    (async () => {
+      const comms = [0, 1].map((rank) => new a.GlooCommunicator({ rank, size: 2, storePath: ${JSON.stringify(tempDir('stepscope-gloo-sizes-'))}, timeoutMs: 1000 }));
+      await Promise.all(comms.map((c) => c.connect()));
+      const streams = [new a.Stream('comm0'), new a.Stream('comm1')];
+      const buffers = [new a.Buffer(1000), new a.Buffer(10)];
+      buffers.forEach((b) => b.fill(1));
+      comms.forEach((c, r) => c.allreduce(streams[r], buffers[r], 1, 'bucket0'));
+      const settled = await Promise.allSettled(streams.map((s) => s.synchronize()));
+      console.log(JSON.stringify(settled.map((x) => (x.status === 'rejected' ? x.reason.code + ': ' + x.reason.message : 'ok'))));
+    })();`;
+  const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 60_000 });
+  assert.equal(r.status, 0, r.stderr);
+  const errors = JSON.parse(r.stdout) as string[];
+  assert.equal(errors.length, 2);
+  for (const [rank, e] of errors.entries()) {
+    assert.match(e, new RegExp(`^ERR_COMM: stream 'comm${rank}': gloo rank ${rank}: all-reduce of ${rank === 0 ? 1000 : 10} values failed \\(a peer died, or reduced another number of values, or did not answer within 1000 ms\\)`));
+  }
 });
 
 test('gloo: a peer that dies mid-run, or stops answering, gives a clear error on the other rank, no hang', async (t) => {

@@ -49,6 +49,16 @@ void GlooCommunicator::connect() {
   }
 }
 
+// The tag of the n-th all-reduce, of `count` values. It holds the count so that
+// ranks that disagree on a size use different tags: each then waits for the
+// other until the timeout (ERR_COMM). Under one tag, Gloo's event loop would
+// find the size mismatch itself and terminate the process (GLOO_ENFORCE on its
+// own thread, where nothing can catch it).
+static uint32_t tagFor(uint32_t sequence, size_t count) {
+  const uint64_t mixed = ((uint64_t(sequence) << 32) ^ uint64_t(count)) * 0x9E3779B97F4A7C15ull;
+  return uint32_t(mixed >> 32);
+}
+
 void GlooCommunicator::allreduce(float* data, size_t count, float scale) {
   if (!context_) throw Error("ERR_COMM", "gloo: allreduce before connect()");
   try {
@@ -56,13 +66,13 @@ void GlooCommunicator::allreduce(float* data, size_t count, float scale) {
     opts.setInput(data, count);
     opts.setOutput(data, count);
     opts.setReduceFunction(static_cast<void (*)(void*, const void*, const void*, size_t)>(&gloo::sum<float>));
-    opts.setTag(tag_++);
+    opts.setTag(tagFor(sequence_++, count));
     opts.setTimeout(std::chrono::milliseconds(options_.timeoutMs));
     gloo::allreduce(opts);
   } catch (const std::exception& e) {
     throw Error("ERR_COMM", "gloo rank " + std::to_string(options_.rank) + ": all-reduce of " + std::to_string(count) +
-                                " values failed (a peer died or timed out after " + std::to_string(options_.timeoutMs) +
-                                " ms): " + e.what());
+                                " values failed (a peer died, or reduced another number of values, or did not answer within " +
+                                std::to_string(options_.timeoutMs) + " ms): " + e.what());
   }
   for (size_t i = 0; i < count; ++i) data[i] *= scale;
 }

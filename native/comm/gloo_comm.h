@@ -39,7 +39,7 @@ class GlooCommunicator {
  private:
   GlooOptions options_;
   std::shared_ptr<gloo::Context> context_;
-  uint32_t tag_ = 0;
+  uint32_t sequence_ = 0;  // all-reduces so far (with the count, their tag)
 };
 
 using GlooPtr = std::shared_ptr<GlooCommunicator>;

@@ -17,6 +17,7 @@
 #include <algorithm>
 
 #include "core/error.h"
+#include "cpu/link_model.h"
 #include "cpu/op_kernel.h"
 
 namespace stepscope {
@@ -52,11 +53,7 @@ class AllreduceLocal : public OpKernel {
 
 class LinkHold : public OpKernel {
  public:
-  LinkHold(double bytes, int workers, double gbps, double latencyUs, const std::string& layer)
-      : OpKernel("link", "modeled", "comm", layer) {
-    const double w = workers;
-    seconds_ = workers > 1 ? 2 * (w - 1) * latencyUs * 1e-6 + 2 * (w - 1) / w * bytes / (gbps * 1e9) : 0.0;
-  }
+  LinkHold(double seconds, const std::string& layer) : OpKernel("link", "modeled", "comm", layer), seconds_(seconds) {}
 
   void run(const std::vector<float*>&) override {
     std::this_thread::sleep_for(std::chrono::duration<double>(seconds_));
@@ -71,11 +68,7 @@ class LinkHold : public OpKernel {
 std::unique_ptr<OpKernel> makeComm(const std::string& op, bool, const OpParams& p, const std::string& layer) {
   const int workers = p.integer("workers", 1, 1 << 20);
   if (op == "allreduce-local") return std::make_unique<AllreduceLocal>(p.integer("size", 1, 2147483647), workers, layer);
-  const double gbps = p.number("gbps");
-  if (gbps <= 0) throw Error("ERR_INVALID_ARG", "link-hold: parameter 'gbps' must be positive");
-  const double latency = p.number("latencyUs", 0.0);
-  if (latency < 0) throw Error("ERR_INVALID_ARG", "link-hold: parameter 'latencyUs' must be >= 0");
-  return std::make_unique<LinkHold>(p.number("bytes"), workers, gbps, latency, layer);
+  return std::make_unique<LinkHold>(linkHoldSeconds(p, workers), layer);
 }
 
 }  // namespace stepscope

@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <memory>
 #include <vector>
 
@@ -161,14 +162,23 @@ class Im2colConv : public ConvKernel {
       for (int n0 = 0; n0 < shape_.n; n0 += group_) body(0, n0, std::min(group_, shape_.n - n0));
       return;
     }
+    // An exception must not leave an OpenMP region (that terminates the
+    // process): the first one is kept and thrown after it.
+    std::exception_ptr failure;
 #pragma omp parallel num_threads(workers_)
     {
       const int t = omp_get_thread_num();
-      for (int gi = t; gi < groups_; gi += workers_) {
-        const int n0 = gi * group_;
-        body(t, n0, std::min(group_, shape_.n - n0));
+      try {
+        for (int gi = t; gi < groups_; gi += workers_) {
+          const int n0 = gi * group_;
+          body(t, n0, std::min(group_, shape_.n - n0));
+        }
+      } catch (...) {
+#pragma omp critical(stepscope_conv_group_failure)
+        if (!failure) failure = std::current_exception();
       }
     }
+    if (failure) std::rethrow_exception(failure);
   }
 
   int64_t pq() const { return int64_t(shape_.p()) * shape_.q(); }

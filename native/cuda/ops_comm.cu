@@ -9,9 +9,12 @@
 #include <cuda_runtime.h>
 
 #include <chrono>
+#include <cstdint>
+#include <cstring>
 #include <thread>
 
 #include "core/error.h"
+#include "cpu/link_model.h"
 #include "cuda/cuda_error.h"
 #include "cuda/op_cuda.h"
 #include "cuda/op_index.h"
@@ -48,25 +51,33 @@ class CudaAllreduceLocal : public CudaOpKernel {
   int workers_;
 };
 
-void CUDART_CB sleepFor(void* seconds) {
-  std::this_thread::sleep_for(std::chrono::duration<double>(*static_cast<double*>(seconds)));
+// The host function gets the seconds themselves in its argument (a double's
+// bits): nothing it reads can be freed before it runs, however late (the
+// kernel may be collected first, or a captured graph replayed long after).
+void* asHostArgument(double seconds) {
+  static_assert(sizeof(void*) == sizeof(double), "a 64-bit host");
+  uintptr_t bits = 0;
+  std::memcpy(&bits, &seconds, sizeof seconds);
+  return reinterpret_cast<void*>(bits);
+}
+
+void CUDART_CB sleepFor(void* argument) {
+  const uintptr_t bits = reinterpret_cast<uintptr_t>(argument);
+  double seconds = 0;
+  std::memcpy(&seconds, &bits, sizeof seconds);
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
 }
 
 class CudaLinkHold : public CudaOpKernel {
  public:
-  CudaLinkHold(double bytes, int workers, double gbps, double latencyUs, const std::string& layer)
-      : CudaOpKernel("link", "comm", layer) {
-    variant_ = "modeled";
-    const double w = workers;
-    seconds_ = workers > 1 ? 2 * (w - 1) * latencyUs * 1e-6 + 2 * (w - 1) / w * bytes / (gbps * 1e9) : 0.0;
-  }
+  CudaLinkHold(double seconds, const std::string& layer) : CudaOpKernel("link", "comm", layer), seconds_(seconds) { variant_ = "modeled"; }
 
   void launch(const std::vector<float*>&, cudaStream_t stream) override {
-    checkCuda(cudaLaunchHostFunc(stream, sleepFor, &seconds_), "cudaLaunchHostFunc (link-hold)", context());
+    checkCuda(cudaLaunchHostFunc(stream, sleepFor, asHostArgument(seconds_)), "cudaLaunchHostFunc (link-hold)", context());
   }
 
  private:
-  double seconds_ = 0;  // read by the host function: the kernel outlives its launches
+  double seconds_ = 0;  // at most kMaxLinkHoldSeconds (cpu/link_model.h)
 };
 
 }  // namespace
@@ -74,11 +85,7 @@ class CudaLinkHold : public CudaOpKernel {
 std::unique_ptr<CudaOpKernel> makeCudaComm(const std::string& op, const OpParams& p, const std::string& layer) {
   const int workers = p.integer("workers", 1, 1 << 20);
   if (op == "allreduce-local") return std::make_unique<CudaAllreduceLocal>(p.integer("size", 1, 2147483647), workers, layer);
-  const double gbps = p.number("gbps");
-  if (gbps <= 0) throw Error("ERR_INVALID_ARG", "link-hold: parameter 'gbps' must be positive");
-  const double latency = p.number("latencyUs", 0.0);
-  if (latency < 0) throw Error("ERR_INVALID_ARG", "link-hold: parameter 'latencyUs' must be >= 0");
-  return std::make_unique<CudaLinkHold>(p.number("bytes"), workers, gbps, latency, layer);
+  return std::make_unique<CudaLinkHold>(linkHoldSeconds(p, workers), layer);
 }
 
 }  // namespace stepscope

@@ -3,9 +3,11 @@
 #include <algorithm>
 #include <cmath>
 #include <csetjmp>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <string>
 
 #include "core/error.h"
 
@@ -100,6 +102,21 @@ void install(ErrorManager& mgr, j_common_ptr cinfo) {
   throw Error("ERR_BAD_IMAGE", "'" + name + "' is not a readable JPEG: " + message);
 }
 
+// A header may claim up to 65500 x 65500 pixels (libjpeg's limit) in a few
+// bytes: beyond this many the decode (and its buffers) is refused rather than
+// attempted.
+constexpr uint64_t kMaxPixels = 100'000'000;
+
+// After jpeg_read_header: refuses an image larger than kMaxPixels.
+void checkPixels(jpeg_decompress_struct& cinfo, const std::string& name) {
+  const uint64_t pixels = uint64_t(cinfo.image_width) * cinfo.image_height;
+  if (pixels <= kMaxPixels) return;
+  const std::string why = std::to_string(cinfo.image_width) + " x " + std::to_string(cinfo.image_height) +
+                          " pixels, more than the 100 megapixels decoded";
+  jpeg_destroy_decompress(&cinfo);
+  fail(name, why.c_str());
+}
+
 // A JPEG ends with the EOI marker (FF D9). Truncation that stops inside rows
 // we never decode would otherwise pass unseen; trailing bytes after EOI are
 // tolerated up to 4 KiB.
@@ -134,6 +151,7 @@ JpegSize jpegSize(const std::vector<uint8_t>& data, const std::string& name) {
   jpeg_create_decompress(&cinfo);
   jpeg_mem_src(&cinfo, data.data(), (unsigned long)data.size());
   jpeg_read_header(&cinfo, TRUE);
+  checkPixels(cinfo, name);
   JpegSize size{int(cinfo.image_height), int(cinfo.image_width)};
   jpeg_destroy_decompress(&cinfo);
   return size;
@@ -154,6 +172,7 @@ DecodedWindow decodeJpegWindow(const std::vector<uint8_t>& data, const std::stri
   jpeg_create_decompress(&cinfo);
   jpeg_mem_src(&cinfo, data.data(), (unsigned long)data.size());
   jpeg_read_header(&cinfo, TRUE);
+  checkPixels(cinfo, name);
   const bool cmyk = cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK;
   cinfo.out_color_space = cmyk ? JCS_CMYK : JCS_RGB;
   cinfo.scale_num = std::min(std::max(scaleNum, 1), 8);

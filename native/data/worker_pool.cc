@@ -1,18 +1,35 @@
 #include "data/worker_pool.h"
 
+#include <string>
+
+#include "core/error.h"
+
 namespace stepscope {
 
 WorkerPool::WorkerPool(int threads) {
-  for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { loop(); });
+  try {
+    threads_.reserve(threads);
+    for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { loop(); });
+  } catch (const std::exception& e) {
+    // The destructor will not run: the started threads are joined here (a
+    // joinable thread destroyed would terminate the process).
+    const size_t started = threads_.size();
+    stop();
+    throw Error("ERR_OUT_OF_MEMORY", "could not start " + std::to_string(threads) + " decoding threads (" + std::to_string(started) +
+                                         " started): " + e.what() + "; give fewer threads");
+  }
 }
 
-WorkerPool::~WorkerPool() {
+WorkerPool::~WorkerPool() { stop(); }
+
+void WorkerPool::stop() noexcept {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     stopping_ = true;
   }
   cv_.notify_all();
   for (auto& t : threads_) t.join();
+  threads_.clear();
 }
 
 void WorkerPool::loop() {
@@ -36,12 +53,20 @@ void WorkerPool::run(size_t n, const std::function<void(size_t)>& fn) {
   size_t left = n;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    for (size_t i = 0; i < n; ++i) {
-      queue_.emplace_back([&, i] {
-        fn(i);
-        std::lock_guard<std::mutex> l(doneMutex);
-        if (--left == 0) doneCv.notify_all();
-      });
+    size_t queued = 0;
+    try {
+      for (; queued < n; ++queued) {
+        queue_.emplace_back([&, i = queued] {
+          fn(i);
+          std::lock_guard<std::mutex> l(doneMutex);
+          if (--left == 0) doneCv.notify_all();
+        });
+      }
+    } catch (...) {
+      // The tasks point into this frame: none may outlive it. No worker has
+      // taken one yet (the lock is held), so they are all still at the back.
+      queue_.erase(queue_.end() - ptrdiff_t(queued), queue_.end());
+      throw;
     }
   }
   cv_.notify_all();

@@ -25,6 +25,7 @@ class WorkerPool {
 
  private:
   void loop();
+  void stop() noexcept;  // ends and joins the threads (the queue's tasks run first)
 
   std::mutex mutex_;
   std::condition_variable cv_;

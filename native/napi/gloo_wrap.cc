@@ -36,6 +36,10 @@ GlooWrap::GlooWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<GlooWrap>(
     if (o.Get("storePrefix").IsString()) g.storePrefix = o.Get("storePrefix").As<Napi::String>().Utf8Value();
     if (o.Get("hostname").IsString()) g.hostname = o.Get("hostname").As<Napi::String>().Utf8Value();
     if (!o.Get("timeoutMs").IsUndefined()) g.timeoutMs = intProp(o, "timeoutMs", "options");
+    // Gloo takes 0 as "no timeout": a dead peer would block the stream forever.
+    if (g.timeoutMs < 1 || g.timeoutMs > 3600000) {
+      throw Error("ERR_INVALID_ARG", "gloo: timeoutMs " + std::to_string(g.timeoutMs) + " is not in 1..3600000");
+    }
     comm_ = std::make_shared<GlooCommunicator>(g);
   });
 }

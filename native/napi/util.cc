@@ -1,6 +1,7 @@
 #include "napi/util.h"
 
 #include <cmath>
+#include <new>
 
 namespace stepscope {
 
@@ -54,6 +55,9 @@ class PromiseWorker : public Napi::AsyncWorker {
     } catch (const Error& e) {
       code_ = e.code();
       message_ = e.what();
+    } catch (const std::bad_alloc&) {
+      code_ = "ERR_OUT_OF_MEMORY";
+      message_ = "out of memory";
     } catch (const std::exception& e) {
       code_ = "ERR_NATIVE";
       message_ = e.what();
@@ -69,10 +73,17 @@ class PromiseWorker : public Napi::AsyncWorker {
       deferred_.Reject(makeError(env, code_, message_).Value());
       return;
     }
+    // Nothing may escape OnOK (node-addon-api would terminate): every failure rejects the promise.
     try {
       deferred_.Resolve(result_ ? result_(env) : env.Undefined());
     } catch (const Napi::Error& e) {
       deferred_.Reject(e.Value());
+    } catch (const Error& e) {
+      deferred_.Reject(makeError(env, e.code(), e.what()).Value());
+    } catch (const std::bad_alloc&) {
+      deferred_.Reject(makeError(env, "ERR_OUT_OF_MEMORY", "out of memory").Value());
+    } catch (const std::exception& e) {
+      deferred_.Reject(makeError(env, "ERR_NATIVE", e.what()).Value());
     }
   }
 
