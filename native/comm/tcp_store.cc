@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -38,6 +39,7 @@ void recvAll(int fd, void* data, size_t n) {
     ssize_t k = ::recv(fd, p, n, 0);
     if (k < 0 && errno == EINTR) continue;
     if (k == 0) throw std::runtime_error("tcp store: connection closed by the other side");
+    if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) throw std::runtime_error("tcp store: no reply within the timeout (is rank 0 stopped?)");
     if (k < 0) throw std::runtime_error(std::string("tcp store: receive failed: ") + std::strerror(errno));
     p += k;
     n -= size_t(k);
@@ -160,7 +162,7 @@ void startTcpStoreServer(int port) {
     std::lock_guard<std::mutex> lock(s.mutex);
     s.ports.insert(port);
   }
-  std::thread([fd] {
+  auto acceptLoop = [fd] {
     for (;;) {
       int client = ::accept(fd, nullptr, nullptr);
       if (client < 0) {
@@ -169,9 +171,25 @@ void startTcpStoreServer(int port) {
       }
       int one = 1;
       ::setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-      std::thread(serveConnection, client).detach();
+      // No thread for it (a thread limit): that client is turned away, the
+      // server lives on (an exception out of this thread would end the process).
+      try {
+        std::thread(serveConnection, client).detach();
+      } catch (...) {
+        ::close(client);
+      }
     }
-  }).detach();
+  };
+  try {
+    std::thread(acceptLoop).detach();
+  } catch (const std::exception& e) {
+    ::close(fd);
+    {
+      std::lock_guard<std::mutex> lock(s.mutex);
+      s.ports.erase(port);
+    }
+    throw Error("ERR_COMM", std::string("tcp store: rank 0 cannot start its server thread: ") + e.what());
+  }
 }
 
 TcpStoreClient::TcpStoreClient(const std::string& host, int port, std::chrono::milliseconds timeout)
@@ -208,6 +226,14 @@ TcpStoreClient::TcpStoreClient(const std::string& host, int port, std::chrono::m
   }
   int one = 1;
   ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  // The server answers every request at once (a get of a missing key is a
+  // reply too): a reply that takes the whole timeout means rank 0 is gone or
+  // stopped, and the rendezvous fails then instead of blocking for ever.
+  timeval limit{};
+  limit.tv_sec = long(timeout.count() / 1000);
+  limit.tv_usec = long(timeout.count() % 1000) * 1000;
+  ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+  ::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
 }
 
 TcpStoreClient::~TcpStoreClient() {
