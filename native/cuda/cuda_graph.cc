@@ -63,6 +63,22 @@ CudaGraphPtr CudaGraph::endCapture(CudaStream& origin) {
   return g;
 }
 
+void CudaGraph::abandonCaptureOf(CudaStream& origin) noexcept {
+  {
+    std::lock_guard<std::mutex> lock(originMutex);
+    if (originId != origin.id()) return;
+    originId = -1;
+  }
+  cudaGraph_t graph = nullptr;
+  if (cudaStreamEndCapture(origin.get(), &graph) == cudaSuccess && graph) cudaGraphDestroy(graph);
+  cudaGetLastError();  // an invalidated capture's error is not the next call's
+  try {
+    endTimelineCapture();  // its records and holds go with it
+  } catch (...) {
+    // out of memory in the bookkeeping: nothing more to release here
+  }
+}
+
 CudaGraph::~CudaGraph() {
   if (exec_) cudaGraphExecDestroy(exec_);
   if (graph_) cudaGraphDestroy(graph_);

@@ -6,6 +6,7 @@
 #include <mutex>
 
 #include "cuda/cuda_error.h"
+#include "cuda/cuda_graph.h"
 #include "cuda/device.h"
 
 namespace stepscope {
@@ -192,6 +193,7 @@ CudaStream::CudaStream(std::string name, int device) : id_(nextStreamId++), name
 CudaStream::~CudaStream() {
   if (stream_) {
     trySetDevice(device_);  // not useDevice: a destructor never throws
+    CudaGraph::abandonCaptureOf(*this);
     cudaStreamSynchronize(stream_);
     cudaStreamDestroy(stream_);
   }
