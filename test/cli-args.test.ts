@@ -215,12 +215,13 @@ test("--save - writes the run to stdout (no file named '-')", () => {
   assert.deepEqual(fs.readdirSync(dir), []);
 });
 
-test('a modeled link that would hold one bucket past 60 s is refused before the run, naming the options', () => {
-  // 100 MB buckets (ResNet-50's gradients are 97.5 MB: the largest bucket holds them all) among 4 workers at 0.001 GB/s
-  // (1 MB/s): 1.5 x 97.5 MB / 1 MB/s = 153 s a bucket.
-  refused(['step', '--workers', '4', '--link', '0.001', '--bucket-mb', '100', '--iterations', '1'],
-    /--link 0.001 GB\/s would hold the link 153 s for a bucket of 97.5 MB among 4 workers \(latency 5 us\), more than the 60 s a modeled hold may take: raise --link, or lower --bucket-mb, --first-bucket-mb or --latency/);
-  // The largest bucket is at most the model's gradients: a small model at a slow link fits.
+test('a modeled link that would hold a bucket past an hour is refused before the run (in runTraining: step, sweep and reproduce alike), naming the options', () => {
+  // At 100000 classes and width 256, fc.weight (8192 x 100000 fp32, 3125 MB) is a bucket of its own, whatever
+  // --bucket-mb says: among 4 workers at 0.001 GB/s (1 MB/s) it holds the link 1.5 x 3125 MiB / 1 MB/s = 4915 s.
+  const big = ['--workers', '4', '--link', '0.001', '--width', '256', '--classes', '100000', '--iterations', '1'];
+  const message = /--link 0.001 GB\/s would hold the link 4915 s for bucket 1 \(3125.0 MB, fc.weight\) among 4 workers \(latency 5 us\), more than the 3600 s a modeled hold may take: raise --link, or lower --bucket-mb, --first-bucket-mb, --latency or --workers/;
+  refused(['step', ...big], message);
+  // The largest bucket is the model's: a small model fits a slow link.
   const small = cli(['step', '--workers', '2', '--link', '0.01', '--bucket-mb', '4096', '--batch', '1', '--resolution', '32', '--width', '1', '--classes', '2', '--iterations', '1', '--warmup', '0']);
   assert.equal(small.status, 0, small.stderr);
 });

@@ -153,7 +153,7 @@ test('CUDA ops: the CPU addon\'s op names, parameters and buffers; clear errors;
   assert.equal(bnBf16.bytes, new cuda!.OpKernel('batchnorm-fwd', 'cuda', bn).describe().bytes - 2 * 2 * bn.n * bn.c * bn.hw);
   assert.throws(() => new cuda!.ConvKernel(good, 'fwd', 'implicit-gemm-bf16', 'l1', { dtype: 'bf16' }), err('ERR_UNSUPPORTED', /our own kernels take fp32 buffers; with dtype bf16 use a cudnn:\* variant/));
   assert.throws(() => new cuda!.OpKernel('link-hold', 'cuda', { bytes: 1, workers: 2, gbps: 0 }), err('ERR_INVALID_ARG', /'gbps' must be positive/));
-  assert.throws(() => new cuda!.OpKernel('link-hold', 'cuda', { bytes: 1e9, workers: 4, gbps: 0.01 }), err('ERR_INVALID_ARG', /hold the link 150 s, more than the 60 s allowed/));
+  assert.throws(() => new cuda!.OpKernel('link-hold', 'cuda', { bytes: 1e11, workers: 4, gbps: 0.01 }), err('ERR_INVALID_ARG', /hold the link 15000 s, more than the 3600 s allowed/));
   assert.throws(() => new cuda!.OpKernel('batchnorm-fwd', 'cuda', { ...bn, n: 0 }), err('ERR_INVALID_ARG', /parameter 'n' is 0.*allowed an integer from 1/));
   assert.throws(() => new cuda!.OpKernel('maxpool-fwd', 'cuda', { n: 1, c: 1, h: 2, w: 2, k: 3, stride: 2, pad: 3 }), err('ERR_BAD_SHAPE', /gives no output/));
 });

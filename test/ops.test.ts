@@ -256,10 +256,10 @@ test('op errors name the op, the parameter or buffer, and what is allowed', asyn
     [() => new native.OpKernel('batchnorm-fwd', 'fast', { n: 2, c: 0, hw: 4 }), /parameter 'c' is 0.*allowed an integer from 1/],
     [() => new native.OpKernel('sgd', 'fast', { size: 4, lr: Number.NaN }), /'lr' is nan, not finite/],
     [() => new native.OpKernel('maxpool-fwd', 'fast', { n: 1, c: 1, h: 1, w: 1, k: 3, pad: 0 }), /gives no output/],
-    // The modeled link: a negative size, or a hold past 60 s (a sleep of hours, or of infinity, would hang the stream).
+    // The modeled link: a negative size, or a hold past an hour (a sleep of days, or of infinity, would hang the stream).
     [() => new native.OpKernel('link-hold', 'fast', { bytes: -1, workers: 2, gbps: 1 }), /'bytes' must be a finite number >= 0/],
-    [() => new native.OpKernel('link-hold', 'fast', { bytes: 1e300, workers: 2, gbps: 1e-300 }), /hold the link inf s, more than the 60 s allowed \(raise gbps or lower bytes\)/],
-    [() => new native.OpKernel('link-hold', 'fast', { bytes: 1e9, workers: 4, gbps: 0.01 }), /1e\+09 bytes among 4 workers at 0.01 GB\/s and 0 us hold the link 150 s, more than the 60 s allowed/],
+    [() => new native.OpKernel('link-hold', 'fast', { bytes: 1e300, workers: 2, gbps: 1e-300 }), /hold the link inf s, more than the 3600 s allowed \(raise gbps or lower bytes\)/],
+    [() => new native.OpKernel('link-hold', 'fast', { bytes: 1e11, workers: 4, gbps: 0.01 }), /1e\+11 bytes among 4 workers at 0.01 GB\/s and 0 us hold the link 15000 s, more than the 3600 s allowed/],
   ];
   for (const [make, message] of cases) assert.throws(make, (e: NativeError) => message.test(e.message), String(message));
   const k = new native.OpKernel('add', 'fast', { size: 4 });

@@ -10,7 +10,9 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <map>
 #include <set>
@@ -44,6 +46,14 @@ void recvAll(int fd, void* data, size_t n) {
     p += k;
     n -= size_t(k);
   }
+}
+
+// A send or receive on `fd` (option SO_SNDTIMEO or SO_RCVTIMEO) fails after `timeout` without progress.
+void setTimeout(int fd, int option, std::chrono::milliseconds timeout) {
+  timeval limit{};
+  limit.tv_sec = long(timeout.count() / 1000);
+  limit.tv_usec = long(timeout.count() % 1000) * 1000;
+  ::setsockopt(fd, SOL_SOCKET, option, &limit, sizeof limit);
 }
 
 // Keys and values are small (addresses); a bound keeps a corrupt or hostile
@@ -167,6 +177,12 @@ void startTcpStoreServer(int port) {
       int client = ::accept(fd, nullptr, nullptr);
       if (client < 0) {
         if (errno == EINTR || errno == ECONNABORTED) continue;
+        // Out of descriptors or memory for now: wait and go on (giving up would
+        // leave the port listening with nobody to answer).
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(100));
+          continue;
+        }
         return;
       }
       int one = 1;
@@ -208,6 +224,8 @@ TcpStoreClient::TcpStoreClient(const std::string& host, int port, std::chrono::m
       for (addrinfo* a = list; a && fd_ < 0; a = a->ai_next) {
         int fd = ::socket(a->ai_family, a->ai_socktype, a->ai_protocol);
         if (fd < 0) continue;
+        // connect() waits at most what is left of the deadline (Linux applies SO_SNDTIMEO to it), not the kernel's ~2 minutes.
+        setTimeout(fd, SO_SNDTIMEO, std::max(std::chrono::milliseconds(1), std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now())));
         if (::connect(fd, a->ai_addr, a->ai_addrlen) == 0) {
           fd_ = fd;
         } else {
@@ -229,11 +247,8 @@ TcpStoreClient::TcpStoreClient(const std::string& host, int port, std::chrono::m
   // The server answers every request at once (a get of a missing key is a
   // reply too): a reply that takes the whole timeout means rank 0 is gone or
   // stopped, and the rendezvous fails then instead of blocking for ever.
-  timeval limit{};
-  limit.tv_sec = long(timeout.count() / 1000);
-  limit.tv_usec = long(timeout.count() % 1000) * 1000;
-  ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
-  ::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
+  setTimeout(fd_, SO_RCVTIMEO, timeout);
+  setTimeout(fd_, SO_SNDTIMEO, timeout);
 }
 
 TcpStoreClient::~TcpStoreClient() {

@@ -72,11 +72,7 @@ void CudaGraph::abandonCaptureOf(CudaStream& origin) noexcept {
   cudaGraph_t graph = nullptr;
   if (cudaStreamEndCapture(origin.get(), &graph) == cudaSuccess && graph) cudaGraphDestroy(graph);
   cudaGetLastError();  // an invalidated capture's error is not the next call's
-  try {
-    endTimelineCapture();  // its records and holds go with it
-  } catch (...) {
-    // out of memory in the bookkeeping: nothing more to release here
-  }
+  discardTimelineCapture();
 }
 
 CudaGraph::~CudaGraph() {

@@ -166,6 +166,24 @@ std::shared_ptr<CapturedTimeline> endTimelineCapture() {
   return captured;
 }
 
+void discardTimelineCapture() noexcept {
+  std::vector<PendingRecord> records;
+  std::vector<PendingWait> waits;
+  std::vector<std::shared_ptr<void>> holds;
+  std::vector<std::shared_ptr<LaunchHook>> hooks;
+  {
+    std::lock_guard<std::mutex> lock(timelineMutex);
+    records.swap(capturedRecords);  // swaps: nothing here allocates or throws
+    waits.swap(capturedWaits);
+    holds.swap(capturedHolds);
+    hooks.swap(capturedHooks);
+    openCapture = 0;
+  }
+  // No graph owns their timing events: they go here (the holds and hooks with the vectors).
+  for (const PendingRecord& r : records) cudaEventDestroy(r.start), cudaEventDestroy(r.end);
+  for (const PendingWait& w : waits) cudaEventDestroy(w.start), cudaEventDestroy(w.end);
+}
+
 static bool timelineCapturing() { return openCapture.load() != 0; }
 
 void replayTimeline(const std::shared_ptr<CapturedTimeline>& captured) {

@@ -138,6 +138,8 @@ void hookForCapture(std::shared_ptr<LaunchHook> hook);
 void runLaunchHooks(const CapturedTimeline& captured, cudaStream_t stream);
 // Closes it: the records since beginTimelineCapture(), owned by `events`.
 std::shared_ptr<CapturedTimeline> endTimelineCapture();
+// Closes it and drops what it captured (a capture abandoned: no graph).
+void discardTimelineCapture() noexcept;
 // After a launch of the graph: its records, as if enqueued now.
 void replayTimeline(const std::shared_ptr<CapturedTimeline>& captured);
 size_t capturedKernelCount(const CapturedTimeline& captured);

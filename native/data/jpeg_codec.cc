@@ -105,14 +105,14 @@ void install(ErrorManager& mgr, j_common_ptr cinfo) {
 // A header may claim up to 65500 x 65500 pixels (libjpeg's limit) in a few
 // bytes: beyond this many the decode (and its buffers) is refused rather than
 // attempted.
-constexpr uint64_t kMaxPixels = 100'000'000;
+constexpr uint64_t kMaxPixels = 300'000'000;  // 108-megapixel photos pass
 
 // After jpeg_read_header: refuses an image larger than kMaxPixels.
 void checkPixels(jpeg_decompress_struct& cinfo, const std::string& name) {
   const uint64_t pixels = uint64_t(cinfo.image_width) * cinfo.image_height;
   if (pixels <= kMaxPixels) return;
   const std::string why = std::to_string(cinfo.image_width) + " x " + std::to_string(cinfo.image_height) +
-                          " pixels, more than the 100 megapixels decoded";
+                          " pixels, more than the 300 megapixels decoded";
   jpeg_destroy_decompress(&cinfo);
   fail(name, why.c_str());
 }

@@ -84,6 +84,8 @@ class PromiseWorker : public Napi::AsyncWorker {
       deferred_.Reject(makeError(env, "ERR_OUT_OF_MEMORY", "out of memory").Value());
     } catch (const std::exception& e) {
       deferred_.Reject(makeError(env, "ERR_NATIVE", e.what()).Value());
+    } catch (...) {
+      deferred_.Reject(makeError(env, "ERR_NATIVE", "unknown native exception").Value());
     }
   }
 

@@ -12,7 +12,7 @@ import { LINK_GBPS, OutputWriter, parseBuckets, parseChoice, parseInteger, parse
 import { htmlReport } from '../report/html-report';
 import { pathOf } from './explain';
 import { attribute } from '../analysis/attribution';
-import { paramCount, resnet50Graph, type ResNetGraph } from '../model/graph';
+import { resnet50Graph, type ResNetGraph } from '../model/graph';
 import { convVariantsOf, parsePlan } from '../plan/plan';
 import { runTraining, type Run } from '../run/training';
 import { partialRun, printedRun, type RunUnderWay } from '../run/partial-run';
@@ -259,7 +259,7 @@ export async function runStep(opts: StepOpts, print: (text: string) => void): Pr
   // Across processes: this rank's place. With --gpus, every rank is in this process.
   const place = comm === 'local' || gpus > 1 ? undefined : rankPlace(comm);
   if (place) rankWorkers(comm as 'gloo' | 'nccl', opts.workers); // refused before any rendezvous
-  checkReductionOptions(opts, gpus > 1 ? gpus : place ? place.size : parseInteger('--workers', opts.workers, 1, 16), graph);
+  checkReductionOptions(opts, gpus > 1 ? gpus : place ? place.size : parseInteger('--workers', opts.workers, 1, 16));
   const timeoutMs = parseInteger('--comm-timeout-ms', opts.commTimeoutMs, 100, 3_600_000);
   if (backend === 'cuda') selectRankDevice();
   // NCCL: one communicator (or one local group) for every schedule. Gloo: one rendezvous per schedule (a fresh store prefix keeps runs apart).
@@ -415,15 +415,13 @@ function checkBlockedChannels(graph: ResNetGraph, plan: ReturnType<typeof parseP
  * --bucket-mb, --first-bucket-mb) act on the gradient reduction: every value
  * is checked, and with one worker (no reduction) giving them is refused.
  */
-function checkReductionOptions(opts: StepOpts, workers: number, graph: ResNetGraph): void {
+function checkReductionOptions(opts: StepOpts, workers: number): void {
   parseNumber('--latency', opts.latency, 0, 1e6);
-  const buckets = parseBuckets(opts);
+  parseBuckets(opts);
   if (opts.link !== undefined) parseNumber('--link', opts.link, LINK_GBPS.min, LINK_GBPS.max);
   if (givenOption(opts, 'latency') && opts.link === undefined) {
     throw new UsageError(`--latency ${opts.latency} needs --link <GB/s>: the latency is the modeled link's (give --link, or leave --latency out)`);
   }
-  const link = parseLink(opts);
-  if (link && workers > 1) checkLinkHold(link, workers, Math.min(Math.max(buckets.bucketBytes, buckets.firstBucketBytes), 4 * paramCount(graph)));
   if (workers > 1) return;
   const unused = [
     opts.link !== undefined ? `--link ${opts.link}` : undefined,
@@ -434,18 +432,6 @@ function checkReductionOptions(opts: StepOpts, workers: number, graph: ResNetGra
   if (unused.length > 0) {
     throw new UsageError(`${unused.join(', ')} ${unused.length === 1 ? 'has' : 'have'} no effect with one worker: there is no gradient reduction (give --workers 2 or more, or leave ${unused.length === 1 ? 'it' : 'them'} out)`);
   }
-}
-
-/** The most a modeled link may hold a stream for one bucket (the native link-hold's cap, cpu/link_model.h). */
-const MAX_LINK_HOLD_S = 60;
-
-/** The modeled ring all-reduce of the largest bucket (fp32 gradients) must fit the native cap: refused here, naming the options. */
-function checkLinkHold(link: NonNullable<ReductionOptions['link']>, workers: number, largestBucketBytes: number): void {
-  const w = workers;
-  const seconds = 2 * (w - 1) * link.latencyUs * 1e-6 + ((2 * (w - 1)) / w) * largestBucketBytes / (link.gbps * 1e9);
-  if (seconds <= MAX_LINK_HOLD_S) return;
-  throw new UsageError(`--link ${link.gbps} GB/s would hold the link ${seconds.toFixed(0)} s for a bucket of ${(largestBucketBytes / 2 ** 20).toFixed(1)} MB among ${workers} workers` +
-    ` (latency ${link.latencyUs} us), more than the ${MAX_LINK_HOLD_S} s a modeled hold may take: raise --link, or lower --bucket-mb, --first-bucket-mb or --latency`);
 }
 
 /** Whether the user gave the option (attribute name) on the command line, not left it at its default. */

@@ -16,7 +16,8 @@ import { addon, type Addon } from '../native';
 import { cudaAddon } from '../native-cuda';
 import { convVariantsOf, variantFor, type Plan, type PlanOp } from '../plan/plan';
 import { DivergedError, UsageError } from '../errors';
-import { assignBuckets, type Bucket } from '../schedule/buckets';
+import type { Bucket } from '../schedule/buckets';
+import { gradientBuckets } from '../schedule/link-hold';
 import type { LocalNcclGroup } from '../comm/local-nccl';
 
 export interface OptimizerOptions {
@@ -334,7 +335,7 @@ export class TrainingStep {
     const native = this.native;
     // Gradients become ready in reverse parameter order (as DDP assumes).
     const order = this.graph.params.filter((p) => p.trainable).reverse();
-    this.buckets.push(...assignBuckets(order.map((p) => ({ name: p.name, size: p.shape.reduce((a, b) => a * b, 1) })), r));
+    this.buckets.push(...gradientBuckets(this.graph, r));
     for (const p of order) {
       const size = p.shape.reduce((a, b) => a * b, 1);
       if (r.comm !== 'local') continue; // Gloo and NCCL reduce in place across processes

@@ -21,6 +21,7 @@ import { kernelKey, kernelStats, type IterationMarks, type KernelStat } from './
 import { CONTENTION_ITERATIONS, contentionFromIterations, type Contention } from './contention';
 import { DataPipeline, type DataOptions } from '../data/pipeline';
 import { UsageError } from '../errors';
+import { checkLinkHolds } from '../schedule/link-hold';
 import { writeJsonAtomic } from '../io/json-file';
 
 export interface TrainingConfig {
@@ -194,6 +195,7 @@ export async function runTraining(config: TrainingConfig, onIteration?: OnIterat
     }
     const cannotGraph = config.graph ? graphProblem(config.backend ?? 'cpu', config.warmup) : null;
     if (cannotGraph) throw new UsageError(cannotGraph);
+    if (config.reduction) checkLinkHolds(graph, config.reduction); // step, sweep and reproduce alike, before any work
     step = makeStep(config, graph);
   } catch (err) {
     await closeAll();
