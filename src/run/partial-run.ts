@@ -37,8 +37,12 @@ export interface RunUnderWay {
  * (a finished run of --compare still holds its communicator while the next one runs).
  */
 export function printedRun({ timeline: _timeline, ...run }: Run): object {
-  const config = run.config.reduction ? { ...run.config, reduction: { ...run.config.reduction, communicator: undefined } } : run.config;
-  return { ...run, config, ...(run.replicas ? { replicas: { ...run.replicas, timelines: undefined } } : {}) };
+  return { ...run, config: withoutCommunicator(run.config), ...(run.replicas ? { replicas: { ...run.replicas, timelines: undefined } } : {}) };
+}
+
+/** A configuration without its reduction's communicator (a native handle, not data). */
+function withoutCommunicator<C extends Pick<TrainingConfig, 'reduction'>>(config: C): C {
+  return config.reduction ? { ...config, reduction: { ...config.reduction, communicator: undefined } } : config;
 }
 
 /** The partial result for `signal`; `completed`: the whole runs as --json prints them. */
@@ -48,17 +52,13 @@ export function partialRun(signal: NodeJS.Signals, completed: object[], current:
   const measured = current.iterations.filter((f) => !f.warmup);
   // Native handles and writers are not data (as in a run's config).
   const { localGroup: _group, outputs: _outputs, ...config } = current.config;
-  const reduction = config.reduction ? { ...config.reduction, communicator: undefined } : undefined;
-  const summary = measured.length > 0 ? summarizeIterations(measured, measured.some((f) => f.dataBusyMs !== undefined)) : undefined;
-  // The median total is the lower middle for an even count, as a whole run's (an iteration that ran).
-  if (summary) summary.totalMs.median = measured.map((f) => f.totalMs).sort((a, b) => a - b)[Math.floor((measured.length - 1) / 2)];
   return {
     ...head,
     schedule: current.schedule,
-    config: { ...config, reduction },
+    config: withoutCommunicator(config),
     environment: current.environment,
     iterations: current.iterations,
     measured: measured.length,
-    summary,
+    summary: measured.length > 0 ? summarizeIterations(measured, measured.some((f) => f.dataBusyMs !== undefined)) : undefined,
   };
 }

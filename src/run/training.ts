@@ -230,17 +230,28 @@ function makeStep(config: TrainingConfig, graph: ResNetGraph): TrainingStep | Re
     { schedule: r.schedule, bucketBytes: r.bucketBytes, firstBucketBytes: r.firstBucketBytes, link: r.link }, config.dtype ?? 'fp32', group);
 }
 
-/** Median, min and max of each phase over measured iterations (at least one); `withData`: a pipeline's busy time too. */
+/**
+ * Median, min and max of each phase over measured iterations (at least one); `withData`: a pipeline's busy time too.
+ * The median total is an iteration's (the lower middle for an even count): the one a run saves as its timeline, so
+ * an attribution of two runs adds up to the printed difference.
+ */
 export function summarizeIterations(measured: readonly IterationFigures[], withData: boolean): Run['summary'] {
   const pick = (k: keyof IterationFigures) => summarize(measured.map((f) => f[k] as number));
+  const phases = Object.fromEntries(PHASES.map((k) => [k, pick(k)])) as Record<PhaseKey, Summary>;
+  phases.totalMs.median = lowerMiddle(measured).totalMs;
   return {
-    ...(Object.fromEntries(PHASES.map((k) => [k, pick(k)])) as Record<PhaseKey, Summary>),
+    ...phases,
     loss: pick('loss'),
     peakBytes: Math.max(...measured.map((f) => f.peakBytes)),
     gflops: summarize(measured.map((f) => f.flops / (f.totalMs * 1e6))).median,
     enqueueUsPerKernel: summarize(measured.map((f) => f.enqueueUsPerKernel)).median,
     ...(withData ? { dataBusyMs: summarize(measured.map((f) => f.dataBusyMs ?? 0)) } : {}),
   };
+}
+
+/** The iteration whose total is the median (the lower middle for an even count). */
+function lowerMiddle<F extends { totalMs: number }>(iterations: readonly F[]): F {
+  return [...iterations].sort((a, b) => a.totalMs - b.totalMs)[Math.floor((iterations.length - 1) / 2)];
 }
 
 function environmentOf(config: TrainingConfig, step: TrainingStep | ReplicatedStep, graph: ResNetGraph): Run['environment'] {
@@ -355,8 +366,7 @@ async function iterate(
 
   const measured = iterations.filter((f) => !f.warmup);
   // The timeline shown and saved: the measured iteration with the median total.
-  const byTotal = [...measured].sort((a, b) => a.totalMs - b.totalMs);
-  const median = recorded.find((it) => it.index === byTotal[Math.floor((byTotal.length - 1) / 2)].index)!;
+  const median = recorded.find((it) => it.index === lowerMiddle(measured).index)!;
   const t0 = median.marks.startNs;
   // Times from the median iteration's start (every GPU's, with --gpus).
   const shiftRecords = (records: KernelRecord[]) => records.map((k) => ({ ...k, startNs: k.startNs - t0, endNs: k.endNs - t0 }));
@@ -366,9 +376,6 @@ async function iterate(
   const waits = median.waits.map((w) => ({ ...w, startNs: w.startNs - t0, endNs: w.endNs - t0, firedNs: w.firedNs < 0 ? -1 : w.firedNs - t0 }));
   const marks = shiftMarks(median.marks);
   const summary = summarizeIterations(measured, pipeline !== undefined);
-  // The iteration median is the saved iteration's total (the lower middle for
-  // an even count), so an attribution of two runs adds up to the printed difference.
-  summary.totalMs.median = measured.find((f) => f.index === median.index)!.totalMs;
   const topKernels = [...perKernel.values()]
     .map(({ k, times }) => ({ ...k, medianMs: summarize(times).median, calls: times.length }))
     .sort((a, b) => b.medianMs - a.medianMs);

@@ -24,7 +24,7 @@ export function gradientBuckets(graph: ResNetGraph, options: BucketOptions): Buc
 /** Seconds a ring all-reduce of `bytes` among `workers` holds the modeled link. */
 export function linkHoldSeconds(bytes: number, workers: number, link: LinkModel): number {
   const w = workers;
-  return w > 1 ? 2 * (w - 1) * link.latencyUs * 1e-6 + ((2 * (w - 1)) / w) * bytes / (link.gbps * 1e9) : 0;
+  return w > 1 ? 2 * (w - 1) * link.latencyUs * 1e-6 + ((2 * (w - 1)) / w) * (bytes / (link.gbps * 1e9)) : 0;
 }
 
 /** Refuses a reduction whose largest bucket would hold the link past MAX_LINK_HOLD_S. */

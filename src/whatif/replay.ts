@@ -13,6 +13,7 @@ import { LOCAL_STAND_IN_LIMIT } from '../run/executor';
 import { kappaFor } from '../run/contention';
 import type { IterationMarks } from '../run/kernel-stats';
 import { assignBuckets, type Bucket } from '../schedule/buckets';
+import { linkHoldSeconds } from '../schedule/link-hold';
 import type { StepModel } from './step-model';
 
 interface SimTask {
@@ -58,8 +59,7 @@ function bucketTasks(model: StepModel, b: Bucket, bytesOf: Map<string, number>):
     }
   }
   if (c.link && c.workers > 1) {
-    const w = c.workers;
-    const ms = (2 * (w - 1) * c.link.latencyUs * 1e-6 + ((2 * (w - 1)) / w) * (b.bytes / (c.link.gbps * 1e9))) * 1e3;
+    const ms = linkHoldSeconds(b.bytes, c.workers, c.link) * 1e3;
     tasks.push({ op: 'link', pass: 'comm', layer: `bucket${b.index}`, variant: 'fast', ms, gapMs: 0, cpu: false });
   }
   return tasks;
