@@ -88,7 +88,7 @@ test('the other ops\' arithmetic and the FC layer\'s cuBLAS layouts match the CP
   const r = spawnSync(exe, { encoding: 'utf8' });
   assert.equal(r.error, undefined, `${exe}: ${r.error?.message}`);
   const out = JSON.parse(r.stdout) as { ok: boolean; checks: { name: string; error: number; tolerance: number; ok: boolean }[] };
-  for (const op of ['batchnorm', 'relu bwd', 'maxpool', 'bwd dx (gather against scatter)', 'avgpool', 'softmax-xent', 'bad label gives NaN', 'sgd', 'allreduce-local', 'fc',
+  for (const op of ['batchnorm', 'relu bwd', 'maxpool', 'bwd dx (gather against scatter)', 'avgpool', 'softmax-xent', 'bad label gives NaN', 'bad label nan reported as the CPU does', 'sgd', 'allreduce-local', 'fc',
     'weights KCRS -> KRSC', 'KRSC -> KCRS round trip', 'bf16 rounding']) {
     assert.ok(out.checks.some((c) => c.name.includes(op)), `no check of ${op}`);
   }
@@ -97,7 +97,7 @@ test('the other ops\' arithmetic and the FC layer\'s cuBLAS layouts match the CP
   assert.equal(nhwc.length, out.checks.filter((c) => /^(batchnorm|maxpool|avgpool)/.test(c.name) && !/ nhwc/.test(c.name)).length);
   assert.ok(nhwc.length >= 30, `${nhwc.length} NHWC checks`);
   for (const c of out.checks) assert.ok(c.ok && c.error <= c.tolerance, `${c.name}: ${c.error} > ${c.tolerance}`);
-  assert.equal(out.checks.length, 110);
+  assert.equal(out.checks.length, 122);
   assert.equal(r.status, 0);
 });
 
@@ -959,6 +959,35 @@ test('cuda: every other op of the step against the CPU reference (random data, o
   assert.deepEqual(records.map((r) => [r.op, r.pass, r.layer, r.variant]), [['relu', 'fwd', 'relu1', 'cuda']]);
   assert.throws(() => k.enqueue(stream, [x, y9]), (e: CudaError) => e.code === 'ERR_INVALID_ARG' && /buffer 'y' holds 9 values, needs 8/.test(e.message));
   for (const b of [x, y, y9]) b.release();  // not left to the garbage collector (the next test counts memory)
+});
+
+test('cuda: a bad label is found by the loss kernel and reported once, by the next wait on the GPU, with the CPU\'s message', { skip: needsDevice }, async () => {
+  // The labels live on the GPU: the CPU backend throws at the op, the device leaves the row for the next synchronize.
+  const c = cuda!;
+  const stream = new c.Stream('loss');
+  const k = new c.OpKernel('softmax-xent', 'cuda', { n: 3, classes: 4 }, 'fc');
+  const bufs = k.describe().buffers.map((b) => new c.Buffer(b.length));
+  bufs[0].fillUniform(5, -2, 2);
+  const bad = (message: RegExp) => (e: CudaError) => e.code === 'ERR_INVALID_ARG' && message.test(e.message);
+  bufs[1].write(new Float32Array([1, 4, 7]));
+  k.enqueue(stream, bufs);
+  await assert.rejects(stream.synchronize(), bad(/^stream 'loss': softmax-xent: label 4 of sample 1 is not a class index in 0\.\.3$/));
+  await stream.synchronize(); // reported once
+  bufs[1].write(new Float32Array([1, 3, 0]));
+  bufs[2].fill(Number.NaN);
+  k.enqueue(stream, bufs);
+  await stream.synchronize(); // good labels: no error, a finite loss
+  assert.ok(Number.isFinite(bufs[2].read()[0]), `loss ${bufs[2].read()[0]}`);
+  // Through an event's wait too; NaN and fractions are not class indices.
+  for (const [labels, text] of [[[Number.NaN, 0, 0], 'label nan of sample 0'], [[0, 2, 2.5], 'label 2.5 of sample 2']] as const) {
+    bufs[1].write(new Float32Array(labels));
+    const done = new c.Event();
+    k.enqueue(stream, bufs);
+    stream.record(done);
+    await assert.rejects(done.synchronize(), bad(new RegExp(`^event of stream 'loss': softmax-xent: ${text} is not a class index in 0\\.\\.3$`)));
+  }
+  await stream.synchronize();
+  for (const b of bufs) b.release();
 });
 
 test('cuda: events order two streams, the wait is timed, memory is counted', { skip: needsDevice }, async () => {

@@ -8,6 +8,7 @@
 #include "cuda/cuda_error.h"
 #include "cuda/cuda_graph.h"
 #include "cuda/device.h"
+#include "cuda/device_check.h"
 
 namespace stepscope {
 
@@ -271,6 +272,7 @@ void CudaStream::synchronize() {
   useDevice(device_);  // also on libuv's workers
   checkCuda(cudaStreamSynchronize(stream_), "cudaStreamSynchronize", name_);
   if (nowNs() - anchor_->hostNs > kAnchorAgeNs) refreshAnchor();
+  throwFailedDeviceChecks(device_, "stream '" + name_ + "'");
 }
 
 // A new anchor for later records; earlier ones keep theirs (no negative spans).
@@ -366,6 +368,7 @@ int64_t CudaEvent::timestampNs() const {
 void CudaEvent::synchronize() const {
   if (device_ >= 0) useDevice(device_);  // also on libuv's workers
   if (generation_ > 0) checkCuda(cudaEventSynchronize(timeSource()), "cudaEventSynchronize", streamName_);
+  if (device_ >= 0) throwFailedDeviceChecks(device_, "event of stream '" + streamName_ + "'");
 }
 
 std::vector<WaitRecord> drainWaits() {

@@ -36,7 +36,7 @@ const Entry kOps[] = {
     {"avgpool-bwd", "spreads dy evenly"},
     {"fc-fwd", "y = x w^T + b (cuBLAS sgemm, fp32)"},
     {"fc-bwd", "dx = dy w, dw = dy^T x (cuBLAS sgemm, fp32), db = sum dy"},
-    {"softmax-xent", "mean softmax cross-entropy and its gradient; a bad label gives a NaN loss"},
+    {"softmax-xent", "mean softmax cross-entropy and its gradient; a bad label is ERR_INVALID_ARG at the next synchronize"},
     {"sgd", "SGD with momentum and weight decay (PyTorch semantics)"},
     {"allreduce-local", "local communicator: W-1 stand-in gradients copied in on the device, all W summed and averaged"},
     {"link-hold", "holds the stream for the modeled ring all-reduce time of a bucket (a sleeping host function)"},

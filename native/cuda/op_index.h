@@ -11,6 +11,7 @@
 
 #include "core/bf16.h"
 #include "core/host_device.h"
+#include "cuda/label_check.h"
 
 namespace stepscope {
 namespace cudaops {
@@ -121,9 +122,10 @@ SS_HD inline float maxpoolBackwardAt(const PoolDims& d, const T* dyPlane, const 
 
 // ---- softmax cross-entropy, one row: its loss term (-log softmax[label]) and
 // its gradient (softmax - onehot) / n. A label that is not a class index
-// gives NaN for both: the loss shows it (device code cannot throw).
+// gives NaN for both (device code cannot throw: the loss kernel leaves the
+// row for the host to report, label_check.h).
 SS_HD inline double softmaxXentRow(const float* row, int classes, float label, int n, float* grad) {
-  const bool ok = label >= 0.0f && label < float(classes) && label == float(int(label));
+  const bool ok = isClassIndex(label, classes);
   float mx = row[0];
   for (int j = 1; j < classes; ++j) mx = row[j] > mx ? row[j] : mx;
   double sum = 0;

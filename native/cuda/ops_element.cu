@@ -3,11 +3,13 @@
 //   relu-fwd: x -> y;  relu-bwd: y, dy -> dx;  add: a, b -> y (relu=1 fuses the ReLU)
 //     (bf16=1: every buffer bf16, the arithmetic fp32)
 //   softmax-xent: logits [n, classes], labels [n] -> loss [1], dlogits [n, classes]
+//     (a bad label: ERR_INVALID_ARG from the next wait on the GPU, device_check.h)
 //   sgd: param, grad, momentum_buffer (in place)
 #include <cuda_runtime.h>
 
 #include "core/bf16.h"
 #include "cuda/cuda_buffer.h"
+#include "cuda/device_check.h"
 #include "cuda/op_cuda.h"
 #include "cuda/op_index.h"
 
@@ -43,10 +45,14 @@ __global__ void softmaxXentRows(int n, int classes, const float* __restrict__ lo
   if (i < n) terms[i] = softmaxXentRow(logits + (long long)i * classes, classes, labels[i], n, dlogits + (long long)i * classes);
 }
 
-__global__ void meanOfTerms(int n, const double* __restrict__ terms, float* loss) {
+// Also leaves the first bad label's row for the host (cuda/device_check.h):
+// one thread, so the word is written once per launch, and always.
+__global__ void meanOfTerms(int n, int classes, const double* __restrict__ terms, const float* __restrict__ labels, float* loss,
+                            long long* badLabel) {
   double s = 0;
   for (int i = 0; i < n; ++i) s += terms[i];
   loss[0] = float(s / n);
+  *badLabel = firstBadLabelWord(labels, n, classes);
 }
 
 __global__ void sgdKernel(long long n, float* param, const float* __restrict__ grad, float* buf, float lr, float momentum, float wd) {
@@ -100,15 +106,21 @@ class CudaSoftmaxXent : public CudaOpKernel {
   void launch(const std::vector<float*>& b, cudaStream_t stream) override {
     // Allocated at the first launch: preparing the kernel needs no device.
     if (!terms_) terms_ = std::make_unique<DeviceScratch>(size_t(n_) * sizeof(double));
+    if (!badLabel_) {
+      const int classes = classes_;
+      // The CPU backend throws at the op; here the next wait on the GPU does (ERR_INVALID_ARG, the same message).
+      badLabel_ = makeDeviceCheck("ERR_INVALID_ARG", [classes](long long word) { return badLabelMessage(word, classes); });
+    }
     double* terms = static_cast<double*>(terms_->get());
     softmaxXentRows<<<(n_ + 127) / 128, 128, 0, stream>>>(n_, classes_, b[0], b[1], b[3], terms);
-    meanOfTerms<<<1, 1, 0, stream>>>(n_, terms, b[2]);
+    meanOfTerms<<<1, 1, 0, stream>>>(n_, classes_, terms, b[1], b[2], badLabel_->deviceWord());
     checkLaunch("softmax-xent launch", context());
   }
 
  private:
   int n_, classes_;
   std::unique_ptr<DeviceScratch> terms_;
+  std::shared_ptr<DeviceCheck> badLabel_;
 };
 
 class CudaSgd : public CudaOpKernel {

@@ -284,6 +284,27 @@ void checkSoftmax(int n, int classes) {
   std::vector<float> row(classes);
   const double bad = softmaxXentRow(logits.data(), classes, float(classes), n, row.data());
   record(tag + " bad label gives NaN", std::isnan(bad) && std::isnan(row[0]) ? 0.0 : INFINITY, 0);
+  // ... and the loss kernel leaves the first bad row for the host, which
+  // reports it with the CPU's own message (label_check.h).
+  record(tag + " good labels leave no bad-label word", firstBadLabelWord(labels.data(), n, classes) == -1 ? 0.0 : INFINITY, 0);
+  for (const float wrong : {float(classes), -1.0f, 0.5f, NAN, 1e30f}) {
+    std::vector<float> badLabels = labels;
+    badLabels[n - 1] = wrong;
+    if (n > 2) badLabels[1] = wrong;  // the first bad row is reported
+    const long long word = firstBadLabelWord(badLabels.data(), n, classes);
+    std::string cpuMessage;
+    try {
+      std::vector<std::vector<float>> g{logits, badLabels, poisoned(1), poisoned(size_t(n) * classes)};
+      cpuReference("softmax-xent", {{"n", n}, {"classes", classes}}, g);
+    } catch (const std::exception& e) {
+      cpuMessage = e.what();
+    }
+    const bool same = word != -1 && !cpuMessage.empty() && badLabelMessage(word, classes) == cpuMessage;
+    if (!same) std::fprintf(stderr, "label %g: device '%s', CPU '%s'\n", double(wrong), word == -1 ? "(none)" : badLabelMessage(word, classes).c_str(), cpuMessage.c_str());
+    char name[32];
+    std::snprintf(name, sizeof name, "%g", double(wrong));
+    record(tag + " bad label " + name + " reported as the CPU does", same ? 0.0 : INFINITY, 0);
+  }
 }
 
 void checkSgd(int size) {

@@ -1,0 +1,72 @@
+#include "cuda/device_check.h"
+
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <mutex>
+#include <vector>
+
+#include "core/error.h"
+#include "cuda/cuda_error.h"
+
+namespace stepscope {
+namespace {
+
+std::mutex registryMutex;
+std::vector<std::weak_ptr<DeviceCheck>>& registry() {
+  static auto* checks = new std::vector<std::weak_ptr<DeviceCheck>>();  // never destroyed: finalizers may run late
+  return *checks;
+}
+
+}  // namespace
+
+DeviceCheck::DeviceCheck(std::string code, std::function<std::string(long long)> describe)
+    : code_(std::move(code)), describe_(std::move(describe)) {
+  checkCuda(cudaGetDevice(&device_), "cudaGetDevice", "device check");
+  void* host = nullptr;
+  // Portable: mapped into every GPU's address space, whichever is current later.
+  checkCuda(cudaHostAlloc(&host, sizeof(long long), cudaHostAllocMapped | cudaHostAllocPortable), "cudaHostAlloc", "device check");
+  hostWord_ = static_cast<volatile long long*>(host);
+  *hostWord_ = -1;
+  void* onDevice = nullptr;
+  const cudaError_t e = cudaHostGetDevicePointer(&onDevice, host, 0);
+  if (e != cudaSuccess) {
+    cudaFreeHost(host);
+    checkCuda(e, "cudaHostGetDevicePointer", "device check");
+  }
+  deviceWord_ = static_cast<long long*>(onDevice);
+}
+
+DeviceCheck::~DeviceCheck() {
+  cudaFreeHost(const_cast<long long*>(hostWord_));  // waits for the GPU: no kernel writes it afterwards
+}
+
+std::shared_ptr<DeviceCheck> makeDeviceCheck(std::string code, std::function<std::string(long long)> describe) {
+  auto check = std::make_shared<DeviceCheck>(std::move(code), std::move(describe));
+  std::lock_guard<std::mutex> lock(registryMutex);
+  auto& checks = registry();
+  // Drop the checks of released kernels as new ones come.
+  checks.erase(std::remove_if(checks.begin(), checks.end(), [](const std::weak_ptr<DeviceCheck>& c) { return c.expired(); }), checks.end());
+  checks.push_back(check);
+  return check;
+}
+
+void throwFailedDeviceChecks(int device, const std::string& where) {
+  std::string code, message;
+  {
+    std::lock_guard<std::mutex> lock(registryMutex);
+    for (const auto& weak : registry()) {
+      const std::shared_ptr<DeviceCheck> check = weak.lock();
+      if (!check || check->device_ != device) continue;
+      const long long word = *check->hostWord_;
+      if (word == -1) continue;
+      *check->hostWord_ = -1;  // reported once
+      code = check->code_;
+      message = check->describe_(word);
+      break;
+    }
+  }
+  if (!code.empty()) throw Error(code, where + ": " + message);
+}
+
+}  // namespace stepscope
