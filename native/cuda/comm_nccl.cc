@@ -214,6 +214,16 @@ static void watch(NcclState* s, NcclOptions o) {
   }
 }
 
+void stopWatchdog(NcclState& s) {
+  std::thread watchdog;
+  {
+    std::lock_guard<std::mutex> lock(s.mutex);
+    s.stop = true;  // under the mutex: a connect() after this sees it and starts none
+    watchdog = std::move(s.watchdog);
+  }
+  if (watchdog.joinable()) watchdog.join();
+}
+
 namespace {
 // One look of the watchdog: a failure aborts the communicator, or its whole clique.
 void watchOnce(NcclState* s, const NcclOptions& o) {
@@ -314,6 +324,7 @@ void NcclCommunicator::connect() {
   {
     std::lock_guard<std::mutex> lock(s.mutex);
     if (s.connected) return;
+    if (s.stop) throw CudaError("ERR_COMM", rankText(options_) + ": the communicator is unusable: destroyed", "ncclInvalidUsage", "");
     if (!s.comm) throw CudaError("ERR_COMM", rankText(options_) + ": the communicator is unusable: " + s.failure, "ncclInvalidUsage", "");
     if (!s.clique) {
       awaitLocked(s, options_, "joining the other ranks", "");
@@ -375,8 +386,7 @@ void NcclCommunicator::destroy() {
     throw Error("ERR_INVALID_STATE", rankText(options_) + ": " + std::to_string(s.liveGraphs.load()) +
                                          " CUDA graph(s) that captured this communicator's all-reduce still exist: release them first (graph.release())");
   }
-  s.stop = true;
-  if (s.watchdog.joinable()) s.watchdog.join();
+  stopWatchdog(s);
   std::lock_guard<std::mutex> lock(s.mutex);
   for (InFlight& f : s.inFlight) cudaEventDestroy(f.done);
   s.inFlight.clear();
@@ -405,8 +415,7 @@ void NcclCommunicator::destroy() {
 
 NcclCommunicator::~NcclCommunicator() {
   NcclState& s = *state_;
-  s.stop = true;
-  if (s.watchdog.joinable()) s.watchdog.join();
+  stopWatchdog(s);
   bool live = false;
   {
     std::lock_guard<std::mutex> lock(s.mutex);  // another rank's watchdog may abort this one meanwhile

@@ -228,10 +228,7 @@ void NcclCommunicator::destroyGroup(const std::vector<NcclPtr>& comms) {
     if (!s) throw Error("ERR_INVALID_ARG", "nccl destroyGroup: " + std::to_string(comms.size()) + " of " + std::to_string(members.size()) + " ranks given; the whole clique is released together");
     if (s->liveGraphs.load() > 0) throw Error("ERR_INVALID_STATE", "nccl destroyGroup: a CUDA graph that captured an all-reduce still exists: release it first");
   }
-  for (NcclState* s : members) {  // before any lock: a watchdog may be waiting for one
-    s->stop = true;
-    if (s->watchdog.joinable()) s->watchdog.join();
-  }
+  for (NcclState* s : members) stopWatchdog(*s);  // before holding any lock: a watchdog may be waiting for one
   std::vector<std::unique_lock<std::mutex>> locks;
   for (NcclState* s : members) locks.emplace_back(s->mutex);
   bool usable = true;

@@ -68,6 +68,10 @@ std::string pollLocked(NcclState& s, NcclClock::time_point deadline, int timeout
 void requireUsableLocked(const NcclState& s, const NcclOptions& o, const std::string& layer);
 ncclRedOp_t scaledSumLocked(NcclState& s, const NcclOptions& o, float scale, const std::string& layer);
 KernelInfo allreduceInfo(const std::vector<std::pair<float*, size_t>>& buffers, const std::string& layer);
+// Stops the watchdog and waits for it to end; state.mutex NOT held (the
+// watchdog takes it). The thread is taken out under the mutex: connect() may
+// be starting it on a worker thread while destroy() runs on the JS thread.
+void stopWatchdog(NcclState& s);
 // An event after the collective on `stream`, for the watchdog to time; state.mutex held.
 void watchLocked(NcclState& s, cudaStream_t stream, const std::string& layer);
 
