@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <memory>
 #include <string>
 
 #include "core/error.h"
@@ -98,6 +99,43 @@ void install(ErrorManager& mgr, j_common_ptr cinfo) {
   mgr.message[0] = 0;
 }
 
+// A libjpeg codec object destroyed whichever way its scope is left: a return,
+// an exception (a failed allocation of ours), or libjpeg's longjmp back to the
+// setjmp after which the caller threw. Held by unique_ptr: on the heap, so what
+// libjpeg writes into it after setjmp (the output buffer's address) stays
+// well-defined after a longjmp, unlike a non-volatile local.
+struct Decompressor {
+  jpeg_decompress_struct cinfo;
+  ErrorManager mgr;
+  bool created = false;
+  Decompressor() { install(mgr, reinterpret_cast<j_common_ptr>(&cinfo)); }
+  ~Decompressor() {
+    if (created) jpeg_destroy_decompress(&cinfo);
+  }
+  // After setjmp(mgr.jump): creating may fail (out of memory) and jump there.
+  void create() {
+    jpeg_create_decompress(&cinfo);
+    created = true;
+  }
+};
+
+struct Compressor {
+  jpeg_compress_struct cinfo;
+  ErrorManager mgr;
+  bool created = false;
+  unsigned char* buffer = nullptr;  // jpeg_mem_dest's output, grown (moved) by libjpeg
+  unsigned long size = 0;
+  Compressor() { install(mgr, reinterpret_cast<j_common_ptr>(&cinfo)); }
+  ~Compressor() {
+    if (created) jpeg_destroy_compress(&cinfo);
+    free(buffer);  // the destination manager leaves its buffer to the caller
+  }
+  void create() {
+    jpeg_create_compress(&cinfo);
+    created = true;
+  }
+};
+
 [[noreturn]] void fail(const std::string& name, const char* message) {
   throw Error("ERR_BAD_IMAGE", "'" + name + "' is not a readable JPEG: " + message);
 }
@@ -113,7 +151,6 @@ void checkPixels(jpeg_decompress_struct& cinfo, const std::string& name) {
   if (pixels <= kMaxPixels) return;
   const std::string why = std::to_string(cinfo.image_width) + " x " + std::to_string(cinfo.image_height) +
                           " pixels, more than the 300 megapixels decoded";
-  jpeg_destroy_decompress(&cinfo);
   fail(name, why.c_str());
 }
 
@@ -141,20 +178,14 @@ void cmykToRgb(const uint8_t* in, uint8_t* out, int n) {
 
 JpegSize jpegSize(const std::vector<uint8_t>& data, const std::string& name) {
   checkComplete(data, name);
-  jpeg_decompress_struct cinfo;
-  ErrorManager mgr;
-  install(mgr, reinterpret_cast<j_common_ptr>(&cinfo));
-  if (setjmp(mgr.jump)) {
-    jpeg_destroy_decompress(&cinfo);
-    fail(name, mgr.message);
-  }
-  jpeg_create_decompress(&cinfo);
+  auto d = std::make_unique<Decompressor>();
+  jpeg_decompress_struct& cinfo = d->cinfo;
+  if (setjmp(d->mgr.jump)) fail(name, d->mgr.message);
+  d->create();
   jpeg_mem_src(&cinfo, data.data(), (unsigned long)data.size());
   jpeg_read_header(&cinfo, TRUE);
   checkPixels(cinfo, name);
-  JpegSize size{int(cinfo.image_height), int(cinfo.image_width)};
-  jpeg_destroy_decompress(&cinfo);
-  return size;
+  return JpegSize{int(cinfo.image_height), int(cinfo.image_width)};
 }
 
 DecodedWindow decodeJpegWindow(const std::vector<uint8_t>& data, const std::string& name, int top, int left, int height,
@@ -162,14 +193,10 @@ DecodedWindow decodeJpegWindow(const std::vector<uint8_t>& data, const std::stri
   checkComplete(data, name);
   DecodedWindow out;
   std::vector<uint8_t> cmykRow;
-  jpeg_decompress_struct cinfo;
-  ErrorManager mgr;
-  install(mgr, reinterpret_cast<j_common_ptr>(&cinfo));
-  if (setjmp(mgr.jump)) {
-    jpeg_destroy_decompress(&cinfo);
-    fail(name, mgr.message);
-  }
-  jpeg_create_decompress(&cinfo);
+  auto d = std::make_unique<Decompressor>();
+  jpeg_decompress_struct& cinfo = d->cinfo;
+  if (setjmp(d->mgr.jump)) fail(name, d->mgr.message);
+  d->create();
   jpeg_mem_src(&cinfo, data.data(), (unsigned long)data.size());
   jpeg_read_header(&cinfo, TRUE);
   checkPixels(cinfo, name);
@@ -187,10 +214,7 @@ DecodedWindow decodeJpegWindow(const std::vector<uint8_t>& data, const std::stri
   int y1 = std::min(outH, int(std::ceil((top + height) * out.scaleY)) + 1);
   int x0 = std::max(0, int(std::floor(left * out.scaleX)) - 1);
   int x1 = std::min(outW, int(std::ceil((left + width) * out.scaleX)) + 1);
-  if (y1 <= y0 || x1 <= x0) {
-    jpeg_destroy_decompress(&cinfo);
-    throw Error("ERR_INVALID_ARG", "crop box outside the image of '" + name + "'");
-  }
+  if (y1 <= y0 || x1 <= x0) throw Error("ERR_INVALID_ARG", "crop box outside the image of '" + name + "'");
   JDIMENSION xoff = JDIMENSION(x0), cols = JDIMENSION(x1 - x0);
   if (cols < JDIMENSION(outW)) jpeg_crop_scanline(&cinfo, &xoff, &cols);  // widens to the iMCU grid
   if (y0 > 0) jpeg_skip_scanlines(&cinfo, JDIMENSION(y0));
@@ -205,14 +229,10 @@ DecodedWindow decodeJpegWindow(const std::vector<uint8_t>& data, const std::stri
   for (int r = 0; r < img.height; ++r) {
     uint8_t* dst = img.pixels.data() + size_t(r) * img.width * 3;
     JSAMPROW row = cmyk ? cmykRow.data() : dst;
-    if (jpeg_read_scanlines(&cinfo, &row, 1) != 1) {
-      jpeg_destroy_decompress(&cinfo);
-      fail(name, "fewer scanlines than the header promises");
-    }
+    if (jpeg_read_scanlines(&cinfo, &row, 1) != 1) fail(name, "fewer scanlines than the header promises");
     if (cmyk) cmykToRgb(cmykRow.data(), dst, img.width);
   }
   if (y1 == outH) jpeg_finish_decompress(&cinfo);  // reads to EOI: reports trailing corruption
-  jpeg_destroy_decompress(&cinfo);
   return out;
 }
 
@@ -222,18 +242,11 @@ RgbImage decodeJpeg(const std::vector<uint8_t>& data, const std::string& name) {
 }
 
 std::vector<uint8_t> encodeJpeg(const RgbImage& image, int quality) {
-  jpeg_compress_struct cinfo;
-  ErrorManager mgr;
-  install(mgr, reinterpret_cast<j_common_ptr>(&cinfo));
-  unsigned char* buffer = nullptr;
-  unsigned long size = 0;
-  if (setjmp(mgr.jump)) {
-    jpeg_destroy_compress(&cinfo);
-    free(buffer);
-    throw Error("ERR_NATIVE", std::string("JPEG encoding failed: ") + mgr.message);
-  }
-  jpeg_create_compress(&cinfo);
-  jpeg_mem_dest(&cinfo, &buffer, &size);
+  auto c = std::make_unique<Compressor>();
+  jpeg_compress_struct& cinfo = c->cinfo;
+  if (setjmp(c->mgr.jump)) throw Error("ERR_NATIVE", std::string("JPEG encoding failed: ") + c->mgr.message);
+  c->create();
+  jpeg_mem_dest(&cinfo, &c->buffer, &c->size);
   cinfo.image_width = JDIMENSION(image.width);
   cinfo.image_height = JDIMENSION(image.height);
   cinfo.input_components = 3;
@@ -246,10 +259,7 @@ std::vector<uint8_t> encodeJpeg(const RgbImage& image, int quality) {
     jpeg_write_scanlines(&cinfo, &row, 1);
   }
   jpeg_finish_compress(&cinfo);
-  std::vector<uint8_t> out(buffer, buffer + size);
-  jpeg_destroy_compress(&cinfo);
-  free(buffer);
-  return out;
+  return std::vector<uint8_t>(c->buffer, c->buffer + c->size);
 }
 
 #else  // no libjpeg in this build
