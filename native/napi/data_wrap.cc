@@ -1,5 +1,8 @@
 #include "napi/data_wrap.h"
 
+#include <unistd.h>
+
+#include <cstdio>
 #include <fstream>
 
 #include "data/augment.h"
@@ -139,6 +142,23 @@ Napi::Value DataLoaderWrap::labels(const Napi::CallbackInfo& info) {
   return a;
 }
 
+namespace {
+// A batch's input is allocated whole before it loads. One over half of this
+// machine's memory is refused here: Linux would grant it and the OOM killer
+// would end the process while the workers fill it, losing every output.
+void checkBatchFits(size_t samples, size_t sampleLength) {
+  const long pages = sysconf(_SC_PHYS_PAGES), pageBytes = sysconf(_SC_PAGESIZE);
+  if (pages <= 0 || pageBytes <= 0) return;  // unknown: allocate and see
+  const double gib = double(1u << 30);
+  const double bytes = double(samples) * double(sampleLength) * sizeof(float), limit = double(pages) * double(pageBytes) / 2;
+  if (bytes <= limit) return;
+  char text[200];
+  std::snprintf(text, sizeof text, "load: a batch of %zu samples of %zu floats is %.1f GiB, more than half of this machine's memory (%.1f GiB): load fewer indices at once",
+                samples, sampleLength, bytes / gib, limit * 2 / gib);
+  throw Error("ERR_INVALID_ARG", text);
+}
+}  // namespace
+
 // load(indices, epoch, seed, into?): a promise of { input (unless into), labels, skipped, busyNs, threadNs }.
 Napi::Value DataLoaderWrap::load(const Napi::CallbackInfo& info) {
   return promising(info.Env(), [&]() -> Napi::Value {
@@ -163,6 +183,7 @@ Napi::Value DataLoaderWrap::load(const Napi::CallbackInfo& info) {
                                            std::to_string(indices.size() * loader_->sampleLength()));
       }
     }
+    if (!target) checkBatchFits(indices.size(), loader_->sampleLength());
     auto loader = loader_;
     auto batch = std::make_shared<Batch>();
     return runAsync(
