@@ -87,6 +87,15 @@ void receiveMessage(int fd, char* op, std::string* key, std::vector<char>* value
   if (n) recvAll(fd, value->data(), n);
 }
 
+// Probes after 60 s idle, every 10 s, 6 unanswered: the receive then fails.
+void keepAlive(int fd) {
+  int on = 1, idle = 60, interval = 10, count = 6;
+  ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
+}
+
 // The server's state is process-wide and never destroyed: its threads are
 // detached and may outlive every communicator.
 struct ServerState {
@@ -187,6 +196,10 @@ void startTcpStoreServer(int port) {
       }
       int one = 1;
       ::setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      // A client's connection idles for the whole run between rendezvous, so
+      // no receive timeout; keepalive probes instead end the thread of a
+      // client whose host vanished (no FIN ever comes): ~2 min of silence.
+      keepAlive(client);
       // No thread for it (a thread limit): that client is turned away, the
       // server lives on (an exception out of this thread would end the process).
       try {
