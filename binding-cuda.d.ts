@@ -62,6 +62,7 @@ export declare class Buffer {
   fill(value: number): void;
   /** The CPU addon's generator on the device: the same seed gives the same values on both backends. */
   fillUniform(seed: number, lo: number, hi: number): void;
+  /** Unusable from JS at once; the memory is freed now, or with the last graph that captured a kernel using it. */
   release(): void;
 }
 
@@ -219,7 +220,7 @@ export declare function timelineDrain(): KernelRecord[];
 export declare function timelineClear(): void;
 /** The streams' waits for other streams' events since the last drain, on the nowNs() clock. */
 export declare function waitsDrain(): WaitRecord[];
-/** Device memory held by live Buffers (cachedBytes: 0, no caching allocator yet): of the process, or of one GPU. */
+/** Device memory held by live Buffers, and by released ones a live graph captured (cachedBytes: 0, no caching allocator yet): of the process, or of one GPU. */
 export declare function memoryStats(device?: number): MemoryStats;
 export declare function resetPeakMemory(device?: number): void;
 export declare function nowNs(): number;

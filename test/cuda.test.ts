@@ -1258,6 +1258,30 @@ test('cuda: a captured graph replays its kernels; each launch puts them on the t
   assert.ok(stream.endCapture().kernels === 0);
 });
 
+test('cuda: a graph keeps what it captured alive: buffers and kernels released in JS still serve its replays, freed with the graph', { skip: needsDevice }, async () => {
+  const c = cuda!;
+  const stream = new c.Stream('held');
+  const before = c.memoryStats().bytesInUse;
+  const x = new c.Buffer(2048), y = new c.Buffer(2048);
+  x.fillUniform(11, -1, 1);
+  const expected = Array.from(x.read(), (v) => Math.max(0, v));
+  let relu: InstanceType<typeof c.OpKernel> | undefined = new c.OpKernel('relu-fwd', 'cuda', { size: 2048 }, 'held');
+  stream.beginCapture();
+  relu.enqueue(stream, [x, y]);
+  const graph = stream.endCapture();
+  relu = undefined; // the graph holds the kernel
+  x.release(); // and x: JS cannot use it any more, the graph still reads it
+  assert.throws(() => x.read(), (e: CudaError) => e.code === 'ERR_INVALID_ARG');
+  assert.equal(c.memoryStats().bytesInUse - before, 2 * 2048 * 4, 'the released x is still counted: the graph holds it');
+  y.fill(Number.NaN);
+  graph.launch(stream);
+  await stream.synchronize();
+  assert.deepEqual(Array.from(y.read()), expected);
+  graph.release();
+  assert.equal(c.memoryStats().bytesInUse - before, 2048 * 4, 'freed with the graph');
+  y.release();
+});
+
 test('cuda: bench conv --backend cuda --variant all checks and times every row', { skip: needsDevice }, () => {
   const r = cli(['bench', 'conv', '--backend', 'cuda', '--layer', 'res2a_branch2b,res3a_branch1', '--batch', '2', '--resolution', '64', '--repeat', '2', '--json']);
   assert.equal(r.status, 0, r.stderr);

@@ -173,7 +173,8 @@ __global__ void __launch_bounds__(kThreads, 4) implicitGemmPipelined(Problem pro
   using P = Precision<float>;
   constexpr int LDA = ldA(P::kPad), LDAM = ldAm(P::kPad), LDB = ldB(P::kPad);
   constexpr int kATile = AlongM ? kStep * LDAM : kTile * LDA;
-  // 3 stages of A and B (26-28 KB) and the epilogue's tile (17 KB): under the 48 KB of static shared memory.
+  // 3 stages of A and B (26-28 KB) and the epilogue's tile (17 KB): under the 48 KB of static shared memory
+  // (~2.3 KB left: a fourth stage or larger tiles need extern __shared__ and cudaFuncAttributeMaxDynamicSharedMemorySize).
   __shared__ __align__(128) float As[kStages][kATile];
   __shared__ __align__(128) float Bs[kStages][kStep * LDB];
   __shared__ __align__(128) float Cs[kTile * kLdC];

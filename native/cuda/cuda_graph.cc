@@ -24,7 +24,7 @@ void CudaGraph::beginCapture(CudaStream& origin) {
   beginTimelineCapture();
   const cudaError_t e = cudaStreamBeginCapture(origin.get(), cudaStreamCaptureModeRelaxed);
   if (e != cudaSuccess) {
-    endTimelineCapture();
+    discardTimelineCapture();  // nothing was captured
     checkCuda(e, "cudaStreamBeginCapture", origin.name());
   }
   std::lock_guard<std::mutex> lock(originMutex);

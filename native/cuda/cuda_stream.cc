@@ -131,9 +131,7 @@ void beginTimelineCapture() {
 // The open capture's id (0: none).
 static uint64_t openCaptureId() { return openCapture.load(); }
 
-// Keeps `holder` alive as long as the graph of the open capture (events its
-// nodes record, a communicator its all-reduce nodes use).
-static void holdForCapture(std::shared_ptr<void> holder) {
+void holdForCapture(std::shared_ptr<void> holder) {
   std::lock_guard<std::mutex> lock(timelineMutex);
   if (openCapture.load() != 0) capturedHolds.push_back(std::move(holder));
 }

@@ -134,6 +134,11 @@ struct LaunchHook {
   virtual void afterLaunch(cudaStream_t stream) = 0;
 };
 void hookForCapture(std::shared_ptr<LaunchHook> hook);
+// Keeps `holder` alive as long as the graph of the open capture (nothing when
+// none is open): what its nodes use by address (buffers, a kernel's scratch,
+// events its nodes record, a communicator), so a replay never touches memory
+// that JS released after the capture.
+void holdForCapture(std::shared_ptr<void> holder);
 // After a launch of the graph: runs its hooks.
 void runLaunchHooks(const CapturedTimeline& captured, cudaStream_t stream);
 // Closes it: the records since beginTimelineCapture(), owned by `events`.

@@ -58,9 +58,9 @@ void throwFailedDeviceChecks(int device, const std::string& where) {
     for (const auto& weak : registry()) {
       const std::shared_ptr<DeviceCheck> check = weak.lock();
       if (!check || check->device_ != device) continue;
-      const long long word = *check->hostWord_;
-      if (word == -1) continue;
-      *check->hostWord_ = -1;  // reported once
+      if (*check->hostWord_ == -1) continue;
+      // Taken and cleared in one step: a kernel's write in between is not lost.
+      const long long word = __atomic_exchange_n(const_cast<long long*>(check->hostWord_), -1LL, __ATOMIC_SEQ_CST);
       code = check->code_;
       message = check->describe_(word);
       break;

@@ -1,9 +1,10 @@
 // A check a kernel makes on the device, reported on the host the way CUDA
 // reports a kernel's fault: by the next call that waits for the GPU. The
-// kernel writes one 64-bit word into pinned host memory mapped into the GPU,
-// -1 when all is well; CudaStream::synchronize and CudaEvent::synchronize
-// read every check of their GPU once the wait is over and throw the first
-// failure (then the word is -1 again: reported once). A
+// kernel writes one 64-bit word into pinned host memory mapped into the GPU
+// when it finds a failure and the word is still -1 (none unreported);
+// CudaStream::synchronize and CudaEvent::synchronize read every check of
+// their GPU once the wait is over and throw the first failure (taking the
+// word back to -1: reported once). A
 // check does not know which stream its kernel ran on: a failure surfaces at
 // the next wait on that GPU, as a sticky CUDA error would.
 #pragma once

@@ -39,7 +39,7 @@ class CudnnBatchNorm : public CudaOpKernel {
   void launch(const std::vector<float*>& b, cudaStream_t stream) override {
     const std::string ctx = context();
     cudnnHandle_t h = cudnnHandle();
-    if (!x_) describe(ctx);
+    if (!described_) describe(ctx);
     checkCudnn(cudnnSetStream(h, stream), "cudnnSetStream", ctx);
     const float one = 1.0f, zero = 0.0f;
     if (forward_) {
@@ -58,12 +58,14 @@ class CudnnBatchNorm : public CudaOpKernel {
   void describe(const std::string& ctx) {
     // hw as the height, width 1: cuDNN's spatial mode reduces over both.
     if (hw_ > 2147483647LL) throw Error("ERR_UNSUPPORTED", ctx + ": cudnn batch norm: hw " + std::to_string(hw_) + " exceeds cuDNN's int dimensions");
-    checkCudnn(cudnnCreateTensorDescriptor(&x_), "cudnnCreateTensorDescriptor", ctx);
-    checkCudnn(cudnnCreateTensorDescriptor(&bn_), "cudnnCreateTensorDescriptor", ctx);
+    // A failure part-way leaves described_ false: the next launch describes again (the destructor frees what exists).
+    if (!x_) checkCudnn(cudnnCreateTensorDescriptor(&x_), "cudnnCreateTensorDescriptor", ctx);
+    if (!bn_) checkCudnn(cudnnCreateTensorDescriptor(&bn_), "cudnnCreateTensorDescriptor", ctx);
     checkCudnn(cudnnSetTensor4dDescriptor(x_, nhwc_ ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW, bf16_ ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT, n_, c_, int(hw_), 1),
                "cudnnSetTensor4dDescriptor", ctx);
     // The scale, bias and statistics are fp32 whatever x is (deriving the descriptor from a bf16 x is not documented to give FLOAT).
     checkCudnn(cudnnSetTensor4dDescriptor(bn_, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, 1, c_, 1, 1), "cudnnSetTensor4dDescriptor (scale)", ctx);
+    described_ = true;
   }
 
   bool forward_, nhwc_, bf16_;
@@ -71,6 +73,7 @@ class CudnnBatchNorm : public CudaOpKernel {
   long long hw_;
   double eps_, momentum_;
   cudnnTensorDescriptor_t x_ = nullptr, bn_ = nullptr;
+  bool described_ = false;
 };
 
 }  // namespace

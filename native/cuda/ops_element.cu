@@ -45,14 +45,16 @@ __global__ void softmaxXentRows(int n, int classes, const float* __restrict__ lo
   if (i < n) terms[i] = softmaxXentRow(logits + (long long)i * classes, classes, labels[i], n, dlogits + (long long)i * classes);
 }
 
-// Also leaves the first bad label's row for the host (cuda/device_check.h):
-// one thread, so the word is written once per launch, and always.
+// Also leaves the first bad label's row for the host (cuda/device_check.h),
+// written only on a failure and only over none: a later launch (a replay, an
+// eager step without a wait between) never erases an unreported one.
 __global__ void meanOfTerms(int n, int classes, const double* __restrict__ terms, const float* __restrict__ labels, float* loss,
                             long long* badLabel) {
   double s = 0;
   for (int i = 0; i < n; ++i) s += terms[i];
   loss[0] = float(s / n);
-  *badLabel = firstBadLabelWord(labels, n, classes);
+  const long long word = firstBadLabelWord(labels, n, classes);
+  if (word != -1 && *badLabel == -1) *badLabel = word;  // the read crosses PCIe, on a failure only
 }
 
 __global__ void sgdKernel(long long n, float* param, const float* __restrict__ grad, float* buf, float lr, float momentum, float wd) {

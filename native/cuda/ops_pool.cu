@@ -40,16 +40,19 @@ __global__ void maxpoolBackward(PoolDims d, int n, int c, bool nhwc, const T* __
 }
 
 // One warp per plane: lanes sum strided values in double, then shuffle.
+// Warp-stride over planes (the grid is capped: opGridFor); the bound is the
+// same for all lanes of a warp, so the full-mask shuffle stays legal.
 template <typename T>
 __global__ void avgpoolForward(int n, int c, long long hw, bool nhwc, const T* __restrict__ x, float* __restrict__ y) {
-  const long long plane = (blockIdx.x * (long long)blockDim.x + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
-  if (plane >= (long long)n * c) return;
-  const long long img = plane / c, ch = plane % c;
-  double s = 0;
-  for (long long i = lane; i < hw; i += 32) s += loadf(x[actIndex(nhwc, img, ch, i, c, hw)]);
-  for (int o = 16; o > 0; o >>= 1) s += __shfl_down_sync(0xffffffffu, s, o);
-  if (lane == 0) y[plane] = float(s / double(hw));
+  const long long warps = (long long)gridDim.x * blockDim.x / 32;
+  for (long long plane = (blockIdx.x * (long long)blockDim.x + threadIdx.x) / 32; plane < (long long)n * c; plane += warps) {
+    const long long img = plane / c, ch = plane % c;
+    double s = 0;
+    for (long long i = lane; i < hw; i += 32) s += loadf(x[actIndex(nhwc, img, ch, i, c, hw)]);
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_down_sync(0xffffffffu, s, o);
+    if (lane == 0) y[plane] = float(s / double(hw));
+  }
 }
 
 // NHWC: a thread per (image, channel), threads across channels, so each step

@@ -97,9 +97,11 @@ CudaPeak measureCudaPeak(int trials) {
     }, "bandwidth");
     peak.bandwidthGBs = 2.0 * double(kCopyBytes) / (ms * 1e6);
   } catch (...) {
+    cublasSetStream(h, nullptr);  // the thread's shared handle must not keep a destroyed stream
     cudaStreamDestroy(stream);
     throw;
   }
+  cublasSetStream(h, nullptr);
   cudaStreamDestroy(stream);
   return peak;
 }

@@ -329,6 +329,9 @@ Napi::Value CudaConvKernelWrap::enqueue(const Napi::CallbackInfo& info) {
     checkSameDevice(*y, s, context, [] { return "y"; });
     std::shared_ptr<CudaConvKernel> kernel = kernel_;
     stream->stream()->timed(kernel->info(), [&] { kernel->launch(x->data(), w->data(), y->data(), stream->stream()->get()); });
+    if (s.capturing()) {  // the graph's nodes hold these addresses (and the kernel's workspace)
+      for (std::shared_ptr<void> h : {std::shared_ptr<void>(kernel), std::shared_ptr<void>(x), std::shared_ptr<void>(w), std::shared_ptr<void>(y)}) holdForCapture(std::move(h));
+    }
     return env.Undefined();
   });
 }

@@ -6,6 +6,7 @@
 // (connect() each), NcclCommunicator.allreduceGroup(calls, scale, layer)
 // reduces one bucket on all of them at once, and
 // NcclCommunicator.destroyGroup(comms) releases them together.
+#include <algorithm>
 #include <cmath>
 
 #include "cuda/addon_cuda.h"
@@ -108,6 +109,9 @@ Napi::Value CudaNcclWrap::allreduce(const Napi::CallbackInfo& info) {
     const float scale = scaleArg(info[2]);
     const std::string layer = optionalStringArg(info, 3);
     comm_->allreduce(*stream->stream(), buffers, scale, layer);
+    if (stream->stream()->capturing()) {  // the graph's all-reduce nodes hold these addresses
+      for (CudaMemoryPtr& m : held) holdForCapture(std::move(m));
+    }
     return env.Undefined();
   });
 }
@@ -154,6 +158,9 @@ Napi::Value CudaNcclWrap::allreduceGroup(const Napi::CallbackInfo& info) {
     const float scale = scaleArg(info[1]);
     const std::string layer = optionalStringArg(info, 2);
     NcclCommunicator::allreduceGroup(calls, scale, layer);
+    if (std::any_of(streams.begin(), streams.end(), [](const CudaStreamPtr& s) { return s->capturing(); })) {
+      for (CudaMemoryPtr& m : held) holdForCapture(std::move(m));  // the graph's all-reduce nodes hold these addresses
+    }
     return env.Undefined();
   });
 }

@@ -57,6 +57,10 @@ Napi::Value CudaOpKernelWrap::enqueue(const Napi::CallbackInfo& info) {
     std::shared_ptr<CudaOpKernel> kernel = kernel_;
     device_ = s.device();
     stream->stream()->timed(kernel->info(), [&] { kernel->launch(ptrs, stream->stream()->get()); });
+    if (s.capturing()) {  // the graph's nodes hold these addresses
+      holdForCapture(kernel);
+      for (CudaMemoryPtr& m : held) holdForCapture(std::move(m));
+    }
     return env.Undefined();
   });
 }
