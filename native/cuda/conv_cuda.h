@@ -6,7 +6,8 @@
 //   cudnn:<algo>        one legacy cuDNN algorithm by name, per pass:
 //                       fwd        implicit-gemm implicit-precomp-gemm gemm direct fft fft-tiling winograd winograd-nonfused
 //                       bwd-data   algo-0 algo-1 fft fft-tiling winograd winograd-nonfused
-//                       bwd-filter algo-0 algo-1 fft algo-3 winograd-nonfused fft-tiling
+//                       bwd-filter algo-0 algo-1 fft algo-3 winograd winograd-nonfused fft-tiling
+//                       (by position, each the cuDNN enum value: checked at compile time)
 //                       (conv_cudnn.cc; what cuDNN rejects is ERR_UNSUPPORTED, never replaced)
 //   cudnn:heuristic     cuDNN's pick without timing (cudnnGet*Algorithm_v7)
 //   cudnn:autotune      every algorithm timed (cudnnFind*), the fastest kept in the kernel

@@ -2,9 +2,12 @@
 // BackwardData,BackwardFilter}), which cuDNN 9 still has. Variants:
 //   cudnn:<algo>     one algorithm enum by name; a workspace query that says
 //                    NOT_SUPPORTED becomes ERR_UNSUPPORTED (never a substitute)
-//   cudnn:heuristic  the first supported result of cudnnGet*Algorithm_v7
-//   cudnn:autotune   cudnnFind*: every algorithm run and timed, the fastest
-//                    kept in the prepared kernel (the plan's cache)
+//   cudnn:heuristic  the first usable result of cudnnGet*Algorithm_v7
+//   cudnn:autotune   cudnnFind*: every algorithm run and timed (on the
+//                    default stream), the fastest kept in the prepared kernel
+//                    (the plan's cache)
+// A usable result: status SUCCESS, FMA math for dtype fp32, a workspace query
+// that succeeds; it runs with the math type it was found with.
 // fp32 tensors; math FMA-only for dtype fp32, cuDNN's default (TF32 tensor
 // cores allowed) for tf32. Layout NCHW, or NHWC (step --layout nhwc): then
 // x and y are NHWC and cuDNN takes the filter as KRSC, transposed on the
@@ -16,6 +19,8 @@
 // tensor cores, fp32 accumulation (cuDNN's BFLOAT16 config, compute FLOAT).
 #include <cudnn.h>
 
+#include <algorithm>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -27,14 +32,34 @@
 
 namespace stepscope {
 
+// Index = the cuDNN enum value: a name by position is the algorithm cuDNN
+// runs, so every position is checked against cudnn_ops.h at compile time
+// (bwd-filter's WINOGRAD, 4, is listed though cuDNN implements none: it is
+// refused as unsupported, and the names after it keep their values).
+namespace {
+constexpr const char* kForwardNames[] = {"implicit-gemm", "implicit-precomp-gemm", "gemm", "direct", "fft", "fft-tiling", "winograd", "winograd-nonfused"};
+static_assert(std::size(kForwardNames) == CUDNN_CONVOLUTION_FWD_ALGO_COUNT);
+static_assert(CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM == 0 && CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM == 1 &&
+              CUDNN_CONVOLUTION_FWD_ALGO_GEMM == 2 && CUDNN_CONVOLUTION_FWD_ALGO_DIRECT == 3 && CUDNN_CONVOLUTION_FWD_ALGO_FFT == 4 &&
+              CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING == 5 && CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD == 6 &&
+              CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED == 7);
+constexpr const char* kBackwardDataNames[] = {"algo-0", "algo-1", "fft", "fft-tiling", "winograd", "winograd-nonfused"};
+static_assert(std::size(kBackwardDataNames) == CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT);
+static_assert(CUDNN_CONVOLUTION_BWD_DATA_ALGO_0 == 0 && CUDNN_CONVOLUTION_BWD_DATA_ALGO_1 == 1 && CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT == 2 &&
+              CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING == 3 && CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD == 4 &&
+              CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD_NONFUSED == 5);
+constexpr const char* kBackwardFilterNames[] = {"algo-0", "algo-1", "fft", "algo-3", "winograd", "winograd-nonfused", "fft-tiling"};
+static_assert(std::size(kBackwardFilterNames) == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT);
+static_assert(CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0 == 0 && CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1 == 1 && CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT == 2 &&
+              CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3 == 3 && CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD == 4 &&
+              CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD_NONFUSED == 5 && CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT_TILING == 6);
+}  // namespace
+
 std::vector<std::string> cudnnAlgorithmNames(ConvPass pass) {
-  switch (pass) {  // index = the cuDNN enum value
-    case ConvPass::Forward:
-      return {"implicit-gemm", "implicit-precomp-gemm", "gemm", "direct", "fft", "fft-tiling", "winograd", "winograd-nonfused"};
-    case ConvPass::BackwardData:
-      return {"algo-0", "algo-1", "fft", "fft-tiling", "winograd", "winograd-nonfused"};
-    case ConvPass::BackwardFilter:
-      return {"algo-0", "algo-1", "fft", "algo-3", "winograd-nonfused", "fft-tiling"};
+  switch (pass) {
+    case ConvPass::Forward: return {std::begin(kForwardNames), std::end(kForwardNames)};
+    case ConvPass::BackwardData: return {std::begin(kBackwardDataNames), std::end(kBackwardDataNames)};
+    case ConvPass::BackwardFilter: return {std::begin(kBackwardFilterNames), std::end(kBackwardFilterNames)};
   }
   return {};
 }
@@ -137,26 +162,28 @@ class CudnnConv : public CudaConvKernel {
   }
 
  private:
-  size_t workspaceFor(int algo) {
-    size_t bytes = 0;
-    const std::string& ctx = context();
+  // The workspace `algo` needs with the descriptors as they are, or cuDNN's refusal.
+  cudnnStatus_t queryWorkspace(int algo, size_t* bytes) const {
     switch (pass_) {
       case ConvPass::Forward:
-        checkCudnn(cudnnGetConvolutionForwardWorkspaceSize(handle_, xDesc_, wDesc_, convDesc_, yDesc_,
-                                                           cudnnConvolutionFwdAlgo_t(algo), &bytes),
-                   "cudnnGetConvolutionForwardWorkspaceSize", ctx);
-        break;
+        return cudnnGetConvolutionForwardWorkspaceSize(handle_, xDesc_, wDesc_, convDesc_, yDesc_, cudnnConvolutionFwdAlgo_t(algo), bytes);
       case ConvPass::BackwardData:
-        checkCudnn(cudnnGetConvolutionBackwardDataWorkspaceSize(handle_, wDesc_, yDesc_, convDesc_, xDesc_,
-                                                                cudnnConvolutionBwdDataAlgo_t(algo), &bytes),
-                   "cudnnGetConvolutionBackwardDataWorkspaceSize", ctx);
-        break;
+        return cudnnGetConvolutionBackwardDataWorkspaceSize(handle_, wDesc_, yDesc_, convDesc_, xDesc_, cudnnConvolutionBwdDataAlgo_t(algo), bytes);
       case ConvPass::BackwardFilter:
-        checkCudnn(cudnnGetConvolutionBackwardFilterWorkspaceSize(handle_, xDesc_, yDesc_, convDesc_, wDesc_,
-                                                                  cudnnConvolutionBwdFilterAlgo_t(algo), &bytes),
-                   "cudnnGetConvolutionBackwardFilterWorkspaceSize", ctx);
-        break;
+        return cudnnGetConvolutionBackwardFilterWorkspaceSize(handle_, xDesc_, yDesc_, convDesc_, wDesc_, cudnnConvolutionBwdFilterAlgo_t(algo), bytes);
     }
+    return CUDNN_STATUS_BAD_PARAM;
+  }
+
+  static const char* workspaceQueryName(ConvPass pass) {
+    return pass == ConvPass::Forward        ? "cudnnGetConvolutionForwardWorkspaceSize"
+           : pass == ConvPass::BackwardData ? "cudnnGetConvolutionBackwardDataWorkspaceSize"
+                                            : "cudnnGetConvolutionBackwardFilterWorkspaceSize";
+  }
+
+  size_t workspaceFor(int algo) {
+    size_t bytes = 0;
+    checkCudnn(queryWorkspace(algo, &bytes), workspaceQueryName(pass_), context());
     return bytes;
   }
 
@@ -180,6 +207,13 @@ class CudnnConv : public CudaConvKernel {
   std::vector<Candidate> query(bool timed) {
     const std::string& ctx = context();
     int returned = 0;
+    // Find runs and times every algorithm on the handle's stream: the default
+    // one, not whatever stream the shared handle was last given (a JS stream
+    // since collected, or one being captured into a graph).
+    if (timed) checkCudnn(cudnnSetStream(handle_, nullptr), "cudnnSetStream", ctx);
+    struct ClearAfter {  // Find reports a failed cudaMalloc of a workspace as that algorithm's status, not as ours to inherit
+      ~ClearAfter() { cudaGetLastError(); }
+    } clearAfter;
     switch (pass_) {
       case ConvPass::Forward: {
         cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
@@ -219,15 +253,22 @@ class CudnnConv : public CudaConvKernel {
       int tried = 0;
       for (const Candidate& c : query(timed)) {
         if (c.status != CUDNN_STATUS_SUCCESS) continue;
-        // With dtype fp32 no tensor-op result is acceptable (cuDNN should not offer one under FMA math).
-        if (math_ == ConvMath::Fp32 && c.mathType == CUDNN_TENSOR_OP_MATH) continue;
+        // With dtype fp32 only FMA math is acceptable: DEFAULT math would allow tf32.
+        if (math_ == ConvMath::Fp32 && c.mathType != CUDNN_FMA_MATH) continue;
         ++tried;
         if (algo_ >= 0) continue;
+        // Run the algorithm with the math it was found (and timed) with, as PyTorch
+        // does: another math type is another kernel.
+        checkCudnn(cudnnSetConvolutionMathType(convDesc_, c.mathType), "cudnnSetConvolutionMathType", context());
+        // A recommended algorithm whose workspace query then fails (seen with
+        // cuDNN's heuristics) is passed over for the next one.
+        size_t bytes = 0;
+        if (queryWorkspace(c.algo, &bytes) != CUDNN_STATUS_SUCCESS) {
+          --tried;
+          continue;
+        }
         algo_ = c.algo;
-        workspaceBytes_ = c.memory;
-        // tf32: run the algorithm with the math it was found with (as PyTorch does).
-        if (math_ == ConvMath::Tf32)
-          checkCudnn(cudnnSetConvolutionMathType(convDesc_, c.mathType), "cudnnSetConvolutionMathType", context());
+        workspaceBytes_ = std::max(c.memory, bytes);
         if (timed) note_ = " (fastest in cudnnFind: " + std::to_string(c.timeMs) + " ms)";
       }
       if (algo_ < 0) {
@@ -235,7 +276,6 @@ class CudnnConv : public CudaConvKernel {
       }
       if (timed) note_ += ", " + std::to_string(tried) + " algorithms ran";
       algoName_ = algo_ < int(names.size()) ? names[algo_] : "algo-" + std::to_string(algo_);
-      workspaceBytes_ = std::max(workspaceBytes_, workspaceFor(algo_));
       return;
     }
     algoName_ = variant_.substr(6);

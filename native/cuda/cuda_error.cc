@@ -22,10 +22,13 @@ void checkCudnn(cudnnStatus_t status, const char* what, const std::string& conte
   const std::string name = cudnnGetErrorString(status);
   std::string code = "ERR_CUDNN";
   // cuDNN 9 statuses come in families of a thousand (3xxx: not supported).
-  if (int(status) / 1000 == 3) code = "ERR_UNSUPPORTED";
+  // 3005-3009 say the installation cannot run cuDNN at all (driver, runtime,
+  // architecture, a missing sub-library): an error, not one layer's refusal.
+  if (int(status) / 1000 == 3 && !(int(status) >= 3005 && int(status) <= 3009)) code = "ERR_UNSUPPORTED";
   if (status == CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED ||
       status == CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED)
     code = "ERR_OUT_OF_MEMORY";
+  cudaGetLastError();  // a runtime error cuDNN left behind is not the next launch's
   throw CudaError(code, where(what, context) + " failed: " + name, name, context);
 }
 

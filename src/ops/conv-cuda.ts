@@ -67,13 +67,16 @@ export function isUnsupported(err: unknown): err is CudaError {
  * What a variant's row says of an error that leaves the others able to run: 'unsupported' (ERR_UNSUPPORTED),
  * or 'error' for a cuDNN call that returned another failure status (ERR_CUDNN: bad parameters, execution
  * failed; the device is still usable). Undefined: the run must stop. CUDA errors (a failed launch, an
- * illegal address), and cuDNN's statuses that wrap one (*_CUDART), can leave the context unusable.
+ * illegal address), and cuDNN's statuses that wrap one (*_CUDART, *_CUDA_DRIVER), can leave the context
+ * unusable; those that say cuDNN cannot run here at all (an incompatible driver or runtime, another
+ * architecture, a missing prerequisite or sub-library) fail every row alike.
  */
 export function refusalOf(err: unknown): 'unsupported' | 'error' | undefined {
   if (isUnsupported(err)) return 'unsupported';
   const e = err as CudaError | undefined;
-  return e?.code === 'ERR_CUDNN' && !/CUDART/.test(e.status ?? '') ? 'error' : undefined;
+  return e?.code === 'ERR_CUDNN' && !CUDNN_FATAL.test(e.status ?? '') ? 'error' : undefined;
 }
+const CUDNN_FATAL = /CUDART|CUDA_DRIVER|INCOMPATIBLE|ARCH_MISMATCH|PREREQUISITE|SUBLIBRARY/;
 
 export type CudaCheck =
   | { variant: string; pass: ConvPass; status: 'ok' | 'failed-check'; maxRelErr: number; tolerance: number; precision: Precision; implementation: string }
