@@ -47,7 +47,7 @@ const standIn = needsAddon || (process.env.STEPSCOPE_SKIP_STAND_IN ? 'a stand-in
 
 const CUDNN_FWD = ['implicit-gemm', 'implicit-precomp-gemm', 'gemm', 'direct', 'fft', 'fft-tiling', 'winograd', 'winograd-nonfused'];
 const CUDNN_BWD_DATA = ['algo-0', 'algo-1', 'fft', 'fft-tiling', 'winograd', 'winograd-nonfused'];
-const CUDNN_BWD_FILTER = ['algo-0', 'algo-1', 'fft', 'algo-3', 'winograd-nonfused', 'fft-tiling'];
+const CUDNN_BWD_FILTER = ['algo-0', 'algo-1', 'fft', 'algo-3', 'winograd', 'winograd-nonfused', 'fft-tiling'];
 const OWN = ['direct', 'im2col-cublas', 'implicit-gemm-tf32', 'implicit-gemm-bf16', 'implicit-gemm-tf32-pipelined', 'implicit-gemm-tf32-along-m'];
 const good = { n: 1, c: 4, h: 8, w: 8, k: 4, r: 3, s: 3, stride: 1, pad: 1 };
 
@@ -229,7 +229,7 @@ test('the variant table has every cuDNN algorithm of each pass, heuristic, autot
   }
   assert.deepEqual(passesOf('cudnn:gemm'), ['fwd']);
   assert.deepEqual(passesOf('cudnn:algo-3'), ['bwd-filter']);
-  assert.deepEqual(passesOf('cudnn:winograd'), ['fwd', 'bwd-data']);
+  assert.deepEqual(passesOf('cudnn:winograd'), ['fwd', 'bwd-data', 'bwd-filter']); // bwd-filter's is in the enum (4), not implemented: refused per layer
   for (const name of ['cudnn:heuristic', 'cudnn:autotune', ...OWN]) assert.deepEqual(passesOf(name), ['fwd', 'bwd-data', 'bwd-filter'], name);
 });
 
@@ -662,7 +662,7 @@ test('step --save-plan writes the plan as it ran (cudnn:autotune resolved per pa
     ['res2a_branch2b/sideways=cudnn:algo-1', /is not a convolution and pass .*passes fwd, bwd-data, bwd-filter/],
     // An op or layer entry whose variant lacks a pass is refused before any work too (it failed mid-run, exit 1).
     ['conv=cudnn:implicit-gemm', /--kernels conv=cudnn:implicit-gemm: variant 'cudnn:implicit-gemm' has no bwd-filter pass \(it has fwd\), so conv1 bwd-filter/],
-    ['res2a_branch2b=cudnn:winograd', /--kernels res2a_branch2b=cudnn:winograd: .* has no bwd-filter pass .*res2a_branch2b\/bwd-filter=<variant>/],
+    ['res2a_branch2b=cudnn:gemm', /--kernels res2a_branch2b=cudnn:gemm: .* has no bwd-data pass .*res2a_branch2b\/bwd-data=<variant>/],
   ] as [string, RegExp][]) {
     const bad = cli(['step', '--backend', 'cuda', '--kernels', pair, ...small], env);
     assert.equal(bad.status, 2, `${pair}: ${bad.stderr}`);
@@ -719,6 +719,75 @@ test('NCCL: the unique id needs no device; bad options are refused before any de
     assert.throws(() => c.NcclCommunicator.local([0]), (e: CudaError) => e.code === 'ERR_NO_DEVICE');
     assert.throws(() => c.setDevice(1), (e: CudaError) => e.code === 'ERR_NO_DEVICE');
   }
+});
+
+test('a local NCCL group runs every rank\'s follow-up (the link hold) right after it issues a bucket, in rank order (CPU stand-in)', { skip: standIn }, () => {
+  // Rank 0 closes two buckets in one step (a weight and a bias in buckets of their own) before rank 1
+  // reaches them: each bucket's holds must follow its all-reduce on both GPUs' comm streams at once,
+  // not when rank 0 resumes (then GPU 0's stream would run nccl b1, nccl b0, link b1, link b0).
+  const script = `
+    const cuda = require(${JSON.stringify(path.join(ROOT, 'test', 'fixtures', 'fake-cuda-addon.js'))});
+    const { LocalNcclGroup } = require(${JSON.stringify(path.join(ROOT, 'dist', 'src', 'comm', 'local-nccl.js'))});
+    (async () => {
+      const group = await LocalNcclGroup.connect(cuda, [0, 1], 10000);
+      const streams = [0, 1].map((device) => new cuda.Stream('comm' + device, { device }));
+      const grads = [0, 1].map((device) => new cuda.Buffer(4, { device }));
+      const log = [];
+      const hand = (rank, layer) => group.submit(rank, streams[rank], [grads[rank]], 0.5, layer, () => log.push(rank + ' ' + layer));
+      const waits = [hand(0, 'bucket0'), hand(0, 'bucket1')];
+      log.push('rank 0 handed in');
+      hand(1, 'bucket0');
+      log.push('issued bucket0');
+      hand(1, 'bucket1');
+      log.push('issued bucket1');
+      await Promise.all(waits);
+      for (const s of streams) await s.synchronize();
+      group.destroy();
+      console.log(JSON.stringify(log));
+    })().catch((e) => { console.error(e); process.exit(1); });`;
+  const r = spawnSync(process.execPath, ['-e', script], { env: { ...process.env, FAKE_CUDA_DEVICES: '2' }, encoding: 'utf8', timeout: 60_000 });
+  assert.equal(r.status, 0, r.stderr);
+  assert.deepEqual(JSON.parse(r.stdout), ['rank 0 handed in', '0 bucket0', '1 bucket0', 'issued bucket0', '0 bucket1', '1 bucket1', 'issued bucket1']);
+});
+
+test('a communicator the watchdog aborted fails the run: a graph replay is refused, destroy is ERR_COMM, step --gpus exits non-zero printing nothing (CPU stand-in)', { skip: standIn }, () => {
+  // NCCL's aborted kernels return without reducing and the streams synchronize normally: only these checks say so.
+  const script = `
+    const cuda = require(${JSON.stringify(path.join(ROOT, 'test', 'fixtures', 'fake-cuda-addon.js'))});
+    (async () => {
+      const comm = new cuda.NcclCommunicator({ id: cuda.NcclCommunicator.uniqueId(), rank: 0, size: 1, timeoutMs: 5000 });
+      await comm.connect();
+      const stream = new cuda.Stream('comm');
+      const grad = new cuda.Buffer(8);
+      grad.fillUniform(1, -1, 1);
+      comm.allreduce(stream, [grad], 1, 'eager');      // the 1st all-reduce
+      stream.beginCapture();
+      comm.allreduce(stream, [grad], 1, 'bucket0');
+      const graph = stream.endCapture();
+      graph.launch(stream);                             // the 2nd: the watchdog aborts after it
+      await stream.synchronize();
+      const errors = [];
+      try { graph.launch(stream); } catch (e) { errors.push([e.code, e.message]); }
+      graph.release();
+      try { comm.destroy(); } catch (e) { errors.push([e.code, e.message]); }
+      console.log(JSON.stringify(errors));
+    })().catch((e) => { console.error(e); process.exit(1); });`;
+  const r = spawnSync(process.execPath, ['-e', script], { env: { ...process.env, FAKE_CUDA_NCCL_ABORT_AFTER: '2' }, encoding: 'utf8', timeout: 60_000 });
+  assert.equal(r.status, 0, r.stderr);
+  const [replay, destroy] = JSON.parse(r.stdout) as [string, string][];
+  assert.equal(replay[0], 'ERR_COMM');
+  assert.match(replay[1], /nccl rank 0 of 1: a replay of a graph that captured its all-reduce \(bucket0\): the communicator was aborted during the run \(the all-reduce of bucket0 did not complete within 5000 ms of starting/);
+  assert.equal(destroy[0], 'ERR_COMM');
+  assert.match(destroy[1], /destroy: the communicator was aborted during the run/);
+  // Aborted after the last all-reduce of a --gpus run: the step fails instead of printing results.
+  const env = { STEPSCOPE_CUDA_ADDON: path.join(ROOT, 'test', 'fixtures', 'fake-cuda-addon.js'), FAKE_CUDA_DEVICES: '2', FAKE_CUDA_NCCL_ABORT_AT_END: '1' };
+  const run = cli(['step', '--backend', 'cuda', '--gpus', '2', '--batch', '1', '--resolution', '32', '--width', '4', '--classes', '10', '--iterations', '1', '--warmup', '0', '--json'], env);
+  assert.notEqual(run.status, 0, run.stdout);
+  assert.equal(run.stdout.trim(), '', 'no result printed');
+  assert.match(run.stderr, /destroyGroup: the communicator was aborted during the run \(the all-reduce of the last bucket did not complete/);
+  const healthy = cli(['step', '--backend', 'cuda', '--gpus', '2', '--batch', '1', '--resolution', '32', '--width', '4', '--classes', '10', '--iterations', '1', '--warmup', '0', '--json'],
+    { ...env, FAKE_CUDA_NCCL_ABORT_AT_END: '' });
+  assert.equal(healthy.status, 0, healthy.stderr);
 });
 
 test('step --backend cuda --comm nccl across 2 launched ranks (CPU stand-in): the losses of the CPU\'s gloo ranks; one trace process per rank', { skip: standIn }, async () => {

@@ -113,21 +113,45 @@ namespace {
 // A CUDA graph's hold on the communicator whose all-reduce it captured; after
 // each launch of the graph it gives the watchdog an event to time, as an
 // eager all-reduce does.
+// Before a launch, a graph whose communicator was aborted is refused (its
+// all-reduce would return without reducing).
 struct GraphHold : LaunchHook {
   std::shared_ptr<NcclCommunicator> comm;
   NcclState* state;
+  NcclOptions options;
   std::string layer;
-  GraphHold(std::shared_ptr<NcclCommunicator> c, NcclState* s, std::string l) : comm(std::move(c)), state(s), layer(std::move(l)) {}
-  ~GraphHold() override { --state->liveGraphs; }
+  cudaEvent_t started = nullptr;  // recorded before the launch, for the record made after it
+  GraphHold(std::shared_ptr<NcclCommunicator> c, NcclState* s, NcclOptions o, std::string l)
+      : comm(std::move(c)), state(s), options(std::move(o)), layer(std::move(l)) {}
+  ~GraphHold() override {
+    if (started) cudaEventDestroy(started);
+    --state->liveGraphs;
+  }
+  void beforeLaunch(cudaStream_t stream) override {
+    {
+      std::lock_guard<std::mutex> lock(state->mutex);
+      throwIfAbortedLocked(*state, options, "a replay of a graph that captured its all-reduce (" + layer + ")");
+    }
+    if (started) cudaEventDestroy(started), started = nullptr;  // the last launch failed after it was recorded
+    cudaEvent_t e = nullptr;
+    if (cudaEventCreateWithFlags(&e, cudaEventDisableTiming) != cudaSuccess) return;  // unwatched, not fatal
+    if (cudaEventRecord(e, stream) != cudaSuccess) {
+      cudaEventDestroy(e);
+      return;
+    }
+    started = e;
+  }
   void afterLaunch(cudaStream_t stream) override {
+    if (!started) return;
     cudaEvent_t done = nullptr;
-    if (cudaEventCreateWithFlags(&done, cudaEventDisableTiming) != cudaSuccess) return;  // unwatched, not fatal
-    if (cudaEventRecord(done, stream) != cudaSuccess) {
-      cudaEventDestroy(done);
+    if (cudaEventCreateWithFlags(&done, cudaEventDisableTiming) != cudaSuccess || cudaEventRecord(done, stream) != cudaSuccess) {
+      if (done) cudaEventDestroy(done);
+      cudaEventDestroy(started), started = nullptr;
       return;
     }
     std::lock_guard<std::mutex> lock(state->mutex);
-    state->inFlight.push_back({done, NcclClock::now(), layer + " (in a graph)"});
+    state->inFlight.push_back({started, done, std::nullopt, layer + " (in a graph)"});
+    started = nullptr;
   }
 };
 
@@ -181,13 +205,22 @@ std::string watchFailureLocked(NcclState& s, const NcclOptions& o) {
   const auto now = NcclClock::now();
   for (auto it = s.inFlight.begin(); it != s.inFlight.end();) {
     if (cudaEventQuery(it->done) != cudaErrorNotReady) {
+      cudaEventDestroy(it->started);
       cudaEventDestroy(it->done);
       it = s.inFlight.erase(it);
-    } else if (now - it->enqueued > std::chrono::milliseconds(o.timeoutMs)) {
-      return "the all-reduce of " + it->layer + " did not complete within " + std::to_string(o.timeoutMs) + " ms (a peer died or stopped)";
-    } else {
-      ++it;
+      continue;
     }
+    if (!it->startedAt) {
+      if (cudaEventQuery(it->started) == cudaErrorNotReady) {  // the GPU has not reached it: no clock yet
+        ++it;
+        continue;
+      }
+      it->startedAt = now;  // within a tick (50 ms) of the start
+    }
+    if (now - *it->startedAt > std::chrono::milliseconds(o.timeoutMs)) {
+      return "the all-reduce of " + it->layer + " did not complete within " + std::to_string(o.timeoutMs) + " ms of starting (a peer died or stopped)";
+    }
+    ++it;
   }
   return "";
 }
@@ -274,16 +307,39 @@ KernelInfo allreduceInfo(const std::vector<std::pair<float*, size_t>>& buffers, 
   return info;
 }
 
-// An event after the collective on `stream`, for the watchdog to time; state.mutex held.
-void watchLocked(NcclState& s, cudaStream_t stream, const std::string& layer) {
-  cudaEvent_t done = nullptr;
-  checkCuda(cudaEventCreateWithFlags(&done, cudaEventDisableTiming), "cudaEventCreate", layer);
-  const cudaError_t e = cudaEventRecord(done, stream);
+cudaEvent_t recordWatchEvent(cudaStream_t stream, const std::string& layer) {
+  cudaEvent_t event = nullptr;
+  checkCuda(cudaEventCreateWithFlags(&event, cudaEventDisableTiming), "cudaEventCreate", layer);
+  const cudaError_t e = cudaEventRecord(event, stream);
   if (e != cudaSuccess) {
-    cudaEventDestroy(done);
+    cudaEventDestroy(event);
     checkCuda(e, "cudaEventRecord", layer);
   }
-  s.inFlight.push_back({done, NcclClock::now(), layer});
+  return event;
+}
+
+void releaseInFlight(std::vector<InFlight>& inFlight) {
+  for (InFlight& f : inFlight) cudaEventDestroy(f.started), cudaEventDestroy(f.done);
+  inFlight.clear();
+}
+
+void watchLocked(NcclState& s, cudaStream_t stream, cudaEvent_t started, const std::string& layer) {
+  cudaEvent_t done = nullptr;
+  try {
+    done = recordWatchEvent(stream, layer);
+    s.inFlight.push_back({started, done, std::nullopt, layer});
+  } catch (...) {
+    if (done) cudaEventDestroy(done);
+    cudaEventDestroy(started);
+    throw;
+  }
+}
+
+void throwIfAbortedLocked(const NcclState& s, const NcclOptions& o, const std::string& when) {
+  if (s.comm || !s.connected || s.failure.empty() || s.failure == "destroyed") return;
+  throw CudaError("ERR_COMM", rankText(o) + ": " + when + ": the communicator was aborted during the run (" + s.failure +
+                                  "): the all-reduces since then returned without reducing",
+                  "ncclInvalidUsage", "");
 }
 
 int NcclCommunicator::device() const { return state_->device; }
@@ -355,26 +411,39 @@ void NcclCommunicator::allreduce(CudaStream& stream, const std::vector<std::pair
   }
   const ncclRedOp_t op = scaledSumLocked(s, options_, scale, layer);
   const KernelInfo info = allreduceInfo(buffers, layer);
-  // In a graph capture the watchdog cannot time a launch: only eager calls are tracked.
+  // In a graph capture the graph's launches are watched (GraphHold); eager calls from here.
   const bool captured = stream.capturing();
-  stream.timed(info, [&] {
-    // One group: NCCL fuses the bucket's tensors into one launch.
-    ncclResult_t r = ncclGroupStart();
-    for (const auto& b : buffers) {
-      if (r != ncclSuccess) break;
-      r = ncclAllReduce(b.first, b.first, b.second, ncclFloat32, op, s.comm, stream.get());
-    }
-    const ncclResult_t end = ncclGroupEnd();
-    if (r == ncclSuccess) r = end;
-    if (r == ncclInProgress) awaitLocked(s, options_, "all-reduce", layer), r = ncclSuccess;
-    if (r != ncclSuccess) failLocked(s, options_, r, "ncclAllReduce", layer);
-  });
-  if (captured) {
-    ++s.liveGraphs;
-    hookForCapture(std::make_shared<GraphHold>(shared_from_this(), &s, layer));
-  } else {
-    watchLocked(s, stream.get(), layer);
+  // Counted before the launch: NCCL's launch takes the capture's reference on
+  // the communicator before ncclGroupEnd returns, so an abort from a failure
+  // in the body must already take the detached path (abortLocked).
+  if (captured) ++s.liveGraphs;
+  std::shared_ptr<GraphHold> hold;
+  try {
+    if (captured) hold = std::make_shared<GraphHold>(shared_from_this(), &s, options_, layer);  // owns the count from here
+  } catch (...) {
+    --s.liveGraphs;
+    throw;
   }
+  cudaEvent_t started = captured ? nullptr : recordWatchEvent(stream.get(), layer);
+  try {
+    stream.timed(info, [&] {
+      // One group: NCCL fuses the bucket's tensors into one launch.
+      ncclResult_t r = ncclGroupStart();
+      for (const auto& b : buffers) {
+        if (r != ncclSuccess && r != ncclInProgress) break;  // in progress (a non-blocking communicator): go on
+        r = ncclAllReduce(b.first, b.first, b.second, ncclFloat32, op, s.comm, stream.get());
+      }
+      const ncclResult_t end = ncclGroupEnd();
+      if (r == ncclSuccess || r == ncclInProgress) r = end;
+      if (r == ncclInProgress) awaitLocked(s, options_, "all-reduce", layer), r = ncclSuccess;
+      if (r != ncclSuccess) failLocked(s, options_, r, "ncclAllReduce", layer);
+    });
+  } catch (...) {
+    if (started) cudaEventDestroy(started);
+    throw;
+  }
+  if (captured) hookForCapture(std::move(hold));
+  else watchLocked(s, stream.get(), started, layer);
 }
 
 void NcclCommunicator::destroy() {
@@ -388,9 +457,11 @@ void NcclCommunicator::destroy() {
   }
   stopWatchdog(s);
   std::lock_guard<std::mutex> lock(s.mutex);
-  for (InFlight& f : s.inFlight) cudaEventDestroy(f.done);
-  s.inFlight.clear();
-  if (!s.comm) return;
+  releaseInFlight(s.inFlight);
+  if (!s.comm) {
+    throwIfAbortedLocked(s, options_, "destroy");  // the run must not end as if its gradients were reduced
+    return;
+  }
   if (!s.connected) {  // finalize needs a ready communicator: a join still under way is aborted
     abortLocked(s, "destroyed before it connected");
     return;
@@ -398,16 +469,13 @@ void NcclCommunicator::destroy() {
   for (auto& [scale, op] : s.scaled) ncclRedOpDestroy(op, s.comm);
   s.scaled.clear();
   // Finalize waits for the issued collectives (polled: a dead peer aborts).
+  // A failure there means issued collectives did not complete: ERR_COMM, after the abort.
   const ncclResult_t r = ncclCommFinalize(s.comm);
   if (r != ncclSuccess && r != ncclInProgress) {
     abortLocked(s, std::string("ncclCommFinalize failed: ") + ncclResultName(r));
-    return;
+    throwIfAbortedLocked(s, options_, "destroy");
   }
-  try {
-    awaitLocked(s, options_, "ncclCommFinalize", "");
-  } catch (const Error&) {
-    return;  // aborted: nothing left to release
-  }
+  awaitLocked(s, options_, "ncclCommFinalize", "");  // aborts and throws ERR_COMM on failure
   ncclCommDestroy(s.comm);
   s.comm = nullptr;
   if (s.failure.empty()) s.failure = "destroyed";
@@ -419,8 +487,7 @@ NcclCommunicator::~NcclCommunicator() {
   bool live = false;
   {
     std::lock_guard<std::mutex> lock(s.mutex);  // another rank's watchdog may abort this one meanwhile
-    for (InFlight& f : s.inFlight) cudaEventDestroy(f.done);
-    s.inFlight.clear();
+    releaseInFlight(s.inFlight);
     live = s.comm != nullptr;
     if (live && !s.clique) {
       ncclCommAbort(s.comm);  // never waits for peers

@@ -185,6 +185,22 @@ void NcclCommunicator::allreduceGroup(const std::vector<NcclGroupCall>& calls, f
     abortCliqueLocked(members, why);
     throw CudaError("ERR_COMM", "nccl local group of " + std::to_string(size) + " (" + layer + "): " + why, status, layer);
   };
+  // The watchdog's clock for each rank starts when its stream reaches the group (watchLocked).
+  std::vector<cudaEvent_t> started(ordered.size(), nullptr);
+  auto releaseStarted = [&](size_t from) {
+    for (size_t i = from; i < started.size(); ++i)
+      if (started[i]) cudaEventDestroy(started[i]), started[i] = nullptr;
+  };
+  try {
+    for (size_t i = 0; i < ordered.size(); ++i) {
+      useDevice(ordered[i]->stream->device());
+      started[i] = recordWatchEvent(ordered[i]->stream->get(), layer);
+    }
+  } catch (...) {
+    releaseStarted(0);  // nothing issued yet
+    throw;
+  }
+  try {
   timedTogether(streams, [&] {
     const GroupResult g = groupCall(ordered.size(), [&](size_t i) { return ordered[i]->stream->device(); }, [&](size_t i) {
       const NcclGroupCall& c = *ordered[i];
@@ -205,12 +221,20 @@ void NcclCommunicator::allreduceGroup(const std::vector<NcclGroupCall>& calls, f
       if (!why.empty()) failAll(why, status);
     }
   });
+  } catch (...) {
+    releaseStarted(0);
+    throw;
+  }
+  size_t watched = 0;
   try {
-    for (size_t i = 0; i < ordered.size(); ++i) {
-      useDevice(ordered[i]->stream->device());
-      watchLocked(*members[i], ordered[i]->stream->get(), layer);
+    for (; watched < ordered.size(); ++watched) {
+      useDevice(ordered[watched]->stream->device());
+      const cudaEvent_t start = started[watched];
+      started[watched] = nullptr;  // watchLocked owns it now, also when it throws
+      watchLocked(*members[watched], ordered[watched]->stream->get(), start, layer);
     }
   } catch (const Error& e) {
+    releaseStarted(watched + 1);
     failAll(std::string("watching the all-reduce failed: ") + e.what(), "cudaError");
   }
 }
@@ -233,12 +257,18 @@ void NcclCommunicator::destroyGroup(const std::vector<NcclPtr>& comms) {
   for (NcclState* s : members) locks.emplace_back(s->mutex);
   bool usable = true;
   for (NcclState* s : members) {
-    for (InFlight& f : s->inFlight) cudaEventDestroy(f.done);
-    s->inFlight.clear();
+    releaseInFlight(s->inFlight);
     usable = usable && s->comm && s->connected;
   }
+  const NcclOptions& first = comms[0]->options_;
+  // A clique aborted during the run (the watchdog): released, then ERR_COMM,
+  // so the run does not end as if its gradients were reduced.
+  auto throwIfAborted = [&] {
+    for (NcclState* s : members) throwIfAbortedLocked(*s, first, "destroyGroup");
+  };
   if (!usable) {  // finalize needs every rank ready: a failed or unfinished join is aborted
     abortCliqueLocked(members, "destroyed");
+    throwIfAborted();
     return;
   }
   for (NcclState* s : members) {
@@ -247,15 +277,16 @@ void NcclCommunicator::destroyGroup(const std::vector<NcclPtr>& comms) {
   }
   // Finalize waits for the issued collectives; from one thread the ranks' finalizes are one group.
   const GroupResult g = groupCall(members.size(), [&](size_t i) { return members[i]->device; }, [&](size_t i) { return ncclCommFinalize(members[i]->comm); });
+  // A failure there means issued collectives did not complete.
   if (g.failed()) {
     abortCliqueLocked(members, std::string("ncclCommFinalize failed: ") + ncclResultName(g.result));
-    return;
+    throwIfAborted();
   }
   std::string status;
-  const std::string why = pollAllLocked(members, comms[0]->options_.timeoutMs, "ncclCommFinalize", &status);
+  const std::string why = pollAllLocked(members, first.timeoutMs, "ncclCommFinalize", &status);
   if (!why.empty()) {
     abortCliqueLocked(members, why);
-    return;
+    throwIfAborted();
   }
   // Finalized: destroying is local to each rank.
   for (NcclState* s : members) {

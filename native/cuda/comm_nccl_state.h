@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -23,12 +24,20 @@ namespace stepscope {
 using NcclClock = std::chrono::steady_clock;
 
 // A collective enqueued and not yet seen complete: the watchdog aborts the
-// communicator when one is still running timeoutMs after its enqueue.
+// communicator when one is still running timeoutMs after the GPU reached it
+// (`started` fired: the work before it on the stream is done; in a graph,
+// the graph began). Timing from the enqueue instead would abort a healthy
+// overlapped run whose first bucket is enqueued while the forward pass runs.
 struct InFlight {
+  cudaEvent_t started;
   cudaEvent_t done;
-  NcclClock::time_point enqueued;
+  std::optional<NcclClock::time_point> startedAt;  // when the watchdog first saw `started` fired
   std::string layer;
 };
+// A timing-free event recorded on `stream` now, for the watchdog; throws on failure.
+cudaEvent_t recordWatchEvent(cudaStream_t stream, const std::string& layer);
+// Destroys the events of every record and clears them.
+void releaseInFlight(std::vector<InFlight>& inFlight);
 
 struct NcclState;
 
@@ -72,7 +81,14 @@ KernelInfo allreduceInfo(const std::vector<std::pair<float*, size_t>>& buffers, 
 // watchdog takes it). The thread is taken out under the mutex: connect() may
 // be starting it on a worker thread while destroy() runs on the JS thread.
 void stopWatchdog(NcclState& s);
-// An event after the collective on `stream`, for the watchdog to time; state.mutex held.
-void watchLocked(NcclState& s, cudaStream_t stream, const std::string& layer);
+// After the collective on `stream`: its record for the watchdog, `started`
+// (recorded before it) and an event after it; takes `started` (destroyed if
+// this throws). state.mutex held.
+void watchLocked(NcclState& s, cudaStream_t stream, cudaEvent_t started, const std::string& layer);
+// A communicator that was connected and then aborted by a failure (the
+// watchdog: a dead peer, a timeout): its collectives since then returned
+// without reducing, and a graph's replays make no NCCL call that would say
+// so. ERR_COMM naming the failure; nothing when it was not. state.mutex held.
+void throwIfAbortedLocked(const NcclState& s, const NcclOptions& o, const std::string& when);
 
 }  // namespace stepscope

@@ -86,6 +86,7 @@ void CudaGraph::launch(CudaStream& stream) {
                                        std::to_string(stream.device()));
   }
   useDevice(device_);
+  runHooksBeforeLaunch(*timeline_, stream.get());
   nvtxRangePushA("graph launch");
   const cudaError_t e = cudaGraphLaunch(exec_, stream.get());
   nvtxRangePop();

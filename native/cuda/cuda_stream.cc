@@ -141,6 +141,10 @@ void hookForCapture(std::shared_ptr<LaunchHook> hook) {
   if (openCapture.load() != 0) capturedHooks.push_back(std::move(hook));
 }
 
+void runHooksBeforeLaunch(const CapturedTimeline& captured, cudaStream_t stream) {
+  for (const auto& hook : captured.hooks) hook->beforeLaunch(stream);
+}
+
 void runLaunchHooks(const CapturedTimeline& captured, cudaStream_t stream) {
   for (const auto& hook : captured.hooks) hook->afterLaunch(stream);
 }

@@ -126,11 +126,14 @@ struct CapturedTimeline;
 // Opens the capture of the timeline (the stream capture itself is the graph's).
 void beginTimelineCapture();
 
-// Something a graph's launches must tell: afterLaunch runs on the host right
-// after each cudaGraphLaunch, on the launch stream (the NCCL watchdog times
-// the graph's all-reduces from there). Kept alive as long as the graph.
+// Something a graph's launches must tell: beforeLaunch runs on the host right
+// before each cudaGraphLaunch (it may refuse the launch by throwing: an
+// aborted communicator) and afterLaunch right after it, with the launch
+// stream (the NCCL watchdog times the graph's all-reduces between the two).
+// Kept alive as long as the graph.
 struct LaunchHook {
   virtual ~LaunchHook() = default;
+  virtual void beforeLaunch(cudaStream_t /*stream*/) {}
   virtual void afterLaunch(cudaStream_t stream) = 0;
 };
 void hookForCapture(std::shared_ptr<LaunchHook> hook);
@@ -139,7 +142,8 @@ void hookForCapture(std::shared_ptr<LaunchHook> hook);
 // events its nodes record, a communicator), so a replay never touches memory
 // that JS released after the capture.
 void holdForCapture(std::shared_ptr<void> holder);
-// After a launch of the graph: runs its hooks.
+// Before and after a launch of the graph: runs its hooks.
+void runHooksBeforeLaunch(const CapturedTimeline& captured, cudaStream_t stream);
 void runLaunchHooks(const CapturedTimeline& captured, cudaStream_t stream);
 // Closes it: the records since beginTimelineCapture(), owned by `events`.
 std::shared_ptr<CapturedTimeline> endTimelineCapture();

@@ -12,6 +12,7 @@ export const GRAPH_WITH_GPUS = "NCCL warns that launching graphs of one thread's
 
 interface HandedIn {
   calls: ({ comm: NcclCommunicator; stream: CudaStream; buffers: CudaBuffer[] } | undefined)[];
+  afterIssue: ((() => void) | undefined)[];
   count: number;
   scale: number;
   promise: Promise<void>;
@@ -51,25 +52,33 @@ export class LocalNcclGroup {
    * Rank `rank` hands in its buffers of the reduction named `layer` (one
    * bucket of one iteration). The last rank to hand it in issues the group
    * at once and gets undefined; the others get a promise that resolves then
-   * (or rejects when the group fails or abort() is called).
+   * (or rejects when the group fails or abort() is called). `afterIssue`
+   * (what follows the all-reduce on the rank's stream: the modeled link's
+   * hold) runs for every rank, in rank order, right after the group is
+   * issued: run later, as each waiting rank resumed, a bucket issued in
+   * between would come before it on that rank's stream only, and the GPUs'
+   * comm streams would differ in order (a collective held up by another
+   * GPU's hold, spinning on its SMs).
    */
-  submit(rank: number, stream: CudaStream, buffers: CudaBuffer[], scale: number, layer: string): Promise<void> | undefined {
+  submit(rank: number, stream: CudaStream, buffers: CudaBuffer[], scale: number, layer: string, afterIssue?: () => void): Promise<void> | undefined {
     if (this.failure) throw this.failure;
     let h = this.pending.get(layer);
     if (!h) {
       let resolve!: () => void, reject!: (err: Error) => void;
       const promise = new Promise<void>((res, rej) => ((resolve = res), (reject = rej)));
       promise.catch(() => undefined); // a replica that never awaits it (it failed first) must not leave an unhandled rejection
-      h = { calls: new Array(this.size).fill(undefined), count: 0, scale, promise, resolve, reject };
+      h = { calls: new Array(this.size).fill(undefined), afterIssue: new Array(this.size).fill(undefined), count: 0, scale, promise, resolve, reject };
       this.pending.set(layer, h);
     }
     if (h.calls[rank]) throw new Error(`local NCCL group: rank ${rank} handed in ${layer} twice before the other ranks`);
     if (h.scale !== scale) throw new Error(`local NCCL group: ${layer} is scaled by ${h.scale} on one rank and ${scale} on rank ${rank}`);
     h.calls[rank] = { comm: this.comms[rank], stream, buffers };
+    h.afterIssue[rank] = afterIssue;
     if (++h.count < this.size) return h.promise;
     this.pending.delete(layer);
     try {
       this.cuda.NcclCommunicator.allreduceGroup(h.calls.map((c) => c!), scale, layer);
+      for (const follow of h.afterIssue) follow?.();
     } catch (err) {
       this.abort(err as Error);
       h.reject(err as Error);

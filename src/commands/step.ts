@@ -270,11 +270,26 @@ export async function runStep(opts: StepOpts, print: (text: string) => void): Pr
   const stopWatching = opts.json && !(place && place.rank > 0)
     ? writeOnTermination((signal) => JSON.stringify(partialRun(signal, runs.map(printedRun), current), null, 2))
     : () => {};
+  // The local group is released together (never left to hang) once the runs are done, before anything is
+  // printed: its destroy reports a communicator the watchdog aborted during the run (ERR_COMM), which
+  // would otherwise end the run as if its gradients were reduced.
+  let groupReleased = false;
+  const releaseGroup = () => {
+    if (!localGroup || groupReleased) return;
+    groupReleased = true;
+    localGroup.destroy();
+  };
   try {
     await runSchedules();
+  } catch (err) {
+    try {
+      releaseGroup();
+    } catch {
+      // the run's own error is the one to report
+    }
+    throw err;
   } finally {
     stopWatching();
-    localGroup?.destroy(); // also after a failed run: the clique is released together, never left to hang
   }
 
   async function runSchedules(): Promise<void> {
@@ -323,7 +338,8 @@ export async function runStep(opts: StepOpts, print: (text: string) => void): Pr
       perRank = runs.map((run) => [{ timeline: run.timeline, marks: run.marks }, ...(run.replicas?.timelines ?? [])]);
       worker = 'GPU';
     }
-    nccl?.destroy(); // every rank, after its last collective
+    nccl?.destroy(); // every rank, after its last collective (ERR_COMM if it was aborted during the run)
+    releaseGroup();
     if (place && place.rank > 0) return out.finish(); // rank 0 reports for all (this rank's own files: here)
     out.json('--save', opts.save, () => (runs.length === 1 ? runs[0] : runs));
     if (opts.report) {

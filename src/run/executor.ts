@@ -367,11 +367,8 @@ export class TrainingStep {
     // CUDA addon's Stream and Buffer behind the CPU addon's types (the executor's Addon view).
     const cudaBuffers = () => b.params.map((name) => this.grads.get(name)!) as unknown as CudaBuffer[];
     if (r.localGroup) {
-      const issued = r.localGroup.group.submit(r.localGroup.rank, stream as unknown as CudaStream, cudaBuffers(), 1 / r.workers, `bucket${b.index}`);
-      if (!issued) return holdLink();
-      const linked = issued.then(holdLink); // once the group has issued the all-reduce
-      linked.catch(() => undefined); // a replica that fails before awaiting it must not leave an unhandled rejection
-      return linked;
+      // Every rank's hold is enqueued by the rank that issues the group, right after it (LocalNcclGroup.submit).
+      return r.localGroup.group.submit(r.localGroup.rank, stream as unknown as CudaStream, cudaBuffers(), 1 / r.workers, `bucket${b.index}`, holdLink);
     }
     if (r.comm === 'nccl') {
       (r.communicator as NcclCommunicator).allreduce(stream as unknown as CudaStream, cudaBuffers(), 1 / r.workers, `bucket${b.index}`);
@@ -743,12 +740,17 @@ export class TrainingStep {
     const ready = (...names: string[]) => {
       const event = events.take();
       stream.record(event);
+      const closed: Bucket[] = [];
       for (const param of names) {
         this.gradientEvents.push({ param, event });
         const b = bucketOf.get(param);
-        if (!overlapped || !b || --pendingInBucket[b.index] > 0) continue;
-        // The bucket's last gradient: reduce it on the comm stream once this event fires.
-        comm!.wait(event);
+        if (overlapped && b && --pendingInBucket[b.index] === 0) closed.push(b);
+      }
+      if (closed.length === 0) return;
+      // The buckets' last gradients: reduce them on the comm stream once this event fires, in bucket
+      // order (a layer's weight and bias may close two: the smaller-index one, nearer the loss, first).
+      comm!.wait(event);
+      for (const b of closed.sort((x, y) => x.index - y.index)) {
         const issued = this.enqueueBucket(b, comm!);
         if (issued) handedIn.push(issued);
       }
