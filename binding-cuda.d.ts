@@ -73,6 +73,7 @@ export declare class Event {
   readonly complete: boolean;
   /** Nanoseconds on this addon's nowNs() clock when the latest record fired, or null. */
   readonly timestampNs: number | null;
+  /** Resolves when the latest record has fired; rejects as Stream.synchronize does (a failed device check of this GPU too). */
   synchronize(): Promise<void>;
 }
 
@@ -86,7 +87,11 @@ export declare class Stream {
   record(event: Event): this;
   /** Later work on this stream waits for the event's latest record (timed: waitsDrain()). */
   wait(event: Event): this;
-  /** Resolves when the stream is idle; rejects with the first asynchronous CUDA error. */
+  /**
+   * Resolves when the stream is idle; rejects with the first asynchronous CUDA error, or with a check a
+   * kernel of this GPU made on the device and failed (ERR_INVALID_ARG: softmax-xent's bad label, with the
+   * CPU backend's message), reported once, whichever stream or event of the GPU waits next.
+   */
   synchronize(): Promise<void>;
   /**
    * Opens a CUDA graph capture: this stream's later work, and that of every
@@ -100,7 +105,10 @@ export declare class Stream {
 
 /** A captured iteration (a CUDA graph). Its kernels keep their timeline records, timed by external event nodes. */
 export declare class Graph {
-  /** One launch of the whole graph on the stream; its kernels' records go on the timeline (drain before the next launch). */
+  /**
+   * One launch of the whole graph on the stream; its kernels' records go on the timeline (drain before the next launch).
+   * ERR_COMM (nothing launched) when a communicator whose all-reduce it captured was aborted by its watchdog.
+   */
   launch(stream: Stream): void;
   /** Destroys the graph now, not at garbage collection (a communicator whose all-reduce it captured can then be destroyed); later calls throw ERR_INVALID_STATE. */
   release(): void;
@@ -178,7 +186,10 @@ export declare class NcclCommunicator {
   static local(devices: number[], options?: { timeoutMs?: number }): NcclCommunicator[];
   /** Each call: one local rank's buffers on its stream (same sizes on every rank); one record per stream. Not in a graph capture (ERR_UNSUPPORTED). */
   static allreduceGroup(calls: { comm: NcclCommunicator; stream: Stream; buffers: Buffer | Buffer[] }[], scale: number, layer?: string): void;
-  /** Releases every communicator of one local() clique together (one grouped finalize; an abort of all on failure). A member's own destroy() is ERR_INVALID_STATE. */
+  /**
+   * Releases every communicator of one local() clique together (one grouped finalize; an abort of all on failure). A member's own destroy() is ERR_INVALID_STATE.
+   * ERR_COMM after releasing them when the clique was aborted during the run (its watchdog: the all-reduces since returned without reducing) or the finalize failed.
+   */
   static destroyGroup(comms: NcclCommunicator[]): void;
   constructor(options: { id: Uint8Array; rank: number; size: number; timeoutMs?: number; device?: number });
   readonly rank: number;
@@ -189,7 +200,10 @@ export declare class NcclCommunicator {
   connect(): Promise<void>;
   /** Enqueues on the stream, in place, one grouped launch (one kernel record, variant 'nccl'): each buffer = scale * sum over ranks. */
   allreduce(stream: Stream, buffers: Buffer | Buffer[], scale: number, layer?: string): void;
-  /** Waits for the issued collectives and releases the communicator (every rank calls it); ERR_INVALID_STATE while a graph that captured its all-reduce lives (release it first). */
+  /**
+   * Waits for the issued collectives and releases the communicator (every rank calls it); ERR_INVALID_STATE while a graph that captured its all-reduce lives (release it first).
+   * ERR_COMM after releasing it when it was aborted during the run (its watchdog: the all-reduces since returned without reducing) or the finalize failed.
+   */
   destroy(): void;
 }
 

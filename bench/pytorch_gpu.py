@@ -15,7 +15,7 @@ same ResNet-50 v1.5 training step as stepscope, on the same GPU.
         through torch.autocast.
 
 Usage:
-  python3 bench/pytorch_gpu.py conv --shapes shapes.json [--dtype fp32] [--repeat 5] [--inner 10] [--warmup 2]
+  python3 bench/pytorch_gpu.py conv --shapes shapes.json [--dtype fp32] [--repeat 5] [--inner 10] [--warmup 3]
   python3 bench/pytorch_gpu.py step [--batch 32] [--dtype fp32] [--channels-last] [--iterations 10] [--warmup 3]
 One JSON object on stdout; progress on stderr; bad arguments exit 2; no GPU exits 1.
 --device cpu runs the same code on the CPU, timed with the host clock: a
@@ -71,9 +71,15 @@ def mark(torch, device):
     return torch.cuda.Event(enable_timing=True) if device == "cuda" else HostMark()
 
 
+# GPU cycles the stream spins before a sample's calls (~2.5 ms on an H200): the host queues them all meanwhile.
+QUEUE_SLEEP_CYCLES = 5_000_000
+
+
 def time_op(torch, device, fn, warmup, repeat, inner):
-    """Each sample: `inner` back-to-back calls between two events, divided by inner. One call alone would
-    count PyTorch's host dispatch (tens of us) on small layers, where stepscope's events bracket a kernel."""
+    """Each sample: `inner` back-to-back calls between two events, divided by inner, queued behind a short
+    spin of the stream (torch.cuda._sleep) so the events bracket GPU time only: a call made while the GPU
+    idles would count PyTorch's host dispatch (tens of us) on small layers. stepscope queues its timed calls
+    behind a hold of the stream the same way (src/bench/conv-bench-cuda.ts)."""
     for _ in range(warmup):
         fn()
     if device == "cuda":
@@ -81,6 +87,8 @@ def time_op(torch, device, fn, warmup, repeat, inner):
     times = []
     for _ in range(repeat):
         start, end = mark(torch, device), mark(torch, device)
+        if device == "cuda" and hasattr(torch.cuda, "_sleep"):
+            torch.cuda._sleep(QUEUE_SLEEP_CYCLES)
         start.record()
         for _ in range(inner):
             fn()
@@ -206,7 +214,8 @@ def run_step(args):
             phases["backwardMs"].append(ev[1].elapsed_time(ev[2]))
             phases["optimizerMs"].append(ev[2].elapsed_time(ev[3]))
             phases["totalMs"].append(ev[0].elapsed_time(ev[3]))
-    summary = {k: statistics.median(v) for k, v in phases.items()}
+    # The total's median as stepscope takes it: the lower middle of an even count (src/run/training.ts).
+    summary = {k: (statistics.median_low if k == "totalMs" else statistics.median)(v) for k, v in phases.items()}
     log(f"pytorch step: batch {args.batch}, {args.dtype}, channels-last {args.channels_last}: "
         f"{summary['totalMs']:.2f} ms (fwd {summary['forwardMs']:.2f}, bwd {summary['backwardMs']:.2f}, "
         f"opt {summary['optimizerMs']:.2f}), loss {loss.item():.4f}")

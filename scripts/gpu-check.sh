@@ -2,19 +2,21 @@
 # One command for a GPU machine (the device tool, see ../shared/gpu.md):
 # builds both addons against the cuDNN/cuBLAS/NCCL of the machine's Python
 # wheels (sm_90), runs every CUDA test (each variant against the CPU
-# reference), the conv benchmark of every variant (tf32 and fp32) and the
-# training step, each right after PyTorch's same convolutions or ResNet-50
-# step on the same GPU (same batch and dtype, channels-last, cudnn.benchmark
-# on), and prints a side-by-side table last, with issue #5's targets.
+# reference), the training step and (PHASES=conv) the conv benchmark of
+# every variant (tf32 and fp32), each right after PyTorch's same ResNet-50
+# step or convolutions on the same GPU (same batch, dtype and layout,
+# cudnn.benchmark on), and prints a side-by-side table last, with issue #5's
+# targets.
 # Everything lands in $OUT (JSON, TAP, logs, summary.txt).
 #
 #   bash scripts/gpu-check.sh --prepare   # here, before: .carry/node.xz and .carry/runtime.tar.xz
 #   run: carry [".carry"], command "bash scripts/gpu-check.sh", timeout_s 600 (the script keeps to BUDGET_S)
 #
 # Knobs:
-#   PHASES           "tests conv step" (also "sanitize": our kernels under compute-sanitizer); they run in
-#                    this order whatever the order named, sanitize last; conv and step each measure PyTorch
-#                    right before stepscope
+#   PHASES           "tests step" (also "conv": the conv benchmark, and "sanitize": our kernels under
+#                    compute-sanitizer; one call holds "tests step", a second "conv sanitize"); they run in
+#                    the order tests, conv, step, sanitize whatever the order named; conv and step each
+#                    measure PyTorch right before stepscope
 #   BUDGET_S         570: the call's wall time; steps are cut or skipped to keep to it (set it below the
 #                    run's timeout_s)
 #   CONV_BATCH (8), CONV_LAYERS (all), CONV_REPEAT (5), SKIP_TF32_CONV=1
@@ -27,6 +29,13 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
+# What the carried runtime (dist/) was compiled from: a hash of the sources,
+# so a device run with a stale .carry stops in seconds instead of running old JS.
+source_hash() {
+  find src test bench scripts tsconfig.json package.json package-lock.json binding.d.ts binding-cuda.d.ts -type f \
+    ! -name '*.log' ! -path '*/__pycache__/*' -print0 | LC_ALL=C sort -z | xargs -0 sha1sum | sha1sum | cut -c1-40
+}
+
 if [[ "${1:-}" == "--prepare" ]]; then
   # Node and the JS runtime (compiled dist/, node_modules without the
   # compiler) travel with the tree; the GPU machine has no network.
@@ -35,6 +44,7 @@ if [[ "${1:-}" == "--prepare" ]]; then
   xz -T2 -6 -c "$(command -v node)" > .carry/node.xz
   npx tsc -p .
   tar -cJf .carry/runtime.tar.xz --exclude='node_modules/typescript' --exclude='node_modules/@types' dist node_modules
+  source_hash > .carry/source.sha1
   du -sh .carry/* && du -sh .carry
   exit 0
 fi
@@ -47,7 +57,7 @@ CONV_LAYERS="${CONV_LAYERS:-all}"
 CONV_REPEAT="${CONV_REPEAT:-5}"
 STEP_DTYPES="${STEP_DTYPES:-bf16 tf32 fp32}"
 # PHASES: which parts run after the build (a device session can split them over two calls).
-PHASES="${PHASES:-tests conv step}"
+PHASES="${PHASES:-tests step}"
 has_phase() { [[ " $PHASES " == *" $1 "* ]]; }
 for phase in $PHASES; do
   case $phase in
@@ -105,8 +115,14 @@ json_step() {  # json_step NAME TIMEOUT_S CMD...: a step whose stdout is its JSO
   return $rc
 }
 
-# 1. Node
-if ! command -v node > /dev/null; then
+# 1. The carried runtime must be of these sources; then Node (the machine's if it is 20 or newer, else the
+#    carried one: the tests need node --test's TAP reporter).
+if [[ -f .carry/source.sha1 && "$(source_hash)" != "$(cat .carry/source.sha1)" ]]; then
+  log "the carried runtime (.carry) was prepared from other sources: run scripts/gpu-check.sh --prepare again before the device call"
+  exit 3
+fi
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if (( node_major < 20 )); then
   mkdir -p /tmp/nodebin
   if [[ -f .carry/node.xz ]] && command -v xz > /dev/null; then xz -dc .carry/node.xz > /tmp/nodebin/node
   elif [[ -f .carry/node.gz ]]; then gzip -dc .carry/node.gz > /tmp/nodebin/node
@@ -133,10 +149,12 @@ node scripts/gpu-log-line.js doctor "$OUT/doctor.json" | tee -a "$OUT/gpu-check.
 # 3. Tests: every CUDA variant against the CPU reference (device tests run here).
 if has_phase tests; then
 # The stand-in tests (the JS side on a CPU copy of the addon) ran in CI: not on device time.
-STEPSCOPE_SKIP_STAND_IN=1 step cuda-tests 240 node --test --test-reporter=tap dist/test/cuda.test.js
+# With the step phase after them, the tests leave it three pairs' minimum (the targets need the step figures).
+keep_for_step() { local want=$1 left; left=$(seconds_left); has_phase step && (( want > left - 3 * PAIR_MIN_S )) && want=$(( left - 3 * PAIR_MIN_S )); echo $(( want < 20 ? 20 : want )); }
+STEPSCOPE_SKIP_STAND_IN=1 step cuda-tests "$(keep_for_step 240)" node --test --test-reporter=tap dist/test/cuda.test.js
 grep -E "^# (pass|fail|skipped)" "$OUT/cuda-tests.out" | tee -a "$OUT/gpu-check.log"
 # The step's other ops (batch norm, pooling, FC, loss, SGD, ...) against the CPU reference, every output as a row.
-json_step cuda-ops 120 node -e "require('./dist/src/ops/ops-cuda-check').checkCudaOps().then((rows) => console.log(JSON.stringify(rows)), (e) => { console.error('cuda-ops: ' + (e.code ? e.code + ': ' : '') + e.message); process.exitCode = 1; })"
+json_step cuda-ops "$(keep_for_step 120)" node -e "require('./dist/src/ops/ops-cuda-check').checkCudaOps().then((rows) => console.log(JSON.stringify(rows)), (e) => { console.error('cuda-ops: ' + (e.code ? e.code + ': ' : '') + e.message); process.exitCode = 1; })"
 node scripts/gpu-log-line.js cuda-ops "$OUT/cuda-ops.json" | tee -a "$OUT/gpu-check.log"
 fi
 
@@ -155,7 +173,7 @@ for dtype in tf32 fp32; do
 done
 fi
 
-# 5. The training step, each dtype as a pair: PyTorch eager (channels-last, cudnn.benchmark on), then the
+# 5. The training step, each dtype as a pair: PyTorch eager (channels-last but for fp32, cudnn.benchmark on), then the
 #    stepscope step (cudnn:heuristic, fused batch norm + ReLU, one GPU) at the same batch: eager NCHW for
 #    every dtype, --graph for tf32, channels-last with --graph (PyTorch's layout) for tf32 and bf16 (the
 #    issue's 1.25x target: bf16, fused batch norm + ReLU, graph replay). A pair starts only with PAIR_MIN_S
@@ -170,7 +188,9 @@ stepscope_step() {  # stepscope_step NAME ARGS...: runs the step, saves NAME.jso
 if has_phase step; then
   for dtype in $STEP_DTYPES; do
     (( $(seconds_left) >= PAIR_MIN_S )) || { log "step $dtype: skipped, PyTorch and stepscope: $(seconds_left) s left, a pair needs $PAIR_MIN_S"; continue; }
-    json_step "pytorch-step-$dtype" 180 python3 bench/pytorch_gpu.py step --batch "$STEP_BATCH" --resolution "$STEP_RESOLUTION" --dtype "$dtype" --channels-last
+    # fp32: NCHW on both sides (stepscope's fp32 step is NCHW; with TF32 off, cuDNN's FMA kernels are often faster in NCHW).
+    peer_layout=--channels-last; [[ "$dtype" == fp32 ]] && peer_layout=
+    json_step "pytorch-step-$dtype" 180 python3 bench/pytorch_gpu.py step --batch "$STEP_BATCH" --resolution "$STEP_RESOLUTION" --dtype "$dtype" $peer_layout
     [[ "$dtype" == fp32 ]] || stepscope_step "stepscope-step-$dtype-nhwc-graph" --dtype "$dtype" --layout nhwc --graph
     stepscope_step "stepscope-step-$dtype" --dtype "$dtype"
     [[ "$dtype" == tf32 ]] && stepscope_step "stepscope-step-$dtype-graph" --dtype "$dtype" --graph

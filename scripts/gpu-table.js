@@ -55,7 +55,7 @@ for (const dtype of ['fp32', 'tf32']) {
     continue;
   }
   const peerMs = new Map((peer?.rows ?? []).map((r) => [`${r.key} ${r.pass}`, r.medianMs]));
-  const rows = [['layer', 'pass', 'best stepscope variant', 'ms', 'cudnn:autotune ms', 'pytorch ms', 'best/pytorch', 'autotune/pytorch']];
+  const rows = [['layer', 'pass', `best stepscope variant (${dtype})`, 'ms', 'cudnn:autotune ms', 'pytorch ms', 'best/pytorch', 'autotune/pytorch']];
   const autotuneRows = [];  // the target's rows: autotune ms / pytorch ms per unique shape and pass
   // Totals weight each shape by its layer count, over rows where both sides have a time.
   const totals = { best: 0, autotune: 0, peer: 0, layers: new Set() };
@@ -69,7 +69,9 @@ for (const dtype of ['fp32', 'tf32']) {
   }
   for (const g of groups.values()) {
     const ok = g.rows.filter((r) => r.status === 'ok');
-    const best = fastestOf(ok);
+    // The best of this dtype's precision only: a bf16 (or, in the fp32 run, a tf32) kernel against PyTorch's
+    // fp32 or tf32 would overstate stepscope. The rows without a precision (older JSON) count as this dtype's.
+    const best = fastestOf(ok.filter((r) => !r.precision || r.precision === dtype));
     const auto = ok.find((r) => r.variant === 'cudnn:autotune');
     const p = peerMs.get(`${g.layer} ${g.pass}`);
     const n = g.count.size;

@@ -496,7 +496,7 @@ export function buildProgram(): Command {
     .option('--latency <us>', 'per-hop latency of the modeled link', '5')
     .option('--bucket-mb <mb>', 'gradient bucket size', '25')
     .option('--first-bucket-mb <mb>', 'size of the first bucket', '1')
-    .option('--comm-timeout-ms <ms>', 'with --comm gloo or nccl: how long to wait for a peer (rendezvous and each all-reduce)', '30000')
+    .option('--comm-timeout-ms <ms>', 'with --comm gloo or nccl: how long to wait for a peer (rendezvous and each all-reduce; with --graph, the whole step)', '30000')
     .option('--data <kind>', "input: 'synthetic' (random tensors, no dataset), 'raw' (decode an ImageFolder's JPEGs each step) or 'records' (read records made by data pack)", 'synthetic')
     .option('--dataset <path>', 'with --data raw: an ImageFolder directory; with --data records: a records file')
     .option('--data-threads <n>', 'native threads that decode and augment', DEFAULT_DATA_THREADS)

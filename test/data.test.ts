@@ -118,14 +118,14 @@ test('the decoded crop comes from the drawn box, mirrored when flipped (raw and 
   assert.deepEqual([...seen].sort(), [false, true], 'both flipped and unflipped crops were checked');
 });
 
-test('a batch larger than half of the machine\'s memory is refused before it is allocated', { skip: NO_JPEG }, async () => {
+test('a batch larger than half of the memory the process may use is refused before it is allocated', { skip: NO_JPEG }, async () => {
   // Linux grants such an allocation and then the OOM killer ends the process mid-load; refused, it is a clear error.
   const size = 4096, sampleBytes = 3 * size * size * 4;
   const loader = rawLoader(positionRoot, 1, size);
   const samples = Math.floor(os.totalmem() / 2 / sampleBytes) + 1;
   await assert.rejects(loader.load(new Array(samples).fill(0), 0, 1), (e: NodeJS.ErrnoException) => {
     assert.equal(e.code, 'ERR_INVALID_ARG');
-    assert.match(e.message, new RegExp(`a batch of ${samples} samples of ${3 * size * size} floats is [0-9.]+ GiB, more than half of this machine's memory`));
+    assert.match(e.message, new RegExp(`a batch of ${samples} samples of ${3 * size * size} floats is [0-9.]+ GiB, more than half of the memory this process may use`));
     return true;
   });
 });

@@ -18,7 +18,7 @@ function runScript(script: string, args: string[]): { status: number | null; std
 
 const write = (dir: string, name: string, value: unknown) => fs.writeFileSync(path.join(dir, name), JSON.stringify(value));
 
-type ConvRow = { layer: string; pass: string; variant: string; status: string; medianMs?: number; sameShapeAs?: string; shape: { r: number } };
+type ConvRow = { layer: string; pass: string; variant: string; status: string; medianMs?: number; sameShapeAs?: string; shape: { r: number }; precision?: string };
 const convRow = (layer: string, pass: string, variant: string, medianMs: number, r = 3): ConvRow => ({ layer, pass, variant, status: 'ok', medianMs, shape: { r } });
 
 /** A stepscope step result as `step --json` saves it (the fields the table reads). */
@@ -46,6 +46,8 @@ function resultsFolder(): string {
     rows.push({ ...convRow('res2a_branch2b', pass, 'implicit-gemm-tf32', 9), status: 'failed-check' });
     rows.push({ ...convRow('res2b_branch2b', pass, 'cudnn:autotune', 1.0), sameShapeAs: 'res2a_branch2b' });
     rows.push(convRow('res2a_branch1', pass, 'cudnn:autotune', 0.5, 1), convRow('res2a_branch1', pass, 'im2col-cublas', 0.45, 1));
+    // Faster, but bf16: never the tf32 run's best (it would overstate stepscope against PyTorch's tf32).
+    rows.push({ ...convRow('res2a_branch1', pass, 'implicit-gemm-bf16', 0.2, 1), precision: 'bf16' });
     if (pass === 'fwd') rows.push({ ...convRow('res2a_branch1', pass, 'cudnn:fft', 0.1, 1), status: 'error' });
   }
   write(dir, 'conv-cuda-tf32.json', { batch: 8, machine: { gpu: { name: 'NVIDIA H200' } }, rows });

@@ -424,6 +424,7 @@ void NcclCommunicator::allreduce(CudaStream& stream, const std::vector<std::pair
     --s.liveGraphs;
     throw;
   }
+  useDevice(s.device);  // the event is made on the communicator's GPU (timed() sets it only later)
   cudaEvent_t started = captured ? nullptr : recordWatchEvent(stream.get(), layer);
   try {
     stream.timed(info, [&] {
@@ -440,6 +441,9 @@ void NcclCommunicator::allreduce(CudaStream& stream, const std::vector<std::pair
     });
   } catch (...) {
     if (started) cudaEventDestroy(started);
+    // A failed captured all-reduce may still be in the graph if the capture is ended: the graph keeps
+    // refusing replays of an aborted communicator, and destroy waits for it (dropped with a discarded capture).
+    if (hold) hookForCapture(std::move(hold));
     throw;
   }
   if (captured) hookForCapture(std::move(hold));

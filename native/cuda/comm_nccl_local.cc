@@ -233,9 +233,12 @@ void NcclCommunicator::allreduceGroup(const std::vector<NcclGroupCall>& calls, f
       started[watched] = nullptr;  // watchLocked owns it now, also when it throws
       watchLocked(*members[watched], ordered[watched]->stream->get(), start, layer);
     }
-  } catch (const Error& e) {
+  } catch (const std::exception& e) {
     releaseStarted(watched + 1);
     failAll(std::string("watching the all-reduce failed: ") + e.what(), "cudaError");
+  } catch (...) {
+    releaseStarted(watched + 1);
+    failAll("watching the all-reduce failed", "cudaError");
   }
 }
 

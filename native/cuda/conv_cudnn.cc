@@ -251,10 +251,19 @@ class CudnnConv : public CudaConvKernel {
     if (variant_ == "cudnn:heuristic" || variant_ == "cudnn:autotune") {
       const bool timed = variant_ == "cudnn:autotune";
       int tried = 0;
-      for (const Candidate& c : query(timed)) {
-        if (c.status != CUDNN_STATUS_SUCCESS) continue;
+      int failed = 0, notFma = 0, noWorkspace = 0;  // why results were passed over, for the error
+      std::string firstStatus;
+      const std::vector<Candidate> results = query(timed);
+      for (const Candidate& c : results) {
+        if (c.status != CUDNN_STATUS_SUCCESS) {
+          if (failed++ == 0) firstStatus = cudnnGetErrorString(c.status);
+          continue;
+        }
         // With dtype fp32 only FMA math is acceptable: DEFAULT math would allow tf32.
-        if (math_ == ConvMath::Fp32 && c.mathType != CUDNN_FMA_MATH) continue;
+        if (math_ == ConvMath::Fp32 && c.mathType != CUDNN_FMA_MATH) {
+          ++notFma;
+          continue;
+        }
         ++tried;
         if (algo_ >= 0) continue;
         // Run the algorithm with the math it was found (and timed) with, as PyTorch
@@ -265,6 +274,7 @@ class CudnnConv : public CudaConvKernel {
         size_t bytes = 0;
         if (queryWorkspace(c.algo, &bytes) != CUDNN_STATUS_SUCCESS) {
           --tried;
+          ++noWorkspace;
           continue;
         }
         algo_ = c.algo;
@@ -272,7 +282,12 @@ class CudnnConv : public CudaConvKernel {
         if (timed) note_ = " (fastest in cudnnFind: " + std::to_string(c.timeMs) + " ms)";
       }
       if (algo_ < 0) {
-        throw CudaError("ERR_UNSUPPORTED", context() + ": cuDNN offers no algorithm for this layer", "no algorithm", layer_);
+        throw CudaError("ERR_UNSUPPORTED",
+                        context() + ": cuDNN offers no usable algorithm for this layer: of " + std::to_string(results.size()) + " results, " +
+                            std::to_string(failed) + " failed" + (firstStatus.empty() ? "" : " (first: " + firstStatus + ")") + ", " +
+                            std::to_string(notFma) + " need tensor-op math (dtype fp32 takes FMA only), " + std::to_string(noWorkspace) +
+                            " refused their workspace query",
+                        "no algorithm", layer_);
       }
       if (timed) note_ += ", " + std::to_string(tried) + " algorithms ran";
       algoName_ = algo_ < int(names.size()) ? names[algo_] : "algo-" + std::to_string(algo_);

@@ -20,19 +20,19 @@ std::vector<std::weak_ptr<DeviceCheck>>& registry() {
 
 }  // namespace
 
-DeviceCheck::DeviceCheck(std::string code, std::function<std::string(long long)> describe)
+DeviceCheck::DeviceCheck(std::string code, std::function<std::string(long long)> describe, const std::string& context)
     : code_(std::move(code)), describe_(std::move(describe)) {
-  checkCuda(cudaGetDevice(&device_), "cudaGetDevice", "device check");
+  checkCuda(cudaGetDevice(&device_), "cudaGetDevice", context + " (device check)");
   void* host = nullptr;
   // Portable: mapped into every GPU's address space, whichever is current later.
-  checkCuda(cudaHostAlloc(&host, sizeof(long long), cudaHostAllocMapped | cudaHostAllocPortable), "cudaHostAlloc", "device check");
+  checkCuda(cudaHostAlloc(&host, sizeof(long long), cudaHostAllocMapped | cudaHostAllocPortable), "cudaHostAlloc", context + " (device check)");
   hostWord_ = static_cast<volatile long long*>(host);
   *hostWord_ = -1;
   void* onDevice = nullptr;
   const cudaError_t e = cudaHostGetDevicePointer(&onDevice, host, 0);
   if (e != cudaSuccess) {
     cudaFreeHost(host);
-    checkCuda(e, "cudaHostGetDevicePointer", "device check");
+    checkCuda(e, "cudaHostGetDevicePointer", context + " (device check)");
   }
   deviceWord_ = static_cast<long long*>(onDevice);
 }
@@ -41,8 +41,8 @@ DeviceCheck::~DeviceCheck() {
   cudaFreeHost(const_cast<long long*>(hostWord_));  // waits for the GPU: no kernel writes it afterwards
 }
 
-std::shared_ptr<DeviceCheck> makeDeviceCheck(std::string code, std::function<std::string(long long)> describe) {
-  auto check = std::make_shared<DeviceCheck>(std::move(code), std::move(describe));
+std::shared_ptr<DeviceCheck> makeDeviceCheck(std::string code, std::function<std::string(long long)> describe, const std::string& context) {
+  auto check = std::make_shared<DeviceCheck>(std::move(code), std::move(describe), context);
   std::lock_guard<std::mutex> lock(registryMutex);
   auto& checks = registry();
   // Drop the checks of released kernels as new ones come.

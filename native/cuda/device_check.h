@@ -18,8 +18,8 @@ namespace stepscope {
 class DeviceCheck {
  public:
   // On the current GPU. `describe` turns a failed word into the message of an
-  // Error with `code`.
-  DeviceCheck(std::string code, std::function<std::string(long long word)> describe);
+  // Error with `code`; `context` (the kernel's) names it in CUDA errors here.
+  DeviceCheck(std::string code, std::function<std::string(long long word)> describe, const std::string& context);
   ~DeviceCheck();
   DeviceCheck(const DeviceCheck&) = delete;
   DeviceCheck& operator=(const DeviceCheck&) = delete;
@@ -39,7 +39,7 @@ class DeviceCheck {
 
 // A check registered for throwFailedDeviceChecks (held by its kernel; the
 // registry keeps only a weak reference).
-std::shared_ptr<DeviceCheck> makeDeviceCheck(std::string code, std::function<std::string(long long word)> describe);
+std::shared_ptr<DeviceCheck> makeDeviceCheck(std::string code, std::function<std::string(long long word)> describe, const std::string& context);
 
 // After a wait on GPU `device`: throws the first failed check of that GPU as
 // an Error "<where>: <message>" and clears it; nothing when none failed.

@@ -111,7 +111,7 @@ class CudaSoftmaxXent : public CudaOpKernel {
     if (!badLabel_) {
       const int classes = classes_;
       // The CPU backend throws at the op; here the next wait on the GPU does (ERR_INVALID_ARG, the same message).
-      badLabel_ = makeDeviceCheck("ERR_INVALID_ARG", [classes](long long word) { return badLabelMessage(word, classes); });
+      badLabel_ = makeDeviceCheck("ERR_INVALID_ARG", [classes](long long word) { return badLabelMessage(word, classes); }, context());
     }
     double* terms = static_cast<double*>(terms_->get());
     softmaxXentRows<<<(n_ + 127) / 128, 128, 0, stream>>>(n_, classes_, b[0], b[1], b[3], terms);

@@ -6,7 +6,6 @@
 // (connect() each), NcclCommunicator.allreduceGroup(calls, scale, layer)
 // reduces one bucket on all of them at once, and
 // NcclCommunicator.destroyGroup(comms) releases them together.
-#include <algorithm>
 #include <cmath>
 
 #include "cuda/addon_cuda.h"
@@ -157,10 +156,7 @@ Napi::Value CudaNcclWrap::allreduceGroup(const Napi::CallbackInfo& info) {
     }
     const float scale = scaleArg(info[1]);
     const std::string layer = optionalStringArg(info, 2);
-    NcclCommunicator::allreduceGroup(calls, scale, layer);
-    if (std::any_of(streams.begin(), streams.end(), [](const CudaStreamPtr& s) { return s->capturing(); })) {
-      for (CudaMemoryPtr& m : held) holdForCapture(std::move(m));  // the graph's all-reduce nodes hold these addresses
-    }
+    NcclCommunicator::allreduceGroup(calls, scale, layer);  // never captured (timedTogether refuses it): nothing to hold
     return env.Undefined();
   });
 }

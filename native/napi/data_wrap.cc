@@ -143,18 +143,32 @@ Napi::Value DataLoaderWrap::labels(const Napi::CallbackInfo& info) {
 }
 
 namespace {
-// A batch's input is allocated whole before it loads. One over half of this
-// machine's memory is refused here: Linux would grant it and the OOM killer
-// would end the process while the workers fill it, losing every output.
-void checkBatchFits(size_t samples, size_t sampleLength) {
+// The memory this process may use: the machine's, or its control group's
+// limit when lower (a container's; cgroup v2, then v1). 0: unknown.
+double usableMemoryBytes() {
   const long pages = sysconf(_SC_PHYS_PAGES), pageBytes = sysconf(_SC_PAGESIZE);
-  if (pages <= 0 || pageBytes <= 0) return;  // unknown: allocate and see
+  double bytes = pages > 0 && pageBytes > 0 ? double(pages) * double(pageBytes) : 0;
+  for (const char* path : {"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"}) {
+    std::ifstream in(path);
+    double limit = 0;
+    if (in >> limit && limit > 0 && (bytes == 0 || limit < bytes)) bytes = limit;  // "max" (none) reads as nothing
+  }
+  return bytes;
+}
+
+// A batch's input is allocated whole before it loads. One over half of the
+// memory this process may use is refused here: Linux would grant it and the
+// OOM killer would end the process while the workers fill it, losing every output.
+void checkBatchFits(size_t samples, size_t sampleLength) {
+  const double usable = usableMemoryBytes();
+  if (usable <= 0) return;  // unknown: allocate and see
   const double gib = double(1u << 30);
-  const double bytes = double(samples) * double(sampleLength) * sizeof(float), limit = double(pages) * double(pageBytes) / 2;
-  if (bytes <= limit) return;
-  char text[200];
-  std::snprintf(text, sizeof text, "load: a batch of %zu samples of %zu floats is %.1f GiB, more than half of this machine's memory (%.1f GiB): load fewer indices at once",
-                samples, sampleLength, bytes / gib, limit * 2 / gib);
+  const double bytes = double(samples) * double(sampleLength) * sizeof(float);
+  if (bytes <= usable / 2) return;
+  char text[240];
+  std::snprintf(text, sizeof text,
+                "load: a batch of %zu samples of %zu floats is %.1f GiB, more than half of the memory this process may use (%.1f GiB): load fewer indices at once",
+                samples, sampleLength, bytes / gib, usable / gib);
   throw Error("ERR_INVALID_ARG", text);
 }
 }  // namespace

@@ -4,6 +4,8 @@
 // batch with CUDA events around the kernel (the CUDA timeline). A variant
 // that has no such pass, or that cuDNN cannot run for the layer, is a row
 // with status 'unsupported' and the library's reason: nothing is replaced.
+// The timed calls are queued behind a short hold of the stream, so each
+// record brackets GPU time only (see QUEUE_HOLD_US).
 import type { ConvPass } from '../../binding';
 import type { CudaConvDtype, CudaPeak } from '../../binding-cuda';
 import { describeShape } from '../model/resnet50';
@@ -25,9 +27,19 @@ export interface CudaConvBenchOptions extends Omit<ConvBenchOptions, 'peakGflops
   onRow?: (row: ConvBenchRow) => void;
 }
 
+/**
+ * The timed calls of a row are enqueued back to back behind a hold of the stream (a host function that
+ * sleeps this long: the modeled link's op with no bytes), so the host has queued them all before the GPU
+ * reaches the first. A call made while the GPU idles would put the host's latency (the launch, cuDNN's
+ * host work: several us) between its start event and its kernel, a large share of a small layer's time,
+ * and PyTorch's peer times queued calls (bench/pytorch_gpu.py).
+ */
+const QUEUE_HOLD_US = 5000;
+
 export async function benchConvCuda(options: CudaConvBenchOptions): Promise<ConvBenchRow[]> {
   const cuda = cudaAddon();
   const stream = new cuda.Stream('bench');
+  const hold = new cuda.OpKernel('link-hold', 'cuda', { bytes: 0, workers: 2, gbps: 1, latencyUs: QUEUE_HOLD_US / 2 }, 'queue-hold');
   const groups = uniqueShapes(options.layers);
   const rows: ConvBenchRow[] = [];
   const table = new Map(cuda.convVariants().map((v) => [v.name, v.passes]));
@@ -70,13 +82,17 @@ export async function benchConvCuda(options: CudaConvBenchOptions): Promise<Conv
           const times: number[] = [];
           try {
             kernel = new cuda.ConvKernel(shape, pass, variant, group.first.name, { dtype: options.dtype, layout });
-            for (let i = 0; i < options.warmup + options.repeat; i++) {
-              cuda.timelineClear();
-              kernel.enqueue(stream, device.x, device.w, device.y);
+            for (let i = 0; i < options.warmup; i++) {
+              kernel.enqueue(stream, device.x, device.w, device.y); // alone: first calls set up the library's plans
               await stream.synchronize();
-              const ms = cudaTimelineDrain().filter((r) => r.op === 'conv').reduce((sum, r) => sum + (r.endNs - r.startNs) / 1e6, 0);
-              if (i >= options.warmup) times.push(ms);
             }
+            cuda.timelineClear();
+            hold.enqueue(stream, []);
+            for (let i = 0; i < options.repeat; i++) kernel.enqueue(stream, device.x, device.w, device.y);
+            await stream.synchronize();
+            const records = cudaTimelineDrain().filter((r) => r.op === 'conv');
+            if (records.length !== options.repeat) throw new Error(`bench conv: ${records.length} conv records for ${options.repeat} calls of ${variant}`);
+            for (const r of records) times.push((r.endNs - r.startNs) / 1e6);
           } catch (err) {
             // Supported at the check's batch, not at this one (e.g. FFT size limits), or cuDNN failed it here:
             // that row says so, the others still run.

@@ -38,7 +38,11 @@ export class LocalNcclGroup {
       await Promise.all(joins);
     } catch (err) {
       await Promise.allSettled(joins); // every join has ended (each is bounded by timeoutMs)
-      cuda.NcclCommunicator.destroyGroup(comms); // aborts them all
+      try {
+        cuda.NcclCommunicator.destroyGroup(comms); // aborts them all
+      } catch {
+        // a joined rank aborted with the clique says so too: the join's error is the one to report
+      }
       throw err;
     }
     return new LocalNcclGroup(cuda, devices, comms);
