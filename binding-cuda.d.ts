@@ -234,7 +234,14 @@ export declare function timelineDrain(): KernelRecord[];
 export declare function timelineClear(): void;
 /** The streams' waits for other streams' events since the last drain, on the nowNs() clock. */
 export declare function waitsDrain(): WaitRecord[];
-/** Device memory held by live Buffers, and by released ones a live graph captured (cachedBytes: 0, no caching allocator yet): of the process, or of one GPU. */
-export declare function memoryStats(device?: number): MemoryStats;
+/** The CPU addon's MemoryStats (the Buffers' bytes), plus the kernels' device scratch. */
+export interface CudaMemoryStats extends MemoryStats {
+  /** The kernels' device scratch now: cuDNN workspaces, NHWC/bf16 weight copies, tap tables (PyTorch's max_memory_allocated counts its workspaces too). */
+  scratchBytes: number;
+  /** Most bytes of Buffers and scratch together at once since the last resetPeakMemory(). */
+  peakTotalBytes: number;
+}
+/** Device memory held by live Buffers, and by released ones a live graph captured (cachedBytes: 0, no caching allocator yet), and apart the kernels' scratch: of the process, or of one GPU. */
+export declare function memoryStats(device?: number): CudaMemoryStats;
 export declare function resetPeakMemory(device?: number): void;
 export declare function nowNs(): number;

@@ -102,6 +102,8 @@ Napi::Value memoryStats(const Napi::CallbackInfo& info) {
   o.Set("bytesInUse", double(s.bytesInUse));
   o.Set("peakBytes", double(s.peakBytes));
   o.Set("cachedBytes", 0.0);
+  o.Set("scratchBytes", double(s.scratchBytes));
+  o.Set("peakTotalBytes", double(s.peakTotalBytes));
   return o;
 }
 

@@ -21,23 +21,25 @@ namespace {
 // itself here: the promise of this class is a synchronous copy.
 void finishLegacyStream(const char* what) { checkCuda(cudaStreamSynchronize(cudaStreamLegacy), what); }
 
-// Bytes of the live Buffers (not the kernels' scratch), and the most at
+// Bytes of the live Buffers and of the kernels' scratch, and the most at
 // once: of the process, and of each GPU (replicas on several GPUs each
 // track their own peak).
 std::mutex statsMutex;
 CudaMemoryStats total;
 std::vector<CudaMemoryStats> perDevice;
 
-void grow(CudaMemoryStats& s, int64_t bytes) {
-  s.bytesInUse += bytes;
+void grow(CudaMemoryStats& s, int64_t buffer, int64_t scratch) {
+  s.bytesInUse += buffer;
+  s.scratchBytes += scratch;
   if (s.bytesInUse > s.peakBytes) s.peakBytes = s.bytesInUse;
+  if (s.bytesInUse + s.scratchBytes > s.peakTotalBytes) s.peakTotalBytes = s.bytesInUse + s.scratchBytes;
 }
 
-void account(int device, int64_t bytes) {
+void account(int device, int64_t buffer, int64_t scratch = 0) {
   std::lock_guard<std::mutex> lock(statsMutex);
-  grow(total, bytes);
+  grow(total, buffer, scratch);
   if (size_t(device) >= perDevice.size()) perDevice.resize(size_t(device) + 1);
-  grow(perDevice[size_t(device)], bytes);
+  grow(perDevice[size_t(device)], buffer, scratch);
 }
 
 // Frees device memory of GPU `device` from any thread (never throws: destructors).
@@ -56,11 +58,15 @@ CudaMemoryStats cudaMemoryStats(int device) {
 
 void resetCudaPeakMemory(int device) {
   std::lock_guard<std::mutex> lock(statsMutex);
+  auto reset = [](CudaMemoryStats& s) {
+    s.peakBytes = s.bytesInUse;
+    s.peakTotalBytes = s.bytesInUse + s.scratchBytes;
+  };
   if (device < 0) {
-    total.peakBytes = total.bytesInUse;
-    for (CudaMemoryStats& s : perDevice) s.peakBytes = s.bytesInUse;
+    reset(total);
+    for (CudaMemoryStats& s : perDevice) reset(s);
   } else if (size_t(device) < perDevice.size()) {
-    perDevice[size_t(device)].peakBytes = perDevice[size_t(device)].bytesInUse;
+    reset(perDevice[size_t(device)]);
   }
 }
 
@@ -115,7 +121,9 @@ void CudaMemory::fill(float value) {
 
 DeviceScratch::DeviceScratch(size_t bytes) : bytes_(bytes) {
   checkCuda(cudaGetDevice(&device_), "cudaGetDevice", "workspace");
-  if (bytes > 0) checkCuda(cudaMalloc(&ptr_, bytes), "cudaMalloc", "workspace of " + std::to_string(bytes) + " bytes");
+  if (bytes == 0) return;
+  checkCuda(cudaMalloc(&ptr_, bytes), "cudaMalloc", "workspace of " + std::to_string(bytes) + " bytes");
+  account(device_, 0, int64_t(bytes));
 }
 
 void DeviceScratch::upload(const void* src, size_t bytes, const std::string& context) {
@@ -126,7 +134,9 @@ void DeviceScratch::upload(const void* src, size_t bytes, const std::string& con
 }
 
 DeviceScratch::~DeviceScratch() {
-  if (ptr_) freeOnDevice(ptr_, device_);
+  if (!ptr_) return;
+  freeOnDevice(ptr_, device_);
+  account(device_, 0, -int64_t(bytes_));
 }
 
 }  // namespace stepscope

@@ -12,10 +12,14 @@
 namespace stepscope {
 
 // Device memory held by live Buffers (cudaMalloc'd, no caching allocator yet:
-// cachedBytes stays 0), as the CPU addon's memoryStats().
+// cachedBytes stays 0), as the CPU addon's memoryStats(); and apart, the
+// kernels' device scratch (DeviceScratch: cuDNN workspaces, weight copies,
+// tap tables), which PyTorch's max_memory_allocated counts too.
 struct CudaMemoryStats {
   int64_t bytesInUse = 0;
-  int64_t peakBytes = 0;
+  int64_t peakBytes = 0;       // most Buffer bytes at once since the last reset
+  int64_t scratchBytes = 0;    // the kernels' scratch now
+  int64_t peakTotalBytes = 0;  // most of both at once since the last reset
 };
 // Of the whole process (device -1), or of one GPU.
 CudaMemoryStats cudaMemoryStats(int device = -1);

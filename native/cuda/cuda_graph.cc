@@ -91,7 +91,7 @@ void CudaGraph::launch(CudaStream& stream) {
   const cudaError_t e = cudaGraphLaunch(exec_, stream.get());
   nvtxRangePop();
   checkCuda(e, "cudaGraphLaunch", stream.name());
-  replayTimeline(timeline_);
+  replayTimeline(timeline_, stream.anchor());
   runLaunchHooks(*timeline_, stream.get());
 }
 

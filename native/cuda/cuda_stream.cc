@@ -56,6 +56,7 @@ std::vector<PendingRecord> capturedRecords;
 std::vector<PendingWait> capturedWaits;
 std::vector<std::shared_ptr<void>> capturedHolds;
 std::vector<std::shared_ptr<LaunchHook>> capturedHooks;
+std::vector<std::weak_ptr<CudaEvent>> capturedEvents;  // CudaEvents recorded in the open capture
 
 // In a capture, an event recorded as an external node keeps its time on every launch.
 cudaError_t recordTiming(cudaEvent_t e, cudaStream_t stream, bool captured) {
@@ -111,11 +112,13 @@ bool hostNsOf(const StreamAnchor& anchor, cudaEvent_t e, int64_t* ns) {
 }  // namespace
 
 struct CapturedTimeline {
+  uint64_t id = 0;  // the capture's
   std::vector<PendingRecord> records;
   std::vector<PendingWait> waits;
   std::shared_ptr<GraphEvents> events;
   std::vector<std::shared_ptr<void>> holds;  // alive as long as the graph
   std::vector<std::shared_ptr<LaunchHook>> hooks;
+  std::vector<std::weak_ptr<CudaEvent>> recordedEvents;  // re-anchored at each launch
 };
 
 GraphEvents::~GraphEvents() {
@@ -152,7 +155,9 @@ void runLaunchHooks(const CapturedTimeline& captured, cudaStream_t stream) {
 std::shared_ptr<CapturedTimeline> endTimelineCapture() {
   std::lock_guard<std::mutex> lock(timelineMutex);
   auto captured = std::make_shared<CapturedTimeline>();
+  captured->id = openCapture.load();
   captured->events = std::make_shared<GraphEvents>();
+  captured->recordedEvents.swap(capturedEvents);
   captured->records.swap(capturedRecords);
   captured->waits.swap(capturedWaits);
   captured->holds.swap(capturedHolds);
@@ -174,12 +179,14 @@ void discardTimelineCapture() noexcept {
   std::vector<PendingWait> waits;
   std::vector<std::shared_ptr<void>> holds;
   std::vector<std::shared_ptr<LaunchHook>> hooks;
+  std::vector<std::weak_ptr<CudaEvent>> events;
   {
     std::lock_guard<std::mutex> lock(timelineMutex);
     records.swap(capturedRecords);  // swaps: nothing here allocates or throws
     waits.swap(capturedWaits);
     holds.swap(capturedHolds);
     hooks.swap(capturedHooks);
+    events.swap(capturedEvents);
     openCapture = 0;
   }
   // No graph owns their timing events: they go here (the holds and hooks with the vectors).
@@ -189,10 +196,20 @@ void discardTimelineCapture() noexcept {
 
 static bool timelineCapturing() { return openCapture.load() != 0; }
 
-void replayTimeline(const std::shared_ptr<CapturedTimeline>& captured) {
-  std::lock_guard<std::mutex> lock(timelineMutex);
-  pending().insert(pending().end(), captured->records.begin(), captured->records.end());
-  pendingWaits().insert(pendingWaits().end(), captured->waits.begin(), captured->waits.end());
+void replayTimeline(const std::shared_ptr<CapturedTimeline>& captured, const std::shared_ptr<StreamAnchor>& anchor) {
+  {
+    std::lock_guard<std::mutex> lock(timelineMutex);
+    for (PendingRecord r : captured->records) {
+      r.anchor = anchor;
+      pending().push_back(std::move(r));
+    }
+    for (PendingWait w : captured->waits) {
+      w.anchor = anchor;
+      pendingWaits().push_back(std::move(w));
+    }
+  }
+  for (const auto& weak : captured->recordedEvents)
+    if (auto event = weak.lock()) event->reanchor(anchor, captured->id);
 }
 
 size_t capturedKernelCount(const CapturedTimeline& captured) { return captured.records.size(); }
@@ -345,10 +362,16 @@ void CudaEvent::record(CudaStream& stream) {
     checkCuda(cudaEventRecordWithFlags(timing_, stream.get(), cudaEventRecordExternal), "cudaEventRecordWithFlags", stream.name());
     captureId_ = openCaptureId();
     holdForCapture(shared_from_this());  // the graph's node records timing_: it must outlive the graph
+    std::lock_guard<std::mutex> lock(timelineMutex);
+    if (openCapture.load() != 0) capturedEvents.push_back(weak_from_this());
   }
   anchor_ = stream.anchor();
   streamName_ = stream.name();
   ++generation_;
+}
+
+void CudaEvent::reanchor(const std::shared_ptr<StreamAnchor>& anchor, uint64_t captureId) {
+  if (captured_ && captureId_ == captureId) anchor_ = anchor;
 }
 
 bool CudaEvent::inOpenCapture() const { return captured_ && captureId_ != 0 && captureId_ == openCaptureId(); }

@@ -57,6 +57,11 @@ class CudaEvent : public std::enable_shared_from_this<CudaEvent> {
   // What an eager stream waits on: after a capture, the external timing event
   // the graph records (the internal one belongs to the graph).
   cudaEvent_t eagerHandle() const { return timeSource(); }
+  // A launch of the graph of capture `captureId`: if the latest record is that
+  // capture's, its time is read from `anchor` (the launch stream's, recorded
+  // shortly before the launch) instead of the capture's, so its float ms
+  // stay precise however long after the capture the graph runs.
+  void reanchor(const std::shared_ptr<StreamAnchor>& anchor, uint64_t captureId);
 
  private:
   cudaEvent_t event_ = nullptr;
@@ -149,8 +154,9 @@ void runLaunchHooks(const CapturedTimeline& captured, cudaStream_t stream);
 std::shared_ptr<CapturedTimeline> endTimelineCapture();
 // Closes it and drops what it captured (a capture abandoned: no graph).
 void discardTimelineCapture() noexcept;
-// After a launch of the graph: its records, as if enqueued now.
-void replayTimeline(const std::shared_ptr<CapturedTimeline>& captured);
+// After a launch of the graph: its records, as if enqueued now, timed from
+// `anchor` (the launch stream's), as its captured events' latest records.
+void replayTimeline(const std::shared_ptr<CapturedTimeline>& captured, const std::shared_ptr<StreamAnchor>& anchor);
 size_t capturedKernelCount(const CapturedTimeline& captured);
 
 // Waits for every recorded kernel and returns them in launch order.

@@ -56,7 +56,7 @@ export function formatRun(run: Run): string {
       { header: 'min ms', value: (r) => r.min, digits: 1 },
       { header: 'max ms', value: (r) => r.max, digits: 1 },
     ]),
-    `loss ${s.loss.median.toFixed(4)} (median; last ${run.iterations.at(-1)!.loss.toFixed(4)}), ${s.gflops.toFixed(1)} GFLOP/s for the whole step, peak memory ${(s.peakBytes / 2 ** 20).toFixed(0)} MiB, ` +
+    `loss ${s.loss.median.toFixed(4)} (median; last ${run.iterations.at(-1)!.loss.toFixed(4)}), ${s.gflops.toFixed(1)} GFLOP/s for the whole step, peak memory ${(s.peakBytes / 2 ** 20).toFixed(0)} MiB${s.scratchBytes !== undefined ? ` (${(s.scratchBytes / 2 ** 20).toFixed(0)} MiB of it the kernels' scratch)` : ''}, ` +
       `enqueue ${s.enqueueUsPerKernel.toFixed(2)} us per kernel (${run.iterations.at(-1)!.kernels} kernels${c.enqueueProbeMs ? ', stream gated' : ', while kernels run'})`,
     '',
     'top kernels (median per iteration)',

@@ -7,8 +7,8 @@
 // Events: after the backward kernels that produce a parameter's gradient,
 // an event is recorded; `gradientEvents` lists them in the order they fire
 // (reverse layer order), for the schedules that overlap reduction with backward.
-import type { Buffer, ConvKernel, ConvPass, Event, GlooCommunicator, OpKernel, OpName, Stream } from '../../binding';
-import type { Buffer as CudaBuffer, Graph as CudaGraph, NcclCommunicator, Stream as CudaStream } from '../../binding-cuda';
+import type { Buffer, ConvKernel, ConvPass, Event, GlooCommunicator, MemoryStats, OpKernel, OpName, Stream } from '../../binding';
+import type { Buffer as CudaBuffer, Graph as CudaGraph, CudaMemoryStats, NcclCommunicator, Stream as CudaStream } from '../../binding-cuda';
 import type { CudaAddon } from '../native-cuda';
 import type { GraphNode, ResNetGraph } from '../model/graph';
 import type { Backend } from '../backend';
@@ -126,7 +126,10 @@ export interface IterationResult {
   /** When the optimizer could start: all reductions done (= backwardEndNs without reduction). */
   reducedNs: number;
   endNs: number;
+  /** The most device (or host) memory held at once: Buffers, and on CUDA the kernels' scratch too. */
   peakBytes: number;
+  /** CUDA: the kernels' device scratch held (cuDNN workspaces, weight copies), part of peakBytes. */
+  scratchBytes?: number;
   /** Host time spent enqueueing the whole iteration (TypeScript driving the addon). */
   enqueueNs: number;
 }
@@ -596,8 +599,11 @@ export class TrainingStep {
     if (this.device === undefined) this.native.resetPeakMemory();
     else (this.native as unknown as CudaAddon).resetPeakMemory(this.device);
   }
-  private peakBytes(): number {
-    return this.device === undefined ? this.native.memoryStats().peakBytes : (this.native as unknown as CudaAddon).memoryStats(this.device).peakBytes;
+  private peakMemory(): { peakBytes: number; scratchBytes?: number } {
+    const stats: MemoryStats & Partial<CudaMemoryStats> = this.device === undefined ? this.native.memoryStats() : (this.native as unknown as CudaAddon).memoryStats(this.device);
+    // On CUDA the kernels' scratch (cuDNN workspaces, weight copies) counts too, as in PyTorch's peak.
+    if (stats.peakTotalBytes === undefined || stats.scratchBytes === undefined) return { peakBytes: stats.peakBytes };
+    return { peakBytes: stats.peakTotalBytes, scratchBytes: stats.scratchBytes };
   }
 
   /**
@@ -874,7 +880,7 @@ export class TrainingStep {
       backwardEndNs: marks.backward.timestampNs!,
       reducedNs: marks.reduced.timestampNs!,
       endNs: marks.end.timestampNs!,
-      peakBytes: this.peakBytes(),
+      ...this.peakMemory(),
       enqueueNs,
     };
   }

@@ -85,6 +85,8 @@ export interface IterationFigures {
   idleMs: number;
   loss: number;
   peakBytes: number;
+  /** CUDA: the kernels' device scratch (cuDNN workspaces, weight copies), part of peakBytes. */
+  scratchBytes?: number;
   flops: number;
   /** Kernels this iteration ran, and the host time per kernel spent enqueueing them. */
   kernels: number;
@@ -116,6 +118,8 @@ export interface Run {
   /** Median, min, max over the measured (non-warm-up) iterations. */
   summary: Record<PhaseKey | 'loss', Summary> & {
     peakBytes: number;
+    /** CUDA: the most the kernels' device scratch held (part of peakBytes). */
+    scratchBytes?: number;
     gflops: number;
     enqueueUsPerKernel: number;
     /** With --data raw|records. */
@@ -243,6 +247,7 @@ export function summarizeIterations(measured: readonly IterationFigures[], withD
     ...phases,
     loss: pick('loss'),
     peakBytes: Math.max(...measured.map((f) => f.peakBytes)),
+    ...(measured.some((f) => f.scratchBytes !== undefined) ? { scratchBytes: Math.max(...measured.map((f) => f.scratchBytes ?? 0)) } : {}),
     gflops: summarize(measured.map((f) => f.flops / (f.totalMs * 1e6))).median,
     enqueueUsPerKernel: summarize(measured.map((f) => f.enqueueUsPerKernel)).median,
     ...(withData ? { dataBusyMs: summarize(measured.map((f) => f.dataBusyMs ?? 0)) } : {}),
@@ -337,6 +342,7 @@ async function iterate(
       ...(pipeline ? { dataBusyMs, skippedImages } : {}),
       loss: r.loss,
       peakBytes: r.peakBytes,
+      ...(r.scratchBytes !== undefined ? { scratchBytes: r.scratchBytes } : {}),
       kernels: records.length,
       enqueueUsPerKernel: r.enqueueNs / 1e3 / Math.max(1, records.length),
       flops: records.reduce((s, k) => s + k.flops, 0),
