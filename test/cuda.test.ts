@@ -340,19 +340,22 @@ test('a missing or broken CUDA addon never breaks the CPU path', () => {
 });
 
 test('bench conv --backend cuda --json stopped by SIGTERM (a timeout) writes the rows it measured, marked interrupted, then dies by the signal (CPU stand-in)', { skip: standIn }, () => {
-  const env = { STEPSCOPE_CUDA_ADDON: path.join(ROOT, 'test', 'fixtures', 'fake-cuda-addon.js'), FAKE_CUDA_SIGTERM_AFTER: '21' };
+  const env = { STEPSCOPE_CUDA_ADDON: path.join(ROOT, 'test', 'fixtures', 'fake-cuda-addon.js'), FAKE_CUDA_SIGTERM_AFTER: '24' };
   const r = cli(['bench', 'conv', '--backend', 'cuda', '--layer', 'all', '--batch', '1', '--resolution', '32', '--repeat', '2', '--warmup', '0', '--json'], env);
   // Killed by the signal, not exiting 143 by itself: a shell loop around it stops too.
   assert.deepEqual([r.status, r.signal], [null, 'SIGTERM'], r.stderr);
   const out = JSON.parse(r.stdout);
   assert.equal(out.interrupted, 'SIGTERM');
   // conv1 fwd: 14 variants launch once each in the check (the two Winograd ones are refused), then each row
-  // times 2 launches: the signal at launch 21 comes after 3 rows.
-  assert.deepEqual(out.rows.map((x: { layer: string; pass: string; variant: string; status: string }) => [x.layer, x.pass, x.variant, x.status]),
-    [['conv1', 'fwd', 'cudnn:implicit-gemm', 'ok'], ['conv1', 'fwd', 'cudnn:implicit-precomp-gemm', 'ok'], ['conv1', 'fwd', 'cudnn:gemm', 'ok']]);
+  // launches 3 times (one call alone, 2 timed): the signal at launch 24 comes after 3 rows, or after 2 when a
+  // row's calls were timed again behind the longer hold (the stand-in's host was slower than its 5 ms hold).
+  const rows = out.rows.map((x: { layer: string; pass: string; variant: string; status: string }) => [x.layer, x.pass, x.variant, x.status]);
+  const expected = [['conv1', 'fwd', 'cudnn:implicit-gemm', 'ok'], ['conv1', 'fwd', 'cudnn:implicit-precomp-gemm', 'ok'], ['conv1', 'fwd', 'cudnn:gemm', 'ok']];
+  assert.ok(rows.length >= 2 && rows.length <= 3, JSON.stringify(rows));
+  assert.deepEqual(rows, expected.slice(0, rows.length));
   assert.ok(out.rows.every((x: { medianMs: number }) => x.medianMs > 0));
   // Hundreds of KB of rows through a pipe (stdout here is one): all of it arrives, as valid JSON.
-  const big = cli(['bench', 'conv', '--backend', 'cuda', '--layer', 'all', '--batch', '1', '--resolution', '32', '--repeat', '1', '--warmup', '0', '--json'], { ...env, FAKE_CUDA_SIGTERM_AFTER: '400' });
+  const big = cli(['bench', 'conv', '--backend', 'cuda', '--layer', 'all', '--batch', '1', '--resolution', '32', '--repeat', '1', '--warmup', '0', '--json'], { ...env, FAKE_CUDA_SIGTERM_AFTER: '700' });
   assert.equal(big.signal, 'SIGTERM');
   assert.ok(big.stdout.length > 200_000, `${big.stdout.length} bytes`);
   assert.ok(JSON.parse(big.stdout).rows.length > 100);
@@ -1364,8 +1367,9 @@ test('cuda: a graph keeps what it captured alive: a buffer released in JS still 
   graph.launch(stream);
   await stream.synchronize();
   assert.deepEqual(Array.from(y.read()), expected);
+  const held = c.memoryStats().bytesInUse; // read right before: earlier tests' buffers may be collected during an await
   graph.release();
-  assert.equal(c.memoryStats().bytesInUse - before, 2048 * 4, 'freed with the graph');
+  assert.equal(held - c.memoryStats().bytesInUse, 2048 * 4, 'freed with the graph');
   y.release();
 });
 

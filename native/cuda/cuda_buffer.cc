@@ -24,9 +24,11 @@ void finishLegacyStream(const char* what) { checkCuda(cudaStreamSynchronize(cuda
 // Bytes of the live Buffers and of the kernels' scratch, and the most at
 // once: of the process, and of each GPU (replicas on several GPUs each
 // track their own peak).
-std::mutex statsMutex;
-CudaMemoryStats total;
-std::vector<CudaMemoryStats> perDevice;
+// Never destroyed (as the timeline's lists): buffers and scratch held by a
+// capture still open at exit are released during static destruction.
+std::mutex& statsMutex = *new std::mutex();
+CudaMemoryStats& total = *new CudaMemoryStats();
+std::vector<CudaMemoryStats>& perDevice = *new std::vector<CudaMemoryStats>();
 
 void grow(CudaMemoryStats& s, int64_t buffer, int64_t scratch) {
   s.bytesInUse += buffer;
@@ -35,10 +37,17 @@ void grow(CudaMemoryStats& s, int64_t buffer, int64_t scratch) {
   if (s.bytesInUse + s.scratchBytes > s.peakTotalBytes) s.peakTotalBytes = s.bytesInUse + s.scratchBytes;
 }
 
+// Never throws (destructors call it): without room for a GPU's entry, only the total counts.
 void account(int device, int64_t buffer, int64_t scratch = 0) {
   std::lock_guard<std::mutex> lock(statsMutex);
   grow(total, buffer, scratch);
-  if (size_t(device) >= perDevice.size()) perDevice.resize(size_t(device) + 1);
+  if (size_t(device) >= perDevice.size()) {
+    try {
+      perDevice.resize(size_t(device) + 1);
+    } catch (...) {
+      return;
+    }
+  }
   grow(perDevice[size_t(device)], buffer, scratch);
 }
 

@@ -199,12 +199,13 @@ static bool timelineCapturing() { return openCapture.load() != 0; }
 void replayTimeline(const std::shared_ptr<CapturedTimeline>& captured, const std::shared_ptr<StreamAnchor>& anchor) {
   {
     std::lock_guard<std::mutex> lock(timelineMutex);
+    // Only records of the launch stream's GPU (a stream of another GPU that joined the capture keeps its own).
     for (PendingRecord r : captured->records) {
-      r.anchor = anchor;
+      if (r.anchor->device == anchor->device) r.anchor = anchor;
       pending().push_back(std::move(r));
     }
     for (PendingWait w : captured->waits) {
-      w.anchor = anchor;
+      if (w.anchor->device == anchor->device) w.anchor = anchor;
       pendingWaits().push_back(std::move(w));
     }
   }
@@ -222,6 +223,7 @@ CudaStream::CudaStream(std::string name, int device) : id_(nextStreamId++), name
   device_ = bindDevice(device, "Stream");
   checkCuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
   anchor_ = std::make_shared<StreamAnchor>();
+  anchor_->device = device_;
   checkCuda(cudaEventCreate(&anchor_->event), "cudaEventCreate");
   checkCuda(cudaEventRecord(anchor_->event, stream_), "cudaEventRecord");
   checkCuda(cudaEventSynchronize(anchor_->event), "cudaEventSynchronize");
@@ -299,6 +301,7 @@ void CudaStream::refreshAnchor() {
   if (capturing()) return;
   useDevice(device_);
   auto fresh = std::make_shared<StreamAnchor>();
+  fresh->device = device_;
   checkCuda(cudaEventCreate(&fresh->event), "cudaEventCreate (anchor)", name_);
   checkCuda(cudaEventRecord(fresh->event, stream_), "cudaEventRecord (anchor)", name_);
   checkCuda(cudaEventSynchronize(fresh->event), "cudaEventSynchronize (anchor)", name_);
@@ -371,7 +374,7 @@ void CudaEvent::record(CudaStream& stream) {
 }
 
 void CudaEvent::reanchor(const std::shared_ptr<StreamAnchor>& anchor, uint64_t captureId) {
-  if (captured_ && captureId_ == captureId) anchor_ = anchor;
+  if (captured_ && captureId_ == captureId && device_ == anchor->device) anchor_ = anchor;
 }
 
 bool CudaEvent::inOpenCapture() const { return captured_ && captureId_ != 0 && captureId_ == openCaptureId(); }

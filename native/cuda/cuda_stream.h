@@ -27,6 +27,7 @@ namespace stepscope {
 struct StreamAnchor {
   cudaEvent_t event = nullptr;
   int64_t hostNs = 0;
+  int device = -1;  // of the event: elapsed times are only read between events of one GPU
   ~StreamAnchor();
 };
 

@@ -580,7 +580,7 @@ export class TrainingStep {
     if (!this.captureOpen) return;
     this.captureOpen = false;
     try {
-      this.cudaStream.endCapture(); // discarded: the capture failed
+      this.cudaStream.endCapture().release(); // discarded now (it holds what it captured): the capture failed
     } catch {
       // already invalid: nothing to keep
     }

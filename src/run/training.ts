@@ -118,7 +118,7 @@ export interface Run {
   /** Median, min, max over the measured (non-warm-up) iterations. */
   summary: Record<PhaseKey | 'loss', Summary> & {
     peakBytes: number;
-    /** CUDA: the most the kernels' device scratch held (part of peakBytes). */
+    /** CUDA: the kernels' device scratch at the end of an iteration, the most over the measured ones (part of peakBytes; constant after warm-up). */
     scratchBytes?: number;
     gflops: number;
     enqueueUsPerKernel: number;
