@@ -8,6 +8,7 @@
 #include <mutex>
 #include <system_error>
 #include <thread>
+#include <utility>
 
 #include "core/error.h"
 #include "cuda/cuda_error.h"
@@ -115,14 +116,15 @@ namespace {
 // eager all-reduce does.
 // Before a launch, a graph whose communicator was aborted is refused (its
 // all-reduce would return without reducing).
+// The graph is counted (liveGraphs) from the hold's making to its end.
 struct GraphHold : LaunchHook {
   std::shared_ptr<NcclCommunicator> comm;
   NcclState* state;
-  NcclOptions options;
   std::string layer;
   cudaEvent_t started = nullptr;  // recorded before the launch, for the record made after it
-  GraphHold(std::shared_ptr<NcclCommunicator> c, NcclState* s, NcclOptions o, std::string l)
-      : comm(std::move(c)), state(s), options(std::move(o)), layer(std::move(l)) {}
+  GraphHold(std::shared_ptr<NcclCommunicator> c, NcclState* s, std::string l) : comm(std::move(c)), state(s), layer(std::move(l)) {
+    ++state->liveGraphs;
+  }
   ~GraphHold() override {
     if (started) cudaEventDestroy(started);
     --state->liveGraphs;
@@ -130,28 +132,23 @@ struct GraphHold : LaunchHook {
   void beforeLaunch(cudaStream_t stream) override {
     {
       std::lock_guard<std::mutex> lock(state->mutex);
-      throwIfAbortedLocked(*state, options, "a replay of a graph that captured its all-reduce (" + layer + ")");
+      throwIfAbortedLocked(*state, comm->options(), "a replay of a graph that captured its all-reduce (" + layer + ")");
     }
     if (started) cudaEventDestroy(started), started = nullptr;  // the last launch failed after it was recorded
-    cudaEvent_t e = nullptr;
-    if (cudaEventCreateWithFlags(&e, cudaEventDisableTiming) != cudaSuccess) return;  // unwatched, not fatal
-    if (cudaEventRecord(e, stream) != cudaSuccess) {
-      cudaEventDestroy(e);
-      return;
+    try {
+      started = recordWatchEvent(stream, layer);
+    } catch (...) {
+      // unwatched, not fatal
     }
-    started = e;
   }
   void afterLaunch(cudaStream_t stream) override {
     if (!started) return;
-    cudaEvent_t done = nullptr;
-    if (cudaEventCreateWithFlags(&done, cudaEventDisableTiming) != cudaSuccess || cudaEventRecord(done, stream) != cudaSuccess) {
-      if (done) cudaEventDestroy(done);
-      cudaEventDestroy(started), started = nullptr;
-      return;
-    }
     std::lock_guard<std::mutex> lock(state->mutex);
-    state->inFlight.push_back({started, done, std::nullopt, layer + " (in a graph)"});
-    started = nullptr;
+    try {
+      watchLocked(*state, stream, std::exchange(started, nullptr), layer + " (in a graph)");
+    } catch (...) {
+      // unwatched, not fatal (watchLocked released the start event)
+    }
   }
 };
 
@@ -413,17 +410,12 @@ void NcclCommunicator::allreduce(CudaStream& stream, const std::vector<std::pair
   const KernelInfo info = allreduceInfo(buffers, layer);
   // In a graph capture the graph's launches are watched (GraphHold); eager calls from here.
   const bool captured = stream.capturing();
-  // Counted before the launch: NCCL's launch takes the capture's reference on
-  // the communicator before ncclGroupEnd returns, so an abort from a failure
-  // in the body must already take the detached path (abortLocked).
-  if (captured) ++s.liveGraphs;
-  std::shared_ptr<GraphHold> hold;
-  try {
-    if (captured) hold = std::make_shared<GraphHold>(shared_from_this(), &s, options_, layer);  // owns the count from here
-  } catch (...) {
-    --s.liveGraphs;
-    throw;
-  }
+  // Hooked (and counted) before the launch: NCCL's launch takes the
+  // capture's reference on the communicator before ncclGroupEnd returns, so
+  // an abort from a failure in the body must already take the detached path
+  // (abortLocked); and a failed all-reduce left in the graph keeps refusing
+  // its replays (dropped with a discarded capture).
+  if (captured) hookForCapture(std::make_shared<GraphHold>(shared_from_this(), &s, layer));
   useDevice(s.device);  // the event is made on the communicator's GPU (timed() sets it only later)
   cudaEvent_t started = captured ? nullptr : recordWatchEvent(stream.get(), layer);
   try {
@@ -441,13 +433,9 @@ void NcclCommunicator::allreduce(CudaStream& stream, const std::vector<std::pair
     });
   } catch (...) {
     if (started) cudaEventDestroy(started);
-    // A failed captured all-reduce may still be in the graph if the capture is ended: the graph keeps
-    // refusing replays of an aborted communicator, and destroy waits for it (dropped with a discarded capture).
-    if (hold) hookForCapture(std::move(hold));
     throw;
   }
-  if (captured) hookForCapture(std::move(hold));
-  else watchLocked(s, stream.get(), started, layer);
+  if (!captured) watchLocked(s, stream.get(), started, layer);
 }
 
 void NcclCommunicator::destroy() {

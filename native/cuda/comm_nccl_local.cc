@@ -5,6 +5,8 @@
 // rank aborts them all (abortClique).
 #include <cuda_runtime_api.h>
 
+#include <utility>
+
 #include "core/error.h"
 #include "cuda/comm_nccl.h"
 #include "cuda/cuda_error.h"
@@ -185,22 +187,19 @@ void NcclCommunicator::allreduceGroup(const std::vector<NcclGroupCall>& calls, f
     abortCliqueLocked(members, why);
     throw CudaError("ERR_COMM", "nccl local group of " + std::to_string(size) + " (" + layer + "): " + why, status, layer);
   };
-  // The watchdog's clock for each rank starts when its stream reaches the group (watchLocked).
-  std::vector<cudaEvent_t> started(ordered.size(), nullptr);
-  auto releaseStarted = [&](size_t from) {
-    for (size_t i = from; i < started.size(); ++i)
-      if (started[i]) cudaEventDestroy(started[i]), started[i] = nullptr;
-  };
-  try {
-    for (size_t i = 0; i < ordered.size(); ++i) {
-      useDevice(ordered[i]->stream->device());
-      started[i] = recordWatchEvent(ordered[i]->stream->get(), layer);
+  // The watchdog's clock for each rank starts when its stream reaches the group (watchLocked):
+  // the start events, destroyed here unless handed to watchLocked.
+  struct StartEvents {
+    std::vector<cudaEvent_t> events;
+    ~StartEvents() {
+      for (cudaEvent_t e : events)
+        if (e) cudaEventDestroy(e);
     }
-  } catch (...) {
-    releaseStarted(0);  // nothing issued yet
-    throw;
+  } started{std::vector<cudaEvent_t>(ordered.size(), nullptr)};
+  for (size_t i = 0; i < ordered.size(); ++i) {
+    useDevice(ordered[i]->stream->device());
+    started.events[i] = recordWatchEvent(ordered[i]->stream->get(), layer);  // a failure here: nothing issued yet
   }
-  try {
   timedTogether(streams, [&] {
     const GroupResult g = groupCall(ordered.size(), [&](size_t i) { return ordered[i]->stream->device(); }, [&](size_t i) {
       const NcclGroupCall& c = *ordered[i];
@@ -221,23 +220,14 @@ void NcclCommunicator::allreduceGroup(const std::vector<NcclGroupCall>& calls, f
       if (!why.empty()) failAll(why, status);
     }
   });
-  } catch (...) {
-    releaseStarted(0);
-    throw;
-  }
-  size_t watched = 0;
   try {
-    for (; watched < ordered.size(); ++watched) {
-      useDevice(ordered[watched]->stream->device());
-      const cudaEvent_t start = started[watched];
-      started[watched] = nullptr;  // watchLocked owns it now, also when it throws
-      watchLocked(*members[watched], ordered[watched]->stream->get(), start, layer);
+    for (size_t i = 0; i < ordered.size(); ++i) {
+      useDevice(ordered[i]->stream->device());
+      watchLocked(*members[i], ordered[i]->stream->get(), std::exchange(started.events[i], nullptr), layer);  // owns it, also when it throws
     }
   } catch (const std::exception& e) {
-    releaseStarted(watched + 1);
     failAll(std::string("watching the all-reduce failed: ") + e.what(), "cudaError");
   } catch (...) {
-    releaseStarted(watched + 1);
     failAll("watching the all-reduce failed", "cudaError");
   }
 }

@@ -56,7 +56,7 @@ std::vector<PendingRecord> capturedRecords;
 std::vector<PendingWait> capturedWaits;
 std::vector<std::shared_ptr<void>> capturedHolds;
 std::vector<std::shared_ptr<LaunchHook>> capturedHooks;
-std::vector<std::weak_ptr<CudaEvent>> capturedEvents;  // CudaEvents recorded in the open capture
+std::vector<std::shared_ptr<CudaEvent>> capturedEvents;  // recorded in the open capture: held as long as its graph
 
 // In a capture, an event recorded as an external node keeps its time on every launch.
 cudaError_t recordTiming(cudaEvent_t e, cudaStream_t stream, bool captured) {
@@ -118,7 +118,7 @@ struct CapturedTimeline {
   std::shared_ptr<GraphEvents> events;
   std::vector<std::shared_ptr<void>> holds;  // alive as long as the graph
   std::vector<std::shared_ptr<LaunchHook>> hooks;
-  std::vector<std::weak_ptr<CudaEvent>> recordedEvents;  // re-anchored at each launch
+  std::vector<std::shared_ptr<CudaEvent>> recordedEvents;  // their timing_ is a node of the graph; re-anchored at each launch
 };
 
 GraphEvents::~GraphEvents() {
@@ -179,7 +179,7 @@ void discardTimelineCapture() noexcept {
   std::vector<PendingWait> waits;
   std::vector<std::shared_ptr<void>> holds;
   std::vector<std::shared_ptr<LaunchHook>> hooks;
-  std::vector<std::weak_ptr<CudaEvent>> events;
+  std::vector<std::shared_ptr<CudaEvent>> events;
   {
     std::lock_guard<std::mutex> lock(timelineMutex);
     records.swap(capturedRecords);  // swaps: nothing here allocates or throws
@@ -209,8 +209,7 @@ void replayTimeline(const std::shared_ptr<CapturedTimeline>& captured, const std
       pendingWaits().push_back(std::move(w));
     }
   }
-  for (const auto& weak : captured->recordedEvents)
-    if (auto event = weak.lock()) event->reanchor(anchor, captured->id);
+  for (const auto& event : captured->recordedEvents) event->reanchor(anchor, captured->id);
 }
 
 size_t capturedKernelCount(const CapturedTimeline& captured) { return captured.records.size(); }
@@ -293,7 +292,7 @@ void CudaStream::synchronize() {
   useDevice(device_);  // also on libuv's workers
   checkCuda(cudaStreamSynchronize(stream_), "cudaStreamSynchronize", name_);
   if (nowNs() - anchor_->hostNs > kAnchorAgeNs) refreshAnchor();
-  throwFailedDeviceChecks(device_, "stream '" + name_ + "'");
+  throwFailedDeviceChecks(device_, "stream", name_);
 }
 
 // A new anchor for later records; earlier ones keep theirs (no negative spans).
@@ -364,9 +363,9 @@ void CudaEvent::record(CudaStream& stream) {
     if (!timing_) checkCuda(cudaEventCreate(&timing_), "cudaEventCreate", stream.name());
     checkCuda(cudaEventRecordWithFlags(timing_, stream.get(), cudaEventRecordExternal), "cudaEventRecordWithFlags", stream.name());
     captureId_ = openCaptureId();
-    holdForCapture(shared_from_this());  // the graph's node records timing_: it must outlive the graph
+    // The graph's node records timing_: the event must outlive the graph (and is re-anchored at its launches).
     std::lock_guard<std::mutex> lock(timelineMutex);
-    if (openCapture.load() != 0) capturedEvents.push_back(weak_from_this());
+    if (openCapture.load() != 0) capturedEvents.push_back(shared_from_this());
   }
   anchor_ = stream.anchor();
   streamName_ = stream.name();
@@ -396,7 +395,7 @@ int64_t CudaEvent::timestampNs() const {
 void CudaEvent::synchronize() const {
   if (device_ >= 0) useDevice(device_);  // also on libuv's workers
   if (generation_ > 0) checkCuda(cudaEventSynchronize(timeSource()), "cudaEventSynchronize", streamName_);
-  if (device_ >= 0) throwFailedDeviceChecks(device_, "event of stream '" + streamName_ + "'");
+  if (device_ >= 0) throwFailedDeviceChecks(device_, "event of stream", streamName_);
 }
 
 std::vector<WaitRecord> drainWaits() {

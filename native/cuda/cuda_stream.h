@@ -145,7 +145,8 @@ struct LaunchHook {
 void hookForCapture(std::shared_ptr<LaunchHook> hook);
 // Keeps `holder` alive as long as the graph of the open capture (nothing when
 // none is open): what its nodes use by address (buffers, a kernel's scratch,
-// events its nodes record, a communicator), so a replay never touches memory
+// a communicator; the events its nodes record are held by the capture
+// itself), so a replay never touches memory
 // that JS released after the capture.
 void holdForCapture(std::shared_ptr<void> holder);
 // Before and after a launch of the graph: runs its hooks.

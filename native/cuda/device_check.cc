@@ -51,7 +51,7 @@ std::shared_ptr<DeviceCheck> makeDeviceCheck(std::string code, std::function<std
   return check;
 }
 
-void throwFailedDeviceChecks(int device, const std::string& where) {
+void throwFailedDeviceChecks(int device, const char* waiter, const std::string& name) {
   std::string code, message;
   {
     std::lock_guard<std::mutex> lock(registryMutex);
@@ -66,7 +66,7 @@ void throwFailedDeviceChecks(int device, const std::string& where) {
       break;
     }
   }
-  if (!code.empty()) throw Error(code, where + ": " + message);
+  if (!code.empty()) throw Error(code, std::string(waiter) + " '" + name + "': " + message);
 }
 
 }  // namespace stepscope

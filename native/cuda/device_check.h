@@ -29,7 +29,7 @@ class DeviceCheck {
   int device() const { return device_; }
 
  private:
-  friend void throwFailedDeviceChecks(int device, const std::string& where);
+  friend void throwFailedDeviceChecks(int device, const char* waiter, const std::string& name);
   volatile long long* hostWord_ = nullptr;
   long long* deviceWord_ = nullptr;
   int device_ = 0;
@@ -42,7 +42,7 @@ class DeviceCheck {
 std::shared_ptr<DeviceCheck> makeDeviceCheck(std::string code, std::function<std::string(long long word)> describe, const std::string& context);
 
 // After a wait on GPU `device`: throws the first failed check of that GPU as
-// an Error "<where>: <message>" and clears it; nothing when none failed.
-void throwFailedDeviceChecks(int device, const std::string& where);
+// an Error "<waiter> '<name>': <message>" and clears it; nothing when none failed.
+void throwFailedDeviceChecks(int device, const char* waiter, const std::string& name);
 
 }  // namespace stepscope

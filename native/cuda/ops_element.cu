@@ -53,6 +53,7 @@ __global__ void meanOfTerms(int n, int classes, const double* __restrict__ terms
   double s = 0;
   for (int i = 0; i < n; ++i) s += terms[i];
   loss[0] = float(s / n);
+  if (s == s) return;  // a bad label made its row's term NaN (softmaxXentRow): the labels are looked at only then
   const long long word = firstBadLabelWord(labels, n, classes);
   if (word != -1 && *badLabel == -1) *badLabel = word;  // the read crosses PCIe, on a failure only
 }

@@ -160,7 +160,7 @@ double usableMemoryBytes() {
 // memory this process may use is refused here: Linux would grant it and the
 // OOM killer would end the process while the workers fill it, losing every output.
 void checkBatchFits(size_t samples, size_t sampleLength) {
-  const double usable = usableMemoryBytes();
+  static const double usable = usableMemoryBytes();  // read once: not on every batch
   if (usable <= 0) return;  // unknown: allocate and see
   const double gib = double(1u << 30);
   const double bytes = double(samples) * double(sampleLength) * sizeof(float);

@@ -99,8 +99,12 @@ export class LocalNcclGroup {
     this.pending.clear();
   }
 
-  /** After the last collective: releases every communicator, together (one grouped finalize). */
+  private destroyed = false;
+
+  /** After the last collective: releases every communicator, together (one grouped finalize); once (a second call does nothing). */
   destroy(): void {
+    if (this.destroyed) return;
+    this.destroyed = true;
     this.cuda.NcclCommunicator.destroyGroup(this.comms);
   }
 }

@@ -273,17 +273,11 @@ export async function runStep(opts: StepOpts, print: (text: string) => void): Pr
   // The local group is released together (never left to hang) once the runs are done, before anything is
   // printed: its destroy reports a communicator the watchdog aborted during the run (ERR_COMM), which
   // would otherwise end the run as if its gradients were reduced.
-  let groupReleased = false;
-  const releaseGroup = () => {
-    if (!localGroup || groupReleased) return;
-    groupReleased = true;
-    localGroup.destroy();
-  };
   try {
     await runSchedules();
   } catch (err) {
     try {
-      releaseGroup();
+      localGroup?.destroy();
     } catch {
       // the run's own error is the one to report
     }
@@ -339,7 +333,7 @@ export async function runStep(opts: StepOpts, print: (text: string) => void): Pr
       worker = 'GPU';
     }
     nccl?.destroy(); // every rank, after its last collective (ERR_COMM if it was aborted during the run)
-    releaseGroup();
+    localGroup?.destroy();
     if (place && place.rank > 0) return out.finish(); // rank 0 reports for all (this rank's own files: here)
     out.json('--save', opts.save, () => (runs.length === 1 ? runs[0] : runs));
     if (opts.report) {
