@@ -385,11 +385,14 @@ test('step --json stopped by SIGTERM (a timeout) writes the iterations it ran an
   const explained = cli(['explain', path.join(dir, 'partial.json')]);
   assert.equal(explained.status, 2);
   assert.match(explained.stderr, /the partial result of a step stopped by SIGTERM before its end, not a whole run/);
-  // Stopped before its first iteration ended: no summary, nothing measured, still valid JSON.
+  // Stopped in the warm-up iteration: no summary, nothing measured, still valid JSON. The signal is handled
+  // on the event loop, so the warm-up may still finish first (a slow sanitizer build's CI run saw it): at most it.
   const early = cli(small, { ...env, FAKE_CUDA_SIGTERM_AFTER: '10' });
   assert.equal(early.signal, 'SIGTERM');
   const e = JSON.parse(early.stdout);
-  assert.deepEqual([e.measured, e.iterations.length, e.summary], [0, 0, undefined]);
+  assert.deepEqual([e.measured, e.summary], [0, undefined]);
+  assert.deepEqual(e.iterations.map((f: { warmup: boolean }) => f.warmup).filter((w: boolean) => !w), [], 'no measured iteration');
+  assert.ok(e.iterations.length <= 1, `${e.iterations.length} iterations`);
 });
 
 test('bench conv --backend cuda runs end to end on a CPU stand-in of the CUDA addon', { skip: standIn }, () => {
