@@ -358,10 +358,16 @@ void CudaEvent::record(CudaStream& stream) {
     device_ = stream.device();
   }
   captured_ = captured;
-  checkCuda(cudaEventRecord(event_, stream.get()), "cudaEventRecord", stream.name());
   if (captured_) {
+    // timing_'s record is a node of the graph: made before event_'s record, so
+    // that a wait on event_ depends on it too. After it, the node would be a
+    // loose end on this stream, and a side stream's last record (the comm
+    // stream's, joined back by a wait) would leave the capture unjoined.
     if (!timing_) checkCuda(cudaEventCreate(&timing_), "cudaEventCreate", stream.name());
     checkCuda(cudaEventRecordWithFlags(timing_, stream.get(), cudaEventRecordExternal), "cudaEventRecordWithFlags", stream.name());
+  }
+  checkCuda(cudaEventRecord(event_, stream.get()), "cudaEventRecord", stream.name());
+  if (captured_) {
     captureId_ = openCaptureId();
     // The graph's node records timing_: the event must outlive the graph (and is re-anchored at its launches).
     std::lock_guard<std::mutex> lock(timelineMutex);
