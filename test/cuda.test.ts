@@ -83,13 +83,13 @@ test('the kernels\' index arithmetic and cuBLAS operand layouts match a referenc
 
 test('the other ops\' arithmetic and the FC layer\'s cuBLAS layouts match the CPU reference kernels on the host (no GPU needed)', { skip: noNvcc }, () => {
   // native/cuda/check/op_host_check.cc runs cuda/op_index.h as the kernels arrange it
-  // (batch norm per channel, max-pool's gather, softmax rows, SGD, the FC GEMMs emulated).
+  // (batch norm by bn_schedule.h's tiles, each element once, max-pool's gather, softmax rows, SGD, the FC GEMMs emulated).
   const exe = path.join(ROOT, 'build-cuda', 'stepscope_cuda_op_host_check');
   const r = spawnSync(exe, { encoding: 'utf8' });
   assert.equal(r.error, undefined, `${exe}: ${r.error?.message}`);
   const out = JSON.parse(r.stdout) as { ok: boolean; checks: { name: string; error: number; tolerance: number; ok: boolean }[] };
   for (const op of ['batchnorm', 'relu bwd', 'maxpool', 'bwd dx (gather against scatter)', 'avgpool', 'softmax-xent', 'bad label gives NaN', 'bad label nan reported as the CPU does', 'sgd', 'allreduce-local', 'fc',
-    'weights KCRS -> KRSC', 'KRSC -> KCRS round trip', 'bf16 rounding']) {
+    'weights KCRS -> KRSC', 'KRSC -> KCRS round trip', 'bf16 rounding', 'batchnorm schedule', 'fast divider']) {
     assert.ok(out.checks.some((c) => c.name.includes(op)), `no check of ${op}`);
   }
   // The NHWC layout (step --layout nhwc) of batch norm and pooling: as many checks as NCHW.
@@ -97,7 +97,7 @@ test('the other ops\' arithmetic and the FC layer\'s cuBLAS layouts match the CP
   assert.equal(nhwc.length, out.checks.filter((c) => /^(batchnorm|maxpool|avgpool)/.test(c.name) && !/ nhwc/.test(c.name)).length);
   assert.ok(nhwc.length >= 30, `${nhwc.length} NHWC checks`);
   for (const c of out.checks) assert.ok(c.ok && c.error <= c.tolerance, `${c.name}: ${c.error} > ${c.tolerance}`);
-  assert.equal(out.checks.length, 122);
+  assert.equal(out.checks.length, 199);
   assert.equal(r.status, 0);
 });
 

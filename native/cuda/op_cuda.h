@@ -42,9 +42,6 @@ std::unique_ptr<CudaOpKernel> makeCudaOpKernel(const std::string& op, const std:
 
 // Factories, one per file.
 std::unique_ptr<CudaOpKernel> makeCudaBatchNorm(const std::string& op, const OpParams& p, const std::string& layer);
-// Our batch norm on NHWC activations (ops_batchnorm_nhwc.cu), what makeCudaBatchNorm gives for nhwc=1.
-std::unique_ptr<CudaOpKernel> makeCudaBatchNormNhwc(bool forward, int n, int c, long long hw, double eps, double momentum, bool relu, bool bf16,
-                                                    const std::string& layer);
 // Variant `cudnn` of batchnorm-fwd/-bwd: cuDNN's library kernels (ops_batchnorm_cudnn.cc).
 std::unique_ptr<CudaOpKernel> makeCudnnBatchNorm(const std::string& op, const OpParams& p, const std::string& layer);
 std::unique_ptr<CudaOpKernel> makeCudaPool(const std::string& op, const OpParams& p, const std::string& layer);

@@ -57,10 +57,16 @@ export const CUDA_OP_CASES: OpCase[] = [
   { op: 'batchnorm-bwd', params: { ...bn, relu: true, nhwc: true, bf16: true }, nhwc: { x: bn.hw, dy: bn.hw, dx: bn.hw, y: bn.hw }, outputs: ['dx', 'dgamma', 'dbeta'], tolerance: 1e-2 },
   { op: 'batchnorm-fwd', variant: 'cudnn', params: { ...bn, relu: false, bf16: true }, outputs: ['y', 'save_mean', 'save_invstd', 'running_mean', 'running_var'], inout: ['running_mean', 'running_var'], tolerance: 1e-2 },
   { op: 'batchnorm-bwd', variant: 'cudnn', params: { ...bn, relu: false, bf16: true }, outputs: ['dx', 'dgamma', 'dbeta'], tolerance: 1e-2 },
-  // The NHWC batch norm's launch: several tiles and channel blocks (the second partly filled), and the tile cap (m > 512 tiles x 128 rows).
+  // Our batch norm's launches (bn_schedule.h) beyond one tile: NHWC several tiles and channel blocks (the second
+  // partly filled) and the tile cap (m > 512 tiles x 128 rows); NCHW several tiles of 4096 values, read in vectors
+  // (hw a multiple of 4) or one at a time (hw 3001), and bf16 vectors.
   ...[{ n: 4, c: 48, hw: 300 }, { n: 2, c: 40, hw: 40000 }].flatMap((big): OpCase[] => [
     { op: 'batchnorm-fwd', params: { ...big, relu: true, nhwc: true }, nhwc: { x: big.hw, y: big.hw }, outputs: ['y', 'save_mean', 'save_invstd', 'running_mean', 'running_var'], inout: ['running_mean', 'running_var'], tolerance: 1e-5 },
     { op: 'batchnorm-bwd', params: { ...big, relu: true, nhwc: true }, nhwc: { x: big.hw, dy: big.hw, dx: big.hw, y: big.hw }, outputs: ['dx', 'dgamma', 'dbeta'], tolerance: 1e-4 },
+  ]),
+  ...[{ n: 2, c: 6, hw: 40000 }, { n: 3, c: 5, hw: 3001 }, { n: 2, c: 4, hw: 6000, bf16: true }].flatMap(({ bf16, ...big }): OpCase[] => [
+    { op: 'batchnorm-fwd', params: { ...big, relu: true, bf16: !!bf16 }, outputs: ['y', 'save_mean', 'save_invstd', 'running_mean', 'running_var'], inout: ['running_mean', 'running_var'], tolerance: bf16 ? 1e-2 : 1e-5 },
+    { op: 'batchnorm-bwd', params: { ...big, relu: true, bf16: !!bf16 }, outputs: ['dx', 'dgamma', 'dbeta'], tolerance: bf16 ? 1e-2 : 1e-4 },
   ]),
   { op: 'batchnorm-fwd', variant: 'cudnn', params: { ...bn, relu: false, nhwc: true, bf16: true }, nhwc: { x: bn.hw, y: bn.hw }, outputs: ['y', 'save_mean', 'save_invstd', 'running_mean', 'running_var'], inout: ['running_mean', 'running_var'], tolerance: 1e-2 },
   { op: 'maxpool-fwd', params: { ...pool, nhwc: true, bf16: true }, nhwc: { x: 81, y: 25, argmax: 25 }, outputs: ['y', 'argmax'], tolerance: 0 },

@@ -1,6 +1,6 @@
 // Runs the per-element arithmetic of the CUDA backend's non-convolution ops
-// (cuda/op_index.h) on the host, arranged as the kernels arrange it (per
-// channel, per output, per input, the cuBLAS calls emulated column-major),
+// (cuda/op_index.h) on the host, arranged as the kernels arrange it (batch
+// norm by bn_schedule.h's tiles and vectors, every element once; per output, per input, the cuBLAS calls emulated column-major),
 // against the CPU backend's reference kernels (cpu/*.cc, `reference`
 // variant) on fresh random data: batch norm forward and backward with and
 // without the fused ReLU, max-pool forward and backward (the gather against
@@ -21,6 +21,8 @@
 
 #include "core/bf16.h"
 #include "cpu/op_kernel.h"
+#include "cuda/bn_schedule.h"
+#include "cuda/fast_divider.h"
 #include "cuda/op_index.h"
 
 using namespace stepscope;
@@ -91,43 +93,93 @@ std::vector<float> inLayout(const std::vector<float>& nchw, long long c, long lo
 std::vector<float> toNchw(const std::vector<float>& v, long long c, long long s, bool nhwc) { return relayout(v, c, s, nhwc, false); }
 const char* layoutName(bool nhwc) { return nhwc ? " nhwc" : ""; }
 
-void checkBatchNorm(int n, int c, int hw, bool relu, bool nhwc) {
+// ---- batch norm, replayed with ops_batchnorm.cu's schedule (bn_schedule.h).
+
+// Calls f(tile, channel, k) for each element k the partials kernels sum, as their threads walk them.
+template <typename F>
+void forEachPartialElement(const bn::BnGeometry& g, F&& f) {
+  for (int t = 0; t < g.tiles; ++t) {
+    for (int ch = 0; ch < g.c; ++ch) {
+      if (g.nhwc) {
+        for (int ty = 0; ty < bn::kRows; ++ty) {
+          for (long long r = bn::nhwcFirstRow(t, ty); r < g.m; r += bn::nhwcRowStride(g)) f(t, ch, r * g.c + ch);
+        }
+        continue;
+      }
+      for (int tid = 0; tid < bn::kThreads; ++tid) {
+        for (long long i = bn::nchwFirst(g, t, tid); i < bn::nchwTileEnd(g, t); i += bn::nchwStride(g)) {
+          const long long k = bn::nchwOffset(g, ch, i);
+          for (int e = 0; e < (g.vec ? bn::kVec : 1); ++e) f(t, ch, k + e);
+        }
+      }
+    }
+  }
+}
+
+// Calls f(e, channel) for each element e the apply kernels write, with the channel they find for it.
+template <typename F>
+void forEachAppliedElement(const bn::BnGeometry& g, F&& f) {
+  const int width = g.vec ? bn::kVec : 1;
+  for (long long e = 0; e < g.total; e += width) {
+    const int ch = bn::channelOf(g, e);
+    for (int k = 0; k < width; ++k) f(e + k, ch + k * bn::vectorChannelStep(g));
+  }
+}
+
+// Each element visited exactly once, and (apply) given its own channel: at
+// ResNet-50's sizes too, where the data would be too big to run the formulas.
+void checkBnCoverage(int n, int c, long long hw, bool nhwc, bool vec, bool narrow) {
+  bn::BnGeometry g = bn::bnGeometry(n, c, hw, nhwc);
+  g.vec = vec;
+  g.narrow = narrow;  // false: the 64-bit path, checked on a small shape
+  const std::string tag = "batchnorm schedule n" + std::to_string(n) + " c" + std::to_string(c) + " hw" + std::to_string(hw) +
+                          layoutName(nhwc) + (vec ? " vec" : "") + (narrow ? "" : " wide");
+  std::vector<uint8_t> seen(size_t(g.total), 0);
+  long long wrongChannel = 0, misses = 0;
+  forEachPartialElement(g, [&](int, int ch, long long k) {
+    ++seen[size_t(k)];
+    wrongChannel += actPos(nhwc, k, c, hw).c != ch;
+  });
+  for (uint8_t v : seen) misses += v != 1;
+  std::fill(seen.begin(), seen.end(), 0);
+  forEachAppliedElement(g, [&](long long e, int ch) {
+    ++seen[size_t(e)];
+    wrongChannel += actPos(nhwc, e, c, hw).c != ch;
+  });
+  for (uint8_t v : seen) misses += v != 1;
+  record(tag + " elements not visited once or in another channel", double(misses + wrongChannel), 0);
+}
+
+void checkBatchNorm(int n, int c, int hw, bool relu, bool nhwc, bool vec) {
   const size_t N = size_t(n) * c * hw;
-  const std::string tag = "batchnorm n" + std::to_string(n) + " c" + std::to_string(c) + " hw" + std::to_string(hw) + (relu ? " relu" : "") + layoutName(nhwc);
+  const std::string tag = "batchnorm n" + std::to_string(n) + " c" + std::to_string(c) + " hw" + std::to_string(hw) + (relu ? " relu" : "") +
+                          layoutName(nhwc) + (vec ? " vec" : "");
+  bn::BnGeometry g = bn::bnGeometry(n, c, hw, nhwc);
+  g.vec = vec;
   const auto xRef = randomVector(N, 11 + N, -2.f, 3.f), gamma = randomVector(c, 12, 0.5f, 1.5f), beta = randomVector(c, 13);
   const auto rm = randomVector(c, 14), rv = randomVector(c, 15, 0.5f, 2.f);
   const std::map<std::string, double> params{{"n", n}, {"c", c}, {"hw", hw}, {"relu", relu ? 1 : 0}};
   // CPU reference forward.
   std::vector<std::vector<float>> f{xRef, gamma, beta, rm, rv, poisoned(N), poisoned(c), poisoned(c)};
   cpuReference("batchnorm-fwd", params, f);
-  const auto x = inLayout(xRef, c, hw, nhwc);  // what the kernel reads; its results go back to NCHW
-  // As ops_batchnorm.cu: per channel, double sums, then the element formula.
-  std::vector<float> y(N), mean(c), invstd(c), runMean = rm, runVar = rv;
-  const long long m = (long long)n * hw;
-  auto at = [&](int ch, long long i) { return actIndex(nhwc, i / hw, ch, i % hw, c, hw); };  // as ops_batchnorm.cu
+  const auto x = inLayout(xRef, c, hw, nhwc);  // what the kernels read; their results go back to NCHW
+  // The partials per (tile, channel), the finalize's totals per channel, the apply.
+  const size_t partials = size_t(g.tiles) * c;
+  std::vector<double> p0(partials, 0), p1(partials, 0);
+  forEachPartialElement(g, [&](int t, int ch, long long k) {
+    p0[bn::partialAt(g, t, ch)] += x[k];
+    p1[bn::partialAt(g, t, ch)] += double(x[k]) * x[k];
+  });
+  std::vector<float> y(N), mean(c), invstd(c), runMean = rm, runVar = rv, scale(c), shift(c);
   for (int ch = 0; ch < c; ++ch) {
-    double mu, is;
-    if (nhwc) {
-      // As ops_batchnorm_nhwc.cu: x and x^2 summed in one pass, the statistics from the sums.
-      double s = 0, q = 0;
-      for (long long i = 0; i < m; ++i) s += x[at(ch, i)], q += double(x[at(ch, i)]) * x[at(ch, i)];
-      const BnStats st = bnStatsFromSums(s, q, double(m), 1e-5);
-      mu = st.mean, is = st.invstd;
-      bnRunningUpdate(&runMean[ch], &runVar[ch], st, double(m), 0.1);
-    } else {
-      double s = 0, q = 0;
-      for (long long i = 0; i < m; ++i) s += x[at(ch, i)];
-      mu = s / double(m);
-      for (long long i = 0; i < m; ++i) q += (x[at(ch, i)] - mu) * (x[at(ch, i)] - mu);
-      const double var = q / double(m);
-      is = 1.0 / std::sqrt(var + 1e-5);
-      runMean[ch] = float(0.9 * rm[ch] + 0.1 * mu);
-      runVar[ch] = float(0.9 * rv[ch] + 0.1 * var * double(m) / double(m - 1));
-    }
-    mean[ch] = float(mu), invstd[ch] = float(is);
-    const float scale = float(gamma[ch] * is), shift = float(beta[ch] - gamma[ch] * mu * is);
-    for (long long i = 0; i < m; ++i) y[at(ch, i)] = bnForwardValue(x[at(ch, i)], scale, shift, relu);
+    double s = 0, q = 0;
+    for (int t = 0; t < g.tiles; ++t) s += p0[bn::partialAt(g, t, ch)], q += p1[bn::partialAt(g, t, ch)];
+    const BnStats st = bnStatsFromSums(s, q, double(g.m), 1e-5);
+    mean[ch] = float(st.mean), invstd[ch] = float(st.invstd);
+    bnRunningUpdate(&runMean[ch], &runVar[ch], st, double(g.m), 0.1);
+    scale[ch] = float(gamma[ch] * st.invstd), shift[ch] = float(beta[ch] - gamma[ch] * st.mean * st.invstd);
   }
+  forEachAppliedElement(g, [&](long long e, int ch) { y[e] = bnForwardValue(x[e], scale[ch], shift[ch], relu); });
   record(tag + " fwd y", relErr(toNchw(y, c, hw, nhwc), f[5]));
   record(tag + " fwd save_mean", relErr(mean, f[6]));
   record(tag + " fwd save_invstd", relErr(invstd, f[7]));
@@ -138,27 +190,51 @@ void checkBatchNorm(int n, int c, int hw, bool relu, bool nhwc) {
   if (relu) b.push_back(f[5]);
   cpuReference("batchnorm-bwd", params, b);
   const auto dy = inLayout(dyRef, c, hw, nhwc), yFwd = inLayout(f[5], c, hw, nhwc);
+  const std::vector<float>&savedMean = f[6], &savedInvStd = f[7];
+  std::fill(p0.begin(), p0.end(), 0), std::fill(p1.begin(), p1.end(), 0);
+  forEachPartialElement(g, [&](int t, int ch, long long k) {
+    const float gk = bnGrad(dy[k], relu ? yFwd[k] : 1.0f, relu);
+    p0[bn::partialAt(g, t, ch)] += gk;
+    p1[bn::partialAt(g, t, ch)] += double(gk) * (double(x[k]) - savedMean[ch]);
+  });
   std::vector<float> dx(N), dgamma(c), dbeta(c);
+  std::vector<BnBackwardCoefficients> co(c);
   for (int ch = 0; ch < c; ++ch) {
-    const float mu = f[6][ch], is = f[7][ch];
     double sg = 0, sgx = 0;
-    for (long long i = 0; i < m; ++i) {
-      const long long k = at(ch, i);
-      const float g = bnGrad(dy[k], relu ? yFwd[k] : 1.0f, relu);
-      sg += g;
-      sgx += double(g) * (double(x[k]) - mu);
-    }
-    const double sumGXhat = sgx * is;
+    for (int t = 0; t < g.tiles; ++t) sg += p0[bn::partialAt(g, t, ch)], sgx += p1[bn::partialAt(g, t, ch)];
+    const double sumGXhat = sgx * savedInvStd[ch];
     dbeta[ch] = float(sg), dgamma[ch] = float(sumGXhat);
-    const BnBackwardCoefficients co = bnBackwardCoefficients(gamma[ch], is, double(m), sg, sumGXhat);
-    for (long long i = 0; i < m; ++i) {
-      const long long k = at(ch, i);
-      dx[k] = co.a * bnGrad(dy[k], relu ? yFwd[k] : 1.0f, relu) + co.bias + co.slope * (x[k] - mu);
-    }
+    co[ch] = bnBackwardCoefficients(gamma[ch], savedInvStd[ch], double(g.m), sg, sumGXhat);
   }
+  forEachAppliedElement(g, [&](long long e, int ch) {
+    dx[e] = co[ch].a * bnGrad(dy[e], relu ? yFwd[e] : 1.0f, relu) + co[ch].bias + co[ch].slope * (x[e] - savedMean[ch]);
+  });
   record(tag + " bwd dx", relErr(toNchw(dx, c, hw, nhwc), b[5]), 1e-4);
   record(tag + " bwd dgamma", relErr(dgamma, b[6]), 1e-4);
   record(tag + " bwd dbeta", relErr(dbeta, b[7]), 1e-4);
+}
+
+// FastDivider against '/' and '%': every divisor up to 4096 and the
+// ResNet-50 dimensions, edge dividends (0, around multiples, 2^31 - 1) and random ones.
+void checkFastDivider() {
+  long long wrong = 0;
+  std::vector<uint32_t> divisors;
+  for (uint32_t d = 1; d <= 4096; ++d) divisors.push_back(d);
+  for (uint32_t d : {12544u, 3136u, 784u, 196u, 49u, 2048u, 1000u, 65535u, 65536u, 65537u, 1u << 28, (1u << 31) - 1, 1u << 31}) divisors.push_back(d);
+  uint64_t seed = 99;
+  for (uint32_t d : divisors) {
+    const cudaops::FastDivider div(d);
+    auto check = [&](uint32_t v) {
+      if (v >= (1u << 31)) return;
+      wrong += div.div(v) != v / d || div.mod(v) != v % d;
+    };
+    for (uint32_t v : {0u, 1u, d - 1, d, d + 1, 2 * d - 1, (1u << 31) - 1, (1u << 31) - 1 - ((1u << 31) - 1) % d, (1u << 31) - 2 - ((1u << 31) - 1) % d}) check(v);
+    for (int r = 0; r < 64; ++r) {
+      seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+      check(uint32_t(seed >> 33));  // below 2^31
+    }
+  }
+  record("fast divider: quotients or remainders that differ from / and %", double(wrong), 0);
 }
 
 void checkMaxPool(int n, int c, int h, int w, int k, int stride, int pad, bool nhwc) {
@@ -372,11 +448,23 @@ void checkLinear(int n, int in, int out) {
 }  // namespace
 
 int main() {
+  checkFastDivider();
   for (bool nhwc : {false, true}) {
     for (bool relu : {false, true}) {
-      checkBatchNorm(2, 3, 49, relu, nhwc);
-      checkBatchNorm(3, 16, 9, relu, nhwc);
+      checkBatchNorm(2, 3, 49, relu, nhwc, false);
+      checkBatchNorm(3, 16, 9, relu, nhwc, false);
+      checkBatchNorm(2, 8, 36, relu, nhwc, true);          // vectors: hw and c multiples of 4
+      checkBatchNorm(3, 12, 2000, relu, nhwc, true);      // several tiles (NCHW: 4096 values each; NHWC: 128 rows)
     }
+    // Coverage at ResNet-50's sizes (batch 32: the largest and smallest planes) and odd ones, each access width.
+    for (bool vec : {false, true}) {
+      checkBnCoverage(32, 64, 12544, nhwc, vec, true);
+      checkBnCoverage(32, 2048, 49, nhwc, vec && nhwc, true);  // hw 49: NCHW reads one value at a time
+      checkBnCoverage(4, 48, 300, nhwc, vec, true);
+      checkBnCoverage(3, 12, 2000, nhwc, vec, false);
+    }
+    checkBnCoverage(2, 40, 40000, nhwc, false, true);  // NHWC's tile cap (m > 512 tiles x 128 rows)
+    checkBnCoverage(5, 3, 7, nhwc, false, true);
     checkMaxPool(2, 3, 9, 9, 3, 2, 1, nhwc);   // ResNet-50's pool1 shape class (odd input)
     checkMaxPool(2, 3, 8, 10, 3, 2, 1, nhwc);  // even input
     checkMaxPool(1, 2, 7, 7, 2, 2, 0, nhwc);   // non-overlapping windows
