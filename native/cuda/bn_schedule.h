@@ -19,14 +19,14 @@
 
 #include "core/host_device.h"
 #include "cuda/fast_divider.h"
+#include "cuda/vec_access.h"
 
 namespace stepscope {
 namespace cudaops {
 namespace bn {
 
 constexpr int kThreads = 256;          // NCHW partials, finalize and apply blocks
-constexpr int kChannels = 32, kRows = 8;  // NHWC partials blocks
-constexpr int kVec = 4;                // elements per vector access
+constexpr int kChannels = 32, kRows = 8;  // NHWC partials blocks (kVec: vec_access.h)
 constexpr int kMaxTiles = 512;
 // A tile's share: NCHW 16 values per thread (4 vectors), NHWC 16 rows per thread.
 constexpr long long kNchwValuesPerTile = 16LL * kThreads, kNhwcRowsPerTile = 16LL * kRows;

@@ -24,6 +24,7 @@
 #include "cuda/cuda_buffer.h"
 #include "cuda/op_cuda.h"
 #include "cuda/op_index.h"
+#include "cuda/vec_access.h"
 
 namespace stepscope {
 namespace {
@@ -35,16 +36,6 @@ struct BnOptions {
   double eps, momentum;
   bool relu;
 };
-
-// kVec activations read or written at once (one 16-byte access in fp32, 8 in bf16).
-template <typename T>
-struct alignas(kVec * sizeof(T)) Vec {
-  T v[kVec];
-};
-template <typename T>
-__device__ __forceinline__ Vec<T> loadVec(const T* p) { return *reinterpret_cast<const Vec<T>*>(p); }
-template <typename T>
-__device__ __forceinline__ void storeVec(T* p, const Vec<T>& v) { *reinterpret_cast<Vec<T>*>(p) = v; }
 
 // The block's sum of a and b (kThreads threads, warps first; fixed order): thread 0 gets them.
 __device__ void blockSum2(double& a, double& b) {
@@ -213,8 +204,6 @@ __global__ void backwardApply(BnGeometry g, BnOptions o, const T* __restrict__ x
   });
 }
 
-bool aligned(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
-
 class CudaBatchNorm : public CudaOpKernel {
  public:
   CudaBatchNorm(bool forward, const BnGeometry& g, const BnOptions& o, bool bf16, const std::string& layer)
@@ -249,8 +238,7 @@ class CudaBatchNorm : public CudaOpKernel {
     const T* y = !forward_ && o_.relu ? t(8) : nullptr;
     BnGeometry g = g_;
     // Vectors where the layout keeps them in one channel run and every activation buffer is aligned to one.
-    g.vec = layoutAllowsVectors(g) && aligned(t(0), sizeof(Vec<T>)) && aligned(t(5), sizeof(Vec<T>)) &&
-            (forward_ || aligned(t(4), sizeof(Vec<T>))) && (!y || aligned(y, sizeof(Vec<T>)));
+    g.vec = layoutAllowsVectors(g) && isVecAligned<T>(t(0)) && isVecAligned<T>(t(5)) && (forward_ || isVecAligned<T>(t(4))) && isVecAligned<T>(y);
     const dim3 partialsGrid = g.nhwc ? dim3((g.c + kChannels - 1) / kChannels, g.tiles) : dim3(g.c, g.tiles);
     const int finalizeBlocks = (g.c + kChannelsPerFinalizeBlock - 1) / kChannelsPerFinalizeBlock;
     const int applyBlocks = opGridFor(g.vec ? g.total / kVec : g.total);

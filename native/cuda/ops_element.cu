@@ -12,6 +12,7 @@
 #include "cuda/device_check.h"
 #include "cuda/op_cuda.h"
 #include "cuda/op_index.h"
+#include "cuda/vec_access.h"
 
 namespace stepscope {
 namespace {
@@ -21,19 +22,30 @@ using namespace cudaops;
 enum class Kind { ReluForward, ReluBackward, Add, AddRelu };
 
 // The kind is a template parameter: no branch on it in the loop.
-template <Kind kind, typename T>
+template <Kind kind>
+__device__ __forceinline__ float eltwiseValue(float av, float bv) {
+  if constexpr (kind == Kind::ReluForward) return av < 0.0f ? 0.0f : av;  // NaN passes, as in PyTorch
+  if constexpr (kind == Kind::ReluBackward) return av > 0.0f ? bv : 0.0f;  // a: the forward output, b: dy
+  if constexpr (kind == Kind::Add) return av + bv;
+  const float v = av + bv;
+  return v < 0.0f ? 0.0f : v;
+}
+
+// One element per step, or kVec (Vectors: n a multiple of kVec, every buffer aligned to a vector).
+template <Kind kind, bool Vectors, typename T>
 __global__ void eltwise(long long n, const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ y) {
-  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
-    const float av = loadf(a[i]);
-    if constexpr (kind == Kind::ReluForward) {
-      storef(y + i, av < 0.0f ? 0.0f : av);  // NaN passes, as in PyTorch
-    } else if constexpr (kind == Kind::ReluBackward) {
-      storef(y + i, av > 0.0f ? loadf(b[i]) : 0.0f);  // a: the forward output, b: dy
-    } else if constexpr (kind == Kind::Add) {
-      storef(y + i, av + loadf(b[i]));
+  constexpr int width = Vectors ? kVec : 1;
+  constexpr bool hasB = kind != Kind::ReluForward;
+  for (long long i = (blockIdx.x * (long long)blockDim.x + threadIdx.x) * width; i < n; i += (long long)gridDim.x * blockDim.x * width) {
+    if constexpr (Vectors) {
+      const Vec<T> av = loadVec(a + i);
+      Vec<T> bv{}, r;
+      if constexpr (hasB) bv = loadVec(b + i);
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) storef(&r.v[k], eltwiseValue<kind>(loadf(av.v[k]), hasB ? loadf(bv.v[k]) : 0.0f));
+      storeVec(y + i, r);
     } else {
-      const float v = av + loadf(b[i]);
-      storef(y + i, v < 0.0f ? 0.0f : v);
+      storef(y + i, eltwiseValue<kind>(loadf(a[i]), hasB ? loadf(b[i]) : 0.0f));
     }
   }
 }
@@ -83,13 +95,20 @@ class CudaEltwise : public CudaOpKernel {
  private:
   template <typename T>
   void run(const std::vector<float*>& f, cudaStream_t stream) {
-    const int grid = opGridFor(size_);
+    bool vectors = size_ % kVec == 0;
+    for (float* p : f) vectors = vectors && isVecAligned<T>(p);
+    if (vectors) run<T, true>(f, stream);
+    else run<T, false>(f, stream);
+  }
+  template <typename T, bool Vectors>
+  void run(const std::vector<float*>& f, cudaStream_t stream) {
+    const int grid = opGridFor(Vectors ? size_ / kVec : size_);
     auto b = [&](int i) { return reinterpret_cast<T*>(f[i]); };  // a bf16 buffer's elements are Bf16
     switch (kind_) {
-      case Kind::ReluForward: eltwise<Kind::ReluForward, T><<<grid, 256, 0, stream>>>(size_, b(0), nullptr, b(1)); break;
-      case Kind::ReluBackward: eltwise<Kind::ReluBackward, T><<<grid, 256, 0, stream>>>(size_, b(0), b(1), b(2)); break;
-      case Kind::Add: eltwise<Kind::Add, T><<<grid, 256, 0, stream>>>(size_, b(0), b(1), b(2)); break;
-      case Kind::AddRelu: eltwise<Kind::AddRelu, T><<<grid, 256, 0, stream>>>(size_, b(0), b(1), b(2)); break;
+      case Kind::ReluForward: eltwise<Kind::ReluForward, Vectors, T><<<grid, 256, 0, stream>>>(size_, b(0), nullptr, b(1)); break;
+      case Kind::ReluBackward: eltwise<Kind::ReluBackward, Vectors, T><<<grid, 256, 0, stream>>>(size_, b(0), b(1), b(2)); break;
+      case Kind::Add: eltwise<Kind::Add, Vectors, T><<<grid, 256, 0, stream>>>(size_, b(0), b(1), b(2)); break;
+      case Kind::AddRelu: eltwise<Kind::AddRelu, Vectors, T><<<grid, 256, 0, stream>>>(size_, b(0), b(1), b(2)); break;
     }
   }
 

@@ -78,6 +78,9 @@ export const CUDA_OP_CASES: OpCase[] = [
   { op: 'avgpool-fwd', params: { n: 2, c: 8, hw: 49, bf16: true }, outputs: ['y'], tolerance: 1e-5 },
   { op: 'avgpool-bwd', params: { n: 2, c: 8, hw: 49, bf16: true }, outputs: ['dx'], tolerance: 1e-2 },
   { op: 'relu-fwd', params: { size: 1000 }, outputs: ['y'], tolerance: 0 },
+  // The elementwise kernels' scalar path (a size that is not a multiple of their 4-element vectors).
+  { op: 'add', params: { size: 1001, relu: true }, outputs: ['y'], tolerance: 1e-6 },
+  { op: 'relu-bwd', params: { size: 999, bf16: true }, outputs: ['dx'], tolerance: 0 },
   { op: 'relu-bwd', params: { size: 1000 }, outputs: ['dx'], tolerance: 0 },
   { op: 'maxpool-fwd', params: pool, outputs: ['y', 'argmax'], tolerance: 0 },
   { op: 'maxpool-bwd', params: pool, outputs: ['dx'], tolerance: 1e-6 },

@@ -109,7 +109,7 @@ void forEachPartialElement(const bn::BnGeometry& g, F&& f) {
       for (int tid = 0; tid < bn::kThreads; ++tid) {
         for (long long i = bn::nchwFirst(g, t, tid); i < bn::nchwTileEnd(g, t); i += bn::nchwStride(g)) {
           const long long k = bn::nchwOffset(g, ch, i);
-          for (int e = 0; e < (g.vec ? bn::kVec : 1); ++e) f(t, ch, k + e);
+          for (int e = 0; e < (g.vec ? kVec : 1); ++e) f(t, ch, k + e);
         }
       }
     }
@@ -119,7 +119,7 @@ void forEachPartialElement(const bn::BnGeometry& g, F&& f) {
 // Calls f(e, channel) for each element e the apply kernels write, with the channel they find for it.
 template <typename F>
 void forEachAppliedElement(const bn::BnGeometry& g, F&& f) {
-  const int width = g.vec ? bn::kVec : 1;
+  const int width = g.vec ? kVec : 1;
   for (long long e = 0; e < g.total; e += width) {
     const int ch = bn::channelOf(g, e);
     for (int k = 0; k < width; ++k) f(e + k, ch + k * bn::vectorChannelStep(g));
