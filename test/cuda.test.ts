@@ -489,6 +489,30 @@ test('step --backend cuda runs the training step on the CUDA addon\'s classes (C
   const cpuRun = JSON.parse(cli(['step', '--backend', 'cpu', '--kernels', 'conv=im2col-gemm', '--layout', 'nchw', ...small]).stdout);
   assert.deepEqual(g.iterations.map((i: { loss: number }) => i.loss), cpuRun.iterations.map((i: { loss: number }) => i.loss));
   assert.ok(g.summary.peakBytes > 0);
+  // A finished run gives its device memory back at once (step --compare's second run must not count the first's):
+  // the step stays referenced here, so only releaseDeviceMemory (not GC) can bring the bytes in use back down.
+  const script = `
+    const { TrainingStep } = require('./dist/src/run/executor.js');
+    const { resnet50Graph } = require('./dist/src/model/graph.js');
+    const { defaultPlan } = require('./dist/src/plan/plan.js');
+    const { cudaAddon } = require('./dist/src/native-cuda.js');
+    const { initWeights } = require('./dist/src/run/weights.js');
+    const { syntheticBatch } = require('./dist/src/run/training.js');
+    const graph = resnet50Graph({ batch: 1, resolution: 32, width: 4, classes: 10 });
+    const before = cudaAddon().memoryStats().bytesInUse;
+    const step = new TrainingStep(graph, defaultPlan('cuda'), { lr: 0.1, momentum: 0.9, weightDecay: 0 }, 'nchw',
+      { workers: 8, schedule: 'overlapped', comm: 'local', bucketBytes: 25e6, firstBucketBytes: 1e6 }, 'cuda');
+    initWeights(step, 3);
+    syntheticBatch(step, 3, 0);
+    step.iteration(0).then(() => {
+      const held = cudaAddon().memoryStats().bytesInUse;
+      step.releaseDeviceMemory();
+      console.log(JSON.stringify({ before, held, after: cudaAddon().memoryStats().bytesInUse, step: typeof step })); // step: still referenced
+    });`;
+  const released = spawnSync(process.execPath, ['-e', script], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, ...env } });
+  assert.equal(released.status, 0, released.stderr);
+  const bytes = JSON.parse(released.stdout) as { before: number; held: number; after: number };
+  assert.ok(bytes.held > bytes.before && bytes.after === bytes.before, JSON.stringify(bytes));
   // Real data: the pipeline's host batch is copied to the device each iteration; the same losses as on the CPU.
   const data = tempDir('stepscope-cuda-data-');
   assert.equal(cli(['data', 'make', data, '--images', '8', '--classes', '4']).status, 0);

@@ -922,6 +922,20 @@ export class TrainingStep {
     this.pool?.releaseAll();
   }
 
+  /**
+   * Releases what this step holds on its GPU now, not at garbage collection: the activations and a captured graph,
+   * then the parameters, gradients, momentum, the local communicator's replicas, input, labels and loss. V8 does not
+   * see device memory, so without this a second run in the same process (step --compare) would find the first one's
+   * buffers still allocated, in its memory and its peak. The step is unusable after. (CPU buffers go with GC; the
+   * kernels' workspaces too, on both backends.)
+   */
+  releaseDeviceMemory(): void {
+    this.releaseActivations();
+    const held = [...this.params.values(), ...this.grads.values(), ...this.momentum.values(), ...[...this.reduceKernels.values()].map((r) => r.replicas),
+      this.input, this.labels, this.loss];
+    for (const b of held) (b as Partial<CudaBuffer>).release?.();
+  }
+
   /** Logits of the last iteration, as computed in its forward pass. */
   readLogits(): Float32Array {
     if (!this.lastLogits) throw new Error('no iteration has run yet');

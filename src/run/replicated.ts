@@ -80,7 +80,8 @@ export class ReplicatedStep {
     return this.replicas[0].resolvedPlan();
   }
 
-  releaseActivations(): void {
-    for (const r of this.replicas) r.releaseActivations();
+  releaseDeviceMemory(): void {
+    for (const r of this.replicas) r.releaseDeviceMemory();
   }
+
 }

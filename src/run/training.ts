@@ -368,7 +368,7 @@ async function iterate(
   const write = (option: string, file: string, body: () => void) => (config.outputs ? config.outputs.write(option, file, body) : body());
   if (config.saveWeights) write('--save-weights', config.saveWeights, () => saveWeights(replicasOf(step)[0], config.saveWeights!));
   if (config.savePlan) write('--save-plan', config.savePlan, () => writeJsonAtomic(config.savePlan!, step.resolvedPlan()));
-  step.releaseActivations();
+  step.releaseDeviceMemory(); // now: a second run (--compare) must not find this one's buffers
 
   const measured = iterations.filter((f) => !f.warmup);
   // The timeline shown and saved: the measured iteration with the median total.
