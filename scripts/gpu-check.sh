@@ -7,7 +7,11 @@
 # step or convolutions on the same GPU (same batch, dtype and layout,
 # cudnn.benchmark on), and prints a side-by-side table last, with issue #5's
 # targets.
-# Everything lands in $OUT (JSON, TAP, logs, summary.txt).
+# Every result lands in RESULTS (gpu-check-out/, kept between the calls of
+# a warm machine, so the table of call 2 shows call 1's figures too); the
+# device tool returns at most 8 files from $OUT, so after each step the
+# whole folder is packed into $OUT/results.tar.gz (replaced atomically),
+# beside copies of gpu-check.log and summary.txt.
 #
 #   bash scripts/gpu-check.sh --prepare   # here, before: .carry/node.xz and .carry/runtime.tar.xz
 #   run: carry [".carry"], command "bash scripts/gpu-check.sh", timeout_s 600 (the script keeps to BUDGET_S)
@@ -40,16 +44,19 @@ if [[ "${1:-}" == "--prepare" ]]; then
   # Node and the JS runtime (compiled dist/, node_modules without the
   # compiler) travel with the tree; the GPU machine has no network.
   set -e
+  [[ -f node_modules/typescript/bin/tsc ]] || { echo "gpu-check --prepare: node_modules is missing: run npm ci first" >&2; exit 1; }
   mkdir -p .carry
+  rm -f .carry/source.sha1  # a half-made .carry must not pass for a prepared one
   xz -T2 -6 -c "$(command -v node)" > .carry/node.xz
-  npx tsc -p .
+  node node_modules/typescript/bin/tsc -p .
   tar -cJf .carry/runtime.tar.xz --exclude='node_modules/typescript' --exclude='node_modules/@types' dist node_modules
   source_hash > .carry/source.sha1
   du -sh .carry/* && du -sh .carry
   exit 0
 fi
 
-OUT="${OUT:-$ROOT/gpu-check-out}"
+RESULTS="${GPU_CHECK_RESULTS:-$ROOT/gpu-check-out}"
+OUT="${OUT:-$RESULTS}"
 CONV_BATCH="${CONV_BATCH:-8}"
 STEP_BATCH="${STEP_BATCH:-32}"
 STEP_RESOLUTION="${STEP_RESOLUTION:-224}"
@@ -67,8 +74,17 @@ for phase in $PHASES; do
   esac
 done
 SANITIZE_TOOLS="${SANITIZE_TOOLS:-racecheck memcheck synccheck}"
-mkdir -p "$OUT"
-log() { echo "[gpu-check $(date -u +%T)] $*" | tee -a "$OUT/gpu-check.log" >&2; }
+mkdir -p "$RESULTS" "$OUT"
+log() { echo "[gpu-check $(date -u +%T)] $*" | tee -a "$RESULTS/gpu-check.log" >&2; }
+# The device tool returns at most 8 files: the results travel as one archive, replaced whole after each step
+# (what a timeout leaves is the last complete one), with the log and the table beside it.
+pack() {
+  [[ "$OUT" -ef "$RESULTS" ]] && return 0
+  tar -czf "$OUT/results.tmp.tgz" -C "$RESULTS" . 2> /dev/null && mv -f "$OUT/results.tmp.tgz" "$OUT/results.tar.gz"
+  cp -f "$RESULTS/gpu-check.log" "$OUT/" 2> /dev/null
+  [[ -f "$RESULTS/summary.txt" ]] && cp -f "$RESULTS/summary.txt" "$OUT/"
+  return 0
+}
 # BUDGET_S: the whole call's wall time. The device tool kills a command at its limit (600 s at most), which
 # would lose the table: each step's limit is cut to what is left after RESERVE_S (the table), and a step
 # with under 20 s left is skipped, so the script always ends on its own with the table printed.
@@ -79,6 +95,9 @@ RESERVE_S=25  # the table, and the 10 s between a timeout's SIGTERM and SIGKILL
 SKIPPED=199   # step's status when the budget is spent (not one that timeout or a command returns)
 PAIR_MIN_S=60 # PyTorch's run and stepscope's of one dtype start only together
 seconds_left() { echo $((BUDGET_S - RESERVE_S - SECONDS)); }
+# PyTorch's half of a pair (up to 180 s) leaves stepscope's half 40 s at least: a slow or hung peer cannot
+# take the whole pair's time.
+peer_limit() { local left; left=$(seconds_left); local l=$(( left - 40 < 180 ? left - 40 : 180 )); echo $(( l < 20 ? 20 : l )); }
 step() {  # step NAME TIMEOUT_S CMD...: runs, logs, never stops the script
   local name=$1 limit=$2; shift 2
   local left
@@ -92,7 +111,7 @@ step() {  # step NAME TIMEOUT_S CMD...: runs, logs, never stops the script
     limit=$left
   fi
   local t0=$SECONDS
-  timeout -k 10 "$limit" "$@" > "$OUT/$name.out" 2> "$OUT/$name.err"  # SIGKILL 10 s after a SIGTERM that did not end it
+  timeout -k 10 "$limit" "$@" > "$RESULTS/$name.out" 2> "$RESULTS/$name.err"  # SIGKILL 10 s after a SIGTERM that did not end it
   local rc=$?
   if (( rc == 0 )); then
     log "$name: exit 0 in $((SECONDS - t0)) s"
@@ -100,18 +119,19 @@ step() {  # step NAME TIMEOUT_S CMD...: runs, logs, never stops the script
     # Why, in the log itself (the device tool returns only the output's tail): the last line that names an
     # error, else the last line that is not a stack frame, Node's version banner or a source excerpt.
     local why
-    why=$(grep -E 'Error|ERR_|error:|failed' "$OUT/$name.err" | grep -v -E '^\s+at ' | tail -n 1 | cut -c1-300)
-    [[ -z "$why" ]] && why=$(grep -v -E '^\s*(at |$|\^|[{}]|code:)|^Node\.js v' "$OUT/$name.err" | tail -n 1 | cut -c1-300)
+    why=$(grep -E 'Error|ERR_|error:|failed' "$RESULTS/$name.err" | grep -v -E '^\s+at ' | tail -n 1 | cut -c1-300)
+    [[ -z "$why" ]] && why=$(grep -v -E '^\s*(at |$|\^|[{}]|code:)|^Node\.js v' "$RESULTS/$name.err" | tail -n 1 | cut -c1-300)
     (( rc == 124 )) && why="timed out after $limit s${why:+; last: $why}"
     (( rc == 137 )) && why="killed (SIGKILL: a timeout's, or out of memory)${why:+; last: $why}"
     log "$name: exit $rc in $((SECONDS - t0)) s: ${why:-no message (see $name.out)}"
   fi
+  pack
   return $rc
 }
 json_step() {  # json_step NAME TIMEOUT_S CMD...: a step whose stdout is its JSON result, kept as NAME.json
   step "$@"
   local rc=$?
-  cp "$OUT/$1.out" "$OUT/$1.json" 2>/dev/null
+  cp "$RESULTS/$1.out" "$RESULTS/$1.json" 2>/dev/null && pack
   return $rc
 }
 
@@ -119,6 +139,7 @@ json_step() {  # json_step NAME TIMEOUT_S CMD...: a step whose stdout is its JSO
 #    carried one: the tests need node --test's TAP reporter).
 if [[ -f .carry/source.sha1 && "$(source_hash)" != "$(cat .carry/source.sha1)" ]]; then
   log "the carried runtime (.carry) was prepared from other sources: run scripts/gpu-check.sh --prepare again before the device call"
+  pack
   exit 3
 fi
 node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
@@ -130,21 +151,29 @@ if (( node_major < 20 )); then
   chmod +x /tmp/nodebin/node
   export PATH=/tmp/nodebin:$PATH
 fi
-[[ -f .carry/runtime.tar.xz && ! -d node_modules/cmake-js ]] && tar -xJf .carry/runtime.tar.xz
+# The carried dist/ and node_modules: unpacked where there are none, and again where the dist/ there came from
+# another carry (a warm machine's second call after --prepare); a dist/ compiled here (no stamp) is kept.
+if [[ -f .carry/runtime.tar.xz ]] && { [[ ! -d node_modules/cmake-js ]] || { [[ -f dist/.source.sha1 ]] && ! cmp -s .carry/source.sha1 dist/.source.sha1; }; }; then
+  rm -rf dist && tar -xJf .carry/runtime.tar.xz && cp .carry/source.sha1 dist/.source.sha1 2> /dev/null
+fi
+export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"  # without ninja, cmake-js passes no -j
 log "node $(node --version), $(nvcc --version | tail -1)"
-nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv > "$OUT/nvidia-smi.csv" 2>&1 || true
+timeout 20 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv > "$RESULTS/nvidia-smi.csv" 2>&1 || true
 
 # 2. Build: the CPU addon (the reference) and the CUDA addon against the
 #    Python wheels' cuDNN/cuBLAS/NCCL, sm_90 only (faster to compile).
 if [[ "${SKIP_BUILD:-0}" == 1 ]]; then
   log "build: skipped (SKIP_BUILD=1), the addons as built"
 else
-step build-cpu 300 node node_modules/cmake-js/bin/cmake-js compile --out build || { log "CPU build failed"; tail -20 "$OUT/build-cpu.err"; exit 1; }
-STEPSCOPE_CUDA=1 STEPSCOPE_CUDA_ARCHITECTURES=90 step build-cuda 300 node scripts/build-cuda.js || { log "CUDA build failed"; cat build/cuda-status.json; tail -30 build-cuda/build.log; exit 1; }
+step build-cpu 300 node node_modules/cmake-js/bin/cmake-js compile --out build || {
+  log "CPU build failed"; grep -m5 'error:' "$RESULTS/build-cpu.out" | tee -a "$RESULTS/gpu-check.log"; tail -20 "$RESULTS/build-cpu.err"; pack; exit 1; }
+STEPSCOPE_CUDA=1 STEPSCOPE_CUDA_ARCHITECTURES=90 step build-cuda 300 node scripts/build-cuda.js || {
+  log "CUDA build failed"; cat build/cuda-status.json; grep -m5 'error' build-cuda/build.log | tee -a "$RESULTS/gpu-check.log"; tail -30 build-cuda/build.log
+  cp build-cuda/build.log "$RESULTS/" 2> /dev/null; pack; exit 1; }
 fi
-cp build/cuda-status.json build-cuda/build.log "$OUT/" 2>/dev/null
+cp build/cuda-status.json build-cuda/build.log "$RESULTS/" 2>/dev/null
 json_step doctor 120 node bin/stepscope.js doctor --json --trials 1
-node scripts/gpu-log-line.js doctor "$OUT/doctor.json" | tee -a "$OUT/gpu-check.log"
+node scripts/gpu-log-line.js doctor "$RESULTS/doctor.json" | tee -a "$RESULTS/gpu-check.log"
 
 # 3. Tests: every CUDA variant against the CPU reference (device tests run here).
 if has_phase tests; then
@@ -152,22 +181,25 @@ if has_phase tests; then
 # With the step phase after them, the tests leave it three pairs' minimum (the targets need the step figures).
 keep_for_step() { local want=$1 left; left=$(seconds_left); has_phase step && (( want > left - 3 * PAIR_MIN_S )) && want=$(( left - 3 * PAIR_MIN_S )); echo $(( want < 20 ? 20 : want )); }
 STEPSCOPE_SKIP_STAND_IN=1 step cuda-tests "$(keep_for_step 240)" node --test --test-reporter=tap dist/test/cuda.test.js
-grep -E "^# (pass|fail|skipped)" "$OUT/cuda-tests.out" | tee -a "$OUT/gpu-check.log"
+grep -E "^# (pass|fail|skipped)" "$RESULTS/cuda-tests.out" | tee -a "$RESULTS/gpu-check.log"
+# The failures by name, and their first error lines, in the log (TAP goes to stdout, not to the .err the step reads).
+grep -E '^not ok' "$RESULTS/cuda-tests.out" | cut -c1-200 | tee -a "$RESULTS/gpu-check.log"
+grep -E '^\s+(error|message): ' "$RESULTS/cuda-tests.out" | head -n 10 | cut -c1-300 | tee -a "$RESULTS/gpu-check.log"
 # The step's other ops (batch norm, pooling, FC, loss, SGD, ...) against the CPU reference, every output as a row.
 json_step cuda-ops "$(keep_for_step 120)" node -e "require('./dist/src/ops/ops-cuda-check').checkCudaOps().then((rows) => console.log(JSON.stringify(rows)), (e) => { console.error('cuda-ops: ' + (e.code ? e.code + ': ' : '') + e.message); process.exitCode = 1; })"
-node scripts/gpu-log-line.js cuda-ops "$OUT/cuda-ops.json" | tee -a "$OUT/gpu-check.log"
+node scripts/gpu-log-line.js cuda-ops "$RESULTS/cuda-ops.json" | tee -a "$RESULTS/gpu-check.log"
 fi
 
 # 4. The conv benchmark, each dtype right after PyTorch's same shapes (the peer measured in the same run):
 #    tf32 first (the issue's "half of cuDNN's best" is a tf32 figure), then fp32 with every variant.
 if has_phase conv; then
-node scripts/gpu-shapes.js "$CONV_LAYERS" "$CONV_BATCH" > "$OUT/shapes.json" || log "conv: the shapes for PyTorch could not be listed (see above)"
+node scripts/gpu-shapes.js "$CONV_LAYERS" "$CONV_BATCH" > "$RESULTS/shapes.json" || log "conv: the shapes for PyTorch could not be listed (see above)"
 TF32_VARIANTS=cudnn:heuristic,cudnn:autotune,im2col-cublas,implicit-gemm-tf32,implicit-gemm-tf32-pipelined,implicit-gemm-tf32-along-m,implicit-gemm-bf16
 for dtype in tf32 fp32; do
   [[ "$dtype" == tf32 && "${SKIP_TF32_CONV:-0}" == 1 ]] && continue
   # A pair or nothing: PyTorch's half alone is device time with nothing to compare it to.
   (( $(seconds_left) >= PAIR_MIN_S )) || { log "conv $dtype: skipped, PyTorch and stepscope: $(seconds_left) s left, a pair needs $PAIR_MIN_S"; continue; }
-  json_step "pytorch-conv-$dtype" 180 python3 bench/pytorch_gpu.py conv --shapes "$OUT/shapes.json" --dtype "$dtype"
+  json_step "pytorch-conv-$dtype" "$(peer_limit)" python3 bench/pytorch_gpu.py conv --shapes "$RESULTS/shapes.json" --dtype "$dtype"
   variants=all; [[ "$dtype" == tf32 ]] && variants=$TF32_VARIANTS
   json_step "conv-cuda-$dtype" 300 node bin/stepscope.js bench conv --backend cuda --dtype "$dtype" --variant "$variants" --layer "$CONV_LAYERS" --batch "$CONV_BATCH" --repeat "$CONV_REPEAT" --json
 done
@@ -183,20 +215,20 @@ stepscope_step() {  # stepscope_step NAME ARGS...: runs the step, saves NAME.jso
   local name=$1; shift
   json_step "$name" 300 node bin/stepscope.js step --backend cuda --batch "$STEP_BATCH" --resolution "$STEP_RESOLUTION" --iterations 10 --warmup 3 --json "$@"
   (( $? == SKIPPED )) && return  # the budget is spent, the log says so
-  node scripts/gpu-log-line.js step "$OUT/$name.json" "$name" | tee -a "$OUT/gpu-check.log"
+  node scripts/gpu-log-line.js step "$RESULTS/$name.json" "$name" | tee -a "$RESULTS/gpu-check.log"
 }
 if has_phase step; then
   for dtype in $STEP_DTYPES; do
     (( $(seconds_left) >= PAIR_MIN_S )) || { log "step $dtype: skipped, PyTorch and stepscope: $(seconds_left) s left, a pair needs $PAIR_MIN_S"; continue; }
     # fp32: NCHW on both sides (stepscope's fp32 step is NCHW; with TF32 off, cuDNN's FMA kernels are often faster in NCHW).
     peer_layout=--channels-last; [[ "$dtype" == fp32 ]] && peer_layout=
-    json_step "pytorch-step-$dtype" 180 python3 bench/pytorch_gpu.py step --batch "$STEP_BATCH" --resolution "$STEP_RESOLUTION" --dtype "$dtype" $peer_layout
+    json_step "pytorch-step-$dtype" "$(peer_limit)" python3 bench/pytorch_gpu.py step --batch "$STEP_BATCH" --resolution "$STEP_RESOLUTION" --dtype "$dtype" $peer_layout
     [[ "$dtype" == fp32 ]] || stepscope_step "stepscope-step-$dtype-nhwc-graph" --dtype "$dtype" --layout nhwc --graph
     stepscope_step "stepscope-step-$dtype" --dtype "$dtype"
     [[ "$dtype" == tf32 ]] && stepscope_step "stepscope-step-$dtype-graph" --dtype "$dtype" --graph
   done
   # With 2 GPUs or more: every GPU driven from one process (--gpus all), overlapped NCCL buckets, bf16 NHWC eager.
-  GPU_COUNT=$(node -e "try { console.log(require('./build/stepscope_cuda.node').cudaInfo().deviceCount) } catch { console.log(0) }")
+  GPU_COUNT=$(timeout 20 node -e "try { console.log(require('./build/stepscope_cuda.node').cudaInfo().deviceCount) } catch { console.log(0) }")
   (( GPU_COUNT >= 2 )) && stepscope_step "stepscope-step-bf16-nhwc-gpus$GPU_COUNT" --dtype bf16 --layout nhwc --gpus all
 fi
 
@@ -207,12 +239,15 @@ if has_phase sanitize; then
   if [[ -x "$SANITIZER" ]]; then
     for tool in $SANITIZE_TOOLS; do
       step "sanitize-$tool" 240 "$SANITIZER" --tool "$tool" --error-exitcode 9 node scripts/gpu-sanitize.js
-      { echo -n "compute-sanitizer $tool: "; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|\"checked\"" "$OUT/sanitize-$tool.out" 2>/dev/null | tr '\n' ' '; echo; } | tee -a "$OUT/gpu-check.log"
+      { echo -n "compute-sanitizer $tool: "; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|\"checked\"" "$RESULTS/sanitize-$tool.out" 2>/dev/null | tr '\n' ' '; echo; } | tee -a "$RESULTS/gpu-check.log"
     done
   else
     log "sanitize: compute-sanitizer not found"
   fi
 fi
 
-# 7. The side-by-side table, last.
-node scripts/gpu-table.js "$OUT"
+# 7. The side-by-side table, last (of every result in RESULTS: on a warm machine, the earlier calls' too).
+node scripts/gpu-table.js "$RESULTS"
+table_rc=$?
+pack
+exit $table_rc

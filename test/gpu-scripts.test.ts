@@ -227,12 +227,13 @@ test('gpu-shapes.js: bad layers or batch are exit 2 naming them', () => {
 
 test('scripts/gpu-check.sh end to end on the CPU stand-in (SKIP_BUILD=1): every step logged, the pairs in order, the table and the four targets', { timeout: 240_000 }, () => {
   const out = tempDir('stepscope-gpu-check-');
+  const results = tempDir('stepscope-gpu-check-results-');
   const r = spawnSync('bash', [path.join(ROOT, 'scripts', 'gpu-check.sh')], {
     cwd: ROOT,
     encoding: 'utf8',
     timeout: 200_000,
     env: {
-      ...process.env, OUT: out, SKIP_BUILD: '1', STEPSCOPE_CUDA_ADDON: path.join(ROOT, 'test', 'fixtures', 'fake-cuda-addon.js'),
+      ...process.env, OUT: out, GPU_CHECK_RESULTS: results, SKIP_BUILD: '1', STEPSCOPE_CUDA_ADDON: path.join(ROOT, 'test', 'fixtures', 'fake-cuda-addon.js'),
       PHASES: 'step conv', STEP_DTYPES: 'bf16', STEP_BATCH: '1', STEP_RESOLUTION: '32', CONV_LAYERS: 'res2a_branch2b', CONV_BATCH: '1', CONV_REPEAT: '1', BUDGET_S: '180',
     },
   });
@@ -245,7 +246,14 @@ test('scripts/gpu-check.sh end to end on the CPU stand-in (SKIP_BUILD=1): every 
   assert.match(log, /pytorch-step-bf16: exit 1 in \d+ s: (pytorch_gpu\.py: error: no CUDA device visible to PyTorch|ModuleNotFoundError: No module named 'torch')/);
   assert.match(log, /conv-cuda-tf32: exit 0 /);
   assert.match(log, /^stepscope-step-bf16-nhwc-graph \(batch 1\): [\d.]+ ms per iteration \[min [\d.]+, max [\d.]+\]/m);
-  for (const f of ['doctor.json', 'conv-cuda-tf32.json', 'conv-cuda-fp32.json', 'stepscope-step-bf16.json', 'stepscope-step-bf16-nhwc-graph.json']) JSON.parse(fs.readFileSync(path.join(out, f), 'utf8'));
+  // The device tool returns at most 8 files from $OUT: the log, the table and one archive of every result.
+  assert.deepEqual(fs.readdirSync(out).sort(), ['gpu-check.log', 'results.tar.gz', 'summary.txt']);
+  const unpacked = tempDir('stepscope-gpu-check-unpacked-');
+  assert.equal(spawnSync('tar', ['-xzf', path.join(out, 'results.tar.gz'), '-C', unpacked]).status, 0);
+  for (const f of ['doctor.json', 'conv-cuda-tf32.json', 'conv-cuda-fp32.json', 'stepscope-step-bf16.json', 'stepscope-step-bf16-nhwc-graph.json']) {
+    assert.deepEqual(JSON.parse(fs.readFileSync(path.join(unpacked, f), 'utf8')), JSON.parse(fs.readFileSync(path.join(results, f), 'utf8')), f);
+  }
+  assert.equal(fs.readFileSync(path.join(unpacked, 'summary.txt'), 'utf8'), fs.readFileSync(path.join(out, 'summary.txt'), 'utf8'));
   const summary = fs.readFileSync(path.join(out, 'summary.txt'), 'utf8');
   assert.ok(r.stdout.endsWith(summary), 'the table is the last thing printed');
   assert.deepEqual(summary.split('\n').filter((l) => l.startsWith('- ')).map((l) => l.split(':')[0]), [
