@@ -101,6 +101,11 @@ export declare class Stream {
   beginCapture(): void;
   /** Closes the capture: the instantiated graph. ERR_CUDA when a joined stream did not rejoin, or a call that cannot be captured was made. */
   endCapture(): Graph;
+  /**
+   * Ends the capture this stream opened, if any, and discards what it captured without instantiating a graph (an
+   * iteration that failed halfway). Events last recorded into it refuse waits (ERR_INVALID_STATE) until recorded again.
+   */
+  abortCapture(): void;
 }
 
 /** A captured iteration (a CUDA graph). Its kernels keep their timeline records, timed by external event nodes. */

@@ -595,6 +595,13 @@ test('step --backend cuda --graph (CPU stand-in): the eager losses from replays 
     assert.deepEqual(g.iterations.map((i: { kernels: number }) => i.kernels), e.iterations.map((i: { kernels: number }) => i.kernels));
     assert.equal(g.topKernels.length, e.topKernels.length);
   }
+  // A launch failing in the iteration being captured: the capture is discarded (abortCapture, never made into a
+  // graph) and the launch's own error is what the run reports, with the layer.
+  const failed = cli(['step', '--backend', 'cuda', '--graph', ...small, '--workers', '2', '--schedule', 'overlapped'],
+    { ...env, FAKE_CUDA_FAIL_LAUNCH: 'res3a_branch2b/bwd-data@0#2' });
+  assert.equal(failed.status, 1, failed.stderr);
+  assert.match(failed.stderr, /res3a_branch2b: kernel launch failed: cudaErrorLaunchFailure/);
+  assert.doesNotMatch(failed.stderr, /endCapture|cudaStreamEndCapture/);
   for (const [args, re] of [
     [['--backend', 'cpu', '--graph'], /--graph needs --backend cuda/],
     [['--backend', 'cuda', '--graph', '--warmup', '0'], /--graph needs --warmup 1 or more/],

@@ -107,6 +107,7 @@ class CudaStreamWrap : public Napi::ObjectWrap<CudaStreamWrap> {
   Napi::Value wait(const Napi::CallbackInfo& info);
   Napi::Value beginCapture(const Napi::CallbackInfo& info);
   Napi::Value endCapture(const Napi::CallbackInfo& info);
+  Napi::Value abortCapture(const Napi::CallbackInfo& info);
   CudaStreamPtr stream_;
 };
 

@@ -52,6 +52,7 @@ CudaGraphPtr CudaGraph::endCapture(CudaStream& origin) {
   }
   if (e != cudaSuccess) {
     cudaGetLastError();
+    forgetCaptureOf(*g->timeline_);  // the graph never runs: its events never fire
     const std::string name = cudaGetErrorName(e);
     throw CudaError("ERR_CUDA",
                     origin.name() + ": cudaStreamEndCapture failed: " + name + " (" + cudaGetErrorString(e) +
@@ -59,7 +60,9 @@ CudaGraphPtr CudaGraph::endCapture(CudaStream& origin) {
                         "', or a call that cannot be captured (a synchronize, a copy to the host) was made",
                     name, origin.name());
   }
-  checkCuda(cudaGraphInstantiate(&g->exec_, g->graph_, 0), "cudaGraphInstantiate", origin.name());
+  const cudaError_t instantiated = cudaGraphInstantiate(&g->exec_, g->graph_, 0);
+  if (instantiated != cudaSuccess) forgetCaptureOf(*g->timeline_);
+  checkCuda(instantiated, "cudaGraphInstantiate", origin.name());
   return g;
 }
 

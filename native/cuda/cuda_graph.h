@@ -22,8 +22,9 @@ class CudaGraph {
   // capture was invalidated (a stream that joined did not rejoin `origin`, or
   // a call that cannot be captured, such as a synchronize, was made).
   static std::shared_ptr<CudaGraph> endCapture(CudaStream& origin);
-  // A stream going away while its capture is open: the capture is ended and
-  // discarded, so a later beginCapture can open one (the stream's destructor).
+  // Ends and discards the capture `origin` opened, if any, without
+  // instantiating it: an iteration that failed halfway (stream.abortCapture),
+  // or the stream going away (its destructor), so a later beginCapture can open one.
   static void abandonCaptureOf(CudaStream& origin) noexcept;
 
   ~CudaGraph();

@@ -56,6 +56,9 @@ std::vector<PendingRecord> capturedRecords;
 std::vector<PendingWait> capturedWaits;
 std::vector<std::shared_ptr<void>> capturedHolds;
 std::vector<std::shared_ptr<LaunchHook>> capturedHooks;
+// Timing events of a timed()/wait() that threw inside the capture: already
+// nodes of it, so they go with the graph (or after it is destroyed), never before.
+std::vector<cudaEvent_t> capturedOrphans;
 std::vector<std::shared_ptr<CudaEvent>> capturedEvents;  // recorded in the open capture: held as long as its graph
 
 // In a capture, an event recorded as an external node keeps its time on every launch.
@@ -89,6 +92,23 @@ struct TimingEvents {
   }
   void release() { start = end = nullptr; }
 };
+
+// A timed()/wait() left by an exception while capturing: its events may be
+// nodes of the open capture, so the capture keeps them (see capturedOrphans).
+void keepForCapture(TimingEvents& events) noexcept {
+  std::lock_guard<std::mutex> lock(timelineMutex);
+  for (cudaEvent_t e : {events.start, events.end}) {
+    if (e) capturedOrphans.push_back(e);
+  }
+  events.release();
+}
+
+// The events whose latest record went into a capture that was discarded (or
+// failed to end): their graph never runs, so waiting on them would wait for
+// nothing; they refuse waits until recorded again.
+void forgetDiscardedCapture(const std::vector<std::shared_ptr<CudaEvent>>& events, uint64_t captureId) noexcept {
+  for (const auto& e : events) e->forgetDiscardedCapture(captureId);
+}
 
 // An NVTX range open for the scope (also when the body throws).
 struct NvtxScope {
@@ -162,6 +182,7 @@ std::shared_ptr<CapturedTimeline> endTimelineCapture() {
   captured->waits.swap(capturedWaits);
   captured->holds.swap(capturedHolds);
   captured->hooks.swap(capturedHooks);
+  captured->events->events.swap(capturedOrphans);
   for (PendingRecord& r : captured->records) {
     captured->events->events.insert(captured->events->events.end(), {r.start, r.end});
     r.graph = captured->events;
@@ -180,8 +201,12 @@ void discardTimelineCapture() noexcept {
   std::vector<std::shared_ptr<void>> holds;
   std::vector<std::shared_ptr<LaunchHook>> hooks;
   std::vector<std::shared_ptr<CudaEvent>> events;
+  std::vector<cudaEvent_t> orphans;
+  uint64_t id = 0;
   {
     std::lock_guard<std::mutex> lock(timelineMutex);
+    id = openCapture.load();
+    orphans.swap(capturedOrphans);
     records.swap(capturedRecords);  // swaps: nothing here allocates or throws
     waits.swap(capturedWaits);
     holds.swap(capturedHolds);
@@ -192,6 +217,8 @@ void discardTimelineCapture() noexcept {
   // No graph owns their timing events: they go here (the holds and hooks with the vectors).
   for (const PendingRecord& r : records) cudaEventDestroy(r.start), cudaEventDestroy(r.end);
   for (const PendingWait& w : waits) cudaEventDestroy(w.start), cudaEventDestroy(w.end);
+  for (cudaEvent_t e : orphans) cudaEventDestroy(e);
+  forgetDiscardedCapture(events, id);
 }
 
 static bool timelineCapturing() { return openCapture.load() != 0; }
@@ -213,6 +240,8 @@ void replayTimeline(const std::shared_ptr<CapturedTimeline>& captured, const std
 }
 
 size_t capturedKernelCount(const CapturedTimeline& captured) { return captured.records.size(); }
+
+void forgetCaptureOf(const CapturedTimeline& captured) noexcept { forgetDiscardedCapture(captured.recordedEvents, captured.id); }
 
 StreamAnchor::~StreamAnchor() {
   if (event) cudaEventDestroy(event);
@@ -249,12 +278,15 @@ void CudaStream::timed(const KernelInfo& info, const std::function<void()>& body
   const std::string context = info.layer + " " + info.pass + " " + info.variant;
   const bool captured = capturing();
   TimingEvents events(context);
-  {
+  try {
     NvtxScope range(info.layer.empty() ? info.op + " " + info.pass + " " + info.variant : context);
     checkCuda(recordTiming(events.start, stream_, captured), "cudaEventRecord", context);
     body();
     checkCuda(cudaGetLastError(), "kernel launch", context);
     checkCuda(recordTiming(events.end, stream_, captured), "cudaEventRecord", context);
+  } catch (...) {
+    if (captured) keepForCapture(events);
+    throw;
   }
   std::lock_guard<std::mutex> lock(timelineMutex);
   (captured ? capturedRecords : pending()).push_back({info, id_, name_, anchor_, events.start, events.end, nullptr});
@@ -310,6 +342,10 @@ void CudaStream::refreshAnchor() {
 
 void CudaStream::wait(const CudaEventPtr& event) {
   if (!event->get()) return;  // never recorded: nothing to wait for (as CUDA's wait on a fresh event)
+  if (event->inDiscardedCapture()) {
+    throw Error("ERR_INVALID_STATE", name_ + ": the event (of '" + event->streamName() +
+                                         "') was last recorded into a graph capture that failed or was discarded, so it will never fire: record it again before waiting on it");
+  }
   const bool captured = capturing();
   if (captured && !event->inOpenCapture()) {
     throw Error("ERR_INVALID_STATE", name_ + ": a stream in a graph capture can only wait on events recorded in that capture (event of '" +
@@ -326,9 +362,14 @@ void CudaStream::wait(const CudaEventPtr& event) {
   useDevice(device_);
   const cudaEvent_t awaited = captured ? event->get() : event->eagerHandle();
   TimingEvents events(name_);
-  checkCuda(recordTiming(events.start, stream_, captured), "cudaEventRecord", name_);
-  checkCuda(cudaStreamWaitEvent(stream_, awaited, 0), "cudaStreamWaitEvent", name_);
-  checkCuda(recordTiming(events.end, stream_, captured), "cudaEventRecord", name_);
+  try {
+    checkCuda(recordTiming(events.start, stream_, captured), "cudaEventRecord", name_);
+    checkCuda(cudaStreamWaitEvent(stream_, awaited, 0), "cudaStreamWaitEvent", name_);
+    checkCuda(recordTiming(events.end, stream_, captured), "cudaEventRecord", name_);
+  } catch (...) {
+    if (captured) keepForCapture(events);
+    throw;
+  }
   std::lock_guard<std::mutex> lock(timelineMutex);
   (captured ? capturedWaits : pendingWaits()).push_back({id_, name_, event->streamName(), anchor_, events.start, events.end, event, event->generation(), nullptr});
   events.release();
@@ -358,6 +399,7 @@ void CudaEvent::record(CudaStream& stream) {
     device_ = stream.device();
   }
   captured_ = captured;
+  discarded_ = false;
   if (captured_) {
     // timing_'s record is a node of the graph: made before event_'s record, so
     // that a wait on event_ depends on it too. After it, the node would be a
@@ -380,6 +422,10 @@ void CudaEvent::record(CudaStream& stream) {
 
 void CudaEvent::reanchor(const std::shared_ptr<StreamAnchor>& anchor, uint64_t captureId) {
   if (captured_ && captureId_ == captureId && device_ == anchor->device) anchor_ = anchor;
+}
+
+void CudaEvent::forgetDiscardedCapture(uint64_t captureId) noexcept {
+  if (captured_ && captureId_ == captureId) discarded_ = true;
 }
 
 bool CudaEvent::inOpenCapture() const { return captured_ && captureId_ != 0 && captureId_ == openCaptureId(); }

@@ -63,12 +63,17 @@ class CudaEvent : public std::enable_shared_from_this<CudaEvent> {
   // shortly before the launch) instead of the capture's, so its float ms
   // stay precise however long after the capture the graph runs.
   void reanchor(const std::shared_ptr<StreamAnchor>& anchor, uint64_t captureId);
+  // Capture `captureId` was discarded (or failed to end): if the latest record
+  // was into it, the event never fires, and waits on it are refused until the next record.
+  void forgetDiscardedCapture(uint64_t captureId) noexcept;
+  bool inDiscardedCapture() const { return discarded_; }
 
  private:
   cudaEvent_t event_ = nullptr;
   cudaEvent_t timing_ = nullptr;  // recorded as an external node when the latest record was captured
   int device_ = -1;               // of event_ and timing_; -1 before the first record
   bool captured_ = false;
+  bool discarded_ = false;  // the latest record's capture was discarded
   uint64_t captureId_ = 0;  // the capture of the latest captured record
   cudaEvent_t timeSource() const { return captured_ ? timing_ : event_; }
   std::shared_ptr<StreamAnchor> anchor_;  // the anchor of the stream of the latest record
@@ -156,6 +161,9 @@ void runLaunchHooks(const CapturedTimeline& captured, cudaStream_t stream);
 std::shared_ptr<CapturedTimeline> endTimelineCapture();
 // Closes it and drops what it captured (a capture abandoned: no graph).
 void discardTimelineCapture() noexcept;
+// A capture that ended but will never run (its end or instantiation failed):
+// the events last recorded into it refuse waits until recorded again.
+void forgetCaptureOf(const CapturedTimeline& captured) noexcept;
 // After a launch of the graph: its records, as if enqueued now, timed from
 // `anchor` (the launch stream's), as its captured events' latest records.
 void replayTimeline(const std::shared_ptr<CapturedTimeline>& captured, const std::shared_ptr<StreamAnchor>& anchor);

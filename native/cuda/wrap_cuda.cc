@@ -139,7 +139,8 @@ Napi::Function CudaStreamWrap::define(Napi::Env env) {
                       InstanceMethod<&CudaStreamWrap::synchronize>("synchronize"),
                       InstanceMethod<&CudaStreamWrap::record>("record"), InstanceMethod<&CudaStreamWrap::wait>("wait"),
                       InstanceMethod<&CudaStreamWrap::beginCapture>("beginCapture"),
-                      InstanceMethod<&CudaStreamWrap::endCapture>("endCapture")});
+                      InstanceMethod<&CudaStreamWrap::endCapture>("endCapture"),
+                      InstanceMethod<&CudaStreamWrap::abortCapture>("abortCapture")});
 }
 
 CudaStreamWrap::CudaStreamWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CudaStreamWrap>(info) {
@@ -189,6 +190,15 @@ Napi::Value CudaStreamWrap::endCapture(const Napi::CallbackInfo& info) {
   return cudaGuarded(info.Env(), [&]() -> Napi::Value {
     CudaGraphPtr graph = CudaGraph::endCapture(*stream_);
     return CudaGraphWrap::constructor(info.Env()).New({Napi::External<CudaGraphPtr>::New(info.Env(), &graph)});
+  });
+}
+
+// abortCapture(): ends this stream's capture, if it opened one, and discards
+// what was captured without instantiating it (an iteration that failed halfway).
+Napi::Value CudaStreamWrap::abortCapture(const Napi::CallbackInfo& info) {
+  return cudaGuarded(info.Env(), [&]() -> Napi::Value {
+    CudaGraph::abandonCaptureOf(*stream_);
+    return info.Env().Undefined();
   });
 }
 

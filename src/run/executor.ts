@@ -579,11 +579,8 @@ export class TrainingStep {
   private abortCapture(): void {
     if (!this.captureOpen) return;
     this.captureOpen = false;
-    try {
-      this.cudaStream.endCapture().release(); // discarded now (it holds what it captured): the capture failed
-    } catch {
-      // already invalid: nothing to keep
-    }
+    // Discarded without instantiating: a half-captured iteration must never become a graph.
+    this.cudaStream.abortCapture();
   }
 
   private async replayGraph(step: number): Promise<IterationResult> {
