@@ -41,7 +41,6 @@ class Im2colCublasConv : public CudaConvKernel {
  public:
   Im2colCublasConv(const ConvShape& shape, ConvPass pass, const std::string& layer, ConvMath math)
       : CudaConvKernel(shape, pass, "im2col-cublas", layer), math_(math) {
-    handle_ = cublasHandle();
     const size_t colFloats = size_t(shape.n) * shape.c * shape.r * shape.s * shape.p() * shape.q();
     col_ = std::make_unique<DeviceScratch>(colFloats * sizeof(float));
   }
@@ -51,7 +50,7 @@ class Im2colCublasConv : public CudaConvKernel {
     const Dims d{sh.n, sh.c, sh.h, sh.w, sh.k, sh.r, sh.s, sh.stride, sh.pad, sh.p(), sh.q()};
     float* col = static_cast<float*>(col_->get());
     const std::string& ctx = context();
-    checkCublas(cublasSetStream(handle_, stream), "cublasSetStream", ctx);
+    cublasHandle_t handle = cublasOn(stream, ctx);  // this thread's, on this GPU
     const cublasComputeType_t compute = math_ == ConvMath::Tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
     const float one = 1.f, zero = 0.f;
     const int pass = pass_ == ConvPass::Forward ? 0 : pass_ == ConvPass::BackwardData ? 1 : 2;
@@ -63,13 +62,13 @@ class Im2colCublasConv : public CudaConvKernel {
       checkCuda(cudaGetLastError(), "im2col launch", ctx);
     }
     if (!g.perImageAccumulate) {
-      checkCublas(cublasGemmStridedBatchedEx(handle_, ta, tb, g.m, g.n, g.k, &one, ptr(g.a), CUDA_R_32F, g.lda, g.strideA,
+      checkCublas(cublasGemmStridedBatchedEx(handle, ta, tb, g.m, g.n, g.k, &one, ptr(g.a), CUDA_R_32F, g.lda, g.strideA,
                                              ptr(g.b), CUDA_R_32F, g.ldb, g.strideB, &zero, ptr(g.c), CUDA_R_32F, g.ldc,
                                              g.strideC, g.batch, compute, CUBLAS_GEMM_DEFAULT),
                   "cublasGemmStridedBatchedEx", ctx);
     } else {
       for (int n = 0; n < g.batch; ++n) {
-        checkCublas(cublasGemmEx(handle_, ta, tb, g.m, g.n, g.k, &one, ptr(g.a) + n * g.strideA, CUDA_R_32F, g.lda,
+        checkCublas(cublasGemmEx(handle, ta, tb, g.m, g.n, g.k, &one, ptr(g.a) + n * g.strideA, CUDA_R_32F, g.lda,
                                  ptr(g.b) + n * g.strideB, CUDA_R_32F, g.ldb, n == 0 ? &zero : &one, ptr(g.c), CUDA_R_32F,
                                  g.ldc, compute, CUBLAS_GEMM_DEFAULT),
                     "cublasGemmEx", ctx);
@@ -89,7 +88,6 @@ class Im2colCublasConv : public CudaConvKernel {
 
  private:
   ConvMath math_;
-  cublasHandle_t handle_ = nullptr;
   std::unique_ptr<DeviceScratch> col_;
 };
 

@@ -7,6 +7,7 @@
 #include <mutex>
 #include <vector>
 
+#include "cuda/cuda_buffer.h"
 #include "cuda/cuda_error.h"
 
 #ifdef STEPSCOPE_HAVE_NCCL
@@ -197,6 +198,7 @@ namespace {
 struct ThreadHandles {
   cudnnHandle_t cudnn = nullptr;
   cublasHandle_t cublas = nullptr;
+  DeviceScratch* cublasWorkspace = nullptr;  // never freed, as the handle
 };
 thread_local std::vector<ThreadHandles> perDevice;
 
@@ -232,6 +234,15 @@ cublasHandle_t cublasHandle() {
     checkCublas(cublasCreate(&handles.cublas), "cublasCreate");
   }
   return handles.cublas;
+}
+
+cublasHandle_t cublasOn(cudaStream_t stream, const std::string& context) {
+  cublasHandle_t handle = cublasHandle();
+  ThreadHandles& handles = currentHandles("cuBLAS");
+  if (!handles.cublasWorkspace) handles.cublasWorkspace = new DeviceScratch(kCublasWorkspaceBytes);
+  checkCublas(cublasSetStream(handle, stream), "cublasSetStream", context);
+  checkCublas(cublasSetWorkspace(handle, handles.cublasWorkspace->get(), handles.cublasWorkspace->bytes()), "cublasSetWorkspace", context);
+  return handle;
 }
 
 }  // namespace stepscope

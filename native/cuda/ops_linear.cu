@@ -44,8 +44,7 @@ class CudaLinear : public CudaOpKernel {
 
   void launch(const std::vector<float*>& b, cudaStream_t stream) override {
     const std::string ctx = context();
-    cublasHandle_t handle = cublasHandle();
-    checkCublas(cublasSetStream(handle, stream), "cublasSetStream", ctx);
+    cublasHandle_t handle = cublasOn(stream, ctx);
     // fp32 products: the reference the CPU backend is checked against is fp32 too.
     checkCublas(cublasSetMathMode(handle, CUBLAS_DEFAULT_MATH), "cublasSetMathMode", ctx);
     if (forward_) {
