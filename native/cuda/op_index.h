@@ -123,17 +123,29 @@ SS_HD inline float maxpoolBackwardAt(const PoolDims& d, const T* dyPlane, const 
 // ---- softmax cross-entropy, one row: its loss term (-log softmax[label]) and
 // its gradient (softmax - onehot) / n. A label that is not a class index
 // gives NaN for both (device code cannot throw: the loss kernel leaves the
-// row for the host to report, label_check.h).
-SS_HD inline double softmaxXentRow(const float* row, int classes, float label, int n, float* grad) {
-  const bool ok = isClassIndex(label, classes);
-  float mx = row[0];
-  for (int j = 1; j < classes; ++j) mx = row[j] > mx ? row[j] : mx;
+// row for the host to report, label_check.h). A row is split over kLossLanes
+// lanes (a warp per row on the device, a loop over lanes on the host): lane l
+// takes classes l, l + kLossLanes, ...; the lanes' parts are then combined
+// (max, then the sum of exponentials) and each lane writes its classes' gradient.
+constexpr int kLossLanes = 32;
+SS_HD inline float rowMaxPart(const float* row, int classes, int lane) {
+  float mx = -INFINITY;
+  for (int j = lane; j < classes; j += kLossLanes) mx = row[j] > mx ? row[j] : mx;
+  return mx;
+}
+SS_HD inline double rowExpSumPart(const float* row, int classes, int lane, float mx) {
   double sum = 0;
-  for (int j = 0; j < classes; ++j) sum += exp(double(row[j]) - mx);
-  const double logSum = log(sum) + mx;
+  for (int j = lane; j < classes; j += kLossLanes) sum += exp(double(row[j]) - mx);
+  return sum;
+}
+// With logSum = log(sum of exponentials) + max: the lane's classes' gradient.
+SS_HD inline void rowGradPart(const float* row, int classes, int lane, double logSum, float label, int n, float* grad) {
+  const bool ok = isClassIndex(label, classes);
   const int l = ok ? int(label) : -1;
-  for (int j = 0; j < classes; ++j) grad[j] = ok ? float((exp(double(row[j]) - logSum) - (j == l ? 1.0 : 0.0)) / n) : NAN;
-  return ok ? logSum - row[l] : NAN;
+  for (int j = lane; j < classes; j += kLossLanes) grad[j] = ok ? float((exp(double(row[j]) - logSum) - (j == l ? 1.0 : 0.0)) / n) : NAN;
+}
+SS_HD inline double rowLossTerm(const float* row, int classes, double logSum, float label) {
+  return isClassIndex(label, classes) ? logSum - row[int(label)] : NAN;
 }
 
 // ---- SGD with momentum and weight decay (PyTorch semantics), one element.

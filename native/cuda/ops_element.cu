@@ -50,11 +50,22 @@ __global__ void eltwise(long long n, const T* __restrict__ a, const T* __restric
   }
 }
 
-// One thread per row; then one thread sums the rows' terms in order (the same loss on every run).
+// A warp per row (op_index.h's lane split: coalesced reads and writes, the
+// exponentials spread over 32 lanes), combined by fixed shuffle trees; then
+// one thread sums the rows' terms in order (the same loss on every run).
+constexpr int kLossRowsPerBlock = 4;
 __global__ void softmaxXentRows(int n, int classes, const float* __restrict__ logits, const float* __restrict__ labels,
                                 float* __restrict__ dlogits, double* __restrict__ terms) {
-  const int i = blockIdx.x * blockDim.x + threadIdx.x;
-  if (i < n) terms[i] = softmaxXentRow(logits + (long long)i * classes, classes, labels[i], n, dlogits + (long long)i * classes);
+  const int i = blockIdx.x * kLossRowsPerBlock + threadIdx.x / kLossLanes, lane = threadIdx.x % kLossLanes;
+  if (i >= n) return;  // the whole warp
+  const float* row = logits + (long long)i * classes;
+  float mx = rowMaxPart(row, classes, lane);
+  for (int o = kLossLanes / 2; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+  double sum = rowExpSumPart(row, classes, lane, mx);
+  for (int o = kLossLanes / 2; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+  const double logSum = log(sum) + mx;
+  rowGradPart(row, classes, lane, logSum, labels[i], n, dlogits + (long long)i * classes);
+  if (lane == 0) terms[i] = rowLossTerm(row, classes, logSum, labels[i]);
 }
 
 // Also leaves the first bad label's row for the host (cuda/device_check.h),
@@ -65,7 +76,7 @@ __global__ void meanOfTerms(int n, int classes, const double* __restrict__ terms
   double s = 0;
   for (int i = 0; i < n; ++i) s += terms[i];
   loss[0] = float(s / n);
-  if (s == s) return;  // a bad label made its row's term NaN (softmaxXentRow): the labels are looked at only then
+  if (s == s) return;  // a bad label made its row's term NaN (rowLossTerm): the labels are looked at only then
   const long long word = firstBadLabelWord(labels, n, classes);
   if (word != -1 && *badLabel == -1) *badLabel = word;  // the read crosses PCIe, on a failure only
 }
@@ -134,7 +145,7 @@ class CudaSoftmaxXent : public CudaOpKernel {
       badLabel_ = makeDeviceCheck("ERR_INVALID_ARG", [classes](long long word) { return badLabelMessage(word, classes); }, context());
     }
     double* terms = static_cast<double*>(terms_->get());
-    softmaxXentRows<<<(n_ + 127) / 128, 128, 0, stream>>>(n_, classes_, b[0], b[1], b[3], terms);
+    softmaxXentRows<<<(n_ + kLossRowsPerBlock - 1) / kLossRowsPerBlock, kLossRowsPerBlock * kLossLanes, 0, stream>>>(n_, classes_, b[0], b[1], b[3], terms);
     meanOfTerms<<<1, 1, 0, stream>>>(n_, classes_, terms, b[1], b[2], badLabel_->deviceWord());
     checkLaunch("softmax-xent launch", context());
   }

@@ -344,6 +344,17 @@ void checkBf16Rounding() {
   record("bf16 rounding: relative error <= 2^-8 (half a unit of the 8-bit significand)", worst > std::ldexp(1.0, -8) ? worst : 0, 0);
 }
 
+// One row as the loss kernel's warp computes it (op_index.h's lane split), the lanes run in turn.
+double softmaxXentRow(const float* row, int classes, float label, int n, float* grad) {
+  float mx = -INFINITY;
+  for (int lane = 0; lane < kLossLanes; ++lane) mx = std::max(mx, rowMaxPart(row, classes, lane));
+  double sum = 0;
+  for (int lane = 0; lane < kLossLanes; ++lane) sum += rowExpSumPart(row, classes, lane, mx);
+  const double logSum = std::log(sum) + mx;
+  for (int lane = 0; lane < kLossLanes; ++lane) rowGradPart(row, classes, lane, logSum, label, n, grad);
+  return rowLossTerm(row, classes, logSum, label);
+}
+
 void checkSoftmax(int n, int classes) {
   const std::string tag = "softmax-xent n" + std::to_string(n) + " classes" + std::to_string(classes);
   const auto logits = randomVector(size_t(n) * classes, 31, -4.f, 4.f);
