@@ -118,7 +118,7 @@ export interface OpKernelDescription {
  * batchnorm-*: n, c, hw, eps?, momentum?, relu?, blocked?; relu-*: size; add: size, relu?;
  * maxpool-*: n, c, h, w, k?, stride?, pad?, blocked?; avgpool-*: n, c, hw, blocked?;
  * (blocked: activations in nChw16c; the avg-pool's output stays [n, c]);
- * fc-*: n, in, out; softmax-xent: n, classes; sgd: size, lr, momentum?, weightDecay?;
+ * fc-*: n, in, out; softmax-xent: n, classes; sgd: size, lr, momentum?, weightDecay? (or tensors: k with size0..size{k-1}: k tensors in one kernel, buffers param.i, grad.i, momentum_buffer.i);
  * allreduce-local: size, workers (buffers grad, replicas); link-hold: bytes, workers, gbps, latencyUs? (no buffers).
  */
 export declare class OpKernel {

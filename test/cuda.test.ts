@@ -97,7 +97,7 @@ test('the other ops\' arithmetic and the FC layer\'s cuBLAS layouts match the CP
   assert.equal(nhwc.length, out.checks.filter((c) => /^(batchnorm|maxpool|avgpool)/.test(c.name) && !/ nhwc/.test(c.name)).length);
   assert.ok(nhwc.length >= 30, `${nhwc.length} NHWC checks`);
   for (const c of out.checks) assert.ok(c.ok && c.error <= c.tolerance, `${c.name}: ${c.error} > ${c.tolerance}`);
-  assert.equal(out.checks.length, 199);
+  assert.equal(out.checks.length, 201);
   assert.equal(r.status, 0);
 });
 

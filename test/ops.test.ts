@@ -162,6 +162,18 @@ for (const variant of VARIANTS) {
       const buf2 = 0.9 * d1 + g2[i] + 0.01 * p1;
       assert.ok(Math.abs(s2.param[i] - (p1 - 0.1 * buf2)) < 1e-6);
     }
+    // tensors=k: k tensors in one kernel, each as its own sgd.
+    const sizes = [9, 1, 70000];
+    const group = { tensors: 3, size0: 9, size1: 1, size2: 70000, lr: 0.1, momentum: 0.9, weightDecay: 0.01 };
+    const ins: Record<string, Float32Array> = {};
+    sizes.forEach((n, t) => Object.assign(ins, { [`param.${t}`]: random(n), [`grad.${t}`]: random(n), [`momentum_buffer.${t}`]: random(n) }));
+    const together = await runOp(stream, 'sgd', variant, group, ins);
+    for (const [t, n] of sizes.entries()) {
+      const alone = await runOp(stream, 'sgd', variant, { size: n, lr: 0.1, momentum: 0.9, weightDecay: 0.01 },
+        { param: ins[`param.${t}`], grad: ins[`grad.${t}`], momentum_buffer: ins[`momentum_buffer.${t}`] });
+      assert.deepEqual(together[`param.${t}`], alone.param, `tensor ${t}`);
+      assert.deepEqual(together[`momentum_buffer.${t}`], alone.momentum_buffer, `tensor ${t}`);
+    }
   });
 }
 

@@ -4,14 +4,17 @@
 //     (bf16=1: every buffer bf16, the arithmetic fp32)
 //   softmax-xent: logits [n, classes], labels [n] -> loss [1], dlogits [n, classes]
 //     (a bad label: ERR_INVALID_ARG from the next wait on the GPU, device_check.h)
-//   sgd: param, grad, momentum_buffer (in place)
+//   sgd: param, grad, momentum_buffer (in place); with tensors=k, k such triples in one launch (sgd_spans.h)
 #include <cuda_runtime.h>
 
 #include "core/bf16.h"
+#include "cpu/sgd_params.h"
 #include "cuda/cuda_buffer.h"
+#include "cuda/cuda_error.h"
 #include "cuda/device_check.h"
 #include "cuda/op_cuda.h"
 #include "cuda/op_index.h"
+#include "cuda/sgd_spans.h"
 #include "cuda/vec_access.h"
 
 namespace stepscope {
@@ -86,6 +89,18 @@ __global__ void sgdKernel(long long n, float* param, const float* __restrict__ g
     sgdAt(param, grad, buf, i, lr, momentum, wd);
 }
 
+// A group's span per block (sgd_spans.h), with its tensor's buffers.
+struct SgdSpanBuffers {
+  float* param;
+  const float* grad;
+  float* buf;
+  long long begin, end;
+};
+__global__ void sgdGroupKernel(const SgdSpanBuffers* __restrict__ spans, float lr, float momentum, float wd) {
+  const SgdSpanBuffers s = spans[blockIdx.x];
+  for (long long i = s.begin + threadIdx.x; i < s.end; i += blockDim.x) sgdAt(s.param, s.grad, s.buf, i, lr, momentum, wd);
+}
+
 class CudaEltwise : public CudaOpKernel {
  public:
   CudaEltwise(const std::string& op, long long size, bool relu, bool bf16, const std::string& layer)
@@ -158,30 +173,55 @@ class CudaSoftmaxXent : public CudaOpKernel {
 
 class CudaSgd : public CudaOpKernel {
  public:
-  CudaSgd(long long size, float lr, float momentum, float weightDecay, const std::string& layer)
-      : CudaOpKernel("sgd", "update", layer), size_(size), lr_(lr), momentum_(momentum), weightDecay_(weightDecay) {
-    buffers_ = {{"param", size}, {"grad", size}, {"momentum_buffer", size}};
-    flops_ = 5.0 * double(size);
+  CudaSgd(SgdParams params, const std::string& layer) : CudaOpKernel("sgd", "update", layer), p_(std::move(params)), spans_(sgdSpans(p_.sizes)) {
+    buffers_ = sgdBuffers(p_);
+    flops_ = 5.0 * sgdElements(p_);
   }
 
   void launch(const std::vector<float*>& b, cudaStream_t stream) override {
-    sgdKernel<<<opGridFor(size_), 256, 0, stream>>>(size_, b[0], b[1], b[2], lr_, momentum_, weightDecay_);
+    if (!p_.group) {
+      sgdKernel<<<opGridFor(p_.sizes[0]), 256, 0, stream>>>(p_.sizes[0], b[0], b[1], b[2], p_.lr, p_.momentum, p_.weightDecay);
+    } else {
+      uploadSpans(b, stream);
+      sgdGroupKernel<<<unsigned(spans_.size()), 256, 0, stream>>>(static_cast<const SgdSpanBuffers*>(table_->get()), p_.lr, p_.momentum, p_.weightDecay);
+    }
     checkLaunch("sgd launch", context());
   }
 
  private:
-  long long size_;
-  float lr_, momentum_, weightDecay_;
+  // The device table of spans with these buffers: made at the first launch and again only when the buffers
+  // differ (a step's never do, so a graph capture, where a copy from the host cannot run, finds it made).
+  void uploadSpans(const std::vector<float*>& b, cudaStream_t stream) {
+    if (table_ && b == uploadedFor_) return;
+    cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing(stream, &status) == cudaSuccess && status != cudaStreamCaptureStatusNone) {
+      throw Error("ERR_INVALID_STATE", context() + ": a group SGD's buffers changed inside a graph capture: launch it once with these buffers before capturing");
+    }
+    std::vector<SgdSpanBuffers> table;
+    table.reserve(spans_.size());
+    for (const SgdSpan& s : spans_) table.push_back({b[3 * s.tensor], b[3 * s.tensor + 1], b[3 * s.tensor + 2], s.begin, s.end});
+    if (!table_) {
+      table_ = std::make_unique<DeviceScratch>(table.size() * sizeof(SgdSpanBuffers));
+    } else {
+      // The old table may still be read by launches queued before this one: they finish first.
+      checkCuda(cudaStreamSynchronize(stream), "cudaStreamSynchronize", context());
+    }
+    // Landed when it returns, before the launch that reads it.
+    table_->upload(table.data(), table.size() * sizeof(SgdSpanBuffers), context());
+    uploadedFor_ = b;
+  }
+
+  SgdParams p_;
+  std::vector<SgdSpan> spans_;
+  std::unique_ptr<DeviceScratch> table_;
+  std::vector<float*> uploadedFor_;
 };
 
 }  // namespace
 
 std::unique_ptr<CudaOpKernel> makeCudaElementOp(const std::string& op, const OpParams& p, const std::string& layer) {
   if (op == "softmax-xent") return std::make_unique<CudaSoftmaxXent>(p.integer("n", 1, 1 << 20), p.integer("classes", 1, 1 << 24), layer);
-  if (op == "sgd") {
-    return std::make_unique<CudaSgd>(p.integer("size", 1, 2147483647), float(p.number("lr")), float(p.number("momentum", 0.0)),
-                                     float(p.number("weightDecay", 0.0)), layer);
-  }
+  if (op == "sgd") return std::make_unique<CudaSgd>(sgdParams(p), layer);
   return std::make_unique<CudaEltwise>(op, p.integer("size", 1, 2147483647), op == "add" && p.flag("relu"), p.flag("bf16"), layer);
 }
 

@@ -229,7 +229,8 @@ export class TrainingStep {
   readonly native: Addon;
   private prepared: Prepared[] = [];
   private lossKernel: OpKernel;
-  private sgd: { param: string; kernel: OpKernel }[] = [];
+  /** The optimizer's kernels: one per parameter on the CPU, one for all of them on CUDA. */
+  private sgd: { params: string[]; kernel: OpKernel }[] = [];
   /** Nodes after fusion, and the tensor each fused-away ReLU output stands for. */
   private alias = new Map<string, string>();
 
@@ -308,17 +309,15 @@ export class TrainingStep {
     this.prepare();
     if (reduction && reduction.workers > 1) this.prepareReduction(reduction);
     this.lossKernel = new native.OpKernel('softmax-xent', this.opVariant('loss'), { n: graph.batch, classes: graph.classes }, 'loss');
-    for (const p of graph.params) {
-      if (!p.trainable) continue;
-      this.sgd.push({
-        param: p.name,
-        kernel: new native.OpKernel(
-          'sgd',
-          this.opVariant('sgd'),
-          { size: p.shape.reduce((a, b) => a * b, 1), lr: optimizer.lr, momentum: optimizer.momentum, weightDecay: optimizer.weightDecay },
-          p.name,
-        ),
-      });
+    const trainable = graph.params.filter((p) => p.trainable);
+    const sizeOf = (p: (typeof trainable)[number]) => p.shape.reduce((a, b) => a * b, 1);
+    const rates = { lr: optimizer.lr, momentum: optimizer.momentum, weightDecay: optimizer.weightDecay };
+    if (backend === 'cuda') {
+      // One launch for every parameter (op sgd's group mode): 161 tiny kernels cost more in launches than in bytes.
+      const sizes = Object.fromEntries(trainable.map((p, i) => [`size${i}`, sizeOf(p)]));
+      this.sgd.push({ params: trainable.map((p) => p.name), kernel: new native.OpKernel('sgd', this.opVariant('sgd'), { tensors: trainable.length, ...sizes, ...rates }, 'all parameters') });
+    } else {
+      for (const p of trainable) this.sgd.push({ params: [p.name], kernel: new native.OpKernel('sgd', this.opVariant('sgd'), { size: sizeOf(p), ...rates }, p.name) });
     }
   }
 
@@ -845,8 +844,8 @@ export class TrainingStep {
     stream.record(marks.reduced);
 
     this.phase('optimizer');
-    for (const { param, kernel } of this.sgd) {
-      kernel.enqueue(stream, [this.params.get(param)!, this.grads.get(param)!, this.momentum.get(param)!]);
+    for (const { params, kernel } of this.sgd) {
+      kernel.enqueue(stream, params.flatMap((p) => [this.params.get(p)!, this.grads.get(p)!, this.momentum.get(p)!]));
     }
     stream.record(marks.end);
     this.phase(undefined);

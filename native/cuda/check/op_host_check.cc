@@ -24,6 +24,7 @@
 #include "cuda/bn_schedule.h"
 #include "cuda/fast_divider.h"
 #include "cuda/op_index.h"
+#include "cuda/sgd_spans.h"
 
 using namespace stepscope;
 using namespace stepscope::cudaops;
@@ -404,6 +405,34 @@ void checkSgd(int size) {
   record("sgd momentum buffer", relErr(buf, f[2]), 1e-6);
 }
 
+// The group SGD's spans (sgd_spans.h), each element updated by its span's
+// block, against the CPU's group kernel: every tensor's every element once.
+void checkSgdGroup(const std::vector<int64_t>& sizes) {
+  std::map<std::string, double> params{{"tensors", double(sizes.size())}, {"lr", 0.1}, {"momentum", 0.9}, {"weightDecay", 1e-4}};
+  std::vector<std::vector<float>> f, mine;
+  for (size_t t = 0; t < sizes.size(); ++t) {
+    params["size" + std::to_string(t)] = double(sizes[t]);
+    for (int k = 0; k < 3; ++k) f.push_back(randomVector(size_t(sizes[t]), 71 + 3 * t + k));
+  }
+  mine = f;
+  cpuReference("sgd", params, f);
+  std::vector<std::vector<int>> visits(sizes.size());
+  for (size_t t = 0; t < sizes.size(); ++t) visits[t].assign(size_t(sizes[t]), 0);
+  for (const SgdSpan& s : sgdSpans(sizes)) {
+    float *param = mine[3 * s.tensor].data(), *grad = mine[3 * s.tensor + 1].data(), *buf = mine[3 * s.tensor + 2].data();
+    for (int tid = 0; tid < 256; ++tid) {
+      for (long long i = s.begin + tid; i < s.end; i += 256) sgdAt(param, grad, buf, i, 0.1f, 0.9f, 1e-4f), ++visits[s.tensor][size_t(i)];
+    }
+  }
+  double err = 0, wrongVisits = 0;
+  for (size_t t = 0; t < sizes.size(); ++t) {
+    err = std::max({err, relErr(mine[3 * t], f[3 * t]), relErr(mine[3 * t + 2], f[3 * t + 2])});
+    for (int v : visits[t]) wrongVisits += v != 1;
+  }
+  record("sgd group of " + std::to_string(sizes.size()) + " tensors", err, 1e-6);
+  record("sgd group of " + std::to_string(sizes.size()) + " tensors: elements not updated once", wrongVisits, 0);
+}
+
 void checkAllreduceLocal(int size, int workers) {
   const auto grad = randomVector(size, 61);
   std::vector<std::vector<float>> f{grad, poisoned(size_t(size) * (workers - 1))};
@@ -488,6 +517,7 @@ int main() {
   checkSoftmax(5, 10);
   checkSoftmax(3, 1000);
   checkSgd(1000);
+  checkSgdGroup({1, 140000, 7, 65536, 65537});
   checkAllreduceLocal(1000, 3);
   checkAllreduceLocal(17, 16);
   checkLinear(3, 7, 5);
