@@ -5,8 +5,10 @@ same ResNet-50 v1.5 training step as stepscope, on the same GPU.
   conv  For each shape in a JSON file (as bench/pytorch_conv.py takes them)
         and each pass: fwd (F.conv2d), bwd-data and bwd-filter
         (aten.convolution_backward with one output mask), timed with CUDA
-        events after warm-up, each sample the mean of --inner (10) calls; torch.backends.cudnn.benchmark on (PyTorch's
-        own autotune), --dtype fp32 (TF32 off), tf32 (TF32 on) or bf16.
+        events after warm-up: --repeat (20) calls queued back to back, each
+        between its own two events, as stepscope times a conv row;
+        torch.backends.cudnn.benchmark on (PyTorch's own autotune), --dtype
+        fp32 (TF32 off), tf32 (TF32 on) or bf16.
   step  ResNet-50 v1.5 (stride on the 3x3, 25,557,032 parameters; written by
         hand: torchvision may be absent), softmax cross-entropy, SGD (lr 0.1,
         momentum 0.9, weight decay 1e-4), one iteration timed with CUDA events
@@ -15,7 +17,7 @@ same ResNet-50 v1.5 training step as stepscope, on the same GPU.
         through torch.autocast.
 
 Usage:
-  python3 bench/pytorch_gpu.py conv --shapes shapes.json [--dtype fp32] [--repeat 5] [--inner 10] [--warmup 3]
+  python3 bench/pytorch_gpu.py conv --shapes shapes.json [--dtype fp32] [--repeat 20] [--warmup 3]
   python3 bench/pytorch_gpu.py step [--batch 32] [--dtype fp32] [--channels-last] [--iterations 10] [--warmup 3]
 One JSON object on stdout; progress on stderr; bad arguments exit 2; no GPU exits 1.
 --device cpu runs the same code on the CPU, timed with the host clock: a
@@ -71,30 +73,29 @@ def mark(torch, device):
     return torch.cuda.Event(enable_timing=True) if device == "cuda" else HostMark()
 
 
-# GPU cycles the stream spins before a sample's calls (~2.5 ms on an H200): the host queues them all meanwhile.
-QUEUE_SLEEP_CYCLES = 5_000_000
+# GPU cycles the stream spins before the timed calls (~10 ms on an H200): the host queues them all meanwhile.
+QUEUE_SLEEP_CYCLES = 20_000_000
 
 
-def time_op(torch, device, fn, warmup, repeat, inner):
-    """Each sample: `inner` back-to-back calls between two events, divided by inner, queued behind a short
-    spin of the stream (torch.cuda._sleep) so the events bracket GPU time only: a call made while the GPU
-    idles would count PyTorch's host dispatch (tens of us) on small layers. stepscope queues its timed calls
-    behind a hold of the stream the same way (src/bench/conv-bench-cuda.ts)."""
+def time_op(torch, device, fn, warmup, repeat):
+    """`repeat` calls queued back to back behind a spin of the stream (torch.cuda._sleep), each between its
+    own two events, so each sample is one call's GPU time, never PyTorch's host dispatch (tens of us on small
+    layers). This is how stepscope times a conv row (src/bench/conv-bench-cuda.ts: one event pair per call,
+    the calls queued behind a hold of the stream), so the two sides count the same thing."""
     for _ in range(warmup):
         fn()
     if device == "cuda":
         torch.cuda.synchronize()
-    times = []
-    for _ in range(repeat):
-        start, end = mark(torch, device), mark(torch, device)
-        if device == "cuda" and hasattr(torch.cuda, "_sleep"):
-            torch.cuda._sleep(QUEUE_SLEEP_CYCLES)
+    starts = [mark(torch, device) for _ in range(repeat)]
+    ends = [mark(torch, device) for _ in range(repeat)]
+    if device == "cuda" and hasattr(torch.cuda, "_sleep"):
+        torch.cuda._sleep(QUEUE_SLEEP_CYCLES)
+    for start, end in zip(starts, ends):
         start.record()
-        for _ in range(inner):
-            fn()
+        fn()
         end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / inner)
+    ends[-1].synchronize()
+    times = [start.elapsed_time(end) for start, end in zip(starts, ends)]
     return {"medianMs": statistics.median(times), "minMs": min(times), "maxMs": max(times)}
 
 
@@ -130,7 +131,7 @@ def run_conv(args):
                     mask = [True, False, False] if p == "bwd-data" else [False, True, False]
                     fn = lambda mask=mask: torch.ops.aten.convolution_backward(  # noqa: E731
                         dy, x, wt, None, [stride, stride], [pad, pad], [1, 1], False, [0, 0], 1, mask)
-                row = {"key": sh["key"], "pass": p, "inner": args.inner, **time_op(torch, dev, fn, args.warmup, args.repeat, args.inner)}
+                row = {"key": sh["key"], "pass": p, "batch": n, "calls": args.repeat, **time_op(torch, dev, fn, args.warmup, args.repeat)}
                 rows.append(row)
                 log(f"  {sh['key']:<16} {p:<10} {row['medianMs']:.3f} ms")
     return {"peer": "pytorch", "mode": "conv", "dtype": args.dtype, "channelsLast": args.channels_last,
@@ -252,8 +253,7 @@ def main():
         p.add_argument("--channels-last", action="store_true")
         p.add_argument("--warmup", type=positive("--warmup", 0), default=3)
         p.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
-    conv.add_argument("--repeat", type=positive("--repeat"), default=5)
-    conv.add_argument("--inner", type=positive("--inner"), default=10, help="calls per timed sample (their mean)")
+    conv.add_argument("--repeat", type=positive("--repeat"), default=20, help="calls timed, each on its own (their median)")
     args = ap.parse_args()
     print(json.dumps(run_conv(args) if args.mode == "conv" else run_step(args)))
 

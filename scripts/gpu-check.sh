@@ -23,7 +23,8 @@
 #                    measure PyTorch right before stepscope
 #   BUDGET_S         570: the call's wall time; steps are cut or skipped to keep to it (set it below the
 #                    run's timeout_s)
-#   CONV_BATCH (8), CONV_LAYERS (all), CONV_REPEAT (5), SKIP_TF32_CONV=1
+#   CONV_BATCH (32: the targets are at batch 32), CONV_LAYERS (all), CONV_REPEAT (20 calls per row,
+#                    each timed on its own on both sides), SKIP_TF32_CONV=1
 #   STEP_BATCH (32), STEP_RESOLUTION (224), STEP_DTYPES ("bf16 tf32 fp32"): the stepscope step runs eager in
 #                    each dtype, with --graph in tf32, and NHWC with --graph in tf32 and bf16
 #   SANITIZE_TOOLS   "racecheck memcheck synccheck"
@@ -57,11 +58,11 @@ fi
 
 RESULTS="${GPU_CHECK_RESULTS:-$ROOT/gpu-check-out}"
 OUT="${OUT:-$RESULTS}"
-CONV_BATCH="${CONV_BATCH:-8}"
+CONV_BATCH="${CONV_BATCH:-32}"
 STEP_BATCH="${STEP_BATCH:-32}"
 STEP_RESOLUTION="${STEP_RESOLUTION:-224}"
 CONV_LAYERS="${CONV_LAYERS:-all}"
-CONV_REPEAT="${CONV_REPEAT:-5}"
+CONV_REPEAT="${CONV_REPEAT:-20}"
 STEP_DTYPES="${STEP_DTYPES:-bf16 tf32 fp32}"
 # PHASES: which parts run after the build (a device session can split them over two calls).
 PHASES="${PHASES:-tests step}"
@@ -137,7 +138,8 @@ json_step() {  # json_step NAME TIMEOUT_S CMD...: a step whose stdout is its JSO
 
 # 1. The carried runtime must be of these sources; then Node (the machine's if it is 20 or newer, else the
 #    carried one: the tests need node --test's TAP reporter).
-if [[ -f .carry/source.sha1 && "$(source_hash)" != "$(cat .carry/source.sha1)" ]]; then
+# (SKIP_BUILD=1, a rehearsal here, runs the dist/ compiled here: no carried runtime to check.)
+if [[ "${SKIP_BUILD:-0}" != 1 && -f .carry/source.sha1 && "$(source_hash)" != "$(cat .carry/source.sha1)" ]]; then
   log "the carried runtime (.carry) was prepared from other sources: run scripts/gpu-check.sh --prepare again before the device call"
   pack
   exit 3
@@ -199,7 +201,7 @@ for dtype in tf32 fp32; do
   [[ "$dtype" == tf32 && "${SKIP_TF32_CONV:-0}" == 1 ]] && continue
   # A pair or nothing: PyTorch's half alone is device time with nothing to compare it to.
   (( $(seconds_left) >= PAIR_MIN_S )) || { log "conv $dtype: skipped, PyTorch and stepscope: $(seconds_left) s left, a pair needs $PAIR_MIN_S"; continue; }
-  json_step "pytorch-conv-$dtype" "$(peer_limit)" python3 bench/pytorch_gpu.py conv --shapes "$RESULTS/shapes.json" --dtype "$dtype"
+  json_step "pytorch-conv-$dtype" "$(peer_limit)" python3 bench/pytorch_gpu.py conv --shapes "$RESULTS/shapes.json" --dtype "$dtype" --repeat "$CONV_REPEAT"
   variants=all; [[ "$dtype" == tf32 ]] && variants=$TF32_VARIANTS
   json_step "conv-cuda-$dtype" 300 node bin/stepscope.js bench conv --backend cuda --dtype "$dtype" --variant "$variants" --layer "$CONV_LAYERS" --batch "$CONV_BATCH" --repeat "$CONV_REPEAT" --json
 done
@@ -226,6 +228,10 @@ if has_phase step; then
     [[ "$dtype" == fp32 ]] || stepscope_step "stepscope-step-$dtype-nhwc-graph" --dtype "$dtype" --layout nhwc --graph
     stepscope_step "stepscope-step-$dtype" --dtype "$dtype"
     [[ "$dtype" == tf32 ]] && stepscope_step "stepscope-step-$dtype-graph" --dtype "$dtype" --graph
+    # fp32: PyTorch channels-last too, when time is left (the table holds stepscope to the faster layout).
+    if [[ "$dtype" == fp32 ]] && (( $(seconds_left) >= 40 )); then
+      json_step "pytorch-step-fp32-nhwc" "$(peer_limit)" python3 bench/pytorch_gpu.py step --batch "$STEP_BATCH" --resolution "$STEP_RESOLUTION" --dtype fp32 --channels-last
+    fi
   done
   # With 2 GPUs or more: every GPU driven from one process (--gpus all), overlapped NCCL buckets, bf16 NHWC eager.
   GPU_COUNT=$(timeout 20 node -e "try { console.log(require('./build/stepscope_cuda.node').cudaInfo().deviceCount) } catch { console.log(0) }")

@@ -78,8 +78,8 @@ test("gpu-table.js: the side-by-side table and issue #5's four targets, each met
   assert.match(r.stdout, /res2a_branch2b \(x2\)\s+fwd\s+cudnn:autotune\s+1\.000\s+1\.000\s+1\.000\s+1\.00\s+1\.00/);
   assert.match(r.stdout, /res2a_branch1\s+bwd-filter\s+im2col-cublas\s+0\.450\s+0\.500\s+0\.450\s+1\.00\s+1\.11/);
   assert.match(r.stdout, /3 row\(s\) failed the reference check, 0 unsupported, 1 failed in cuDNN \(res2a_branch1 fwd cudnn:fft\)/, 'implicit-gemm-tf32 failed in each pass');
-  assert.ok(targets.includes('- cudnn:autotune within 5% of PyTorch per layer (tf32): missed, 5/6 rows within; slowest: res2a_branch1 bwd-filter 1.11x'), targets.join('\n'));
-  assert.ok(targets.includes("- our implicit GEMM at half of cuDNN's best on the 3x3 layers (tf32): missed, 1/3 rows at >= 0.50 (speed ratios 0.40-0.60)"), targets.join('\n'));
+  assert.ok(targets.includes('- cudnn:autotune within 5% of PyTorch per layer (tf32, batch 8): missed, 5/6 rows within; slowest: res2a_branch1 bwd-filter 1.11x'), targets.join('\n'));
+  assert.ok(targets.includes("- our implicit GEMM at half of cuDNN's best on the 3x3 layers (tf32, batch 8): missed, 1/3 rows at >= 0.50 (speed ratios 0.40-0.60)"), targets.join('\n'));
   // The step: tf32's best run is NHWC --graph (20/16 = 1.25x), bf16's is NHWC --graph (12/10 = 1.20x: short of 1.25x).
   assert.ok(targets.includes('- step no slower than PyTorch eager (same dtype): met with each dtype\'s best run: tf32 NHWC --graph 1.25x, bf16 NHWC --graph 1.20x' +
     '; missed eager against eager: tf32 NCHW 0.80x, bf16 NCHW 0.86x'), targets.join('\n'));
@@ -106,19 +106,19 @@ test('gpu-table.js: a target with rows lacking data is incomplete, never met; ev
   assert.deepEqual(targets, [
     "- step no slower than PyTorch eager (same dtype): incomplete with each dtype's best run: tf32 NHWC --graph 1.25x; no data for 1: bf16 (no stepscope run); missed eager against eager: tf32 NCHW 0.80x",
     '- step at 1.25x PyTorch eager with bf16, fused batch norm + ReLU and --graph: incomplete: no stepscope bf16 --graph run with batchnorm=fused-relu',
-    '- cudnn:autotune within 5% of PyTorch per layer (tf32): missed, 4/6 rows within; slowest: res2a_branch1 bwd-filter 1.11x; no data for 1: res2a_branch1 fwd (cudnn:autotune error)',
-    "- our implicit GEMM at half of cuDNN's best on the 3x3 layers (tf32): missed, 0/3 rows at >= 0.50 (speed ratios 0.00-0.00)",
+    '- cudnn:autotune within 5% of PyTorch per layer (tf32, batch 8): missed, 4/6 rows within; slowest: res2a_branch1 bwd-filter 1.11x; no data for 1: res2a_branch1 fwd (cudnn:autotune error)',
+    "- our implicit GEMM at half of cuDNN's best on the 3x3 layers (tf32, batch 8): missed, 0/3 rows at >= 0.50 (speed ratios 0.00-0.00)",
   ]);
   // Without the miss, the missing row makes the autotune target incomplete, not met.
   conv.rows = conv.rows.filter((row: ConvRow) => !(row.layer === 'res2a_branch1' && row.pass === 'bwd-filter'));
   write(dir, 'conv-cuda-tf32.json', conv);
-  assert.match(runScript('gpu-table.js', [dir]).stdout, /- cudnn:autotune within 5% of PyTorch per layer \(tf32\): incomplete, 4\/5 rows within; no data for 1/);
+  assert.match(runScript('gpu-table.js', [dir]).stdout, /- cudnn:autotune within 5% of PyTorch per layer \(tf32, batch 8\): incomplete, 4\/5 rows within; no data for 1/);
   // A bench stopped by a timeout: what it reached cannot make a target met.
   conv.rows = conv.rows.filter((row: ConvRow) => row.layer === 'res2a_branch2b' && row.variant === 'cudnn:autotune');
   write(dir, 'conv-cuda-tf32.json', { ...conv, interrupted: 'SIGTERM' });
   const cut = runScript('gpu-table.js', [dir]).stdout;
   assert.match(cut, /\[stopped by SIGTERM: partial rows\]/);
-  assert.match(cut, /- cudnn:autotune within 5% of PyTorch per layer \(tf32\): incomplete, 3\/4 rows within; no data for 1: the layers after the last row \(bench stopped by SIGTERM\)/);
+  assert.match(cut, /- cudnn:autotune within 5% of PyTorch per layer \(tf32, batch 8\): incomplete, 3\/4 rows within; no data for 1: the layers after the last row \(bench stopped by SIGTERM\)/);
   // A step run stopped by the budget: shown as partial, never counted for a target (bf16's only run here).
   fs.rmSync(path.join(dir, 'stepscope-step-tf32-nhwc-graph.json'));
   write(dir, 'stepscope-step-bf16.json', { ...stepResult('bf16', 'nchw', false, 8), format: 'stepscope-partial-run', interrupted: 'SIGTERM', measured: 2, config: { batch: 32, graph: false, iterations: 10, dtype: 'bf16' } });
@@ -213,7 +213,7 @@ test("bench/pytorch_gpu.py on the CPU (--device cpu) on gpu-check's shapes: its 
   assert.match(r.stdout, /vs PyTorch 2\.\d+\.\d+\+cpu/);
   assert.match(r.stdout, /^pytorch 2\.\d+\.\d+\+cpu\s+bf16\s+NHWC\s+2\s+\d+\.\d\d/m);
   assert.match(r.stdout, /- step no slower than PyTorch eager \(same dtype\): (met|missed) with each dtype's best run: bf16 NHWC --graph \d+\.\d\dx/);
-  assert.match(r.stdout, /- cudnn:autotune within 5% of PyTorch per layer \(tf32\): (met|missed), \d\/6 rows within/);
+  assert.match(r.stdout, /- cudnn:autotune within 5% of PyTorch per layer \(tf32, batch 1\): (met|missed), \d\/6 rows within/);
 });
 
 test('gpu-shapes.js: bad layers or batch are exit 2 naming them', () => {
@@ -258,7 +258,7 @@ test('scripts/gpu-check.sh end to end on the CPU stand-in (SKIP_BUILD=1): every 
   assert.ok(r.stdout.endsWith(summary), 'the table is the last thing printed');
   assert.deepEqual(summary.split('\n').filter((l) => l.startsWith('- ')).map((l) => l.split(':')[0]), [
     '- step no slower than PyTorch eager (same dtype)', '- step at 1.25x PyTorch eager with bf16, fused batch norm + ReLU and --graph',
-    '- cudnn', '- cudnn', "- our implicit GEMM at half of cuDNN's best on the 3x3 layers (tf32)",
+    '- cudnn', '- cudnn', "- our implicit GEMM at half of cuDNN's best on the 3x3 layers (tf32, batch 1)",
   ]);
   assert.match(summary, /- step no slower than PyTorch eager \(same dtype\): incomplete .*bf16 \(no PyTorch run\)/);
 });
