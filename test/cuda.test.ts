@@ -373,8 +373,9 @@ test('step --json stopped by SIGTERM (a timeout) writes the iterations it ran an
   assert.deepEqual([r.status, r.signal], [null, 'SIGTERM'], r.stderr);
   const out = JSON.parse(r.stdout);
   assert.deepEqual([out.format, out.interrupted, out.schedule, out.environment.backend, out.environment.layout, out.config.iterations], ['stepscope-partial-run', 'SIGTERM', 'single worker', 'cuda', 'nchw', 10]);
-  assert.deepEqual(out.iterations.map((f: { index: number; warmup: boolean }) => [f.index, f.warmup]), [[0, true], [1, false], [2, false], [3, false]]);
-  assert.equal(out.measured, 3);
+  // The signal is handled on the event loop: the fifth iteration, in progress, may still finish (seen under load).
+  assert.ok(out.measured === 3 || out.measured === 4, `${out.measured} measured`);
+  assert.deepEqual(out.iterations.map((f: { index: number; warmup: boolean }) => [f.index, f.warmup]), [[0, true], [1, false], [2, false], [3, false], [4, false]].slice(0, out.measured + 1));
   // The summary is over the measured iterations only (the warm-up's total is left out).
   const totals = out.iterations.slice(1).map((f: { totalMs: number }) => f.totalMs);
   assert.deepEqual([out.summary.totalMs.min, out.summary.totalMs.max], [Math.min(...totals), Math.max(...totals)]);

@@ -54,7 +54,7 @@ void account(int device, int64_t buffer, int64_t scratch = 0) {
 // Frees device memory of GPU `device` from any thread (never throws: destructors).
 void freeOnDevice(void* ptr, int device) {
   trySetDevice(device);  // nothing relies on the device current before (device.h)
-  cudaFree(ptr);
+  if (cudaFree(ptr) != cudaSuccess) cudaGetLastError();  // not the next launch's error to report
 }
 
 }  // namespace

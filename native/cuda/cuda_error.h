@@ -22,6 +22,7 @@ class CudaError : public Error {
       : Error(std::move(code), message), status_(std::move(status)), layer_(std::move(layer)) {}
   const std::string& status() const { return status_; }
   const std::string& layer() const { return layer_; }
+  std::vector<std::pair<std::string, std::string>> details() const override { return {{"status", status_}, {"layer", layer_}}; }
 
  private:
   std::string status_;

@@ -289,7 +289,7 @@ void CudaStream::timed(const KernelInfo& info, const std::function<void()>& body
     throw;
   }
   std::lock_guard<std::mutex> lock(timelineMutex);
-  (captured ? capturedRecords : pending()).push_back({info, id_, name_, anchor_, events.start, events.end, nullptr});
+  (captured ? capturedRecords : pending()).push_back({info, id_, name_, anchor(), events.start, events.end, nullptr});
   events.release();
 }
 
@@ -323,7 +323,7 @@ void timedTogether(const std::vector<std::pair<CudaStream*, KernelInfo>>& stream
 void CudaStream::synchronize() {
   useDevice(device_);  // also on libuv's workers
   checkCuda(cudaStreamSynchronize(stream_), "cudaStreamSynchronize", name_);
-  if (nowNs() - anchor_->hostNs > kAnchorAgeNs) refreshAnchor();
+  if (nowNs() - anchor()->hostNs > kAnchorAgeNs) refreshAnchor();
   throwFailedDeviceChecks(device_, "stream", name_);
 }
 
@@ -337,6 +337,7 @@ void CudaStream::refreshAnchor() {
   checkCuda(cudaEventRecord(fresh->event, stream_), "cudaEventRecord (anchor)", name_);
   checkCuda(cudaEventSynchronize(fresh->event), "cudaEventSynchronize (anchor)", name_);
   fresh->hostNs = nowNs();
+  std::lock_guard<std::mutex> lock(anchorMutex_);
   anchor_ = fresh;
 }
 
@@ -371,7 +372,7 @@ void CudaStream::wait(const CudaEventPtr& event) {
     throw;
   }
   std::lock_guard<std::mutex> lock(timelineMutex);
-  (captured ? capturedWaits : pendingWaits()).push_back({id_, name_, event->streamName(), anchor_, events.start, events.end, event, event->generation(), nullptr});
+  (captured ? capturedWaits : pendingWaits()).push_back({id_, name_, event->streamName(), anchor(), events.start, events.end, event, event->generation(), nullptr});
   events.release();
 }
 

@@ -15,6 +15,7 @@
 
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -101,7 +102,11 @@ class CudaStream {
   // Later work on this stream waits for the event's latest record; the wait
   // is timed on the device (a WaitRecord for drainWaits()).
   void wait(const CudaEventPtr& event);
-  const std::shared_ptr<StreamAnchor>& anchor() const { return anchor_; }
+  // A copy: synchronize() on a libuv worker may replace it meanwhile (refreshAnchor).
+  std::shared_ptr<StreamAnchor> anchor() const {
+    std::lock_guard<std::mutex> lock(anchorMutex_);
+    return anchor_;
+  }
   // Re-anchors the timeline of an idle stream (event times are float ms from
   // the anchor: precise to ~0.5 us only within seconds of it).
   void refreshAnchor();
@@ -113,6 +118,7 @@ class CudaStream {
   int id_;
   int device_ = 0;
   std::string name_;
+  mutable std::mutex anchorMutex_;  // anchor_ is replaced on a worker thread, read on the JS thread
   std::shared_ptr<StreamAnchor> anchor_;
 };
 

@@ -55,6 +55,7 @@ class PromiseWorker : public Napi::AsyncWorker {
     } catch (const Error& e) {
       code_ = e.code();
       message_ = e.what();
+      details_ = e.details();  // a CUDA error's status and layer, as a synchronous call's error carries them
     } catch (const std::bad_alloc&) {
       code_ = "ERR_OUT_OF_MEMORY";
       message_ = "out of memory";
@@ -70,7 +71,9 @@ class PromiseWorker : public Napi::AsyncWorker {
   void OnOK() override {
     Napi::Env env = Env();
     if (!code_.empty()) {
-      deferred_.Reject(makeError(env, code_, message_).Value());
+      Napi::Error error = makeError(env, code_, message_);
+      for (const auto& [key, value] : details_) error.Value().Set(key, value);
+      deferred_.Reject(error.Value());
       return;
     }
     // Nothing may escape OnOK (node-addon-api would terminate): every failure rejects the promise.
@@ -95,6 +98,7 @@ class PromiseWorker : public Napi::AsyncWorker {
   Napi::Promise::Deferred deferred_;
   std::function<void()> work_;
   std::function<Napi::Value(Napi::Env)> result_;
+  std::vector<std::pair<std::string, std::string>> details_;
   std::string code_, message_;
 };
 
