@@ -207,14 +207,25 @@ __global__ void __launch_bounds__(kThreads, 4) implicitGemmPipelined(Problem pro
 #endif
 }
 
-// Split-K when the output tiles alone cannot fill the GPU (bwd-filter: M x N
-// is the filter, K the whole batch): aim at two blocks per SM, each split
-// keeping at least 1024 of K.
+// Split-K when the output tiles alone cannot fill the GPU: bwd-filter (M x N
+// is the filter, K the whole batch), and fwd and bwd-data of the small late
+// layers (res5's 3x3 at batch 32: 200 tiles for 132 SMs x 4 blocks). The
+// splits s minimize the time in rounds of the GPU's block slots,
+// ceil(tiles * s / slots) / s (a split does 1/s of the work), each split
+// keeping at least 1024 of K; the fewest splits among equals (each adds its
+// partial sums into the zeroed output).
+constexpr int kBlocksPerSm = 4;  // registers (<= 128 per thread) and shared memory (<= 45 KB) allow 4
 int splitsFor(int M, int N, int K, int smCount) {
   const long long tiles = (long long)((M + kTile - 1) / kTile) * ((N + kTile - 1) / kTile);
-  const long long want = (2LL * smCount + tiles - 1) / tiles;
-  const long long most = (K + 1023) / 1024;
-  return int(std::max(1LL, std::min({want, most, 65535LL})));
+  const long long slots = (long long)kBlocksPerSm * std::max(1, smCount);
+  const long long most = std::min((K + 1023LL) / 1024, 65535LL);
+  long long best = 1;
+  double bestTime = double((tiles + slots - 1) / slots);
+  for (long long s = 2; s <= most; ++s) {
+    const double time = double((tiles * s + slots - 1) / slots) / double(s);
+    if (time < bestTime - 1e-9) best = s, bestTime = time;
+  }
+  return int(best);
 }
 
 const char* variantName(ImplicitGemmKind kind) {
@@ -284,8 +295,13 @@ class ImplicitGemmConv : public CudaConvKernel {
                                              std::to_string(dev.ccMajor) + "." + std::to_string(dev.ccMinor),
                       "compute capability too low", layer);
     }
-    // bwd-filter's split-K: fixed by the shape and the GPU it is prepared on, so chosen once here.
-    if (pass == ConvPass::BackwardFilter) splits_ = splitsFor(shape.k, shape.c * shape.r * shape.s, shape.n * shape.p() * shape.q(), dev.smCount);
+    // Split-K: fixed by the shape and the GPU it is prepared on, so chosen once here (M, N, K of the pass's GEMM).
+    const int pq = shape.p() * shape.q(), crs = shape.c * shape.r * shape.s;
+    switch (pass) {
+      case ConvPass::Forward: splits_ = splitsFor(shape.n * pq, shape.k, crs, dev.smCount); break;
+      case ConvPass::BackwardData: splits_ = splitsFor(shape.n * shape.h * shape.w, shape.c, shape.k * shape.r * shape.s, dev.smCount); break;
+      case ConvPass::BackwardFilter: splits_ = splitsFor(shape.k, crs, shape.n * pq, dev.smCount); break;
+    }
     // Products index with 32-bit ints; ResNet-50 shapes at batch 256 still fit.
     const double biggest = std::max({double(shape.xSize()), double(shape.ySize()), double(shape.wSize())});
     if (biggest >= 2147483647.0) throw CudaError("ERR_UNSUPPORTED", context() + ": tensor too large for 32-bit indexing", "too large", layer);
@@ -309,10 +325,12 @@ class ImplicitGemmConv : public CudaConvKernel {
     const Tap* taps = taps_ ? static_cast<const Tap*>(taps_->get()) : nullptr;
     switch (pass_) {
       case ConvPass::Forward:
-        launchGemm(kind_, ForwardProblem{d, x, w, y}, taps, d.n * d.p * d.q, d.k, 1, stream, ctx);
+        if (splits_ > 1) checkCuda(cudaMemsetAsync(y, 0, size_t(sh.ySize()) * sizeof(float), stream), "cudaMemsetAsync", ctx);
+        launchGemm(kind_, ForwardProblem{d, x, w, y}, taps, d.n * d.p * d.q, d.k, splits_, stream, ctx);
         break;
       case ConvPass::BackwardData:
-        launchGemm(kind_, BackwardDataProblem{d, x, w, y}, taps, d.n * d.h * d.w, d.c, 1, stream, ctx);
+        if (splits_ > 1) checkCuda(cudaMemsetAsync(x, 0, size_t(sh.xSize()) * sizeof(float), stream), "cudaMemsetAsync", ctx);
+        launchGemm(kind_, BackwardDataProblem{d, x, w, y}, taps, d.n * d.h * d.w, d.c, splits_, stream, ctx);
         break;
       case ConvPass::BackwardFilter: {
         if (splits_ > 1) checkCuda(cudaMemsetAsync(w, 0, size_t(sh.wSize()) * sizeof(float), stream), "cudaMemsetAsync", ctx);
@@ -338,7 +356,7 @@ class ImplicitGemmConv : public CudaConvKernel {
 
  private:
   ImplicitGemmKind kind_;
-  int splits_ = 1;  // bwd-filter's split-K (aimed at filling the GPU it is prepared on)
+  int splits_ = 1;  // split-K (aimed at filling the GPU it is prepared on)
   std::unique_ptr<DeviceScratch> taps_;  // the along-m kernel's tap table (fwd, bwd-data)
 };
 
