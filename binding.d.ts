@@ -19,6 +19,11 @@ export declare class Buffer {
   write(data: Float32Array, offset?: number): void;
   /** Copies `count` elements out from `offset`. Not stream-ordered: synchronize first. */
   read(offset?: number, count?: number): Float32Array;
+  /**
+   * The buffer's own memory as a Float32Array, no copy: writes through it change the buffer. It keeps the
+   * memory alive, also after release(). Not stream-ordered: synchronize first.
+   */
+  view(): Float32Array;
   /** Sets every element (NaN poisons an output before a correctness check). */
   fill(value: number): void;
   /** Uniform values in [lo, hi) from a counter-based generator keyed by seed. */

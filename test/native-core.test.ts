@@ -21,6 +21,17 @@ test('buffers copy in and out, fill, and generate reproducible random data', () 
   assert.deepEqual(b.read(), c.read(0, 10));
   assert.ok(c.read().every((v) => v >= -1 && v < 1));
   assert.ok(new Set(c.read()).size > 990);
+  // view(): the buffer's own memory, no copy: each side sees the other's writes; it outlives release().
+  const v = c.view();
+  assert.equal(v.length, 1000);
+  assert.deepEqual(v.slice(0, 10), c.read(0, 10));
+  c.write(new Float32Array([7]), 3);
+  assert.equal(v[3], 7);
+  v[4] = 9;
+  assert.equal(c.read(4, 1)[0], 9);
+  c.release();
+  assert.equal(v[3], 7);
+  assert.throws(() => c.view(), /released/);
 });
 
 /** Buffer.fillUniform's element i, computed here independently (BigInt splitmix64; the sum in double, rounded once to float). */

@@ -23,6 +23,7 @@ class BufferWrap : public Napi::ObjectWrap<BufferWrap> {
   Napi::Value length(const Napi::CallbackInfo& info);
   Napi::Value write(const Napi::CallbackInfo& info);
   Napi::Value read(const Napi::CallbackInfo& info);
+  Napi::Value view(const Napi::CallbackInfo& info);
   Napi::Value fill(const Napi::CallbackInfo& info);
   Napi::Value fillUniform(const Napi::CallbackInfo& info);
   Napi::Value release(const Napi::CallbackInfo& info);

@@ -308,8 +308,9 @@ async function iterate(
       replicasOf(step).forEach((replica, r) => {
         const b = batches[r];
         if (replica.backend === 'cuda') {
-          // The pipeline decodes into host memory: the batch is copied to the device, inside the data time.
-          replica.input.write(b.input.read());
+          // The pipeline decodes into host memory: the batch is copied to the device, inside the data time
+          // (from the host buffer itself: a view, not a copy of it).
+          replica.input.write(b.input.view());
         } else {
           input = b.input; // filled in place by the pipeline: nothing to copy
         }
