@@ -156,6 +156,8 @@ export declare class ConvKernel {
   constructor(shape: ConvShape, pass: ConvPass, variant: string, layer?: string, options?: { dtype?: CudaConvDtype; layout?: 'nchw' | 'nhwc'; device?: number });
   enqueue(stream: Stream, x: Buffer, w: Buffer, y: Buffer): void;
   describe(): CudaConvKernelDescription;
+  /** Frees its workspace and weight copy now (or with the last graph that captured it); enqueue and describe then throw ERR_INVALID_STATE. */
+  release(): void;
 }
 
 export interface CudaConvVariantInfo {
@@ -170,6 +172,8 @@ export declare class OpKernel {
   constructor(op: OpName, variant: string, params: Record<string, number | boolean>, layer?: string);
   enqueue(stream: Stream, buffers: Buffer[]): void;
   describe(): OpKernelDescription;
+  /** Frees its scratch now (or with the last graph that captured it); enqueue and describe then throw ERR_INVALID_STATE. */
+  release(): void;
 }
 
 /**

@@ -501,19 +501,23 @@ test('step --backend cuda runs the training step on the CUDA addon\'s classes (C
     const { syntheticBatch } = require('./dist/src/run/training.js');
     const graph = resnet50Graph({ batch: 1, resolution: 32, width: 4, classes: 10 });
     const before = cudaAddon().memoryStats().bytesInUse;
-    const step = new TrainingStep(graph, defaultPlan('cuda'), { lr: 0.1, momentum: 0.9, weightDecay: 0 }, 'nchw',
-      { workers: 8, schedule: 'overlapped', comm: 'local', bucketBytes: 25e6, firstBucketBytes: 1e6 }, 'cuda');
+    // NHWC bf16: the input's conversion buffer is the step's too.
+    const step = new TrainingStep(graph, defaultPlan('cuda'), { lr: 0.1, momentum: 0.9, weightDecay: 0 }, 'nhwc',
+      { workers: 8, schedule: 'overlapped', comm: 'local', bucketBytes: 25e6, firstBucketBytes: 1e6 }, 'cuda', 'bf16');
     initWeights(step, 3);
     syntheticBatch(step, 3, 0);
     step.iteration(0).then(() => {
       const held = cudaAddon().memoryStats().bytesInUse;
       step.releaseDeviceMemory();
-      console.log(JSON.stringify({ before, held, after: cudaAddon().memoryStats().bytesInUse, step: typeof step })); // step: still referenced
+      let refused = '';
+      try { step.lossKernel.describe(); } catch (e) { refused = e.code; }
+      console.log(JSON.stringify({ before, held, after: cudaAddon().memoryStats().bytesInUse, refused, step: typeof step })); // step: still referenced
     });`;
   const released = spawnSync(process.execPath, ['-e', script], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, ...env } });
   assert.equal(released.status, 0, released.stderr);
-  const bytes = JSON.parse(released.stdout) as { before: number; held: number; after: number };
+  const bytes = JSON.parse(released.stdout) as { before: number; held: number; after: number; refused: string };
   assert.ok(bytes.held > bytes.before && bytes.after === bytes.before, JSON.stringify(bytes));
+  assert.equal(bytes.refused, 'ERR_INVALID_STATE', 'its kernels are released too');
   // Real data: the pipeline's host batch is copied to the device each iteration; the same losses as on the CPU.
   const data = tempDir('stepscope-cuda-data-');
   assert.equal(cli(['data', 'make', data, '--images', '8', '--classes', '4']).status, 0);

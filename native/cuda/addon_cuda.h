@@ -138,6 +138,9 @@ class CudaConvKernelWrap : public Napi::ObjectWrap<CudaConvKernelWrap> {
  private:
   Napi::Value enqueue(const Napi::CallbackInfo& info);
   Napi::Value describe(const Napi::CallbackInfo& info);
+  Napi::Value release(const Napi::CallbackInfo& info);
+  CudaConvKernel& live() const;  // ERR_INVALID_STATE once released
+  static Napi::Value describeKernel(Napi::Env env, const CudaConvKernel& kernel);
   std::shared_ptr<CudaConvKernel> kernel_;
 };
 
@@ -150,6 +153,8 @@ class CudaOpKernelWrap : public Napi::ObjectWrap<CudaOpKernelWrap> {
  private:
   Napi::Value enqueue(const Napi::CallbackInfo& info);
   Napi::Value describe(const Napi::CallbackInfo& info);
+  Napi::Value release(const Napi::CallbackInfo& info);
+  CudaOpKernel& live() const;  // ERR_INVALID_STATE once released
   std::shared_ptr<CudaOpKernel> kernel_;
   // The GPU of its first enqueue (its scratch is made there): later ones must be on it. -1: none yet.
   int device_ = -1;

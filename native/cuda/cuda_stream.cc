@@ -124,7 +124,10 @@ std::vector<PendingWait>& pendingWaits() {
 // ms between an anchor's event and another event, as host ns; false if unreadable.
 bool hostNsOf(const StreamAnchor& anchor, cudaEvent_t e, int64_t* ns) {
   float ms = 0;
-  if (cudaEventElapsedTime(&ms, anchor.event, e) != cudaSuccess) return false;
+  if (cudaEventElapsedTime(&ms, anchor.event, e) != cudaSuccess) {
+    cudaGetLastError();  // an unreadable time is no later launch's error
+    return false;
+  }
   *ns = anchor.hostNs + int64_t(double(ms) * 1e6);
   return true;
 }
@@ -408,14 +411,13 @@ void CudaEvent::record(CudaStream& stream) {
     // stream's, joined back by a wait) would leave the capture unjoined.
     if (!timing_) checkCuda(cudaEventCreate(&timing_), "cudaEventCreate", stream.name());
     checkCuda(cudaEventRecordWithFlags(timing_, stream.get(), cudaEventRecordExternal), "cudaEventRecordWithFlags", stream.name());
-  }
-  checkCuda(cudaEventRecord(event_, stream.get()), "cudaEventRecord", stream.name());
-  if (captured_) {
+    // The node records timing_: from now on the event must outlive the graph (and is re-anchored at its
+    // launches, or refuses waits if the capture is discarded), even if the record below fails.
     captureId_ = openCaptureId();
-    // The graph's node records timing_: the event must outlive the graph (and is re-anchored at its launches).
     std::lock_guard<std::mutex> lock(timelineMutex);
     if (openCapture.load() != 0) capturedEvents.push_back(shared_from_this());
   }
+  checkCuda(cudaEventRecord(event_, stream.get()), "cudaEventRecord", stream.name());
   anchor_ = stream.anchor();
   streamName_ = stream.name();
   ++generation_;

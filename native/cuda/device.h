@@ -79,7 +79,9 @@ cudnnHandle_t cudnnHandle();
 cublasHandle_t cublasHandle();
 // cublasHandle() bound to `stream` with a workspace of its own (kCublasWorkspaceBytes, made once per thread and
 // GPU, counted as device scratch): cublasSetStream resets a handle to cuBLAS's default pool, from which a launch in
-// a graph capture would put allocation nodes into the graph, outside our memory statistics.
+// a graph capture would put allocation nodes into the graph, outside our memory statistics. The workspace is the
+// thread's for that GPU, shared by its streams: GEMMs of two streams of one GPU must not run at once (today only
+// the compute stream, or one benchmark or check stream, runs them).
 constexpr size_t kCublasWorkspaceBytes = size_t(32) << 20;  // NVIDIA's recommendation for Hopper
 cublasHandle_t cublasOn(cudaStream_t stream, const std::string& context);
 

@@ -251,7 +251,19 @@ Napi::Value CudaGraphWrap::kernels(const Napi::CallbackInfo& info) {
 Napi::Function CudaConvKernelWrap::define(Napi::Env env) {
   return DefineClass(env, kClassName,
                      {InstanceMethod<&CudaConvKernelWrap::enqueue>("enqueue"),
-                      InstanceMethod<&CudaConvKernelWrap::describe>("describe")});
+                      InstanceMethod<&CudaConvKernelWrap::describe>("describe"), InstanceMethod<&CudaConvKernelWrap::release>("release")});
+}
+
+CudaConvKernel& CudaConvKernelWrap::live() const {
+  if (!kernel_) throw Error("ERR_INVALID_STATE", "ConvKernel: released (release() was called)");
+  return *kernel_;
+}
+
+// release(): its workspace and weight copy (device memory V8 does not see) go
+// now, or with the last graph that captured it; enqueue and describe throw afterwards.
+Napi::Value CudaConvKernelWrap::release(const Napi::CallbackInfo& info) {
+  kernel_.reset();
+  return info.Env().Undefined();
 }
 
 // new ConvKernel(shape, pass, variant, layer?, {dtype?: 'fp32' | 'tf32' | 'bf16', layout?: 'nchw' | 'nhwc', device?: number}):
@@ -285,19 +297,22 @@ CudaConvKernelWrap::CudaConvKernelWrap(const Napi::CallbackInfo& info) : Napi::O
 }
 
 Napi::Value CudaConvKernelWrap::describe(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
+  return cudaGuarded(info.Env(), [&]() -> Napi::Value { return describeKernel(info.Env(), live()); });
+}
+
+Napi::Value CudaConvKernelWrap::describeKernel(Napi::Env env, const CudaConvKernel& k) {
   Napi::Object o = Napi::Object::New(env);
-  const ConvShape& sh = kernel_->shape();
-  o.Set("variant", kernel_->variant());
-  o.Set("pass", convPassName(kernel_->pass()));
-  o.Set("layer", kernel_->layer());
-  o.Set("implementation", kernel_->implementation());
-  o.Set("precision", kernel_->precision());
-  o.Set("layout", kernel_->layout());
-  o.Set("device", kernel_->device());
+  const ConvShape& sh = k.shape();
+  o.Set("variant", k.variant());
+  o.Set("pass", convPassName(k.pass()));
+  o.Set("layer", k.layer());
+  o.Set("implementation", k.implementation());
+  o.Set("precision", k.precision());
+  o.Set("layout", k.layout());
+  o.Set("device", k.device());
   o.Set("flops", sh.flops());
-  o.Set("bytes", kernel_->info().bytes);  // as its timeline records count it (dtype, weight conversions)
-  o.Set("workspaceBytes", double(kernel_->workspaceBytes()));
+  o.Set("bytes", k.info().bytes);  // as its timeline records count it (dtype, weight conversions)
+  o.Set("workspaceBytes", double(k.workspaceBytes()));
   o.Set("xLength", double(sh.xSize()));
   o.Set("wLength", double(sh.wSize()));
   o.Set("yLength", double(sh.ySize()));
@@ -312,7 +327,7 @@ Napi::Value CudaConvKernelWrap::enqueue(const Napi::CallbackInfo& info) {
     CudaMemoryPtr x = unwrapArg<CudaBufferWrap>(info, 1, "x")->memory(env);
     CudaMemoryPtr w = unwrapArg<CudaBufferWrap>(info, 2, "w")->memory(env);
     CudaMemoryPtr y = unwrapArg<CudaBufferWrap>(info, 3, "y")->memory(env);
-    const ConvShape& sh = kernel_->shape();
+    const ConvShape& sh = live().shape();
     auto check = [&](const CudaMemoryPtr& b, int64_t need, const char* role, bool bf16) {
       if (int64_t(b->size()) != need) {
         throw Error("ERR_INVALID_ARG", std::string("conv ") + convPassName(kernel_->pass()) + " " + sh.describe() +

@@ -9,7 +9,20 @@ namespace stepscope {
 Napi::Function CudaOpKernelWrap::define(Napi::Env env) {
   return DefineClass(env, kClassName,
                      {InstanceMethod<&CudaOpKernelWrap::enqueue>("enqueue"),
-                      InstanceMethod<&CudaOpKernelWrap::describe>("describe")});
+                      InstanceMethod<&CudaOpKernelWrap::describe>("describe"), InstanceMethod<&CudaOpKernelWrap::release>("release")});
+}
+
+// The kernel, or ERR_INVALID_STATE once released.
+CudaOpKernel& CudaOpKernelWrap::live() const {
+  if (!kernel_) throw Error("ERR_INVALID_STATE", "OpKernel: released (release() was called)");
+  return *kernel_;
+}
+
+// release(): its scratch (device memory V8 does not see) goes now, or with the
+// last graph that captured it; enqueue and describe throw afterwards.
+Napi::Value CudaOpKernelWrap::release(const Napi::CallbackInfo& info) {
+  kernel_.reset();
+  return info.Env().Undefined();
 }
 
 // new OpKernel(op, variant, params: {name: number | boolean}, layer?): needs
@@ -23,7 +36,9 @@ CudaOpKernelWrap::CudaOpKernelWrap(const Napi::CallbackInfo& info) : Napi::Objec
   });
 }
 
-Napi::Value CudaOpKernelWrap::describe(const Napi::CallbackInfo& info) { return describeOpKernel(info.Env(), *kernel_); }
+Napi::Value CudaOpKernelWrap::describe(const Napi::CallbackInfo& info) {
+  return cudaGuarded(info.Env(), [&]() -> Napi::Value { return describeOpKernel(info.Env(), live()); });
+}
 
 // enqueue(stream, buffers[]): lengths must match describe().buffers exactly.
 Napi::Value CudaOpKernelWrap::enqueue(const Napi::CallbackInfo& info) {
@@ -31,6 +46,7 @@ Napi::Value CudaOpKernelWrap::enqueue(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     CudaStreamWrap* stream = unwrapArg<CudaStreamWrap>(info, 0, "stream");
     const CudaStream& s = *stream->stream();
+    live();  // not released
     if (device_ >= 0 && s.device() != device_) {
       throw Error("ERR_INVALID_ARG", kernel_->context() + ": first enqueued on GPU " + std::to_string(device_) + ", now on stream '" + s.name() + "' of GPU " +
                                          std::to_string(s.device()) + " (its scratch lives on the first: one kernel per GPU)");

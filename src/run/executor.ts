@@ -922,14 +922,18 @@ export class TrainingStep {
    * Releases what this step holds on its GPU now, not at garbage collection: the activations and a captured graph,
    * then the parameters, gradients, momentum, the local communicator's replicas, input, labels and loss. V8 does not
    * see device memory, so without this a second run in the same process (step --compare) would find the first one's
-   * buffers still allocated, in its memory and its peak. The step is unusable after. (CPU buffers go with GC; the
-   * kernels' workspaces too, on both backends.)
+   * buffers still allocated, in its memory and its peak. The kernels go too, with their scratch (cuDNN workspaces,
+   * weight copies, tables), counted in the CUDA step's peak. The step is unusable after. (CPU buffers and kernels go
+   * with GC.)
    */
   releaseDeviceMemory(): void {
     this.releaseActivations();
-    const held = [...this.params.values(), ...this.grads.values(), ...this.momentum.values(), ...[...this.reduceKernels.values()].map((r) => r.replicas),
-      this.input, this.labels, this.loss];
-    for (const b of held) (b as Partial<CudaBuffer>).release?.();
+    const buffers = [...this.params.values(), ...this.grads.values(), ...this.momentum.values(), ...[...this.reduceKernels.values()].map((r) => r.replicas),
+      this.input, this.labels, this.loss, this.inputConversion?.output];
+    for (const b of buffers) (b as Partial<CudaBuffer> | undefined)?.release?.();
+    const kernels: unknown[] = [...this.prepared.flatMap((p) => [...p.forward, ...p.backward]), this.lossKernel, ...this.sgd.map((s) => s.kernel),
+      ...[...this.reduceKernels.values()].map((r) => r.kernel), ...this.linkKernels, ...this.gradSums.values(), this.inputConversion?.kernel];
+    for (const k of kernels) (k as { release?: () => void } | undefined)?.release?.();
   }
 
   /** Logits of the last iteration, as computed in its forward pass. */
