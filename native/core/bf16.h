@@ -7,6 +7,9 @@
 #include <cstring>
 
 #include "core/host_device.h"
+#ifdef __CUDACC__
+#include <cuda_bf16.h>
+#endif
 
 namespace stepscope {
 
@@ -15,11 +18,17 @@ struct Bf16 {
 };
 
 SS_HD inline Bf16 toBf16(float f) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  // The hardware's conversion (cvt.rn.bf16.f32): the same nearest-even rounding in one instruction; a NaN
+  // stays a NaN (the canonical one).
+  return Bf16{__bfloat16_as_ushort(__float2bfloat16_rn(f))};
+#else
   uint32_t u;
   memcpy(&u, &f, sizeof(u));
   if ((u & 0x7fffffffu) > 0x7f800000u) return Bf16{uint16_t((u >> 16) | 0x0040u)};  // NaN: keep it one
   u += 0x7fffu + ((u >> 16) & 1u);                                                   // round to nearest, ties to even
   return Bf16{uint16_t(u >> 16)};
+#endif
 }
 
 SS_HD inline float fromBf16(Bf16 h) {

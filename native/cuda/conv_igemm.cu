@@ -212,20 +212,23 @@ __global__ void __launch_bounds__(kThreads, 4) implicitGemmPipelined(Problem pro
 // layers (res5's 3x3 at batch 32: 200 tiles for 132 SMs x 4 blocks). The
 // splits s minimize the time in rounds of the GPU's block slots,
 // ceil(tiles * s / slots) / s (a split does 1/s of the work), each split
-// keeping at least 1024 of K; the fewest splits among equals (each adds its
-// partial sums into the zeroed output).
+// keeping at least 1024 of K, taken only for a modelled gain of 10% or more
+// (each split adds its partial sums into the zeroed output with atomics:
+// the memset, the atomics, and results that differ in the last bits from
+// run to run).
 constexpr int kBlocksPerSm = 4;  // registers (<= 128 per thread) and shared memory (<= 45 KB) allow 4
 int splitsFor(int M, int N, int K, int smCount) {
   const long long tiles = (long long)((M + kTile - 1) / kTile) * ((N + kTile - 1) / kTile);
   const long long slots = (long long)kBlocksPerSm * std::max(1, smCount);
-  const long long most = std::min((K + 1023LL) / 1024, 65535LL);
+  const long long most = std::max(1LL, std::min(K / 1024LL, 65535LL));
+  const double unsplit = double((tiles + slots - 1) / slots);
   long long best = 1;
-  double bestTime = double((tiles + slots - 1) / slots);
+  double bestTime = unsplit;
   for (long long s = 2; s <= most; ++s) {
     const double time = double((tiles * s + slots - 1) / slots) / double(s);
     if (time < bestTime - 1e-9) best = s, bestTime = time;
   }
-  return int(best);
+  return bestTime <= 0.9 * unsplit ? int(best) : 1;
 }
 
 const char* variantName(ImplicitGemmKind kind) {

@@ -149,10 +149,13 @@ SS_HD inline double rowLossTerm(const float* row, int classes, double logSum, fl
 }
 
 // ---- SGD with momentum and weight decay (PyTorch semantics), one element.
+SS_HD inline void sgdValues(float& param, float grad, float& buf, float lr, float momentum, float weightDecay) {
+  const float d = grad + weightDecay * param;
+  buf = momentum * buf + d;
+  param -= lr * buf;
+}
 SS_HD inline void sgdAt(float* param, const float* grad, float* buf, long long i, float lr, float momentum, float weightDecay) {
-  const float d = grad[i] + weightDecay * param[i];
-  buf[i] = momentum * buf[i] + d;
-  param[i] -= lr * buf[i];
+  sgdValues(param[i], grad[i], buf[i], lr, momentum, weightDecay);
 }
 
 // ---- the local communicator: element i of the average of the gradient and its W-1 replicas.

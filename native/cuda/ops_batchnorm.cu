@@ -17,9 +17,11 @@
 #include <cuda_runtime.h>
 
 #include <memory>
+#include <string>
 #include <type_traits>
 
 #include "core/bf16.h"
+#include "core/error.h"
 #include "cuda/bn_schedule.h"
 #include "cuda/cuda_buffer.h"
 #include "cuda/op_cuda.h"
@@ -47,6 +49,7 @@ __device__ void blockSum2(double& a, double& b) {
   if (threadIdx.x == 0) {
     for (int w = 1; w < kThreads / 32; ++w) a += sa[w], b += sb[w];
   }
+  __syncthreads();  // sa, sb free for another call
 }
 
 // What the partials sum per element: forward x and x^2, backward g and g * (x - mean).
@@ -89,10 +92,14 @@ __global__ void nchwPartials(BnGeometry g, PartialTerms<T, Forward> terms, doubl
   const float mu = Forward ? 0.0f : terms.mean[c];
   double a = 0, b = 0;
   const long long end = nchwTileEnd(g, t), stride = nchwStride(g);
-  for (long long i = nchwFirst(g, t, threadIdx.x); i < end; i += stride) {
-    const long long k = nchwOffset(g, c, i);
-    if (g.vec) terms.addVecAt(k, mu, a, b);  // i, hw and the tile's bounds are multiples of kVec
-    else terms.addAt(k, mu, a, b);
+  // A thread's share of a tile is 4 vectors (16 values): unrolled, its loads are all in flight at once
+  // instead of one round trip each (the loop has no stores to order them).
+  if (g.vec) {
+#pragma unroll 4
+    for (long long i = nchwFirst(g, t, threadIdx.x); i < end; i += stride) terms.addVecAt(nchwOffset(g, c, i), mu, a, b);  // i, hw, tile bounds: multiples of kVec
+  } else {
+#pragma unroll 4
+    for (long long i = nchwFirst(g, t, threadIdx.x); i < end; i += stride) terms.addAt(nchwOffset(g, c, i), mu, a, b);
   }
   blockSum2(a, b);
   if (threadIdx.x == 0) out0[partialAt(g, t, c)] = a, out1[partialAt(g, t, c)] = b;
@@ -166,6 +173,7 @@ __device__ __forceinline__ void applyAll(const BnGeometry& g, const T* __restric
   const long long first = (long long)blockIdx.x * blockDim.x + threadIdx.x, step = (long long)gridDim.x * blockDim.x;
   // cStep: a vector's channels advance by 0 (NCHW: one channel, its coefficients read once) or 1 (NHWC).
   auto vectors = [&](auto cStep) {
+#pragma unroll 2
     for (long long e = first * kVec; e < g.total; e += step * kVec) {
       const int c = channelOf(g, e);
       const Vec<T> xv = loadVec(x + e);
@@ -241,7 +249,8 @@ class CudaBatchNorm : public CudaOpKernel {
     g.vec = layoutAllowsVectors(g) && isVecAligned<T>(t(0)) && isVecAligned<T>(t(5)) && (forward_ || isVecAligned<T>(t(4))) && isVecAligned<T>(y);
     const dim3 partialsGrid = g.nhwc ? dim3((g.c + kChannels - 1) / kChannels, g.tiles) : dim3(g.c, g.tiles);
     const int finalizeBlocks = (g.c + kChannelsPerFinalizeBlock - 1) / kChannelsPerFinalizeBlock;
-    const int applyBlocks = opGridFor(g.vec ? g.total / kVec : g.total);
+    // bf16 vectors are 8 bytes: two per thread (the grid halved, the loop unrolled by 2) keep 16 bytes in flight.
+    const int applyBlocks = opGridFor((g.vec ? g.total / kVec : g.total) / (sizeof(T) == 2 ? 2 : 1));
     if (forward_) {
       const PartialTerms<T, true> terms{t(0), nullptr, nullptr, nullptr, false};
       if (g.nhwc) nhwcPartials<T, true><<<partialsGrid, dim3(kChannels, kRows), 0, stream>>>(g, terms, p0, p1);
@@ -268,6 +277,9 @@ class CudaBatchNorm : public CudaOpKernel {
 std::unique_ptr<CudaOpKernel> makeCudaBatchNorm(const std::string& op, const OpParams& p, const std::string& layer) {
   const int n = p.integer("n", 1, 1 << 20), c = p.integer("c", 1, 1 << 20);
   const long long hw = p.integer("hw", 1, 1 << 28);
+  if (double(n) * c * double(hw) > 1e15) {
+    throw Error("ERR_INVALID_ARG", "batchnorm: n * c * hw = " + std::to_string(double(n) * c * double(hw)) + " values: at most 1e15");
+  }
   const BnOptions o{p.number("eps", 1e-5), p.number("momentum", 0.1), p.flag("relu")};
   const bool bf16 = p.flag("bf16");
   return std::make_unique<CudaBatchNorm>(op == "batchnorm-fwd", bnGeometry(n, c, hw, p.flag("nhwc")), o, bf16, layer);

@@ -39,6 +39,7 @@ template <Kind kind, bool Vectors, typename T>
 __global__ void eltwise(long long n, const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ y) {
   constexpr int width = Vectors ? kVec : 1;
   constexpr bool hasB = kind != Kind::ReluForward;
+#pragma unroll 2
   for (long long i = (blockIdx.x * (long long)blockDim.x + threadIdx.x) * width; i < n; i += (long long)gridDim.x * blockDim.x * width) {
     if constexpr (Vectors) {
       const Vec<T> av = loadVec(a + i);
@@ -96,9 +97,20 @@ struct SgdSpanBuffers {
   float* buf;
   long long begin, end;
 };
+// The three buffers are separate allocations (restrict): unrolled, a thread's next loads need not wait for
+// this element's stores.
 __global__ void sgdGroupKernel(const SgdSpanBuffers* __restrict__ spans, float lr, float momentum, float wd) {
   const SgdSpanBuffers s = spans[blockIdx.x];
-  for (long long i = s.begin + threadIdx.x; i < s.end; i += blockDim.x) sgdAt(s.param, s.grad, s.buf, i, lr, momentum, wd);
+  float* __restrict__ param = s.param;
+  const float* __restrict__ grad = s.grad;
+  float* __restrict__ buf = s.buf;
+#pragma unroll 4
+  for (long long i = s.begin + threadIdx.x; i < s.end; i += blockDim.x) {
+    float p = param[i], m = buf[i];
+    sgdValues(p, grad[i], m, lr, momentum, wd);
+    buf[i] = m;
+    param[i] = p;
+  }
 }
 
 class CudaEltwise : public CudaOpKernel {
@@ -128,7 +140,8 @@ class CudaEltwise : public CudaOpKernel {
   }
   template <typename T, bool Vectors>
   void run(const std::vector<float*>& f, cudaStream_t stream) {
-    const int grid = opGridFor(Vectors ? size_ / kVec : size_);
+    // bf16 vectors are 8 bytes: two per thread (the grid halved, the loop unrolled by 2) keep 16 bytes in flight.
+    const int grid = opGridFor((Vectors ? size_ / kVec : size_) / (Vectors && sizeof(T) == 2 ? 2 : 1));
     auto b = [&](int i) { return reinterpret_cast<T*>(f[i]); };  // a bf16 buffer's elements are Bf16
     switch (kind_) {
       case Kind::ReluForward: eltwise<Kind::ReluForward, Vectors, T><<<grid, 256, 0, stream>>>(size_, b(0), nullptr, b(1)); break;
