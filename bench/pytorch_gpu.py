@@ -62,6 +62,9 @@ class HostMark:
     def record(self):
         self.t = time.perf_counter()
 
+    def query(self):
+        return True
+
     def synchronize(self):
         pass
 
@@ -86,17 +89,27 @@ def time_op(torch, device, fn, warmup, repeat):
         fn()
     if device == "cuda":
         torch.cuda.synchronize()
-    starts = [mark(torch, device) for _ in range(repeat)]
-    ends = [mark(torch, device) for _ in range(repeat)]
-    if device == "cuda" and hasattr(torch.cuda, "_sleep"):
-        torch.cuda._sleep(QUEUE_SLEEP_CYCLES)
-    for start, end in zip(starts, ends):
-        start.record()
-        fn()
-        end.record()
-    ends[-1].synchronize()
+    spin = device == "cuda" and hasattr(torch.cuda, "_sleep")
+    if device == "cuda" and not spin:
+        log("  torch.cuda._sleep is missing: the calls are not queued ahead, their times may include host dispatch")
+    for cycles in (QUEUE_SLEEP_CYCLES, 10 * QUEUE_SLEEP_CYCLES):
+        starts = [mark(torch, device) for _ in range(repeat)]
+        ends = [mark(torch, device) for _ in range(repeat)]
+        slept = mark(torch, device)
+        if spin:
+            torch.cuda._sleep(cycles)
+        slept.record()
+        for start, end in zip(starts, ends):
+            start.record()
+            fn()
+            end.record()
+        # Queued ahead only if the spin was still running when the last call was queued (as stepscope's check).
+        queued = spin and not slept.query()
+        ends[-1].synchronize()
+        if queued or not spin:
+            break
     times = [start.elapsed_time(end) for start, end in zip(starts, ends)]
-    return {"medianMs": statistics.median(times), "minMs": min(times), "maxMs": max(times)}
+    return {"medianMs": statistics.median(times), "minMs": min(times), "maxMs": max(times), "queued": bool(queued)}
 
 
 def environment(torch, device):

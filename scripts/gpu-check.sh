@@ -47,7 +47,7 @@ if [[ "${1:-}" == "--prepare" ]]; then
   set -e
   [[ -f node_modules/typescript/bin/tsc ]] || { echo "gpu-check --prepare: node_modules is missing: run npm ci first" >&2; exit 1; }
   mkdir -p .carry
-  rm -f .carry/source.sha1  # a half-made .carry must not pass for a prepared one
+  rm -f .carry/source.sha1 .carry/runtime.tar.xz  # a half-made .carry must not pass for a prepared one
   xz -T2 -6 -c "$(command -v node)" > .carry/node.xz
   node node_modules/typescript/bin/tsc -p .
   tar -cJf .carry/runtime.tar.xz --exclude='node_modules/typescript' --exclude='node_modules/@types' dist node_modules
@@ -139,6 +139,11 @@ json_step() {  # json_step NAME TIMEOUT_S CMD...: a step whose stdout is its JSO
 # 1. The carried runtime must be of these sources; then Node (the machine's if it is 20 or newer, else the
 #    carried one: the tests need node --test's TAP reporter).
 # (SKIP_BUILD=1, a rehearsal here, runs the dist/ compiled here: no carried runtime to check.)
+if [[ "${SKIP_BUILD:-0}" != 1 && -f .carry/runtime.tar.xz && ! -f .carry/source.sha1 ]]; then
+  log "the carried runtime (.carry) has no source stamp (a --prepare that did not finish): run scripts/gpu-check.sh --prepare again"
+  pack
+  exit 3
+fi
 if [[ "${SKIP_BUILD:-0}" != 1 && -f .carry/source.sha1 && "$(source_hash)" != "$(cat .carry/source.sha1)" ]]; then
   log "the carried runtime (.carry) was prepared from other sources: run scripts/gpu-check.sh --prepare again before the device call"
   pack
@@ -156,6 +161,12 @@ fi
 # The carried dist/ and node_modules: unpacked where there are none, and again where the dist/ there came from
 # another carry (a warm machine's second call after --prepare); a dist/ compiled here (no stamp) is kept.
 if [[ -f .carry/runtime.tar.xz ]] && { [[ ! -d node_modules/cmake-js ]] || { [[ -f dist/.source.sha1 ]] && ! cmp -s .carry/source.sha1 dist/.source.sha1; }; }; then
+  # Another code version: an earlier call's results (of the old code) move aside, so no table mixes them in.
+  if [[ -f dist/.source.sha1 ]] && compgen -G "$RESULTS/*.json" > /dev/null; then
+    old="$RESULTS/superseded-$(cut -c1-8 dist/.source.sha1)"
+    mkdir -p "$old" && find "$RESULTS" -maxdepth 1 -type f ! -name gpu-check.log -exec mv -t "$old" {} +
+    log "results of the previous code version moved to $(basename "$old")/"
+  fi
   rm -rf dist && tar -xJf .carry/runtime.tar.xz && cp .carry/source.sha1 dist/.source.sha1 2> /dev/null
 fi
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"  # without ninja, cmake-js passes no -j

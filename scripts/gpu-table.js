@@ -106,7 +106,10 @@ for (const dtype of ['fp32', 'tf32']) {
   const failed = ours.rows.filter((r) => r.status === 'failed-check' && !r.sameShapeAs).length;
   const unsupported = ours.rows.filter((r) => r.status === 'unsupported' && !r.sameShapeAs).length;
   const errors = ours.rows.filter((r) => r.status === 'error' && !r.sameShapeAs);
+  // PyTorch rows timed while the GPU had already drained the queue count host dispatch: said, not hidden.
+  const notQueued = peer?.device === 'cuda' ? (peer.rows ?? []).filter((r) => r.queued === false).length : 0;
   out.push(`conv ${dtype}, batch ${ours.batch}, ${ours.machine?.gpu?.name ?? 'GPU'}: stepscope (CUDA events) vs PyTorch ${peer?.torch ?? '(missing)'} (cudnn.benchmark)` +
+    (notQueued ? ` [${notQueued} PyTorch row(s) not queued ahead of the GPU: their times include host dispatch]` : '') +
     (cut ? ` [stopped by ${ours.interrupted}: partial rows]` : '') +
     `; ${failed} row(s) failed the reference check, ${unsupported} unsupported, ${errors.length} failed in cuDNN` +
     (errors.length ? ` (${errors.slice(0, 3).map((r) => `${r.layer} ${r.pass} ${r.variant}`).join(', ')}${errors.length > 3 ? ', ...' : ''})` : ''));
@@ -160,9 +163,12 @@ const stepscope = stepResults.filter((r) => r.summary);
 const isPartial = (r) => r.format === 'stepscope-partial-run';
 const partialMark = (r) => (isPartial(r) ? ` (partial: ${r.measured}/${r.config.iterations})` : '');
 const DTYPE_ORDER = ['fp32', 'tf32', 'bf16'];
-// Each dtype's fastest PyTorch run (fp32 runs in both layouts): the peer stepscope is held to.
+// Each dtype's fastest PyTorch run (fp32 runs in both layouts) at stepscope's batch and resolution: the peer
+// stepscope is held to (results of earlier calls at other sizes stay in the folder, never paired).
+const stepSize = stepscope.find((r) => !(r.environment.gpus > 1))?.config;
+const sameSize = (s) => !stepSize || ((s.batch === undefined || s.batch === stepSize.batch) && (s.resolution === undefined || stepSize.resolution === undefined || s.resolution === stepSize.resolution));
 const pytorchMs = new Map();
-for (const s of pytorch) pytorchMs.set(s.dtype, Math.min(pytorchMs.get(s.dtype) ?? Infinity, s.median.totalMs));
+for (const s of pytorch.filter(sameSize)) pytorchMs.set(s.dtype, Math.min(pytorchMs.get(s.dtype) ?? Infinity, s.median.totalMs));
 // stepscope's time without its data phase: PyTorch makes its batch once, outside the timed iterations, while
 // stepscope's total includes making (or loading) each one. The median over the measured iterations, where saved.
 const computeMs = (r) => {

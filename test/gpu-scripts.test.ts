@@ -22,10 +22,10 @@ type ConvRow = { layer: string; pass: string; variant: string; status: string; m
 const convRow = (layer: string, pass: string, variant: string, medianMs: number, r = 3): ConvRow => ({ layer, pass, variant, status: 'ok', medianMs, shape: { r } });
 
 /** A stepscope step result as `step --json` saves it (the fields the table reads). */
-function stepResult(dtype: string, layout: string, graph: boolean, totalMs: number, batchnorm = 'fused-relu') {
+function stepResult(dtype: string, layout: string, graph: boolean, totalMs: number, batchnorm = 'fused-relu', batch = 32) {
   const phase = (median: number) => ({ median, min: median * 0.98, max: median * 1.05 });
   return {
-    config: { batch: 32, graph, plan: { ops: { conv: 'cudnn:heuristic', batchnorm } } },
+    config: { batch, graph, plan: { ops: { conv: 'cudnn:heuristic', batchnorm } } },
     environment: { dtype, layout, gpus: 1 },
     summary: { totalMs: phase(totalMs), forwardMs: phase(totalMs / 3), backwardMs: phase((totalMs * 2) / 3 - 1), optimizerMs: phase(1), enqueueUsPerKernel: 4.5, gflops: 100_000 },
   };
@@ -204,7 +204,7 @@ test("bench/pytorch_gpu.py on the CPU (--device cpu) on gpu-check's shapes: its 
   // Our side, written by hand at 1 ms for every row: the table must pair it with PyTorch's rows by layer and pass.
   const rows = keys.flatMap((layer) => ['fwd', 'bwd-data', 'bwd-filter'].map((pass) => convRow(layer, pass, 'cudnn:autotune', 1)));
   write(dir, 'conv-cuda-tf32.json', { batch: 1, rows });
-  write(dir, 'stepscope-step-bf16-nhwc-graph.json', stepResult('bf16', 'nhwc', true, 10));
+  write(dir, 'stepscope-step-bf16-nhwc-graph.json', stepResult('bf16', 'nhwc', true, 10, 'fused-relu', 2));
   const r = runScript('gpu-table.js', [dir]);
   assert.equal(r.status, 0, r.stderr);
   for (const layer of keys) {
@@ -213,6 +213,9 @@ test("bench/pytorch_gpu.py on the CPU (--device cpu) on gpu-check's shapes: its 
   assert.match(r.stdout, /vs PyTorch 2\.\d+\.\d+\+cpu/);
   assert.match(r.stdout, /^pytorch 2\.\d+\.\d+\+cpu\s+bf16\s+NHWC\s+2\s+\d+\.\d\d/m);
   assert.match(r.stdout, /- step no slower than PyTorch eager \(same dtype\): (met|missed) with each dtype's best run: bf16 NHWC --graph \d+\.\d\dx/);
+  // stepscope at another batch than PyTorch's (an earlier call's result): not paired, no verdict from it.
+  write(dir, 'stepscope-step-bf16-nhwc-graph.json', stepResult('bf16', 'nhwc', true, 10, 'fused-relu', 32));
+  assert.match(runScript('gpu-table.js', [dir]).stdout, /- step no slower than PyTorch eager \(same dtype\): incomplete with each dtype's best run: -; no data for 1: bf16 \(no PyTorch run\)/);
   assert.match(r.stdout, /- cudnn:autotune within 5% of PyTorch per layer \(tf32, batch 1\): (met|missed), \d\/6 rows within/);
 });
 
