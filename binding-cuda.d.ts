@@ -108,6 +108,19 @@ export declare class Stream {
   abortCapture(): void;
 }
 
+/**
+ * Host memory page-locked (cudaHostRegister) while the pin lives, so a Buffer.write from it is a DMA at the
+ * link's speed instead of a copy through pageable staging. The pin holds the array; release() unregisters.
+ * A refused registration (no device, the system's limits) is no error: `pinned` is false, `reason` says why,
+ * and copies from the array still work.
+ */
+export declare class HostPin {
+  constructor(array: Float32Array);
+  readonly pinned: boolean;
+  readonly reason: string | undefined;
+  release(): void;
+}
+
 /** A captured iteration (a CUDA graph). Its kernels keep their timeline records, timed by external event nodes. */
 export declare class Graph {
   /**

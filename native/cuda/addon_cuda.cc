@@ -203,6 +203,7 @@ Napi::Object initCuda(Napi::Env env, Napi::Object exports) {
   exports.Set("ConvKernel", conv);
   exports.Set("OpKernel", op);
   exports.Set("Graph", graph);
+  exports.Set("HostPin", defineHostPin(env));
   exports.Set("nvtxRangePush", Napi::Function::New(env, nvtxPush));
   exports.Set("nvtxRangePop", Napi::Function::New(env, nvtxPop));
   exports.Set("nvtxRangeStart", Napi::Function::New(env, nvtxStart));

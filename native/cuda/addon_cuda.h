@@ -20,6 +20,9 @@ struct CudaAddonData {
 };
 inline CudaAddonData& cudaAddonData(Napi::Env env) { return *env.GetInstanceData<CudaAddonData>(); }
 
+// The JS class HostPin (wrap_host_pin.cc).
+Napi::Function defineHostPin(Napi::Env env);
+
 // guarded() (napi/util.h) plus `status` and `layer` from a CudaError.
 template <typename F>
 auto cudaGuarded(Napi::Env env, F&& body) -> decltype(body()) {

@@ -10,7 +10,8 @@ import { summarize, type Summary } from '../bench/stats';
 import { paramCount, resnet50Graph, type ResNetGraph } from '../model/graph';
 import type { Backend } from '../backend';
 import { addon } from '../native';
-import { cudaStatus } from '../native-cuda';
+import { cudaAddon, cudaStatus } from '../native-cuda';
+import { HostPins } from './host-pins';
 import type { Plan } from '../plan/plan';
 import { graphProblem, TrainingStep, type ReductionOptions, type StepLayout } from './executor';
 import { ReplicatedStep } from './replicated';
@@ -126,7 +127,11 @@ export interface Run {
     dataBusyMs?: Summary;
   };
   /** With --data raw|records: the dataset and the samples skipped as bad (each once). */
-  data?: { kind: 'raw' | 'records'; dataset: string; images: number; classes: number; threads: number; prefetch: number; skipped: { source: string; message: string }[] };
+  data?: {
+    kind: 'raw' | 'records'; dataset: string; images: number; classes: number; threads: number; prefetch: number; skipped: { source: string; message: string }[];
+    /** CUDA: the pipeline's batch buffers page-locked for the copy to the device (pinned of slots; why not, if refused). */
+    hostPins?: { pinned: number; slots: number; reason?: string };
+  };
   topKernels: KernelSummary[];
   /** The kernels of the measured iteration whose total was the median, times relative to its start. */
   timeline: KernelRecord[];
@@ -215,9 +220,12 @@ export async function runTraining(config: TrainingConfig, onIteration?: OnIterat
       replica.labels.write(fixed.labels);
     }
   }
+  // CUDA: each ring slot's host memory page-locked for its copy to the device (released before the pipelines free it).
+  const pins = pipelines.length > 0 && step.backend === 'cuda' ? new HostPins(cudaAddon()) : undefined;
   try {
-    return await iterate(config, step, graph, fixed !== undefined, pipelines, onIteration);
+    return await iterate(config, step, graph, fixed !== undefined, pipelines, pins, onIteration);
   } finally {
+    pins?.release();
     await closeAll();
   }
 }
@@ -278,7 +286,7 @@ function replicasOf(step: TrainingStep | ReplicatedStep): TrainingStep[] {
 
 async function iterate(
   config: TrainingConfig, step: TrainingStep | ReplicatedStep, graph: ResNetGraph, fixed: boolean, pipelines: DataPipeline[],
-  onIteration?: OnIteration,
+  pins: HostPins | undefined, onIteration?: OnIteration,
 ): Promise<Run> {
   const native = step.native;
   const pipeline = pipelines[0]; // what the run reports of the dataset (every replica reads the same one)
@@ -309,8 +317,8 @@ async function iterate(
         const b = batches[r];
         if (replica.backend === 'cuda') {
           // The pipeline decodes into host memory: the batch is copied to the device, inside the data time
-          // (from the host buffer itself: a view, not a copy of it).
-          replica.input.write(b.input.view());
+          // (from the host buffer itself, page-locked: run/host-pins.ts).
+          replica.input.write(pins ? pins.view(b.input) : b.input.view());
         } else {
           input = b.input; // filled in place by the pipeline: nothing to copy
         }
@@ -399,6 +407,7 @@ async function iterate(
         kind: pipeline.options.kind, dataset: pipeline.options.dataset, images: pipeline.loader.length, classes: pipeline.classes,
         threads: pipeline.loader.threads, prefetch: pipeline.options.prefetch,
         skipped: pipelines.flatMap((p) => [...p.skipped].map(([source, message]) => ({ source, message }))),
+        ...(pins ? { hostPins: pins.status() } : {}),
       },
     } : {}),
     topKernels,
