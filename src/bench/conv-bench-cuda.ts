@@ -1,7 +1,9 @@
 // The convolution microbenchmark on the CUDA backend: the same rows as
 // bench/conv-bench.ts. Each (unique shape, pass, variant) is checked against
 // the CPU reference first (at --check-batch), then timed at the requested
-// batch with CUDA events around the kernel (the CUDA timeline). A variant
+// batch with CUDA events around the kernel (the CUDA timeline), and its timed
+// output checked again against an fp32 cuDNN kernel's on the same inputs
+// (at the timed batch a variant may run another algorithm or split K). A variant
 // that has no such pass, or that cuDNN cannot run for the layer, is a row
 // with status 'unsupported' and the library's reason: nothing is replaced.
 // The timed calls are queued behind a short hold of the stream, so each
@@ -10,8 +12,8 @@ import type { ConvPass } from '../../binding';
 import type { CudaConvDtype, CudaPeak } from '../../binding-cuda';
 import { describeShape } from '../model/resnet50';
 import { cudaAddon, cudaTimelineDrain } from '../native-cuda';
-import { randomConvTensors } from '../ops/conv';
-import { checkCudaConvVariants, refusalOf, releaseDevice, toDevice } from '../ops/conv-cuda';
+import { randomConvTensors, relativeError } from '../ops/conv';
+import { checkCudaConvVariants, cudaConvTolerance, refusalOf, releaseDevice, toDevice, type CudaConvTensors } from '../ops/conv-cuda';
 import { sortBenchRows, uniqueShapes, type ConvBenchOptions, type ConvBenchRow } from './conv-bench';
 import { summarize } from './stats';
 
@@ -38,6 +40,14 @@ const QUEUE_HOLD_US = 5000;
 /** The hold of a row's second try, when the GPU reached the calls before the host had queued them all. */
 const LONG_QUEUE_HOLD_US = 100_000;
 
+/**
+ * The reference of the check at the timed batch: cuDNN's plainest algorithm per pass in fp32 (FMA) math, itself
+ * checked against the CPU at --check-batch when it is among the variants. bf16 rows (bf16 buffers) are not
+ * checked again: their check-batch check stands.
+ */
+const TIMED_REFERENCE: Record<ConvPass, string> = { fwd: 'cudnn:implicit-gemm', 'bwd-data': 'cudnn:algo-0', 'bwd-filter': 'cudnn:algo-0' };
+const outputOf = (device: CudaConvTensors, pass: ConvPass) => (pass === 'fwd' ? device.y : pass === 'bwd-data' ? device.x : device.w);
+
 export async function benchConvCuda(options: CudaConvBenchOptions): Promise<ConvBenchRow[]> {
   const cuda = cudaAddon();
   const stream = new cuda.Stream('bench');
@@ -60,6 +70,22 @@ export async function benchConvCuda(options: CudaConvBenchOptions): Promise<Conv
     try {
       for (const pass of options.passes) {
         const checks = await checkCudaConvVariants(stream, checkShape, pass, variantsOf(pass), options.dtype, seed + 7, group.first.name, layout);
+        // The reference output at the timed batch, on the inputs every variant of this pass reads.
+        let timedReference: Float32Array | undefined;
+        let noTimedReference: string | undefined = options.dtype === 'bf16' ? 'bf16 buffers' : undefined;
+        if (!noTimedReference) {
+          try {
+            const ref = new cuda.ConvKernel(shape, pass, TIMED_REFERENCE[pass], group.first.name, { dtype: 'fp32', layout });
+            ref.enqueue(stream, device.x, device.w, device.y);
+            await stream.synchronize();
+            timedReference = outputOf(device, pass).read();
+            ref.release();
+            cudaTimelineDrain();
+          } catch (err) {
+            if (!refusalOf(err)) throw err;
+            noTimedReference = `${TIMED_REFERENCE[pass]}: ${(err as Error).message}`;
+          }
+        }
         for (const check of checks) {
           const variant = check.variant;
           options.onProgress?.(done++, total, `${group.first.name} ${pass} ${variant}`);
@@ -114,13 +140,28 @@ export async function benchConvCuda(options: CudaConvBenchOptions): Promise<Conv
             push({ ...base, ...notTimed, ...checked, status, reason: (err as Error).message, implementation: variant });
             continue;
           }
-          const time = summarize(times);
           const d = kernel.describe();
+          // What the timed calls computed, against the reference at this batch (before the next variant overwrites it).
+          let timedMaxRelErr: number | null = null;
+          if (timedReference) {
+            timedMaxRelErr = relativeError(outputOf(device, pass).read(), timedReference);
+            const tolerance = cudaConvTolerance(shape, pass, d.precision);
+            if (!(timedMaxRelErr <= tolerance)) {
+              push({ ...base, ...notTimed, ...checked, status: 'failed-check', implementation: d.implementation, timedMaxRelErr,
+                reason: `at the timed batch ${shape.n} its output differs from ${TIMED_REFERENCE[pass]}'s (fp32) by ${timedMaxRelErr.toPrecision(3)} > ${tolerance} (the check at batch ${checkShape.n} passed)` });
+              kernel.release();
+              continue;
+            }
+          }
+          kernel.release();
+          const time = summarize(times);
           push({
             ...base,
             ...checked,
             status: 'ok',
             implementation: d.implementation,
+            timedMaxRelErr,
+            ...(noTimedReference ? { timedCheck: `not checked at the timed batch: ${noTimedReference}` } : {}),
             medianMs: time.median,
             minMs: time.min,
             maxMs: time.max,

@@ -38,7 +38,7 @@ export interface ConvBenchRow {
   variant: string;
   implementation: string;
   /**
-   * 'ok'; 'failed-check' (then it was not timed); 'unsupported' (CUDA: the variant cannot run this layer and
+   * 'ok'; 'failed-check' (not timed; CUDA: or its timed output differed from the reference at the timed batch); 'unsupported' (CUDA: the variant cannot run this layer and
    * pass; see reason); 'error' (CUDA: cuDNN failed the call with another status; see reason; not timed).
    */
   status: 'ok' | 'failed-check' | 'unsupported' | 'error';
@@ -53,6 +53,12 @@ export interface ConvBenchRow {
   pctPeak: number | null;
   maxRelErr: number;
   tolerance: number;
+  /**
+   * CUDA: the timed calls' output against an fp32 cuDNN kernel's at the timed batch (a variant may run another
+   * algorithm or split K there than at --check-batch); null where not checked (then timedCheck says why).
+   */
+  timedMaxRelErr?: number | null;
+  timedCheck?: string;
   /** Median per-call time of the layout reorders around the kernel (oneDNN), 0 if none. */
   reorderMs: number;
 }
