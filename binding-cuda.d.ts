@@ -171,6 +171,12 @@ export declare class ConvKernel {
   describe(): CudaConvKernelDescription;
   /** Frees its workspace and weight copy now (or with the last graph that captured it); enqueue and describe then throw ERR_INVALID_STATE. */
   release(): void;
+  /**
+   * This bwd-data kernel reads the weight copy that `forward` (the same layer's fwd kernel) makes for cuDNN with NHWC
+   * or bf16 buffers, instead of converting the weights again: valid while each of its launches follows one of
+   * `forward` with the same weights (a training step). ERR_UNSUPPORTED where there is no copy to share.
+   */
+  useWeightCopyOf(forward: ConvKernel): void;
 }
 
 export interface CudaConvVariantInfo {

@@ -1034,6 +1034,37 @@ test('cuda: NHWC and bf16 convolutions (cudnn:heuristic, cudnn:autotune) match t
   assert.deepEqual(problems, []);
 });
 
+test("cuda: a bwd-data kernel reading its forward kernel's weight copy (NHWC, bf16) computes what one converting its own does; where there is no copy it is refused", { skip: needsDevice }, async () => {
+  const c = cuda!;
+  const stream = new c.Stream('share');
+  const shape = layers.find((l) => l.name === 'res3a_branch2b')!.shape;
+  for (const options of [{ dtype: 'fp32', layout: 'nhwc' }, { dtype: 'bf16', layout: 'nhwc' }, { dtype: 'bf16', layout: 'nchw' }] as const) {
+    const fwd = new c.ConvKernel(shape, 'fwd', 'cudnn:heuristic', 'res3a_branch2b', options);
+    const shared = new c.ConvKernel(shape, 'bwd-data', 'cudnn:heuristic', 'res3a_branch2b', options);
+    const own = new c.ConvKernel(shape, 'bwd-data', 'cudnn:heuristic', 'res3a_branch2b', options);
+    const scratch = c.memoryStats().scratchBytes;
+    shared.useWeightCopyOf(fwd);
+    assert.ok(c.memoryStats().scratchBytes < scratch, `${options.dtype} ${options.layout}: its own copy goes`);
+    const d = fwd.describe();
+    const act = options.dtype === 'bf16' ? { dtype: 'bf16' as const } : undefined;
+    const x = new c.Buffer(d.xLength, act), w = new c.Buffer(d.wLength), y = new c.Buffer(d.yLength, act);
+    x.fillUniform(3, -1, 1), w.fillUniform(4, -1, 1), y.fillUniform(5, -1, 1);
+    const dx1 = new c.Buffer(d.xLength, act), dx2 = new c.Buffer(d.xLength, act);
+    dx1.fill(Number.NaN), dx2.fill(Number.NaN);
+    fwd.enqueue(stream, x, w, new c.Buffer(d.yLength, act)); // makes the copy the shared kernel reads
+    shared.enqueue(stream, dx1, w, y);
+    own.enqueue(stream, dx2, w, y);
+    await stream.synchronize();
+    assert.deepEqual(dx1.read(), dx2.read(), `${options.dtype} ${options.layout}`);
+  }
+  // NCHW fp32 reads the weights as they are: nothing to share; nor does a forward kernel read another's.
+  const plainFwd = new c.ConvKernel(shape, 'fwd', 'cudnn:heuristic', 'res3a_branch2b');
+  const plainData = new c.ConvKernel(shape, 'bwd-data', 'cudnn:heuristic', 'res3a_branch2b');
+  assert.throws(() => plainData.useWeightCopyOf(plainFwd), (e: CudaError) => e.code === 'ERR_UNSUPPORTED' && /NCHW fp32\/tf32 reads them as they are/.test(e.message));
+  const bf16Fwd = new c.ConvKernel(shape, 'fwd', 'cudnn:heuristic', 'res3a_branch2b', { dtype: 'bf16' });
+  assert.throws(() => bf16Fwd.useWeightCopyOf(bf16Fwd), (e: CudaError) => e.code === 'ERR_UNSUPPORTED' && /only a bwd-data kernel/.test(e.message));
+});
+
 test('cuda: kernels land on the timeline; library failures carry status and layer', { skip: needsDevice }, async () => {
   const c = cuda!;
   const stream = new c.Stream('timeline');

@@ -143,6 +143,7 @@ class CudaConvKernelWrap : public Napi::ObjectWrap<CudaConvKernelWrap> {
   Napi::Value describe(const Napi::CallbackInfo& info);
   Napi::Value release(const Napi::CallbackInfo& info);
   CudaConvKernel& live() const;  // ERR_INVALID_STATE once released
+  Napi::Value useWeightCopyOf(const Napi::CallbackInfo& info);
   static Napi::Value describeKernel(Napi::Env env, const CudaConvKernel& kernel);
   std::shared_ptr<CudaConvKernel> kernel_;
 };

@@ -16,6 +16,12 @@ CudaConvKernel::CudaConvKernel(const ConvShape& shape, ConvPass pass, std::strin
       device_(currentDevice()),
       context_((layer_.empty() ? shape_.describe() : layer_) + " " + convPassName(pass_) + " " + variant_) {}
 
+void CudaConvKernel::useWeightCopyOf(CudaConvKernel& forward) {
+  throw CudaError("ERR_UNSUPPORTED", context() + ": cannot use the weight copy of " + forward.context() + ": '" + variant_ +
+                                         "' takes the weights as they are (only cudnn:* kernels with NHWC or bf16 buffers convert them)",
+                  "", layer_);
+}
+
 KernelInfo CudaConvKernel::info() const {
   KernelInfo i;
   i.op = "conv";

@@ -55,6 +55,11 @@ class CudaConvKernel {
   virtual bool bf16() const { return false; }
   // Traffic of converting the weights (or their gradient) for the library, per launch.
   virtual double convertedWeightBytes() const { return 0; }
+  // A bwd-data kernel reads the weight copy `forward` (the same layer's fwd kernel) made for the library,
+  // instead of converting the weights again: valid while every launch of this kernel follows one of
+  // `forward` with the same weights (a training step: forward, backward, then the update). Only cuDNN
+  // kernels that take a converted copy (NHWC, bf16) share one; others throw ERR_UNSUPPORTED.
+  virtual void useWeightCopyOf(CudaConvKernel& forward);
 
   const ConvShape& shape() const { return shape_; }
   ConvPass pass() const { return pass_; }

@@ -98,7 +98,7 @@ class CudnnConv : public CudaConvKernel {
                "cudnnSetTensor4dDescriptor (y)", ctx);
     checkCudnn(cudnnSetFilter4dDescriptor(wDesc_, data, format, s.k, s.c, s.r, s.s),
                "cudnnSetFilter4dDescriptor", ctx);
-    if (nhwc || bf16()) cudnnWeights_ = std::make_unique<DeviceScratch>(size_t(s.wSize()) * (bf16() ? 2 : 4));
+    if (nhwc || bf16()) cudnnWeights_ = std::make_shared<DeviceScratch>(size_t(s.wSize()) * (bf16() ? 2 : 4));
     checkCudnn(cudnnSetConvolution2dDescriptor(convDesc_, s.pad, s.pad, s.stride, s.stride, 1, 1,
                                                CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
                "cudnnSetConvolution2dDescriptor", ctx);
@@ -125,7 +125,8 @@ class CudnnConv : public CudaConvKernel {
     const long long rs = (long long)s.r * s.s;
     if (cudnnWeights_) {
       w = static_cast<float*>(cudnnWeights_->get());
-      if (pass_ != ConvPass::BackwardFilter) launchWeightsForCudnn(kcrs, w, s.k, s.c, rs, nhwc_, bf16(), stream);
+      // A shared copy (bwd-data) was made by this layer's forward launch, from the same weights.
+      if (pass_ != ConvPass::BackwardFilter && !sharedCopy_) launchWeightsForCudnn(kcrs, w, s.k, s.c, rs, nhwc_, bf16(), stream);
     }
     switch (pass_) {
       case ConvPass::Forward:
@@ -158,7 +159,19 @@ class CudnnConv : public CudaConvKernel {
   std::string layout() const override { return nhwc_ ? "nhwc" : "nchw"; }
   bool bf16() const override { return math_ == ConvMath::Bf16; }
   double convertedWeightBytes() const override {
-    return cudnnWeights_ ? double(shape_.wSize()) * (4.0 + (bf16() ? 2.0 : 4.0)) : 0.0;  // read fp32, write the copy (or back)
+    if (!cudnnWeights_ || sharedCopy_) return 0.0;
+    return double(shape_.wSize()) * (4.0 + (bf16() ? 2.0 : 4.0));  // read fp32, write the copy (or back)
+  }
+
+  void useWeightCopyOf(CudaConvKernel& forward) override {
+    auto* fwd = dynamic_cast<CudnnConv*>(&forward);
+    const auto refuse = [&](const std::string& why) { throw CudaError("ERR_UNSUPPORTED", context() + ": cannot use the weight copy of " + forward.context() + ": " + why, "", layer_); };
+    if (pass_ != ConvPass::BackwardData) refuse("only a bwd-data kernel reads another's copy");
+    if (!fwd || fwd->pass_ != ConvPass::Forward) refuse("it is not a cuDNN forward kernel");
+    if (fwd->shape_.describe() != shape_.describe() || fwd->math_ != math_ || fwd->nhwc_ != nhwc_ || fwd->device() != device()) refuse("another shape, dtype, layout or GPU");
+    if (!cudnnWeights_ || !fwd->cudnnWeights_) refuse("neither converts the weights (NCHW fp32/tf32 reads them as they are)");
+    cudnnWeights_ = fwd->cudnnWeights_;  // this kernel's own copy goes
+    sharedCopy_ = true;
   }
 
  private:
@@ -314,7 +327,8 @@ class CudnnConv : public CudaConvKernel {
   size_t workspaceBytes_ = 0;
   std::unique_ptr<DeviceScratch> workspace_;
   bool nhwc_;
-  std::unique_ptr<DeviceScratch> cudnnWeights_;  // NHWC or bf16: the weights (or their gradient) as cuDNN takes them
+  std::shared_ptr<DeviceScratch> cudnnWeights_;  // NHWC or bf16: the weights (or their gradient) as cuDNN takes them
+  bool sharedCopy_ = false;                       // cudnnWeights_ is the forward kernel's, converted by its launch
 };
 
 }  // namespace

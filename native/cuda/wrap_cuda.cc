@@ -251,7 +251,18 @@ Napi::Value CudaGraphWrap::kernels(const Napi::CallbackInfo& info) {
 Napi::Function CudaConvKernelWrap::define(Napi::Env env) {
   return DefineClass(env, kClassName,
                      {InstanceMethod<&CudaConvKernelWrap::enqueue>("enqueue"),
-                      InstanceMethod<&CudaConvKernelWrap::describe>("describe"), InstanceMethod<&CudaConvKernelWrap::release>("release")});
+                      InstanceMethod<&CudaConvKernelWrap::describe>("describe"), InstanceMethod<&CudaConvKernelWrap::release>("release"),
+                      InstanceMethod<&CudaConvKernelWrap::useWeightCopyOf>("useWeightCopyOf")});
+}
+
+// useWeightCopyOf(forward: ConvKernel): this bwd-data kernel reads the weight copy the same layer's forward
+// kernel makes for cuDNN (NHWC, bf16) instead of converting the weights again (conv_cuda.h).
+Napi::Value CudaConvKernelWrap::useWeightCopyOf(const Napi::CallbackInfo& info) {
+  return cudaGuarded(info.Env(), [&]() -> Napi::Value {
+    CudaConvKernelWrap* forward = unwrapArg<CudaConvKernelWrap>(info, 0, "forward");
+    live().useWeightCopyOf(forward->live());
+    return info.Env().Undefined();
+  });
 }
 
 CudaConvKernel& CudaConvKernelWrap::live() const {

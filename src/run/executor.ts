@@ -8,7 +8,7 @@
 // an event is recorded; `gradientEvents` lists them in the order they fire
 // (reverse layer order), for the schedules that overlap reduction with backward.
 import type { Buffer, ConvKernel, ConvPass, Event, GlooCommunicator, MemoryStats, OpKernel, OpName, Stream } from '../../binding';
-import type { Buffer as CudaBuffer, Graph as CudaGraph, CudaMemoryStats, NcclCommunicator, Stream as CudaStream } from '../../binding-cuda';
+import type { Buffer as CudaBuffer, ConvKernel as CudaConvKernel, Graph as CudaGraph, CudaMemoryStats, NcclCommunicator, Stream as CudaStream } from '../../binding-cuda';
 import type { CudaAddon } from '../native-cuda';
 import type { GraphNode, ResNetGraph } from '../model/graph';
 import type { Backend } from '../backend';
@@ -445,9 +445,18 @@ export class TrainingStep {
             x: act(node.inputs[0]), y: act(node.output),
             ...(this.dtype !== 'fp32' ? { dtype: this.dtype } : {}), ...(nhwc ? { layout: 'nhwc' } : {}), ...(this.device !== undefined ? { device: this.device } : {}),
           } as const;
+          const forward = new ConvKernel(node.shape, 'fwd', variant('fwd'), node.name, layouts);
           const backward: Kernel[] = [new ConvKernel(node.shape, 'bwd-filter', variant('bwd-filter'), node.name, layouts)];
-          if (node.inputs[0] !== this.graph.input) backward.push(new ConvKernel(node.shape, 'bwd-data', variant('bwd-data'), node.name, layouts));
-          this.prepared.push({ node, forward: [new ConvKernel(node.shape, 'fwd', variant('fwd'), node.name, layouts)], backward, fusedRelu: false });
+          if (node.inputs[0] !== this.graph.input) {
+            const data = new ConvKernel(node.shape, 'bwd-data', variant('bwd-data'), node.name, layouts);
+            // CUDA, NHWC or bf16: cuDNN takes a converted copy of the weights. The forward launch made it from the
+            // weights the backward pass uses (SGD comes after both): bwd-data reads it instead of converting again.
+            if (this.backend === 'cuda' && (nhwc || this.dtype === 'bf16') && variant('fwd').startsWith('cudnn:') && variant('bwd-data').startsWith('cudnn:')) {
+              (data as unknown as CudaConvKernel).useWeightCopyOf(forward as unknown as CudaConvKernel);
+            }
+            backward.push(data);
+          }
+          this.prepared.push({ node, forward: [forward], backward, fusedRelu: false });
           break;
         }
         case 'batchnorm': {
