@@ -1,6 +1,6 @@
 // The stepscope command line: parses, validates, prints. No logic of its own.
 import { Command, CommanderError, Option } from 'commander';
-import { benchConv, sortBenchRows, type ConvBenchRow } from './bench/conv-bench';
+import { benchConv, failedCheckText, sortBenchRows, type ConvBenchRow } from './bench/conv-bench';
 import { benchConvCuda } from './bench/conv-bench-cuda';
 import { resolveBackend } from './backend';
 import { cudaAddon, cudaStatus } from './native-cuda';
@@ -176,7 +176,7 @@ function reportFailedChecks(rows: ConvBenchRow[]) {
   if (failed.length > 0) {
     process.stderr.write(
       `stepscope: ${failed.length} row(s) failed the reference check and were not timed: ` +
-        failed.map((r) => `${r.layer} ${r.pass} ${r.variant} (error ${r.maxRelErr.toExponential(2)} > ${r.tolerance.toExponential(2)})`).join('; ') +
+        failed.map((r) => `${r.layer} ${r.pass} ${r.variant} (${failedCheckText(r)})`).join('; ') +
         '\n',
     );
     process.exitCode = 1;

@@ -456,18 +456,24 @@ test('bench conv --backend cuda runs end to end on a CPU stand-in of the CUDA ad
     '--variant', 'cudnn:gemm,direct', '--json'], { ...env, FAKE_CUDA_CUDNN_ERROR: 'cudnn:gemm@batch2' });
   assert.equal(timingErr.status, 1, timingErr.stderr);
   assert.deepEqual(JSON.parse(timingErr.stdout).rows.map((r: { variant: string; status: string }) => [r.variant, r.status]), [['cudnn:gemm', 'error'], ['direct', 'ok']]);
-  // Right at the check's batch, wrong at the timed one: the timed output is checked too (against cuDNN's fp32
-  // reference at that batch), and the row fails its check there, untimed, saying so.
+  // Right at the check's batch, wrong at the timed one (it writes nothing there): the timed output is checked too,
+  // poisoned first, against cuDNN's fp32 reference at that batch, and the row fails its check there, untimed,
+  // saying so. Listed last in each pass (its output left as the next pass's input), it spoils no other row:
+  // each pass starts from its inputs as drawn.
   const timedWrong = cli(['bench', 'conv', '--backend', 'cuda', '--layer', 'res2a_branch2b', '--batch', '2', '--check-batch', '1', '--resolution', '32', '--repeat', '1',
-    '--variant', 'cudnn:gemm,direct', '--json'], { ...env, FAKE_CUDA_CONV_WRONG: 'direct@batch2' });
+    '--variant', 'im2col-cublas,cudnn:heuristic,direct', '--json'], { ...env, FAKE_CUDA_CONV_WRONG: 'direct@batch2' });
   assert.equal(timedWrong.status, 1, timedWrong.stderr);
-  const timedRows = JSON.parse(timedWrong.stdout).rows as { variant: string; pass: string; status: string; reason?: string; maxRelErr: number; timedMaxRelErr?: number | null; medianMs: number | null }[];
+  const timedRows = JSON.parse(timedWrong.stdout).rows as { variant: string; pass: string; status: string; reason?: string; maxRelErr: number; timedMaxRelErr?: number | null; timedTolerance?: number; medianMs: number | null }[];
   for (const r of timedRows.filter((x) => x.variant === 'direct')) {
     assert.equal(r.status, 'failed-check', `${r.pass}: ${JSON.stringify(r)}`);
     assert.ok(r.maxRelErr < 1e-4 && r.medianMs === null, 'the check at batch 1 passed; the row is not timed');
-    assert.match(r.reason!, /at the timed batch 2 its output differs from cudnn:(implicit-gemm|algo-0)'s \(fp32\) by/);
+    assert.match(r.reason!, /at the timed batch 2 its output is not finite where cudnn:(implicit-gemm|algo-0)'s \(fp32\) is/);
+    assert.ok(r.timedMaxRelErr === null && r.timedTolerance! > 0);
   }
-  for (const r of timedRows.filter((x) => x.variant === 'cudnn:gemm' && x.status === 'ok')) assert.ok(r.timedMaxRelErr! < 1e-5, JSON.stringify(r));
+  assert.match(timedWrong.stderr, /res2a_branch2b fwd direct \(error non-finite > [\d.e+-]+ at the timed batch 2\)/);
+  const others = timedRows.filter((x) => x.variant !== 'direct');
+  assert.deepEqual(others.map((r) => r.status), others.map(() => 'ok'), JSON.stringify(others));
+  for (const r of others) assert.ok(r.timedMaxRelErr! < 1e-5, JSON.stringify(r));
   // --dtype bf16: cuDNN's rows run on bf16 buffers (precision bf16), our own kernels are unsupported rows.
   const bf16Rows = JSON.parse(cli(['bench', 'conv', '--backend', 'cuda', '--dtype', 'bf16', '--layer', 'res2a_branch2b', '--pass', 'fwd', '--variant', 'cudnn:heuristic,direct',
     '--batch', '2', '--resolution', '64', '--repeat', '1', '--json'], env).stdout);

@@ -13,7 +13,7 @@ import type { CudaConvDtype, CudaPeak } from '../../binding-cuda';
 import { describeShape } from '../model/resnet50';
 import { cudaAddon, cudaTimelineDrain } from '../native-cuda';
 import { randomConvTensors, relativeError } from '../ops/conv';
-import { checkCudaConvVariants, cudaConvTolerance, refusalOf, releaseDevice, toDevice, type CudaConvTensors } from '../ops/conv-cuda';
+import { checkCudaConvVariants, cudaConvTolerance, refusalOf, releaseDevice, rewriteDevice, toDevice, type CudaConvTensors } from '../ops/conv-cuda';
 import { sortBenchRows, uniqueShapes, type ConvBenchOptions, type ConvBenchRow } from './conv-bench';
 import { summarize } from './stats';
 
@@ -70,20 +70,25 @@ export async function benchConvCuda(options: CudaConvBenchOptions): Promise<Conv
     try {
       for (const pass of options.passes) {
         const checks = await checkCudaConvVariants(stream, checkShape, pass, variantsOf(pass), options.dtype, seed + 7, group.first.name, layout);
-        // The reference output at the timed batch, on the inputs every variant of this pass reads.
+        // This pass's inputs as drawn (the previous pass wrote one of them: its last variant's output, maybe wrong),
+        // and the reference output at the timed batch on them, the output poisoned first.
+        if (options.dtype !== 'bf16') rewriteDevice(device, host, shape, layout);
         let timedReference: Float32Array | undefined;
         let noTimedReference: string | undefined = options.dtype === 'bf16' ? 'bf16 buffers' : undefined;
         if (!noTimedReference) {
+          let ref;
           try {
-            const ref = new cuda.ConvKernel(shape, pass, TIMED_REFERENCE[pass], group.first.name, { dtype: 'fp32', layout });
+            ref = new cuda.ConvKernel(shape, pass, TIMED_REFERENCE[pass], group.first.name, { dtype: 'fp32', layout });
+            outputOf(device, pass).fill(Number.NaN);
             ref.enqueue(stream, device.x, device.w, device.y);
             await stream.synchronize();
             timedReference = outputOf(device, pass).read();
-            ref.release();
             cudaTimelineDrain();
           } catch (err) {
             if (!refusalOf(err)) throw err;
             noTimedReference = `${TIMED_REFERENCE[pass]}: ${(err as Error).message}`;
+          } finally {
+            ref?.release();
           }
         }
         for (const check of checks) {
@@ -111,6 +116,8 @@ export async function benchConvCuda(options: CudaConvBenchOptions): Promise<Conv
           const times: number[] = [];
           try {
             kernel = new cuda.ConvKernel(shape, pass, variant, group.first.name, { dtype: options.dtype, layout });
+            // Poisoned first, so an output this variant does not write fails the check at the timed batch below.
+            if (timedReference) outputOf(device, pass).fill(Number.NaN);
             // At least one call alone first, whatever --warmup says: a first call sets up the library's plans and
             // loads modules (which may synchronize), host work the queued calls must not include.
             for (let i = 0; i < Math.max(1, options.warmup); i++) {
@@ -135,25 +142,27 @@ export async function benchConvCuda(options: CudaConvBenchOptions): Promise<Conv
           } catch (err) {
             // Supported at the check's batch, not at this one (e.g. FFT size limits), or cuDNN failed it here:
             // that row says so, the others still run.
+            kernel?.release();
             const status = refusalOf(err);
             if (!status) throw err;
             push({ ...base, ...notTimed, ...checked, status, reason: (err as Error).message, implementation: variant });
             continue;
           }
           const d = kernel.describe();
+          kernel.release();
           // What the timed calls computed, against the reference at this batch (before the next variant overwrites it).
           let timedMaxRelErr: number | null = null;
           if (timedReference) {
-            timedMaxRelErr = relativeError(outputOf(device, pass).read(), timedReference);
+            const err = relativeError(outputOf(device, pass).read(), timedReference);
             const tolerance = cudaConvTolerance(shape, pass, d.precision);
-            if (!(timedMaxRelErr <= tolerance)) {
-              push({ ...base, ...notTimed, ...checked, status: 'failed-check', implementation: d.implementation, timedMaxRelErr,
-                reason: `at the timed batch ${shape.n} its output differs from ${TIMED_REFERENCE[pass]}'s (fp32) by ${timedMaxRelErr.toPrecision(3)} > ${tolerance} (the check at batch ${checkShape.n} passed)` });
-              kernel.release();
+            if (!(err <= tolerance)) {
+              const finite = Number.isFinite(err);
+              push({ ...base, ...notTimed, ...checked, status: 'failed-check', implementation: d.implementation, timedMaxRelErr: finite ? err : null, timedTolerance: tolerance,
+                reason: `at the timed batch ${shape.n} its output ${finite ? `differs from ${TIMED_REFERENCE[pass]}'s (fp32) by ${err.toPrecision(3)} > ${tolerance}` : `is not finite where ${TIMED_REFERENCE[pass]}'s (fp32) is (an element unwritten or NaN)`} (the check at batch ${checkShape.n} passed)` });
               continue;
             }
+            timedMaxRelErr = err;
           }
-          kernel.release();
           const time = summarize(times);
           push({
             ...base,

@@ -58,6 +58,8 @@ export interface ConvBenchRow {
    * algorithm or split K there than at --check-batch); null where not checked (then timedCheck says why).
    */
   timedMaxRelErr?: number | null;
+  /** Set on a row that failed at the timed batch: that check's tolerance (timedMaxRelErr null there: a non-finite output). */
+  timedTolerance?: number;
   timedCheck?: string;
   /** Median per-call time of the layout reorders around the kernel (oneDNN), 0 if none. */
   reorderMs: number;
@@ -193,4 +195,13 @@ export function sortBenchRows(
 
 function sameAs(layer: ConvLayer, first: ConvLayer): { sameShapeAs?: string } {
   return layer.name === first.name ? {} : { sameShapeAs: first.name };
+}
+
+/** A failed row's error as its report says it: at the timed batch when it failed there (CUDA), else at --check-batch. */
+export function failedCheckText(r: ConvBenchRow): string {
+  if (r.timedTolerance !== undefined) {
+    const err = r.timedMaxRelErr === null || r.timedMaxRelErr === undefined ? 'non-finite' : r.timedMaxRelErr.toExponential(2);
+    return `error ${err} > ${r.timedTolerance.toExponential(2)} at the timed batch ${r.shape.n}`;
+  }
+  return `error ${r.maxRelErr.toExponential(2)} > ${r.tolerance.toExponential(2)}`;
 }

@@ -23,15 +23,18 @@ export interface CudaConvTensors {
  */
 export function toDevice(t: ConvTensors, shape?: ConvShape, layout: 'nchw' | 'nhwc' = 'nchw', dtype: CudaConvDtype = 'fp32'): CudaConvTensors {
   const cuda = cudaAddon();
-  const copy = (b: ConvTensors['x'], activation: boolean, arrange: (v: Float32Array) => Float32Array = (v) => v) => {
-    const d = new cuda.Buffer(b.length, activation && dtype === 'bf16' ? { dtype: 'bf16' } : undefined);
-    d.write(arrange(b.read()));
-    return d;
-  };
-  if (layout === 'nhwc' && shape) {
-    return { x: copy(t.x, true, (v) => toNhwc(v, shape.c, shape.h * shape.w)), w: copy(t.w, false), y: copy(t.y, true, (v) => toNhwc(v, shape.k, outputPlane(shape))) };
-  }
-  return { x: copy(t.x, true), w: copy(t.w, false), y: copy(t.y, true) };
+  const made = (length: number, activation: boolean) => new cuda.Buffer(length, activation && dtype === 'bf16' ? { dtype: 'bf16' } : undefined);
+  const d = { x: made(t.x.length, true), w: made(t.w.length, false), y: made(t.y.length, true) };
+  rewriteDevice(d, t, shape, layout);
+  return d;
+}
+
+/** The host tensors written again into device ones made by toDevice (the same arrangement): a pass's inputs restored. */
+export function rewriteDevice(d: CudaConvTensors, t: ConvTensors, shape?: ConvShape, layout: 'nchw' | 'nhwc' = 'nchw'): void {
+  const nhwc = layout === 'nhwc' && shape;
+  d.x.write(nhwc ? toNhwc(t.x.read(), shape.c, shape.h * shape.w) : t.x.read());
+  d.w.write(t.w.read());
+  d.y.write(nhwc ? toNhwc(t.y.read(), shape.k, outputPlane(shape)) : t.y.read());
 }
 
 function outputPlane(s: ConvShape): number {

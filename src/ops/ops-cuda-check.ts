@@ -90,7 +90,7 @@ export const CUDA_OP_CASES: OpCase[] = [
   { op: 'fc-bwd', params: { n: 4, in: 64, out: 10 }, outputs: ['dx', 'dw', 'db'], tolerance: 1e-5 },
   { op: 'softmax-xent', params: { n: 5, classes: 10 }, outputs: ['loss', 'dlogits'], tolerance: 1e-6 },
   { op: 'sgd', params: { size: 1000, lr: 0.1, momentum: 0.9, weightDecay: 1e-4 }, outputs: ['param', 'momentum_buffer'], inout: ['param', 'momentum_buffer'], tolerance: 1e-6 },
-  // The step's one-launch optimizer (tensors=k): spans of 65536 values, a tensor of several and tensors of one value.
+  // The step's one-launch optimizer (tensors=k): spans of 8192 values, a tensor of several and tensors of one value.
   {
     op: 'sgd', params: { tensors: 3, size0: 1, size1: 140000, size2: 7, lr: 0.1, momentum: 0.9, weightDecay: 1e-4 },
     outputs: [0, 1, 2].flatMap((t) => [`param.${t}`, `momentum_buffer.${t}`]), inout: [0, 1, 2].flatMap((t) => [`param.${t}`, `momentum_buffer.${t}`]), tolerance: 1e-6,

@@ -1,6 +1,6 @@
 // The results of `stepscope bench conv` and `bench data`: the terminal table,
 // and the HTML report (bars side by side, then every row).
-import type { ConvBenchRow } from '../bench/conv-bench';
+import { failedCheckText, type ConvBenchRow } from '../bench/conv-bench';
 import type { DataBenchRow } from '../bench/data-bench';
 import { htmlReport, type BarChart } from './html-report';
 import { formatTable } from './table';
@@ -22,7 +22,7 @@ export function formatBenchRows(rows: ConvBenchRow[]): string {
     {
       header: 'max rel err',
       value: (r) =>
-        r.status === 'ok' ? r.maxRelErr.toExponential(1) : r.status === 'unsupported' || r.status === 'error' ? r.status : `FAIL ${r.maxRelErr.toExponential(1)}`,
+        r.status === 'ok' ? r.maxRelErr.toExponential(1) : r.status === 'unsupported' || r.status === 'error' ? r.status : `FAIL ${failedCheckText(r)}`,
     },
     { header: 'reorder ms', value: (r) => (r.reorderMs > 0 ? r.reorderMs : null), digits: 3 },
   ]);
@@ -55,7 +55,7 @@ export function convBenchReport(rows: ConvBenchRow[], title: string, summary: st
       title: 'Every row (checked against the reference before timing)',
       headers: ['layer', 'shape', 'pass', 'variant', 'median ms', 'min ms', 'max ms', 'GFLOP/s', '% peak', 'max rel err', 'reorder ms'],
       rows: rows.map((r) => [r.layer + (r.sameShapeAs ? ` (=${r.sameShapeAs})` : ''), r.shapeText, r.pass, r.variant, ms3(r.medianMs), ms3(r.minMs), ms3(r.maxMs),
-        pct(r.gflops), pct(r.pctPeak), r.status === 'ok' ? r.maxRelErr.toExponential(1) : r.status === 'unsupported' || r.status === 'error' ? `${r.status}${r.reason ? `: ${r.reason}` : ''}` : `FAIL ${r.maxRelErr.toExponential(1)}`,
+        pct(r.gflops), pct(r.pctPeak), r.status === 'ok' ? r.maxRelErr.toExponential(1) : r.status === 'unsupported' || r.status === 'error' ? `${r.status}${r.reason ? `: ${r.reason}` : ''}` : `FAIL ${failedCheckText(r)}`,
         r.reorderMs > 0 ? ms3(r.reorderMs) : '-']),
     }],
   });
