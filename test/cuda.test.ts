@@ -545,8 +545,8 @@ test('step --backend cuda runs the training step on the CUDA addon\'s classes (C
   const cd = JSON.parse(cli(['step', '--backend', 'cpu', '--kernels', 'conv=im2col-gemm', '--layout', 'nchw', ...withData]).stdout);
   const gdRun = JSON.parse(gd.stdout);
   assert.deepEqual(gdRun.iterations.map((i: { loss: number }) => i.loss), cd.iterations.map((i: { loss: number }) => i.loss));
-  // Each ring slot used (two iterations: two) was offered for page-locking once (the stand-in refuses, saying why; the copy still ran).
-  assert.deepEqual(gdRun.data.hostPins, { pinned: 0, slots: 2, reason: 'stand-in: host memory is the device' });
+  // Each ring slot (--prefetch 2: three) was offered for page-locking once, before the first iteration (the stand-in refuses, saying why; the copy still ran).
+  assert.deepEqual(gdRun.data.hostPins, { pinned: 0, slots: 3, reason: 'stand-in: host memory is the device' });
   fs.rmSync(data, { recursive: true, force: true });
   // Two workers through the local communicator, overlapped on a second stream (events, waits) and with its
   // contention iterations: the same losses as the CPU's; the comm kernels on the timeline.

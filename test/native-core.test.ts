@@ -32,6 +32,15 @@ test('buffers copy in and out, fill, and generate reproducible random data', () 
   c.release();
   assert.equal(v[3], 7);
   assert.throws(() => c.view(), /released/);
+  // Released in stream order while viewed: the block is not handed back for the stream's next buffer.
+  const s = new native.Stream('view');
+  const a = new native.Buffer(4096);
+  a.fill(1);
+  const va = a.view();
+  a.release(s);
+  const next = new native.Buffer(4096, s);
+  next.fill(7);
+  assert.equal(va[0], 1);
 });
 
 /** Buffer.fillUniform's element i, computed here independently (BigInt splitmix64; the sum in double, rounded once to float). */

@@ -48,7 +48,8 @@ Napi::Value BufferWrap::length(const Napi::CallbackInfo& info) {
 // returns when queued work that holds the buffer has run.
 Napi::Value BufferWrap::release(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
-    if (buffer_ && info.Length() > 0 && !info[0].IsUndefined()) {
+    // (Not once viewed: a view keeps the memory, which goes when the view does.)
+    if (buffer_ && !viewed_ && info.Length() > 0 && !info[0].IsUndefined()) {
       const StreamPtr& stream = unwrapArg<StreamWrap>(info, 0, "stream")->stream();
       auto event = std::make_shared<Event>();
       const uint64_t generation = stream->record(event);
@@ -106,8 +107,17 @@ Napi::Value BufferWrap::view(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     DeviceBuffer& b = live();
     auto* keep = new BufferPtr(buffer_);
+    viewed_ = true;
+    // V8 is told of the memory the view keeps alive, so that garbage collection weighs it.
+    const int64_t bytes = int64_t(b.size() * sizeof(float));
     Napi::ArrayBuffer memory = Napi::ArrayBuffer::New(
-        info.Env(), b.data(), b.size() * sizeof(float), [](Napi::Env, void*, BufferPtr* held) { delete held; }, keep);
+        info.Env(), b.data(), size_t(bytes),
+        [bytes](Napi::Env env, void*, BufferPtr* held) {
+          Napi::MemoryManagement::AdjustExternalMemory(env, -bytes);
+          delete held;
+        },
+        keep);
+    Napi::MemoryManagement::AdjustExternalMemory(info.Env(), bytes);
     return Napi::Float32Array::New(info.Env(), b.size(), memory, 0);
   });
 }

@@ -31,6 +31,7 @@ class BufferWrap : public Napi::ObjectWrap<BufferWrap> {
   DeviceBuffer& live();  // throws once released
 
   BufferPtr buffer_;
+  bool viewed_ = false;  // a view() holds the memory: release(stream) must not hand the block back early
 };
 
 }  // namespace stepscope

@@ -86,6 +86,10 @@ export class DataPipeline {
   readonly classes: number;
   private queue = new Map<number, Promise<LoadedBatch>>();
   private ring: Buffer[];
+  /** The ring's input buffers, each batch's `input` one of them in turn (the CUDA step pins them once: run/host-pins.ts). */
+  get ringBuffers(): readonly Buffer[] {
+    return this.ring;
+  }
   /** Distinct samples skipped as bad, by source. */
   readonly skipped = new Map<string, string>();
 

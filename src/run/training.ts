@@ -220,8 +220,10 @@ export async function runTraining(config: TrainingConfig, onIteration?: OnIterat
       replica.labels.write(fixed.labels);
     }
   }
-  // CUDA: each ring slot's host memory page-locked for its copy to the device (released before the pipelines free it).
+  // CUDA: each ring slot's host memory page-locked for its copy to the device, all before the first iteration (a
+  // registration costs ms: not inside a measured one), released before the pipelines free them.
   const pins = pipelines.length > 0 && step.backend === 'cuda' ? new HostPins(cudaAddon()) : undefined;
+  for (const p of pins ? pipelines : []) for (const b of p.ringBuffers) pins!.view(b);
   try {
     return await iterate(config, step, graph, fixed !== undefined, pipelines, pins, onIteration);
   } finally {
