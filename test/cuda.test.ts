@@ -14,7 +14,7 @@ import type { ConvPass } from '../binding';
 import type { CudaError } from '../binding-cuda';
 import { resnet50Convs, shapeClass } from '../src/model/resnet50';
 import { cudaAddonIfLoaded, cudaStatus } from '../src/native-cuda';
-import { CONV_PASSES } from '../src/ops/conv';
+import { CONV_PASSES, relativeError } from '../src/ops/conv';
 import { checkCudaConvVariants } from '../src/ops/conv-cuda';
 import { checkCudaOps, CUDA_OP_CASES } from '../src/ops/ops-cuda-check';
 import { addon } from '../src/native';
@@ -1053,15 +1053,17 @@ test("cuda: a bwd-data kernel reading its forward kernel's weight copy (NHWC, bf
     assert.ok(c.memoryStats().scratchBytes < scratch, `${options.dtype} ${options.layout}: its own copy goes`);
     const d = fwd.describe();
     const act = options.dtype === 'bf16' ? { dtype: 'bf16' as const } : undefined;
-    const x = new c.Buffer(d.xLength, act), w = new c.Buffer(d.wLength), y = new c.Buffer(d.yLength, act);
-    x.fillUniform(3, -1, 1), w.fillUniform(4, -1, 1), y.fillUniform(5, -1, 1);
+    const x = new c.Buffer(d.xLength, act), w = new c.Buffer(d.wLength), other = new c.Buffer(d.wLength), y = new c.Buffer(d.yLength, act);
+    x.fillUniform(3, -1, 1), w.fillUniform(4, -1, 1), other.fillUniform(6, -1, 1), y.fillUniform(5, -1, 1);
     const dx1 = new c.Buffer(d.xLength, act), dx2 = new c.Buffer(d.xLength, act);
     dx1.fill(Number.NaN), dx2.fill(Number.NaN);
-    fwd.enqueue(stream, x, w, new c.Buffer(d.yLength, act)); // makes the copy the shared kernel reads
-    shared.enqueue(stream, dx1, w, y);
+    fwd.enqueue(stream, x, w, new c.Buffer(d.yLength, act)); // makes the copy (of w) the shared kernel reads
+    shared.enqueue(stream, dx1, other, y);                    // given other weights: it must read the copy of w
     own.enqueue(stream, dx2, w, y);
     await stream.synchronize();
-    assert.deepEqual(dx1.read(), dx2.read(), `${options.dtype} ${options.layout}`);
+    // Not bitwise: cuDNN's bwd-data algo-0 sums with atomics. A stale or unread copy is off by O(1).
+    const err = relativeError(dx1.read(), dx2.read());
+    assert.ok(err < 1e-3, `${options.dtype} ${options.layout}: ${err}`);
   }
   // NCHW fp32 reads the weights as they are: nothing to share; nor does a forward kernel read another's.
   const plainFwd = new c.ConvKernel(shape, 'fwd', 'cudnn:heuristic', 'res3a_branch2b');
