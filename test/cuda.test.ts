@@ -20,6 +20,7 @@ import { checkCudaOps, CUDA_OP_CASES } from '../src/ops/ops-cuda-check';
 import { addon } from '../src/native';
 import type { Run } from '../src/run/training';
 import { readRun } from '../src/run/run-file';
+import { HostPins } from '../src/run/host-pins';
 import { modelFromRun } from '../src/whatif/step-model';
 import { cli, freePort, ROOT, tempDir } from './helpers';
 
@@ -99,6 +100,22 @@ test('the other ops\' arithmetic and the FC layer\'s cuBLAS layouts match the CP
   for (const c of out.checks) assert.ok(c.ok && c.error <= c.tolerance, `${c.name}: ${c.error} > ${c.tolerance}`);
   assert.equal(out.checks.length, 201);
   assert.equal(r.status, 0);
+});
+
+test('HostPins: a ring slot of 1 MiB or more is registered (or refused with CUDA\'s reason), a smaller one is not tried; release unpins', { skip: needsAddon }, () => {
+  const pins = new HostPins(cuda!);
+  const big = new (addon().Buffer)(1 << 19), small = new (addon().Buffer)(1000); // 2 MiB, 4 KB
+  const view = pins.view(big);
+  assert.equal(pins.view(big), view, 'one view (and pin) per slot');
+  pins.view(small);
+  const st = pins.status();
+  assert.equal(st.slots, 2);
+  // With a device the big slot is pinned; without one CUDA refuses it and says why. The small one is never tried.
+  assert.ok(st.pinned === 1 ? /under 1048576 bytes/.test(st.reason!) : st.pinned === 0 && /cudaError/.test(st.reason!), JSON.stringify(st));
+  pins.release();
+  assert.equal(pins.status().slots, 0);
+  view[0] = 1; // the memory is still the buffer's
+  assert.equal(big.read(0, 1)[0], 1);
 });
 
 test('NVTX ranges need no device; start/end ranges (a --gpus replica\'s phases) take the id they were given', { skip: needsAddon }, () => {
@@ -545,8 +562,9 @@ test('step --backend cuda runs the training step on the CUDA addon\'s classes (C
   const cd = JSON.parse(cli(['step', '--backend', 'cpu', '--kernels', 'conv=im2col-gemm', '--layout', 'nchw', ...withData]).stdout);
   const gdRun = JSON.parse(gd.stdout);
   assert.deepEqual(gdRun.iterations.map((i: { loss: number }) => i.loss), cd.iterations.map((i: { loss: number }) => i.loss));
-  // Each ring slot (--prefetch 2: three) was offered for page-locking once, before the first iteration (the stand-in refuses, saying why; the copy still ran).
-  assert.deepEqual(gdRun.data.hostPins, { pinned: 0, slots: 3, reason: 'stand-in: host memory is the device' });
+  // Each ring slot (--prefetch 2: three) is considered for page-locking once, before the first iteration; batches
+  // this small (32 px) are not pinned (under 1 MiB, slots may share a page), and the run says so.
+  assert.deepEqual(gdRun.data.hostPins, { pinned: 0, slots: 3, reason: 'batches under 1048576 bytes are not pinned' });
   fs.rmSync(data, { recursive: true, force: true });
   // Two workers through the local communicator, overlapped on a second stream (events, waits) and with its
   // contention iterations: the same losses as the CPU's; the comm kernels on the timeline.

@@ -7,8 +7,14 @@ import type { Buffer } from '../../binding';
 import type { HostPin } from '../../binding-cuda';
 import type { CudaAddon } from '../native-cuda';
 
+/**
+ * Below this a batch is not pinned: the CPU addon aligns smaller blocks to 64 bytes, so two ring slots may share a
+ * page and the second registration would be refused; and such a copy is short anyway.
+ */
+export const MIN_PINNED_BYTES = 1 << 20;
+
 export class HostPins {
-  private readonly slots = new Map<Buffer, { view: Float32Array; pin: HostPin }>();
+  private readonly slots = new Map<Buffer, { view: Float32Array; pin: HostPin | { pinned: false; reason: string; release(): void } }>();
 
   constructor(private readonly cuda: CudaAddon) {}
 
@@ -17,7 +23,8 @@ export class HostPins {
     let slot = this.slots.get(buffer);
     if (!slot) {
       const view = buffer.view();
-      slot = { view, pin: new this.cuda.HostPin(view) };
+      const small = view.byteLength < MIN_PINNED_BYTES;
+      slot = { view, pin: small ? { pinned: false, reason: `batches under ${MIN_PINNED_BYTES} bytes are not pinned`, release: () => {} } : new this.cuda.HostPin(view) };
       this.slots.set(buffer, slot);
     }
     return slot.view;
