@@ -23,18 +23,15 @@ inline CudaAddonData& cudaAddonData(Napi::Env env) { return *env.GetInstanceData
 // The JS class HostPin (wrap_host_pin.cc).
 Napi::Function defineHostPin(Napi::Env env);
 
-// guarded() (napi/util.h) plus `status` and `layer` from a CudaError.
+// guarded() (napi/util.h) plus an error's details (a CudaError's `status` and `layer`), as a promise's rejection carries them.
 template <typename F>
 auto cudaGuarded(Napi::Env env, F&& body) -> decltype(body()) {
   try {
     return body();
-  } catch (const CudaError& e) {
-    Napi::Error error = makeError(env, e.code(), e.what());
-    error.Value().Set("status", e.status());
-    error.Value().Set("layer", e.layer());
-    throw error;
   } catch (const Error& e) {
-    throw makeError(env, e.code(), e.what());
+    Napi::Error error = makeError(env, e.code(), e.what());
+    for (const auto& [key, value] : e.details()) error.Value().Set(key, value);
+    throw error;
   } catch (const Napi::Error&) {
     throw;
   } catch (const std::bad_alloc&) {

@@ -14,7 +14,8 @@ import type { CudaAddon } from '../native-cuda';
 export const MIN_PINNED_BYTES = 1 << 20;
 
 export class HostPins {
-  private readonly slots = new Map<Buffer, { view: Float32Array; pin: HostPin | { pinned: false; reason: string; release(): void } }>();
+  /** Each slot's view, and its pin (none below MIN_PINNED_BYTES). */
+  private readonly slots = new Map<Buffer, { view: Float32Array; pin?: HostPin }>();
 
   constructor(private readonly cuda: CudaAddon) {}
 
@@ -23,8 +24,7 @@ export class HostPins {
     let slot = this.slots.get(buffer);
     if (!slot) {
       const view = buffer.view();
-      const small = view.byteLength < MIN_PINNED_BYTES;
-      slot = { view, pin: small ? { pinned: false, reason: `batches under ${MIN_PINNED_BYTES} bytes are not pinned`, release: () => {} } : new this.cuda.HostPin(view) };
+      slot = { view, pin: view.byteLength < MIN_PINNED_BYTES ? undefined : new this.cuda.HostPin(view) };
       this.slots.set(buffer, slot);
     }
     return slot.view;
@@ -33,11 +33,13 @@ export class HostPins {
   /** How many slots are page-locked, and why the first refused one was not. */
   status(): { pinned: number; slots: number; reason?: string } {
     const pins = [...this.slots.values()].map((s) => s.pin);
-    return { pinned: pins.filter((p) => p.pinned).length, slots: pins.length, reason: pins.find((p) => !p.pinned)?.reason };
+    const refused = pins.find((p) => !p?.pinned);
+    const reason = refused ? refused.reason : pins.includes(undefined) ? `batches under ${MIN_PINNED_BYTES} bytes are not pinned` : undefined;
+    return { pinned: pins.filter((p) => p?.pinned).length, slots: pins.length, reason };
   }
 
   release(): void {
-    for (const { pin } of this.slots.values()) pin.release();
+    for (const { pin } of this.slots.values()) pin?.release();
     this.slots.clear();
   }
 }
